@@ -73,6 +73,20 @@ class TradeGenerator:
         self.rng = random.Random(seed)
         self.prices: dict[str, float] = {}
         self.ids = itertools.count(1)
+        self.pool: list[dict] = []
+        self.pool_symbols: list[str] = []
+
+    def trades(self, symbols: list[str], count: int, *, fast: bool = False) -> list[dict]:
+        """`count` trades of random symbols. fast: reuse a pool of trades made once, with new ids
+        and one timestamp a frame; five times cheaper, so a benchmark measures the client."""
+        if not fast:
+            return [self.trade(self.rng.choice(symbols)) for _ in range(count)]
+        if self.pool_symbols != symbols or len(self.pool) <= count:
+            self.pool = [self.trade(self.rng.choice(symbols)) for _ in range(max(1000, 2 * count))]
+            self.pool_symbols = symbols
+        start = self.rng.randrange(len(self.pool) - count)
+        now = msgpack.Timestamp.from_unix_nano(time.time_ns())
+        return [{**trade, "i": next(self.ids), "t": now} for trade in self.pool[start:start + count]]
 
     def trade(self, symbol: str) -> dict:
         rng = self.rng
@@ -280,7 +294,7 @@ class AlpacaStreamServer:
                     count = min(count, limit - sent)
             if self.total is not None:
                 count = min(count, self.total - self.trades_sent)
-            trades = [self.generator.trade(rng.choice(symbols)) for _ in range(count)]
+            trades = self.generator.trades(symbols, count, fast=self.rate is None)
             await ws.send(msgpack.packb(trades))
             record.trade_ids.extend(trade["i"] for trade in trades)
             sent += count

@@ -90,10 +90,10 @@ def load_keys(folder: Path) -> Keys:
         try:
             config = runpy.run_path(str(config_file))
         except Exception as error:
-            # Not str(error): a NameError from a key pasted without quotes would print the key.
             line = error.lineno if isinstance(error, SyntaxError) else traceback.extract_tb(error.__traceback__)[-1].lineno
-            raise ConfigError(f"config.py has an error on line {line} ({type(error).__name__}): "
-                              'keys go in quotes, API_KEY = "..."') from None
+            # Not str(error) for these: a key pasted without quotes would be printed.
+            hint = 'keys go in quotes, API_KEY = "..."' if isinstance(error, (NameError, SyntaxError)) else error
+            raise ConfigError(f"config.py has an error on line {line} ({type(error).__name__}): {hint}") from None
         return Keys(config.get("API_KEY", ""), config.get("SECRET_KEY", ""), "config.py")
     if os.environ.get(KEY_ENV) or os.environ.get(SECRET_ENV):
         return Keys(os.environ.get(KEY_ENV, ""), os.environ.get(SECRET_ENV, ""), "the environment")
@@ -467,6 +467,9 @@ def main(argv: list[str] | None = None) -> int:
         # flush does not fail again, as the Python docs advise for SIGPIPE.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_OK
+    except Exception:
+        log.exception("unexpected error: please report it, with this traceback")
+        return EXIT_UNEXPECTED
     return EXIT_OK
 
 

@@ -88,6 +88,18 @@ def test_a_broken_config_py_is_reported_by_line_without_printing_the_key(tmp_pat
     assert "PKUNQUOTED" not in str(refused.value)
 
 
+def test_a_config_py_failing_for_another_reason_says_why(tmp_path):
+    (tmp_path / "config.py").write_text("import no_such_module_here\n")
+    with pytest.raises(ws.ConfigError, match="line 1 \\(ModuleNotFoundError\\): No module named 'no_such_module_here'"):
+        ws.load_keys(tmp_path)
+
+
+def test_an_unexpected_error_exits_1_with_the_traceback(tmp_path, monkeypatch, caplog):
+    monkeypatch.setattr(ws, "stream_until_stopped", mock.AsyncMock(side_effect=ZeroDivisionError("a bug")))
+    assert ws.main(["--demo"]) == ws.EXIT_UNEXPECTED
+    assert "unexpected error: please report it" in caplog.text and "ZeroDivisionError: a bug" in caplog.text
+
+
 def test_main_returns_2_for_missing_keys(tmp_path, clean_env, monkeypatch, caplog):
     monkeypatch.setattr(ws, "__file__", str(tmp_path / "websocket_stream.py"))
     assert ws.main(["--url", "ws://127.0.0.1:9/v2/iex"]) == ws.EXIT_USAGE

@@ -1,0 +1,36 @@
+"""The script a learner would write from alpaca-py's documentation: the benchmark's baseline.
+
+    python bare_lesson.py URL           print every trade, as the lesson does
+    python bare_lesson.py URL --noop N  a handler that only counts: alpaca-py's own ceiling;
+                                        prints the trades per second over the first N, then exits
+"""
+
+import os
+import sys
+import time
+
+from alpaca.data.live import StockDataStream
+
+url, noop = sys.argv[1], "--noop" in sys.argv
+stream = StockDataStream("FAKE-BENCH-KEY-ID-01", "FAKE-BENCH-SECRET-0001", url_override=url)
+
+
+async def on_trade(trade):
+    print(trade.symbol, trade.size, trade.price, trade.timestamp, flush=True)
+
+
+count, first = 0, 0.0
+
+
+async def count_trades(trade):
+    global count, first
+    count += 1
+    if count == 1:
+        first = time.perf_counter()
+    elif count == int(sys.argv[-1]):
+        print(f"rate {(count - 1) / (time.perf_counter() - first)}", flush=True)
+        os._exit(0)
+
+
+stream.subscribe_trades(count_trades if noop else on_trade, "SPY", "TSLA")
+stream.run()

@@ -1,0 +1,32 @@
+"""The floor of the protocol: websockets and msgpack, counting trades, no parsing.
+
+    python raw_client.py URL N    prints the trades per second over the first N, then exits
+"""
+
+import asyncio
+import sys
+import time
+
+import msgpack
+from websockets.asyncio.client import connect
+
+
+async def main(url: str, wanted: int) -> None:
+    async with connect(url, additional_headers={"Content-Type": "application/msgpack"}) as ws:
+        await ws.recv()  # connected
+        await ws.send(msgpack.packb({"action": "auth", "key": "FAKE-BENCH-KEY-ID-01", "secret": "FAKE-BENCH-SECRET-0001"}))
+        await ws.recv()  # authenticated
+        await ws.send(msgpack.packb({"action": "subscribe", "trades": ["SPY", "TSLA"]}))
+        count, first = 0, 0.0
+        async for frame in ws:
+            for message in msgpack.unpackb(frame):
+                if message["T"] == "t":
+                    count += 1
+                    if count == 1:
+                        first = time.perf_counter()
+                    elif count == wanted:
+                        print(f"rate {(count - 1) / (time.perf_counter() - first)}", flush=True)
+                        return
+
+
+asyncio.run(main(sys.argv[1], int(sys.argv[2])))

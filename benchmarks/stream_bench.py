@@ -1,0 +1,254 @@
+"""Benchmark: websocket_stream.py side by side with what a user would otherwise write, in one
+run on one machine, against the local server (each client alternating, round after round).
+
+    python benchmarks/stream_bench.py [--runs 3]
+
+Clients: our script (text and --json); the bare lesson script (bare_lesson.py); alpaca-py with a
+handler that does nothing (its ceiling); raw websockets + msgpack counting trades (the floor of
+the protocol). Figures: throughput, latency, time to exit on SIGINT, time to recover from a
+dropped connection, memory. Prints a table with medians, spreads and ratios to the bare script,
+and writes the same to benchmarks/results.json. Linux and macOS; memory is read from /proc.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from datetime import datetime, timezone
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+PYTHON = sys.executable
+THROUGHPUT_TRADES = 100_000
+MEMORY_TRADES = (10_000, 1_000_000)
+FAKE_KEYS = {"APCA_API_KEY_ID": "FAKE-BENCH-KEY-ID-01", "APCA_API_SECRET_KEY": "FAKE-BENCH-SECRET-0001"}
+
+
+Command = Callable[[str], list[str]]  # a client's command line for a server URL
+
+
+def client_commands(script: Path) -> dict[str, Command]:
+    """Each client's command line for a server URL."""
+    return {
+        "ours": lambda url: [PYTHON, str(script), "--url", url],
+        "ours --json": lambda url: [PYTHON, str(script), "--url", url, "--json"],
+        "bare script": lambda url: [PYTHON, str(HERE / "bare_lesson.py"), url],
+        "alpaca-py no-op": lambda url: [PYTHON, str(HERE / "bare_lesson.py"), url, "--noop", str(THROUGHPUT_TRADES)],
+        "raw websockets": lambda url: [PYTHON, str(HERE / "raw_client.py"), url, str(THROUGHPUT_TRADES)],
+    }
+
+
+PRINTERS = ("ours", "ours --json", "bare script")  # clients that print a line per trade
+
+
+def line_time(client: str, line: bytes) -> float:
+    """The trade's exchange timestamp in a printed line, as seconds since the epoch."""
+    text = line.decode()
+    if client == "ours --json":
+        return datetime.fromisoformat(json.loads(text)["timestamp"]).timestamp()
+    if client == "ours":  # "2026-11-24 17:53:16.637925  SPY ..." (UTC)
+        return datetime.fromisoformat(" ".join(text.split()[:2])).replace(tzinfo=timezone.utc).timestamp()
+    return datetime.fromisoformat(" ".join(text.split()[-2:])).timestamp()  # "... 17:53:16.637925+00:00"
+
+
+class Server:
+    """local_alpaca_server.py in its own process, so it does not share the client's core."""
+
+    def __init__(self, *options: str) -> None:
+        self.process = subprocess.Popen([PYTHON, str(ROOT / "local_alpaca_server.py"), "--port", "0", "--seed", "1",
+                                         *options], stdout=subprocess.PIPE, text=True)
+        self.url = self.process.stdout.readline().strip()
+
+    def __enter__(self) -> Server:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.process.terminate()
+        self.process.wait()
+
+
+class Client:
+    """A client process whose stdout is read in a thread: line count, arrival times, lines."""
+
+    def __init__(self, command: list[str], env: dict[str, str], keep_lines: bool = False) -> None:
+        self.process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env)
+        self.count = 0
+        self.arrivals: list[tuple[float, bytes]] = []  # (when read, line), if keep_lines
+        self.first_at = 0.0
+        self.count_at: dict[int, float] = {}  # line count -> when it was reached
+        self.watch: set[int] = set()
+        self.keep_lines = keep_lines
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self) -> None:
+        stdout = self.process.stdout
+        if self.keep_lines:
+            for line in stdout:
+                self.arrivals.append((time.time(), line))
+                self.count += 1
+            return
+        while chunk := os.read(stdout.fileno(), 1 << 16):
+            now = time.perf_counter()
+            if not self.count:
+                self.first_at = now
+            self.count += chunk.count(b"\n")
+            for mark in [m for m in self.watch if self.count >= m]:
+                self.count_at[mark] = now
+                self.watch.discard(mark)
+
+    def wait_until(self, condition: Callable[[], bool], timeout: float = 120) -> None:
+        deadline = time.monotonic() + timeout
+        while not condition():
+            if time.monotonic() > deadline or self.process.poll() is not None and not condition():
+                raise RuntimeError(f"client stopped or timed out: {self.process.args}")
+            time.sleep(0.005)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait()
+
+
+def throughput(client: str, command: Command, env: dict[str, str]) -> float:
+    """Trades per second delivered to the reader, 100,000 sent as fast as possible, 20 a frame."""
+    with Server("--rate", "0", "--batch", "20", "--total", str(THROUGHPUT_TRADES)) as server:
+        if client not in PRINTERS:  # they time themselves and print "rate N"
+            out = subprocess.run(command(server.url), capture_output=True, text=True, env=env, timeout=300).stdout
+            return float(out.split()[-1])
+        reader = Client(command(server.url), env)
+        reader.watch.add(THROUGHPUT_TRADES)
+        reader.wait_until(lambda: THROUGHPUT_TRADES in reader.count_at)
+        reader.stop()
+        return (THROUGHPUT_TRADES - 1) / (reader.count_at[THROUGHPUT_TRADES] - reader.first_at)
+
+
+def latency(client: str, command: Command, env: dict[str, str]) -> tuple[float, float]:
+    """p50 and p99, in ms, from the trade's timestamp to the line read, at 1,000 trades/s."""
+    with Server("--rate", "1000", "--batch", "20") as server:
+        reader = Client(command(server.url), env, keep_lines=True)
+        reader.wait_until(lambda: reader.count >= 6000)  # the first 1,000 are a warm-up
+        reader.stop()
+    delays = sorted((read - line_time(client, line)) * 1000 for read, line in reader.arrivals[1000:6000])
+    return delays[len(delays) // 2], delays[int(len(delays) * 0.99)]
+
+
+def exit_time(client: str, command: Command, env: dict[str, str]) -> float:
+    """Seconds from SIGINT to exit while trades arrive at 10,000/s."""
+    with Server("--rate", "10000", "--batch", "20") as server:
+        reader = Client(command(server.url), env)
+        reader.wait_until(lambda: reader.count >= 5000)
+        sent = time.perf_counter()
+        reader.process.send_signal(signal.SIGINT)
+        try:
+            reader.process.wait(60)
+        finally:
+            reader.stop()
+        return time.perf_counter() - sent
+
+
+def recovery(client: str, command: Command, env: dict[str, str]) -> float:
+    """Seconds from a dropped connection to the first trade on the new one, at 1,000 trades/s."""
+    with Server("--rate", "1000", "--batch", "20", "--drop-after", "1500") as server:
+        reader = Client(command(server.url), env, keep_lines=True)
+        reader.wait_until(lambda: reader.count >= 2500)
+        reader.stop()
+    times = [read for read, _ in reader.arrivals[:2500]]
+    return max(later - earlier for earlier, later in zip(times, times[1:]))  # the gap is the drop
+
+
+def memory(client: str, command: Command, env: dict[str, str]) -> tuple[float, float]:
+    """Resident memory, MB, after 10,000 trades and after 1,000,000."""
+    low, high = MEMORY_TRADES
+    with Server("--rate", "0", "--batch", "20", "--total", str(high + 10_000)) as server:
+        reader = Client(command(server.url), env)
+        sizes = []
+        for mark in MEMORY_TRADES:
+            reader.wait_until(lambda: reader.count >= mark, timeout=600)
+            sizes.append(resident_mb(reader.process.pid))
+        reader.stop()
+    return sizes[0], sizes[1]
+
+
+def resident_mb(pid: int) -> float:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(next(line for line in status.splitlines() if line.startswith("VmRSS")).split()[1]) / 1024
+
+
+# Which figures, for which clients, and how to show them.
+FIGURES = [
+    ("throughput, trades/s", throughput, tuple(client_commands(Path()).keys()), "{:,.0f}"),
+    ("latency p50 / p99 at 1,000/s, ms", latency, PRINTERS, "{:.2f} / {:.2f}"),
+    ("exit after SIGINT at 10,000/s, s", exit_time, ("ours", "bare script"), "{:.2f}"),
+    ("first trade after a drop, s", recovery, PRINTERS, "{:.2f}"),
+    ("memory after 10k / 1M trades, MB", memory, ("ours", "bare script"), "{:.1f} / {:.1f}"),
+]
+
+
+def median_and_spread(values: list) -> tuple:
+    """Median and (min, max), of numbers or of pairs of numbers, element by element."""
+    columns = list(zip(*values)) if isinstance(values[0], tuple) else [values]
+    medians = tuple(statistics.median(column) for column in columns)
+    spreads = tuple((min(column), max(column)) for column in columns)
+    return (medians if len(medians) > 1 else medians[0]), spreads
+
+
+def report(results: dict[str, dict[str, list]], runs: int) -> None:
+    summary: dict[str, dict[str, dict]] = {}
+    print(f"{'figure':36} {'client':16} {'median':>17}   spread (min-max) over {runs} runs   vs bare")
+    for name, _, clients, shape in FIGURES:
+        summary[name] = {}
+        for client in clients:
+            median, spread = median_and_spread(results[name][client])
+            bare = results[name].get("bare script")
+            ratio = ""
+            if bare and client != "bare script":
+                bare_median = median_and_spread(bare)[0]
+                pairs = zip(median, bare_median) if isinstance(median, tuple) else [(median, bare_median)]
+                ratio = " / ".join(f"{ours / theirs:.2f}x" for ours, theirs in pairs)
+            values = median if isinstance(median, tuple) else (median,)
+            spread_text = "; ".join(shape.split(" / ")[0].format(low) + "-" + shape.split(" / ")[0].format(high)
+                                    for low, high in spread)
+            print(f"{name:36} {client:16} {shape.format(*values):>17}   {spread_text:34} {ratio}")
+            summary[name][client] = {"median": median, "min_max": spread, "runs": results[name][client],
+                                     "ratio_to_bare": ratio or None}
+    machine = f"{platform.system()} {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+    print(f"machine: {machine}")
+    (HERE / "results.json").write_text(json.dumps({"machine": machine, "runs": runs, "figures": summary}, indent=1))
+    print(f"written: {HERE / 'results.json'}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=3, help="rounds of every client (default 3)")
+    args = parser.parse_args()
+    if not Path("/proc/self/status").exists():
+        sys.exit("this benchmark reads memory from /proc: run it on Linux")
+    # Our script runs from a copy, so that no config.py of yours is read; fake keys only.
+    workdir = Path(tempfile.mkdtemp())
+    commands = client_commands(Path(shutil.copy(ROOT / "websocket_stream.py", workdir)))
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("APCA_")}, **FAKE_KEYS}
+    results = {name: {client: [] for client in clients} for name, _, clients, _ in FIGURES}
+    for run in range(1, args.runs + 1):
+        for name, measure, clients, _ in FIGURES:
+            for client in clients:  # alternating, so drift on a shared machine hits every client
+                results[name][client].append(measure(client, commands[client], env))
+                print(f"run {run}/{args.runs}  {name:36} {client:16} {results[name][client][-1]}", file=sys.stderr)
+    shutil.rmtree(workdir)
+    report(results, args.runs)
+
+
+if __name__ == "__main__":
+    main()
