@@ -139,13 +139,16 @@ class Trade(NamedTuple):
 
 def parse_trade(message: dict) -> Trade:
     """A trade as Alpaca sends it ("T": "t"); KeyError, TypeError or ValueError if it is broken."""
-    return Trade(message["S"], float(message["p"]), message["s"], message["t"].to_datetime(),
+    timestamp = message["t"]
+    if not isinstance(timestamp, datetime):
+        raise TypeError(f"timestamp is not a msgpack Timestamp: {timestamp!r}")
+    return Trade(message["S"], float(message["p"]), message["s"], timestamp,
                  message["x"], message.get("c", []), message["i"], message.get("z", ""))
 
 
 def format_text(trade: Trade) -> str:
     decimals = 2 if trade.price >= 1 else 4  # sub-dollar stocks trade in hundredths of a cent
-    return (f"{trade.timestamp:%Y-%m-%d %H:%M:%S.%f}  {trade.symbol:<8} {trade.size:>7} @ "
+    return (f"{trade.timestamp.isoformat(' ', 'microseconds')}  {trade.symbol:<8} {trade.size:>7} @ "
             f"{trade.price:>10.{decimals}f}  {trade.exchange}")
 
 
@@ -256,7 +259,7 @@ async def stream_once(stream: StockDataStream, settings: Settings, on_trade: Tra
     try:
         async for frame in stream._ws:
             try:
-                messages = msgpack.unpackb(frame)
+                messages = msgpack.unpackb(frame, timestamp=3)  # 3: timestamps as UTC datetimes
             except ValueError:  # msgpack's errors are ValueErrors
                 log.debug("skipped a frame that is not msgpack: %r", frame[:80])
                 continue

@@ -25,7 +25,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -33,6 +33,7 @@ ROOT = HERE.parent
 PYTHON = sys.executable
 THROUGHPUT_TRADES = 100_000
 MEMORY_TRADES = (10_000, 1_000_000)
+EXIT_WAIT = 120.0  # seconds to wait for an exit after SIGINT
 FAKE_KEYS = {"APCA_API_KEY_ID": "FAKE-BENCH-KEY-ID-01", "APCA_API_SECRET_KEY": "FAKE-BENCH-SECRET-0001"}
 
 
@@ -58,9 +59,8 @@ def line_time(client: str, line: bytes) -> float:
     text = line.decode()
     if client == "ours --json":
         return datetime.fromisoformat(json.loads(text)["timestamp"]).timestamp()
-    if client == "ours":  # "2026-11-24 17:53:16.637925  SPY ..." (UTC)
-        return datetime.fromisoformat(" ".join(text.split()[:2])).replace(tzinfo=timezone.utc).timestamp()
-    return datetime.fromisoformat(" ".join(text.split()[-2:])).timestamp()  # "... 17:53:16.637925+00:00"
+    words = text.split()  # "2026-11-24 17:53:16.637925+00:00  SPY ..." or "SPY 100 601.23 2026-11-24 17:53..."
+    return datetime.fromisoformat(" ".join(words[:2] if client == "ours" else words[-2:])).timestamp()
 
 
 class Server:
@@ -146,17 +146,20 @@ def latency(client: str, command: Command, env: dict[str, str]) -> tuple[float, 
 
 
 def exit_time(client: str, command: Command, env: dict[str, str]) -> float:
-    """Seconds from SIGINT to exit while trades arrive at 10,000/s."""
+    """Seconds from SIGINT to exit while trades arrive at 10,000/s; EXIT_WAIT if it has not
+    exited by then (and is killed): the figure is then a lower bound."""
     with Server("--rate", "10000", "--batch", "20") as server:
         reader = Client(command(server.url), env)
         reader.wait_until(lambda: reader.count >= 5000)
         sent = time.perf_counter()
         reader.process.send_signal(signal.SIGINT)
         try:
-            reader.process.wait(60)
+            reader.process.wait(EXIT_WAIT)
+        except subprocess.TimeoutExpired:
+            print(f"{client}: still running {EXIT_WAIT} s after SIGINT, killed", file=sys.stderr)
         finally:
             reader.stop()
-        return time.perf_counter() - sent
+        return min(time.perf_counter() - sent, EXIT_WAIT)
 
 
 def recovery(client: str, command: Command, env: dict[str, str]) -> float:
@@ -208,7 +211,7 @@ def median_and_spread(values: list) -> tuple:
 def report(results: dict[str, dict[str, list]], runs: int) -> None:
     summary: dict[str, dict[str, dict]] = {}
     print(f"{'figure':36} {'client':16} {'median':>17}   spread (min-max) over {runs} runs   vs bare")
-    for name, _, clients, shape in FIGURES:
+    for name, _, clients, shape in [figure for figure in FIGURES if figure[0] in results]:
         summary[name] = {}
         for client in clients:
             median, spread = median_and_spread(results[name][client])
@@ -233,6 +236,7 @@ def report(results: dict[str, dict[str, list]], runs: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3, help="rounds of every client (default 3)")
+    parser.add_argument("--only", default="", help="only the figures whose name contains this")
     args = parser.parse_args()
     if not Path("/proc/self/status").exists():
         sys.exit("this benchmark reads memory from /proc: run it on Linux")
@@ -240,9 +244,10 @@ def main() -> None:
     workdir = Path(tempfile.mkdtemp())
     commands = client_commands(Path(shutil.copy(ROOT / "websocket_stream.py", workdir)))
     env = {**{k: v for k, v in os.environ.items() if not k.startswith("APCA_")}, **FAKE_KEYS}
-    results = {name: {client: [] for client in clients} for name, _, clients, _ in FIGURES}
+    figures = [figure for figure in FIGURES if args.only in figure[0]]
+    results = {name: {client: [] for client in clients} for name, _, clients, _ in figures}
     for run in range(1, args.runs + 1):
-        for name, measure, clients, _ in FIGURES:
+        for name, measure, clients, _ in figures:
             for client in clients:  # alternating, so drift on a shared machine hits every client
                 results[name][client].append(measure(client, commands[client], env))
                 print(f"run {run}/{args.runs}  {name:36} {client:16} {results[name][client][-1]}", file=sys.stderr)

@@ -147,28 +147,33 @@ def test_feeds_and_endpoints(argv, url, symbols):
 
 
 def wire_trade(**changes) -> dict:
-    """A trade as it comes off the wire: msgpack, with "t" a msgpack Timestamp."""
+    """A trade as Alpaca sends it, with "t" a msgpack Timestamp."""
     trade = {"T": "t", "S": "SPY", "i": 52983525029461, "x": "V", "p": 601.23, "s": 100,
              "c": ["@"], "t": msgpack.Timestamp.from_unix_nano(1_764_000_000_123_456_789), "z": "B"}
-    return msgpack.unpackb(msgpack.packb({**trade, **changes}))
+    return {**trade, **changes}
+
+
+def received(message: dict) -> dict:
+    """A message as the script unpacks it off the wire."""
+    return msgpack.unpackb(msgpack.packb(message), timestamp=3)
 
 
 def test_parse_trade_keeps_every_field_with_microseconds_in_utc():
-    trade = ws.parse_trade(wire_trade())
+    trade = ws.parse_trade(received(wire_trade()))
     assert trade == ws.Trade("SPY", 601.23, 100, datetime(2025, 11, 24, 16, 0, 0, 123456, tzinfo=timezone.utc),
                              "V", ["@"], 52983525029461, "B")
 
 
 def test_text_lines_line_up_in_columns():
-    lines = [ws.format_text(ws.parse_trade(wire_trade(**fields)))
+    lines = [ws.format_text(ws.parse_trade(received(wire_trade(**fields))))
              for fields in ({}, {"S": "TSLA", "s": 5, "p": 1234.5}, {"S": "SNDL", "s": 12000, "p": 0.4567})]
-    assert lines[0] == "2025-11-24 16:00:00.123456  SPY          100 @     601.23  V"
+    assert lines[0] == "2025-11-24 16:00:00.123456+00:00  SPY          100 @     601.23  V"
     assert lines[2].endswith("0.4567  V")
     assert len({line.index("@") for line in lines}) == 1 and len({len(line) for line in lines}) == 1
 
 
 def test_json_line_has_the_promised_fields():
-    assert json.loads(ws.format_json(ws.parse_trade(wire_trade()))) == {
+    assert json.loads(ws.format_json(ws.parse_trade(received(wire_trade())))) == {
         "symbol": "SPY", "price": 601.23, "size": 100, "timestamp": "2025-11-24T16:00:00.123456+00:00",
         "exchange": "V", "conditions": ["@"], "id": 52983525029461, "tape": "B"}
 
