@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import itertools
-import logging
 import math
 import random
 import re
@@ -30,8 +29,6 @@ import msgpack
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
-
-log = logging.getLogger("local_alpaca_server")
 
 ERRORS = {
     400: "invalid syntax",
@@ -125,10 +122,8 @@ class Faults:
 class ConnectionRecord:
     """What happened on one connection, for tests and the benchmark to check."""
 
-    number: int
     opened_at: float  # time.monotonic()
     faults: Faults
-    path: str = ""
     authenticated: bool = False
     symbols: list[str] = field(default_factory=list)
     trade_ids: list[int] = field(default_factory=list)  # every trade sent, in order
@@ -142,11 +137,13 @@ class AlpacaStreamServer:
     client reads. batch: most trades in one frame. total: stop sending after this many trades.
     keys: (key, secret) to accept, or None to accept any non-empty keys.
     faults: for every connection; plan() sets faults for the next connections, one each.
+    record: keep the id of every trade sent (for tests; a demo may run for days).
     """
 
     def __init__(self, *, port: int = 0, rate: float | None = 20.0, batch: int = 20,
                  total: int | None = None, keys: tuple[str, str] | None = None,
-                 faults: Faults | None = None, auth_timeout: float = 10.0, seed: int | None = None) -> None:
+                 faults: Faults | None = None, auth_timeout: float = 10.0, seed: int | None = None,
+                 record: bool = True) -> None:
         self.port = port
         self.rate = rate
         self.batch = batch
@@ -154,6 +151,7 @@ class AlpacaStreamServer:
         self.keys = keys
         self.faults = faults or Faults()
         self.auth_timeout = auth_timeout
+        self.record = record
         self.generator = TradeGenerator(seed)
         self.planned: deque[Faults] = deque()
         self.attempts: list[float] = []  # time.monotonic() of every handshake, refused ones too
@@ -194,7 +192,7 @@ class AlpacaStreamServer:
     def _handshake(self, connection: ServerConnection, request: Request) -> Response | None:
         self.attempts.append(time.monotonic())
         faults = self.planned.popleft() if self.planned else self.faults
-        record = ConnectionRecord(len(self.connections), time.monotonic(), faults, request.path)
+        record = ConnectionRecord(time.monotonic(), faults)
         self.connections.append(record)
         connection.record = record  # type: ignore[attr-defined]
         if faults.refuse:
@@ -296,7 +294,8 @@ class AlpacaStreamServer:
                 count = min(count, self.total - self.trades_sent)
             trades = self.generator.trades(symbols, count, fast=self.rate is None)
             await ws.send(msgpack.packb(trades))
-            record.trade_ids.extend(trade["i"] for trade in trades)
+            if self.record:
+                record.trade_ids.extend(trade["i"] for trade in trades)
             sent += count
             self.trades_sent += count
             if sent == faults.drop_after:
@@ -350,7 +349,7 @@ async def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int)
     args = parser.parse_args(argv)
     server = AlpacaStreamServer(port=args.port, rate=args.rate or None, batch=args.batch, total=args.total,
-                                faults=Faults(drop_after=args.drop_after), seed=args.seed)
+                                faults=Faults(drop_after=args.drop_after), seed=args.seed, record=False)
     async with server:
         print(server.url, flush=True)  # the benchmark reads the port from here
         await asyncio.Future()  # serve until interrupted

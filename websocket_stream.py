@@ -423,7 +423,7 @@ async def run(settings: Settings, keys: Keys, demo: bool) -> None:
     if demo:
         # Imported here so that this script, with a config.py, still works when copied alone.
         from local_alpaca_server import AlpacaStreamServer
-        async with AlpacaStreamServer(rate=8, batch=6) as server:
+        async with AlpacaStreamServer(rate=8, batch=6, record=False) as server:
             settings.url = server.url
             return await stream_until_stopped(settings, keys)
     await stream_until_stopped(settings, keys)

@@ -227,10 +227,36 @@ def report(results: dict[str, dict[str, list]], runs: int) -> None:
             print(f"{name:36} {client:16} {shape.format(*values):>17}   {spread_text:34} {ratio}")
             summary[name][client] = {"median": median, "min_max": spread, "runs": results[name][client],
                                      "ratio_to_bare": ratio or None}
+    print_targets({name: {client: figure["median"] for client, figure in clients.items()}
+                   for name, clients in summary.items()})
     machine = f"{platform.system()} {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
     print(f"machine: {machine}")
     (HERE / "results.json").write_text(json.dumps({"machine": machine, "runs": runs, "figures": summary}, indent=1))
     print(f"written: {HERE / 'results.json'}")
+
+
+def print_targets(median: dict[str, dict]) -> None:
+    """The issue's targets, each met or missed, from the medians measured."""
+    checks = []
+    for client in ("ours", "ours --json"):
+        if "throughput, trades/s" in median:
+            ratio = median["throughput, trades/s"][client] / median["throughput, trades/s"]["bare script"]
+            checks.append((f"{client}: throughput at least 2x the bare script", f"{ratio:.2f}x", ratio >= 2))
+        if "latency p50 / p99 at 1,000/s, ms" in median:
+            ours, bare = (median["latency p50 / p99 at 1,000/s, ms"][c][1] for c in (client, "bare script"))
+            checks.append((f"{client}: p99 latency no worse than the bare script's", f"{ours:.2f} ms vs {bare:.2f}", ours <= bare))
+        if "first trade after a drop, s" in median:
+            took = median["first trade after a drop, s"][client]
+            checks.append((f"{client}: first trade within 1.5 s of a drop", f"{took:.2f} s", took <= 1.5))
+    if "exit after SIGINT at 10,000/s, s" in median:
+        took = median["exit after SIGINT at 10,000/s, s"]["ours"]
+        checks.append(("ours: exit within 1 s of SIGINT at 10,000/s", f"{took:.2f} s", took <= 1))
+    if "memory after 10k / 1M trades, MB" in median:
+        low, high = median["memory after 10k / 1M trades, MB"]["ours"]
+        checks.append(("ours: memory flat within 10 MB from 10k to 1M trades", f"{high - low:+.1f} MB", high - low <= 10))
+    print("targets:")
+    for target, figure, met in checks:
+        print(f"  {'met   ' if met else 'MISSED'} {target}: {figure}")
 
 
 def main() -> None:
@@ -240,6 +266,9 @@ def main() -> None:
     args = parser.parse_args()
     if not Path("/proc/self/status").exists():
         sys.exit("this benchmark reads memory from /proc: run it on Linux")
+    # Clients start with SIGINT at its default, as from a terminal, even when this harness was
+    # started with it ignored (a background job of a script): an ignored SIGINT is inherited.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     # Our script runs from a copy, so that no config.py of yours is read; fake keys only.
     workdir = Path(tempfile.mkdtemp())
     commands = client_commands(Path(shutil.copy(ROOT / "websocket_stream.py", workdir)))

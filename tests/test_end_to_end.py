@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import pty
 import signal
 import subprocess
 import sys
@@ -17,7 +16,8 @@ import pytest
 from conftest import FAKE_KEY, FAKE_SECRET, script_env
 from local_alpaca_server import Faults
 
-unix_only = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals and pseudo-terminals")
+# Stopping the script takes POSIX signals (and pseudo-terminals, and head), which Windows lacks.
+pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="sends POSIX signals to the script")
 
 
 def assert_no_traceback(script) -> None:
@@ -192,14 +192,15 @@ def test_peer_that_stops_answering_pings_is_replaced_within_30_s(server, start_s
     assert_no_traceback(script)
 
 
-@unix_only
 def test_ctrl_c_in_a_terminal_exits_0_with_summary_while_trades_pour_in(make_server, start_script):
+    import fcntl, pty, termios  # POSIX only
+
     server = make_server(rate=10_000)
     controller, terminal = pty.openpty()
     # The script is in a new session with the pty as its controlling terminal, as in a shell,
     # so ^C typed on the pty reaches it as SIGINT from the terminal driver.
     script = start_script("--url", server.url, stdin=terminal, stdout=terminal, start_new_session=True,
-                          preexec_fn=lambda: __import__("fcntl").ioctl(0, __import__("termios").TIOCSCTTY, 0))
+                          preexec_fn=lambda: fcntl.ioctl(0, termios.TIOCSCTTY, 0))
     os.close(terminal)
     seen = b""
     while seen.count(b"\n") < 1000:
@@ -219,7 +220,6 @@ def test_ctrl_c_in_a_terminal_exits_0_with_summary_while_trades_pour_in(make_ser
     assert_no_traceback(script)
 
 
-@unix_only
 def test_sigterm_while_trades_pour_in_exits_0_with_summary(make_server, start_script):
     server = make_server(rate=10_000)
     script = start_script("--url", server.url)
@@ -230,7 +230,6 @@ def test_sigterm_while_trades_pour_in_exits_0_with_summary(make_server, start_sc
     assert_no_traceback(script)
 
 
-@unix_only
 def test_ctrl_c_during_reconnect_wait_exits_at_once(make_server, start_script):
     server = make_server(faults=Faults(auth_error=406))
     script = start_script("--url", server.url)
@@ -240,7 +239,6 @@ def test_ctrl_c_during_reconnect_wait_exits_at_once(make_server, start_script):
     assert_no_traceback(script)
 
 
-@unix_only
 def test_piped_into_head_exits_0_quietly_when_head_has_its_lines(make_server, start_script):
     server = make_server(rate=2000)
     read_end, write_end = os.pipe()
