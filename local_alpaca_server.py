@@ -9,7 +9,7 @@ a real broker do (see Faults). It listens on 127.0.0.1 only. The facts it follow
 
 Run it alone:  python local_alpaca_server.py --port 8765 --rate 50
 and point the script at it:  python websocket_stream.py --url ws://127.0.0.1:8765/v2/iex
-(any fake keys will do).
+(any keys are accepted, so made-up ones do).
 """
 
 from __future__ import annotations
