@@ -305,13 +305,13 @@ class AlpacaStreamServer:
                 ws.transport.pause_reading()  # pings pile up unread, so no pong goes back
                 return
             if sent == faults.garbage_after:
-                await self._send_garbage(ws, record)
+                await self._send_garbage(ws, record, symbols[0])
 
-    async def _send_garbage(self, ws: ServerConnection, record: ConnectionRecord) -> None:
+    async def _send_garbage(self, ws: ServerConnection, record: ConnectionRecord, symbol: str) -> None:
         """What a client must survive: a frame that is not msgpack, one that is not a list,
         unknown message types, and a trade without a price between two good trades."""
-        good = [self.generator.trade(record.symbols[0]) for _ in range(2)]
-        broken = {**self.generator.trade(record.symbols[0])}
+        good = [self.generator.trade(symbol) for _ in range(2)]
+        broken = self.generator.trade(symbol)
         del broken["p"]
         await ws.send(b"\xc1 this is not msgpack")
         await ws.send(msgpack.packb({"T": "t", "not": "a list"}))

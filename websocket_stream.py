@@ -48,6 +48,7 @@ ALPACA_STREAM = "wss://stream.data.alpaca.markets/v2"
 FEEDS = ("iex", "sip", "delayed_sip")
 DEFAULT_SYMBOLS = ("SPY", "TSLA")
 TEST_STREAM_SYMBOL = "FAKEPACA"  # the only symbol on Alpaca's always-on test stream
+SYMBOL = re.compile(r"\*|[A-Z][A-Z0-9.]{0,9}")  # "*" is every symbol; BRK.B has a class suffix
 
 # alpaca-py waits 180 s for a pong; a dead connection should be noticed in 20 s at most.
 PING_INTERVAL = 10.0
@@ -375,7 +376,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     args = parser.parse_args(argv)
     args.symbols = list(dict.fromkeys(symbol.upper() for symbol in args.symbols))
-    bad = [symbol for symbol in args.symbols if not re.fullmatch(r"\*|[A-Z][A-Z0-9.]{0,9}", symbol)]
+    bad = [symbol for symbol in args.symbols if not SYMBOL.fullmatch(symbol)]
     if bad:
         parser.error(f"not a stock symbol: {', '.join(bad)}")
     if args.url and not re.match(r"wss?://", args.url):

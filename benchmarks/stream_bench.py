@@ -112,7 +112,7 @@ class Client:
     def wait_until(self, condition: Callable[[], bool], timeout: float = 120) -> None:
         deadline = time.monotonic() + timeout
         while not condition():
-            if time.monotonic() > deadline or self.process.poll() is not None and not condition():
+            if time.monotonic() > deadline or self.process.poll() is not None:
                 raise RuntimeError(f"client stopped or timed out: {self.process.args}")
             time.sleep(0.005)
 
