@@ -353,7 +353,8 @@ async def stream_with_reconnect(stream: StockDataStream, settings: Settings, on_
 
 def describe(error: BaseException) -> str:
     if isinstance(error, websockets.ConnectionClosed):
-        return "connection lost" + (f" ({error.rcvd.reason})" if error.rcvd and error.rcvd.reason else "")
+        close_frame = error.rcvd or error.sent  # sent: we closed it, e.g. "keepalive ping timeout"
+        return "connection lost" + (f" ({close_frame.reason})" if close_frame and close_frame.reason else "")
     if isinstance(error, asyncio.TimeoutError):
         return "no answer from the server in time"
     return f"cannot connect: {error}" if isinstance(error, OSError) else f"{type(error).__name__}: {error}"

@@ -189,6 +189,7 @@ def test_peer_that_stops_answering_pings_is_replaced_within_30_s(server, start_s
     script.wait_for_trades(40)
     assert script.stop(signal.SIGINT)[0] == 0
     assert replaced_after < 30, replaced_after
+    assert "connection lost (keepalive ping timeout)" in script.stderr
     assert_no_traceback(script)
 
 
