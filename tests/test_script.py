@@ -16,7 +16,7 @@ import pytest
 
 import websocket_stream as ws
 from conftest import FAKE_KEY, FAKE_SECRET
-from local_alpaca_server import ERRORS, AlpacaStreamServer, Faults, TradeGenerator
+from local_alpaca_server import ERRORS, AlpacaStreamServer, Faults
 
 # -- configuration -----------------------------------------------------------------------------
 
