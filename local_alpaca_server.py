@@ -2,9 +2,11 @@
 the tests and the benchmark.
 
 It is a real peer for alpaca-py, not a mock: msgpack binary frames, the "connected" greeting,
-auth within 10 s, the "subscription" answer, trades whose "t" is a msgpack Timestamp, several
-trades per frame, and Alpaca's error frames. It can also misbehave the ways a real network and
-a real broker do (see Faults). It listens on 127.0.0.1 only. The facts it follows are in
+auth within 10 s, the "subscription" answer, and market data whose "t" is a msgpack Timestamp,
+several messages per frame, on every stock channel: trades (with corrections and cancels),
+quotes, minute bars, updated and daily bars, trading statuses (halts) and LULD bands. It sends
+Alpaca's error frames, and it can misbehave the ways a real network and a real broker do (see
+Faults). It listens on 127.0.0.1 only. The facts it follows are in
 ../shared/alpaca-stream-protocol.md of the project.
 
 Run it alone:  python local_alpaca_server.py --port 8765 --rate 50
@@ -16,19 +18,26 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import itertools
+import logging
 import math
 import random
 import re
+import sys
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from http import HTTPStatus
+from zoneinfo import ZoneInfo
 
 import msgpack
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
+
+log = logging.getLogger("local_alpaca_server")
 
 ERRORS = {
     400: "invalid syntax",
@@ -44,8 +53,10 @@ ERRORS = {
     500: "internal error",
 }
 CHANNELS = ("trades", "quotes", "bars", "updatedBars", "dailyBars", "statuses", "lulds")
+FEEDS = ("iex", "sip", "delayed_sip", "test")  # the paths /v2/{feed}; any other path gets HTTP 404
 SYMBOL = re.compile(r"\*|[A-Z][A-Z0-9.]{0,9}")
-# Alpaca's free plan allows 30 symbols; error 405 past that, existing subscriptions stay.
+# Alpaca's free plan: 30 symbols for trades and quotes; bars and statuses have no such limit.
+# Error 405 past that, and the existing subscriptions stay.
 FREE_PLAN_SYMBOL_LIMIT = 30
 # What "*" (every symbol) streams here.
 WILDCARD_SYMBOLS = ("SPY", "TSLA", "AAPL", "NVDA", "QQQ", "AMZN")
@@ -56,6 +67,20 @@ START_PRICES = {"SPY": 600.0, "TSLA": 350.0, "AAPL": 230.0, "NVDA": 180.0, "QQQ"
 TAPES = {"SPY": "B", "QQQ": "B"}
 EXCHANGES = "VVVPPKQQQZNDDDDXBJYAHUM"  # IEX (V), Nasdaq (Q) and the FINRA TRF (D) print most
 CONDITIONS = (["@"], ["@"], ["@", "I"], ["@", "F"], ["@", "F", "I"], ["@", "T"])
+BLOCK_SIZE = 10_000  # shares: a block trade
+BLOCK_EVERY = 10.0  # seconds: a trade stream sees a block at least this often
+# Halts as Alpaca reports them, by tape: CTA (A, B) and UTP (C) use different codes.
+HALTS = {
+    "B": [("2", "Trading Halt", "M", "Limit Up-Limit Down (LULD) Trading Pause", "3", "Resume"),
+          ("2", "Trading Halt", "P", "News Pending", "3", "Resume")],
+    "C": [("P", "Volatility Trading Pause", "LUDP", "Volatility Trading Pause", "T", "Trading Resumption"),
+          ("H", "Trading Halt", "T1", "Halt News Pending", "T", "Trading Resumption")],
+}
+HALT_SECONDS = (5.0, 20.0)  # how long a random halt lasts
+HALTS_PER_MINUTE = 1.0  # random halts, over the symbols subscribed to statuses
+LULD_PERCENT = 5.0  # band around the reference price (tier 1 stocks over $3)
+NEW_YORK = ZoneInfo("America/New_York")  # the daily bar starts at midnight there
+CUES = ("block", "correction", "cancel", "halt", "resume", "luld", "bar", "updated_bar", "daily_bar")
 
 
 def start_price(symbol: str) -> float:
@@ -63,59 +88,306 @@ def start_price(symbol: str) -> float:
     return START_PRICES.get(symbol) or random.Random(symbol).uniform(20, 400)
 
 
-class TradeGenerator:
-    """Trades as Alpaca sends them: a random walk per symbol, realistic sizes and ids that only grow."""
+def round_lot(price: float) -> int:
+    """Shares in a round lot since November 2025 (SEC Regulation NMS tiers): quote sizes, in
+    shares, are multiples of it."""
+    return 100 if price <= 250 else 40 if price <= 1000 else 10 if price <= 10_000 else 1
 
-    def __init__(self, seed: int | None = None) -> None:
-        self.rng = random.Random(seed)
-        self.prices: dict[str, float] = {}
-        self.ids = itertools.count(1)
-        self.pool: list[dict] = []
-        self.pool_symbols: list[str] = []
 
-    def trades(self, symbols: list[str], count: int, *, fast: bool = False) -> list[dict]:
-        """`count` trades of random symbols. fast: reuse a pool of trades made once, with new ids
-        and one timestamp a frame; five times cheaper, so a benchmark measures the client."""
-        if not fast:
-            return [self.trade(self.rng.choice(symbols)) for _ in range(count)]
-        if self.pool_symbols != symbols or len(self.pool) <= count:
-            self.pool = [self.trade(self.rng.choice(symbols)) for _ in range(max(1000, 2 * count))]
-            self.pool_symbols = symbols
-        start = self.rng.randrange(len(self.pool) - count)
-        now = msgpack.Timestamp.from_unix_nano(time.time_ns())
-        return [{**trade, "i": next(self.ids), "t": now} for trade in self.pool[start:start + count]]
+def timestamp(seconds: float | None = None) -> msgpack.Timestamp:
+    return msgpack.Timestamp.from_unix_nano(time.time_ns() if seconds is None else int(seconds * 1e9))
 
-    def trade(self, symbol: str) -> dict:
-        rng = self.rng
+
+@dataclass
+class BarBuilder:
+    """One symbol's open, high, low, close and volume over a minute or a day."""
+
+    start: float  # seconds since the epoch
+    open: float = 0.0
+    high: float = 0.0
+    low: float = math.inf
+    close: float = 0.0
+    volume: int = 0
+    trade_count: int = 0
+    value: float = 0.0  # sum of price x size, for the VWAP
+
+    def add(self, price: float, size: int) -> None:
+        if not self.trade_count:
+            self.open = price
+        self.high, self.low, self.close = max(self.high, price), min(self.low, price), price
+        self.volume += size
+        self.trade_count += 1
+        self.value += price * size
+
+    def message(self, kind: str, symbol: str) -> dict:
+        return {"T": kind, "S": symbol, "o": self.open, "h": self.high, "l": self.low, "c": self.close,
+                "v": self.volume, "n": self.trade_count, "vw": round(self.value / self.volume, 4),
+                "t": timestamp(self.start)}
+
+
+def subscribed(symbol: str, symbols: list[str]) -> bool:
+    return symbol in symbols or "*" in symbols
+
+
+class Market:
+    """The market one connection watches: a random walk per symbol, and what comes of it.
+
+    Trades (now and then a block, a correction or a cancel of a trade already sent), quotes
+    around the price with the bid below the ask, minute bars built from its trades at each
+    minute mark, late trades and the updated bars they cause at the next half-minute, daily bars,
+    halts and resumptions, and LULD bands. Every method returns the messages to send.
+    """
+
+    def __init__(self, rng: random.Random, prices: dict[str, float], ids: itertools.count,
+                 subscriptions: dict[str, list[str]]) -> None:
+        self.rng = rng
+        self.prices = prices  # shared by the server's connections, so a reconnect carries on
+        self.ids = ids
+        self.subscriptions = subscriptions  # channel -> symbols, updated as the client asks
+        now = time.time()
+        self.minute = int(now // 60)  # the minute the bars are being built for
+        self.bars: dict[str, BarBuilder] = {}
+        self.days: dict[str, BarBuilder] = {}
+        self.closed: dict[str, BarBuilder] = {}  # each symbol's latest finished minute
+        self.updates_due: dict[str, float] = {}  # symbol -> when its updated bar is sent
+        self.halted: dict[str, tuple[float, tuple[str, ...]]] = {}  # symbol -> (resume at, halt)
+        self.bands: dict[str, float] = {}  # symbol -> LULD reference price
+        self.recent: deque[dict] = deque(maxlen=50)  # trades sent, for corrections and cancels
+        self.last_block = now
+        self.last_clock = now
+        self.pool: list[tuple[list[dict], bytes]] = []
+        self.pool_key: tuple = ()
+
+    def symbols(self, *channels: str) -> list[str]:
+        """The symbols subscribed on these channels ("*" stands for WILDCARD_SYMBOLS)."""
+        found: dict[str, None] = {}
+        for channel in channels:
+            for symbol in self.subscriptions.get(channel, []):
+                for one in (WILDCARD_SYMBOLS if symbol == "*" else (symbol,)):
+                    found[one] = None
+        return list(found)
+
+    def step(self, symbol: str) -> float:
         price = self.prices.get(symbol) or start_price(symbol)
-        price = max(0.01, price * math.exp(rng.gauss(0, 0.0002)))
+        price = max(0.01, price * math.exp(self.rng.gauss(0, 0.0002)))
         self.prices[symbol] = price
-        # Mostly round lots, many odd lots, now and then a block.
-        size = rng.choice((100, 100, 200, 300, 500, 1000, 5000)) if rng.random() < 0.6 else rng.randint(1, 99)
-        return {
-            "T": "t",
-            "S": symbol,
-            "i": next(self.ids),
-            "x": rng.choice(EXCHANGES),
-            "p": round(price, 2),
-            "s": size,
-            "c": rng.choice(CONDITIONS),
-            "t": msgpack.Timestamp.from_unix_nano(time.time_ns()),
-            "z": TAPES.get(symbol, "C"),
-        }
+        return price
+
+    # -- what the client sees as it streams: trades and quotes ---------------------------------
+
+    def ticks(self, count: int) -> list[dict]:
+        """`count` ticks of random symbols: a trade where trades or bars are subscribed, a quote
+        where quotes are."""
+        traded = self.symbols("trades", "bars", "updatedBars", "dailyBars")
+        quoted = self.symbols("quotes")
+        active = [s for s in dict.fromkeys(traded + quoted) if s not in self.halted]
+        messages: list[dict] = []
+        for _ in range(count if active else 0):
+            symbol = self.rng.choice(active)
+            if symbol in traded:
+                messages.extend(self.trade(symbol))
+            if symbol in quoted:  # around the price just traded, if it traded
+                messages.append(self.quote(symbol, step=symbol not in traded))
+        return messages
+
+    def replay(self, count: int) -> tuple[list[dict], bytes]:
+        """For the benchmark: frames of `count` trades and quotes, made and packed once, then
+        sent again and again (so ids repeat, and timestamps are old), so that a benchmark
+        measures the client, not this server: packing costs about as much as unpacking."""
+        key = (count, self.symbols("trades"), self.symbols("quotes"))
+        if self.pool_key != key:
+            ticks = (message for _ in itertools.count() for message in self.ticks(1))
+            plain = (message for message in ticks if message["T"] in "tq")  # no corrections
+            self.pool = [(frame, msgpack.packb(frame)) for frame in
+                         (list(itertools.islice(plain, count)) for _ in range(64))]
+            self.pool_key = key
+        self.pool.append(self.pool.pop(0))
+        return self.pool[-1]
+
+    def trade(self, symbol: str, *, size: int | None = None, at: float | None = None,
+              bar: BarBuilder | None = None) -> list[dict]:
+        """A trade, counted in the bars (of this minute unless `bar` is given); [] if the client
+        does not watch this symbol's trades. Now and then a correction or a cancel of a recent
+        trade comes with it."""
+        rng = self.rng
+        price = round(self.step(symbol), 2)
+        if size is None:
+            if time.time() - self.last_block > BLOCK_EVERY or rng.random() < 0.005:
+                size = rng.randrange(BLOCK_SIZE, 5 * BLOCK_SIZE, 100)
+            elif rng.random() < 0.6:  # round lots, many odd lots
+                size = rng.choice((100, 100, 200, 300, 500, 1000, 5000))
+            else:
+                size = rng.randint(1, 99)
+        if size >= BLOCK_SIZE:
+            self.last_block = time.time()
+        (bar or self.bars.setdefault(symbol, BarBuilder(self.minute * 60))).add(price, size)
+        self.days.setdefault(symbol, BarBuilder(start_of_day())).add(price, size)
+        if not subscribed(symbol, self.subscriptions.get("trades", [])):
+            return []
+        trade = {"T": "t", "S": symbol, "i": next(self.ids), "x": rng.choice(EXCHANGES), "p": price, "s": size,
+                 "c": rng.choice(CONDITIONS), "t": timestamp(at), "z": TAPES.get(symbol, "C")}
+        messages = [trade]
+        if self.recent and rng.random() < 0.005:
+            messages.extend(self.correction())
+        elif self.recent and rng.random() < 0.005:
+            messages.extend(self.cancel())
+        self.recent.append(trade)
+        return messages
+
+    def quote(self, symbol: str, *, step: bool = True) -> dict:
+        rng = self.rng
+        price = self.step(symbol) if step else self.prices[symbol]
+        spread = 0.01 * rng.choice((1, 1, 1, 2, 2, 3))
+        bid = math.floor((price - spread / 2) * 100) / 100
+        lot = round_lot(price)
+        return {"T": "q", "S": symbol, "bx": rng.choice(EXCHANGES), "bp": bid, "bs": lot * rng.randint(1, 12),
+                "ax": rng.choice(EXCHANGES), "ap": round(bid + spread, 2), "as": lot * rng.randint(1, 12),
+                "c": ["R"], "t": timestamp(), "z": TAPES.get(symbol, "C")}
+
+    def correction(self) -> list[dict]:
+        """A correction of a recent trade: its price or its size was wrong."""
+        original = self.rng.choice(self.recent)
+        self.recent.remove(original)
+        price, size = original["p"], original["s"]
+        if self.rng.random() < 0.5:
+            price = round(price + self.rng.choice((-0.01, 0.01)), 2)
+        else:
+            size = max(1, size + self.rng.choice((-100, 100)))
+        return [{"T": "c", "S": original["S"], "x": original["x"], "oi": original["i"], "op": original["p"],
+                 "os": original["s"], "oc": original["c"], "ci": next(self.ids), "cp": price, "cs": size,
+                 "cc": original["c"], "t": timestamp(), "z": original["z"]}]
+
+    def cancel(self) -> list[dict]:
+        original = self.rng.choice(self.recent)
+        self.recent.remove(original)
+        return [{"T": "x", "S": original["S"], "i": original["i"], "x": original["x"], "p": original["p"],
+                 "s": original["s"], "a": "C", "t": timestamp(), "z": original["z"]}]
+
+    # -- what the clock brings ----------------------------------------------------------------
+
+    def clock(self) -> list[dict]:
+        """Minute bars and daily bars at each minute mark, updated bars at the half-minute after
+        a late trade, random halts and their resumptions, and new LULD bands."""
+        now = time.time()
+        elapsed, self.last_clock = now - self.last_clock, now
+        messages = []
+        if int(now // 60) > self.minute:
+            messages += self.close_minute(next_minute=int(now // 60))
+        for symbol, due in list(self.updates_due.items()):
+            if now >= due:
+                del self.updates_due[symbol]
+                messages += self.updated_bar(symbol)
+        for symbol, (resume_at, halt) in list(self.halted.items()):
+            if now >= resume_at:
+                messages += self.resume(symbol)
+        watched = [s for s in self.symbols("statuses") if s not in self.halted]
+        if watched and self.rng.random() < elapsed * HALTS_PER_MINUTE / 60:
+            messages += self.halt(self.rng.choice(watched), lasting=self.rng.uniform(*HALT_SECONDS))
+        for symbol in self.symbols("lulds"):
+            reference = self.prices.get(symbol) or start_price(symbol)
+            if symbol not in self.bands or abs(reference / self.bands[symbol] - 1) >= 0.01:
+                messages += self.luld(symbol)
+        return messages
+
+    def close_minute(self, next_minute: int | None = None) -> list[dict]:
+        """The minute's bars (only symbols that traded), and the daily bars so far. Now and then
+        a trade of the closed minute arrives late: it comes now, and its updated bar in 30 s."""
+        messages = []
+        for symbol, bar in self.bars.items():
+            if subscribed(symbol, self.subscriptions.get("bars", [])):
+                messages.append(bar.message("b", symbol))
+            self.closed[symbol] = bar
+            if self.rng.random() < 0.2:
+                messages += self.late_trade(symbol)
+        for symbol in self.symbols("dailyBars"):
+            if symbol in self.days:
+                messages.append(self.days[symbol].message("d", symbol))
+        self.bars = {}
+        self.minute = next_minute if next_minute is not None else self.minute + 1
+        return messages
+
+    def late_trade(self, symbol: str) -> list[dict]:
+        """A trade timestamped in the closed minute, arriving after it: that bar changes, and
+        its updated bar is due after the next half-minute mark."""
+        bar = self.closed[symbol]
+        self.updates_due[symbol] = bar.start + 90
+        return self.trade(symbol, size=self.rng.randint(1, 99), at=bar.start + 59.99, bar=bar)
+
+    def updated_bar(self, symbol: str) -> list[dict]:
+        if not subscribed(symbol, self.subscriptions.get("updatedBars", [])) or symbol not in self.closed:
+            return []
+        return [self.closed[symbol].message("u", symbol)]
+
+    def halt(self, symbol: str, lasting: float = math.inf) -> list[dict]:
+        tape = TAPES.get(symbol, "C")
+        halt = self.rng.choice(HALTS["C" if tape == "C" else "B"])
+        self.halted[symbol] = (time.time() + lasting, halt)
+        return self.status(symbol, *halt[:4])
+
+    def resume(self, symbol: str) -> list[dict]:
+        _, halt = self.halted.pop(symbol)
+        return self.status(symbol, halt[4], halt[5], halt[2], halt[3])
+
+    def status(self, symbol: str, code: str, message: str, reason_code: str, reason: str) -> list[dict]:
+        if not subscribed(symbol, self.subscriptions.get("statuses", [])):
+            return []
+        return [{"T": "s", "S": symbol, "sc": code, "sm": message, "rc": reason_code, "rm": reason,
+                 "t": timestamp(), "z": TAPES.get(symbol, "C")}]
+
+    def luld(self, symbol: str) -> list[dict]:
+        reference = self.prices.get(symbol) or start_price(symbol)
+        self.bands[symbol] = reference
+        return [{"T": "l", "S": symbol, "u": round(reference * (1 + LULD_PERCENT / 100), 2),
+                 "d": round(reference * (1 - LULD_PERCENT / 100), 2), "i": "B", "t": timestamp(),
+                 "z": TAPES.get(symbol, "C")}]
+
+    # -- on cue, for the tests ------------------------------------------------------------------
+
+    def cue(self, event: str) -> list[dict]:
+        """One event now, on a symbol the client watches for it (see CUES)."""
+        traded = self.symbols("trades") or ["SPY"]
+        if event == "block":
+            return self.trade(self.rng.choice(traded), size=BLOCK_SIZE * self.rng.randint(1, 5))
+        if event in ("correction", "cancel"):
+            messages = [] if self.recent else self.trade(self.rng.choice(traded))
+            return messages + (self.correction() if event == "correction" else self.cancel())
+        if event == "halt":
+            watched = [s for s in self.symbols("statuses") if s not in self.halted]
+            return self.halt(self.rng.choice(watched)) if watched else []
+        if event == "resume":
+            return self.resume(next(iter(self.halted))) if self.halted else []
+        if event == "luld":
+            return [message for symbol in self.symbols("lulds") for message in self.luld(symbol)]
+        barred = self.symbols("bars", "updatedBars", "dailyBars") or traded
+        if not any(symbol in self.bars for symbol in barred):
+            self.trade(barred[0])  # a bar needs a trade in its minute
+        if event in ("bar", "daily_bar"):
+            return self.close_minute()
+        if event == "updated_bar":
+            symbol = next(s for s in barred if s in self.bars or s in self.closed)
+            messages = ([] if symbol in self.closed else self.close_minute()) + self.late_trade(symbol)
+            del self.updates_due[symbol]  # sent now, not at the half-minute
+            return messages + self.updated_bar(symbol)
+        raise ValueError(f"no such cue: {event} (one of {', '.join(CUES)})")
+
+
+def start_of_day() -> float:
+    """Midnight in New York, where Alpaca's daily bars start, as seconds since the epoch."""
+    now = datetime.now(NEW_YORK)
+    return now.replace(hour=0, minute=0, second=0, microsecond=0).timestamp()
 
 
 @dataclass
 class Faults:
     """What the server does wrong on one connection. The default does nothing wrong."""
 
-    refuse: bool = False  # answer the websocket handshake with HTTP 503
+    refuse: int | None = None  # answer the websocket handshake with this HTTP status (503, 404, ...)
     auth_error: int | None = None  # answer auth with this error code (402, 406, 409, ...), then close
-    drop_after: int | None = None  # after this many trades, cut the TCP connection: no close frame
-    dead_after: int | None = None  # after this many trades, read and send nothing: pings go unanswered
-    garbage_after: int | None = None  # after this many trades, send a malformed frame, unknown types
+    drop_after: int | None = None  # after this many messages, cut the TCP connection: no close frame
+    dead_after: int | None = None  # after this many messages, read and send nothing: pings go unanswered
+    garbage_after: int | None = None  # after this many messages, send a malformed frame, unknown types
     #                                   and a broken trade beside good ones, then carry on
-    silent: bool = False  # accept the subscription, then send no trades (a closed market)
+    silent: bool = False  # accept the subscription, then send nothing (a closed market)
 
 
 @dataclass
@@ -124,20 +396,26 @@ class ConnectionRecord:
 
     opened_at: float  # time.monotonic()
     faults: Faults
+    path: str = ""
     authenticated: bool = False
-    symbols: list[str] = field(default_factory=list)
-    trade_ids: list[int] = field(default_factory=list)  # every trade sent, in order
+    subscriptions: dict[str, list[str]] = field(default_factory=dict)  # channel -> symbols
+    messages: list[dict] = field(default_factory=list)  # every data message sent, in order, if recorded
     closed_at: float | None = None
+
+    @property
+    def trade_ids(self) -> list[int]:
+        return [message["i"] for message in self.messages if message["T"] == "t"]
 
 
 class AlpacaStreamServer:
     """Alpaca's stock stream on ws://127.0.0.1:PORT/v2/{feed}. Use as `async with`, or start()/stop().
 
-    rate: trades per second over all subscribed symbols, with bursts; None sends as fast as the
-    client reads. batch: most trades in one frame. total: stop sending after this many trades.
-    keys: (key, secret) to accept, or None to accept any non-empty keys.
-    faults: for every connection; plan() sets faults for the next connections, one each.
-    record: keep the id of every trade sent (for tests; a demo may run for days).
+    rate: ticks per second (a trade and/or a quote of a random subscribed symbol each), with
+    bursts; None sends as fast as the client reads. batch: most ticks in one frame. total: stop
+    sending after this many messages. keys: (key, secret) to accept, or None to accept any
+    non-empty keys. faults: for every connection; plan() sets faults for the next connections,
+    one each. cue() sends events (a halt, a bar, a correction, ...) at once. record: keep every
+    message sent (for tests; a demo may run for days).
     """
 
     def __init__(self, *, port: int = 0, rate: float | None = 20.0, batch: int = 20,
@@ -152,11 +430,14 @@ class AlpacaStreamServer:
         self.faults = faults or Faults()
         self.auth_timeout = auth_timeout
         self.record = record
-        self.generator = TradeGenerator(seed)
+        self.rng = random.Random(seed)
+        self.prices: dict[str, float] = {}
+        self.ids = itertools.count(1)
         self.planned: deque[Faults] = deque()
+        self.cued: deque[str] = deque()
         self.attempts: list[float] = []  # time.monotonic() of every handshake, refused ones too
         self.connections: list[ConnectionRecord] = []
-        self.trades_sent = 0
+        self.sent = 0  # data messages, over every connection
         self._server: Server | None = None
 
     @property
@@ -166,6 +447,13 @@ class AlpacaStreamServer:
     def plan(self, *faults: Faults) -> None:
         """Give the next connections these faults, one each; later ones get self.faults."""
         self.planned.extend(faults)
+
+    def cue(self, *events: str) -> None:
+        """Send these events (see CUES) in the next frame of the connection streaming then."""
+        unknown = set(events) - set(CUES)
+        if unknown:
+            raise ValueError(f"no such cue: {', '.join(sorted(unknown))} (one of {', '.join(CUES)})")
+        self.cued.extend(events)
 
     async def start(self) -> None:
         # Our own pings are off: a client must be able to test its keepalive against us.
@@ -192,12 +480,15 @@ class AlpacaStreamServer:
     def _handshake(self, connection: ServerConnection, request: Request) -> Response | None:
         self.attempts.append(time.monotonic())
         faults = self.planned.popleft() if self.planned else self.faults
-        record = ConnectionRecord(time.monotonic(), faults)
+        record = ConnectionRecord(time.monotonic(), faults, request.path)
         self.connections.append(record)
         connection.record = record  # type: ignore[attr-defined]
-        if faults.refuse:
+        status = faults.refuse or (None if request.path.rstrip("/") in {f"/v2/{f}" for f in FEEDS} else 404)
+        if status:
             record.closed_at = time.monotonic()
-            return connection.respond(HTTPStatus.SERVICE_UNAVAILABLE, "refused by the test server\n")
+            log.info("refused a connection to %s: HTTP %d", request.path, status)
+            return connection.respond(HTTPStatus(status), f"{HTTPStatus(status).phrase}\n")
+        log.info("connection %d opened on %s", len(self.connections), request.path)
         return None
 
     async def _session(self, ws: ServerConnection) -> None:
@@ -214,14 +505,16 @@ class AlpacaStreamServer:
                     return
                 if not await self._answer(ws, record, request):
                     return
-                if record.symbols and sender is None and not record.faults.silent:
-                    sender = asyncio.create_task(self._send_trades(ws, record))
+                if any(record.subscriptions.values()) and sender is None and not record.faults.silent:
+                    sender = asyncio.create_task(self._send_market_data(ws, record))
         except ConnectionClosed:
             pass
         finally:
             if sender:
                 sender.cancel()
             record.closed_at = time.monotonic()
+            log.info("connection %d closed after %.1f s", self.connections.index(record) + 1,
+                     record.closed_at - record.opened_at)
 
     async def _answer(self, ws: ServerConnection, record: ConnectionRecord, request: object) -> bool:
         """Answer one client message as Alpaca does. False: the connection is to be closed."""
@@ -234,6 +527,7 @@ class AlpacaStreamServer:
             if code is None and not self._keys_accepted(request):
                 code = 402
             if code is not None:
+                log.info("auth refused with %d %s", code, ERRORS[code])
                 await send_error(ws, code)
                 await ws.close()
                 return False
@@ -243,22 +537,23 @@ class AlpacaStreamServer:
             if not record.authenticated:
                 await send_error(ws, 401)
                 return True
-            lists = {channel: request.get(channel) or [] for channel in CHANNELS}
+            asked = {channel: request.get(channel) or [] for channel in CHANNELS}
             if not all(isinstance(symbols, list) and all(isinstance(s, str) and SYMBOL.fullmatch(s) for s in symbols)
-                       for symbols in lists.values()):
+                       for symbols in asked.values()):
                 await send_error(ws, 400)
                 return True
+            current = record.subscriptions
             if action == "subscribe":
-                wanted = record.symbols + [s for s in lists["trades"] if s not in record.symbols]
-                if len(wanted) > FREE_PLAN_SYMBOL_LIMIT:
+                wanted = {c: current.get(c, []) + [s for s in asked[c] if s not in current.get(c, [])] for c in CHANNELS}
+                if len(set(wanted["trades"] + wanted["quotes"])) > FREE_PLAN_SYMBOL_LIMIT:
                     await send_error(ws, 405)
                     return True
             else:
-                wanted = [s for s in record.symbols if s not in lists["trades"]]
-            record.symbols = wanted
-            # Only trades are generated here; the other channels are acknowledged as empty.
-            await send(ws, {"T": "subscription", **{channel: [] for channel in CHANNELS},
-                            "trades": wanted, "corrections": wanted, "cancelErrors": wanted})
+                wanted = {c: [s for s in current.get(c, []) if s not in asked[c]] for c in CHANNELS}
+            current.update(wanted)  # in place: the sender reads it as it goes
+            log.info("subscriptions: %s", "; ".join(f"{c} {', '.join(s)}" for c, s in current.items() if s) or "none")
+            await send(ws, {"T": "subscription", **current,
+                            "corrections": current["trades"], "cancelErrors": current["trades"]})
         else:
             await send_error(ws, 400)
         return True
@@ -269,35 +564,42 @@ class AlpacaStreamServer:
             return (key, secret) == self.keys
         return bool(key) and bool(secret)
 
-    async def _send_trades(self, ws: ServerConnection, record: ConnectionRecord) -> None:
+    async def _send_market_data(self, ws: ServerConnection, record: ConnectionRecord) -> None:
         faults = record.faults
-        rng = self.generator.rng
+        market = Market(self.rng, self.prices, self.ids, record.subscriptions)
         loop = asyncio.get_running_loop()
-        started, sent = loop.time(), 0
-        while self.total is None or self.trades_sent < self.total:
-            symbols = [s for s in record.symbols if s != "*"] or list(WILDCARD_SYMBOLS)
+        started, ticks, sent = loop.time(), 0, 0
+        while self.total is None or self.sent < self.total:
+            messages = [] if self.rate is None else market.clock()
+            while self.cued:
+                messages += market.cue(self.cued.popleft())
+            packed = None
             if self.rate is None:
-                count = self.batch
+                frame, packed = market.replay(self.batch)
+                packed = None if messages else packed  # cued events go in the frame too
+                messages += frame
             else:
-                due = int((loop.time() - started) * self.rate) - sent
-                # A burst sends trades early; the average rate stays the same.
-                if rng.random() < 0.05:
-                    due = max(due, rng.randint(2, self.batch))
-                if due <= 0:
-                    await asyncio.sleep(min(1 / self.rate, 0.05))
-                    continue
-                count = min(due, self.batch)
-            for limit in (faults.drop_after, faults.dead_after, faults.garbage_after):
-                if limit is not None and sent < limit:
-                    count = min(count, limit - sent)
+                due = int((loop.time() - started) * self.rate) - ticks
+                # A burst sends ticks early; the average rate stays the same.
+                if self.rng.random() < 0.05:
+                    due = max(due, self.rng.randint(2, self.batch))
+                count = max(0, min(due, self.batch))
+                ticks += count
+                messages += market.ticks(count)
+            if not messages:
+                await asyncio.sleep(min(1 / self.rate, 0.05) if self.rate else 0.05)
+                continue
+            room = [limit - sent for limit in (faults.drop_after, faults.dead_after, faults.garbage_after)
+                    if limit is not None and limit > sent]
             if self.total is not None:
-                count = min(count, self.total - self.trades_sent)
-            trades = self.generator.trades(symbols, count, fast=self.rate is None)
-            await ws.send(msgpack.packb(trades))
+                room.append(self.total - self.sent)
+            if room and min(room) < len(messages):
+                messages, packed = messages[:min(room)], None
+            await ws.send(packed or msgpack.packb(messages))
             if self.record:
-                record.trade_ids.extend(trade["i"] for trade in trades)
-            sent += count
-            self.trades_sent += count
+                record.messages.extend(messages)
+            sent += len(messages)
+            self.sent += len(messages)
             if sent == faults.drop_after:
                 ws.transport.abort()
                 return
@@ -305,19 +607,21 @@ class AlpacaStreamServer:
                 ws.transport.pause_reading()  # pings pile up unread, so no pong goes back
                 return
             if sent == faults.garbage_after:
-                await self._send_garbage(ws, record, symbols[0])
+                await self._send_garbage(ws, record, market)
 
-    async def _send_garbage(self, ws: ServerConnection, record: ConnectionRecord, symbol: str) -> None:
+    async def _send_garbage(self, ws: ServerConnection, record: ConnectionRecord, market: Market) -> None:
         """What a client must survive: a frame that is not msgpack, one that is not a list,
         unknown message types, and a trade without a price between two good trades."""
-        good = [self.generator.trade(symbol) for _ in range(2)]
-        broken = self.generator.trade(symbol)
-        del broken["p"]
+        traded = market.symbols("trades")
+        good = [market.trade(traded[0], size=100)[0] for _ in range(2)] if traded else []
+        broken = {**good[0], "i": next(self.ids)} if good else {"T": "t", "S": "SPY"}
+        broken.pop("p", None)
         await ws.send(b"\xc1 this is not msgpack")
         await ws.send(msgpack.packb({"T": "t", "not": "a list"}))
-        await ws.send(msgpack.packb([{"T": "zz", "S": "SPY"}, "not a message", good[0], broken, good[1]]))
-        record.trade_ids.extend((good[0]["i"], good[1]["i"]))
-        self.trades_sent += 2
+        await ws.send(msgpack.packb([{"T": "zz", "S": "SPY"}, "not a message", *good[:1], broken, *good[1:]]))
+        if self.record:
+            record.messages.extend(good)
+        self.sent += len(good)
 
 
 def pack(message: dict) -> bytes:
@@ -339,24 +643,37 @@ async def send_error(ws: ServerConnection, code: int) -> None:
     await send(ws, {"T": "error", "code": code, "msg": ERRORS[code]})
 
 
-async def main(argv: list[str] | None = None) -> None:
+async def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="A local server speaking Alpaca's stock data stream.")
     parser.add_argument("--port", type=int, default=8765, help="port on 127.0.0.1 (0: any free one)")
-    parser.add_argument("--rate", type=float, default=20.0, help="trades per second; 0: as fast as the client reads")
-    parser.add_argument("--batch", type=int, default=20, help="most trades per frame")
-    parser.add_argument("--total", type=int, help="stop sending after this many trades")
-    parser.add_argument("--drop-after", type=int, help="cut every connection after this many trades")
+    parser.add_argument("--rate", type=float, default=20.0, help="ticks per second; 0: as fast as the client reads")
+    parser.add_argument("--batch", type=int, default=20, help="most ticks per frame")
+    parser.add_argument("--total", type=int, help="stop sending after this many messages")
+    parser.add_argument("--drop-after", type=int, help="cut every connection after this many messages")
     parser.add_argument("--seed", type=int)
+    parser.add_argument("-q", "--quiet", action="store_true", help="print only the URL, not each connection")
     args = parser.parse_args(argv)
+    logging.basicConfig(stream=sys.stderr, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    log.setLevel(logging.WARNING if args.quiet else logging.INFO)
     server = AlpacaStreamServer(port=args.port, rate=args.rate or None, batch=args.batch, total=args.total,
                                 faults=Faults(drop_after=args.drop_after), seed=args.seed, record=False)
-    async with server:
-        print(server.url, flush=True)  # the benchmark reads the port from here
+    try:
+        await server.start()
+    except OSError as error:
+        if error.errno != errno.EADDRINUSE:
+            raise
+        print(f"port {args.port} is in use: choose another with --port (0 picks a free one)", file=sys.stderr)
+        return 2
+    print(server.url, flush=True)  # the benchmark reads the port from here
+    try:
         await asyncio.Future()  # serve until interrupted
+    finally:
+        await server.stop()
+    return 0
 
 
 if __name__ == "__main__":
     try:
-        asyncio.run(main())
+        sys.exit(asyncio.run(main()))
     except KeyboardInterrupt:
         pass

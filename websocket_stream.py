@@ -1,16 +1,17 @@
 #!/usr/bin/env python3
-"""Stream live trades from Alpaca: push instead of polling (lesson 28, "faster than HTTP").
+"""Stream live market data from Alpaca: push instead of polling (lesson 28, "faster than HTTP").
 
-Every trade is printed to stdout the moment it arrives; messages go to stderr. Ctrl+C stops.
+Every message is printed on stdout the moment it arrives, one line each; the log goes to
+stderr. Ctrl+C stops. Your own logic goes in the handlers of part 3.
 
-    python websocket_stream.py                  # SPY and TSLA on the free IEX feed
-    python websocket_stream.py AAPL NVDA --json # one JSON object per trade
-    python websocket_stream.py --demo           # no keys, no network: a local server's demo data
+    python websocket_stream.py                      # trades of SPY and TSLA, free IEX feed
+    python websocket_stream.py AAPL --quotes --bars # quotes and minute bars of AAPL
+    python websocket_stream.py --demo               # no keys, no network: demo data
 
 exit statuses:
   0  stopped by you (Ctrl+C, SIGTERM) or by the reader (| head)
   1  something unexpected (a bug: please report it)
-  2  configuration or usage error: missing or placeholder keys, bad arguments
+  2  configuration or usage error: keys, arguments, --url, alpaca-py version
   3  refused by Alpaca: wrong keys (402), symbol limit (405), feed not in your plan (409, 410)
   130  forced by a second Ctrl+C
 """
@@ -19,28 +20,39 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.metadata
+import inspect
 import json
 import logging
 import os
+import random
 import re
 import runpy
 import signal
+import socket
+import ssl
 import sys
 import time
 import traceback
-from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timezone
+from operator import itemgetter
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, ClassVar, NamedTuple
+from urllib.parse import urlsplit
 
 import msgpack
 import websockets
-from alpaca.common.utils import reconnect_delay
-from alpaca.data.live import StockDataStream
 from dotenv import dotenv_values
+
+try:
+    from alpaca.data.live import StockDataStream
+except ImportError as error:  # reported by check_alpaca_py(), with what to do
+    ALPACA_IMPORT_ERROR: ImportError | None = error
+else:
+    ALPACA_IMPORT_ERROR = None
 
 log = logging.getLogger("websocket_stream")
 
@@ -53,10 +65,11 @@ SYMBOL = re.compile(r"\*|[A-Z][A-Z0-9.]{0,9}")  # "*" is every symbol; BRK.B has
 # alpaca-py waits 180 s for a pong; a dead connection should be noticed in 20 s at most.
 PING_INTERVAL = 10.0
 PING_TIMEOUT = 10.0
-# Bounds the close handshake (the websockets client may take 5x this): Ctrl+C must exit within 1 s.
+# The websockets default waits 10 s for the server's answer to our close frame: that is what
+# Ctrl+C took with alpaca-py's defaults. Ours must exit within a second.
 CLOSE_TIMEOUT = 0.15
 CONNECT_TIMEOUT = 15.0  # connect, greeting, auth and subscribe; Alpaca itself allows 10 s for auth
-QUIET_AFTER = 60.0  # seconds connected without a trade before saying the market may be closed
+QUIET_AFTER = 60.0  # seconds connected without a message before saying the market may be closed
 RETRY_MIN, RETRY_MAX = 1.0, 30.0  # reconnect backoff, seconds
 
 EXIT_OK, EXIT_UNEXPECTED, EXIT_USAGE, EXIT_REFUSED, EXIT_FORCED = 0, 1, 2, 3, 130
@@ -68,9 +81,11 @@ KEY_ENV, SECRET_ENV = "APCA_API_KEY_ID", "APCA_API_SECRET_KEY"
 PLACEHOLDERS = {"your_api_key_here", "your_secret_key_here"}  # what config.example.py ships
 KEY_CHARACTERS = re.compile(r"[A-Za-z0-9+/=_.-]{10,}")  # anything else plainly is not a key
 HOW_TO_SET_KEYS = f"""\
-Put your Alpaca API keys in config.py:
-    cp config.example.py config.py        (Windows: copy config.example.py config.py)
-and paste them in, or set {KEY_ENV} and {SECRET_ENV} in the environment or in a .env file.
+Put your Alpaca API keys in config.py, a copy of config.example.py:
+    cp config.example.py config.py        (Linux, macOS)
+    copy config.example.py config.py      (Windows)
+or set {KEY_ENV} and {SECRET_ENV}
+in the environment or in a .env file beside the script.
 No keys yet? See it work with demo data: python websocket_stream.py --demo"""
 
 
@@ -90,11 +105,15 @@ def load_keys(folder: Path) -> Keys:
     if config_file.exists():
         try:
             config = runpy.run_path(str(config_file))
+        except SyntaxError as error:
+            # Not str(error) or the line: a key pasted without quotes would be printed.
+            raise ConfigError(f"config.py has a syntax error on line {error.lineno}: {error.msg}") from None
+        except NameError as error:
+            raise ConfigError(f"config.py line {traceback.extract_tb(error.__traceback__)[-1].lineno} uses "
+                              f"a name Python does not know.\nKeys go in quotes: API_KEY = \"...\"") from None
         except Exception as error:
-            line = error.lineno if isinstance(error, SyntaxError) else traceback.extract_tb(error.__traceback__)[-1].lineno
-            # Not str(error) for these: a key pasted without quotes would be printed.
-            hint = 'keys go in quotes, API_KEY = "..."' if isinstance(error, (NameError, SyntaxError)) else error
-            raise ConfigError(f"config.py has an error on line {line} ({type(error).__name__}): {hint}") from None
+            line = traceback.extract_tb(error.__traceback__)[-1].lineno
+            raise ConfigError(f"config.py failed on line {line}: {type(error).__name__}: {error}") from None
         return Keys(config.get("API_KEY", ""), config.get("SECRET_KEY", ""), "config.py")
     if os.environ.get(KEY_ENV) or os.environ.get(SECRET_ENV):
         return Keys(os.environ.get(KEY_ENV, ""), os.environ.get(SECRET_ENV, ""), "the environment")
@@ -105,95 +124,336 @@ def load_keys(folder: Path) -> Keys:
 def check_keys(keys: Keys) -> Keys:
     """Refuse, before any connection, keys that cannot work; return them without stray spaces."""
     names = ("API_KEY", "SECRET_KEY") if keys.source == "config.py" else (KEY_ENV, SECRET_ENV)
-    values = [str(value or "").strip() for value in (keys.key, keys.secret)]
-    if keys.source == ".env" and not any(values):
-        raise ConfigError(f"No Alpaca API keys found: no config.py, and no {KEY_ENV} in the environment or .env.\n"
-                          f"{HOW_TO_SET_KEYS}")
-    for name, value in zip(names, values):
+    key, secret = (str(value or "").strip() for value in (keys.key, keys.secret))
+    if keys.source == ".env" and not (key or secret):
+        raise ConfigError(f"No Alpaca API keys found: no config.py,\nand no {KEY_ENV} "
+                          f"in the environment or in .env.\n{HOW_TO_SET_KEYS}")
+    for name, value in zip(names, (key, secret)):
         if not value:
             problem = "is missing or empty"
         elif value in PLACEHOLDERS:
             problem = f"is still the placeholder {value!r}"
         elif not KEY_CHARACTERS.fullmatch(value):
-            problem = "does not look like a key (too short, or with spaces or quotes)"
+            problem = "does not look like a key\n(too short, or with spaces or quotes)"
         else:
             continue
-        raise ConfigError(f"{name} from {keys.source} {problem}.\n{HOW_TO_SET_KEYS}")
-    return Keys(*values, keys.source)
+        fix = "Paste your key in place of it, in quotes." if keys.source == "config.py" else HOW_TO_SET_KEYS
+        raise ConfigError(f"{name} from {keys.source} {problem}.\n{fix}")
+    return Keys(key, secret, keys.source)
 
 
-# 2. A trade, and how it is printed ----------------------------------------------------------
+# 2. The messages, and how they are printed --------------------------------------------------
 
-class Trade(NamedTuple):
-    """One trade. A tuple, not alpaca-py's pydantic Trade: building that model costs more than
-    printing the line, and this script must keep up with a busy market (see the benchmark)."""
+class Record(dict):
+    """A message as Alpaca sent it (a dict of its wire keys: "S", "p", ...), whose attributes
+    have the names of alpaca-py's models: trade.price is trade["p"]. So code written against
+    them works on alpaca-py's models too. A record is the received dict, copied in one step:
+    a third of the cost of building a tuple field by field, and that matters on a busy
+    stream (see the benchmark)."""
 
-    symbol: str
-    price: float
-    size: int
-    timestamp: datetime  # when the exchange printed it, UTC
-    exchange: str
-    conditions: list[str]
-    id: int
-    tape: str
+    __slots__ = ()
+    fields: ClassVar[dict[str, Wire]] = {}  # attribute name -> where it is on the wire, in order
 
+    def __init_subclass__(cls) -> None:
+        cls.fields = {**cls.fields, **{name: value for name, value in vars(cls).items() if isinstance(value, Wire)}}
 
-def parse_trade(message: dict) -> Trade:
-    """A trade as Alpaca sends it ("T": "t"); KeyError, TypeError or ValueError if it is broken."""
-    timestamp = message["t"]
-    if not isinstance(timestamp, datetime):
-        raise TypeError(f"timestamp is not a msgpack Timestamp: {timestamp!r}")
-    return Trade(message["S"], float(message["p"]), message["s"], timestamp,
-                 message["x"], message.get("c", []), message["i"], message.get("z", ""))
+    def __repr__(self) -> str:
+        shown = ", ".join(f"{name}={self.get(wire.key)!r}" for name, wire in self.fields.items())
+        return f"{type(self).__name__}({shown})"
 
-
-def format_text(trade: Trade) -> str:
-    decimals = 2 if trade.price >= 1 else 4  # sub-dollar stocks trade in hundredths of a cent
-    return (f"{trade.timestamp.isoformat(' ', 'microseconds')}  {trade.symbol:<8} {trade.size:>7} @ "
-            f"{trade.price:>10.{decimals}f}  {trade.exchange}")
+    def details(self) -> str:
+        """The end of the message's printed line, after its symbol: each kind has its own."""
+        raise NotImplementedError
 
 
-def format_json(trade: Trade) -> str:
-    return json.dumps({"symbol": trade.symbol, "price": trade.price, "size": trade.size,
-                       "timestamp": trade.timestamp.isoformat(timespec="microseconds"),
-                       "exchange": trade.exchange, "conditions": trade.conditions,
-                       "id": trade.id, "tape": trade.tape})
+class Wire(property):
+    """A record's attribute: the value Alpaca sent under `key` (None if optional and left out)."""
+
+    def __init__(self, key: str, optional: bool) -> None:
+        super().__init__(itemgetter(key) if not optional else lambda record: record.get(key))
+        self.key, self.optional = key, optional
 
 
-# 3. The handler: your trading logic goes here -----------------------------------------------
+def wire(key: str, optional: bool = False) -> Any:  # Any: mypy takes the type annotated beside it
+    return Wire(key, optional)
 
-TradeHandler = Callable[[Trade], Awaitable[None]]
+
+class Trade(Record):
+    symbol: str = wire("S")
+    price: float = wire("p")
+    size: int = wire("s")
+    timestamp: datetime = wire("t")  # when the exchange printed it, UTC
+    exchange: str = wire("x")
+    conditions: list[str] | None = wire("c", optional=True)
+    id: int = wire("i")
+    tape: str | None = wire("z", optional=True)
+
+    def details(self) -> str:
+        return f"{self.size:>7} @ {money(self.price):>10}  {self.exchange}"
 
 
-def make_trade_printer(as_json: bool) -> TradeHandler:
-    format_trade = format_json if as_json else format_text
+class Quote(Record):
+    """The best bid and ask. Sizes are in shares (in round lots before November 3, 2025)."""
 
-    async def on_trade(trade: Trade) -> None:
-        # Called for every trade, in the order Alpaca sent them. Replace or extend the print
-        # with your own logic. Keep it quick: trades wait while it runs.
-        print(format_trade(trade))
+    symbol: str = wire("S")
+    timestamp: datetime = wire("t")
+    bid_price: float = wire("bp")
+    bid_size: int = wire("bs")
+    bid_exchange: str | None = wire("bx", optional=True)
+    ask_price: float = wire("ap")
+    ask_size: int = wire("as")
+    ask_exchange: str | None = wire("ax", optional=True)
+    conditions: list[str] | None = wire("c", optional=True)
+    tape: str | None = wire("z", optional=True)
 
-    return on_trade
+    def details(self) -> str:
+        return (f"bid {money(self.bid_price):>10} x {self.bid_size:<6} "
+                f"ask {money(self.ask_price):>10} x {self.ask_size}")
+
+
+class Bar(Record):
+    """A minute's prices and volume; timestamp is the minute's start."""
+
+    symbol: str = wire("S")
+    timestamp: datetime = wire("t")
+    open: float = wire("o")
+    high: float = wire("h")
+    low: float = wire("l")
+    close: float = wire("c")
+    volume: int = wire("v")
+    trade_count: int | None = wire("n", optional=True)
+    vwap: float | None = wire("vw", optional=True)
+
+    def details(self) -> str:
+        prices = zip("OHLC", (self.open, self.high, self.low, self.close))
+        return " ".join(f"{label} {money(value):<7}" for label, value in prices) + f" V {self.volume}"
+
+
+class UpdatedBar(Bar):
+    """A minute bar sent again, because trades arrived late for its minute."""
+
+
+class DailyBar(Bar):
+    """The day's bar so far, sent every minute while the market is open."""
+
+
+class TradingStatus(Record):
+    """A trading halt or resumption, with its reason (codes in Alpaca's documentation)."""
+
+    symbol: str = wire("S")
+    timestamp: datetime = wire("t")
+    status_code: str = wire("sc")
+    status_message: str = wire("sm")
+    reason_code: str = wire("rc")
+    reason_message: str = wire("rm")
+    tape: str | None = wire("z", optional=True)
+
+    def details(self) -> str:
+        return f"{self.status_message} ({self.status_code}): {self.reason_message} ({self.reason_code})"
+
+
+class Luld(Record):
+    """The limit up / limit down price band: trades outside it pause trading."""
+
+    symbol: str = wire("S")
+    timestamp: datetime = wire("t")
+    limit_up_price: float = wire("u")
+    limit_down_price: float = wire("d")
+    indicator: str = wire("i")
+    tape: str | None = wire("z", optional=True)
+
+    def details(self) -> str:
+        return (f"down {money(self.limit_down_price):>10}  up {money(self.limit_up_price):>10}  "
+                f"({self.indicator})")
+
+
+class TradeCorrection(Record):
+    """A trade sent earlier was wrong: original_id names it; the corrected_ fields replace it."""
+
+    symbol: str = wire("S")
+    timestamp: datetime = wire("t")
+    exchange: str = wire("x")
+    original_id: int = wire("oi")
+    original_price: float = wire("op")
+    original_size: int = wire("os")
+    original_conditions: list[str] = wire("oc")
+    corrected_id: int = wire("ci")
+    corrected_price: float = wire("cp")
+    corrected_size: int = wire("cs")
+    corrected_conditions: list[str] = wire("cc")
+    tape: str | None = wire("z", optional=True)
+
+    def details(self) -> str:
+        return (f"{self.original_id}: {self.original_size} @ {money(self.original_price)} -> "
+                f"{self.corrected_size} @ {money(self.corrected_price)}")
+
+
+class TradeCancel(Record):
+    """A trade sent earlier was cancelled (action "C") or was an error ("E"); id names it."""
+
+    symbol: str = wire("S")
+    timestamp: datetime = wire("t")
+    exchange: str = wire("x")
+    price: float = wire("p")
+    size: int = wire("s")
+    id: int = wire("i")
+    action: str = wire("a")
+    tape: str | None = wire("z", optional=True)
+
+    def details(self) -> str:
+        undone = "cancelled" if self.action == "C" else "was an error"
+        return f"{self.id}: {self.size} @ {money(self.price)} {undone}"
+
+
+# Alpaca's "T" for each kind of message: the kind's name (handlers and --json go by it), and
+# its record.
+MESSAGE_TYPES: dict[str, tuple[str, type[Record]]] = {
+    "t": ("trade", Trade), "q": ("quote", Quote), "b": ("bar", Bar), "u": ("updated_bar", UpdatedBar),
+    "d": ("daily_bar", DailyBar), "s": ("status", TradingStatus), "l": ("luld", Luld),
+    "c": ("correction", TradeCorrection), "x": ("cancel", TradeCancel),
+}
+KIND = {record: kind for kind, record in MESSAGE_TYPES.values()}
+
+
+def money(price: float) -> str:
+    """Two decimals, or up to four when there are more: sub-penny prices exist."""
+    text = f"{price:.4f}"
+    return text[:-2] + text[-2:].rstrip("0")
+
+
+def format_text(message: Record) -> str:
+    """One line: when (UTC), what, which symbol, and the details of its kind."""
+    when = message.timestamp.isoformat(" ", "microseconds")[:26]
+    return f"{when}Z  {KIND[type(message)]:<10} {message.symbol:<6} {message.details()}"
+
+
+def format_json(message: Record) -> str:
+    """One JSON object: "type" (the kind) and the record's fields, timestamp in ISO 8601."""
+    fields = {name: getattr(message, name) for name in message.fields}
+    fields["timestamp"] = message.timestamp.isoformat(timespec="microseconds")
+    return json.dumps({"type": KIND[type(message)], **fields})
+
+
+OUTPUT = "text"  # what show() prints: "text", or "json" with --json; main() sets it
+
+
+def show(message: Record) -> None:
+    """Print a message on stdout, one line: what the default handlers do."""
+    print(format_json(message) if OUTPUT == "json" else format_text(message))
+
+
+# 3. The handlers: your trading logic goes here ----------------------------------------------
+#
+# Each is called once for every message of its kind, in the order Alpaca sent them. The
+# defaults print it: replace show() with your strategy (the README has an example). Keep a
+# handler quick, since the next messages wait while it runs: start slow work, an order over
+# HTTP say, with in_background() and return. If a handler raises, the error is logged and
+# the stream goes on with the next message.
+
+async def on_trade(trade: Trade) -> None:
+    show(trade)
+
+
+async def on_quote(quote: Quote) -> None:
+    show(quote)
+
+
+async def on_bar(bar: Bar) -> None:
+    """A minute bar, just after its minute ends (only minutes with trades have one)."""
+    show(bar)
+
+
+async def on_updated_bar(bar: UpdatedBar) -> None:
+    show(bar)
+
+
+async def on_daily_bar(bar: DailyBar) -> None:
+    show(bar)
+
+
+async def on_status(status: TradingStatus) -> None:
+    """A halt or a resumption: trading in the symbol stops or starts again."""
+    show(status)
+
+
+async def on_luld(luld: Luld) -> None:
+    show(luld)
+
+
+async def on_correction(correction: TradeCorrection) -> None:
+    """Sent with trades: a trade already received was wrong (see TradeCorrection)."""
+    show(correction)
+
+
+async def on_cancel(cancel: TradeCancel) -> None:
+    """Sent with trades: a trade already received is void (see TradeCancel)."""
+    show(cancel)
+
+
+Handler = Callable[[Any], Awaitable[None]]
+HANDLERS: dict[str, Handler] = {
+    "trade": on_trade, "quote": on_quote, "bar": on_bar, "updated_bar": on_updated_bar,
+    "daily_bar": on_daily_bar, "status": on_status, "luld": on_luld,
+    "correction": on_correction, "cancel": on_cancel,
+}
+
+background_tasks: set[asyncio.Future] = set()  # asyncio keeps only a weak reference to a task
+
+
+def in_background(work: Awaitable[object]) -> None:
+    """Start slow work and return at once, so that the next messages do not wait for it:
+
+        in_background(async_client.submit_order(order))               # an async client
+        in_background(asyncio.to_thread(client.submit_order, order))   # a blocking one
+
+    A failure is logged. On exit, work still waiting is cancelled, and a blocking call
+    already running in its thread is waited for."""
+    if not inspect.isawaitable(work):
+        raise TypeError(f"in_background() needs an awaitable, not {type(work).__name__}: for a "
+                        "blocking function, pass asyncio.to_thread(function, arguments...)")
+    task = asyncio.ensure_future(work)
+    background_tasks.add(task)
+    task.add_done_callback(background_done)
+
+
+def background_done(task: asyncio.Future) -> None:
+    background_tasks.discard(task)
+    if not task.cancelled() and task.exception() is not None:
+        error = task.exception()
+        log.warning("work started with in_background() failed: %s: %s", type(error).__name__, error,
+                    exc_info=error if log.isEnabledFor(logging.DEBUG) else None)
 
 
 # 4. The stream, and the reconnect wrapper around it -----------------------------------------
+
+# Command-line option: Alpaca's name for the channel. Subscribing to trades brings their
+# corrections and cancels too.
+CHANNELS = {"trades": "trades", "quotes": "quotes", "bars": "bars", "updated_bars": "updatedBars",
+            "daily_bars": "dailyBars", "statuses": "statuses", "lulds": "lulds"}
+
 
 @dataclass
 class Settings:
     url: str
     symbols: list[str]
-    as_json: bool = False
-    feed_label: str = ""  # for the banner: "feed iex", "demo data", ...
+    channels: list[str] = field(default_factory=lambda: ["trades"])  # Alpaca's names
+    demo: bool = False  # from a local server started here, not from Alpaca
 
 
 @dataclass
 class Session:
     """What the summary at exit reports."""
 
-    started: float = field(default_factory=time.monotonic)
-    trades: Counter = field(default_factory=Counter)
+    started: float | None = None  # time.monotonic() when streaming began
+    received: dict[str, int] = field(default_factory=lambda: dict.fromkeys(KIND.values(), 0))  # by kind
     reconnects: int = 0
-    last_trade: float = field(default_factory=time.monotonic)
+    last_message: float = field(default_factory=time.monotonic)
+    advised: set[int] = field(default_factory=set)  # refusal codes whose advice was given
+
+    def summary(self) -> str:
+        counts = ", ".join(f"{count} {kind}s" for kind, count in self.received.items() if count) or "nothing"
+        took = time.monotonic() - (self.started or time.monotonic())
+        return f"received {counts} in {took:.1f} s; reconnects: {self.reconnects}"
 
 
 class AlpacaRefused(Exception):
@@ -204,151 +464,263 @@ class AlpacaRefused(Exception):
         self.code = code
 
 
+class CannotConnect(Exception):
+    """The connection failed before the websocket opened: what happened, in words."""
+
+
 # Refusals that retrying cannot cure (Alpaca's Go SDK gives up on these too): exit status 3.
 FATAL_ADVICE = {
-    402: "Alpaca rejected the API keys from {source} (402 auth failed). Check both are copied in "
-         "full and belong together: paper and live accounts have different keys.",
-    405: "Alpaca refused the subscription (405 symbol limit exceeded): the free plan allows 30 symbols.",
-    409: "Your Alpaca plan does not include this feed (409 insufficient subscription): "
-         "the free plan has IEX, try --feed iex.",
+    402: "Alpaca rejected the API keys (402 auth failed).\nThey came from {source}. "
+         "Check both are copied in full and belong\ntogether: paper and live accounts have different keys.",
+    405: "Alpaca refused the subscription (405 symbol limit exceeded):\n"
+         "the free plan allows 30 symbols for trades and quotes.",
+    409: "Your Alpaca plan does not include this feed (409 insufficient subscription).\n"
+         "The free plan has IEX: try --feed iex.",
     410: "Alpaca refused the subscription (410 invalid subscribe action for this feed).",
 }
 RETRY_ADVICE = {
-    406: "another connection with these keys is open (usually one is allowed per account, shared "
-         "by every app using the keys; a dropped one is held for about 90 s)",
-    407: "the server says we read too slowly",
+    406: "Another connection with these keys is open. Alpaca allows one per account,\n"
+         "shared by every app using the keys, and holds a dropped one for about 90 s.",
+    407: "The server says we read too slowly.",
 }
 # alpaca-py's auth raises ValueError(message) and drops the code; these give it back.
 CODES_BY_MESSAGE = {"auth failed": 402, "auth timeout": 404, "symbol limit exceeded": 405,
                     "connection limit exceeded": 406, "insufficient subscription": 409,
                     "invalid subscribe action for this feed": 410}
+# A websocket handshake refused with these is a wrong URL, not a passing fault: exit status 2.
+PERMANENT_HTTP = {400: "bad request", 401: "unauthorized", 403: "forbidden", 404: "not found"}
 
 
-def build_stream(url: str, keys: Keys, symbols: list[str], on_trade: TradeHandler) -> StockDataStream:
-    # raw_data: the trades arrive as dicts, and parse_trade makes the light Trade above.
-    stream = StockDataStream(keys.key, keys.secret, raw_data=True, url_override=url, websocket_params={
+class Route(NamedTuple):
+    """Where one kind of message goes: the record it becomes, and its handler."""
+
+    kind: str
+    record: type[Record]
+    handler: Handler
+
+
+def routes_for(handlers: dict[str, Handler]) -> dict[str, Route]:
+    """Alpaca's "T" -> Route, for the handlers given (by kind, as in HANDLERS)."""
+    return {wire_type: Route(kind, record, handlers[kind]) for wire_type, (kind, record) in MESSAGE_TYPES.items()}
+
+
+def check_alpaca_py() -> None:
+    """Exit status 2, not a traceback, when the installed alpaca-py lacks what this script uses."""
+    try:
+        version = importlib.metadata.version("alpaca-py")
+    except importlib.metadata.PackageNotFoundError:
+        version = "none"
+    problem = None
+    if ALPACA_IMPORT_ERROR is not None:
+        missing = getattr(ALPACA_IMPORT_ERROR, "name", None)
+        problem = f"it fails to import {missing}" if missing else "it fails to import"
+        if missing == "pytz":  # alpaca-py before 0.43.1 imports pytz without installing it
+            problem += "\n(older alpaca-py releases need it: pip install pytz)"
+    else:
+        parameters = inspect.signature(StockDataStream).parameters
+        needed = [name for name in ("_connect", "_auth", "close") if not hasattr(StockDataStream, name)]
+        needed += [name for name in ("url_override", "websocket_params") if name not in parameters]
+        if needed:
+            problem = f"its StockDataStream has no {', '.join(needed)}"
+    if problem:
+        raise ConfigError(f"this script needs alpaca-py 0.33.1 to 0.44, you have {version}:\n"
+                          f"{problem}.\nInstall the tested one: pip install -r requirements.txt")
+
+
+def build_stream(url: str, keys: Keys) -> StockDataStream:
+    return StockDataStream(keys.key, keys.secret, url_override=url, websocket_params={
         "ping_interval": PING_INTERVAL, "ping_timeout": PING_TIMEOUT,
         "close_timeout": CLOSE_TIMEOUT, "max_queue": 1024})
-    # alpaca-py builds its subscribe message from the handlers it holds. Its own run loop is
-    # replaced by stream_once() below, which calls on_trade with a parsed Trade.
-    stream.subscribe_trades(on_trade, *symbols)
-    return stream
 
 
-async def connect(stream: StockDataStream) -> None:
-    """Open the websocket, authenticate, subscribe: alpaca-py's own steps, with the error code kept."""
+async def connect(stream: StockDataStream, settings: Settings) -> None:
+    """Open the websocket and authenticate with alpaca-py's own steps, then subscribe."""
+    log.debug("connecting to %s", settings.url)
     try:
-        await stream._start_ws()  # connect, read the greeting, send the keys
+        await stream._connect()  # the websocket, with Alpaca's headers; then the greeting
+    except OSError as error:
+        raise CannotConnect(why_not_connected(error, settings.url)) from error
+    except websockets.InvalidHandshake as error:
+        status = getattr(error, "status_code", None)
+        if status in PERMANENT_HTTP:
+            raise ConfigError(f"{settings.url} refused the websocket:\nHTTP {status} "
+                              f"({PERMANENT_HTTP[status]}): check the URL.") from None
+        raise
+    log.debug("connected, and greeted; sending the keys")
+    try:
+        await stream._auth()
     except ValueError as error:
         code = CODES_BY_MESSAGE.get(str(error))
         if code is None:
             raise
         raise AlpacaRefused(code, str(error)) from None
-    await stream._send_subscribe_msg()
+    # Our own subscribe message, not alpaca-py's subscribe_trades() & co.: those register a
+    # handler for alpaca-py's run loop, which stream_once() below replaces.
+    request = {"action": "subscribe", **{channel: settings.symbols for channel in settings.channels}}
+    log.debug("authenticated; subscribing: %s", request)
+    await stream._ws.send(msgpack.packb(request))
 
 
-async def stream_once(stream: StockDataStream, settings: Settings, on_trade: TradeHandler,
+def why_not_connected(error: OSError, url: str) -> str:
+    host = urlsplit(url).hostname
+    if isinstance(error, socket.gaierror):
+        return f"cannot find {host}:\ncheck the internet connection and DNS"
+    if isinstance(error, ssl.SSLCertVerificationError):
+        return (f"TLS: cannot verify {host}'s certificate\n({error.verify_message}). A proxy or "
+                "antivirus that intercepts TLS,\na wrong clock or missing CA certificates do this.")
+    if isinstance(error, ssl.SSLError):
+        return f"TLS handshake with {host} failed ({error.reason or error})"
+    if isinstance(error, ConnectionRefusedError):
+        return f"{host} refused the connection (is it up?)"
+    if isinstance(error, ConnectionResetError) and url.startswith("wss:"):
+        return (f"{host} cut the connection in the TLS handshake:\nis it a TLS (wss://) "
+                "server? A firewall or proxy can do this too")
+    return f"cannot connect to {host}: {error.strerror or type(error).__name__}"
+
+
+async def stream_once(stream: StockDataStream, settings: Settings, routes: dict[str, Route],
                       session: Session) -> None:
-    """One connection: deliver its trades until it ends. Returns when the server closes it.
+    """One connection: deliver its messages until it ends. Returns when the server closes it.
 
-    This replaces alpaca-py's _consume(), which polls for a stop every 5 s (so Ctrl+C took
-    10 s), logs error frames instead of acting on them, and drops the rest of a frame when a
-    handler raises. Pinned to alpaca-py 0.44 in requirements.txt, as it uses these internals.
+    This replaces alpaca-py's own loop (_consume and _run_forever in its websocket.py), which
+    builds a pydantic model for every message, only logs the error frames (so wrong keys are
+    retried for ever), and loses the rest of a frame when a handler raises.
     """
-    await asyncio.wait_for(connect(stream), CONNECT_TIMEOUT)
+    await asyncio.wait_for(connect(stream, settings), CONNECT_TIMEOUT)
     quiet_watch = asyncio.create_task(warn_when_quiet(session, connected_at=time.monotonic()))
     try:
         async for frame in stream._ws:
             try:
                 messages = msgpack.unpackb(frame, timestamp=3)  # 3: timestamps as UTC datetimes
-            except ValueError:  # msgpack's errors are ValueErrors
+            except (ValueError, TypeError):  # msgpack's errors are ValueErrors; text frames TypeErrors
                 log.debug("skipped a frame that is not msgpack: %r", frame[:80])
                 continue
             if not isinstance(messages, list):
                 log.debug("skipped a frame that is not a list: %r", messages)
                 continue
-            for message in messages:
-                kind = message.get("T") if isinstance(message, dict) else None
-                if kind == "t":
-                    await deliver(message, on_trade, session)
-                elif kind == "subscription":
-                    log.info("subscribed to trades: %s (%s); Ctrl+C to stop",
-                             ", ".join(message.get("trades", [])), settings.feed_label)
-                elif kind == "error":
-                    raise AlpacaRefused(message.get("code"), str(message.get("msg")))
-                else:
-                    log.debug("skipped a message of unknown type: %r", message)
+            await deliver(messages, routes, settings, session)
             sys.stdout.flush()  # once a frame: piped output stays real time without a flush a line
     finally:
         quiet_watch.cancel()
 
 
-async def deliver(message: dict, on_trade: TradeHandler, session: Session) -> None:
-    """Hand one trade to the handler. A broken trade, or a handler that raises, costs that
-    trade only: the rest of the frame and the stream carry on."""
-    try:
-        trade = parse_trade(message)
-    except (KeyError, TypeError, ValueError, AttributeError) as error:
-        log.debug("skipped a trade that does not parse (%r): %r", error, message)
+async def deliver(messages: list, routes: dict[str, Route], settings: Settings, session: Session) -> None:
+    """Hand each message of a frame to its handler, in order. A broken message, or a handler
+    that raises, costs that message only: the rest of the frame and the stream carry on.
+    (One function for the whole frame, not one call a message: it is the hot loop.)"""
+    received = session.received
+    delivered = False
+    for message in messages:
+        try:
+            kind, record_type, handler = routes[message["T"]]
+        except (KeyError, TypeError):  # not market data
+            control(message, settings)
+            continue
+        record = record_type(message)
+        received[kind] += 1
+        delivered = True
+        try:
+            await handler(record)
+        except BrokenPipeError:
+            raise  # the reader has gone: main() ends quietly
+        except Exception as error:
+            handler_failed(kind, handler, record, error)
+    if delivered:
+        session.last_message = time.monotonic()
+
+
+def control(message: object, settings: Settings) -> None:
+    """A message that is not market data: the subscription, an error, or something unknown."""
+    kind = message.get("T") if isinstance(message, dict) else None
+    if kind == "subscription":
+        log_subscription(message, settings)
+    elif kind == "error":
+        raise AlpacaRefused(message.get("code"), str(message.get("msg")))
+    else:
+        log.debug("skipped a message of unknown type: %r", message)
+
+
+def handler_failed(kind: str, handler: Handler, record: Record, error: Exception) -> None:
+    """Log a handler's exception, unless the message itself is broken (checked here, not for
+    every message: Alpaca does not send broken messages, and a check costs 10% of the speed)."""
+    missing = [wire.key for wire in record.fields.values() if not wire.optional and wire.key not in record]
+    if missing or not isinstance(record.timestamp, datetime):
+        log.debug("a broken %s (%s) failed %s: %r", kind, f"no {', '.join(missing)}" if missing else
+                  "its timestamp is not a msgpack Timestamp", getattr(handler, "__name__", "its handler"), record)
         return
-    try:
-        await on_trade(trade)
-    except BrokenPipeError:
-        raise  # the reader has gone: main() ends quietly
-    except Exception as error:
-        log.warning("the trade handler raised %s: %s (%s trade %s skipped)", type(error).__name__, error,
-                    trade.symbol, trade.id, exc_info=log.isEnabledFor(logging.DEBUG))
-        return
-    session.trades[trade.symbol] += 1
-    session.last_trade = time.monotonic()
+    verbose = log.isEnabledFor(logging.DEBUG)
+    log.warning("%s raised %s on a %s of %s:\n%s%s", getattr(handler, "__name__", "the handler"),
+                type(error).__name__, kind, record.symbol, error, "" if verbose else "\n(-v shows where)",
+                exc_info=verbose)
+
+
+def log_subscription(message: dict, settings: Settings) -> None:
+    channels = [channel for channel in CHANNELS.values() if message.get(channel)]
+    symbols = list(dict.fromkeys(s for channel in channels for s in message[channel]))
+    named = ", ".join(symbols) if len(symbols) <= 6 else f"{len(symbols)} symbols"
+    log.info("subscribed to %s of %s; Ctrl+C to stop", ", ".join(channels) or "nothing", named)
 
 
 async def warn_when_quiet(session: Session, connected_at: float) -> None:
-    """One line per quiet spell while connected: no trades is normal when the market is closed."""
-    warned_for = None  # the last_trade of the spell already warned about
+    """One line per quiet spell while connected: no data is normal when the market is closed."""
+    warned_for = None  # the last_message of the spell already warned about
     while True:
-        idle = time.monotonic() - max(session.last_trade, connected_at)
+        idle = time.monotonic() - max(session.last_message, connected_at)
         if idle < QUIET_AFTER:
             await asyncio.sleep(QUIET_AFTER - idle)
-        elif warned_for == session.last_trade:
-            await asyncio.sleep(1.0)  # until a trade starts the next spell
+        elif warned_for == session.last_message:
+            await asyncio.sleep(1.0)  # until a message starts the next spell
         else:
-            log.warning("connected, but no trade for %.0f s: the market may be closed (regular hours "
-                        "9:30-16:00 New York time); --test-stream shows data any time", idle)
-            warned_for = session.last_trade
+            log.warning("connected, but no data for %.0f s: the market may be closed\n(regular hours "
+                        "9:30-16:00 New York time); --test-stream has data any time", idle)
+            warned_for = session.last_message
 
 
 # Faults of the network or the server: reconnect. Anything else is a bug and ends the run.
-CONNECTION_FAULTS = (OSError, asyncio.TimeoutError, websockets.WebSocketException, ValueError, LookupError)
+CONNECTION_FAULTS = (OSError, asyncio.TimeoutError, websockets.WebSocketException, ValueError, LookupError,
+                     CannotConnect)
 
 
-async def stream_with_reconnect(stream: StockDataStream, settings: Settings, on_trade: TradeHandler,
+async def stream_with_reconnect(stream: StockDataStream, settings: Settings, routes: dict[str, Route],
                                 session: Session) -> None:
-    """Run stream_once() forever: reconnect and resubscribe after every fault, with exponential
-    backoff and jitter (first retry within 1 s, at most 30 s), starting over once trades flow."""
+    """Run stream_once() forever: reconnect and subscribe again after every fault, with
+    exponential backoff and jitter (backoff_delay), starting over once messages flow."""
     failures = 0
     while True:
-        trades_before = sum(session.trades.values())
+        received_before = sum(session.received.values())
         try:
-            await stream_once(stream, settings, on_trade, session)
+            await stream_once(stream, settings, routes, session)
             reason = "the server closed the connection"
         except BrokenPipeError:
             raise  # an OSError, but of stdout, not of the network
         except AlpacaRefused as refusal:
             if refusal.code in FATAL_ADVICE:
                 raise
-            reason = f"Alpaca refused: {refusal}" + (f": {RETRY_ADVICE[refusal.code]}" if refusal.code in RETRY_ADVICE else "")
+            reason = f"Alpaca refused: {refusal}"
+            if refusal.code in RETRY_ADVICE and refusal.code not in session.advised:
+                session.advised.add(refusal.code)
+                reason += "\n" + RETRY_ADVICE[refusal.code]
         except CONNECTION_FAULTS as error:
             reason = describe(error)
+            log.debug("the fault in full: %r", error)
         finally:
             await stream.close()
-        if sum(session.trades.values()) > trades_before:
+        if sum(session.received.values()) > received_before:
             failures = 0
         failures += 1
-        delay = reconnect_delay(failures, RETRY_MIN, RETRY_MAX)
-        log.warning("%s; reconnecting in %.1f s (attempt %d)", reason, delay, failures)
-        await asyncio.sleep(delay)
+        delay = backoff_delay(failures)
         session.reconnects += 1
+        log.warning("%s", reason)
+        log.info("reconnecting in %.2f s (attempt %d)", delay, failures)
+        await asyncio.sleep(delay)
+
+
+def backoff_delay(attempt: int) -> float:
+    """Seconds to wait before reconnect attempt 1, 2, 3...: doubling from RETRY_MIN up to
+    RETRY_MAX, with "equal jitter" (between half and all of that) so that many clients cut off
+    at once do not come back at once. Alpaca's SDKs do the same."""
+    ceiling = min(RETRY_MAX, RETRY_MIN * 2 ** min(attempt - 1, 10))
+    return ceiling / 2 + random.uniform(0, ceiling / 2)
 
 
 def describe(error: BaseException) -> str:
@@ -357,43 +729,60 @@ def describe(error: BaseException) -> str:
         return "connection lost" + (f" ({close_frame.reason})" if close_frame and close_frame.reason else "")
     if isinstance(error, asyncio.TimeoutError):
         return "no answer from the server in time"
-    return f"cannot connect: {error}" if isinstance(error, OSError) else f"{type(error).__name__}: {error}"
+    if isinstance(error, websockets.InvalidHandshake) and getattr(error, "status_code", None):
+        return f"the server refused the websocket: HTTP {getattr(error, 'status_code')}"
+    if isinstance(error, OSError):
+        return f"connection failed: {error.strerror or type(error).__name__}"
+    return str(error) if isinstance(error, CannotConnect) else f"{type(error).__name__}: {error}"
 
 
 # 5. Main: arguments, signals, exit statuses --------------------------------------------------
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        description="Stream live trades from Alpaca: one line per trade on stdout, Ctrl+C to stop.",
+        description="Stream live market data from Alpaca: one line per message on stdout, Ctrl+C to stop.",
         epilog=__doc__[__doc__.index("exit statuses"):], formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("symbols", nargs="*", metavar="SYMBOL", help="symbols to stream (default: SPY TSLA)")
-    parser.add_argument("--feed", choices=FEEDS, default="iex", help="iex (free plan, default), sip (paid) or delayed_sip")
+    parser.add_argument("symbols", nargs="*", metavar="SYMBOL",
+                        help="symbols to stream (default: SPY TSLA); '*' (quoted) for every symbol")
+    channels = parser.add_argument_group("channels (trades unless you name others)")
+    channels.add_argument("--trades", action="store_true", help="trades, with their corrections and cancels")
+    channels.add_argument("--quotes", action="store_true", help="best bid and ask")
+    channels.add_argument("--bars", action="store_true", help="minute bars")
+    channels.add_argument("--updated-bars", action="store_true", help="minute bars changed by late trades")
+    channels.add_argument("--daily-bars", action="store_true", help="the day's bar, every minute")
+    channels.add_argument("--statuses", action="store_true", help="trading halts and resumptions")
+    channels.add_argument("--lulds", action="store_true", help="limit up / limit down price bands")
+    parser.add_argument("--feed", choices=FEEDS, help="iex (free plan, default), sip (paid) or delayed_sip")
     where = parser.add_mutually_exclusive_group()
     where.add_argument("--test-stream", action="store_true",
                        help=f"Alpaca's always-on test stream ({TEST_STREAM_SYMBOL}): data even when the market is closed")
     where.add_argument("--url", help="another endpoint (a proxy, a local server), ws:// or wss://")
     where.add_argument("--demo", action="store_true", help="no keys, no network: demo data from a local server")
-    parser.add_argument("--json", action="store_true", help="one JSON object per trade per line")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--json", action="store_true", help="one JSON object per message per line")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging: each step of connecting")
     args = parser.parse_args(argv)
+    if args.symbols and all(Path(name).exists() for name in args.symbols) and \
+            not all(SYMBOL.fullmatch(name.upper()) for name in args.symbols):
+        parser.error("the shell expanded * into the file names here: quote it, '*'")
     args.symbols = list(dict.fromkeys(symbol.upper() for symbol in args.symbols))
     bad = [symbol for symbol in args.symbols if not SYMBOL.fullmatch(symbol)]
     if bad:
         parser.error(f"not a stock symbol: {', '.join(bad)}")
     if args.url and not re.match(r"wss?://", args.url):
         parser.error("--url must start with ws:// or wss://")
+    if args.feed and (args.demo or args.url or args.test_stream):
+        parser.error("--feed picks one of Alpaca's feeds: it has no effect with --demo, --url or --test-stream")
+    args.channels = [name for option, name in CHANNELS.items() if getattr(args, option)] or ["trades"]
     return args
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
     if args.test_stream:
-        return Settings(f"{ALPACA_STREAM}/test", args.symbols or [TEST_STREAM_SYMBOL], args.json, "Alpaca's test stream")
+        return Settings(f"{ALPACA_STREAM}/test", args.symbols or [TEST_STREAM_SYMBOL], args.channels)
     symbols = args.symbols or list(DEFAULT_SYMBOLS)
     if args.demo:
-        return Settings("", symbols, args.json, "demo data from a local server, not the market")
-    if args.url:
-        return Settings(args.url, symbols, args.json, args.url)
-    return Settings(f"{ALPACA_STREAM}/{args.feed}", symbols, args.json, f"feed {args.feed}")
+        return Settings("", symbols, args.channels, demo=True)
+    return Settings(args.url or f"{ALPACA_STREAM}/{args.feed or 'iex'}", symbols, args.channels)
 
 
 @contextmanager
@@ -411,7 +800,12 @@ def stop_on_signals(stop: Callable[[], None]) -> Iterator[None]:
         if stopping:
             os._exit(EXIT_FORCED)  # the first stop is stuck: skip all clean-up
         stopping = True
-        loop.call_soon_threadsafe(stop)
+        loop.call_soon_threadsafe(stop_for, signum)
+
+    def stop_for(signum: int) -> None:
+        if signum == signal.SIGINT and sys.stderr.isatty():
+            print(file=sys.stderr)  # the terminal echoed ^C: what follows starts a line of its own
+        stop()
 
     originals = {sig: signal.signal(sig, handle) for sig in signals}
     try:
@@ -421,22 +815,29 @@ def stop_on_signals(stop: Callable[[], None]) -> Iterator[None]:
             signal.signal(sig, original)
 
 
-async def run(settings: Settings, keys: Keys, demo: bool) -> None:
-    if demo:
-        # Imported here so that this script, with a config.py, still works when copied alone.
+async def run(settings: Settings, keys: Keys, handlers: dict[str, Handler], session: Session) -> None:
+    """Stream until stopped by a signal; raises what ends the run otherwise."""
+    if not settings.demo:
+        return await stream_until_stopped(settings, keys, handlers, session)
+    try:  # imported here so that this script, with a config.py, still works when copied alone
         from local_alpaca_server import AlpacaStreamServer
-        async with AlpacaStreamServer(rate=8, batch=6, record=False) as server:
-            settings.url = server.url
-            return await stream_until_stopped(settings, keys)
-    await stream_until_stopped(settings, keys)
+    except ModuleNotFoundError as error:
+        if error.name != "local_alpaca_server":
+            raise
+        raise ConfigError("--demo needs local_alpaca_server.py beside the script;\n"
+                          "the rest works without it.") from None
+    log.info("demo data from a local server, not the market")
+    async with AlpacaStreamServer(rate=8, batch=6, record=False) as server:
+        settings.url = server.url
+        await stream_until_stopped(settings, keys, handlers, session)
 
 
-async def stream_until_stopped(settings: Settings, keys: Keys) -> None:
-    session = Session()
-    on_trade = make_trade_printer(settings.as_json)
-    stream = build_stream(settings.url, keys, settings.symbols, on_trade)
+async def stream_until_stopped(settings: Settings, keys: Keys, handlers: dict[str, Handler],
+                               session: Session) -> None:
+    stream = build_stream(settings.url, keys)
     log.info("connecting to %s", settings.url)
-    streaming = asyncio.create_task(stream_with_reconnect(stream, settings, on_trade, session))
+    session.started = time.monotonic()
+    streaming = asyncio.create_task(stream_with_reconnect(stream, settings, routes_for(handlers), session))
     try:
         with stop_on_signals(streaming.cancel):
             await streaming
@@ -444,38 +845,55 @@ async def stream_until_stopped(settings: Settings, keys: Keys) -> None:
         # Ctrl+C cancelled the stream task, and the cancel reached us through `await streaming`.
         # That is how the user asks us to stop: finish normally.
         pass
-    finally:
-        counts = ", ".join(f"{symbol} {count}" for symbol, count in session.trades.most_common())
-        log.info("received %d trades in %.1f s%s; reconnects: %d", sum(session.trades.values()),
-                 time.monotonic() - session.started, f" ({counts})" if counts else "", session.reconnects)
 
 
-def main(argv: list[str] | None = None) -> int:
+class LogFormatter(logging.Formatter):
+    """2026-11-24 21:35:43Z warning: ..., in UTC like the data, so the two line up; lines after
+    a message's first are indented."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        when = datetime.fromtimestamp(record.created, timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
+        level = "" if record.levelno == logging.INFO else f"{record.levelname.lower()}: "
+        text = record.getMessage()
+        if record.exc_info:
+            text += "\n" + self.formatException(record.exc_info)
+        return f"{when} {level}" + text.replace("\n", "\n  ")
+
+
+def main(argv: list[str] | None = None, handlers: dict[str, Handler] | None = None) -> int:
+    """Run the script; the exit status. handlers: instead of HANDLERS (the tests pass their own)."""
+    global OUTPUT
     args = parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)-7s %(message)s", datefmt="%H:%M:%S")
+    stderr = logging.StreamHandler(sys.stderr)
+    stderr.setFormatter(LogFormatter())
+    logging.basicConfig(level=logging.WARNING, handlers=[stderr])
     # Only our logger goes to debug: websockets' debug lines would show the auth frame.
     log.setLevel(logging.DEBUG if args.verbose else logging.INFO)
+    OUTPUT = "json" if args.json else "text"
     settings = settings_from(args)
+    session = Session()
+    status, error = EXIT_OK, ""
     try:
+        check_alpaca_py()
         keys = Keys("demo-key-id", "demo-secret-key", "--demo") if args.demo else check_keys(
             load_keys(Path(__file__).resolve().parent))
-        asyncio.run(run(settings, keys, args.demo))
-    except ConfigError as error:
-        log.error("%s", error)
-        return EXIT_USAGE
+        asyncio.run(run(settings, keys, handlers or HANDLERS, session))
+    except ConfigError as problem:
+        status, error = EXIT_USAGE, str(problem)
     except AlpacaRefused as refusal:
-        log.error(FATAL_ADVICE[refusal.code].format(source=keys.source))
-        return EXIT_REFUSED
+        status, error = EXIT_REFUSED, FATAL_ADVICE[refusal.code].format(source=keys.source)
     except BrokenPipeError:
         # The reader went away (| head). Point stdout at devnull so the interpreter's final
         # flush does not fail again, as the Python docs advise for SIGPIPE.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return EXIT_OK
     except Exception:
         log.exception("unexpected error: please report it, with this traceback")
         return EXIT_UNEXPECTED
-    return EXIT_OK
+    if session.started is not None:
+        log.info("%s", session.summary())
+    if error:
+        log.error("%s", error)  # last, so that it is what the user reads
+    return status
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ async def main(url: str, wanted: int) -> None:
         await ws.send(msgpack.packb({"action": "subscribe", "trades": ["SPY", "TSLA"]}))
         count, first = 0, 0.0
         async for frame in ws:
-            for message in msgpack.unpackb(frame):
+            for message in msgpack.unpackb(frame, timestamp=3):
                 if message["T"] == "t":
                     count += 1
                     if count == 1:

@@ -1,5 +1,9 @@
-"""Fixtures: the local Alpaca server in a thread of the test process, and the script as a real
-subprocess, run from a copy in an empty folder so that no config.py or .env of yours is read."""
+"""Fixtures: the local Alpaca server (in the test's event loop, or in a thread of its own), the
+tests' own handlers, and the script as a real subprocess, run from a copy in an empty folder so
+that no config.py or .env of yours is read.
+
+Every test has a deadline: pytest-timeout's (pyproject.toml) as a backstop, and a shorter one of
+its own wherever it waits for something."""
 
 from __future__ import annotations
 
@@ -10,17 +14,86 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
+import msgpack
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # the script and the server are modules at the top of the project
 
+import websocket_stream as ws  # noqa: E402
 from local_alpaca_server import AlpacaStreamServer, Faults  # noqa: E402
+
 FAKE_KEY = "FAKE-TEST-KEY-ID-0001"
 FAKE_SECRET = "FAKE-TEST-SECRET-DO-NOT-USE-0001"
+KEYS = ws.Keys(FAKE_KEY, FAKE_SECRET, "the tests")
+KINDS = [kind for kind, _ in ws.MESSAGE_TYPES.values()]
+POSIX_ONLY = pytest.mark.skipif(sys.platform == "win32", reason="sends POSIX signals to the script")
+
+
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> None:
+    """Say, under a failed printout test, what a student who changed the printing should do."""
+    if call.excinfo is not None and item.module is not None and item.module.__name__ == "test_printout":
+        item.add_report_section("call", "note", "This test checks the default printout of the handlers in "
+                                "websocket_stream.py.\nIf you changed the printing, change or delete this test.")
+
+
+# -- the tests' own handlers, in-process ---------------------------------------------------------
+
+
+class Recorder:
+    """Handlers for every kind of message that keep what they get, in order."""
+
+    def __init__(self) -> None:
+        self.messages: list[ws.Record] = []
+
+    @property
+    def handlers(self) -> dict[str, ws.Handler]:
+        return dict.fromkeys(KINDS, self.record)
+
+    async def record(self, message: ws.Record) -> None:
+        self.messages.append(message)
+
+    def of(self, kind: str) -> list[ws.Record]:
+        return [message for message in self.messages if ws.KIND[type(message)] == kind]
+
+
+def as_received(message: dict) -> dict:
+    """A message the server sent, as the client decodes it (timestamps as datetimes)."""
+    return msgpack.unpackb(msgpack.packb(message), timestamp=3)
+
+
+async def stream_until(server: AlpacaStreamServer, handlers: dict[str, ws.Handler], done: Callable[[], object],
+                       *, channels: tuple[str, ...] = ("trades",), symbols: tuple[str, ...] = ("SPY", "TSLA"),
+                       timeout: float = 10.0, url: str | None = None) -> ws.Session:
+    """Stream from `server` in this event loop, with these handlers and the script's own
+    connection, parsing and reconnect wrapper, until done() is true; then stop."""
+    settings = ws.Settings(url or server.url, list(symbols), list(channels))
+    session = ws.Session()
+    streaming = asyncio.create_task(ws.stream_with_reconnect(ws.build_stream(settings.url, KEYS), settings,
+                                                             ws.routes_for(handlers), session))
+    deadline = time.monotonic() + timeout
+    try:
+        while not done():
+            if streaming.done():
+                streaming.result()  # raises what ended it
+                raise AssertionError("the stream ended by itself")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"not done within {timeout} s")
+            await asyncio.sleep(0.01)
+    finally:
+        streaming.cancel()
+        await asyncio.gather(streaming, return_exceptions=True)
+    return session
+
+
+def run(coroutine: Awaitable[object]) -> object:
+    return asyncio.run(coroutine)  # type: ignore[arg-type]
+
+
+# -- the server in a thread, for the script as a subprocess ---------------------------------------
 
 
 class ServerThread:
@@ -30,11 +103,11 @@ class ServerThread:
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
-        self.server = AlpacaStreamServer(**options)
+        self.server = AlpacaStreamServer(**options)  # type: ignore[arg-type]
         self.start()
 
-    def call(self, coroutine: object) -> object:
-        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout=10)
+    def call(self, coroutine: Awaitable[object]) -> object:
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout=10)  # type: ignore[arg-type]
 
     def start(self) -> None:
         self.call(self.server.start())
@@ -50,6 +123,9 @@ class ServerThread:
 
     def plan(self, *faults: Faults) -> None:
         self.loop.call_soon_threadsafe(self.server.plan, *faults)
+
+    def cue(self, *events: str) -> None:
+        self.loop.call_soon_threadsafe(self.server.cue, *events)
 
     @property
     def url(self) -> str:
@@ -75,8 +151,11 @@ def make_server() -> Iterator[Callable[..., ServerThread]]:
 
 @pytest.fixture
 def server(make_server: Callable[..., ServerThread]) -> ServerThread:
-    """A server sending 200 trades a second to any fake keys."""
+    """A server sending 200 ticks a second to any fake keys."""
     return make_server(rate=200, seed=1)
+
+
+# -- the script as a subprocess --------------------------------------------------------------------
 
 
 class Script:
@@ -86,7 +165,6 @@ class Script:
         self.process = process
         self.out_lines: list[str] = []
         self.err_lines: list[str] = []
-        self.ended_at: float | None = None
         self._readers = [threading.Thread(target=self._read, args=(pipe, lines), daemon=True)
                          for pipe, lines in ((process.stdout, self.out_lines), (process.stderr, self.err_lines))
                          if pipe is not None]
@@ -117,8 +195,8 @@ class Script:
     def wait_for_stderr(self, text: str, timeout: float = 15) -> None:
         self.wait_for(lambda: text in self.stderr, timeout, repr(text))
 
-    def wait_for_trades(self, count: int, timeout: float = 15) -> None:
-        self.wait_for(lambda: len(self.out_lines) >= count, timeout, f"{count} trades on stdout")
+    def wait_for_lines(self, count: int, timeout: float = 15) -> None:
+        self.wait_for(lambda: len(self.out_lines) >= count, timeout, f"{count} lines on stdout")
 
     def finish(self, timeout: float = 15) -> int:
         """Wait for the exit; the status. The readers are joined, so all output is in."""
@@ -135,7 +213,11 @@ class Script:
         """Send a signal; the exit status and the seconds it took to exit."""
         sent = time.monotonic()
         self.process.send_signal(sig)
-        code = self.process.wait(timeout)
+        try:
+            code = self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            pytest.fail(f"still running {timeout} s after signal {sig}\n--- stderr:\n{self.stderr}")
         took = time.monotonic() - sent
         self.finish()
         return code, took
@@ -145,37 +227,40 @@ class Script:
             self.process.kill()
 
 
-def script_env(**extra: str) -> dict[str, str]:
+def script_env(**extra: str | None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("APCA_")}
-    env.update(PYTHONUNBUFFERED="0", PYTHONIOENCODING="utf-8",
-               APCA_API_KEY_ID=FAKE_KEY, APCA_API_SECRET_KEY=FAKE_SECRET)
-    env.update(extra)
-    return {k: v for k, v in env.items() if v is not None}
+    env.update(PYTHONUNBUFFERED="0", PYTHONIOENCODING="utf-8", APCA_API_KEY_ID=FAKE_KEY,
+               APCA_API_SECRET_KEY=FAKE_SECRET)
+    env.update(extra)  # type: ignore[arg-type]
+    return {k: v for k, v in env.items() if v is not None}  # None: not in the environment
 
 
 @pytest.fixture
 def copy_script(tmp_path: Path) -> Callable[..., Path]:
-    """Copy the script (and the server, for --demo) into an empty folder; its path there."""
+    """Copy the script and these files of the project into an empty folder; the folder."""
 
     def copy(*names: str) -> Path:
         for name in ("websocket_stream.py", *names):
-            shutil.copy(ROOT / name, tmp_path / name)
-        return tmp_path / "websocket_stream.py"
+            shutil.copy(ROOT / name, tmp_path / Path(name).name)
+        return tmp_path
 
     return copy
 
 
 @pytest.fixture
 def start_script(copy_script: Callable[..., Path]) -> Iterator[Callable[..., Script]]:
-    """Start the script with arguments; fake keys in the environment unless env says otherwise."""
+    """Start the script with arguments, fake keys in the environment unless env says otherwise.
+    bot=True runs it with the tests' own handlers (tests/recording_bot.py): one JSON line each."""
     scripts: list[Script] = []
 
-    def start(*args: str, env: dict[str, str] | None = None, files: tuple[str, ...] = ("local_alpaca_server.py",),
-              stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, **popen: object) -> Script:
-        path = copy_script(*files)
-        process = subprocess.Popen([sys.executable, str(path), *args], cwd=path.parent,
+    def start(*args: str, bot: bool = False, env: dict[str, str] | None = None,
+              files: tuple[str, ...] = ("local_alpaca_server.py",), stdin=subprocess.DEVNULL,
+              stdout=subprocess.PIPE, stderr=subprocess.PIPE, **popen: object) -> Script:
+        folder = copy_script(*files, *(["tests/recording_bot.py"] if bot else []))
+        program = folder / ("recording_bot.py" if bot else "websocket_stream.py")
+        process = subprocess.Popen([sys.executable, str(program), *args], cwd=folder,
                                    env=env if env is not None else script_env(), stdin=stdin,
-                                   stdout=stdout, stderr=subprocess.PIPE, text=True, **popen)
+                                   stdout=stdout, stderr=stderr, text=True, **popen)
         scripts.append(Script(process))
         return scripts[-1]
 

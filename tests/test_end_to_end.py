@@ -1,5 +1,8 @@
-"""The real script, as a subprocess, against the local Alpaca server: every behaviour the
-script promises, each fault giving its exit status, message and retry behaviour."""
+"""The real script, as a subprocess, against the local Alpaca server: every fault giving its
+exit status, message and retry behaviour, and every way of stopping it.
+
+Most run tests/recording_bot.py: the script with the tests' own handlers, which print each
+message as a JSON line. So they hold whatever a student writes in the script's handlers."""
 
 from __future__ import annotations
 
@@ -7,78 +10,44 @@ import json
 import os
 import re
 import signal
-import subprocess
-import sys
 import time
 
 import pytest
 
-from conftest import FAKE_KEY, FAKE_SECRET, script_env
+from conftest import FAKE_KEY, FAKE_SECRET, POSIX_ONLY, script_env
 from local_alpaca_server import Faults
 
-# Stopping the script takes POSIX signals (and pseudo-terminals, and head), which Windows lacks.
-pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="sends POSIX signals to the script")
+NO_KEYS = {"APCA_API_KEY_ID": None, "APCA_API_SECRET_KEY": None}
 
 
 def assert_no_traceback(script) -> None:
     assert "Traceback" not in script.stderr, script.stderr
 
 
-def json_trades(script) -> list[dict]:
+def received(script) -> list[dict]:
     return [json.loads(line) for line in script.out_lines]
 
 
-def test_default_symbols_stream_spy_and_tsla_one_line_each(server, start_script):
-    script = start_script("--url", server.url)
-    script.wait_for_trades(40)
-    code, _ = script.stop(signal.SIGINT)
-    assert code == 0
-    assert server.connections[0].symbols == ["SPY", "TSLA"]
-    symbols = {line.split()[2] for line in script.out_lines}
-    assert symbols == {"SPY", "TSLA"}
-    assert "subscribed to trades: SPY, TSLA" in script.stderr
-    assert "received" in script.stderr.splitlines()[-1]  # the summary comes last
-    assert_no_traceback(script)
+def trade_ids(script) -> list[int]:
+    return [message["id"] for message in received(script) if message["kind"] == "trade"]
 
 
-def test_json_output_has_every_sent_trade_once_in_order_and_none_invented(server, start_script):
-    script = start_script("aapl", "nvda", "--json", "--url", server.url)
-    script.wait_for_trades(300)
-    code, _ = script.stop(signal.SIGINT)
-    assert code == 0
-    trades = json_trades(script)
-    sent = server.connections[0].trade_ids
-    received = [trade["id"] for trade in trades]
-    # Stopped mid-stream: what was received is exactly what was sent, up to where it stopped.
-    assert received == sent[: len(received)]
-    assert {trade["symbol"] for trade in trades} == {"AAPL", "NVDA"}
-    first = trades[0]
-    assert set(first) == {"symbol", "price", "size", "timestamp", "exchange", "conditions", "id", "tape"}
-    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}\+00:00", first["timestamp"])
+# -- what it does on its own: exit statuses ------------------------------------------------------
 
 
-def test_piped_output_is_real_time_even_when_trades_are_few(make_server, start_script):
-    # 4 trades a second: a pipe's 8 KB buffer would hold the first line back for half a minute.
-    server = make_server(rate=4)
-    script = start_script("--url", server.url)
-    script.wait_for(lambda: server.connections and server.connections[0].trade_ids, what="a trade sent")
-    script.wait_for_trades(1, timeout=5)
-    script.stop(signal.SIGINT)
-
-
-def test_wrong_keys_exit_3_at_once_naming_where_the_keys_came_from(make_server, start_script):
+def test_wrong_keys_exit_3_after_one_attempt_with_the_error_last(make_server, start_script):
     server = make_server(keys=("RIGHT-KEY-ID-000001", "RIGHT-SECRET-000001"))
-    script = start_script("--url", server.url)
+    script = start_script("--url", server.url, bot=True)
     assert script.finish(timeout=10) == 3
-    assert "402 auth failed" in script.stderr and "the environment" in script.stderr
-    assert "paper and live" in script.stderr
+    last = script.stderr[script.stderr.rindex("error: "):]
+    assert "402 auth failed" in last and "the environment" in last and "paper and live" in last
     assert len(server.server.attempts) == 1  # no retry
     assert_no_traceback(script)
 
 
 def test_feed_not_in_plan_exits_3_and_suggests_iex(make_server, start_script):
     server = make_server(faults=Faults(auth_error=409))
-    script = start_script("--url", server.url)
+    script = start_script("--url", server.url, bot=True)
     assert script.finish(timeout=10) == 3
     assert "409 insufficient subscription" in script.stderr and "--feed iex" in script.stderr
     assert len(server.server.attempts) == 1
@@ -87,175 +56,199 @@ def test_feed_not_in_plan_exits_3_and_suggests_iex(make_server, start_script):
 
 def test_more_than_30_symbols_exits_3_naming_the_free_plan_limit(server, start_script):
     symbols = [f"S{n:02d}" for n in range(31)]
-    script = start_script(*symbols, "--url", server.url)
+    script = start_script(*symbols, "--url", server.url, bot=True)
     assert script.finish(timeout=10) == 3
     assert "405 symbol limit exceeded" in script.stderr and "30 symbols" in script.stderr
     assert_no_traceback(script)
 
 
-def test_connection_limit_is_explained_and_retried_with_growing_backoff(make_server, start_script):
-    server = make_server(faults=Faults(auth_error=406))
-    script = start_script("--url", server.url)
-    script.wait_for(lambda: len(server.server.attempts) >= 4, timeout=20, what="4 connection attempts")
-    code, _ = script.stop(signal.SIGINT)
-    assert code == 0
-    attempts = server.server.attempts
-    gaps = [later - earlier for earlier, later in zip(attempts, attempts[1:])]
-    # Backoff with equal jitter: 0.5-1 s, then 1-2 s, then 2-4 s.
-    assert gaps[0] <= 1.5 and gaps[0] < gaps[1] < gaps[2], gaps
-    assert "another connection with these keys is open" in script.stderr
-    assert script.stderr.count("reconnecting in") >= 3  # one warning line per attempt
+def test_a_wrong_path_exits_2_naming_the_url_and_the_http_status(server, start_script):
+    url = server.url.replace("/v2/iex", "/v2/nosuchfeed")
+    script = start_script("--url", url, bot=True)
+    assert script.finish(timeout=10) == 2
+    assert f"error: {url} refused the websocket:\n  HTTP 404 (not found): check the URL." in script.stderr
+    assert len(server.server.attempts) == 1
     assert_no_traceback(script)
 
 
-def test_connection_limit_once_then_trades_flow(server, start_script):
-    server.plan(Faults(auth_error=406))
-    script = start_script("--url", server.url, "--json")
-    script.wait_for_trades(20)
+def test_missing_keys_exit_2_before_any_connection(server, start_script):
+    script = start_script("--url", server.url, bot=True, env=script_env(**NO_KEYS))
+    assert script.finish() == 2
+    assert "cp config.example.py config.py" in script.stderr and "copy config.example.py" in script.stderr
+    assert server.server.attempts == []
+    assert_no_traceback(script)
+
+
+def test_demo_copied_alone_exits_2_saying_it_needs_the_server_file(start_script):
+    script = start_script("--demo", files=(), env=script_env(**NO_KEYS))
+    assert script.finish() == 2
+    assert script.err_lines[-2:] == [script.err_lines[-2][:21] + "error: --demo needs local_alpaca_server.py "
+                                     "beside the script;", "  the rest works without it."]
+    assert_no_traceback(script)
+
+
+# -- faults while streaming ------------------------------------------------------------------------
+
+
+@POSIX_ONLY
+def test_dropped_connection_reconnects_resubscribes_and_loses_no_message(server, start_script):
+    server.plan(Faults(drop_after=50))
+    script = start_script("--url", server.url, bot=True)
+    script.wait_for(lambda: len(server.connections) == 2 and len(script.out_lines) >= 100,
+                    what="messages after the drop")
     assert script.stop(signal.SIGINT)[0] == 0
-    assert [c.authenticated for c in server.connections] == [False, True]
-    assert [t["id"] for t in json_trades(script)] == server.connections[1].trade_ids[: len(script.out_lines)]
+    first, second = server.connections
+    assert second.subscriptions["trades"] == ["SPY", "TSLA"]  # subscribed again
+    ids = trade_ids(script)
+    assert ids[:50] == first.trade_ids and ids[50:] == second.trade_ids[: len(ids) - 50]
+    assert "connection lost" in script.stderr and "reconnecting in" in script.stderr
+    assert "reconnects: 1" in script.err_lines[-1]
+    assert_no_traceback(script)
 
 
-def test_backoff_starts_over_once_trades_have_flowed(server, start_script):
+@POSIX_ONLY
+def test_a_failing_handler_costs_its_message_only(server, start_script):
+    script = start_script("--url", server.url, bot=True, env=script_env(RECORDING_BOT_FAIL_ON_TRADE="7"))
+    script.wait_for_lines(50)
+    assert script.stop(signal.SIGINT)[0] == 0
+    sent = server.connections[0].trade_ids
+    assert trade_ids(script) == [i for i in sent if i != 7][: len(trade_ids(script))]
+    assert "warning: record raised RuntimeError on a trade of " in script.stderr
+    assert "  the test handler fails on trade 7\n  (-v shows where)" in script.stderr
+    assert_no_traceback(script)
+
+
+@POSIX_ONLY
+def test_connection_limit_is_explained_once_and_retried_waiting_as_announced(make_server, start_script):
+    server = make_server(faults=Faults(auth_error=406))
+    script = start_script("--url", server.url, bot=True)
+    script.wait_for(lambda: len(server.server.attempts) >= 4, timeout=20, what="4 connection attempts")
+    assert script.stop(signal.SIGINT)[0] == 0
+    announced = [(float(delay), int(attempt)) for delay, attempt in
+                 re.findall(r"reconnecting in ([\d.]+) s \(attempt (\d+)\)", script.stderr)]
+    attempts = server.server.attempts
+    for (delay, attempt), earlier, later in zip(announced, attempts, attempts[1:]):
+        assert 2 ** (attempt - 2) <= delay <= 2 ** (attempt - 1)  # 0.5-1 s, 1-2 s, 2-4 s, ...
+        assert delay <= later - earlier < delay + 0.5, (announced, attempts)  # waited as announced
+    assert script.stderr.count("Another connection with these keys is open") == 1
+    assert script.stderr.count("connection limit exceeded (406)") == len(announced)
+    assert_no_traceback(script)
+
+
+@POSIX_ONLY
+def test_backoff_starts_over_once_messages_have_flowed(server, start_script):
     busy = Faults(auth_error=406)
     server.plan(busy, busy, busy, Faults(drop_after=10))
-    script = start_script("--url", server.url)
+    script = start_script("--url", server.url, bot=True)
     script.wait_for(lambda: len(server.connections) == 5, timeout=20, what="the connection after the drop")
     assert script.stop(signal.SIGINT)[0] == 0
-    attempts = re.findall(r"\(attempt (\d+)\)", script.stderr)
-    assert attempts == ["1", "2", "3", "1"], script.stderr
+    assert re.findall(r"\(attempt (\d+)\)", script.stderr) == ["1", "2", "3", "1"], script.stderr
     assert server.connections[4].opened_at - server.connections[3].closed_at < 1.5
 
 
-def test_dropped_connection_reconnects_resubscribes_and_loses_no_trade_it_was_sent(server, start_script):
-    server.plan(Faults(drop_after=50))
-    script = start_script("--url", server.url, "--json")
-    script.wait_for(lambda: len(server.connections) == 2 and len(script.out_lines) >= 100, what="trades after the drop")
-    assert script.stop(signal.SIGINT)[0] == 0
-    first, second = server.connections
-    assert second.symbols == ["SPY", "TSLA"]  # resubscribed
-    received = [trade["id"] for trade in json_trades(script)]
-    assert received[:50] == first.trade_ids
-    assert received[50:] == second.trade_ids[: len(received) - 50]
-    assert "connection lost" in script.stderr and "reconnecting in" in script.stderr
-    assert "reconnects: 1" in script.stderr
-    assert_no_traceback(script)
-
-
+@POSIX_ONLY
 def test_server_down_then_back_reconnects(server, start_script):
-    script = start_script("--url", server.url)
-    script.wait_for_trades(10)
+    script = start_script("--url", server.url, bot=True)
+    script.wait_for_lines(10)
     server.stop()  # connections cut, new ones refused
-    script.wait_for(lambda: script.stderr.count("cannot connect") >= 2, what="two refused reconnects")
+    script.wait_for(lambda: script.stderr.count("refused the connection") >= 2, what="two refused reconnects")
     lines_while_down = len(script.out_lines)
     server.start()
-    script.wait_for_trades(lines_while_down + 20, timeout=20)
+    script.wait_for_lines(lines_while_down + 20, timeout=20)
     assert script.stop(signal.SIGINT)[0] == 0
     assert_no_traceback(script)
 
 
-def test_handshake_refused_by_http_503_is_retried(server, start_script):
-    server.plan(Faults(refuse=True), Faults(refuse=True))
-    script = start_script("--url", server.url)
-    script.wait_for_trades(10)
-    assert script.stop(signal.SIGINT)[0] == 0
-    assert script.stderr.count("reconnecting in") == 2 and "503" in script.stderr
-    assert_no_traceback(script)
-
-
-def test_malformed_frames_and_unknown_messages_are_skipped_and_the_stream_goes_on(server, start_script):
-    server.plan(Faults(garbage_after=10))
-    script = start_script("--url", server.url, "--json", "-v")
-    script.wait_for_trades(40)
-    assert script.stop(signal.SIGINT)[0] == 0
-    received = [trade["id"] for trade in json_trades(script)]
-    # The two good trades around the broken one arrive; the broken one is skipped.
-    assert received == server.connections[0].trade_ids[: len(received)]
-    assert len(server.connections) == 1
-    for skipped in ("not msgpack", "not a list", "unknown type", "does not parse"):
-        assert skipped in script.stderr
-    assert_no_traceback(script)
-
-
+@POSIX_ONLY
 def test_peer_that_stops_answering_pings_is_replaced_within_30_s(server, start_script):
     # The default ping settings, as a user runs them.
     server.plan(Faults(dead_after=20))
-    script = start_script("--url", server.url)
-    script.wait_for_trades(20)
+    script = start_script("--url", server.url, bot=True)
+    script.wait_for_lines(20)
     went_dead = time.monotonic()
     script.wait_for(lambda: len(server.connections) == 2, timeout=35, what="a new connection")
     replaced_after = server.connections[1].opened_at - went_dead
-    script.wait_for_trades(40)
+    script.wait_for_lines(40)
     assert script.stop(signal.SIGINT)[0] == 0
     assert replaced_after < 30, replaced_after
     assert "connection lost (keepalive ping timeout)" in script.stderr
     assert_no_traceback(script)
 
 
-def test_ctrl_c_in_a_terminal_exits_0_with_summary_while_trades_pour_in(make_server, start_script):
-    import fcntl, pty, termios  # POSIX only
+# -- stopping ---------------------------------------------------------------------------------------
+
+
+@POSIX_ONLY
+def test_ctrl_c_in_a_terminal_exits_0_at_once_with_the_summary_on_a_line_of_its_own(make_server, start_script):
+    import fcntl
+    import pty
+    import select
+    import termios
 
     server = make_server(rate=10_000)
     controller, terminal = pty.openpty()
     # The script is in a new session with the pty as its controlling terminal, as in a shell,
-    # so ^C typed on the pty reaches it as SIGINT from the terminal driver.
-    script = start_script("--url", server.url, stdin=terminal, stdout=terminal, start_new_session=True,
-                          preexec_fn=lambda: fcntl.ioctl(0, termios.TIOCSCTTY, 0))
+    # so ^C typed on the pty reaches it as SIGINT from the terminal driver, and is echoed.
+    script = start_script("--url", server.url, bot=True, stdin=terminal, stdout=terminal, stderr=terminal,
+                          start_new_session=True, preexec_fn=lambda: fcntl.ioctl(0, termios.TIOCSCTTY, 0))
     os.close(terminal)
     seen = b""
-    while seen.count(b"\n") < 1000:
-        seen += os.read(controller, 65536)
+
+    def read_for(seconds: float) -> None:
+        nonlocal seen
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline and script.process.poll() is None:
+            if select.select([controller], [], [], 0.1)[0]:
+                try:
+                    seen += os.read(controller, 65536)
+                except OSError:  # the script closed the terminal
+                    return
+
+    read_for(5)  # messages pour in
+    assert seen.count(b"\n") > 1000, seen[-500:]
     typed = time.monotonic()
     os.write(controller, b"\x03")
-    while script.process.poll() is None:  # keep reading, or the script blocks on a full terminal
-        try:
-            os.read(controller, 65536)
-        except OSError:
-            break
+    read_for(10)  # keep reading, or the script blocks on a full terminal
     took = time.monotonic() - typed
     os.close(controller)
     assert script.finish() == 0
-    assert took < 3, took  # alpaca-py's own loop takes about 10 s
-    assert "received" in script.stderr.splitlines()[-1]
-    assert_no_traceback(script)
+    assert took < 3, took  # alpaca-py's own loop took 10 s
+    after_ctrl_c = seen[seen.rindex(b"^C"):].decode()
+    assert re.match(r"\^C\r?\n", after_ctrl_c), after_ctrl_c[:200]  # not "^C2026-11-24 ... received"
+    assert re.search(r"\n\d{4}-\d\d-\d\d \d\d:\d\d:\d\dZ received \d+ trades.* in [\d.]+ s; reconnects: 0\s*$",
+                     after_ctrl_c), after_ctrl_c[-300:]
+    assert "Traceback" not in after_ctrl_c
 
 
-def test_sigterm_while_trades_pour_in_exits_0_with_summary(make_server, start_script):
+@POSIX_ONLY
+def test_sigterm_while_messages_pour_in_exits_0_with_the_summary_last(make_server, start_script):
     server = make_server(rate=10_000)
-    script = start_script("--url", server.url)
-    script.wait_for_trades(2000)
+    script = start_script("--url", server.url, "--quotes", "--trades", bot=True)
+    script.wait_for_lines(2000)
     code, took = script.stop(signal.SIGTERM)
     assert code == 0 and took < 3, took
-    assert "received" in script.stderr.splitlines()[-1]
+    assert re.search(r"received \d+ trades, \d+ quotes, ", script.err_lines[-1])
     assert_no_traceback(script)
 
 
-def test_ctrl_c_during_reconnect_wait_exits_at_once(make_server, start_script):
+@POSIX_ONLY
+def test_ctrl_c_during_a_reconnect_wait_exits_at_once_counting_every_announced_reconnect(make_server, start_script):
     server = make_server(faults=Faults(auth_error=406))
-    script = start_script("--url", server.url)
+    script = start_script("--url", server.url, bot=True)
     script.wait_for(lambda: script.stderr.count("reconnecting in") >= 4, timeout=20, what="a long wait")
     code, took = script.stop(signal.SIGINT)
     assert code == 0 and took < 3, took
+    assert f"reconnects: {script.stderr.count('reconnecting in')}" in script.err_lines[-1]
     assert_no_traceback(script)
 
 
-def test_piped_into_head_exits_0_quietly_when_head_has_its_lines(make_server, start_script):
-    server = make_server(rate=2000)
-    read_end, write_end = os.pipe()
-    head = subprocess.Popen(["head", "-5"], stdin=read_end, stdout=subprocess.PIPE, text=True)
-    script = start_script("--url", server.url, stdout=write_end)
-    os.close(read_end)
-    os.close(write_end)
-    lines = head.communicate(timeout=15)[0].splitlines()
-    assert len(lines) == 5
-    assert script.finish(timeout=10) == 0
-    assert_no_traceback(script)
+# -- what it prints on stderr -------------------------------------------------------------------------
 
 
+@POSIX_ONLY
 def test_keys_never_appear_in_any_output_even_verbose(server, start_script):
-    script = start_script("--url", server.url, "-v", "--json")
-    script.wait_for_trades(20)
+    script = start_script("--url", server.url, "-v", "--json", bot=True)
+    script.wait_for_lines(20)
     script.stop(signal.SIGINT)
     output = script.stdout + script.stderr
     for secret in (FAKE_KEY, FAKE_SECRET):
@@ -263,25 +256,42 @@ def test_keys_never_appear_in_any_output_even_verbose(server, start_script):
         assert secret.encode().hex() not in output.replace(" ", "")
 
 
-def test_missing_keys_exit_2_before_any_connection(server, start_script):
-    script = start_script("--url", server.url, env=script_env(APCA_API_KEY_ID=None, APCA_API_SECRET_KEY=None))
-    assert script.finish() == 2
-    assert "cp config.example.py config.py" in script.stderr and "copy config.example.py" in script.stderr
-    assert server.server.attempts == []
-    assert_no_traceback(script)
+@POSIX_ONLY
+def test_every_line_on_stderr_fits_80_columns(make_server, start_script):
+    lines: list[str] = []
+    down = make_server(rate=200)
+    url_of_stopped_server = down.url
+    down.stop()
+    runs = [  # (arguments, environment, faults of the server, what to wait for)
+        (["--demo"], script_env(**NO_KEYS), None, "subscribed"),
+        (["--url", url_of_stopped_server], None, None, "reconnecting in"),
+        (["--url", "wss://nonexistent.invalid/v2/iex"], None, None, "reconnecting in"),
+        (["--url", "SERVER"], None, [Faults(auth_error=406), Faults(drop_after=10)], "connection lost"),
+        (["--url", "SERVER"], script_env(RECORDING_BOT_FAIL_ON_TRADE="3"), [], "raised"),
+    ]
+    for args, env, faults, wait_for in runs:
+        server = make_server(rate=200)
+        if faults:
+            server.plan(*faults)
+        script = start_script(*[server.url if arg == "SERVER" else arg for arg in args], bot=True, env=env)
+        script.wait_for_stderr(wait_for)
+        script.stop(signal.SIGINT)
+        lines += script.err_lines
+    for args, env in ((["--url", "ws://127.0.0.1:9/v2/iex"], script_env(**NO_KEYS)),
+                      (["--url", make_server(keys=("RIGHT-KEY-ID-000001", "RIGHT-SECRET-01")).url], None)):
+        script = start_script(*args, bot=True, env=env)
+        script.finish()
+        lines += script.err_lines
+    too_wide = [line for line in lines if len(line) > 80]
+    assert not too_wide, "\n".join(too_wide)
+    assert len(lines) > 30
 
 
-def test_copied_alone_with_a_config_py_streams(server, start_script, tmp_path):
-    (tmp_path / "config.py").write_text(f'API_KEY = "{FAKE_KEY}"\nSECRET_KEY = "{FAKE_SECRET}"\n')
-    script = start_script("--url", server.url, files=(), env=script_env(APCA_API_KEY_ID=None, APCA_API_SECRET_KEY=None))
-    script.wait_for_trades(10)
-    assert script.stop(signal.SIGINT)[0] == 0
-    assert sorted(p.name for p in tmp_path.iterdir() if p.suffix == ".py") == ["config.py", "websocket_stream.py"]
-
-
-def test_demo_streams_with_no_keys_and_says_it_is_demo_data(start_script):
-    script = start_script("--demo", env=script_env(APCA_API_KEY_ID=None, APCA_API_SECRET_KEY=None))
-    script.wait_for_trades(5)
-    assert script.stop(signal.SIGINT)[0] == 0
-    assert "demo data" in script.stderr
-    assert_no_traceback(script)
+def test_the_script_copied_alone_with_a_config_py_streams(server, start_script, copy_script):
+    folder = copy_script()
+    (folder / "config.py").write_text(f'API_KEY = "{FAKE_KEY}"\nSECRET_KEY = "{FAKE_SECRET}"\n')
+    script = start_script("--url", server.url, files=(), env=script_env(**NO_KEYS))
+    script.wait_for_stderr("subscribed to trades of SPY, TSLA")
+    script.wait_for(lambda: server.connections[0].trade_ids, what="trades sent")
+    script.kill()
+    assert sorted(p.name for p in folder.iterdir() if p.suffix == ".py") == ["config.py", "websocket_stream.py"]

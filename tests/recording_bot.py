@@ -1,0 +1,28 @@
+"""websocket_stream.py with the tests' own handlers, which print every message as one JSON line:
+its kind, and its fields by their alpaca-py names. The end-to-end tests of the stream's promises
+run this instead of the script, so that they pass whatever a student writes in its handlers.
+
+    python recording_bot.py [the script's arguments]
+"""
+
+import json
+import os
+import sys
+
+import websocket_stream
+
+# A handler that fails on one trade id, to show that this costs that message only.
+FAIL_ON_TRADE = int(os.environ.get("RECORDING_BOT_FAIL_ON_TRADE", "0"))
+
+
+async def record(message: websocket_stream.Record) -> None:
+    kind = websocket_stream.KIND[type(message)]
+    if kind == "trade" and message.id == FAIL_ON_TRADE:
+        raise RuntimeError(f"the test handler fails on trade {FAIL_ON_TRADE}")
+    fields = {name: getattr(message, name) for name in message.fields}
+    print(json.dumps({"kind": kind, **fields}, default=str))
+
+
+if __name__ == "__main__":
+    kinds = [kind for kind, _ in websocket_stream.MESSAGE_TYPES.values()]
+    sys.exit(websocket_stream.main(handlers=dict.fromkeys(kinds, record)))

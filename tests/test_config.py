@@ -1,0 +1,188 @@
+"""Configuration and arguments: where the keys come from, what is refused before any connection,
+and what each bad argument says."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+
+import websocket_stream as ws
+from conftest import FAKE_KEY, FAKE_SECRET, ROOT
+
+
+@pytest.fixture
+def clean_env(monkeypatch):
+    for name in (ws.KEY_ENV, ws.SECRET_ENV):
+        monkeypatch.delenv(name, raising=False)
+
+
+# -- the keys ------------------------------------------------------------------------------------
+
+
+def test_config_py_wins_over_the_environment(tmp_path, monkeypatch):
+    (tmp_path / "config.py").write_text(f'API_KEY = "{FAKE_KEY}"\nSECRET_KEY = "{FAKE_SECRET}"\n')
+    monkeypatch.setenv(ws.KEY_ENV, "ENV-KEY-ID-0000000")
+    assert ws.check_keys(ws.load_keys(tmp_path)) == (FAKE_KEY, FAKE_SECRET, "config.py")
+
+
+def test_config_example_copied_as_is_reads_the_environment(tmp_path, monkeypatch):
+    (tmp_path / "config.py").write_text((ROOT / "config.example.py").read_text())
+    monkeypatch.setenv(ws.KEY_ENV, FAKE_KEY)
+    monkeypatch.setenv(ws.SECRET_ENV, FAKE_SECRET)
+    assert ws.check_keys(ws.load_keys(tmp_path)) == (FAKE_KEY, FAKE_SECRET, "config.py")
+
+
+def test_a_placeholder_left_in_config_py_says_to_paste_the_key_there(tmp_path, clean_env):
+    (tmp_path / "config.py").write_text((ROOT / "config.example.py").read_text())
+    with pytest.raises(ws.ConfigError) as refused:
+        ws.check_keys(ws.load_keys(tmp_path))
+    assert str(refused.value) == ("API_KEY from config.py is still the placeholder 'your_api_key_here'.\n"
+                                  "Paste your key in place of it, in quotes.")
+
+
+def test_without_config_py_the_environment_is_used(tmp_path, monkeypatch):
+    monkeypatch.setenv(ws.KEY_ENV, f"  {FAKE_KEY}\n")  # pasted with spaces around
+    monkeypatch.setenv(ws.SECRET_ENV, FAKE_SECRET)
+    assert ws.check_keys(ws.load_keys(tmp_path)) == (FAKE_KEY, FAKE_SECRET, "the environment")
+
+
+def test_without_config_py_or_environment_a_dotenv_file_is_used(tmp_path, clean_env):
+    (tmp_path / ".env").write_text(f"{ws.KEY_ENV}={FAKE_KEY}\n{ws.SECRET_ENV}={FAKE_SECRET}\n")
+    assert ws.check_keys(ws.load_keys(tmp_path)) == (FAKE_KEY, FAKE_SECRET, ".env")
+
+
+def test_no_keys_anywhere_says_how_to_set_them_on_linux_macos_and_windows(tmp_path, clean_env):
+    with pytest.raises(ws.ConfigError) as refused:
+        ws.check_keys(ws.load_keys(tmp_path))
+    message = str(refused.value)
+    assert message.startswith("No Alpaca API keys found")
+    assert "cp config.example.py config.py" in message and "copy config.example.py config.py" in message
+    assert "--demo" in message
+
+
+@pytest.mark.parametrize(("key", "secret", "problem"), [
+    ("", FAKE_SECRET, "API_KEY from config.py is missing or empty"),
+    (FAKE_KEY, "   ", "SECRET_KEY from config.py is missing or empty"),
+    ("your_api_key_here", FAKE_SECRET, "still the placeholder"),
+    (FAKE_KEY, "your_secret_key_here", "still the placeholder"),
+    ('"PKQUOTED0000000"', FAKE_SECRET, "does not look like a key"),
+    (FAKE_KEY, "two words here", "does not look like a key"),
+    ("abc", FAKE_SECRET, "does not look like a key"),
+])
+def test_keys_that_cannot_work_are_refused_before_connecting(key, secret, problem):
+    with pytest.raises(ws.ConfigError, match=problem):
+        ws.check_keys(ws.Keys(key, secret, "config.py"))
+
+
+def test_a_key_pasted_without_quotes_is_explained_without_printing_it(tmp_path):
+    (tmp_path / "config.py").write_text("# keys\nAPI_KEY = PKUNQUOTED12345678\nSECRET_KEY = 'x'\n")
+    with pytest.raises(ws.ConfigError) as refused:
+        ws.load_keys(tmp_path)
+    assert str(refused.value) == ("config.py line 2 uses a name Python does not know.\n"
+                                  'Keys go in quotes: API_KEY = "..."')
+
+
+def test_a_syntax_error_in_config_py_is_reported_as_one_without_the_keys_hint(tmp_path):
+    (tmp_path / "config.py").write_text('API_KEY = "PKSECRET000000000"\nif True\n    pass\n')
+    with pytest.raises(ws.ConfigError) as refused:
+        ws.load_keys(tmp_path)
+    assert str(refused.value) == "config.py has a syntax error on line 2: expected ':'"
+    assert "PKSECRET" not in str(refused.value)
+
+
+def test_a_config_py_failing_for_another_reason_says_why(tmp_path):
+    (tmp_path / "config.py").write_text("import no_such_module_here\n")
+    with pytest.raises(ws.ConfigError, match="config.py failed on line 1: ModuleNotFoundError: No module named "
+                                             "'no_such_module_here'"):
+        ws.load_keys(tmp_path)
+
+
+def test_main_returns_2_for_missing_keys_with_no_summary(tmp_path, clean_env, monkeypatch, caplog):
+    monkeypatch.setattr(ws, "__file__", str(tmp_path / "websocket_stream.py"))
+    caplog.set_level(logging.INFO, logger="websocket_stream")
+    assert ws.main(["--url", "ws://127.0.0.1:9/v2/iex"]) == ws.EXIT_USAGE
+    assert [r.levelname for r in caplog.records] == ["ERROR"]
+    assert "No Alpaca API keys found" in caplog.text
+
+
+# -- arguments -------------------------------------------------------------------------------------
+
+
+def test_symbols_are_upper_cased_and_deduplicated():
+    assert ws.parse_args(["spy", "Tsla", "SPY", "brk.b"]).symbols == ["SPY", "TSLA", "BRK.B"]
+
+
+def test_every_symbol_is_a_quoted_star():
+    assert ws.settings_from(ws.parse_args(["*", "--quotes"])).symbols == ["*"]
+
+
+@pytest.mark.parametrize(("argv", "channels"), [
+    ([], ["trades"]),
+    (["--quotes"], ["quotes"]),
+    (["--trades", "--quotes", "--bars"], ["trades", "quotes", "bars"]),
+    (["--statuses", "--updated-bars", "--daily-bars", "--lulds"], ["updatedBars", "dailyBars", "statuses", "lulds"]),
+])
+def test_channels_are_named_by_options_and_trades_are_the_default(argv, channels):
+    assert ws.parse_args(argv).channels == channels
+
+
+@pytest.mark.parametrize(("argv", "says"), [
+    (["SP Y"], "not a stock symbol: SP Y"),
+    (["$$$"], "not a stock symbol"),
+    (["--url", "http://example.invalid"], "--url must start with ws:// or wss://"),
+    (["--feed", "otc"], "invalid choice"),
+    (["--demo", "--url", "ws://127.0.0.1:1"], "not allowed with"),
+    (["--test-stream", "--demo"], "not allowed with"),
+    (["--demo", "--feed", "sip"], "--feed picks one of Alpaca's feeds: it has no effect with --demo"),
+    (["--url", "ws://127.0.0.1:1", "--feed", "iex"], "no effect with --demo, --url or --test-stream"),
+])
+def test_bad_arguments_exit_2_saying_what_is_wrong(argv, says, capsys):
+    with pytest.raises(SystemExit) as exited:
+        ws.parse_args(argv)
+    assert exited.value.code == ws.EXIT_USAGE
+    assert says in capsys.readouterr().err
+
+
+def test_a_star_expanded_by_the_shell_is_recognised(tmp_path, monkeypatch, capsys):
+    for name in ("config.example.py", "README.md", "websocket_stream.py"):
+        (tmp_path / name).write_text("")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit):
+        ws.parse_args(["config.example.py", "README.md", "websocket_stream.py"])  # what `*` became
+    assert "the shell expanded * into the file names here: quote it, '*'" in capsys.readouterr().err
+
+
+def test_help_lists_every_exit_status_and_channel(capsys):
+    with pytest.raises(SystemExit):
+        ws.parse_args(["--help"])
+    help_text = capsys.readouterr().out
+    for status in ("0 ", "1 ", "2 ", "3 ", "130 "):
+        assert f"\n  {status}" in help_text
+    for option in ("--trades", "--quotes", "--bars", "--updated-bars", "--daily-bars", "--statuses", "--lulds"):
+        assert option in help_text
+
+
+@pytest.mark.parametrize(("argv", "url", "symbols"), [
+    ([], "wss://stream.data.alpaca.markets/v2/iex", ["SPY", "TSLA"]),
+    (["--feed", "sip", "AAPL"], "wss://stream.data.alpaca.markets/v2/sip", ["AAPL"]),
+    (["--feed", "delayed_sip"], "wss://stream.data.alpaca.markets/v2/delayed_sip", ["SPY", "TSLA"]),
+    (["--test-stream"], "wss://stream.data.alpaca.markets/v2/test", ["FAKEPACA"]),
+    (["--url", "ws://127.0.0.1:8765/v2/iex", "qqq"], "ws://127.0.0.1:8765/v2/iex", ["QQQ"]),
+])
+def test_feeds_and_endpoints(argv, url, symbols):
+    settings = ws.settings_from(ws.parse_args(argv))
+    assert (settings.url, settings.symbols) == (url, symbols)
+
+
+def test_the_script_copied_alone_needs_the_server_only_for_demo(tmp_path, monkeypatch, caplog):
+    # Imported from a copy with nothing beside it, as a student who copied it alone has.
+    script = Path(tmp_path / "websocket_stream.py")
+    script.write_text((ROOT / "websocket_stream.py").read_text())
+    monkeypatch.setattr(ws.sys, "path", [str(tmp_path)] + [p for p in ws.sys.path if Path(p) != ROOT])
+    monkeypatch.delitem(ws.sys.modules, "local_alpaca_server", raising=False)
+    caplog.set_level(logging.INFO, logger="websocket_stream")
+    assert ws.main(["--demo"]) == ws.EXIT_USAGE
+    assert caplog.records[-1].getMessage() == ("--demo needs local_alpaca_server.py beside the script;\n"
+                                               "the rest works without it.")

@@ -1,0 +1,173 @@
+"""The default printout: what the handlers of websocket_stream.py print, text and JSON.
+
+These tests check the printing of the unedited script. A student who changes the handlers or
+the printing changes or deletes them (a failure here says so); the stream's own promises are
+tested elsewhere, with handlers the tests supply."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+
+import msgpack
+import pytest
+
+import websocket_stream as ws
+from conftest import KINDS, POSIX_ONLY, as_received
+
+WHEN = msgpack.Timestamp.from_unix_nano(1_764_000_000_123_456_789)  # 2025-11-24 16:00:00.123456789 UTC
+SAMPLES = {  # one message of each kind, as Alpaca's documentation shows them
+    "trade": {"T": "t", "S": "SPY", "i": 52983525029461, "x": "V", "p": 601.23, "s": 100, "c": ["@"], "z": "B"},
+    "quote": {"T": "q", "S": "AMD", "bx": "U", "bp": 87.66, "bs": 100, "ax": "Q", "ap": 87.68, "as": 400,
+              "c": ["R"], "z": "C"},
+    "bar": {"T": "b", "S": "SPY", "o": 388.985, "h": 389.13, "l": 388.975, "c": 389.12, "v": 49378, "n": 461,
+            "vw": 389.0621},
+    "updated_bar": {"T": "u", "S": "SPY", "o": 388.985, "h": 389.13, "l": 388.975, "c": 389.11, "v": 49410,
+                    "n": 462, "vw": 389.0621},
+    "daily_bar": {"T": "d", "S": "SPY", "o": 387.5, "h": 390.01, "l": 386.2, "c": 389.12, "v": 37854127,
+                  "n": 311402, "vw": 388.4511},
+    "status": {"T": "s", "S": "AAPL", "sc": "H", "sm": "Trading Halt", "rc": "T12",
+               "rm": "Trading Halted; For information requested by NASDAQ", "z": "C"},
+    "luld": {"T": "l", "S": "IONM", "u": 3.24, "d": 2.65, "i": "B", "z": "C"},
+    "correction": {"T": "c", "S": "EEM", "x": "M", "oi": 52983525033527, "op": 39.1582, "os": 440000,
+                   "oc": [" ", "7"], "ci": 52983525034326, "cp": 39.1809, "cs": 440000, "cc": [" ", "7"], "z": "B"},
+    "cancel": {"T": "x", "S": "GOOGL", "i": 465, "x": "D", "p": 105.31, "s": 300, "a": "C", "z": "C"},
+}
+PREFIX = "2025-11-24 16:00:00.123456Z  "
+LINES = {
+    "trade": "trade      SPY        100 @     601.23  V",
+    "quote": "quote      AMD    bid      87.66 x 100    ask      87.68 x 400",
+    "bar": "bar        SPY    O 388.985 H 389.13  L 388.975 C 389.12  V 49378",
+    "updated_bar": "updated_bar SPY    O 388.985 H 389.13  L 388.975 C 389.11  V 49410",
+    "daily_bar": "daily_bar  SPY    O 387.50  H 390.01  L 386.20  C 389.12  V 37854127",
+    "status": "status     AAPL   Trading Halt (H): Trading Halted; For information requested by NASDAQ (T12)",
+    "luld": "luld       IONM   down       2.65  up       3.24  (B)",
+    "correction": "correction EEM    52983525033527: 440000 @ 39.1582 -> 440000 @ 39.1809",
+    "cancel": "cancel     GOOGL  465: 300 @ 105.31 cancelled",
+}
+
+
+def record(kind: str) -> ws.Record:
+    message = as_received({**SAMPLES[kind], "t": WHEN})
+    return ws.MESSAGE_TYPES[message["T"]][1](message)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_printout_text_line_of_each_kind(kind):
+    line = ws.format_text(record(kind))
+    assert line == PREFIX + LINES[kind]
+    assert len(line) <= 100 or kind == "status"  # a status is as long as its reason
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_printout_json_of_each_kind_has_its_type_and_alpaca_py_names(kind):
+    message = record(kind)
+    printed = json.loads(ws.format_json(message))
+    assert printed["type"] == kind
+    assert list(printed) == ["type", *message.fields]
+    assert printed["timestamp"] == "2025-11-24T16:00:00.123456+00:00"
+
+
+def test_printout_json_trade_keeps_the_fields_it_had():
+    assert json.loads(ws.format_json(record("trade"))) == {
+        "type": "trade", "symbol": "SPY", "price": 601.23, "size": 100,
+        "timestamp": "2025-11-24T16:00:00.123456+00:00", "exchange": "V", "conditions": ["@"],
+        "id": 52983525029461, "tape": "B"}
+
+
+def test_printout_prices_keep_sub_penny_digits_and_stay_aligned():
+    assert [ws.money(p) for p in (601.23, 601.2, 0.4567, 39.1582, 39.158, 1.0)] == \
+        ["601.23", "601.20", "0.4567", "39.1582", "39.158", "1.00"]
+
+
+# -- end to end, the script with its own handlers ---------------------------------------------------
+
+
+def wait_for_every_kind(script, server) -> None:
+    server.cue("block", "correction", "cancel", "halt", "resume", "luld", "bar", "updated_bar", "daily_bar")
+    script.wait_for(lambda: all(any(f" {kind} " in line or f'"{kind}"' in line for line in script.out_lines)
+                                for kind in KINDS), what="a line of every kind")
+
+
+ALL_CHANNELS = ("--trades", "--quotes", "--bars", "--updated-bars", "--daily-bars", "--statuses", "--lulds")
+
+
+@POSIX_ONLY
+def test_printout_every_channel_gives_its_lines_in_text(server, start_script):
+    script = start_script("--url", server.url, *ALL_CHANNELS)
+    script.wait_for_stderr("subscribed to trades, quotes, bars")
+    wait_for_every_kind(script, server)
+    assert script.stop(signal.SIGINT)[0] == 0
+    pattern = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{6}Z  (\w+) +(SPY|TSLA) +\S")
+    for line in script.out_lines:
+        assert pattern.match(line) and pattern.match(line).group(1) in KINDS, line
+
+
+@POSIX_ONLY
+def test_printout_every_channel_gives_its_objects_in_json(server, start_script):
+    script = start_script("--url", server.url, "--json", *ALL_CHANNELS)
+    script.wait_for_stderr("subscribed to trades, quotes, bars")
+    wait_for_every_kind(script, server)
+    assert script.stop(signal.SIGINT)[0] == 0
+    printed = [json.loads(line) for line in script.out_lines]
+    assert {message["type"] for message in printed} == set(KINDS)
+    sent = [message for connection in server.connections for message in connection.messages]
+    assert len(printed) == len(sent[:len(printed)])
+    for message, wire in zip(printed, sent):  # each line is the message sent at its place
+        assert ws.MESSAGE_TYPES[wire["T"]][0] == message["type"] and wire["S"] == message["symbol"]
+
+
+@POSIX_ONLY
+def test_printout_json_has_every_sent_trade_once_in_order(server, start_script):
+    script = start_script("aapl", "nvda", "--json", "--url", server.url)
+    script.wait_for_lines(300)
+    assert script.stop(signal.SIGINT)[0] == 0
+    trades = [json.loads(line) for line in script.out_lines if '"trade"' in line]
+    assert [trade["id"] for trade in trades] == server.connections[0].trade_ids[: len(trades)]
+    assert {trade["symbol"] for trade in trades} == {"AAPL", "NVDA"}
+
+
+@POSIX_ONLY
+def test_printout_default_symbols_are_spy_and_tsla(server, start_script):
+    script = start_script("--url", server.url)
+    script.wait_for_lines(40)
+    assert script.stop(signal.SIGINT)[0] == 0
+    assert {line.split()[3] for line in script.out_lines} == {"SPY", "TSLA"}
+
+
+@POSIX_ONLY
+def test_printout_piped_is_real_time_even_when_messages_are_few(make_server, start_script):
+    # 4 trades a second: a pipe's 8 KB buffer would hold the first line back for half a minute.
+    server = make_server(rate=4)
+    script = start_script("--url", server.url)
+    script.wait_for(lambda: server.connections and server.connections[0].trade_ids, what="a trade sent")
+    script.wait_for_lines(1, timeout=5)
+    script.stop(signal.SIGINT)
+
+
+@POSIX_ONLY
+def test_printout_piped_into_head_exits_0_quietly_when_head_has_its_lines(make_server, start_script):
+    server = make_server(rate=2000)
+    read_end, write_end = os.pipe()
+    head = subprocess.Popen(["head", "-5"], stdin=read_end, stdout=subprocess.PIPE, text=True)
+    script = start_script("--url", server.url, stdout=write_end)
+    os.close(read_end)
+    os.close(write_end)
+    lines = head.communicate(timeout=15)[0].splitlines()
+    assert len(lines) == 5
+    assert script.finish(timeout=10) == 0
+    assert "Traceback" not in script.stderr
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="stops the demo with SIGINT")
+def test_printout_demo_shows_trades_with_no_keys(start_script):
+    from conftest import script_env
+
+    script = start_script("--demo", env=script_env(APCA_API_KEY_ID=None, APCA_API_SECRET_KEY=None))
+    script.wait_for_lines(5)
+    assert script.stop(signal.SIGINT)[0] == 0
+    assert all(" trade " in line for line in script.out_lines)
