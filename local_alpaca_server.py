@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import errno
 import itertools
 import logging
@@ -28,7 +29,7 @@ import sys
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime
 from http import HTTPStatus
 from zoneinfo import ZoneInfo
 
@@ -68,7 +69,7 @@ TAPES = {"SPY": "B", "QQQ": "B"}
 EXCHANGES = "VVVPPKQQQZNDDDDXBJYAHUM"  # IEX (V), Nasdaq (Q) and the FINRA TRF (D) print most
 CONDITIONS = (["@"], ["@"], ["@", "I"], ["@", "F"], ["@", "F", "I"], ["@", "T"])
 BLOCK_SIZE = 10_000  # shares: a block trade
-BLOCK_EVERY = 10.0  # seconds: a trade stream sees a block at least this often
+BLOCK_EVERY = 5.0  # seconds: a trade stream sees a block at least this often
 # Halts as Alpaca reports them, by tape: CTA (A, B) and UTP (C) use different codes.
 HALTS = {
     "B": [("2", "Trading Halt", "M", "Limit Up-Limit Down (LULD) Trading Pause", "3", "Resume"),
@@ -277,7 +278,7 @@ class Market:
             if now >= due:
                 del self.updates_due[symbol]
                 messages += self.updated_bar(symbol)
-        for symbol, (resume_at, halt) in list(self.halted.items()):
+        for symbol, (resume_at, _) in list(self.halted.items()):
             if now >= resume_at:
                 messages += self.resume(symbol)
         watched = [s for s in self.symbols("statuses") if s not in self.halted]
@@ -359,13 +360,13 @@ class Market:
         if event == "luld":
             return [message for symbol in self.symbols("lulds") for message in self.luld(symbol)]
         barred = self.symbols("bars", "updatedBars", "dailyBars") or traded
-        if not any(symbol in self.bars for symbol in barred):
-            self.trade(barred[0])  # a bar needs a trade in its minute
+        # A bar needs a trade in its minute.
+        messages = [] if any(symbol in self.bars for symbol in barred) else self.trade(barred[0])
         if event in ("bar", "daily_bar"):
-            return self.close_minute()
+            return messages + self.close_minute()
         if event == "updated_bar":
             symbol = next(s for s in barred if s in self.bars or s in self.closed)
-            messages = ([] if symbol in self.closed else self.close_minute()) + self.late_trade(symbol)
+            messages += ([] if symbol in self.closed else self.close_minute()) + self.late_trade(symbol)
             del self.updates_due[symbol]  # sent now, not at the half-minute
             return messages + self.updated_bar(symbol)
         raise ValueError(f"no such cue: {event} (one of {', '.join(CUES)})")
@@ -518,7 +519,10 @@ class AlpacaStreamServer:
 
     async def _answer(self, ws: ServerConnection, record: ConnectionRecord, request: object) -> bool:
         """Answer one client message as Alpaca does. False: the connection is to be closed."""
-        action = request.get("action") if isinstance(request, dict) else None
+        if not isinstance(request, dict):
+            await send_error(ws, 400)
+            return True
+        action = request.get("action")
         if action == "auth":
             if record.authenticated:
                 await send_error(ws, 403)
@@ -544,7 +548,8 @@ class AlpacaStreamServer:
                 return True
             current = record.subscriptions
             if action == "subscribe":
-                wanted = {c: current.get(c, []) + [s for s in asked[c] if s not in current.get(c, [])] for c in CHANNELS}
+                wanted = {c: current.get(c, []) + [s for s in asked[c] if s not in current.get(c, [])]
+                          for c in CHANNELS}
                 if len(set(wanted["trades"] + wanted["quotes"])) > FREE_PLAN_SYMBOL_LIMIT:
                     await send_error(ws, 405)
                     return True
@@ -673,7 +678,5 @@ async def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
+    with contextlib.suppress(KeyboardInterrupt):  # Ctrl+C is how it stops
         sys.exit(asyncio.run(main()))
-    except KeyboardInterrupt:
-        pass

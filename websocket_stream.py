@@ -153,6 +153,8 @@ class Record(dict):
 
     __slots__ = ()
     fields: ClassVar[dict[str, Wire]] = {}  # attribute name -> where it is on the wire, in order
+    symbol: str  # every kind has these two; each kind's wire() fields read them
+    timestamp: datetime
 
     def __init_subclass__(cls) -> None:
         cls.fields = {**cls.fields, **{name: value for name, value in vars(cls).items() if isinstance(value, Wire)}}
@@ -459,7 +461,7 @@ class Session:
 class AlpacaRefused(Exception):
     """Alpaca answered with an error frame (code and message as in its documentation)."""
 
-    def __init__(self, code: int | None, message: str) -> None:
+    def __init__(self, code: int, message: str) -> None:
         super().__init__(f"{message} ({code})")
         self.code = code
 
@@ -558,7 +560,7 @@ async def connect(stream: StockDataStream, settings: Settings) -> None:
     # handler for alpaca-py's run loop, which stream_once() below replaces.
     request = {"action": "subscribe", **{channel: settings.symbols for channel in settings.channels}}
     log.debug("authenticated; subscribing: %s", request)
-    await stream._ws.send(msgpack.packb(request))
+    await stream._ws.send(msgpack.packb(request))  # type: ignore[attr-defined]  # open since _connect()
 
 
 def why_not_connected(error: OSError, url: str) -> str:
@@ -589,7 +591,7 @@ async def stream_once(stream: StockDataStream, settings: Settings, routes: dict[
     await asyncio.wait_for(connect(stream, settings), CONNECT_TIMEOUT)
     quiet_watch = asyncio.create_task(warn_when_quiet(session, connected_at=time.monotonic()))
     try:
-        async for frame in stream._ws:
+        async for frame in stream._ws:  # type: ignore[attr-defined]  # open since connect()
             try:
                 messages = msgpack.unpackb(frame, timestamp=3)  # 3: timestamps as UTC datetimes
             except (ValueError, TypeError):  # msgpack's errors are ValueErrors; text frames TypeErrors
@@ -632,10 +634,12 @@ async def deliver(messages: list, routes: dict[str, Route], settings: Settings, 
 def control(message: object, settings: Settings) -> None:
     """A message that is not market data: the subscription, an error, or something unknown."""
     kind = message.get("T") if isinstance(message, dict) else None
-    if kind == "subscription":
+    if not isinstance(message, dict):
+        log.debug("skipped something that is not a message: %r", message)
+    elif kind == "subscription":
         log_subscription(message, settings)
     elif kind == "error":
-        raise AlpacaRefused(message.get("code"), str(message.get("msg")))
+        raise AlpacaRefused(int(message.get("code") or 0), str(message.get("msg")))
     else:
         log.debug("skipped a message of unknown type: %r", message)
 
@@ -729,8 +733,9 @@ def describe(error: BaseException) -> str:
         return "connection lost" + (f" ({close_frame.reason})" if close_frame and close_frame.reason else "")
     if isinstance(error, asyncio.TimeoutError):
         return "no answer from the server in time"
-    if isinstance(error, websockets.InvalidHandshake) and getattr(error, "status_code", None):
-        return f"the server refused the websocket: HTTP {getattr(error, 'status_code')}"
+    status = getattr(error, "status_code", None)  # of websockets' InvalidHandshake
+    if status:
+        return f"the server refused the websocket: HTTP {status}"
     if isinstance(error, OSError):
         return f"connection failed: {error.strerror or type(error).__name__}"
     return str(error) if isinstance(error, CannotConnect) else f"{type(error).__name__}: {error}"
@@ -754,8 +759,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     channels.add_argument("--lulds", action="store_true", help="limit up / limit down price bands")
     parser.add_argument("--feed", choices=FEEDS, help="iex (free plan, default), sip (paid) or delayed_sip")
     where = parser.add_mutually_exclusive_group()
-    where.add_argument("--test-stream", action="store_true",
-                       help=f"Alpaca's always-on test stream ({TEST_STREAM_SYMBOL}): data even when the market is closed")
+    where.add_argument("--test-stream", action="store_true", help=f"Alpaca's always-on test stream "
+                       f"({TEST_STREAM_SYMBOL}): data even when the market is closed")
     where.add_argument("--url", help="another endpoint (a proxy, a local server), ws:// or wss://")
     where.add_argument("--demo", action="store_true", help="no keys, no network: demo data from a local server")
     parser.add_argument("--json", action="store_true", help="one JSON object per message per line")
@@ -786,7 +791,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
 
 
 @contextmanager
-def stop_on_signals(stop: Callable[[], None]) -> Iterator[None]:
+def stop_on_signals(stop: Callable[[], object]) -> Iterator[None]:
     """Ctrl+C or SIGTERM calls stop(); a second one exits at once. Restores the old handlers.
 
     signal.signal, not loop.add_signal_handler, which Windows lacks. The handler runs between

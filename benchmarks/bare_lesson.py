@@ -1,8 +1,9 @@
 """The script a learner would write from alpaca-py's documentation: the benchmark's baseline.
 
-    python bare_lesson.py URL           print every trade, as the lesson does
-    python bare_lesson.py URL --noop N  a handler that only counts: alpaca-py's own ceiling;
-                                        prints the trades per second over the first N, then exits
+    python bare_lesson.py URL [--quotes]       print every trade (or quote), as the lesson does
+    python bare_lesson.py URL --noop N         a handler that only counts trades: alpaca-py's own
+                                               ceiling; prints the trades per second over the
+                                               first N, then exits
 """
 
 import os
@@ -11,12 +12,16 @@ import time
 
 from alpaca.data.live import StockDataStream
 
-url, noop = sys.argv[1], "--noop" in sys.argv
+url, noop, quotes = sys.argv[1], "--noop" in sys.argv, "--quotes" in sys.argv
 stream = StockDataStream("FAKE-BENCH-KEY-ID-01", "FAKE-BENCH-SECRET-0001", url_override=url)
 
 
 async def on_trade(trade):
     print(trade.symbol, trade.size, trade.price, trade.timestamp, flush=True)
+
+
+async def on_quote(quote):
+    print(quote.symbol, quote.bid_price, quote.ask_price, quote.timestamp, flush=True)
 
 
 count, first = 0, 0.0
@@ -32,5 +37,8 @@ async def count_trades(trade):
         os._exit(0)
 
 
-stream.subscribe_trades(count_trades if noop else on_trade, "SPY", "TSLA")
+if quotes:
+    stream.subscribe_quotes(on_quote, "SPY", "TSLA")
+else:
+    stream.subscribe_trades(count_trades if noop else on_trade, "SPY", "TSLA")
 stream.run()

@@ -1,13 +1,15 @@
-"""Benchmark: websocket_stream.py side by side with what a user would otherwise write, in one
-run on one machine, against the local server (each client alternating, round after round).
+"""Benchmark: websocket_stream.py side by side with what a user would otherwise write, in one run
+on one machine, against the local server, each client in turn, round after round.
 
-    python benchmarks/stream_bench.py [--runs 3]
+Clients: our script (text and --json); the bare lesson script a learner writes from alpaca-py's
+documentation (bare_lesson.py); handlers that do nothing, to measure the messages per second that
+reach a bot's handlers: ours (noop_client.py), and alpaca-py's with its pydantic models; and raw
+websockets + msgpack counting trades, the floor of the protocol (raw_client.py). Figures:
+throughput of trades and of quotes to a pipe, latency, time to exit on SIGINT, time to recover
+from a dropped connection, memory. Prints medians, spreads and ratios, checks the targets, and
+writes the same to benchmarks/results.json. Linux and macOS; memory is read from /proc.
 
-Clients: our script (text and --json); the bare lesson script (bare_lesson.py); alpaca-py with a
-handler that does nothing (its ceiling); raw websockets + msgpack counting trades (the floor of
-the protocol). Figures: throughput, latency, time to exit on SIGINT, time to recover from a
-dropped connection, memory. Prints a table with medians, spreads and ratios to the bare script,
-and writes the same to benchmarks/results.json. Linux and macOS; memory is read from /proc.
+    python benchmarks/stream_bench.py [--runs 3] [--only FIGURE ...]
 """
 
 from __future__ import annotations
@@ -31,36 +33,41 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 PYTHON = sys.executable
-THROUGHPUT_TRADES = 100_000
+THROUGHPUT_MESSAGES = 100_000
 MEMORY_TRADES = (10_000, 1_000_000)
 EXIT_WAIT = 120.0  # seconds to wait for an exit after SIGINT
 FAKE_KEYS = {"APCA_API_KEY_ID": "FAKE-BENCH-KEY-ID-01", "APCA_API_SECRET_KEY": "FAKE-BENCH-SECRET-0001"}
-
 
 Command = Callable[[str], list[str]]  # a client's command line for a server URL
 
 
 def client_commands(script: Path) -> dict[str, Command]:
     """Each client's command line for a server URL."""
+    n = str(THROUGHPUT_MESSAGES)
     return {
         "ours": lambda url: [PYTHON, str(script), "--url", url],
         "ours --json": lambda url: [PYTHON, str(script), "--url", url, "--json"],
         "bare script": lambda url: [PYTHON, str(HERE / "bare_lesson.py"), url],
-        "alpaca-py no-op": lambda url: [PYTHON, str(HERE / "bare_lesson.py"), url, "--noop", str(THROUGHPUT_TRADES)],
-        "raw websockets": lambda url: [PYTHON, str(HERE / "raw_client.py"), url, str(THROUGHPUT_TRADES)],
+        "ours --quotes": lambda url: [PYTHON, str(script), "--url", url, "--quotes"],
+        "ours --json --quotes": lambda url: [PYTHON, str(script), "--url", url, "--json", "--quotes"],
+        "bare script quotes": lambda url: [PYTHON, str(HERE / "bare_lesson.py"), url, "--quotes"],
+        "ours no-op": lambda url: [PYTHON, str(HERE / "noop_client.py"), str(script), url, n],
+        "alpaca-py no-op": lambda url: [PYTHON, str(HERE / "bare_lesson.py"), url, "--noop", n],
+        "raw websockets": lambda url: [PYTHON, str(HERE / "raw_client.py"), url, n],
     }
 
 
-PRINTERS = ("ours", "ours --json", "bare script")  # clients that print a line per trade
+TIMED_BY_THEMSELVES = ("ours no-op", "alpaca-py no-op", "raw websockets")  # they print "rate N"
 
 
 def line_time(client: str, line: bytes) -> float:
-    """The trade's exchange timestamp in a printed line, as seconds since the epoch."""
+    """The message's exchange timestamp in a printed line, as seconds since the epoch."""
     text = line.decode()
-    if client == "ours --json":
+    if "--json" in client:
         return datetime.fromisoformat(json.loads(text)["timestamp"]).timestamp()
-    words = text.split()  # "2026-11-24 17:53:16.637925+00:00  SPY ..." or "SPY 100 601.23 2026-11-24 17:53..."
-    return datetime.fromisoformat(" ".join(words[:2] if client == "ours" else words[-2:])).timestamp()
+    words = text.split()  # "2026-11-24 17:53:16.637925Z  trade ..." or "SPY 100 601.23 2026-11-24 17:53..."
+    when = " ".join(words[:2]).replace("Z", "+00:00") if client.startswith("ours") else " ".join(words[-2:])
+    return datetime.fromisoformat(when).timestamp()
 
 
 class Server:
@@ -68,7 +75,8 @@ class Server:
 
     def __init__(self, *options: str) -> None:
         self.process = subprocess.Popen([PYTHON, str(ROOT / "local_alpaca_server.py"), "--port", "0", "--seed", "1",
-                                         *options], stdout=subprocess.PIPE, text=True)
+                                         "--quiet", *options], stdout=subprocess.PIPE, text=True)
+        assert self.process.stdout is not None
         self.url = self.process.stdout.readline().strip()
 
     def __enter__(self) -> Server:
@@ -93,6 +101,7 @@ class Client:
 
     def _read(self) -> None:
         stdout = self.process.stdout
+        assert stdout is not None
         if self.keep_lines:
             for line in stdout:
                 self.arrivals.append((time.time(), line))
@@ -108,8 +117,11 @@ class Client:
         deadline = time.monotonic() + timeout
         while not condition():
             if time.monotonic() > deadline or self.process.poll() is not None:
-                raise RuntimeError(f"client stopped or timed out: {self.process.args}")
+                raise RuntimeError(f"client stopped or timed out: {self.process.args!r}")
             time.sleep(0.005)
+
+    def wait_for_lines(self, count: int, timeout: float = 120) -> None:
+        self.wait_until(lambda: self.count >= count, timeout)
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -118,23 +130,23 @@ class Client:
 
 
 def throughput(client: str, command: Command, env: dict[str, str]) -> float:
-    """Trades per second delivered to the reader, 100,000 sent as fast as possible, 20 a frame."""
-    with Server("--rate", "0", "--batch", "20", "--total", str(THROUGHPUT_TRADES)) as server:
-        if client not in PRINTERS:  # they time themselves and print "rate N"
+    """Messages per second delivered, 100,000 sent as fast as possible, 20 a frame."""
+    with Server("--rate", "0", "--batch", "20", "--total", str(THROUGHPUT_MESSAGES)) as server:
+        if client in TIMED_BY_THEMSELVES:
             out = subprocess.run(command(server.url), capture_output=True, text=True, env=env, timeout=300).stdout
             return float(out.split()[-1])
         reader = Client(command(server.url), env)
-        reader.wait_until(lambda: reader.count >= THROUGHPUT_TRADES)
+        reader.wait_for_lines(THROUGHPUT_MESSAGES)
         reader.stop()
-        # The server sends exactly THROUGHPUT_TRADES, so the latest chunk read holds the last one.
-        return (THROUGHPUT_TRADES - 1) / (reader.last_at - reader.first_at)
+        # The server sends exactly THROUGHPUT_MESSAGES, so the latest chunk read holds the last one.
+        return (THROUGHPUT_MESSAGES - 1) / (reader.last_at - reader.first_at)
 
 
 def latency(client: str, command: Command, env: dict[str, str]) -> tuple[float, float]:
     """p50 and p99, in ms, from the trade's timestamp to the line read, at 1,000 trades/s."""
     with Server("--rate", "1000", "--batch", "20") as server:
         reader = Client(command(server.url), env, keep_lines=True)
-        reader.wait_until(lambda: reader.count >= 6000)  # the first 1,000 are a warm-up
+        reader.wait_for_lines(6000)  # the first 1,000 are a warm-up
         reader.stop()
     delays = sorted((read - line_time(client, line)) * 1000 for read, line in reader.arrivals[1000:6000])
     return delays[len(delays) // 2], delays[int(len(delays) * 0.99)]
@@ -145,7 +157,7 @@ def exit_time(client: str, command: Command, env: dict[str, str]) -> float:
     exited by then (and is killed): the figure is then a lower bound."""
     with Server("--rate", "10000", "--batch", "20") as server:
         reader = Client(command(server.url), env)
-        reader.wait_until(lambda: reader.count >= 5000)
+        reader.wait_for_lines(5000)
         sent = time.perf_counter()
         reader.process.send_signal(signal.SIGINT)
         try:
@@ -161,7 +173,7 @@ def recovery(client: str, command: Command, env: dict[str, str]) -> float:
     """Seconds from a dropped connection to the first trade on the new one, at 1,000 trades/s."""
     with Server("--rate", "1000", "--batch", "20", "--drop-after", "1500") as server:
         reader = Client(command(server.url), env, keep_lines=True)
-        reader.wait_until(lambda: reader.count >= 2500)
+        reader.wait_for_lines(2500)
         reader.stop()
     times = [read for read, _ in reader.arrivals[:2500]]
     return max(later - earlier for earlier, later in zip(times, times[1:]))  # the gap is the drop
@@ -173,7 +185,7 @@ def memory(client: str, command: Command, env: dict[str, str]) -> tuple[float, f
         reader = Client(command(server.url), env)
         sizes = []
         for mark in MEMORY_TRADES:
-            reader.wait_until(lambda: reader.count >= mark, timeout=600)
+            reader.wait_for_lines(mark, timeout=600)
             sizes.append(resident_mb(reader.process.pid))
         reader.stop()
     return sizes[0], sizes[1]
@@ -184,14 +196,20 @@ def resident_mb(pid: int) -> float:
     return int(next(line for line in status.splitlines() if line.startswith("VmRSS")).split()[1]) / 1024
 
 
-# Which figures, for which clients, and how to show them.
-FIGURES = [
-    ("throughput, trades/s", throughput, tuple(client_commands(Path()).keys()), "{:,.0f}"),
-    ("latency p50 / p99 at 1,000/s, ms", latency, PRINTERS, "{:.2f} / {:.2f}"),
-    ("exit after SIGINT at 10,000/s, s", exit_time, ("ours", "bare script"), "{:.2f}"),
-    ("first trade after a drop, s", recovery, PRINTERS, "{:.2f}"),
-    ("memory after 10k / 1M trades, MB", memory, ("ours", "bare script"), "{:.1f} / {:.1f}"),
-]
+PRINTERS = ("ours", "ours --json", "bare script")  # clients that print a line per trade
+# Which figures, for which clients, and how to show them; the first client of a figure is what
+# its ratios are to.
+FIGURES = {
+    "trades": ("throughput, trades/s to a pipe", throughput, ("bare script", "ours", "ours --json"), "{:,.0f}"),
+    "quotes": ("throughput, quotes/s to a pipe", throughput,
+               ("bare script quotes", "ours --quotes", "ours --json --quotes"), "{:,.0f}"),
+    "handlers": ("messages/s to a handler that does nothing", throughput,
+                 ("raw websockets", "ours no-op", "alpaca-py no-op"), "{:,.0f}"),
+    "latency": ("latency p50 / p99 at 1,000/s, ms", latency, PRINTERS[::-1], "{:.2f} / {:.2f}"),
+    "exit": ("exit after SIGINT at 10,000/s, s", exit_time, ("bare script", "ours"), "{:.2f}"),
+    "recovery": ("first trade after a drop, s", recovery, PRINTERS[::-1], "{:.2f}"),
+    "memory": ("memory after 10k / 1M trades, MB", memory, ("bare script", "ours"), "{:.1f} / {:.1f}"),
+}
 
 
 def median_and_spread(values: list) -> tuple:
@@ -204,60 +222,69 @@ def median_and_spread(values: list) -> tuple:
 
 def report(results: dict[str, dict[str, list]], runs: int) -> None:
     summary: dict[str, dict[str, dict]] = {}
-    print(f"{'figure':36} {'client':16} {'median':>17}   spread (min-max) over {runs} runs   vs bare")
-    for name, _, clients, shape in [figure for figure in FIGURES if figure[0] in results]:
+    print(f"{'figure':44} {'client':22} {'median':>15}   spread (min-max), {runs} runs   ratio")
+    for name in results:
+        title, _, clients, shape = FIGURES[name]
         summary[name] = {}
+        base = median_and_spread(results[name][clients[0]])[0]
         for client in clients:
             median, spread = median_and_spread(results[name][client])
-            bare = results[name].get("bare script")
-            ratio = ""
-            if bare and client != "bare script":
-                bare_median = median_and_spread(bare)[0]
-                pairs = zip(median, bare_median) if isinstance(median, tuple) else [(median, bare_median)]
-                ratio = " / ".join(f"{ours / theirs:.2f}x" for ours, theirs in pairs)
+            pairs = zip(median, base) if isinstance(median, tuple) else [(median, base)]
+            ratio = " / ".join(f"{ours / theirs:.2f}x" for ours, theirs in pairs) if client != clients[0] else ""
             values = median if isinstance(median, tuple) else (median,)
-            spread_text = "; ".join(shape.split(" / ")[0].format(low) + "-" + shape.split(" / ")[0].format(high)
-                                    for low, high in spread)
-            print(f"{name:36} {client:16} {shape.format(*values):>17}   {spread_text:34} {ratio}")
+            one = shape.split(" / ")[0]
+            spread_text = "; ".join(one.format(low) + "-" + one.format(high) for low, high in spread)
+            print(f"{title:44} {client:22} {shape.format(*values):>15}   {spread_text:30} {ratio}")
             summary[name][client] = {"median": median, "min_max": spread, "runs": results[name][client],
-                                     "ratio_to_bare": ratio or None}
-    print_targets({name: {client: figure["median"] for client, figure in clients.items()}
-                   for name, clients in summary.items()})
-    machine = f"{platform.system()} {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
-    print(f"machine: {machine}")
-    (HERE / "results.json").write_text(json.dumps({"machine": machine, "runs": runs, "figures": summary}, indent=1))
-    print(f"written: {HERE / 'results.json'}")
-
-
-def print_targets(median: dict[str, dict]) -> None:
-    """The issue's targets, each met or missed, from the medians measured."""
-    checks = []
-    for client in ("ours", "ours --json"):
-        if "throughput, trades/s" in median:
-            ratio = median["throughput, trades/s"][client] / median["throughput, trades/s"]["bare script"]
-            checks.append((f"{client}: throughput at least 2x the bare script", f"{ratio:.2f}x", ratio >= 2))
-        if "latency p50 / p99 at 1,000/s, ms" in median:
-            ours, bare = (median["latency p50 / p99 at 1,000/s, ms"][c][1] for c in (client, "bare script"))
-            checks.append((f"{client}: p99 latency no worse than the bare script's", f"{ours:.2f} ms vs {bare:.2f}", ours <= bare))
-        if "first trade after a drop, s" in median:
-            took = median["first trade after a drop, s"][client]
-            checks.append((f"{client}: first trade within 1.5 s of a drop", f"{took:.2f} s", took <= 1.5))
-    if "exit after SIGINT at 10,000/s, s" in median:
-        took = median["exit after SIGINT at 10,000/s, s"]["ours"]
-        checks.append(("ours: exit within 1 s of SIGINT at 10,000/s", f"{took:.2f} s", took <= 1))
-    if "memory after 10k / 1M trades, MB" in median:
-        low, high = median["memory after 10k / 1M trades, MB"]["ours"]
-        checks.append(("ours: memory flat within 10 MB from 10k to 1M trades", f"{high - low:+.1f} MB", high - low <= 10))
+                                     "ratio": ratio or None}
+    checks = targets({name: {client: figure["median"] for client, figure in clients.items()}
+                      for name, clients in summary.items()})
     print("targets:")
     for target, figure, met in checks:
         print(f"  {'met   ' if met else 'MISSED'} {target}: {figure}")
+    machine = f"{platform.system()} {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+    print(f"machine: {machine}")
+    (HERE / "results.json").write_text(json.dumps({"machine": machine, "runs": runs, "figures": summary,
+                                                   "targets": checks}, indent=1))
+    print(f"written: {HERE / 'results.json'}")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def targets(median: dict[str, dict]) -> list[tuple[str, str, bool]]:
+    """The issues' targets, each met or missed, from the medians measured."""
+    checks = []
+    if "trades" in median:
+        for client in ("ours", "ours --json"):
+            ratio = median["trades"][client] / median["trades"]["bare script"]
+            checks.append((f"{client}: trades to a pipe at least 2x the bare script", f"{ratio:.2f}x", ratio >= 2))
+    if "handlers" in median:
+        ratio = median["handlers"]["ours no-op"] / median["handlers"]["raw websockets"]
+        checks.append(("ours: messages to a handler at least 70% of the raw floor", f"{ratio:.0%}", ratio >= 0.7))
+    if "latency" in median:
+        for client in ("ours", "ours --json"):
+            ours, bare = (median["latency"][c][1] for c in (client, "bare script"))
+            checks.append((f"{client}: p99 latency no worse than the bare script's", f"{ours:.2f} ms vs {bare:.2f}",
+                           ours <= bare))
+    if "recovery" in median:
+        for client in ("ours", "ours --json"):
+            took = median["recovery"][client]
+            checks.append((f"{client}: first trade within 1.5 s of a drop", f"{took:.2f} s", took <= 1.5))
+    if "exit" in median:
+        took = median["exit"]["ours"]
+        checks.append(("ours: exit within 1 s of SIGINT at 10,000/s", f"{took:.2f} s", took <= 1))
+    if "memory" in median:
+        low, high = median["memory"]["ours"]
+        checks.append(("ours: memory flat within 10 MB from 10k to 1M trades", f"{high - low:+.1f} MB",
+                       high - low <= 10))
+    return checks
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].replace("\n", " "),
+                                     epilog="figures: " + ", ".join(FIGURES))
     parser.add_argument("--runs", type=int, default=3, help="rounds of every client (default 3)")
-    parser.add_argument("--only", default="", help="only the figures whose name contains this")
-    args = parser.parse_args()
+    parser.add_argument("--only", nargs="+", choices=FIGURES, metavar="FIGURE",
+                        help=f"only these figures: {', '.join(FIGURES)}")
+    args = parser.parse_args(argv)
     if not Path("/proc/self/status").exists():
         sys.exit("this benchmark reads memory from /proc: run it on Linux")
     # Clients start with SIGINT at its default, as from a terminal, even when this harness was
@@ -267,13 +294,14 @@ def main() -> None:
     workdir = Path(tempfile.mkdtemp())
     commands = client_commands(Path(shutil.copy(ROOT / "websocket_stream.py", workdir)))
     env = {**{k: v for k, v in os.environ.items() if not k.startswith("APCA_")}, **FAKE_KEYS}
-    figures = [figure for figure in FIGURES if args.only in figure[0]]
-    results = {name: {client: [] for client in clients} for name, _, clients, _ in figures}
+    names = args.only or list(FIGURES)
+    results: dict[str, dict[str, list]] = {name: {client: [] for client in FIGURES[name][2]} for name in names}
     for run in range(1, args.runs + 1):
-        for name, measure, clients, _ in figures:
+        for name in names:
+            title, measure, clients, _ = FIGURES[name]
             for client in clients:  # alternating, so drift on a shared machine hits every client
                 results[name][client].append(measure(client, commands[client], env))
-                print(f"run {run}/{args.runs}  {name:36} {client:16} {results[name][client][-1]}", file=sys.stderr)
+                print(f"run {run}/{args.runs}  {title:44} {client:22} {results[name][client][-1]}", file=sys.stderr)
     shutil.rmtree(workdir)
     report(results, args.runs)
 

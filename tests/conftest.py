@@ -14,8 +14,9 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from pathlib import Path
+from typing import Any, TypeVar
 
 import msgpack
 import pytest
@@ -30,12 +31,14 @@ FAKE_KEY = "FAKE-TEST-KEY-ID-0001"
 FAKE_SECRET = "FAKE-TEST-SECRET-DO-NOT-USE-0001"
 KEYS = ws.Keys(FAKE_KEY, FAKE_SECRET, "the tests")
 KINDS = [kind for kind, _ in ws.MESSAGE_TYPES.values()]
+T = TypeVar("T")
 POSIX_ONLY = pytest.mark.skipif(sys.platform == "win32", reason="sends POSIX signals to the script")
 
 
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> None:
     """Say, under a failed printout test, what a student who changed the printing should do."""
-    if call.excinfo is not None and item.module is not None and item.module.__name__ == "test_printout":
+    module = getattr(item, "module", None)
+    if call.excinfo is not None and module is not None and module.__name__ == "test_printout":
         item.add_report_section("call", "note", "This test checks the default printout of the handlers in "
                                 "websocket_stream.py.\nIf you changed the printing, change or delete this test.")
 
@@ -62,7 +65,8 @@ class Recorder:
 
 def as_received(message: dict) -> dict:
     """A message the server sent, as the client decodes it (timestamps as datetimes)."""
-    return msgpack.unpackb(msgpack.packb(message), timestamp=3)
+    received: dict = msgpack.unpackb(msgpack.packb(message), timestamp=3)
+    return received
 
 
 async def stream_until(server: AlpacaStreamServer, handlers: dict[str, ws.Handler], done: Callable[[], object],
@@ -89,8 +93,8 @@ async def stream_until(server: AlpacaStreamServer, handlers: dict[str, ws.Handle
     return session
 
 
-def run(coroutine: Awaitable[object]) -> object:
-    return asyncio.run(coroutine)  # type: ignore[arg-type]
+def run(coroutine: Coroutine[Any, Any, T]) -> T:
+    return asyncio.run(coroutine)
 
 
 # -- the server in a thread, for the script as a subprocess ---------------------------------------
@@ -250,13 +254,16 @@ def copy_script(tmp_path: Path) -> Callable[..., Path]:
 @pytest.fixture
 def start_script(copy_script: Callable[..., Path]) -> Iterator[Callable[..., Script]]:
     """Start the script with arguments, fake keys in the environment unless env says otherwise.
-    bot=True runs it with the tests' own handlers (tests/recording_bot.py): one JSON line each."""
+    bot=True runs it with the tests' own handlers (tests/recording_bot.py): one JSON line each.
+    edit(path) may change the copy of the script before it starts."""
     scripts: list[Script] = []
 
     def start(*args: str, bot: bool = False, env: dict[str, str] | None = None,
-              files: tuple[str, ...] = ("local_alpaca_server.py",), stdin=subprocess.DEVNULL,
-              stdout=subprocess.PIPE, stderr=subprocess.PIPE, **popen: object) -> Script:
+              files: tuple[str, ...] = ("local_alpaca_server.py",), edit: Callable[[Path], None] | None = None,
+              stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, **popen: Any) -> Script:
         folder = copy_script(*files, *(["tests/recording_bot.py"] if bot else []))
+        if edit:
+            edit(folder / "websocket_stream.py")  # as a student edits their copy
         program = folder / ("recording_bot.py" if bot else "websocket_stream.py")
         process = subprocess.Popen([sys.executable, str(program), *args], cwd=folder,
                                    env=env if env is not None else script_env(), stdin=stdin,

@@ -17,7 +17,7 @@ FAIL_ON_TRADE = int(os.environ.get("RECORDING_BOT_FAIL_ON_TRADE", "0"))
 
 async def record(message: websocket_stream.Record) -> None:
     kind = websocket_stream.KIND[type(message)]
-    if kind == "trade" and message.id == FAIL_ON_TRADE:
+    if isinstance(message, websocket_stream.Trade) and message.id == FAIL_ON_TRADE:
         raise RuntimeError(f"the test handler fails on trade {FAIL_ON_TRADE}")
     fields = {name: getattr(message, name) for name in message.fields}
     print(json.dumps({"kind": kind, **fields}, default=str))

@@ -7,9 +7,9 @@ import logging
 from pathlib import Path
 
 import pytest
+from conftest import FAKE_KEY, FAKE_SECRET, ROOT
 
 import websocket_stream as ws
-from conftest import FAKE_KEY, FAKE_SECRET, ROOT
 
 
 @pytest.fixture

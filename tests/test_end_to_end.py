@@ -12,9 +12,8 @@ import re
 import signal
 import time
 
-import pytest
-
 from conftest import FAKE_KEY, FAKE_SECRET, POSIX_ONLY, script_env
+
 from local_alpaca_server import Faults
 
 NO_KEYS = {"APCA_API_KEY_ID": None, "APCA_API_SECRET_KEY": None}

@@ -15,12 +15,12 @@ import sys
 
 import msgpack
 import pytest
-
-import websocket_stream as ws
 from conftest import KINDS, POSIX_ONLY, as_received
 
+import websocket_stream as ws
+
 WHEN = msgpack.Timestamp.from_unix_nano(1_764_000_000_123_456_789)  # 2025-11-24 16:00:00.123456789 UTC
-SAMPLES = {  # one message of each kind, as Alpaca's documentation shows them
+SAMPLES: dict[str, dict] = {  # one message of each kind, as Alpaca's documentation shows them
     "trade": {"T": "t", "S": "SPY", "i": 52983525029461, "x": "V", "p": 601.23, "s": 100, "c": ["@"], "z": "B"},
     "quote": {"T": "q", "S": "AMD", "bx": "U", "bp": 87.66, "bs": 100, "ax": "Q", "ap": 87.68, "as": 400,
               "c": ["R"], "z": "C"},

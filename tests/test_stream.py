@@ -14,9 +14,9 @@ from unittest import mock
 import msgpack
 import pytest
 from alpaca.data import models
+from conftest import FAKE_KEY, FAKE_SECRET, KINDS, Recorder, as_received, run, stream_until
 
 import websocket_stream as ws
-from conftest import FAKE_KEY, FAKE_SECRET, KEYS, KINDS, Recorder, as_received, run, stream_until
 from local_alpaca_server import CUES, ERRORS, AlpacaStreamServer, Faults
 
 ALL_CHANNELS = tuple(ws.CHANNELS.values())
@@ -99,7 +99,7 @@ def test_a_handler_that_raises_costs_that_message_only_and_is_reported_as_it_hap
 
     async def scenario() -> AlpacaStreamServer:
         async with AlpacaStreamServer(rate=200, seed=4) as server:
-            handlers = dict.fromkeys(KINDS, Recorder().record) | {"trade": on_trade}
+            handlers: dict[str, ws.Handler] = {**dict.fromkeys(KINDS, Recorder().record), "trade": on_trade}
             await stream_until(server, handlers, lambda: len(handled) >= 100)
             return server
 
@@ -119,7 +119,7 @@ def test_broken_frames_and_messages_cost_only_themselves(caplog):
     recorder = Recorder()
 
     async def reads_every_field(trade: ws.Trade) -> None:
-        trade.price, trade.size  # a broken trade fails here, as it would in a student's handler
+        _ = trade.price, trade.size  # a broken trade fails here, as it would in a student's handler
         await recorder.record(trade)
 
     async def scenario() -> AlpacaStreamServer:
@@ -141,7 +141,7 @@ def test_broken_frames_and_messages_cost_only_themselves(caplog):
 # -- how each fault is handled --------------------------------------------------------------------
 
 
-def mocked_stream(fail_with: str | None = None, frames: list[bytes] = ()) -> mock.Mock:
+def mocked_stream(fail_with: str | None = None, frames: tuple[bytes, ...] = ()) -> mock.Mock:
     """A StockDataStream whose auth fails with alpaca-py's ValueError, or that yields frames."""
 
     class Websocket:
@@ -196,7 +196,7 @@ def test_every_alpaca_error_code_at_auth_exits_or_retries_as_documented(code):
 @pytest.mark.parametrize("code", sorted(ERRORS))
 def test_every_alpaca_error_code_mid_stream_exits_or_retries_as_documented(code):
     frame = msgpack.packb([{"T": "error", "code": code, "msg": ERRORS[code]}])
-    decision, _ = run_until_first_retry(mocked_stream(frames=[frame]))
+    decision, _ = run_until_first_retry(mocked_stream(frames=(frame,)))
     assert decision == (f"exit {code}" if code in (402, 405, 409, 410) else "retry")
 
 
