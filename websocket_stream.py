@@ -453,7 +453,8 @@ class Session:
     advised: set[int] = field(default_factory=set)  # refusal codes whose advice was given
 
     def summary(self) -> str:
-        counts = ", ".join(f"{count} {kind}s" for kind, count in self.received.items() if count) or "nothing"
+        counts = ", ".join(f"{count} {kind}{'es' if kind.endswith('s') else 's'}"  # statuses
+                           for kind, count in self.received.items() if count) or "nothing"
         took = time.monotonic() - (self.started or time.monotonic())
         return f"received {counts} in {took:.1f} s; reconnects: {self.reconnects}"
 
@@ -564,20 +565,21 @@ async def connect(stream: StockDataStream, settings: Settings) -> None:
 
 
 def why_not_connected(error: OSError, url: str) -> str:
+    """What went wrong, in words that fit a terminal (each line within 80 with the log's prefix)."""
     host = urlsplit(url).hostname
     if isinstance(error, socket.gaierror):
         return f"cannot find {host}:\ncheck the internet connection and DNS"
     if isinstance(error, ssl.SSLCertVerificationError):
-        return (f"TLS: cannot verify {host}'s certificate\n({error.verify_message}). A proxy or "
-                "antivirus that intercepts TLS,\na wrong clock or missing CA certificates do this.")
+        return (f"TLS certificate of {host} not verified:\n{error.verify_message}. A proxy or antivirus "
+                "that intercepts TLS,\na wrong clock or missing CA certificates do this.")
     if isinstance(error, ssl.SSLError):
-        return f"TLS handshake with {host} failed ({error.reason or error})"
+        return f"TLS failed with {host}:\n{error.reason or error}"
     if isinstance(error, ConnectionRefusedError):
-        return f"{host} refused the connection (is it up?)"
+        return f"connection refused by {host}"
     if isinstance(error, ConnectionResetError) and url.startswith("wss:"):
-        return (f"{host} cut the connection in the TLS handshake:\nis it a TLS (wss://) "
-                "server? A firewall or proxy can do this too")
-    return f"cannot connect to {host}: {error.strerror or type(error).__name__}"
+        return (f"TLS handshake cut by {host}:\nis it a TLS (wss://) server? "
+                "A firewall or proxy can do this too.")
+    return f"cannot connect to {host}:\n{error.strerror or type(error).__name__}"
 
 
 async def stream_once(stream: StockDataStream, settings: Settings, routes: dict[str, Route],

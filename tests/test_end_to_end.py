@@ -150,7 +150,7 @@ def test_server_down_then_back_reconnects(server, start_script):
     script = start_script("--url", server.url, bot=True)
     script.wait_for_lines(10)
     server.stop()  # connections cut, new ones refused
-    script.wait_for(lambda: script.stderr.count("refused the connection") >= 2, what="two refused reconnects")
+    script.wait_for(lambda: script.stderr.count("connection refused by") >= 2, what="two refused reconnects")
     lines_while_down = len(script.out_lines)
     server.start()
     script.wait_for_lines(lines_while_down + 20, timeout=20)

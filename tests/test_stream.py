@@ -7,6 +7,7 @@ import asyncio
 import logging
 import re
 import signal
+import socket
 import ssl
 import time
 from unittest import mock
@@ -260,15 +261,26 @@ def test_a_failed_tls_handshake_says_it_is_tls_and_why(caplog):
 
     caplog.set_level(logging.INFO, logger="websocket_stream")
     run(scenario())
-    assert "cut the connection in the TLS handshake:\nis it a TLS (wss://) server?" in caplog.text
+    assert "TLS handshake cut by 127.0.0.1:\nis it a TLS (wss://) server?" in caplog.text
 
 
 def test_an_unverifiable_certificate_is_explained():
     error = ssl.SSLCertVerificationError(1, "[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed")
     error.verify_message = "self-signed certificate"
     text = ws.why_not_connected(error, "wss://stream.data.alpaca.markets/v2/iex")
-    assert "TLS: cannot verify stream.data.alpaca.markets's certificate\n(self-signed certificate)" in text
+    assert text.startswith("TLS certificate of stream.data.alpaca.markets not verified:\nself-signed certificate.")
     assert "antivirus" in text and "clock" in text
+
+
+@pytest.mark.parametrize("error", [socket.gaierror(-2, "Name or service not known"), ssl.SSLError(1, "bad"),
+                                   ConnectionRefusedError(111, "refused"), ConnectionResetError(104, "reset"),
+                                   OSError(113, "No route to host"), ssl.SSLCertVerificationError(1, "x")])
+def test_connection_failures_with_alpacas_host_fit_80_columns_as_warnings(error):
+    if isinstance(error, ssl.SSLCertVerificationError):
+        error.verify_message = "unable to get local issuer certificate"
+    text = ws.why_not_connected(error, "wss://stream.data.alpaca.markets/v2/iex")
+    first, *rest = text.splitlines()
+    assert len("2026-11-24 23:00:53Z warning: " + first) <= 80 and all(len("  " + line) <= 80 for line in rest)
 
 
 def test_verbose_shows_each_step_of_connecting_and_never_a_key(caplog):
