@@ -570,10 +570,10 @@ def why_not_connected(error: OSError, url: str) -> str:
     if isinstance(error, socket.gaierror):
         return f"cannot find {host}:\ncheck the internet connection and DNS"
     if isinstance(error, ssl.SSLCertVerificationError):
-        return (f"TLS certificate of {host} not verified:\n{error.verify_message}. A proxy or antivirus "
-                "that intercepts TLS,\na wrong clock or missing CA certificates do this.")
+        return (f"TLS: certificate of {host}\nnot verified: {error.verify_message}. A proxy or antivirus\n"
+                "that intercepts TLS, a wrong clock or missing CA certificates do this.")
     if isinstance(error, ssl.SSLError):
-        return f"TLS failed with {host}:\n{error.reason or error}"
+        return f"TLS failed with {host}:\n{getattr(error, 'reason', None) or error}"
     if isinstance(error, ConnectionRefusedError):
         return f"connection refused by {host}"
     if isinstance(error, ConnectionResetError) and url.startswith("wss:"):

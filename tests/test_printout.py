@@ -87,10 +87,26 @@ def test_printout_prices_keep_sub_penny_digits_and_stay_aligned():
 # -- end to end, the script with its own handlers ---------------------------------------------------
 
 
+# Each test waits as long as it takes for the server to send what it needs, then briefly for the
+# lines: a printout that was changed fails in seconds, not at a deadline.
+PRINTED_WITHIN = 3.0
+
+
+def sent(server) -> list[dict]:
+    return [message for connection in server.connections for message in connection.messages]
+
+
+def wait_for_printed(script, server, count: int) -> None:
+    script.wait_for(lambda: len(sent(server)) >= count, what=f"{count} messages sent")
+    script.wait_for_lines(count, timeout=PRINTED_WITHIN)
+
+
 def wait_for_every_kind(script, server) -> None:
     server.cue("block", "correction", "cancel", "halt", "resume", "luld", "bar", "updated_bar", "daily_bar")
+    script.wait_for(lambda: {message["T"] for message in sent(server)} >= set(ws.MESSAGE_TYPES),
+                    what="every kind sent")
     script.wait_for(lambda: all(any(f" {kind} " in line or f'"{kind}"' in line for line in script.out_lines)
-                                for kind in KINDS), what="a line of every kind")
+                                for kind in KINDS), timeout=PRINTED_WITHIN, what="a line of every kind")
 
 
 ALL_CHANNELS = ("--trades", "--quotes", "--bars", "--updated-bars", "--daily-bars", "--statuses", "--lulds")
@@ -115,16 +131,15 @@ def test_printout_every_channel_gives_its_objects_in_json(server, start_script):
     assert script.stop(signal.SIGINT)[0] == 0
     printed = [json.loads(line) for line in script.out_lines]
     assert {message["type"] for message in printed} == set(KINDS)
-    sent = [message for connection in server.connections for message in connection.messages]
-    assert len(printed) == len(sent[:len(printed)])
-    for message, wire in zip(printed, sent):  # each line is the message sent at its place
+    assert len(printed) <= len(sent(server))
+    for message, wire in zip(printed, sent(server)):  # each line is the message sent at its place
         assert ws.MESSAGE_TYPES[wire["T"]][0] == message["type"] and wire["S"] == message["symbol"]
 
 
 @POSIX_ONLY
 def test_printout_json_has_every_sent_trade_once_in_order(server, start_script):
     script = start_script("aapl", "nvda", "--json", "--url", server.url)
-    script.wait_for_lines(300)
+    wait_for_printed(script, server, 300)
     assert script.stop(signal.SIGINT)[0] == 0
     trades = [json.loads(line) for line in script.out_lines if '"trade"' in line]
     assert [trade["id"] for trade in trades] == server.connections[0].trade_ids[: len(trades)]
@@ -134,7 +149,7 @@ def test_printout_json_has_every_sent_trade_once_in_order(server, start_script):
 @POSIX_ONLY
 def test_printout_default_symbols_are_spy_and_tsla(server, start_script):
     script = start_script("--url", server.url)
-    script.wait_for_lines(40)
+    wait_for_printed(script, server, 40)
     assert script.stop(signal.SIGINT)[0] == 0
     assert {line.split()[3] for line in script.out_lines} == {"SPY", "TSLA"}
 
@@ -145,7 +160,7 @@ def test_printout_piped_is_real_time_even_when_messages_are_few(make_server, sta
     server = make_server(rate=4)
     script = start_script("--url", server.url)
     script.wait_for(lambda: server.connections and server.connections[0].trade_ids, what="a trade sent")
-    script.wait_for_lines(1, timeout=5)
+    script.wait_for_lines(1, timeout=PRINTED_WITHIN)
     script.stop(signal.SIGINT)
 
 
@@ -157,7 +172,8 @@ def test_printout_piped_into_head_exits_0_quietly_when_head_has_its_lines(make_s
     script = start_script("--url", server.url, stdout=write_end)
     os.close(read_end)
     os.close(write_end)
-    lines = head.communicate(timeout=15)[0].splitlines()
+    script.wait_for(lambda: len(sent(server)) >= 5, what="5 messages sent")
+    lines = head.communicate(timeout=PRINTED_WITHIN)[0].splitlines()
     assert len(lines) == 5
     assert script.finish(timeout=10) == 0
     assert "Traceback" not in script.stderr
@@ -168,6 +184,7 @@ def test_printout_demo_shows_trades_with_no_keys(start_script):
     from conftest import script_env
 
     script = start_script("--demo", env=script_env(APCA_API_KEY_ID=None, APCA_API_SECRET_KEY=None))
-    script.wait_for_lines(5)
+    script.wait_for_stderr("subscribed to trades")
+    script.wait_for_lines(5, timeout=PRINTED_WITHIN)  # the demo sends 8 trades a second
     assert script.stop(signal.SIGINT)[0] == 0
     assert all(" trade " in line for line in script.out_lines)

@@ -268,7 +268,7 @@ def test_an_unverifiable_certificate_is_explained():
     error = ssl.SSLCertVerificationError(1, "[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed")
     error.verify_message = "self-signed certificate"
     text = ws.why_not_connected(error, "wss://stream.data.alpaca.markets/v2/iex")
-    assert text.startswith("TLS certificate of stream.data.alpaca.markets not verified:\nself-signed certificate.")
+    assert text.startswith("TLS: certificate of stream.data.alpaca.markets\nnot verified: self-signed certificate.")
     assert "antivirus" in text and "clock" in text
 
 
