@@ -91,9 +91,9 @@ def test_a_daily_bar_starts_at_midnight_in_new_york():
 
 
 def test_a_halted_symbol_does_not_trade_until_it_resumes():
-    recorder, _ = stream("halt", channels=("trades", "statuses"), until=lambda r: len(r.of("status")) == 1
+    recorder, _ = stream("halt", channels=("trades", "statuses"), until=lambda r: r.of("status")
                          and len(r.messages) > 150)
-    halt = recorder.of("status")[0]
+    halt = recorder.of("status")[0]  # the cued one: a random halt may follow, never come first
     assert halt.status_code in ("H", "P", "2") and halt.reason_message
     after = recorder.messages[recorder.messages.index(halt):]
     assert not [t for t in after if isinstance(t, ws.Trade) and t.symbol == halt.symbol]
@@ -101,12 +101,12 @@ def test_a_halted_symbol_does_not_trade_until_it_resumes():
 
 def test_a_resumption_follows_its_halt_and_trading_comes_back():
     def resumed(recorder: Recorder) -> bool:
-        statuses = recorder.of("status")
-        return len(statuses) == 2 and any(t.symbol == statuses[0].symbol and t.timestamp > statuses[1].timestamp
+        statuses = recorder.of("status")  # the cued two first, in one frame; a random halt may follow
+        return len(statuses) >= 2 and any(t.symbol == statuses[0].symbol and t.timestamp > statuses[1].timestamp
                                           for t in recorder.of("trade"))
 
     recorder, _ = stream("halt", "resume", channels=("trades", "statuses"), until=resumed)
-    halt, resumption = recorder.of("status")
+    halt, resumption = recorder.of("status")[:2]
     assert halt.symbol == resumption.symbol and resumption.status_code in ("T", "3")
 
 
