@@ -38,10 +38,12 @@ from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from datetime import time as time_of_day
 from operator import itemgetter
 from pathlib import Path
 from typing import Any, ClassVar, NamedTuple
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo
 
 import msgpack
 import websockets
@@ -70,6 +72,7 @@ PING_TIMEOUT = 10.0
 CLOSE_TIMEOUT = 0.15
 CONNECT_TIMEOUT = 15.0  # connect, greeting, auth and subscribe; Alpaca itself allows 10 s for auth
 QUIET_AFTER = 60.0  # seconds connected without a message before saying the market may be closed
+NEW_YORK = ZoneInfo("America/New_York")  # the market's clock
 RETRY_MIN, RETRY_MAX = 1.0, 30.0  # reconnect backoff, seconds
 
 EXIT_OK, EXIT_UNEXPECTED, EXIT_USAGE, EXIT_REFUSED, EXIT_FORCED = 0, 1, 2, 3, 130
@@ -440,6 +443,7 @@ class Settings:
     symbols: list[str]
     channels: list[str] = field(default_factory=lambda: ["trades"])  # Alpaca's names
     demo: bool = False  # from a local server started here, not from Alpaca
+    heartbeat: float = 0.0  # seconds between two "alive" lines in the log; 0: none
 
 
 @dataclass
@@ -453,10 +457,14 @@ class Session:
     advised: set[int] = field(default_factory=set)  # refusal codes whose advice was given
 
     def summary(self) -> str:
-        counts = ", ".join(f"{count} {kind}{'es' if kind.endswith('s') else 's'}"  # statuses
-                           for kind, count in self.received.items() if count) or "nothing"
         took = time.monotonic() - (self.started or time.monotonic())
-        return f"received {counts} in {took:.1f} s; reconnects: {self.reconnects}"
+        return f"received {counted(self.received)} in {took:.1f} s; reconnects: {self.reconnects}"
+
+
+def counted(received: dict[str, int]) -> str:
+    """ "12 trades, 3 statuses", or "nothing"."""
+    return ", ".join(f"{count} {kind}{'es' if kind.endswith('s') else 's'}"
+                     for kind, count in received.items() if count) or "nothing"
 
 
 class AlpacaRefused(Exception):
@@ -682,6 +690,27 @@ async def warn_when_quiet(session: Session, connected_at: float) -> None:
             warned_for = session.last_message
 
 
+async def heartbeat(session: Session, every: float) -> None:
+    """--heartbeat: a line every so often, for a log that nobody reads until something is wrong:
+    the messages since the last line, by kind, how long ago the last one came, the reconnects."""
+    before = dict(session.received)
+    while True:
+        await asyncio.sleep(every)
+        counts = {kind: count - before[kind] for kind, count in session.received.items() if count > before[kind]}
+        before = dict(session.received)
+        age, market = time.monotonic() - session.last_message, "open" if market_open() else "closed"
+        log.info("alive: %s in %.0f s; last %.1f s ago; reconnects %d; market %s", counted(counts), every,
+                 age, session.reconnects, market, extra={"fields": {
+                     "received": counts, "seconds": every, "last_message_age": round(age, 3),
+                     "reconnects": session.reconnects, "market": market}})
+
+
+def market_open(now: datetime | None = None) -> bool:
+    """Regular hours, 9:30 to 16:00 New York time on weekdays (holidays are not known here)."""
+    there = (now or datetime.now(timezone.utc)).astimezone(NEW_YORK)
+    return there.weekday() < 5 and time_of_day(9, 30) <= there.time() < time_of_day(16)
+
+
 # Faults of the network or the server: reconnect. Anything else is a bug and ends the run.
 CONNECTION_FAULTS = (OSError, asyncio.TimeoutError, websockets.WebSocketException, ValueError, LookupError,
                      CannotConnect)
@@ -767,6 +796,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     where.add_argument("--demo", action="store_true", help="no keys, no network: demo data from a local server")
     parser.add_argument("--json", action="store_true", help="one JSON object per message per line")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging: each step of connecting")
+    parser.add_argument("--heartbeat", type=float, default=0.0, metavar="SECONDS",
+                        help="an 'alive' line in the log every so often (for a server)")
+    parser.add_argument("--log-format", choices=("text", "json"), default="text",
+                        help="json: one object per log line on stderr, for log collectors")
     args = parser.parse_args(argv)
     if args.symbols and all(Path(name).exists() for name in args.symbols) and \
             not all(SYMBOL.fullmatch(name.upper()) for name in args.symbols):
@@ -777,6 +810,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error(f"not a stock symbol: {', '.join(bad)}")
     if args.url and not re.match(r"wss?://", args.url):
         parser.error("--url must start with ws:// or wss://")
+    if args.heartbeat < 0:
+        parser.error("--heartbeat takes a number of seconds, 0 or more")
     if args.feed and (args.demo or args.url or args.test_stream):
         parser.error("--feed picks one of Alpaca's feeds: it has no effect with --demo, --url or --test-stream")
     args.channels = [name for option, name in CHANNELS.items() if getattr(args, option)] or ["trades"]
@@ -785,11 +820,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def settings_from(args: argparse.Namespace) -> Settings:
     if args.test_stream:
-        return Settings(f"{ALPACA_STREAM}/test", args.symbols or [TEST_STREAM_SYMBOL], args.channels)
-    symbols = args.symbols or list(DEFAULT_SYMBOLS)
-    if args.demo:
-        return Settings("", symbols, args.channels, demo=True)
-    return Settings(args.url or f"{ALPACA_STREAM}/{args.feed or 'iex'}", symbols, args.channels)
+        url, symbols = f"{ALPACA_STREAM}/test", args.symbols or [TEST_STREAM_SYMBOL]
+    else:
+        url, symbols = args.url or f"{ALPACA_STREAM}/{args.feed or 'iex'}", args.symbols or list(DEFAULT_SYMBOLS)
+    return Settings("" if args.demo else url, symbols, args.channels, demo=args.demo, heartbeat=args.heartbeat)
 
 
 @contextmanager
@@ -845,6 +879,7 @@ async def stream_until_stopped(settings: Settings, keys: Keys, handlers: dict[st
     log.info("connecting to %s", settings.url)
     session.started = time.monotonic()
     streaming = asyncio.create_task(stream_with_reconnect(stream, settings, routes_for(handlers), session))
+    beating = asyncio.create_task(heartbeat(session, settings.heartbeat)) if settings.heartbeat else None
     try:
         with stop_on_signals(streaming.cancel):
             await streaming
@@ -852,6 +887,9 @@ async def stream_until_stopped(settings: Settings, keys: Keys, handlers: dict[st
         # Ctrl+C cancelled the stream task, and the cancel reached us through `await streaming`.
         # That is how the user asks us to stop: finish normally.
         pass
+    finally:
+        if beating:
+            beating.cancel()
 
 
 class LogFormatter(logging.Formatter):
@@ -867,12 +905,24 @@ class LogFormatter(logging.Formatter):
         return f"{when} {level}" + text.replace("\n", "\n  ")
 
 
+class JsonLogFormatter(logging.Formatter):
+    """--log-format json: one object a line, for log collectors: time, level, message, and the
+    fields the message is about (a heartbeat's counts, say)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {"time": datetime.fromtimestamp(record.created, timezone.utc).isoformat(timespec="milliseconds"),
+                 "level": record.levelname.lower(), "message": record.getMessage(), **getattr(record, "fields", {})}
+        if record.exc_info:
+            entry["traceback"] = self.formatException(record.exc_info)
+        return json.dumps(entry)
+
+
 def main(argv: list[str] | None = None, handlers: dict[str, Handler] | None = None) -> int:
     """Run the script; the exit status. handlers: instead of HANDLERS (the tests pass their own)."""
     global OUTPUT
     args = parse_args(argv)
     stderr = logging.StreamHandler(sys.stderr)
-    stderr.setFormatter(LogFormatter())
+    stderr.setFormatter(JsonLogFormatter() if args.log_format == "json" else LogFormatter())
     logging.basicConfig(level=logging.WARNING, handlers=[stderr])
     # Only our logger goes to debug: websockets' debug lines would show the auth frame.
     log.setLevel(logging.DEBUG if args.verbose else logging.INFO)
@@ -897,7 +947,9 @@ def main(argv: list[str] | None = None, handlers: dict[str, Handler] | None = No
         log.exception("unexpected error: please report it, with this traceback")
         return EXIT_UNEXPECTED
     if session.started is not None:
-        log.info("%s", session.summary())
+        log.info("%s", session.summary(), extra={"fields": {
+            "received": {kind: count for kind, count in session.received.items() if count},
+            "reconnects": session.reconnects}})
     if error:
         log.error("%s", error)  # last, so that it is what the user reads
     return status

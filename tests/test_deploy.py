@@ -1,0 +1,126 @@
+"""24/7 on a server: the systemd unit in deploy/, the heartbeat, and a log for collectors."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import signal
+import subprocess
+import sys
+from configparser import ConfigParser
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+from conftest import FAKE_KEY, FAKE_SECRET, POSIX_ONLY, ROOT, script_env
+
+import websocket_stream as ws
+
+UNIT = ROOT / "deploy" / "websocket-stream.service"
+
+
+def unit() -> ConfigParser:
+    parser = ConfigParser(strict=False, interpolation=None)
+    parser.optionxform = str  # type: ignore[assignment,method-assign]  # systemd's keys are case-sensitive
+    parser.read(UNIT)
+    return parser
+
+
+def test_the_unit_restarts_on_failure_after_alpacas_hold_but_not_for_wrong_keys_or_plan():
+    service = unit()["Service"]
+    assert service["Restart"] == "on-failure"
+    assert int(service["RestartSec"]) >= 90  # Alpaca holds a dropped connection about 90 s
+    assert set(service["RestartPreventExitStatus"].split()) == {"2", "3"}
+    assert re.fullmatch(r"\S+/\.venv/bin/python websocket_stream\.py .*--heartbeat \d+", service["ExecStart"])
+    assert service["EnvironmentFile"] and service["User"]
+    assert unit()["Install"]["WantedBy"] == "multi-user.target"  # started at boot once enabled
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="no systemd-analyze here")
+def test_systemd_verifies_the_unit_without_a_warning(tmp_path):
+    # The unit's paths made real here: verify checks that the program exists.
+    text = UNIT.read_text()
+    service = unit()["Service"]
+    text = text.replace(service["ExecStart"].split()[0], sys.executable)
+    text = text.replace(service["EnvironmentFile"], str(tmp_path / "env")).replace(service["WorkingDirectory"],
+                                                                                  str(tmp_path))
+    (tmp_path / "env").write_text("")
+    (tmp_path / "websocket-stream.service").write_text(text.replace(f"User={service['User']}", "User=root"))
+    verified = subprocess.run(["systemd-analyze", "verify", str(tmp_path / "websocket-stream.service")],
+                              capture_output=True, text=True, timeout=60)
+    assert verified.returncode == 0 and verified.stdout + verified.stderr == "", verified.stderr
+
+
+@POSIX_ONLY
+def test_started_as_the_unit_starts_it_then_stopped_by_sigterm_it_exits_0_with_the_summary_last(
+        server, start_script, copy_script):
+    service = unit()["Service"]
+    folder = copy_script()
+    env_file = folder / "websocket-stream.env"
+    env_file.write_text(f"APCA_API_KEY_ID={FAKE_KEY}\nAPCA_API_SECRET_KEY={FAKE_SECRET}\n")
+    # What systemd does with EnvironmentFile: KEY=VALUE lines into the environment.
+    keys = dict(line.split("=", 1) for line in env_file.read_text().splitlines())
+    args = service["ExecStart"].split()[2:]  # after the venv's python and websocket_stream.py
+    script = start_script(*args, "--url", server.url, files=(),
+                          env=script_env(APCA_API_KEY_ID=None, APCA_API_SECRET_KEY=None) | keys)
+    script.wait_for_stderr("subscribed to trades")
+    script.wait_for(lambda: len(server.connections[0].trade_ids) >= 20, what="20 trades sent")
+    code, took = script.stop(signal.SIGTERM)
+    assert code == 0 and took < 3
+    assert re.search(r"Z received \d+ trades.* in [\d.]+ s; reconnects: 0$", script.err_lines[-1])
+
+
+@POSIX_ONLY
+def test_heartbeat_lines_count_what_arrived_since_the_last_one(server, start_script):
+    script = start_script("--url", server.url, "--heartbeat", "1", "--log-format", "json", bot=True)
+    script.wait_for(lambda: script.stderr.count('"alive: ') >= 3, what="three heartbeats")
+    assert script.stop(signal.SIGTERM)[0] == 0
+    log = [json.loads(line) for line in script.err_lines]
+    beats = [entry for entry in log if entry["message"].startswith("alive: ")]
+    summary = log[-1]
+    assert summary["message"].startswith("received ")
+    beaten = sum(beat["received"].get("trade", 0) for beat in beats)
+    assert 0 < beaten <= summary["received"]["trade"] == sum(1 for line in script.out_lines if '"trade"' in line)
+    for beat in beats:
+        assert beat["seconds"] == 1 and beat["last_message_age"] < 1 and beat["reconnects"] == 0
+        assert beat["market"] in ("open", "closed")
+        assert re.fullmatch(r"alive: \d+ trade.* in 1 s; last \d\.\d s ago; reconnects 0; market (open|closed)",
+                            beat["message"])
+
+
+@POSIX_ONLY
+def test_every_line_of_the_json_log_parses_and_never_holds_a_key(make_server, start_script):
+    from local_alpaca_server import Faults
+
+    server = make_server(rate=100)
+    server.plan(Faults(auth_error=406), Faults(drop_after=20))
+    script = start_script("--url", server.url, "--log-format", "json", "-v", "--heartbeat", "0.5", bot=True)
+    script.wait_for(lambda: len(server.connections) >= 3 and '"alive: ' in script.stderr, what="a reconnect")
+    script.stop(signal.SIGINT)
+    entries = [json.loads(line) for line in script.err_lines]  # every line is one object
+    assert {"time", "level", "message"} <= set(entries[0]) and len(entries) > 10
+    assert {entry["level"] for entry in entries} >= {"debug", "info", "warning"}
+    assert FAKE_KEY not in script.stderr and FAKE_SECRET not in script.stderr
+    datetime.fromisoformat(entries[0]["time"])
+
+
+@pytest.mark.parametrize(("when", "is_open"), [
+    ("2026-11-24T14:30:00+00:00", True),  # 9:30 in New York, a Tuesday
+    ("2026-11-24T14:29:59+00:00", False),
+    ("2026-11-24T21:00:00+00:00", False),  # 16:00
+    ("2026-11-28T15:00:00+00:00", False),  # a Saturday
+    ("2026-07-01T13:30:00+00:00", True),  # 9:30 in summer time
+])
+def test_the_market_is_open_on_weekdays_from_9_30_to_16_new_york_time(when, is_open):
+    assert ws.market_open(datetime.fromisoformat(when).astimezone(timezone.utc)) is is_open
+
+
+def test_the_readme_tells_the_way_from_a_fresh_server_to_the_service():
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("## Running on a server"):]
+    for step in ("python3 -m venv .venv", "pip install -r requirements.txt", "chmod 600",
+                 "deploy/websocket-stream.service", "systemctl enable --now websocket-stream",
+                 "journalctl -u websocket-stream"):
+        assert step in section, step
+    assert Path(UNIT).name in section
