@@ -119,7 +119,7 @@ def test_the_market_is_open_on_weekdays_from_9_30_to_16_new_york_time(when, is_o
 def test_the_readme_tells_the_way_from_a_fresh_server_to_the_service():
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     section = readme[readme.index("## Running on a server"):]
-    for step in ("python3 -m venv .venv", "pip install -r requirements.txt", "chmod 600",
+    for step in ("python3 -m venv .venv", "pip install -r requirements.txt", "install -m 600",
                  "deploy/websocket-stream.service", "systemctl enable --now websocket-stream",
                  "journalctl -u websocket-stream"):
         assert step in section, step
