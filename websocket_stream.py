@@ -523,9 +523,10 @@ def check_alpaca_py() -> None:
         version = "none"
     problem = None
     if ALPACA_IMPORT_ERROR is not None:
-        missing = getattr(ALPACA_IMPORT_ERROR, "name", None)
-        problem = f"it fails to import {missing}" if missing else "it fails to import"
-        if missing == "pytz":  # alpaca-py before 0.43.1 imports pytz without installing it
+        # Its name if a module is missing; else its message (pandas names what it lacks in it).
+        missing = ALPACA_IMPORT_ERROR.name or " ".join(str(ALPACA_IMPORT_ERROR).split())
+        problem = f"it fails to import:\n{missing}"
+        if "pytz" in missing:  # alpaca-py before 0.43.1 needs pytz without installing it
             problem += "\n(older alpaca-py releases need it: pip install pytz)"
     else:
         parameters = inspect.signature(StockDataStream).parameters

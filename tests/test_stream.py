@@ -424,8 +424,17 @@ def test_an_alpaca_py_without_what_the_script_uses_exits_2_saying_which_to_insta
 
 def test_an_alpaca_py_that_fails_to_import_pytz_says_to_install_it(monkeypatch):
     monkeypatch.setattr(ws, "ALPACA_IMPORT_ERROR", ModuleNotFoundError("No module named 'pytz'", name="pytz"))
-    with pytest.raises(ws.ConfigError, match=r"it fails to import pytz\n\(older alpaca-py releases need it: "
+    with pytest.raises(ws.ConfigError, match=r"it fails to import:\npytz\n\(older alpaca-py releases need it: "
                                              r"pip install pytz\)"):
+        ws.check_alpaca_py()
+
+
+def test_an_import_error_without_a_module_name_is_shown_by_its_message(monkeypatch):
+    # What pandas raises, under alpaca-py 0.33.1, when pytz is missing.
+    monkeypatch.setattr(ws, "ALPACA_IMPORT_ERROR", ImportError("Unable to import required dependencies:\n"
+                                                               "pytz: No module named 'pytz'"))
+    with pytest.raises(ws.ConfigError, match=r"it fails to import:\nUnable to import required dependencies: pytz: No "
+                                             r"module named 'pytz'\n\(older alpaca-py releases need it: pip install"):
         ws.check_alpaca_py()
 
 
