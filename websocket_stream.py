@@ -32,6 +32,7 @@ import signal
 import socket
 import ssl
 import sys
+import textwrap
 import time
 import traceback
 from collections.abc import Awaitable, Callable, Iterator
@@ -458,12 +459,18 @@ class Session:
 
     def summary(self) -> str:
         took = time.monotonic() - (self.started or time.monotonic())
-        return f"received {counted(self.received)} in {took:.1f} s; reconnects: {self.reconnects}"
+        lines = textwrap.wrap(f"received {counted(self.received)}", 58)  # 80 columns with the log's time
+        tail = f"in {took:.1f} s; reconnects: {self.reconnects}"
+        if len(lines[-1]) + len(tail) < 58:
+            lines[-1] += " " + tail
+        else:
+            lines.append(tail)
+        return "\n".join(lines)
 
 
 def counted(received: dict[str, int]) -> str:
-    """ "12 trades, 3 statuses", or "nothing"."""
-    return ", ".join(f"{count} {kind}{'es' if kind.endswith('s') else 's'}"
+    """ "12 trades, 1 status", or "nothing"."""
+    return ", ".join(f"{count} {kind}{'' if count == 1 else 'es' if kind.endswith('s') else 's'}"
                      for kind, count in received.items() if count) or "nothing"
 
 

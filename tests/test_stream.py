@@ -442,6 +442,15 @@ def test_the_installed_alpaca_py_passes_the_check():
     ws.check_alpaca_py()
 
 
+def test_the_summary_fits_80_columns_whatever_arrived():
+    session = ws.Session(started=time.monotonic())
+    session.received.update(dict.fromkeys(KINDS, 123456) | {"status": 1})
+    first, *rest = session.summary().splitlines()
+    assert first.startswith("received 123456 trades, 123456 quotes") and "1 status," in session.summary()
+    assert len("2026-11-24 23:00:53Z " + first) <= 80 and all(len("  " + line) <= 80 for line in rest)
+    assert rest[-1].endswith("; reconnects: 0")
+
+
 def test_the_log_is_in_utc_with_the_date_like_the_data():
     record = logging.LogRecord("websocket_stream", logging.WARNING, __file__, 1, "first\nsecond", None, None)
     record.created = 1764000000.5  # 2025-11-24 16:00:00.5 UTC
