@@ -397,7 +397,6 @@ class ConnectionRecord:
 
     opened_at: float  # time.monotonic()
     faults: Faults
-    path: str = ""
     authenticated: bool = False
     subscriptions: dict[str, list[str]] = field(default_factory=dict)  # channel -> symbols
     messages: list[dict] = field(default_factory=list)  # every data message sent, in order, if recorded
@@ -481,7 +480,7 @@ class AlpacaStreamServer:
     def _handshake(self, connection: ServerConnection, request: Request) -> Response | None:
         self.attempts.append(time.monotonic())
         faults = self.planned.popleft() if self.planned else self.faults
-        record = ConnectionRecord(time.monotonic(), faults, request.path)
+        record = ConnectionRecord(time.monotonic(), faults)
         self.connections.append(record)
         connection.record = record  # type: ignore[attr-defined]
         status = faults.refuse or (None if request.path.rstrip("/") in {f"/v2/{f}" for f in FEEDS} else 404)

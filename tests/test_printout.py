@@ -187,4 +187,6 @@ def test_printout_demo_shows_trades_with_no_keys(start_script):
     script.wait_for_stderr("subscribed to trades")
     script.wait_for_lines(5, timeout=PRINTED_WITHIN)  # the demo sends 8 trades a second
     assert script.stop(signal.SIGINT)[0] == 0
-    assert all(" trade " in line for line in script.out_lines)
+    # Trades, and now and then a correction or a cancel of one.
+    assert all(re.search(r"Z  (trade|correction|cancel) ", line) for line in script.out_lines), script.stdout
+    assert any("Z  trade " in line for line in script.out_lines)
