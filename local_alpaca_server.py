@@ -168,8 +168,11 @@ class Market:
                     found[one] = None
         return list(found)
 
+    def last_price(self, symbol: str) -> float:
+        return self.prices.get(symbol) or start_price(symbol)
+
     def step(self, symbol: str) -> float:
-        price = self.prices.get(symbol) or start_price(symbol)
+        price = self.last_price(symbol)
         price = max(0.01, price * math.exp(self.rng.gauss(0, 0.0002)))
         self.prices[symbol] = price
         return price
@@ -285,7 +288,7 @@ class Market:
         if watched and self.rng.random() < elapsed * HALTS_PER_MINUTE / 60:
             messages += self.halt(self.rng.choice(watched), lasting=self.rng.uniform(*HALT_SECONDS))
         for symbol in self.symbols("lulds"):
-            reference = self.prices.get(symbol) or start_price(symbol)
+            reference = self.last_price(symbol)
             if symbol not in self.bands or abs(reference / self.bands[symbol] - 1) >= 0.01:
                 messages += self.luld(symbol)
         return messages
@@ -336,7 +339,7 @@ class Market:
                  "t": timestamp(), "z": TAPES.get(symbol, "C")}]
 
     def luld(self, symbol: str) -> list[dict]:
-        reference = self.prices.get(symbol) or start_price(symbol)
+        reference = self.last_price(symbol)
         self.bands[symbol] = reference
         return [{"T": "l", "S": symbol, "u": round(reference * (1 + LULD_PERCENT / 100), 2),
                  "d": round(reference * (1 - LULD_PERCENT / 100), 2), "i": "B", "t": timestamp(),

@@ -618,13 +618,13 @@ async def stream_once(stream: StockDataStream, settings: Settings, routes: dict[
             if not isinstance(messages, list):
                 log.debug("skipped a frame that is not a list: %r", messages)
                 continue
-            await deliver(messages, routes, settings, session)
+            await deliver(messages, routes, session)
             sys.stdout.flush()  # once a frame: piped output stays real time without a flush a line
     finally:
         quiet_watch.cancel()
 
 
-async def deliver(messages: list, routes: dict[str, Route], settings: Settings, session: Session) -> None:
+async def deliver(messages: list, routes: dict[str, Route], session: Session) -> None:
     """Hand each message of a frame to its handler, in order. A broken message, or a handler
     that raises, costs that message only: the rest of the frame and the stream carry on.
     (One function for the whole frame, not one call a message: it is the hot loop.)"""
@@ -634,7 +634,7 @@ async def deliver(messages: list, routes: dict[str, Route], settings: Settings, 
         try:
             kind, record_type, handler = routes[message["T"]]
         except (KeyError, TypeError):  # not market data
-            control(message, settings)
+            control(message)
             continue
         record = record_type(message)
         received[kind] += 1
@@ -649,13 +649,13 @@ async def deliver(messages: list, routes: dict[str, Route], settings: Settings, 
         session.last_message = time.monotonic()
 
 
-def control(message: object, settings: Settings) -> None:
+def control(message: object) -> None:
     """A message that is not market data: the subscription, an error, or something unknown."""
     kind = message.get("T") if isinstance(message, dict) else None
     if not isinstance(message, dict):
         log.debug("skipped something that is not a message: %r", message)
     elif kind == "subscription":
-        log_subscription(message, settings)
+        log_subscription(message)
     elif kind == "error":
         raise AlpacaRefused(int(message.get("code") or 0), str(message.get("msg")))
     else:
@@ -676,7 +676,7 @@ def handler_failed(kind: str, handler: Handler, record: Record, error: Exception
                 exc_info=verbose)
 
 
-def log_subscription(message: dict, settings: Settings) -> None:
+def log_subscription(message: dict) -> None:
     channels = [channel for channel in CHANNELS.values() if message.get(channel)]
     symbols = list(dict.fromkeys(s for channel in channels for s in message[channel]))
     named = ", ".join(symbols) if len(symbols) <= 6 else f"{len(symbols)} symbols"
@@ -888,13 +888,19 @@ async def stream_until_stopped(settings: Settings, keys: Keys, handlers: dict[st
     session.started = time.monotonic()
     streaming = asyncio.create_task(stream_with_reconnect(stream, settings, routes_for(handlers), session))
     beating = asyncio.create_task(heartbeat(session, settings.heartbeat)) if settings.heartbeat else None
+    stop = asyncio.Event()
     try:
-        with stop_on_signals(streaming.cancel):
-            await streaming
-    except asyncio.CancelledError:
-        # Ctrl+C cancelled the stream task, and the cancel reached us through `await streaming`.
-        # That is how the user asks us to stop: finish normally.
-        pass
+        with stop_on_signals(stop.set):
+            stopped = asyncio.create_task(stop.wait())
+            await asyncio.wait({streaming, stopped}, return_when=asyncio.FIRST_COMPLETED)
+            stopped.cancel()
+            while not streaming.done():
+                # Cancel until it has ended: one cancel was lost here once, when Ctrl+C came as a
+                # connection was being made (asyncio.wait_for before Python 3.12 can swallow one).
+                streaming.cancel()
+                await asyncio.wait({streaming}, timeout=0.1)
+        if not streaming.cancelled():
+            streaming.result()  # it ended by itself: raise why (a refusal, a wrong URL, a bug)
     finally:
         if beating:
             beating.cancel()
