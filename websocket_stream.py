@@ -888,19 +888,13 @@ async def stream_until_stopped(settings: Settings, keys: Keys, handlers: dict[st
     session.started = time.monotonic()
     streaming = asyncio.create_task(stream_with_reconnect(stream, settings, routes_for(handlers), session))
     beating = asyncio.create_task(heartbeat(session, settings.heartbeat)) if settings.heartbeat else None
-    stop = asyncio.Event()
     try:
-        with stop_on_signals(stop.set):
-            stopped = asyncio.create_task(stop.wait())
-            await asyncio.wait({streaming, stopped}, return_when=asyncio.FIRST_COMPLETED)
-            stopped.cancel()
-            while not streaming.done():
-                # Cancel until it has ended: one cancel was lost here once, when Ctrl+C came as a
-                # connection was being made (asyncio.wait_for before Python 3.12 can swallow one).
-                streaming.cancel()
-                await asyncio.wait({streaming}, timeout=0.1)
-        if not streaming.cancelled():
-            streaming.result()  # it ended by itself: raise why (a refusal, a wrong URL, a bug)
+        with stop_on_signals(streaming.cancel):
+            await streaming
+    except asyncio.CancelledError:
+        # Ctrl+C cancelled the stream task, and the cancel reached us through `await streaming`.
+        # That is how the user asks us to stop: finish normally.
+        pass
     finally:
         if beating:
             beating.cancel()

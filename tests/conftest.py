@@ -88,9 +88,8 @@ async def stream_until(server: AlpacaStreamServer, handlers: dict[str, ws.Handle
                 raise AssertionError(f"not done within {timeout} s")
             await asyncio.sleep(0.01)
     finally:
-        while not streaming.done():  # as the script stops: a cancel can be lost before Python 3.12
-            streaming.cancel()
-            await asyncio.wait({streaming}, timeout=0.1)
+        streaming.cancel()
+        await asyncio.gather(streaming, return_exceptions=True)
     return session
 
 
