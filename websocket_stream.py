@@ -7,11 +7,13 @@ stderr. Ctrl+C stops. Your own logic goes in the handlers of part 3.
     python websocket_stream.py                      # trades of SPY and TSLA, free IEX feed
     python websocket_stream.py AAPL --quotes --bars # quotes and minute bars of AAPL
     python websocket_stream.py --demo               # no keys, no network: demo data
+    python websocket_stream.py --publish nats://127.0.0.1:4222   # and to a NATS broker, for
+    python websocket_stream.py --source nats://127.0.0.1:4222    # more bots on one connection
 
 exit statuses:
   0  stopped by you (Ctrl+C, SIGTERM) or by the reader (| head)
   1  something unexpected (a bug: please report it)
-  2  configuration or usage error: keys, arguments, --url, alpaca-py version
+  2  configuration or usage error: keys, arguments, --url, alpaca-py version, no NATS server
   3  refused by Alpaca: wrong keys (402), symbol limit (405), feed not in your plan (409, 410)
   130  forced by a second Ctrl+C
 """
@@ -35,13 +37,14 @@ import sys
 import textwrap
 import time
 import traceback
-from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
+from contextlib import AsyncExitStack, aclosing, contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from datetime import time as time_of_day
 from operator import itemgetter
 from pathlib import Path
+from types import ModuleType
 from typing import Any, ClassVar, NamedTuple
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
@@ -340,12 +343,15 @@ def format_json(message: Record) -> str:
     return json.dumps({"type": KIND[type(message)], **fields})
 
 
-OUTPUT = "text"  # what show() prints: "text", or "json" with --json; main() sets it
+OUTPUT = "text"  # what show() prints: "text", "json" with --json, "none" with --quiet; main() sets it
 
 
 def show(message: Record) -> None:
     """Print a message on stdout, one line: what the default handlers do."""
-    print(format_json(message) if OUTPUT == "json" else format_text(message))
+    if OUTPUT == "text":
+        print(format_text(message))
+    elif OUTPUT == "json":
+        print(format_json(message))
 
 
 # 3. The handlers: your trading logic goes here ----------------------------------------------
@@ -445,6 +451,9 @@ class Settings:
     channels: list[str] = field(default_factory=lambda: ["trades"])  # Alpaca's names
     demo: bool = False  # from a local server started here, not from Alpaca
     heartbeat: float = 0.0  # seconds between two "alive" lines in the log; 0: none
+    publish: str = ""  # a NATS server to publish every message to (nats_bridge.py)
+    source: str = ""  # a NATS server to read from, instead of Alpaca
+    durable: str = ""  # with source: a name to resume from where it stopped (JetStream)
 
 
 @dataclass
@@ -456,6 +465,8 @@ class Session:
     reconnects: int = 0
     last_message: float = field(default_factory=time.monotonic)
     advised: set[int] = field(default_factory=set)  # refusal codes whose advice was given
+    published: int | None = None  # with --publish: messages sent to the broker
+    unpublished: int = 0  # and those that could not be, its buffer full or it gone at exit
 
     def summary(self) -> str:
         took = time.monotonic() - (self.started or time.monotonic())
@@ -465,6 +476,9 @@ class Session:
             lines[-1] += " " + tail
         else:
             lines.append(tail)
+        if self.published is not None:
+            lines.append(f"published to NATS: {self.published}" + (
+                f"; not published: {self.unpublished}" if self.unpublished else ""))
         return "\n".join(lines)
 
 
@@ -802,7 +816,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                        f"({TEST_STREAM_SYMBOL}): data even when the market is closed")
     where.add_argument("--url", help="another endpoint (a proxy, a local server), ws:// or wss://")
     where.add_argument("--demo", action="store_true", help="no keys, no network: demo data from a local server")
+    where.add_argument("--source", metavar="NATS_URL", help="read from a NATS server that a --publish feeder "
+                       "publishes to, instead of Alpaca (no keys needed)")
+    parser.add_argument("--publish", metavar="NATS_URL", help="also publish every message to a NATS server, "
+                        "for more bots on one Alpaca connection: nats://127.0.0.1:4222")
+    parser.add_argument("--durable", metavar="NAME", help="with --source: resume where the bot of this name "
+                        "stopped, missing nothing (needs nats-server -js)")
     parser.add_argument("--json", action="store_true", help="one JSON object per message per line")
+    parser.add_argument("--quiet", action="store_true", help="print no messages (the handlers still get them)")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging: each step of connecting")
     parser.add_argument("--heartbeat", type=float, default=0.0, metavar="SECONDS",
                         help="an 'alive' line in the log every so often (for a server)")
@@ -820,8 +841,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error("--url must start with ws:// or wss://")
     if args.heartbeat < 0:
         parser.error("--heartbeat takes a number of seconds, 0 or more")
-    if args.feed and (args.demo or args.url or args.test_stream):
-        parser.error("--feed picks one of Alpaca's feeds: it has no effect with --demo, --url or --test-stream")
+    if args.feed and (args.demo or args.url or args.test_stream or args.source):
+        parser.error("--feed picks one of Alpaca's feeds: it has no effect with --demo, --url, --test-stream "
+                     "or --source")
+    for option, url in (("--publish", args.publish), ("--source", args.source)):
+        if url is not None and not re.fullmatch(r"(nats|tls)://[^/\s]+", url):
+            parser.error(f"{option} takes a NATS server's URL: nats://HOST:PORT")
+    if args.publish and args.source:
+        parser.error("--publish and --source: one feeder publishes, the bots read (--source)")
+    if args.durable is not None and not args.source:
+        parser.error("--durable NAME goes with --source")
+    if args.durable is not None and not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", args.durable):
+        parser.error("--durable takes a name of letters, digits, - and _")
     args.channels = [name for option, name in CHANNELS.items() if getattr(args, option)] or ["trades"]
     return args
 
@@ -831,7 +862,9 @@ def settings_from(args: argparse.Namespace) -> Settings:
         url, symbols = f"{ALPACA_STREAM}/test", args.symbols or [TEST_STREAM_SYMBOL]
     else:
         url, symbols = args.url or f"{ALPACA_STREAM}/{args.feed or 'iex'}", args.symbols or list(DEFAULT_SYMBOLS)
-    return Settings("" if args.demo else url, symbols, args.channels, demo=args.demo, heartbeat=args.heartbeat)
+    return Settings("" if args.demo or args.source else url, symbols, args.channels, demo=args.demo,
+                    heartbeat=args.heartbeat, publish=args.publish or "", source=args.source or "",
+                    durable=args.durable or "")
 
 
 @contextmanager
@@ -866,30 +899,68 @@ def stop_on_signals(stop: Callable[[], object]) -> Iterator[None]:
 
 async def run(settings: Settings, keys: Keys, handlers: dict[str, Handler], session: Session) -> None:
     """Stream until stopped by a signal; raises what ends the run otherwise."""
-    if not settings.demo:
-        return await stream_until_stopped(settings, keys, handlers, session)
-    try:  # imported here so that this script, with a config.py, still works when copied alone
-        from local_alpaca_server import AlpacaStreamServer
-    except ModuleNotFoundError as error:
-        if error.name != "local_alpaca_server":
-            raise
-        raise ConfigError("--demo needs local_alpaca_server.py beside the script;\n"
-                          "the rest works without it.") from None
-    log.info("demo data from a local server, not the market")
-    async with AlpacaStreamServer(rate=8, batch=6, record=False) as server:
-        settings.url = server.url
-        await stream_until_stopped(settings, keys, handlers, session)
-
-
-async def stream_until_stopped(settings: Settings, keys: Keys, handlers: dict[str, Handler],
-                               session: Session) -> None:
-    stream = build_stream(settings.url, keys)
-    log.info("connecting to %s", settings.url)
-    session.started = time.monotonic()
-    streaming = asyncio.create_task(stream_with_reconnect(stream, settings, routes_for(handlers), session))
-    beating = asyncio.create_task(heartbeat(session, settings.heartbeat)) if settings.heartbeat else None
+    routes = routes_for(handlers)
+    bridge = beside("nats_bridge", "--publish and --source") if settings.publish or settings.source else None
     try:
-        with stop_on_signals(streaming.cancel):
+        async with AsyncExitStack() as stack:  # what is opened here is closed in reverse, at the end
+            if settings.demo:
+                server = beside("local_alpaca_server", "--demo").AlpacaStreamServer(rate=8, batch=6, record=False)
+                settings.url = (await stack.enter_async_context(server)).url
+                log.info("demo data from a local server, not the market")
+            if bridge and settings.publish:
+                publisher = await stack.enter_async_context(bridge.Publisher(settings.publish, format_json, session))
+                routes = publisher.wrap(routes)
+            if bridge and settings.source:
+                await until_stopped(read_broker(bridge, settings, routes, session), settings, session)
+            else:
+                log.info("connecting to %s", settings.url)
+                stream = build_stream(settings.url, keys)
+                await until_stopped(stream_with_reconnect(stream, settings, routes, session), settings, session)
+    except Exception as error:
+        if bridge and isinstance(error, bridge.BrokerError):
+            raise ConfigError(str(error)) from None
+        raise
+
+
+def beside(module: str, needed_by: str) -> ModuleType:
+    """A module of this project, imported here, when an option needs it: the script copied
+    alone works for everything else."""
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError as error:
+        if error.name == module:
+            raise ConfigError(f"{needed_by} need{'s' * (' and ' not in needed_by)} {module}.py beside the "
+                              "script;\nthe rest works without it.") from None
+        if error.name == "nats":
+            raise ConfigError(f"{needed_by} need nats-py: pip install -r requirements.txt") from None
+        raise
+
+
+async def read_broker(bridge: ModuleType, settings: Settings, routes: dict[str, Route], session: Session) -> None:
+    """--source: what a --publish feeder sent through the broker, to the same handlers."""
+    batches = bridge.messages(settings.source, settings.channels, settings.symbols, routes, session,
+                              durable=settings.durable or None)
+    async with aclosing(batches):  # on Ctrl+C too: a --durable bot says what it has had
+        async for batch in batches:
+            await deliver(batch, routes, session)
+            sys.stdout.flush()
+
+
+async def until_stopped(work: Coroutine[Any, Any, None], settings: Settings, session: Session) -> None:
+    session.started = time.monotonic()
+    streaming = asyncio.create_task(work)
+    beating = asyncio.create_task(heartbeat(session, settings.heartbeat)) if settings.heartbeat else None
+
+    def stop() -> None:
+        # Cancel, and again each second until it has ended: before Python 3.12, asyncio.wait_for
+        # (in nats-py, and ours around connect()) loses a cancel that comes just as what it waits
+        # for completes. The clean-up after a cancel takes well under a second.
+        if not streaming.done():
+            streaming.cancel()
+            asyncio.get_running_loop().call_later(1.0, stop)
+
+    try:
+        with stop_on_signals(stop):
             await streaming
     except asyncio.CancelledError:
         # Ctrl+C cancelled the stream task, and the cancel reached us through `await streaming`.
@@ -934,13 +1005,14 @@ def main(argv: list[str] | None = None, handlers: dict[str, Handler] | None = No
     logging.basicConfig(level=logging.WARNING, handlers=[stderr])
     # Only our logger goes to debug: websockets' debug lines would show the auth frame.
     log.setLevel(logging.DEBUG if args.verbose else logging.INFO)
-    OUTPUT = "json" if args.json else "text"
+    OUTPUT = "none" if args.quiet else "json" if args.json else "text"
     settings = settings_from(args)
     session = Session()
     status, error = EXIT_OK, ""
     try:
-        check_alpaca_py()
-        keys = Keys("demo-key-id", "demo-secret-key", "--demo") if args.demo else check_keys(
+        if not args.source:  # a --source bot reads from NATS: no alpaca-py, no keys
+            check_alpaca_py()
+        keys = Keys("demo-key-id", "demo-secret-key", "--demo") if args.demo or args.source else check_keys(
             load_keys(Path(__file__).resolve().parent))
         asyncio.run(run(settings, keys, handlers or HANDLERS, session))
     except ConfigError as problem:
@@ -957,7 +1029,8 @@ def main(argv: list[str] | None = None, handlers: dict[str, Handler] | None = No
     if session.started is not None:
         log.info("%s", session.summary(), extra={"fields": {
             "received": {kind: count for kind, count in session.received.items() if count},
-            "reconnects": session.reconnects}})
+            "reconnects": session.reconnects, **({"published": session.published, "unpublished":
+                                                  session.unpublished} if session.published is not None else {})}})
     if error:
         log.error("%s", error)  # last, so that it is what the user reads
     return status

@@ -405,7 +405,7 @@ def test_wrong_keys_exit_3_with_the_error_as_the_last_line(make_server, monkeypa
 
 
 def test_an_unexpected_error_exits_1_with_the_traceback(monkeypatch, caplog):
-    monkeypatch.setattr(ws, "stream_until_stopped", mock.AsyncMock(side_effect=ZeroDivisionError("a bug")))
+    monkeypatch.setattr(ws, "stream_with_reconnect", mock.AsyncMock(side_effect=ZeroDivisionError("a bug")))
     assert ws.main(["--demo"]) == ws.EXIT_UNEXPECTED
     assert "unexpected error: please report it" in caplog.text and "ZeroDivisionError: a bug" in caplog.text
 

