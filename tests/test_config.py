@@ -136,7 +136,14 @@ def test_channels_are_named_by_options_and_trades_are_the_default(argv, channels
     (["--demo", "--url", "ws://127.0.0.1:1"], "not allowed with"),
     (["--test-stream", "--demo"], "not allowed with"),
     (["--demo", "--feed", "sip"], "--feed picks one of Alpaca's feeds: it has no effect with --demo"),
-    (["--url", "ws://127.0.0.1:1", "--feed", "iex"], "no effect with --demo, --url or --test-stream"),
+    (["--url", "ws://127.0.0.1:1", "--feed", "iex"], "no effect with --demo, --url, --test-stream or --source"),
+    (["--source", "nats://127.0.0.1:4222", "--feed", "sip"], "no effect with --demo, --url, --test-stream or --source"),
+    (["--publish", "http://127.0.0.1:4222"], "--publish takes a NATS server's URL: nats://HOST:PORT"),
+    (["--source", "127.0.0.1:4222"], "--source takes a NATS server's URL: nats://HOST:PORT"),
+    (["--source", "nats://127.0.0.1:4222", "--demo"], "not allowed with"),
+    (["--publish", "nats://127.0.0.1:4222", "--source", "nats://127.0.0.1:4222"], "one feeder publishes"),
+    (["--durable", "bot-1"], "--durable NAME goes with --source"),
+    (["--source", "nats://127.0.0.1:4222", "--durable", "my.bot"], "--durable takes a name of letters, digits"),
 ])
 def test_bad_arguments_exit_2_saying_what_is_wrong(argv, says, capsys):
     with pytest.raises(SystemExit) as exited:
@@ -170,19 +177,26 @@ def test_help_lists_every_exit_status_and_channel(capsys):
     (["--feed", "delayed_sip"], "wss://stream.data.alpaca.markets/v2/delayed_sip", ["SPY", "TSLA"]),
     (["--test-stream"], "wss://stream.data.alpaca.markets/v2/test", ["FAKEPACA"]),
     (["--url", "ws://127.0.0.1:8765/v2/iex", "qqq"], "ws://127.0.0.1:8765/v2/iex", ["QQQ"]),
+    (["--source", "nats://127.0.0.1:4222"], "", ["SPY", "TSLA"]),  # no Alpaca URL: the broker's
 ])
 def test_feeds_and_endpoints(argv, url, symbols):
     settings = ws.settings_from(ws.parse_args(argv))
     assert (settings.url, settings.symbols) == (url, symbols)
 
 
-def test_the_script_copied_alone_needs_the_server_only_for_demo(tmp_path, monkeypatch, caplog):
+@pytest.mark.parametrize(("argv", "option", "module"), [
+    (["--demo"], "--demo", "local_alpaca_server"),
+    (["--demo", "--publish", "nats://127.0.0.1:1"], "--publish", "nats_bridge"),
+    (["--source", "nats://127.0.0.1:1"], "--source", "nats_bridge"),
+])
+def test_the_script_copied_alone_needs_its_neighbours_only_for_their_options(tmp_path, monkeypatch, caplog, argv,
+                                                                              option, module):
     # Imported from a copy with nothing beside it, as a student who copied it alone has.
     script = Path(tmp_path / "websocket_stream.py")
     script.write_text((ROOT / "websocket_stream.py").read_text())
     monkeypatch.setattr(ws.sys, "path", [str(tmp_path)] + [p for p in ws.sys.path if Path(p) != ROOT])
-    monkeypatch.delitem(ws.sys.modules, "local_alpaca_server", raising=False)
+    monkeypatch.delitem(ws.sys.modules, module, raising=False)
     caplog.set_level(logging.INFO, logger="websocket_stream")
-    assert ws.main(["--demo"]) == ws.EXIT_USAGE
-    assert caplog.records[-1].getMessage() == ("--demo needs local_alpaca_server.py beside the script;\n"
+    assert ws.main(argv) == ws.EXIT_USAGE
+    assert caplog.records[-1].getMessage() == (f"{option} needs {module}.py beside the script;\n"
                                                "the rest works without it.")
