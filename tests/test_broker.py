@@ -359,3 +359,22 @@ def test_a_bot_needs_no_keys(broker, start_script):
                                                                              APCA_API_SECRET_KEY=None))
     bot.wait_for_stderr("Ctrl+C to stop")
     assert bot.stop(signal.SIGINT)[0] == 0
+
+
+def test_the_readmes_reader_in_python_gets_the_feeders_trades(make_server, broker, start_script, tmp_path):
+    readme = (ROOT / "README.md").read_text()
+    code = readme.split("In Python, with nats-py:\n\n```python\n")[1].split("```")[0]
+    (tmp_path / "reader.py").write_text(code.replace("nats://127.0.0.1:4222", broker.url))
+    feeder = start_feeder(start_script, make_server(rate=200, seed=7), broker.url)
+    reader = Script(subprocess.Popen([sys.executable, str(tmp_path / "reader.py")], stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, text=True, env=script_env(PYTHONUNBUFFERED="1")))
+    try:
+        reader.wait_for_lines(10)
+    finally:
+        reader.kill()
+    assert feeder.stop(signal.SIGINT)[0] == 0
+    sent = {(f"alpaca.trades.{trade['symbol']}", trade["price"], trade["size"]) for trade in printed(feeder)
+            if trade["kind"] == "trade"}
+    for line in reader.out_lines[:10]:
+        subject, price, size = line.split()
+        assert (subject, float(price), int(size)) in sent
