@@ -20,14 +20,12 @@ from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 
+import nats
 import pytest
 from conftest import POSIX_ONLY, ROOT, Script, script_env
 
-nats = pytest.importorskip("nats", reason="the broker tests need nats-py: pip install -r requirements-dev.txt")
-
-sys.path.insert(0, str(ROOT))
-import nats_bridge  # noqa: E402
-import websocket_stream as ws  # noqa: E402
+import nats_bridge
+import websocket_stream as ws
 
 pytestmark = POSIX_ONLY  # the feeder and the bots are stopped with POSIX signals
 FILES = ("local_alpaca_server.py", "nats_bridge.py")
