@@ -256,6 +256,7 @@ async def from_now(client: Client, wanted: list[str]) -> AsyncGenerator[list[byt
 
     for name in wanted:
         await client.subscribe(name, cb=received)
+    await client.flush()  # a round trip: the server has the subscriptions when this returns
     return batches_of(queue)
 
 
