@@ -106,6 +106,7 @@ class Listener:
         asyncio.run_coroutine_threadsafe(self.client.close(), self.loop).result(timeout=10)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(timeout=10)
+        self.loop.close()
 
 
 @pytest.fixture
