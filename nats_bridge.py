@@ -22,6 +22,7 @@ import functools
 import hashlib
 import json
 import logging
+import sys
 from collections.abc import AsyncGenerator, Callable
 from contextlib import aclosing
 from datetime import datetime
@@ -288,8 +289,13 @@ async def fetched(subscription: Any, start: int) -> AsyncGenerator[list[bytes], 
     started again, misses nothing and gets nothing twice. (Killed, it gets its last batch again.)"""
     had = start - 1  # the stream sequence of the latest message handed on
     unacknowledged: Msg | None = None  # acknowledging it acknowledges all before it
+    task = asyncio.current_task()
     try:
         while True:
+            if task and sys.version_info >= (3, 11) and task.cancelling():
+                # A stop's cancel that fetch()'s asyncio.wait_for swallowed (Python 3.11; see the
+                # script's until_stopped()): stop now, not at the script's next cancel.
+                raise asyncio.CancelledError
             try:
                 batch = await subscription.fetch(FETCH, timeout=1.0)
             except nats.errors.TimeoutError:
