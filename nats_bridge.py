@@ -221,7 +221,7 @@ def decoder(routes: dict[str, Any]) -> Callable[[bytes], dict | None]:
 
 
 async def messages(url: str, channels: list[str], symbols: list[str], routes: dict[str, Any], session: Any,
-                   durable: str | None = None) -> AsyncGenerator[list[dict], None]:
+                   durable: str = "") -> AsyncGenerator[list[dict], None]:
     """--source: the messages a feeder publishes, in batches, as Alpaca sent them, for ever.
     With durable, from where the bot of that name stopped."""
     decode = decoder(routes)

@@ -940,7 +940,7 @@ def beside(module: str, needed_by: str) -> ModuleType:
 async def read_broker(bridge: ModuleType, settings: Settings, routes: dict[str, Route], session: Session) -> None:
     """--source: what a --publish feeder sent through the broker, to the same handlers."""
     batches = bridge.messages(settings.source, settings.channels, settings.symbols, routes, session,
-                              durable=settings.durable or None)
+                              settings.durable)
     async with aclosing(batches):  # on Ctrl+C too: a --durable bot says what it has had
         async for batch in batches:
             await deliver(batch, routes, session)

@@ -17,6 +17,7 @@ writes the same to benchmarks/results.json. Linux and macOS; memory is read from
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -204,31 +205,18 @@ def throughput(client: str, command: Command, env: dict[str, str]) -> float:
 
 
 def latency(client: str, command: Command, env: dict[str, str]) -> tuple[float, float]:
-    """p50 and p99, in ms, from the trade's timestamp to the line read, at 1,000 trades/s."""
+    """p50 and p99, in ms, from the trade's timestamp to the line read, at 1,000 trades/s. For a
+    --source bot, the trades come through a feeder (--publish --quiet) and the NATS server."""
+    relayed = client == "a --source bot"
     with Server("--rate", "1000", "--batch", "20") as server:
-        reader = Client(command(server.url), env, keep_lines=True)
-        reader.wait_for_lines(6000)  # the first 1,000 are a warm-up
+        reader = Client(command("" if relayed else server.url), env, keep_lines=True)
+        if relayed:
+            time.sleep(BOT_READY)
+        with Feeder(server.url, env) if relayed else contextlib.nullcontext():
+            reader.wait_for_lines(6000)  # the first 1,000 are a warm-up
         reader.stop()
-    return percentiles(client, reader)
-
-
-def percentiles(client: str, reader: Client) -> tuple[float, float]:
     delays = sorted((read - line_time(client, line)) * 1000 for read, line in reader.arrivals[1000:6000])
     return delays[len(delays) // 2], delays[int(len(delays) * 0.99)]
-
-
-def relayed_latency(client: str, command: Command, env: dict[str, str]) -> tuple[float, float]:
-    """latency(), for a --source bot: the trades come through a feeder (--publish --quiet) and
-    the NATS server."""
-    if client != "a --source bot":
-        return latency(client, command, env)
-    with Server("--rate", "1000", "--batch", "20") as server:
-        reader = Client(command(""), env, keep_lines=True)
-        time.sleep(BOT_READY)
-        with Feeder(server.url, env):
-            reader.wait_for_lines(6000)
-        reader.stop()
-    return percentiles(client, reader)
 
 
 def fan_out(client: str, command: Command, env: dict[str, str]) -> tuple[float, float]:
@@ -314,7 +302,7 @@ FIGURES = {
     "recovery": ("first trade after a drop, s", recovery, PRINTERS[::-1], "{:.2f}"),
     "memory": ("memory after 10k / 1M trades, MB", memory, ("bare script", "ours"), "{:.1f} / {:.1f}"),
     "publish": ("throughput with --publish, trades/s to a pipe", throughput, ("ours", "ours --publish"), "{:,.0f}"),
-    "relay": ("latency through NATS p50 / p99 at 1,000/s, ms", relayed_latency, ("ours", "a --source bot"),
+    "relay": ("latency through NATS p50 / p99 at 1,000/s, ms", latency, ("ours", "a --source bot"),
               "{:.2f} / {:.2f}"),
     "bots": ("messages/s each bot gets; share of the worst", fan_out, ("1 bot", "4 bots", "16 bots"),
              "{:,.0f} / {:.0%}"),
