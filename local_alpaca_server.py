@@ -362,17 +362,20 @@ class Market:
             return self.resume(next(iter(self.halted))) if self.halted else []
         if event == "luld":
             return [message for symbol in self.symbols("lulds") for message in self.luld(symbol)]
+        if event not in ("bar", "daily_bar", "updated_bar"):
+            raise ValueError(f"no such cue: {event} (one of {', '.join(CUES)})")
         barred = self.symbols("bars", "updatedBars", "dailyBars") or traded
-        # A bar needs a trade in its minute.
-        messages = [] if any(symbol in self.bars for symbol in barred) else self.trade(barred[0])
-        if event in ("bar", "daily_bar"):
-            return messages + self.close_minute()
+        messages = []
+        if event != "updated_bar" or not any(symbol in self.closed for symbol in barred):
+            # A bar needs a trade in its minute.
+            messages = [] if any(symbol in self.bars for symbol in barred) else self.trade(barred[0])
+            messages += self.close_minute()
         if event == "updated_bar":
-            symbol = next(s for s in barred if s in self.bars or s in self.closed)
-            messages += ([] if symbol in self.closed else self.close_minute()) + self.late_trade(symbol)
+            symbol = next(s for s in barred if s in self.closed)
+            messages += self.late_trade(symbol)
             del self.updates_due[symbol]  # sent now, not at the half-minute
-            return messages + self.updated_bar(symbol)
-        raise ValueError(f"no such cue: {event} (one of {', '.join(CUES)})")
+            messages += self.updated_bar(symbol)
+        return messages
 
 
 def start_of_day() -> float:
