@@ -23,7 +23,7 @@ import hashlib
 import json
 import logging
 import sys
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from contextlib import aclosing
 from datetime import datetime
 from typing import Any
@@ -277,14 +277,27 @@ async def from_durable(client: Client, wanted: list[str], name: str) -> AsyncGen
     jetstream = client.jetstream()
     if not await keep_stream(client):
         raise BrokerError("--durable needs JetStream: start the NATS server with -js")
+
+    async def make_consumer(start: int) -> None:
+        await jetstream.add_consumer(STREAM, ConsumerConfig(
+            durable_name=name, filter_subjects=wanted, deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
+            opt_start_seq=start, ack_policy=AckPolicy.ALL))
+
+    async def make_again_if_lost(start: int) -> None:
+        try:
+            await jetstream.consumer_info(STREAM, name)
+        except nats.js.errors.NotFoundError:
+            await make_consumer(start)
+            log.warning("the NATS server had lost the consumer %s (deleted?): made again", name)
+
     start = await resume_from(client, wanted, name)
-    await jetstream.add_consumer(STREAM, ConsumerConfig(
-        durable_name=name, filter_subjects=wanted, deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
-        opt_start_seq=start, ack_policy=AckPolicy.ALL))
-    return fetched(await jetstream.pull_subscribe_bind(durable=name, stream=STREAM), start)
+    await make_consumer(start)
+    subscription = await jetstream.pull_subscribe_bind(durable=name, stream=STREAM)
+    return fetched(subscription, start, make_again_if_lost)
 
 
-async def fetched(subscription: Any, start: int) -> AsyncGenerator[list[bytes], None]:
+async def fetched(subscription: Any, start: int,
+                  make_again_if_lost: Callable[[int], Awaitable[None]]) -> AsyncGenerator[list[bytes], None]:
     """Each message is acknowledged once handed on, so a bot stopped by Ctrl+C or SIGTERM, then
     started again, misses nothing and gets nothing twice. (Killed, it gets its last batch again.)"""
     had = start - 1  # the stream sequence of the latest message handed on
@@ -300,6 +313,17 @@ async def fetched(subscription: Any, start: int) -> AsyncGenerator[list[bytes], 
                 batch = await subscription.fetch(FETCH, timeout=1.0)
             except nats.errors.TimeoutError:
                 continue  # nothing new
+            except nats.js.errors.ServiceUnavailableError:
+                # nats-server answers a pull with 503 when it has no such consumer: deleted, or
+                # not there yet (seen once in testing, a second after the bot had made it).
+                await asyncio.sleep(RECONNECT_WAIT)
+                try:
+                    await make_again_if_lost(had + 1)
+                except nats.errors.Error as error:  # the server is not ready: try again
+                    log.debug("NATS consumer check: %r", error)
+                continue
+            if not batch:
+                continue  # a 409 (the consumer deleted as this fetch waited) brings none
             for message in batch:
                 sequence = message.metadata.sequence.stream
                 if sequence <= had:

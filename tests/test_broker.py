@@ -328,6 +328,27 @@ def test_a_durable_bot_stopped_and_started_again_misses_nothing_and_gets_nothing
     assert got + recorded(runs[2]) == sent[first:]  # JetStream keeps the feeder's order, across subjects
 
 
+def test_a_durable_bot_whose_consumer_is_deleted_makes_it_again_and_misses_nothing(
+        make_server, broker, start_script):
+    async def delete_consumer() -> None:
+        client = await nats.connect(broker.url)
+        await client.jsm().delete_consumer("ALPACA", "strategy-1")
+        await client.close()
+
+    alpaca = make_server(rate=200, seed=8)
+    bot = start_bot(start_script, broker.url, "--durable", "strategy-1")
+    feeder = start_feeder(start_script, alpaca, broker.url)
+    bot.wait_for_lines(20)
+    asyncio.run(asyncio.wait_for(delete_consumer(), 10))
+    bot.wait_for_stderr("the NATS server had lost the consumer strategy-1 (deleted?): made again")
+    bot.wait_for_lines(len(bot.out_lines) + 20)
+    assert feeder.stop(signal.SIGINT)[0] == 0
+    sent = recorded(feeder)
+    wait_until(lambda: len(bot.out_lines) >= len(sent), 10, f"the bot has all {len(sent)} messages")
+    assert bot.stop(signal.SIGINT)[0] == 0
+    assert recorded(bot) == sent  # made again where it was: nothing missed, nothing twice, in order
+
+
 def test_a_durable_name_keeps_its_symbols_and_needs_jetstream(broker, tmp_path, start_script):
     first = start_bot(start_script, broker.url, "SPY", "--durable", "one")
     assert first.stop(signal.SIGINT)[0] == 0
@@ -343,9 +364,10 @@ def test_a_durable_name_keeps_its_symbols_and_needs_jetstream(broker, tmp_path, 
         core_only.stop()
 
 
-def test_a_bot_carries_on_when_the_broker_comes_back(make_server, broker, start_script):
+@pytest.mark.parametrize("durable", [(), ("--durable", "across")], ids=["plain", "durable"])
+def test_a_bot_carries_on_when_the_broker_comes_back(make_server, broker, start_script, durable):
     alpaca = make_server(rate=200, seed=6)
-    bot = start_bot(start_script, broker.url)
+    bot = start_bot(start_script, broker.url, *durable)
     feeder = start_feeder(start_script, alpaca, broker.url)
     bot.wait_for_lines(20)
     broker.stop()
@@ -356,6 +378,8 @@ def test_a_bot_carries_on_when_the_broker_comes_back(make_server, broker, start_
     bot.wait_for_lines(before + 20)
     assert bot.stop(signal.SIGINT)[0] == 0 and feeder.stop(signal.SIGINT)[0] == 0
     assert "reconnects: 1" in bot.stderr and "Traceback" not in bot.stderr + feeder.stderr
+    got = recorded(bot)
+    assert len(set(map(key, got))) == len(got)  # nothing twice, across the broker's restart
 
 
 def test_a_bot_needs_no_keys(broker, start_script):
