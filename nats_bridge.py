@@ -283,12 +283,18 @@ async def from_durable(client: Client, wanted: list[str], name: str) -> AsyncGen
             durable_name=name, filter_subjects=wanted, deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
             opt_start_seq=start, ack_policy=AckPolicy.ALL))
 
-    async def make_again_if_lost(start: int) -> None:
+    async def make_again_if_lost(had: int) -> None:
+        """The consumer made again if the server has lost it (deleted, say), from the message
+        after `had`; and the stream too if it has lost that (restarted without its store)."""
         try:
             await jetstream.consumer_info(STREAM, name)
-        except nats.js.errors.NotFoundError:
-            await make_consumer(start)
-            log.warning("the NATS server had lost the consumer %s (deleted?): made again", name)
+            return
+        except nats.js.errors.NotFoundError:  # no such consumer, or no such stream
+            pass
+        await keep_stream(client)
+        last = (await jetstream.stream_info(STREAM)).state.last_seq
+        await make_consumer(had + 1 if last >= had else 1)  # a stream made again counts from 1
+        log.warning("the NATS server had lost the consumer %s: made again", name)
 
     start = await resume_from(client, wanted, name)
     await make_consumer(start)
@@ -318,7 +324,7 @@ async def fetched(subscription: Any, start: int,
                 # not there yet (seen once in testing, a second after the bot had made it).
                 await asyncio.sleep(RECONNECT_WAIT)
                 try:
-                    await make_again_if_lost(had + 1)
+                    await make_again_if_lost(had)
                 except nats.errors.Error as error:  # the server is not ready: try again
                     log.debug("NATS consumer check: %r", error)
                 continue

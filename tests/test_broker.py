@@ -340,13 +340,35 @@ def test_a_durable_bot_whose_consumer_is_deleted_makes_it_again_and_misses_nothi
     feeder = start_feeder(start_script, alpaca, broker.url)
     bot.wait_for_lines(20)
     asyncio.run(asyncio.wait_for(delete_consumer(), 10))
-    bot.wait_for_stderr("the NATS server had lost the consumer strategy-1 (deleted?): made again")
+    bot.wait_for_stderr("the NATS server had lost the consumer strategy-1: made again")
     bot.wait_for_lines(len(bot.out_lines) + 20)
     assert feeder.stop(signal.SIGINT)[0] == 0
     sent = recorded(feeder)
     wait_until(lambda: len(bot.out_lines) >= len(sent), 10, f"the bot has all {len(sent)} messages")
     assert bot.stop(signal.SIGINT)[0] == 0
     assert recorded(bot) == sent  # made again where it was: nothing missed, nothing twice, in order
+
+
+def test_a_durable_bot_whose_stream_is_lost_makes_it_again_and_goes_on_with_nothing_twice(
+        make_server, broker, start_script):
+    async def delete_stream() -> None:  # as a server restarted without its store would have
+        client = await nats.connect(broker.url)
+        await client.jsm().delete_stream("ALPACA")
+        await client.close()
+
+    alpaca = make_server(rate=200, seed=9)
+    bot = start_bot(start_script, broker.url, "--durable", "strategy-1")
+    feeder = start_feeder(start_script, alpaca, broker.url)
+    bot.wait_for_lines(20)
+    asyncio.run(asyncio.wait_for(delete_stream(), 10))
+    bot.wait_for_stderr("the NATS server had lost the consumer strategy-1: made again")
+    assert bot.stderr.count("created the JetStream stream ALPACA") == 2  # at its start, and again
+    bot.wait_for_lines(len(bot.out_lines) + 20)
+    assert feeder.stop(signal.SIGINT)[0] == 0 and bot.stop(signal.SIGINT)[0] == 0
+    sent, got = recorded(feeder), recorded(bot)
+    # What was published while there was no stream is lost to it; the rest comes once, in order.
+    assert got == [message for message in sent if message in got] and len(got) > 40
+    assert "Traceback" not in bot.stderr
 
 
 def test_a_durable_name_keeps_its_symbols_and_needs_jetstream(broker, tmp_path, start_script):
