@@ -16,9 +16,10 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import nats
 import pytest
@@ -328,20 +329,27 @@ def test_a_durable_bot_stopped_and_started_again_misses_nothing_and_gets_nothing
     assert got + recorded(runs[2]) == sent[first:]  # JetStream keeps the feeder's order, across subjects
 
 
-def test_a_durable_bot_whose_consumer_is_deleted_makes_it_again_and_misses_nothing(
-        make_server, broker, start_script):
-    async def delete_consumer() -> None:
+def durable_bot_losing(lose: Callable[[Any], Awaitable[object]], alpaca, broker, start_script) -> tuple[Script, Script]:
+    """A --durable bot reading a feeder; lose(the test's JetStream manager) while it reads. The
+    bot and the feeder, once the bot has made its consumer again and got 20 more messages."""
+    async def losing() -> None:
         client = await nats.connect(broker.url)
-        await client.jsm().delete_consumer("ALPACA", "strategy-1")
+        await lose(client.jsm())
         await client.close()
 
-    alpaca = make_server(rate=200, seed=8)
     bot = start_bot(start_script, broker.url, "--durable", "strategy-1")
     feeder = start_feeder(start_script, alpaca, broker.url)
     bot.wait_for_lines(20)
-    asyncio.run(asyncio.wait_for(delete_consumer(), 10))
+    asyncio.run(asyncio.wait_for(losing(), 10))
     bot.wait_for_stderr("the NATS server had lost the consumer strategy-1: made again")
     bot.wait_for_lines(len(bot.out_lines) + 20)
+    return bot, feeder
+
+
+def test_a_durable_bot_whose_consumer_is_deleted_makes_it_again_and_misses_nothing(
+        make_server, broker, start_script):
+    bot, feeder = durable_bot_losing(lambda manager: manager.delete_consumer("ALPACA", "strategy-1"),
+                                     make_server(rate=200, seed=8), broker, start_script)
     assert feeder.stop(signal.SIGINT)[0] == 0
     sent = recorded(feeder)
     wait_until(lambda: len(bot.out_lines) >= len(sent), 10, f"the bot has all {len(sent)} messages")
@@ -351,19 +359,10 @@ def test_a_durable_bot_whose_consumer_is_deleted_makes_it_again_and_misses_nothi
 
 def test_a_durable_bot_whose_stream_is_lost_makes_it_again_and_goes_on_with_nothing_twice(
         make_server, broker, start_script):
-    async def delete_stream() -> None:  # as a server restarted without its store would have
-        client = await nats.connect(broker.url)
-        await client.jsm().delete_stream("ALPACA")
-        await client.close()
-
-    alpaca = make_server(rate=200, seed=9)
-    bot = start_bot(start_script, broker.url, "--durable", "strategy-1")
-    feeder = start_feeder(start_script, alpaca, broker.url)
-    bot.wait_for_lines(20)
-    asyncio.run(asyncio.wait_for(delete_stream(), 10))
-    bot.wait_for_stderr("the NATS server had lost the consumer strategy-1: made again")
+    # As a server restarted without its store would have lost it.
+    bot, feeder = durable_bot_losing(lambda manager: manager.delete_stream("ALPACA"),
+                                     make_server(rate=200, seed=9), broker, start_script)
     assert bot.stderr.count("created the JetStream stream ALPACA") == 2  # at its start, and again
-    bot.wait_for_lines(len(bot.out_lines) + 20)
     assert feeder.stop(signal.SIGINT)[0] == 0 and bot.stop(signal.SIGINT)[0] == 0
     sent, got = recorded(feeder), recorded(bot)
     # What was published while there was no stream is lost to it; the rest comes once, in order.
