@@ -367,8 +367,8 @@ class Market:
         barred = self.symbols("bars", "updatedBars", "dailyBars") or traded
         messages = []
         if event != "updated_bar" or not any(symbol in self.closed for symbol in barred):
-            # A bar needs a trade in its minute.
-            messages = [] if any(symbol in self.bars for symbol in barred) else self.trade(barred[0])
+            if not any(symbol in self.bars for symbol in barred):
+                messages += self.trade(barred[0])  # a bar needs a trade in its minute
             messages += self.close_minute()
         if event == "updated_bar":
             symbol = next(s for s in barred if s in self.closed)
