@@ -4,14 +4,19 @@ the tests and the benchmark.
 It is a real peer for alpaca-py, not a mock: msgpack binary frames, the "connected" greeting,
 auth within 10 s, the "subscription" answer, and market data whose "t" is a msgpack Timestamp,
 several messages per frame, on every stock channel: trades (with corrections and cancels),
-quotes, minute bars, updated and daily bars, trading statuses (halts) and LULD bands. It sends
-Alpaca's error frames, and it can misbehave the ways a real network and a real broker do (see
-Faults). It listens on 127.0.0.1 only. The facts it follows are in
-../shared/alpaca-stream-protocol.md of the project.
+quotes, minute bars, updated and daily bars, trading statuses (halts), LULD bands and order
+imbalances, with keys Alpaca adds that a client may not know ("r", "tks"). It compresses
+(permessage-deflate), allows one connection per key and feed (406), refuses sip to a plan
+without it (409) and cuts a client too slow to keep up (407), as Alpaca does. It sends Alpaca's
+error frames, and it can misbehave the ways a real network and a real broker do (see Faults).
+It listens on 127.0.0.1 only. The facts it follows are in ../shared/alpaca-stream-protocol.md
+of the project.
 
 Run it alone:  python local_alpaca_server.py --port 8765 --rate 50
 and point the script at it:  python websocket_stream.py --url ws://127.0.0.1:8765/v2/iex
-(any keys are accepted, so made-up ones do).
+(any keys are accepted, so made-up ones do). A connection lost without a close keeps its place
+--hold-dropped seconds (90, as Alpaca; 0 lets a client reconnect at once); --sip serves /v2/sip
+as to a paid plan; --no-compression sends frames as they are (faster, for a benchmark).
 """
 
 from __future__ import annotations
@@ -20,11 +25,13 @@ import argparse
 import asyncio
 import contextlib
 import errno
+import hashlib
 import itertools
 import logging
 import math
 import random
 import re
+import socket
 import sys
 import time
 from collections import deque
@@ -51,9 +58,10 @@ ERRORS = {
     407: "slow client",
     409: "insufficient subscription",
     410: "invalid subscribe action for this feed",
+    411: "insufficient scope",
     500: "internal error",
 }
-CHANNELS = ("trades", "quotes", "bars", "updatedBars", "dailyBars", "statuses", "lulds")
+CHANNELS = ("trades", "quotes", "bars", "updatedBars", "dailyBars", "statuses", "lulds", "imbalances")
 FEEDS = ("iex", "sip", "delayed_sip", "test")  # the paths /v2/{feed}; any other path gets HTTP 404
 SYMBOL = re.compile(r"\*|[A-Z][A-Z0-9.]{0,9}")
 # Alpaca's free plan: 30 symbols for trades and quotes; bars and statuses have no such limit.
@@ -79,9 +87,18 @@ HALTS = {
 }
 HALT_SECONDS = (5.0, 20.0)  # how long a random halt lasts
 HALTS_PER_MINUTE = 1.0  # random halts, over the symbols subscribed to statuses
+IMBALANCES_PER_MINUTE = 3.0  # random imbalances, over the symbols subscribed to imbalances; halts bring more
 LULD_PERCENT = 5.0  # band around the reference price (tier 1 stocks over $3)
 NEW_YORK = ZoneInfo("America/New_York")  # the daily bar starts at midnight there
-CUES = ("block", "correction", "cancel", "halt", "resume", "luld", "bar", "updated_bar", "daily_bar")
+# Keys Alpaca adds that a client may not know: "r" (when Alpaca received it) on some trades and
+# quotes, "tks" (taker side) on some trades.
+RECEIVED_SHARE = 1 / 3
+TAKER_SIDE_SHARE = 1 / 3
+SEND_BUFFER = 16_384  # bytes the kernel holds for a client, with a rate (Linux doubles it)
+CLOSE_TIMEOUT = 2.0  # seconds a slow client has to take its 407 and the close before it is cut
+BIG_FRAME_TRADES = 30_000  # well over websockets' default max_size of 1 MiB, packed
+CUES = ("block", "correction", "cancel", "halt", "resume", "luld", "bar", "updated_bar", "daily_bar",
+        "imbalance", "big_frame")
 
 
 def start_price(symbol: str) -> float:
@@ -230,7 +247,9 @@ class Market:
             return []
         trade = {"T": "t", "S": symbol, "i": next(self.ids), "x": rng.choice(EXCHANGES), "p": price, "s": size,
                  "c": rng.choice(CONDITIONS), "t": timestamp(at), "z": TAPES.get(symbol, "C")}
-        messages = [trade]
+        if rng.random() < TAKER_SIDE_SHARE:
+            trade["tks"] = rng.choice("BS")
+        messages = [self.received(trade)]
         if self.recent and rng.random() < 0.005:
             messages.extend(self.correction())
         elif self.recent and rng.random() < 0.005:
@@ -244,9 +263,17 @@ class Market:
         spread = 0.01 * rng.choice((1, 1, 1, 2, 2, 3))
         bid = math.floor((price - spread / 2) * 100) / 100
         lot = round_lot(price)
-        return {"T": "q", "S": symbol, "bx": rng.choice(EXCHANGES), "bp": bid, "bs": lot * rng.randint(1, 12),
-                "ax": rng.choice(EXCHANGES), "ap": round(bid + spread, 2), "as": lot * rng.randint(1, 12),
-                "c": ["R"], "t": timestamp(), "z": TAPES.get(symbol, "C")}
+        quote = {"T": "q", "S": symbol, "bx": rng.choice(EXCHANGES), "bp": bid, "bs": lot * rng.randint(1, 12),
+                 "ax": rng.choice(EXCHANGES), "ap": round(bid + spread, 2), "as": lot * rng.randint(1, 12),
+                 "c": ["R"], "t": timestamp(), "z": TAPES.get(symbol, "C")}
+        return self.received(quote)
+
+    def received(self, message: dict) -> dict:
+        """Now and then "r", as Alpaca adds it: when it received the message, just after "t"."""
+        if self.rng.random() < RECEIVED_SHARE:
+            delay = self.rng.randint(3_000, 1_000_000)  # ns: a few microseconds to a millisecond
+            message["r"] = msgpack.Timestamp.from_unix_nano(message["t"].to_unix_nano() + delay)
+        return message
 
     def correction(self) -> list[dict]:
         """A correction of a recent trade: its price or its size was wrong."""
@@ -271,7 +298,7 @@ class Market:
 
     def clock(self) -> list[dict]:
         """Minute bars and daily bars at each minute mark, updated bars at the half-minute after
-        a late trade, random halts and their resumptions, and new LULD bands."""
+        a late trade, random halts and their resumptions, random imbalances, and new LULD bands."""
         now = time.time()
         elapsed, self.last_clock = now - self.last_clock, now
         messages = []
@@ -287,6 +314,9 @@ class Market:
         watched = [s for s in self.symbols("statuses") if s not in self.halted]
         if watched and self.rng.random() < elapsed * HALTS_PER_MINUTE / 60:
             messages += self.halt(self.rng.choice(watched), lasting=self.rng.uniform(*HALT_SECONDS))
+        imbalanced = self.symbols("imbalances")
+        if imbalanced and self.rng.random() < elapsed * IMBALANCES_PER_MINUTE / 60:
+            messages += self.imbalance(self.rng.choice(imbalanced))
         for symbol in self.symbols("lulds"):
             reference = self.last_price(symbol)
             if symbol not in self.bands or abs(reference / self.bands[symbol] - 1) >= 0.01:
@@ -326,7 +356,7 @@ class Market:
         tape = TAPES.get(symbol, "C")
         halt = self.rng.choice(HALTS["C" if tape == "C" else "B"])
         self.halted[symbol] = (time.time() + lasting, halt)
-        return self.status(symbol, *halt[:4])
+        return self.status(symbol, *halt[:4]) + self.imbalance(symbol)  # a halt draws orders to its reopening
 
     def resume(self, symbol: str) -> list[dict]:
         _, halt = self.halted.pop(symbol)
@@ -337,6 +367,12 @@ class Market:
             return []
         return [{"T": "s", "S": symbol, "sc": code, "sm": message, "rc": reason_code, "rm": reason,
                  "t": timestamp(), "z": TAPES.get(symbol, "C")}]
+
+    def imbalance(self, symbol: str) -> list[dict]:
+        if not subscribed(symbol, self.subscriptions.get("imbalances", [])):
+            return []
+        return [{"T": "i", "S": symbol, "p": round(self.last_price(symbol) * (1 + self.rng.gauss(0, 0.002)), 2),
+                 "z": TAPES.get(symbol, "C"), "t": timestamp()}]
 
     def luld(self, symbol: str) -> list[dict]:
         reference = self.last_price(symbol)
@@ -362,6 +398,10 @@ class Market:
             return self.resume(next(iter(self.halted))) if self.halted else []
         if event == "luld":
             return [message for symbol in self.symbols("lulds") for message in self.luld(symbol)]
+        if event == "imbalance":
+            return [message for symbol in self.symbols("imbalances") for message in self.imbalance(symbol)]
+        if event == "big_frame":
+            return [message for _ in range(BIG_FRAME_TRADES) for message in self.trade(self.rng.choice(traded))]
         if event not in ("bar", "daily_bar", "updated_bar"):
             raise ValueError(f"no such cue: {event} (one of {', '.join(CUES)})")
         barred = self.symbols("bars", "updatedBars", "dailyBars") or traded
@@ -394,6 +434,10 @@ class Faults:
     dead_after: int | None = None  # after this many messages, read and send nothing: pings go unanswered
     garbage_after: int | None = None  # after this many messages, send a malformed frame, unknown types
     #                                   and a broken trade beside good ones, then carry on
+    mute_after: int | None = None  # after this many messages, send no more data, but answer pings and requests
+    #                                (alpaca-py #740: connected for hours in market hours, and nothing came)
+    error_after: int | None = None  # after this many messages, send the error frame of error_code, then carry on
+    error_code: int = 500
     silent: bool = False  # accept the subscription, then send nothing (a closed market)
 
 
@@ -403,9 +447,16 @@ class ConnectionRecord:
 
     opened_at: float  # time.monotonic()
     faults: Faults
+    feed: str = ""  # the path's last part: iex, sip, ...
+    compressed: bool = False  # permessage-deflate negotiated
     authenticated: bool = False
+    # The place this connection holds, one per keys and feed: (feed, a digest of the key), never
+    # the key itself; None once the place is free.
+    place: tuple[str, str] | None = field(default=None, repr=False)
     subscriptions: dict[str, list[str]] = field(default_factory=dict)  # channel -> symbols
     messages: list[dict] = field(default_factory=list)  # every data message sent, in order, if recorded
+    slow: bool = False  # cut with 407: it did not read fast enough
+    lost_at: float | None = None  # when it ended, or went dead, without a close frame from the client
     closed_at: float | None = None
 
     @property
@@ -422,12 +473,19 @@ class AlpacaStreamServer:
     non-empty keys. faults: for every connection; plan() sets faults for the next connections,
     one each. cue() sends events (a halt, a bar, a correction, ...) at once. record: keep every
     message sent (for tests; a demo may run for days).
+
+    As Alpaca: one connection per key and feed (error 406 for a second one); a connection that
+    ended without a close frame from the client keeps its place hold_dropped seconds (Alpaca:
+    about 90). sip: the keys' plan has the sip feed (else 409 at auth on /v2/sip). compression:
+    offer permessage-deflate. slow_after: with a rate, a send that waits this many seconds for
+    the client to read gets error 407 and the connection closed; None never does (as rate=None).
     """
 
     def __init__(self, *, port: int = 0, rate: float | None = 20.0, batch: int = 20,
                  total: int | None = None, keys: tuple[str, str] | None = None,
                  faults: Faults | None = None, auth_timeout: float = 10.0, seed: int | None = None,
-                 record: bool = True) -> None:
+                 record: bool = True, hold_dropped: float = 0.0, sip: bool = False, compression: bool = True,
+                 slow_after: float | None = 5.0) -> None:
         self.port = port
         self.rate = rate
         self.batch = batch
@@ -436,6 +494,10 @@ class AlpacaStreamServer:
         self.faults = faults or Faults()
         self.auth_timeout = auth_timeout
         self.record = record
+        self.hold_dropped = hold_dropped
+        self.sip = sip
+        self.compression = compression
+        self.slow_after = slow_after if rate is not None else None  # as fast as the client reads: never slow
         self.rng = random.Random(seed)
         self.prices: dict[str, float] = {}
         self.ids = itertools.count(1)
@@ -464,7 +526,8 @@ class AlpacaStreamServer:
     async def start(self) -> None:
         # Our own pings are off: a client must be able to test its keepalive against us.
         self._server = await serve(self._session, "127.0.0.1", self.port, ping_interval=None,
-                                   process_request=self._handshake, compression=None)
+                                   process_request=self._handshake,
+                                   compression="deflate" if self.compression else None)
         self.port = self._server.sockets[0].getsockname()[1]
 
     async def stop(self) -> None:
@@ -486,7 +549,7 @@ class AlpacaStreamServer:
     def _handshake(self, connection: ServerConnection, request: Request) -> Response | None:
         self.attempts.append(time.monotonic())
         faults = self.planned.popleft() if self.planned else self.faults
-        record = ConnectionRecord(time.monotonic(), faults)
+        record = ConnectionRecord(time.monotonic(), faults, feed=request.path.rstrip("/").rsplit("/", 1)[-1])
         self.connections.append(record)
         connection.record = record  # type: ignore[attr-defined]
         status = faults.refuse or (None if request.path.rstrip("/") in {f"/v2/{f}" for f in FEEDS} else 404)
@@ -494,11 +557,16 @@ class AlpacaStreamServer:
             record.closed_at = time.monotonic()
             log.info("refused a connection to %s: HTTP %d", request.path, status)
             return connection.respond(HTTPStatus(status), f"{HTTPStatus(status).phrase}\n")
+        if self.slow_after is not None:
+            # Loopback's send buffer grows to megabytes: a client would be minutes behind before a send waits.
+            connection.transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
         log.info("connection %d opened on %s", len(self.connections), request.path)
         return None
 
     async def _session(self, ws: ServerConnection) -> None:
         record: ConnectionRecord = ws.record  # type: ignore[attr-defined]
+        record.compressed = "permessage-deflate" in (ws.response.headers.get("Sec-WebSocket-Extensions", "")
+                                                     if ws.response else "")
         sender: asyncio.Task | None = None
         try:
             await send(ws, {"T": "success", "msg": "connected"})
@@ -519,6 +587,10 @@ class AlpacaStreamServer:
             if sender:
                 sender.cancel()
             record.closed_at = time.monotonic()
+            if ws.protocol.close_rcvd is not None:  # the client closed properly: its place is free at once
+                record.place = None
+            elif record.lost_at is None:
+                record.lost_at = record.closed_at
             log.info("connection %d closed after %.1f s", self.connections.index(record) + 1,
                      record.closed_at - record.opened_at)
 
@@ -532,15 +604,20 @@ class AlpacaStreamServer:
             if record.authenticated:
                 await send_error(ws, 403)
                 return True
+            place = (record.feed, hashlib.sha256(str(request.get("key")).encode()).hexdigest())
             code = record.faults.auth_error
             if code is None and not self._keys_accepted(request):
                 code = 402
+            elif code is None and record.feed == "sip" and not self.sip:
+                code = 409
+            elif code is None and self._place_taken(place):
+                code = 406
             if code is not None:
                 log.info("auth refused with %d %s", code, ERRORS[code])
-                await send_error(ws, code)
-                await ws.close()
+                await close_with_error(ws, code)
                 return False
             record.authenticated = True
+            record.place = place
             await send(ws, {"T": "success", "msg": "authenticated"})
         elif action in ("subscribe", "unsubscribe"):
             if not record.authenticated:
@@ -567,6 +644,22 @@ class AlpacaStreamServer:
         else:
             await send_error(ws, 400)
         return True
+
+    def _place_taken(self, place: tuple[str, str]) -> bool:
+        """Whether a connection holds this place: open, or lost less than hold_dropped s ago. One
+        that went dead (reading paused) and has had its time is cut now: it is gone."""
+        now = time.monotonic()
+        for other in self.connections:
+            if other.place != place:
+                continue
+            if other.lost_at is None or now < other.lost_at + self.hold_dropped:
+                return True
+            other.place = None
+            if other.closed_at is None and self._server:
+                for connection in self._server.connections:
+                    if connection.record is other:  # type: ignore[attr-defined]
+                        connection.transport.abort()
+        return False
 
     def _keys_accepted(self, request: dict) -> bool:
         key, secret = request.get("key"), request.get("secret")
@@ -599,23 +692,37 @@ class AlpacaStreamServer:
             if not messages:
                 await asyncio.sleep(min(1 / self.rate, 0.05) if self.rate else 0.05)
                 continue
-            room = [limit - sent for limit in (faults.drop_after, faults.dead_after, faults.garbage_after)
-                    if limit is not None and limit > sent]
+            limits = (faults.drop_after, faults.dead_after, faults.garbage_after, faults.mute_after, faults.error_after)
+            room = [limit - sent for limit in limits if limit is not None and limit > sent]
             if self.total is not None:
                 room.append(self.total - self.sent)
             if room and min(room) < len(messages):
                 messages, packed = messages[:min(room)], None
-            await ws.send(packed or msgpack.packb(messages))
+            try:
+                await asyncio.wait_for(ws.send(packed or msgpack.packb(messages)), self.slow_after)
+            except asyncio.TimeoutError:  # the frame is written, and waits for the client to read
+                record.slow = True
             if self.record:
                 record.messages.extend(messages)
             sent += len(messages)
             self.sent += len(messages)
+            if record.slow:  # a market's pace does not wait for a client
+                log.info("connection %d is a slow client", self.connections.index(record) + 1)
+                with contextlib.suppress(asyncio.TimeoutError, ConnectionClosed):  # it may read nothing more
+                    await asyncio.wait_for(close_with_error(ws, 407), CLOSE_TIMEOUT)
+                ws.transport.abort()
+                return
             if sent == faults.drop_after:
                 ws.transport.abort()
                 return
             if sent == faults.dead_after:
                 ws.transport.pause_reading()  # pings pile up unread, so no pong goes back
+                record.lost_at = time.monotonic()
                 return
+            if sent == faults.mute_after:
+                return  # the session still reads, so pings and requests are answered
+            if sent == faults.error_after:
+                await send_error(ws, faults.error_code)
             if sent == faults.garbage_after:
                 await self._send_garbage(ws, record, market)
 
@@ -653,6 +760,11 @@ async def send_error(ws: ServerConnection, code: int) -> None:
     await send(ws, {"T": "error", "code": code, "msg": ERRORS[code]})
 
 
+async def close_with_error(ws: ServerConnection, code: int) -> None:
+    await send_error(ws, code)
+    await ws.close()
+
+
 async def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="A local server speaking Alpaca's stock data stream.")
     parser.add_argument("--port", type=int, default=8765, help="port on 127.0.0.1 (0: any free one)")
@@ -660,13 +772,18 @@ async def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=20, help="most ticks per frame")
     parser.add_argument("--total", type=int, help="stop sending after this many messages")
     parser.add_argument("--drop-after", type=int, help="cut every connection after this many messages")
+    parser.add_argument("--hold-dropped", type=float, default=90.0,
+                        help="seconds a connection lost without a close keeps its place (default 90, as Alpaca)")
+    parser.add_argument("--sip", action="store_true", help="the keys' plan has the sip feed (else 409 on /v2/sip)")
+    parser.add_argument("--no-compression", action="store_true", help="no permessage-deflate (faster)")
     parser.add_argument("--seed", type=int)
     parser.add_argument("-q", "--quiet", action="store_true", help="print only the URL, not each connection")
     args = parser.parse_args(argv)
     logging.basicConfig(stream=sys.stderr, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     log.setLevel(logging.WARNING if args.quiet else logging.INFO)
     server = AlpacaStreamServer(port=args.port, rate=args.rate or None, batch=args.batch, total=args.total,
-                                faults=Faults(drop_after=args.drop_after), seed=args.seed, record=False)
+                                faults=Faults(drop_after=args.drop_after), seed=args.seed, record=False,
+                                hold_dropped=args.hold_dropped, sip=args.sip, compression=not args.no_compression)
     try:
         await server.start()
     except OSError as error:

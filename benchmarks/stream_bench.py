@@ -84,7 +84,8 @@ class Server:
 
     def __init__(self, *options: str) -> None:
         self.process = subprocess.Popen([PYTHON, str(ROOT / "local_alpaca_server.py"), "--port", "0", "--seed", "1",
-                                         "--quiet", *options], stdout=subprocess.PIPE, text=True)
+                                         "--quiet", "--no-compression", "--hold-dropped", "0", *options],
+                                        stdout=subprocess.PIPE, text=True)
         assert self.process.stdout is not None
         self.url = self.process.stdout.readline().strip()
 

@@ -3,6 +3,7 @@ events the tests cue, and the server run alone from a terminal."""
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import subprocess
 import sys
@@ -15,7 +16,7 @@ from conftest import ROOT, Recorder, run, stream_until
 
 import local_alpaca_server
 import websocket_stream as ws
-from local_alpaca_server import AlpacaStreamServer, round_lot
+from local_alpaca_server import ERRORS, AlpacaStreamServer, Faults, round_lot
 
 ALL_CHANNELS = tuple(ws.CHANNELS.values())
 
@@ -155,6 +156,265 @@ def test_more_than_30_symbols_of_trades_and_quotes_is_refused_but_bars_have_no_l
             assert len(server.connections[-1].subscriptions["bars"]) == 31
 
     run(scenario())
+
+
+# -- with a raw client: what Alpaca's server does that a client must cope with -------------------
+
+
+def within(coroutine: Coroutine[Any, Any, object], seconds: float = 15) -> None:
+    run(asyncio.wait_for(coroutine, seconds))
+
+
+async def login(server: AlpacaStreamServer, *, key: str = FAKE_KEY, feed: str = "iex",
+                **options: Any) -> tuple[ClientConnection, dict]:
+    """A raw client connected and authenticated (or refused) on /v2/{feed}; the auth answer."""
+    client = await connect(f"ws://127.0.0.1:{server.port}/v2/{feed}", **options)
+    await client.recv()  # connected
+    await client.send(msgpack.packb({"action": "auth", "key": key, "secret": FAKE_SECRET}))
+    return client, msgpack.unpackb(await client.recv())[0]
+
+
+async def subscribe(client: ClientConnection, **channels: list[str]) -> dict:
+    """Subscribe; the subscription answer (data frames before it would fail the test)."""
+    await client.send(msgpack.packb({"action": "subscribe", **channels}))
+    answer = await receive(client)
+    assert [message["T"] for message in answer] == ["subscription"]
+    return answer[0]
+
+
+async def receive(client: ClientConnection) -> list[dict]:
+    frame: list[dict] = msgpack.unpackb(await client.recv(), timestamp=3)
+    return frame
+
+
+async def data_until(client: ClientConnection, done: Any) -> list[dict]:
+    """Messages, frame after frame, until done(messages so far) is true."""
+    messages: list[dict] = []
+    while not done(messages):
+        messages += await receive(client)
+    return messages
+
+
+def authenticated(answer: dict) -> bool:
+    return answer == {"T": "success", "msg": "authenticated"}
+
+
+def error(code: int) -> dict:
+    return {"T": "error", "code": code, "msg": ERRORS[code]}
+
+
+async def until(condition: Any) -> None:
+    """Wait for the server's own record (it is written just after the frame goes out)."""
+    while not condition():
+        await asyncio.sleep(0.01)
+
+
+async def refused_and_closed(client: ClientConnection) -> None:
+    with pytest.raises(ConnectionClosed):
+        await client.recv()
+
+
+def test_imbalances_come_on_cue_for_each_symbol_and_with_every_halt():
+    async def scenario() -> None:
+        async with AlpacaStreamServer(rate=100, seed=11) as server:
+            client, _ = await login(server)
+            answer = await subscribe(client, trades=["SPY"], statuses=["SPY", "TSLA"], imbalances=["SPY", "TSLA"])
+            assert answer["imbalances"] == ["SPY", "TSLA"]
+            await receive(client)
+            server.cue("imbalance")
+            messages = await data_until(client, lambda m: len([i for i in m if i["T"] == "i"]) >= 2)
+            imbalances = [m for m in messages if m["T"] == "i"]
+            assert sorted(i["S"] for i in imbalances) == ["SPY", "TSLA"]
+            for imbalance in imbalances:
+                assert set(imbalance) == {"T", "S", "p", "z", "t"} and isinstance(imbalance["t"], datetime)
+                assert imbalance["z"] == ("B" if imbalance["S"] == "SPY" else "C") and imbalance["p"] > 0
+            server.cue("halt")
+            messages = await data_until(client, lambda m: any(s["T"] == "s" for s in m))
+            halt = next(m for m in messages if m["T"] == "s")
+            assert messages[messages.index(halt) + 1] == {**messages[messages.index(halt) + 1], "T": "i",
+                                                            "S": halt["S"]}
+
+    within(scenario())
+
+
+def test_imbalances_come_at_random_on_the_symbols_subscribed_to_them(monkeypatch):
+    monkeypatch.setattr(local_alpaca_server, "IMBALANCES_PER_MINUTE", 600.0)  # 10 a second
+
+    async def scenario() -> None:
+        async with AlpacaStreamServer(rate=100, seed=17) as server:
+            client, _ = await login(server)
+            await subscribe(client, trades=["SPY", "TSLA", "AAPL"], imbalances=["SPY", "TSLA"])
+            messages = await data_until(client, lambda m: len([i for i in m if i["T"] == "i"]) >= 5)
+            assert {m["S"] for m in messages if m["T"] == "i"} <= {"SPY", "TSLA"}
+
+    within(scenario())
+
+
+@pytest.mark.parametrize("rate", [400, None], ids=["at a rate", "as fast as the client reads"])
+def test_some_trades_and_quotes_carry_r_and_tks_and_the_record_holds_them(rate):
+    async def scenario() -> None:
+        async with AlpacaStreamServer(rate=rate, seed=12) as server:
+            client, _ = await login(server)
+            await subscribe(client, trades=["SPY", "TSLA"], quotes=["SPY", "TSLA"])
+            got = await data_until(client, lambda m: len(m) >= 600)
+            await until(lambda: len(server.connections[0].messages) >= len(got))
+            assert [as_received(m) for m in server.connections[0].messages[:len(got)]] == got
+        trades, quotes = ([m for m in got if m["T"] == kind] for kind in "tq")
+        for kind in (trades, quotes):
+            received = [m for m in kind if "r" in m]
+            assert 0.2 < len(received) / len(kind) < 0.5
+            assert all(timedelta(0) < m["r"] - m["t"] <= timedelta(milliseconds=1) for m in received)
+        sides = [m["tks"] for m in trades if "tks" in m]
+        assert set(sides) == {"B", "S"} and 0.2 < len(sides) / len(trades) < 0.5
+
+    within(scenario())
+
+
+def test_a_mute_connection_answers_pings_and_requests_and_sends_no_more_data():
+    async def scenario() -> None:
+        async with AlpacaStreamServer(rate=200, seed=13, faults=Faults(mute_after=30)) as server:
+            client, _ = await login(server)
+            await subscribe(client, trades=["SPY", "TSLA"])
+            assert len(await data_until(client, lambda m: len(m) >= 30)) == 30
+            server.cue("block")
+            # At 200 ticks a second, 0.3 s of pings is 60 ticks and a cued block that did not come.
+            started = time.monotonic()
+            while time.monotonic() - started < 0.3:
+                await asyncio.wait_for(await client.ping(), 2)
+            await subscribe(client, quotes=["SPY"])  # answered, and no data came before the answer
+            assert len(server.connections[0].messages) == 30 and list(server.cued) == ["block"]
+            assert server.connections[0].closed_at is None
+
+    within(scenario())
+
+
+@pytest.mark.parametrize("code", [406, 500])
+def test_error_after_sends_the_error_then_carries_on_streaming(code):
+    async def scenario() -> None:
+        async with AlpacaStreamServer(rate=200, seed=14, faults=Faults(error_after=20, error_code=code)) as server:
+            client, _ = await login(server)
+            await subscribe(client, trades=["SPY", "TSLA"])
+            messages = await data_until(client, lambda m: error(code) in m and len(m) >= 60)
+            assert messages.index(error(code)) == 20 and messages.count(error(code)) == 1
+
+    within(scenario())
+
+
+def test_a_big_frame_holds_30000_trades_in_more_than_1_mib():
+    async def scenario() -> None:
+        async with AlpacaStreamServer(rate=100, seed=15) as server:
+            client, _ = await login(server, max_size=None)
+            await subscribe(client, trades=["SPY", "TSLA"])
+            await receive(client)
+            server.cue("big_frame")
+            while True:
+                frame = await client.recv()
+                trades = [m for m in msgpack.unpackb(frame) if m["T"] == "t"]
+                if len(trades) >= 30_000:
+                    break
+            assert len(frame) > 1 << 20
+            await until(lambda: trades[-1] in server.connections[0].messages[-len(trades):])
+            await client.close()  # so that the next cue is the next client's
+            with pytest.raises(ConnectionClosed) as closed:  # websockets' default max_size
+                small, _ = await login(server, key="ANOTHER-KEY")
+                await subscribe(small, trades=["SPY"])
+                server.cue("big_frame")
+                while True:
+                    await small.recv()
+            assert closed.value.sent is not None and closed.value.sent.code == 1009
+
+    within(scenario())
+
+
+@pytest.mark.parametrize("offered", [True, False])
+def test_compression_is_negotiated_when_the_client_offers_it(offered):
+    async def scenario() -> None:
+        async with AlpacaStreamServer(rate=100) as server, AlpacaStreamServer(rate=100, compression=False) as plain:
+            client, _ = await login(server, compression="deflate" if offered else None)
+            assert server.connections[0].compressed is offered and bool(client.protocol.extensions) is offered
+            await login(plain)
+            assert plain.connections[0].compressed is False
+
+    within(scenario())
+
+
+def test_a_second_connection_with_the_same_key_and_feed_gets_406_until_the_first_closed_properly():
+    async def scenario() -> None:
+        async with AlpacaStreamServer(rate=100, hold_dropped=30.0, sip=True) as server:
+            first, answer = await login(server)
+            assert authenticated(answer)
+            second, answer = await login(server)
+            assert answer == error(406)
+            await refused_and_closed(second)
+            for other in (login(server, feed="sip"), login(server, key="ANOTHER-KEY")):  # other places
+                assert authenticated((await other)[1])
+            await first.close()
+            assert authenticated((await login(server))[1])  # at once: a proper close frees the place
+
+    within(scenario())
+
+
+@pytest.mark.parametrize("faults", [Faults(), Faults(drop_after=10), Faults(dead_after=10)],
+                         ids=["the client vanished", "cut by drop_after", "dead by dead_after"])
+def test_a_connection_lost_without_a_close_keeps_its_place_for_hold_dropped_seconds(faults):
+    async def scenario() -> None:
+        async with AlpacaStreamServer(rate=200, hold_dropped=0.5, faults=faults) as server:
+            client, _ = await login(server)
+            await subscribe(client, trades=["SPY", "TSLA"])
+            await data_until(client, lambda m: len(m) >= 10)
+            lost = server.connections[0]
+            if faults == Faults():  # the client vanishes
+                client.transport.abort()
+            while lost.lost_at is None:
+                await asyncio.sleep(0.01)
+            refused = 0
+            while True:
+                retry, answer = await login(server)
+                if authenticated(answer):
+                    break
+                assert answer == error(406)
+                refused += 1
+                await asyncio.sleep(0.05)
+            assert refused and server.connections[-1].opened_at - lost.lost_at >= 0.5  # freed: within()'s deadline
+            assert lost.closed_at is not None  # a dead one, too, is gone now
+
+    within(scenario())
+
+
+@pytest.mark.parametrize("sip", [False, True])
+def test_the_sip_feed_needs_a_plan_with_it(sip):
+    async def scenario() -> None:
+        async with AlpacaStreamServer(rate=100, sip=sip) as server:
+            client, answer = await login(server, feed="sip")
+            if sip:
+                assert authenticated(answer)
+            else:
+                assert answer == error(409)
+                await refused_and_closed(client)
+
+    within(scenario())
+
+
+def test_a_client_that_stops_reading_gets_407_and_is_closed_while_another_streams_at_its_pace():
+    async def scenario() -> None:
+        # Uncompressed: the stalled client's buffers fill in about 2 s.
+        async with AlpacaStreamServer(rate=2000, seed=16, slow_after=0.3, compression=False) as server:
+            stalled, _ = await login(server, max_queue=1)  # reads one frame ahead, no more
+            reader, _ = await login(server, key="ANOTHER-KEY")
+            for client in (stalled, reader):
+                await subscribe(client, trades=["SPY", "TSLA"])
+            slow, steady = server.connections
+            got: list[dict] = []
+            while not slow.slow:
+                got += await receive(reader)
+            assert len(got) >= 0.8 * len(slow.messages)  # the reader kept the pace the stalled one lost
+            await data_until(stalled, lambda m: m and m[-1] == error(407))  # read again: all it was sent, then 407
+            await refused_and_closed(stalled)
+            await until(lambda: slow.closed_at is not None)
+            assert not steady.slow
+            await data_until(reader, lambda m: len(m) >= 100)
+
+    within(scenario())
 
 
 # -- run alone, from a terminal ---------------------------------------------------------------------
