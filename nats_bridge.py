@@ -6,8 +6,8 @@ module only for those options, so that it works copied alone for everything else
 
 What goes on the broker, for any language to read:
 - subject alpaca.<channel>.<SYMBOL>: alpaca.trades.SPY, alpaca.quotes.SPY, alpaca.bars.SPY,
-  alpaca.updated_bars, alpaca.daily_bars, alpaca.statuses, alpaca.lulds, alpaca.corrections and
-  alpaca.cancels. A dot in a symbol would split the subject, so it becomes "_": BRK.B is
+  alpaca.updated_bars, alpaca.daily_bars, alpaca.statuses, alpaca.lulds, alpaca.imbalances,
+  alpaca.corrections and alpaca.cancels. A dot in a symbol would split the subject, so it becomes "_": BRK.B is
   alpaca.trades.BRK_B (no symbol has a "_"). Subscribe to alpaca.trades.* for every symbol;
 - payload: the JSON object that --json prints for the message, in UTF-8;
 - with JetStream (nats-server -js), the stream ALPACA keeps them a day, stored once each: the
@@ -20,12 +20,10 @@ from __future__ import annotations
 import asyncio
 import functools
 import hashlib
-import json
 import logging
 import sys
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from contextlib import aclosing
-from datetime import datetime
 from typing import Any
 
 import nats
@@ -40,10 +38,10 @@ log = logging.getLogger("websocket_stream")  # the script's log: same format, sa
 # The subject's channel for each kind of message; and the kinds each of Alpaca's channels brings.
 CHANNEL_OF_KIND = {"trade": "trades", "quote": "quotes", "bar": "bars", "updated_bar": "updated_bars",
                    "daily_bar": "daily_bars", "status": "statuses", "luld": "lulds",
-                   "correction": "corrections", "cancel": "cancels"}
+                   "correction": "corrections", "cancel": "cancels", "imbalance": "imbalances"}
 KINDS_OF_CHANNEL = {"trades": ("trade", "correction", "cancel"), "quotes": ("quote",), "bars": ("bar",),
                     "updatedBars": ("updated_bar",), "dailyBars": ("daily_bar",), "statuses": ("status",),
-                    "lulds": ("luld",)}
+                    "lulds": ("luld",), "imbalances": ("imbalance",)}
 
 STREAM = "ALPACA"  # the JetStream stream, created by the first feeder or --durable bot
 KEEP_FOR = 24 * 3600.0  # seconds a message is kept, when the stream is created here
@@ -200,31 +198,26 @@ def subjects_for(channels: list[str], symbols: list[str]) -> list[str]:
             for symbol in symbols]
 
 
-def decoder(routes: dict[str, Any]) -> Callable[[bytes], dict | None]:
+def decoder(from_json_line: Callable[[bytes], dict | None]) -> Callable[[bytes], dict | None]:
     """A function from a payload back to the message as Alpaca sent it (wire keys, "T"), for
-    the script's deliver(); None for something else."""
-    by_kind = {route.kind: (wire_type, [(name, wire.key) for name, wire in route.record.fields.items()])
-               for wire_type, route in routes.items()}
+    the script's deliver(); None for something else. from_json_line: the script's, which
+    --replay reads its files with too."""
 
     def decode(payload: bytes) -> dict | None:
-        try:
-            fields = json.loads(payload)
-            wire_type, keys = by_kind[fields["type"]]
-            message = {key: fields[name] for name, key in keys if name in fields}
-            message["T"], message["t"] = wire_type, datetime.fromisoformat(fields["timestamp"])
-            return message
-        except (ValueError, KeyError, TypeError):
+        message = from_json_line(payload)
+        if message is None:
             log.debug("skipped a NATS message that is not one of ours: %r", payload[:80])
-            return None
+        return message
 
     return decode
 
 
-async def messages(url: str, channels: list[str], symbols: list[str], routes: dict[str, Any], session: Any,
+async def messages(url: str, channels: list[str], symbols: list[str],
+                   from_json_line: Callable[[bytes], dict | None], session: Any,
                    durable: str = "") -> AsyncGenerator[list[dict], None]:
     """--source: the messages a feeder publishes, in batches, as Alpaca sent them, for ever.
     With durable, from where the bot of that name stopped."""
-    decode = decoder(routes)
+    decode = decoder(from_json_line)
     wanted = subjects_for(channels, symbols)
 
     def lost() -> None:

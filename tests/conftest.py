@@ -71,10 +71,11 @@ def as_received(message: dict) -> dict:
 
 async def stream_until(server: AlpacaStreamServer, handlers: dict[str, ws.Handler], done: Callable[[], object],
                        *, channels: tuple[str, ...] = ("trades",), symbols: tuple[str, ...] = ("SPY", "TSLA"),
-                       timeout: float = 10.0, url: str | None = None) -> ws.Session:
+                       timeout: float = 10.0, url: str | None = None, **settings_given: Any) -> ws.Session:
     """Stream from `server` in this event loop, with these handlers and the script's own
-    connection, parsing and reconnect wrapper, until done() is true; then stop."""
-    settings = ws.Settings(url or server.url, list(symbols), list(channels))
+    connection, parsing and reconnect wrapper, until done() is true; then stop. settings_given:
+    more of ws.Settings (data_timeout=5, say)."""
+    settings = ws.Settings(url or server.url, list(symbols), list(channels), **settings_given)
     session = ws.Session()
     streaming = asyncio.create_task(ws.stream_with_reconnect(ws.build_stream(settings.url, KEYS), settings,
                                                              ws.routes_for(handlers), session))

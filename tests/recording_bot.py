@@ -1,6 +1,7 @@
 """websocket_stream.py with the tests' own handlers, which print every message as one JSON line:
-its kind, and its fields by their alpaca-py names. The end-to-end tests of the stream's promises
-run this instead of the script, so that they pass whatever a student writes in its handlers.
+its kind, and its fields by their alpaca-py names (and any that Alpaca added, by their wire
+keys). The end-to-end tests of the stream's promises run this instead of the script, so that
+they pass whatever a student writes in its handlers.
 
     python recording_bot.py [the script's arguments]
 """
@@ -19,8 +20,8 @@ async def record(message: websocket_stream.Record) -> None:
     kind = websocket_stream.KIND[type(message)]
     if isinstance(message, websocket_stream.Trade) and message.id == FAIL_ON_TRADE:
         raise RuntimeError(f"the test handler fails on trade {FAIL_ON_TRADE}")
-    fields = {name: getattr(message, name) for name in message.fields}
-    print(json.dumps({"kind": kind, **fields}, default=str))
+    # Every field it has, those Alpaca added without a name here too, times as --json has them.
+    print(json.dumps({"kind": kind, **message.named()}, default=websocket_stream.as_json))
 
 
 if __name__ == "__main__":

@@ -45,8 +45,8 @@ def test_wrong_keys_exit_3_after_one_attempt_with_the_error_last(make_server, st
 
 
 def test_feed_not_in_plan_exits_3_and_suggests_iex(make_server, start_script):
-    server = make_server(faults=Faults(auth_error=409))
-    script = start_script("--url", server.url, bot=True)
+    server = make_server()  # its keys' plan has no sip: Alpaca answers the auth with 409
+    script = start_script("--url", server.url.replace("/v2/iex", "/v2/sip"), bot=True)
     assert script.finish(timeout=10) == 3
     assert "409 insufficient subscription" in script.stderr and "--feed iex" in script.stderr
     assert len(server.server.attempts) == 1

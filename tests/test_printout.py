@@ -36,6 +36,7 @@ SAMPLES: dict[str, dict] = {  # one message of each kind, as Alpaca's documentat
     "correction": {"T": "c", "S": "EEM", "x": "M", "oi": 52983525033527, "op": 39.1582, "os": 440000,
                    "oc": [" ", "7"], "ci": 52983525034326, "cp": 39.1809, "cs": 440000, "cc": [" ", "7"], "z": "B"},
     "cancel": {"T": "x", "S": "GOOGL", "i": 465, "x": "D", "p": 105.31, "s": 300, "a": "C", "z": "C"},
+    "imbalance": {"T": "i", "S": "NVDA", "p": 180.42, "z": "C"},
 }
 PREFIX = "2025-11-24 16:00:00.123456Z  "
 LINES = {
@@ -48,6 +49,7 @@ LINES = {
     "luld": "luld       IONM   down       2.65  up       3.24  (B)",
     "correction": "correction EEM    52983525033527: 440000 @ 39.1582 -> 440000 @ 39.1809",
     "cancel": "cancel     GOOGL  465: 300 @ 105.31 cancelled",
+    "imbalance": "imbalance  NVDA   at     180.42",
 }
 
 
@@ -79,6 +81,26 @@ def test_printout_json_trade_keeps_the_fields_it_had():
         "id": 52983525029461, "tape": "B"}
 
 
+def test_printout_keeps_a_field_that_alpaca_added_in_json_and_in_the_record():
+    received_at = msgpack.Timestamp.from_unix_nano(1_764_000_000_123_999_000)
+    message = as_received({**SAMPLES["trade"], "t": WHEN, "tks": "B", "r": received_at})
+    trade = ws.Trade(message)
+    printed = json.loads(ws.format_json(trade))
+    assert printed["tks"] == "B" and printed["r"] == "2025-11-24T16:00:00.123999+00:00"
+    assert list(printed) == ["type", *trade.fields, "tks", "r"]
+    assert repr(trade).endswith(", tape='B', tks='B', r=datetime.datetime(2025, 11, 24, 16, 0, 0, 123999, "
+                                "tzinfo=datetime.timezone.utc))")
+
+
+def test_printout_a_message_missing_a_field_is_printed_with_what_it_has():
+    message = as_received({key: value for key, value in SAMPLES["trade"].items() if key != "p"} | {"t": WHEN})
+    printed = json.loads(ws.format_json(ws.Trade(message)))
+    assert printed == {"type": "trade", "symbol": "SPY", "size": 100, "timestamp": "2025-11-24T16:00:00.123456+00:00",
+                       "exchange": "V", "conditions": ["@"], "id": 52983525029461, "tape": "B"}
+    line = ws.format_text(ws.Trade(message))
+    assert line.startswith("trade      (incomplete) {") and json.loads(line[line.index("{"):]) == printed
+
+
 def test_printout_prices_keep_sub_penny_digits_and_stay_aligned():
     assert [ws.money(p) for p in (601.23, 601.2, 0.4567, 39.1582, 39.158, 1.0)] == \
         ["601.23", "601.20", "0.4567", "39.1582", "39.158", "1.00"]
@@ -102,14 +124,16 @@ def wait_for_printed(script, server, count: int) -> None:
 
 
 def wait_for_every_kind(script, server) -> None:
-    server.cue("block", "correction", "cancel", "halt", "resume", "luld", "bar", "updated_bar", "daily_bar")
+    server.cue("block", "correction", "cancel", "halt", "resume", "luld", "bar", "updated_bar", "daily_bar",
+               "imbalance")
     script.wait_for(lambda: {message["T"] for message in sent(server)} >= set(ws.MESSAGE_TYPES),
                     what="every kind sent")
     script.wait_for(lambda: all(any(f" {kind} " in line or f'"{kind}"' in line for line in script.out_lines)
                                 for kind in KINDS), timeout=PRINTED_WITHIN, what="a line of every kind")
 
 
-ALL_CHANNELS = ("--trades", "--quotes", "--bars", "--updated-bars", "--daily-bars", "--statuses", "--lulds")
+ALL_CHANNELS = ("--trades", "--quotes", "--bars", "--updated-bars", "--daily-bars", "--statuses", "--lulds",
+                "--imbalances")
 
 
 @POSIX_ONLY

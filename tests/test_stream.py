@@ -5,17 +5,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import re
 import signal
 import socket
 import ssl
+import threading
 import time
+from typing import Any
 from unittest import mock
 
 import msgpack
 import pytest
 from alpaca.data import models
-from conftest import FAKE_KEY, FAKE_SECRET, KINDS, Recorder, as_received, run, stream_until
+from conftest import FAKE_KEY, FAKE_SECRET, KINDS, POSIX_ONLY, Recorder, as_received, run, stream_until
 
 import websocket_stream as ws
 from local_alpaca_server import CUES, ERRORS, AlpacaStreamServer, Faults
@@ -143,70 +146,85 @@ def test_broken_frames_and_messages_cost_only_themselves(caplog):
 # -- how each fault is handled --------------------------------------------------------------------
 
 
-def mocked_stream(fail_with: str | None = None, frames: tuple[bytes, ...] = ()) -> mock.Mock:
-    """A StockDataStream whose auth fails with alpaca-py's ValueError, or that yields frames."""
-
-    class Websocket:
-        def __aiter__(self):
-            return self._frames()
-
-        async def _frames(self):
-            for frame in frames:
-                yield frame
-
-        async def send(self, data: bytes) -> None:
-            pass
-
-    stream = mock.Mock(spec=ws.StockDataStream)
-    stream._connect = mock.AsyncMock()
-    stream._auth = mock.AsyncMock(side_effect=ValueError(fail_with) if fail_with else None)
-    stream._ws = Websocket()
-    return stream
+FATAL = (402, 405, 409, 410, 411)  # retrying cannot cure these: exit status 3
 
 
-def run_until_first_retry(stream) -> tuple[str, list[float]]:
-    """Run the reconnect wrapper until it decides: an exit (AlpacaRefused) or a retry."""
-    delays: list[float] = []
-
-    async def first_retry_only(delay: float) -> None:
-        delays.append(delay)
-        raise asyncio.CancelledError
-
-    async def scenario():
-        await ws.stream_with_reconnect(stream, ws.Settings("ws://mock", ["SPY"]), ws.routes_for(Recorder().handlers),
-                                       ws.Session())
-
-    with mock.patch.object(ws.asyncio, "sleep", first_retry_only):
-        try:
-            asyncio.run(scenario())
-        except ws.AlpacaRefused as refusal:
-            return f"exit {refusal.code}", delays
-        except asyncio.CancelledError:
-            return "retry", delays
-    raise AssertionError("neither exited nor retried")
+def second_connection_data(server: AlpacaStreamServer, recorder: Recorder) -> bool:
+    """Whether a trade that the server's second connection sent has reached the handlers."""
+    return len(server.connections) > 1 and bool(set(server.connections[1].trade_ids) &
+                                                {trade["i"] for trade in recorder.of("trade")})
 
 
 @pytest.mark.parametrize("code", sorted(ERRORS))
-def test_every_alpaca_error_code_at_auth_exits_or_retries_as_documented(code):
-    decision, delays = run_until_first_retry(mocked_stream(fail_with=ERRORS[code]))
-    if code in (402, 405, 409, 410):  # retrying cannot help
-        assert decision == f"exit {code}"
+@pytest.mark.parametrize("when", ["at auth", "mid-stream"])
+def test_every_alpaca_error_code_exits_or_retries_as_documented(when, code, caplog):
+    # The server carries on streaming after a mid-stream error: a client that did not read the
+    # error would stay on the first connection, and never see the second.
+    recorder = Recorder()
+    fault = Faults(auth_error=code) if when == "at auth" else Faults(error_after=20, error_code=code)
+
+    server = AlpacaStreamServer(rate=200, seed=6)
+
+    async def scenario() -> None:
+        async with server:
+            server.plan(fault)
+            if code in FATAL:
+                with pytest.raises(ws.AlpacaRefused) as refused:
+                    await stream_until(server, recorder.handlers, lambda: False)
+                assert refused.value.code == code
+            else:
+                await stream_until(server, recorder.handlers, lambda: second_connection_data(server, recorder))
+
+    caplog.set_level(logging.INFO, logger="websocket_stream")
+    run(scenario())
+    first = server.connections[0]
+    got = [dict(message) for message in recorder.messages]
+    before_error = [as_received(message) for message in first.messages[:20 if when == "mid-stream" else 0]]
+    assert got[: len(before_error)] == before_error  # what came before the error was delivered
+    if code in FATAL:
+        assert len(server.connections) == 1 and got == before_error  # no retry, nothing after it
     else:
-        assert decision == "retry" and 0.5 <= delays[0] <= 1.0
+        assert f"Alpaca refused: {ERRORS[code]} ({code})" in caplog.text
+        second = [as_received(message) for message in server.connections[1].messages]
+        assert got[len(before_error):] == second[: len(got) - len(before_error)]  # then the new connection's
 
 
-@pytest.mark.parametrize("code", sorted(ERRORS))
-def test_every_alpaca_error_code_mid_stream_exits_or_retries_as_documented(code):
-    frame = msgpack.packb([{"T": "error", "code": code, "msg": ERRORS[code]}])
-    decision, _ = run_until_first_retry(mocked_stream(frames=(frame,)))
-    assert decision == (f"exit {code}" if code in (402, 405, 409, 410) else "retry")
+@pytest.mark.parametrize("code", FATAL)
+def test_a_refusal_that_retrying_cannot_cure_exits_3_with_advice_last(code, make_server, monkeypatch, tmp_path,
+                                                                       caplog):
+    server = make_server(faults=Faults(auth_error=code))
+    monkeypatch.setenv(ws.KEY_ENV, FAKE_KEY)
+    monkeypatch.setenv(ws.SECRET_ENV, FAKE_SECRET)
+    monkeypatch.setattr(ws, "__file__", str(tmp_path / "websocket_stream.py"))  # no config.py there
+    caplog.set_level(logging.INFO, logger="websocket_stream")
+    assert ws.main(["--url", server.url]) == ws.EXIT_REFUSED
+    last = caplog.records[-1]
+    assert last.levelno == logging.ERROR and last.getMessage() == ws.FATAL_ADVICE[code].format(source="the environment")
+    assert f"({code} {ERRORS[code]})" in last.getMessage().replace("\n", " ")
+    assert len(server.connections) == 1
+
+
+def fits_80_columns(level: str, message: str) -> bool:
+    """Whether a log message fits a terminal: its first line after the time and the level, the
+    rest indented by two."""
+    first, *rest = message.splitlines()
+    return len(f"2026-11-24 23:00:53Z {level}{first}") <= 80 and all(len("  " + line) <= 80 for line in rest)
+
+
+def test_every_refusal_and_its_advice_fit_80_columns():
+    for code, advice in ws.FATAL_ADVICE.items():
+        assert fits_80_columns("error: ", advice.format(source="the environment")), code
+    for code, advice in ws.RETRY_ADVICE.items():
+        assert fits_80_columns("warning: ", f"Alpaca refused: {ERRORS[code]} ({code})\n{advice}"), code
 
 
 def test_every_fatal_code_has_advice_naming_the_fix():
     assert "paper and live" in ws.FATAL_ADVICE[402]
     assert "30 symbols" in ws.FATAL_ADVICE[405]
     assert "--feed iex" in ws.FATAL_ADVICE[409]
-    assert "allows one per account" in ws.RETRY_ADVICE[406]
+    assert "market data scope" in ws.FATAL_ADVICE[411].replace("\n", " ")
+    assert "per endpoint per user (iex and sip are two)" in ws.RETRY_ADVICE[406]
+    assert sorted(ws.FATAL_ADVICE) == list(FATAL)
 
 
 @pytest.mark.parametrize(("attempt", "low", "high"), [(1, 0.5, 1), (2, 1, 2), (3, 2, 4), (4, 4, 8), (5, 8, 16),
@@ -241,6 +259,34 @@ def test_a_handshake_refused_with_a_server_error_or_429_is_retried(status, caplo
     caplog.set_level(logging.INFO, logger="websocket_stream")
     run(scenario())
     assert f"the server refused the websocket: HTTP {status}" in caplog.text
+
+
+@pytest.mark.parametrize("status", [404, 503])
+def test_a_refused_handshake_is_read_from_websockets_new_client_too(status, monkeypatch, caplog):
+    # alpaca-py issue 743 plans to move to websockets' new client, whose handshake error carries
+    # the HTTP status on its response: a wrong URL must still exit 2, and a 503 be retried.
+    from websockets.asyncio.client import connect as new_client
+
+    async def connect_with_the_new_client(self: Any) -> None:
+        self._ws = await new_client(self._endpoint, additional_headers={"Content-Type": "application/msgpack"},
+                                    max_size=None)
+        await self._ws.recv()  # the greeting
+
+    monkeypatch.setattr(ws.StockDataStream, "_connect", connect_with_the_new_client)
+    recorder = Recorder()
+
+    async def scenario() -> None:
+        async with AlpacaStreamServer(rate=100) as server:
+            server.plan(Faults(refuse=status))
+            if status == 404:
+                with pytest.raises(ws.ConfigError, match=f"refused the websocket:\nHTTP {status} .not found."):
+                    await stream_until(server, recorder.handlers, lambda: False)
+            else:
+                await stream_until(server, recorder.handlers, lambda: recorder.messages)
+
+    caplog.set_level(logging.INFO, logger="websocket_stream")
+    run(scenario())
+    assert (f"the server refused the websocket: HTTP {status}" in caplog.text) == (status == 503)
 
 
 def test_cannot_find_the_host_says_to_check_the_network(caplog):
@@ -280,8 +326,7 @@ def test_connection_failures_with_alpacas_host_fit_80_columns_as_warnings(error)
     if isinstance(error, ssl.SSLCertVerificationError):
         error.verify_message = "unable to get local issuer certificate"
     text = ws.why_not_connected(error, "wss://stream.data.alpaca.markets/v2/iex")
-    first, *rest = text.splitlines()
-    assert len("2026-11-24 23:00:53Z warning: " + first) <= 80 and all(len("  " + line) <= 80 for line in rest)
+    assert fits_80_columns("warning: ", text)
 
 
 def test_verbose_shows_each_step_of_connecting_and_never_a_key(caplog):
@@ -319,6 +364,166 @@ def test_a_quiet_market_gives_one_line_and_stays_connected(monkeypatch, caplog):
     assert caplog.text.count("market may be closed") == 1
     assert "--test-stream" in caplog.text
     assert len(server.connections) == 1
+
+
+def mute_then_replaced(recorder: Recorder, **settings: Any) -> AlpacaStreamServer:
+    """A first connection that goes mute after 30 messages, answering pings; streamed until the
+    second connection's data has arrived."""
+    server = AlpacaStreamServer(rate=200, seed=7)
+
+    async def scenario() -> None:
+        async with server:
+            server.plan(Faults(mute_after=30))
+            await stream_until(server, recorder.handlers, lambda: second_connection_data(server, recorder),
+                               timeout=15, **settings)
+
+    run(scenario())
+    return server
+
+
+def test_a_stream_that_goes_mute_in_market_hours_is_replaced_after_the_data_timeout(monkeypatch, caplog):
+    monkeypatch.setattr(ws, "market_open", lambda now=None: True)
+    caplog.set_level(logging.INFO, logger="websocket_stream")
+    recorder = Recorder()
+    server = mute_then_replaced(recorder, data_timeout=1.0)
+    first, second = server.connections[:2]
+    got = [dict(message) for message in recorder.messages]
+    sent = [as_received(message) for message in first.messages + second.messages]
+    assert len(first.messages) == 30 and got == sent[: len(got)]  # nothing lost or doubled
+    warning = next(r for r in caplog.records if "no market data" in r.getMessage())
+    assert warning.levelno == logging.WARNING
+    assert warning.getMessage().startswith("no market data for 1 s in market hours:\nreplacing the connection")
+    assert fits_80_columns("warning: ", warning.getMessage())
+    assert first.closed_at is not None and second.opened_at - first.opened_at >= 1.0
+
+
+def test_the_data_timeout_waits_twice_as_long_each_time_in_a_row_no_data_comes(monkeypatch, caplog):
+    monkeypatch.setattr(ws, "market_open", lambda now=None: True)
+    caplog.set_level(logging.INFO, logger="websocket_stream")
+
+    async def scenario() -> AlpacaStreamServer:
+        async with AlpacaStreamServer(faults=Faults(silent=True)) as server:  # a holiday, say
+            await stream_until(server, Recorder().handlers, lambda: "no market data for 2 s" in caplog.text,
+                               data_timeout=1.0)
+            return server
+
+    server = run(scenario())
+    assert caplog.text.count("no market data for 1 s") == 1 and len(server.connections) == 2
+
+
+@pytest.mark.parametrize("why", ["the market is closed", "0 turns it off"])
+def test_a_mute_stream_is_not_replaced_when_the_market_is_closed_or_the_timeout_off(why, monkeypatch, caplog):
+    monkeypatch.setattr(ws, "market_open", lambda now=None: why != "the market is closed")
+    monkeypatch.setattr(ws, "QUIET_AFTER", 2.0)  # the quiet line proves that 4 data timeouts went by
+
+    async def scenario() -> AlpacaStreamServer:
+        async with AlpacaStreamServer(faults=Faults(silent=True)) as server:
+            await stream_until(server, Recorder().handlers, lambda: "market may be closed" in caplog.text,
+                               data_timeout=0.5 if why == "the market is closed" else 0.0)
+            return server
+
+    caplog.set_level(logging.INFO, logger="websocket_stream")
+    server = run(scenario())
+    assert len(server.connections) == 1 and "no market data" not in caplog.text
+
+
+@pytest.mark.parametrize(("argv", "timeout", "market_hours"), [
+    ([], ws.DATA_TIMEOUT, True), (["--data-timeout", "5"], 5.0, True), (["--data-timeout", "0"], 0.0, True),
+    (["--quotes", "--statuses"], ws.DATA_TIMEOUT, True), (["--bars"], ws.DATA_TIMEOUT, True),
+    (["--statuses", "--lulds", "--data-timeout", "5"], 0.0, True),  # may be silent all day
+    (["--updated-bars"], 0.0, True), (["--imbalances"], 0.0, True),
+    (["--demo"], ws.DATA_TIMEOUT, False), (["--test-stream"], ws.DATA_TIMEOUT, False)])
+def test_the_data_timeout_is_armed_only_for_channels_that_flow_all_day(argv, timeout, market_hours):
+    settings = ws.settings_from(ws.parse_args(argv))
+    assert (settings.data_timeout, settings.market_hours) == (timeout, market_hours)
+
+
+@POSIX_ONLY
+def test_data_timeout_5_on_the_command_line_replaces_a_mute_stream(make_server, monkeypatch, tmp_path, caplog):
+    server = make_server(rate=100, seed=8)
+    server.plan(Faults(mute_after=20))
+    monkeypatch.setattr(ws, "market_open", lambda now=None: True)
+    monkeypatch.setenv(ws.KEY_ENV, FAKE_KEY)
+    monkeypatch.setenv(ws.SECRET_ENV, FAKE_SECRET)
+    monkeypatch.setattr(ws, "__file__", str(tmp_path / "websocket_stream.py"))  # no config.py there
+    recorder = Recorder()
+
+    def stop_once_the_second_connection_streams() -> None:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and not (len(server.connections) > 1 and server.connections[1].messages):
+            time.sleep(0.05)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    threading.Thread(target=stop_once_the_second_connection_streams, daemon=True).start()
+    caplog.set_level(logging.INFO, logger="websocket_stream")
+    assert ws.main(["--url", server.url, "--data-timeout", "5"], handlers=recorder.handlers) == ws.EXIT_OK
+    assert "no market data for 5 s in market hours" in caplog.text
+    first, second = server.connections[:2]
+    assert second.opened_at - first.opened_at >= 5.0 and "reconnects: 1" in caplog.records[-1].getMessage()
+
+
+# -- what Alpaca's server does that a test server might not ----------------------------------------
+
+
+def test_a_frame_over_1_mib_is_read_whole_and_compressed_frames_are_read(caplog):
+    recorder = Recorder()
+
+    async def scenario() -> AlpacaStreamServer:
+        async with AlpacaStreamServer(rate=50, seed=9) as server:
+            server.cue("big_frame")  # 30,000 trades in one frame; websockets' default max_size is 1 MiB
+            await stream_until(server, recorder.handlers, lambda: len(recorder.of("trade")) >= 30_100)
+            return server
+
+    server = run(scenario())
+    connection, = server.connections
+    assert connection.compressed  # permessage-deflate, as Alpaca's server offers it
+    got = [dict(message) for message in recorder.messages]
+    assert got == [as_received(message) for message in connection.messages][: len(got)]
+
+
+def test_a_client_too_slow_for_the_server_gets_407_and_streams_again(caplog):
+    recorder = Recorder()
+    # Uncompressed: compressed, the frames took 10 s at 1,000 ticks a second to fill the buffers.
+    server = AlpacaStreamServer(rate=2000, batch=50, seed=10, slow_after=0.5, compression=False)
+
+    async def slow_until_told(message: ws.Record) -> None:
+        await recorder.record(message)
+        if not server.connections[0].slow:
+            await asyncio.sleep(0.01)  # reads 100 messages a second of the 2,000 sent
+
+    async def scenario() -> None:
+        async with server:
+            await stream_until(server, dict.fromkeys(KINDS, slow_until_told),
+                               lambda: second_connection_data(server, recorder), timeout=30)
+
+    caplog.set_level(logging.INFO, logger="websocket_stream")
+    run(scenario())
+    assert server.connections[0].slow
+    assert "Alpaca refused: slow client (407)\nThe server says we read too slowly." in caplog.text
+    first = [as_received(message) for message in server.connections[0].messages]
+    got = [dict(message) for message in recorder.messages]
+    assert got[: len(first)] == first  # every message the server had sent before its 407
+
+
+def test_a_reconnect_while_alpaca_holds_the_dropped_connection_meets_406_then_gets_in(caplog):
+    recorder = Recorder()
+    server = AlpacaStreamServer(rate=200, seed=11, hold_dropped=1.5)
+
+    def streamed_after_the_hold() -> bool:
+        return len(server.connections) > 2 and bool(set(server.connections[-1].trade_ids) &
+                                                    {trade["i"] for trade in recorder.of("trade")})
+
+    async def scenario() -> None:
+        async with server:
+            server.plan(Faults(drop_after=30))  # cut without a close: Alpaca keeps its place
+            await stream_until(server, recorder.handlers, streamed_after_the_hold, timeout=20)
+
+    caplog.set_level(logging.INFO, logger="websocket_stream")
+    run(scenario())
+    assert "Alpaca refused: connection limit exceeded (406)\nAnother connection with these keys" in caplog.text
+    streamed = [as_received(m) for connection in server.connections for m in connection.messages]
+    got = [dict(message) for message in recorder.messages]
+    assert got == streamed[: len(got)]  # the refused connections sent nothing; nothing lost or doubled
 
 
 # -- slow work, in the background ----------------------------------------------------------------
@@ -433,20 +638,20 @@ def test_an_unexpected_error_exits_1_with_the_traceback(monkeypatch, caplog):
 
 
 def test_an_alpaca_py_without_what_the_script_uses_exits_2_saying_which_to_install(monkeypatch):
-    class StreamOfAnotherRelease:  # has connect and close, but no _auth
+    class StreamOfAnotherRelease:  # has close, but no _connect
         def __init__(self, api_key: str, secret_key: str, url_override: str, websocket_params: dict) -> None: ...
-        async def _connect(self) -> None: ...
         async def close(self) -> None: ...
 
     monkeypatch.setattr(ws, "StockDataStream", StreamOfAnotherRelease)
-    with pytest.raises(ws.ConfigError, match=r"needs alpaca-py 0.33.1 to 0.44, you have \S+:\nits StockDataStream "
-                                             r"has no _auth.\nInstall the tested one: pip install -r requirements.txt"):
+    with pytest.raises(ws.ConfigError, match=r"needs alpaca-py 0.33.1 to 0.44, you have \S+:\nits "
+                                             r"StockDataStream has no _connect.\nInstall the tested one: pip install "
+                                             r"-r requirements.txt"):
         ws.check_alpaca_py()
 
 
 def test_an_alpaca_py_that_fails_to_import_pytz_says_to_install_it(monkeypatch):
     monkeypatch.setattr(ws, "ALPACA_IMPORT_ERROR", ModuleNotFoundError("No module named 'pytz'", name="pytz"))
-    with pytest.raises(ws.ConfigError, match=r"it fails to import:\npytz\n\(older alpaca-py releases need it: "
+    with pytest.raises(ws.ConfigError, match=r"it fails to import:\npytz\n\(alpaca-py 0.33.1 to 0.43.2 need it: "
                                              r"pip install pytz\)"):
         ws.check_alpaca_py()
 
@@ -456,7 +661,7 @@ def test_an_import_error_without_a_module_name_is_shown_by_its_message(monkeypat
     monkeypatch.setattr(ws, "ALPACA_IMPORT_ERROR", ImportError("Unable to import required dependencies:\n"
                                                                "pytz: No module named 'pytz'"))
     with pytest.raises(ws.ConfigError, match=r"it fails to import:\nUnable to import required dependencies: pytz: No "
-                                             r"module named 'pytz'\n\(older alpaca-py releases need it: pip install"):
+                                             r"module named 'pytz'\n\(alpaca-py 0.33.1 to 0.43.2 need it: pip install"):
         ws.check_alpaca_py()
 
 

@@ -1,0 +1,105 @@
+"""Tests of your own strategy: copy this file and test yours the same way, with no network and
+no server. run_handlers() hands your handlers messages as the stream does: the same records, in
+the same order; if a handler raises, the error is logged and the next message goes on.
+
+The strategy tested here is the README's VWAP example ("Your own logic"), as you paste it over
+on_trade. Its lines are copied below, so that this file passes before you paste it; once your
+strategy is in websocket_stream.py, delete them and import it instead:
+
+    from websocket_stream import on_trade, turnover, volume
+
+Then run: python -m pytest tests/test_my_bot.py
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from websocket_stream import Record, Trade, run_handlers
+
+# The first 60 lines of: python websocket_stream.py --demo --json > session.jsonl
+RECORDING = Path(__file__).parent / "data" / "session.jsonl"
+
+# -- the strategy: the README's VWAP example, as pasted over on_trade --------------------------
+
+volume: dict[str, int] = {}  # per symbol: shares traded since the start
+turnover: dict[str, float] = {}  # and what they were worth
+
+
+async def on_trade(trade: Trade) -> None:
+    volume[trade.symbol] = volume.get(trade.symbol, 0) + trade.size
+    turnover[trade.symbol] = turnover.get(trade.symbol, 0.0) + trade.price * trade.size
+    vwap = turnover[trade.symbol] / volume[trade.symbol]
+    if trade.size >= 10_000:
+        print(f"block: {trade.size} {trade.symbol} at {trade.price:.2f}, "
+              f"{trade.price / vwap - 1:+.3%} from the VWAP of {vwap:.2f}")
+
+
+# -- its tests ---------------------------------------------------------------------------------
+
+
+@pytest.fixture(autouse=True)
+def start_from_nothing() -> None:
+    """The strategy's state lives on from one test to the next: each starts without it."""
+    volume.clear()
+    turnover.clear()
+
+
+def trade(id: int, price: float, size: int, symbol: str = "SPY") -> dict:
+    """A made-up trade, as --json prints it (a line of a recording of yours will do too)."""
+    return {"type": "trade", "symbol": symbol, "price": price, "size": size,
+            "timestamp": f"2026-11-24T15:00:{id:02d}+00:00", "exchange": "V", "id": id}
+
+
+def test_a_block_is_reported_against_the_vwap_of_the_trades_so_far(capsys):
+    run_handlers([trade(1, 100.00, 300), trade(2, 101.00, 100), trade(3, 102.00, 10_000)],
+                 {"trade": on_trade})
+    assert volume == {"SPY": 10_400}
+    assert turnover["SPY"] == pytest.approx(300 * 100.00 + 100 * 101.00 + 10_000 * 102.00)
+    printed = capsys.readouterr().out
+    assert printed == "block: 10000 SPY at 102.00, +0.066% from the VWAP of 101.93\n"
+
+
+def test_a_cancel_of_the_block_comes_after_it_to_on_cancel(capsys):
+    cancels: list[Record] = []
+
+    async def keep(cancel: Record) -> None:
+        cancels.append(cancel)
+
+    block = trade(2, 102.00, 10_000)
+    cancel = {**block, "type": "cancel", "timestamp": "2026-11-24T15:00:09+00:00", "action": "C"}
+    run_handlers([trade(1, 100.00, 300), block, cancel], {"trade": on_trade, "cancel": keep})
+    assert capsys.readouterr().out.startswith("block: 10000 SPY at 102.00")
+    assert [(c.id, c.size, c.action) for c in cancels] == [(2, 10_000, "C")]
+    # The example keeps a cancelled trade in its VWAP. A strategy that takes it out asserts
+    # volume == {"SPY": 300} here.
+    assert volume == {"SPY": 10_300}
+
+
+def test_the_recorded_session_replayed_reports_each_block_and_counts_every_trade(capsys):
+    messages = [json.loads(line) for line in RECORDING.read_text(encoding="utf-8").splitlines()]
+    trades = [message for message in messages if message["type"] == "trade"]
+    shares: Counter[str] = Counter()
+    for one in trades:
+        shares[one["symbol"]] += one["size"]
+    blocks = [f"block: {one['size']} {one['symbol']}" for one in trades if one["size"] >= 10_000]
+    assert blocks, "the recording has a block to report"
+    session = run_handlers(messages, {"trade": on_trade})
+    assert session.received["trade"] == len(trades)
+    assert volume == shares
+    printed = capsys.readouterr().out.splitlines()  # with what on_correction, on_cancel print
+    assert [line.split(" at ")[0] for line in printed if line.startswith("block: ")] == blocks
+
+
+def test_the_handlers_in_websocket_stream_take_the_recorded_session_without_an_error(caplog):
+    # Your handlers, whatever they are now: none raises on a session recorded from --demo.
+    messages = [json.loads(line) for line in RECORDING.read_text(encoding="utf-8").splitlines()]
+    with caplog.at_level(logging.WARNING):
+        session = run_handlers(messages)
+    assert sum(session.received.values()) == len(messages)
+    assert [record.getMessage() for record in caplog.records] == []

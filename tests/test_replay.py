@@ -1,0 +1,362 @@
+"""--replay FILE and run_handlers(): a recording of --json lines, or a test's own messages, handed
+to the handlers as the stream hands them over, with no network and no server. The tests' own
+handlers (Recorder, recording_bot.py, or show() for all, what --json prints) take what comes, so
+these pass whatever a student writes in the handlers."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import signal
+import subprocess
+import sys
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import msgpack
+import pytest
+from conftest import KINDS, POSIX_ONLY, ROOT, Recorder, Script, script_env
+
+import websocket_stream as ws
+
+SESSION = ROOT / "tests" / "data" / "session.jsonl"  # recorded from --demo --json
+NO_KEYS = script_env(APCA_API_KEY_ID=None, APCA_API_SECRET_KEY=None)
+WHEN = datetime(2026, 11, 24, 15, 0, tzinfo=timezone.utc)
+# The script with show() as every handler: it prints as the defaults do, whatever they are now.
+SHOW_ALL = """import sys, websocket_stream as ws
+async def shown(message): ws.show(message)
+sys.exit(ws.main(handlers=dict.fromkeys(ws.HANDLERS, shown)))"""
+
+
+def trade_line(id: int, at: float = 0.0, **more: object) -> str:
+    """A trade as --json prints it, `at` seconds after WHEN."""
+    return json.dumps(
+        {
+            "type": "trade",
+            "symbol": "SPY",
+            "price": 600.0 + id / 100,
+            "size": 100,
+            "timestamp": (WHEN + timedelta(seconds=at)).isoformat(),
+            "exchange": "V",
+            "id": id,
+            **more,
+        }
+    )
+
+
+def write(path: Path, lines: list[str]) -> Path:
+    path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+    return path
+
+
+def replay(path: Path, *options: str, before: str = "") -> subprocess.CompletedProcess:
+    """The script (SHOW_ALL) replaying path, with no keys; before: code to run first."""
+    return subprocess.run(
+        [sys.executable, "-c", before + SHOW_ALL, "--replay", str(path), *options],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env=NO_KEYS,
+        timeout=30,
+    )
+
+
+# -- the --json round trip ----------------------------------------------------------------------
+
+
+def test_the_shipped_recording_replayed_with_json_prints_each_of_its_lines_as_it_is():
+    done = replay(SESSION, "--json")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == SESSION.read_text(encoding="utf-8")
+
+
+@POSIX_ONLY
+def test_a_json_recording_of_every_kind_replayed_with_json_prints_the_same_objects_in_order(
+    make_server, copy_script, tmp_path
+):
+    server = make_server(rate=100, seed=7)
+    channels = [f"--{option.replace('_', '-')}" for option in ws.CHANNELS]
+    live = Script(
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                SHOW_ALL,
+                "--url",
+                server.url,
+                "--json",
+                "SPY",
+                "TSLA",
+                *channels,
+            ],
+            cwd=copy_script(),
+            env=script_env(),
+            text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+    )
+    try:
+        live.wait_for_stderr("subscribed to")
+        server.cue(
+            "block",
+            "correction",
+            "cancel",
+            "halt",
+            "resume",
+            "luld",
+            "imbalance",
+            "bar",
+            "daily_bar",
+            "updated_bar",
+        )
+        live.wait_for(
+            lambda: {json.loads(line)["type"] for line in live.out_lines} >= set(KINDS),
+            15,
+            "every kind of message",
+        )
+        assert live.stop(signal.SIGINT)[0] == 0
+    finally:
+        live.kill()
+    recording = write(tmp_path / "session.jsonl", live.out_lines)
+    assert {"tks", "r"} <= {
+        key for line in live.out_lines for key in json.loads(line)
+    }  # Alpaca's extras too
+    done = replay(recording, "--json")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == live.out_lines
+
+
+def test_a_recording_written_by_windows_powershell_in_utf_16_replays_the_same(tmp_path):
+    recording = tmp_path / "session.jsonl"
+    recording.write_text(
+        SESSION.read_text(encoding="utf-8").replace("\n", "\r\n"), encoding="utf-16"
+    )
+    done = replay(recording, "--json")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == SESSION.read_text(encoding="utf-8")
+
+
+# -- broken lines and files that are no recording -----------------------------------------------
+
+
+def test_broken_lines_are_skipped_and_counted_with_one_warning_and_the_rest_replayed(tmp_path):
+    good = SESSION.read_text(encoding="utf-8").splitlines() * 3
+    broken = [
+        "not json",
+        '{"type": "nosuch", "symbol": "SPY"}',
+        "[1, 2]",
+        "",
+        good[0][:40],
+        trade_line(9).replace("+00:00", "+99:00"),
+    ]
+    recording = tmp_path / "broken.jsonl"  # over 1,000 lines: the script reads that many at a time
+    lines = [line for bad in broken for line in (*good, bad)]
+    recording.write_bytes(b"\xc3\x28 not utf-8\n" + "\n".join(lines).encode())
+    done = replay(recording, "--json")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == good * len(broken)
+    assert done.stderr.count("warning") == 1
+    assert "line 1 is not a --json message: skipped" in done.stderr
+    assert f"skipped {len(broken) + 1} broken lines of the recording" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"", b"hello\nworld\n", b"\x00\x01\x02" * 100, b'{"kind": "trade"}\n'],
+    ids=["empty", "text", "binary", "JSON, not of --json"],
+)
+def test_a_file_that_is_not_a_recording_exits_2_saying_so_and_handles_nothing(tmp_path, content):
+    recording = tmp_path / "notes.txt"
+    recording.write_bytes(content)
+    done = replay(recording)
+    assert done.returncode == 2
+    assert (
+        "it is not a recording" in done.stderr and "--demo --json > session.jsonl" in done.stderr
+    )
+    assert done.stdout == "" and "received" not in done.stderr and "Traceback" not in done.stderr
+
+
+def test_a_missing_file_exits_2_saying_so(tmp_path):
+    done = replay(tmp_path / "nosuch.jsonl")
+    assert done.returncode == 2
+    assert f"--replay: cannot read {tmp_path / 'nosuch.jsonl'}" in done.stderr
+    assert done.stdout == "" and "Traceback" not in done.stderr
+
+
+def test_replay_needs_no_keys_and_no_alpaca_py():
+    # alpaca-py made impossible to import: the stream would exit 2 saying so.
+    done = replay(SESSION, before="import sys; sys.modules['alpaca'] = None\n")
+    assert done.returncode == 0, done.stderr
+    assert len(done.stdout.splitlines()) == len(SESSION.read_text(encoding="utf-8").splitlines())
+
+
+@pytest.mark.parametrize(
+    ("arguments", "error"),
+    [
+        (["--replay", "x", "--demo"], "not allowed with argument"),
+        (["--replay", "x", "--url", "ws://127.0.0.1:1"], "not allowed with argument"),
+        (["--replay", "x", "--source", "nats://127.0.0.1:4222"], "not allowed with argument"),
+        (["--replay", "x", "--test-stream"], "not allowed with argument"),
+        (["--replay", "x", "AAPL"], "symbols, channel options and --feed have no effect"),
+        (["--replay", "x", "--quotes"], "symbols, channel options and --feed have no effect"),
+        (
+            ["--replay", "x", "--feed", "sip"],
+            "symbols, channel options and --feed have no effect",
+        ),
+        (["--replay-speed", "2"], "--replay-speed goes with --replay FILE"),
+        (["--replay", "x", "--replay-speed", "0"], "--replay-speed takes a number above 0"),
+        (["--replay", "x", "--replay-speed", "-1"], "--replay-speed takes a number above 0"),
+        (["--replay", "x", "--replay-speed", "inf"], "--replay-speed takes a number above 0"),
+        (["--replay", "x", "--replay-speed", "nan"], "--replay-speed takes a number above 0"),
+    ],
+)
+def test_replay_options_used_wrongly_exit_2_saying_why(arguments, error, capsys):
+    with pytest.raises(SystemExit) as exited:
+        ws.parse_args(arguments)
+    assert exited.value.code == 2
+    assert error in capsys.readouterr().err
+
+
+# -- the pace, and Ctrl+C ----------------------------------------------------------------------
+
+
+def arrivals(path: Path, speed: float) -> list[tuple[float, ws.Record]]:
+    """Replay path in this process, with handlers that note when each message came."""
+    got: list[tuple[float, ws.Record]] = []
+
+    async def note(message: ws.Record) -> None:
+        got.append((time.monotonic(), message))
+
+    asyncio.run(
+        ws.replay(
+            ws.open_recording(str(path)),
+            speed,
+            ws.routes_for(dict.fromkeys(KINDS, note)),
+            ws.Session(),
+        )
+    )
+    return got
+
+
+@pytest.mark.parametrize(("speed", "gap"), [(1, 0.4), (2, 0.2)])
+def test_replay_speed_keeps_the_recorded_pace_times_the_speed_and_a_bar_does_not_set_it(
+    tmp_path, speed, gap
+):
+    # A bar's timestamp is the start of its minute, earlier than the trades after it: the pace
+    # goes by the trades, or the first would wait 5 s.
+    bar = json.dumps(
+        {
+            "type": "bar",
+            "symbol": "SPY",
+            "timestamp": (WHEN - timedelta(seconds=5)).isoformat(),
+            "open": 600.0,
+            "high": 600.1,
+            "low": 599.9,
+            "close": 600.0,
+            "volume": 300,
+        }
+    )
+    recording = write(
+        tmp_path / "paced.jsonl", [bar, trade_line(1), trade_line(2, 0.4), trade_line(3, 0.8)]
+    )
+    got = arrivals(recording, speed)
+    assert [ws.KIND[type(message)] for _, message in got] == ["bar", "trade", "trade", "trade"]
+    times = [when for when, _ in got]
+    assert times[1] - times[0] < 0.1
+    for earlier, later in zip(times[1:], times[2:]):
+        assert gap * 0.95 <= later - earlier < gap + 0.25
+
+
+def test_without_a_speed_a_replay_does_not_wait_for_the_recorded_times(tmp_path):
+    recording = write(
+        tmp_path / "slow.jsonl", [trade_line(1), trade_line(2, 5), trade_line(3, 10)]
+    )
+    got = arrivals(recording, 0)
+    assert len(got) == 3 and got[-1][0] - got[0][0] < 1
+
+
+@POSIX_ONLY
+@pytest.mark.parametrize(
+    "speed", [[], ["--replay-speed", "1"]], ids=["as fast as it goes", "at the recorded pace"]
+)
+def test_ctrl_c_stops_a_replay_within_a_second_with_the_summary(start_script, tmp_path, speed):
+    # 300,000 lines: far more than it replays in the time the test takes to send SIGINT.
+    lines = SESSION.read_text(encoding="utf-8").splitlines()
+    recording = write(tmp_path / "long.jsonl", lines * (300_000 // len(lines)))
+    replaying = start_script("--replay", str(recording), *speed, bot=True, env=NO_KEYS, files=())
+    replaying.wait_for_lines(10)
+    code, took = replaying.stop(signal.SIGINT)
+    assert code == 0 and took < 1, replaying.stderr
+    assert "received" in replaying.err_lines[-1] or "received" in replaying.stderr.splitlines()[-2]
+    assert len(replaying.out_lines) < 300_000
+
+
+# -- run_handlers(): a test's own messages ------------------------------------------------------
+
+
+def test_run_handlers_takes_alpacas_wire_form_with_either_time_and_what_json_prints_alike():
+    when = datetime(2026, 11, 24, 15, 0, 0, 123456, tzinfo=timezone.utc)
+    wire = {"T": "t", "S": "SPY", "p": 600.5, "s": 100, "t": when, "x": "V", "i": 7, "tks": "B"}
+    as_json = json.loads(ws.format_json(ws.Trade(wire)))
+    recorder = Recorder()
+    session = ws.run_handlers(
+        [wire, {**wire, "t": msgpack.Timestamp.from_datetime(when)}, as_json], recorder.handlers
+    )
+    assert recorder.messages == [ws.Trade(wire)] * 3
+    assert all(type(message) is ws.Trade for message in recorder.messages)
+    assert session.received["trade"] == 3
+    assert wire["t"] is when  # the test's own message is left as it was
+
+
+def test_run_handlers_keeps_the_order_and_logs_a_handler_that_raises_as_the_stream_does(caplog):
+    got: list[int] = []
+
+    async def fails_on_2(trade: ws.Trade) -> None:
+        if trade.id == 2:
+            raise RuntimeError("boom")
+        got.append(trade.id)
+
+    trades = [json.loads(trade_line(id)) for id in (1, 2, 3)]
+    with caplog.at_level(logging.INFO, logger="websocket_stream"):
+        session = ws.run_handlers(trades, {"trade": fails_on_2})
+    assert got == [1, 3] and session.received["trade"] == 3
+    assert "fails_on_2 raised RuntimeError on a trade of SPY:\nboom" in caplog.text
+
+
+def test_run_handlers_waits_for_the_work_a_handler_started_in_the_background():
+    placed: list[int] = []
+
+    async def place(id: int) -> None:
+        await asyncio.sleep(0.2)
+        placed.append(id)
+
+    async def orders(trade: ws.Trade) -> None:
+        ws.in_background(place(trade.id))
+
+    ws.run_handlers([json.loads(trade_line(1)), json.loads(trade_line(2))], {"trade": orders})
+    assert placed == [1, 2]
+
+
+@pytest.mark.parametrize(
+    ("messages", "handlers", "error"),
+    [
+        (
+            [{"type": "trade", "symbol": "SPY", "timestamp": "yesterday"}],
+            None,
+            "nor as --json prints it",
+        ),
+        ([{"symbol": "SPY"}], None, "nor as --json prints it"),
+        (
+            [],
+            {"trades": Recorder().record},
+            "no such kind of message: trades (one of trade, quote",
+        ),
+    ],
+)
+def test_run_handlers_refuses_what_is_not_a_message_or_a_kind_saying_so(messages, handlers, error):
+    with pytest.raises(ValueError, match=error.replace("(", r"\(")):
+        ws.run_handlers(messages, handlers)
