@@ -214,16 +214,15 @@ def test_republished_messages_are_kept_once_in_jetstream_for_a_day(broker):
         async with nats_bridge.Publisher(broker.url, ws.format_json, session) as publisher:
             for record in (trade, ws.Trade(trade), ws.Trade({**trade, "i": 8})):  # the same one twice
                 await publisher.publish("trades", record)
-            await publisher.client.flush()  # the server has them all; it stores them a moment later
             jetstream = publisher.client.jetstream()
-            while (await jetstream.stream_info(nats_bridge.STREAM)).state.messages < 2:
-                await asyncio.sleep(0.05)
-            await asyncio.sleep(0.5)  # time enough to store a third, were it kept
+            # A marker, acknowledged once stored: the server takes one connection's messages in
+            # order, so by then it has stored or dropped the three before it.
+            await jetstream.publish("alpaca.trades.SPY", b"{}")
             info = await jetstream.stream_info(nats_bridge.STREAM)
         return session.published, info.state.messages, info.config.max_age
 
     published, kept, max_age = asyncio.run(asyncio.wait_for(publish_twice(), 20))
-    assert (published, kept, max_age) == (3, 2, 24 * 3600)
+    assert (published, kept, max_age) == (3, 2 + 1, 24 * 3600)  # the trade twice stored once, and the marker
 
 
 # -- what happens when the broker is not there ---------------------------------------------------
@@ -278,7 +277,8 @@ def test_what_the_broker_cannot_hold_is_dropped_and_counted_its_memory_bounded(b
                           "c": ["@"], "i": 7, "z": "B"})
         async with nats_bridge.Publisher(broker.url, ws.format_json, session) as publisher:
             broker.stop()
-            await asyncio.sleep(0.5)  # for the client to notice
+            while publisher.client.is_connected:  # until the client has noticed (within wait_for's 20 s)
+                await asyncio.sleep(0.01)
             for number in range(1000):
                 await publisher.publish("trades", ws.Trade({**trade, "i": number}))
             held = publisher.client.pending_data_size
@@ -295,8 +295,7 @@ def test_a_bot_started_before_the_feeder_and_kept_across_its_restart_gets_all_it
         make_server, broker, start_script):
     alpaca = make_server(rate=200, seed=4)
     bot = start_bot(start_script, broker.url, "SPY", "TSLA")
-    time.sleep(1)  # no feeder yet: the bot waits
-    assert bot.process.poll() is None and bot.out_lines == []
+    assert bot.process.poll() is None and bot.out_lines == []  # subscribed, with no feeder yet: it waits
     feeders = []
     for _ in range(2):  # a feeder, then another, as after a restart
         feeders.append(start_feeder(start_script, alpaca, broker.url))

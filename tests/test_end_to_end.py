@@ -11,7 +11,9 @@ import os
 import re
 import signal
 import time
+from collections.abc import Callable
 
+import pytest
 from conftest import FAKE_KEY, FAKE_SECRET, POSIX_ONLY, script_env
 
 from local_alpaca_server import Faults
@@ -178,13 +180,18 @@ def test_peer_that_stops_answering_pings_is_replaced_within_30_s(server, start_s
 
 
 @POSIX_ONLY
-def test_ctrl_c_in_a_terminal_exits_0_at_once_with_the_summary_on_a_line_of_its_own(make_server, start_script):
+@pytest.mark.parametrize("stream", ["pouring in", "gone quiet"])
+def test_ctrl_c_in_a_terminal_exits_0_at_once_with_the_summary_on_a_line_of_its_own(stream, make_server, start_script):
     import fcntl
     import pty
     import select
     import termios
 
-    server = make_server(rate=10_000)
+    # Pouring in: 10,000 trades a second, so the stop comes mid-burst. Gone quiet: 20 trades,
+    # then none, so that nothing is being printed when ^C is typed: the terminal echoes ^C where
+    # the output is at that moment, and mid-burst that can be before the rest of a frame already
+    # received (one run in about 50), which is data, not the summary.
+    server = make_server(rate=10_000) if stream == "pouring in" else make_server(rate=200, faults=Faults(mute_after=20))
     controller, terminal = pty.openpty()
     # The script is in a new session with the pty as its controlling terminal, as in a shell,
     # so ^C typed on the pty reaches it as SIGINT from the terminal driver, and is echoed.
@@ -193,27 +200,29 @@ def test_ctrl_c_in_a_terminal_exits_0_at_once_with_the_summary_on_a_line_of_its_
     os.close(terminal)
     seen = b""
 
-    def read_for(seconds: float) -> None:
+    def read_until(done: Callable[[], bool], seconds: float) -> None:
         nonlocal seen
         deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline and script.process.poll() is None:
+        while not done() and time.monotonic() < deadline and script.process.poll() is None:
             if select.select([controller], [], [], 0.1)[0]:
                 try:
                     seen += os.read(controller, 65536)
                 except OSError:  # the script closed the terminal
                     return
 
-    read_for(5)  # messages pour in
-    assert seen.count(b"\n") > 1000, seen[-500:]
+    lines_wanted = 1000 if stream == "pouring in" else 20
+    read_until(lambda: seen.count(b'{"kind": "trade"') >= lines_wanted, 15)
+    assert seen.count(b'{"kind": "trade"') >= lines_wanted, seen[-500:]
     typed = time.monotonic()
     os.write(controller, b"\x03")
-    read_for(10)  # keep reading, or the script blocks on a full terminal
+    read_until(lambda: False, 10)  # keep reading, or the script blocks on a full terminal
     took = time.monotonic() - typed
     os.close(controller)
     assert script.finish() == 0
     assert took < 3, took  # alpaca-py's own loop took 10 s
     after_ctrl_c = seen[seen.rindex(b"^C"):].decode()
-    assert re.match(r"\^C\r?\n", after_ctrl_c), after_ctrl_c[:200]  # not "^C2026-11-24 ... received"
+    if stream == "gone quiet":
+        assert re.match(r"\^C\r?\n", after_ctrl_c), after_ctrl_c[:200]  # not "^C2026-11-24 ... received"
     assert re.search(r"\n\d{4}-\d\d-\d\d \d\d:\d\d:\d\dZ received \d+ trades[^Z]* in [\d.]+ s; reconnects: 0\s*$",
                      after_ctrl_c), after_ctrl_c[-300:]
     assert "Traceback" not in after_ctrl_c
@@ -289,8 +298,10 @@ def test_every_line_on_stderr_fits_80_columns(make_server, start_script):
 def test_the_script_copied_alone_with_a_config_py_streams(server, start_script, copy_script):
     folder = copy_script()
     (folder / "config.py").write_text(f'API_KEY = "{FAKE_KEY}"\nSECRET_KEY = "{FAKE_SECRET}"\n')
-    script = start_script("--url", server.url, files=(), env=script_env(**NO_KEYS))
-    script.wait_for_stderr("subscribed to trades of SPY, TSLA")
-    script.wait_for(lambda: server.connections[0].trade_ids, what="trades sent")
+    # The tests' own handlers beside it (recording_bot.py), and no neighbour of the project's.
+    script = start_script("--url", server.url, bot=True, files=(), env=script_env(**NO_KEYS))
+    script.wait_for_lines(20)
     script.kill()
-    assert sorted(p.name for p in folder.iterdir() if p.suffix == ".py") == ["config.py", "websocket_stream.py"]
+    assert sorted(p.name for p in folder.iterdir() if p.suffix == ".py") == \
+        ["config.py", "recording_bot.py", "websocket_stream.py"]
+    assert trade_ids(script) == server.connections[0].trade_ids[: len(trade_ids(script))]  # what it streamed

@@ -7,12 +7,18 @@ import asyncio
 import socket
 import subprocess
 import sys
+import threading
 import time
-from datetime import datetime
+from collections.abc import Coroutine
+from datetime import datetime, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo
 
+import msgpack
 import pytest
-from conftest import ROOT, Recorder, run, stream_until
+from conftest import FAKE_KEY, FAKE_SECRET, ROOT, Recorder, as_received, run, stream_until
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
 
 import local_alpaca_server
 import websocket_stream as ws
@@ -91,9 +97,11 @@ def test_a_late_trade_changes_its_minute_and_brings_an_updated_bar():
 
 
 def test_a_daily_bar_starts_at_midnight_in_new_york():
+    new_york = ZoneInfo("America/New_York")
+    before = datetime.now(new_york).date()  # and after: a run may cross midnight there
     recorder, _ = stream("daily_bar", channels=("dailyBars",), until=lambda r: r.of("daily_bar"))
-    day = recorder.of("daily_bar")[0].timestamp.astimezone(ZoneInfo("America/New_York"))
-    assert (day.hour, day.minute) == (0, 0) and day.date() == datetime.now(ZoneInfo("America/New_York")).date()
+    day = recorder.of("daily_bar")[0].timestamp.astimezone(new_york)
+    assert (day.hour, day.minute) == (0, 0) and day.date() in {before, datetime.now(new_york).date()}
 
 
 def test_a_halted_symbol_does_not_trade_until_it_resumes():
@@ -443,10 +451,37 @@ def test_run_alone_it_logs_each_connection_subscription_and_disconnection_on_one
                                channels=("trades", "quotes"))
 
         run(scenario())
-        time.sleep(0.5)
+        logged: list[str] = []
+        threading.Thread(target=lambda: logged.extend(line.rstrip("\n") for line in server.stderr), daemon=True).start()
+        deadline = time.monotonic() + 10
+        while not any("closed after" in line for line in logged) and time.monotonic() < deadline:
+            time.sleep(0.02)  # until the server has logged the close: it comes a moment after ours
     finally:
         server.terminate()
-        stderr = server.communicate(timeout=10)[1]
-    lines = [line.split(" ", 1)[1] for line in stderr.splitlines()]
+        server.wait(timeout=10)
+    lines = [line.split(" ", 1)[1] for line in logged]
     assert lines[:2] == ["connection 1 opened on /v2/iex", "subscriptions: trades SPY, TSLA; quotes SPY, TSLA"]
     assert lines[2].startswith("connection 1 closed after ")
+
+
+def test_run_alone_with_sip_and_hold_dropped_it_serves_sip_and_holds_a_lost_place():
+    server = subprocess.Popen([sys.executable, str(ROOT / "local_alpaca_server.py"), "--port", "0", "--quiet",
+                               "--sip", "--hold-dropped", "0.5", "--no-compression"], stdout=subprocess.PIPE, text=True)
+    try:
+        port = int(server.stdout.readline().rsplit(":", 1)[1].split("/")[0])  # type: ignore[union-attr]
+
+        async def scenario() -> None:
+            alone = AlpacaStreamServer(port=port)  # only its port, for login()
+            first, answer = await login(alone, feed="sip")
+            assert authenticated(answer) and not first.protocol.extensions
+            assert (await login(alone, feed="sip"))[1] == error(406)
+            first.transport.abort()  # the client vanishes
+            lost = time.monotonic()
+            while not authenticated((await login(alone, feed="sip"))[1]):
+                await asyncio.sleep(0.05)
+            assert time.monotonic() - lost >= 0.5  # and freed then: the loop ends within within()'s deadline
+
+        within(scenario())
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
