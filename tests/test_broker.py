@@ -30,6 +30,7 @@ import websocket_stream as ws
 
 pytestmark = POSIX_ONLY  # the feeder and the bots are stopped with POSIX signals
 FILES = ("local_alpaca_server.py", "nats_bridge.py")
+DATA = ROOT / "tests" / "data"  # with a certificate of the tests' own for 127.0.0.1, and its key
 
 
 def nats_server_command() -> str:
@@ -41,6 +42,11 @@ def nats_server_command() -> str:
     return found
 
 
+def listening(port: int) -> bool:
+    with socket.socket() as probe:
+        return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -50,11 +56,11 @@ def free_port() -> int:
 class NatsServer:
     """A real nats-server on 127.0.0.1; stop() and start() keep its port and its JetStream store."""
 
-    def __init__(self, store: Path, jetstream: bool = True) -> None:
+    def __init__(self, store: Path, jetstream: bool = True, *options: str) -> None:
         self.port = free_port()
         self.url = f"nats://127.0.0.1:{self.port}"
         self.command = [nats_server_command(), "-a", "127.0.0.1", "-p", str(self.port),
-                        *(["-js", "-sd", str(store)] if jetstream else [])]
+                        *(["-js", "-sd", str(store)] if jetstream else []), *options]
         self.process: subprocess.Popen | None = None
         self.start()
 
@@ -287,6 +293,78 @@ def test_what_the_broker_cannot_hold_is_dropped_and_counted_its_memory_bounded(b
     published, unpublished, held = asyncio.run(asyncio.wait_for(publish_while_away(), 20))
     assert held <= 20_000
     assert published == 0 and unpublished == 1000  # held at exit with the broker away: not published
+
+
+# -- a NATS server that wants credentials ----------------------------------------------------------
+
+SECRET = "FAKE-NATS-SECRET-0001"  # a password or a token: it must never be printed
+CREDENTIALS = {"a user and a password": (["--user", "feeder", "--pass", SECRET], f"feeder:{SECRET}@", "feeder:***@"),
+               "a token": (["--auth", SECRET], f"{SECRET}@", "***@")}
+
+
+@pytest.mark.parametrize("credentials", CREDENTIALS)
+def test_a_nats_password_or_token_is_never_printed_by_the_feeder_or_a_bot(credentials, make_server, start_script,
+                                                                        tmp_path):
+    options, given, printed = CREDENTIALS[credentials]
+    broker = NatsServer(tmp_path / "jetstream", True, *options)
+    try:
+        url = broker.url.replace("nats://", f"nats://{given}")
+        feeder = start_feeder(start_script, make_server(rate=200, seed=5), url, "-v")
+        bot = start_bot(start_script, url, "--log-format", "json")
+        bot.wait_for_lines(20)
+        for script in (feeder, bot):
+            assert script.stop(signal.SIGINT)[0] == 0
+            assert f"connected to the NATS server at {broker.url.replace('nats://', f'nats://{printed}')}" in \
+                script.stderr
+            assert SECRET not in script.stderr + script.stdout
+    finally:
+        broker.stop()
+
+
+def test_the_readmes_nats_server_for_other_machines_with_a_password_and_tls_serves_a_feeder_and_a_bot(
+        make_server, start_script, tmp_path):
+    readme = (ROOT / "README.md").read_text()
+    server_line, feeder_line = readme.split("For bots on\nother machines")[1].split("```\n")[1].strip().splitlines()
+    port = free_port()
+    # As written, with the tests' own certificate (for 127.0.0.1), password and port.
+    written = {"A-LONG-PASSWORD": SECRET, "server.pem": str(DATA / "localhost-cert.pem"),
+               "server-key.pem": str(DATA / "localhost-key.pem"), "your-server:4222": f"127.0.0.1:{port}"}
+    for placeholder, value in written.items():
+        server_line, feeder_line = server_line.replace(placeholder, value), feeder_line.replace(placeholder, value)
+    command = server_line.split()
+    broker = subprocess.Popen([nats_server_command(), *command[1:], "-a", "127.0.0.1", "-p", str(port), "-sd",
+                               str(tmp_path / "jetstream")], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        url = feeder_line.split("--publish ")[1]
+        trusted = script_env(SSL_CERT_FILE=str(DATA / "localhost-cert.pem"))  # as a real certificate is
+        wait_until(lambda: listening(port), 10, "nats-server listening")
+        feeder = start_script("--url", make_server(rate=200).url, "--publish", url, bot=True, files=FILES, env=trusted)
+        bot = start_script("--source", url, bot=True, files=FILES, env=trusted)
+        bot.wait_for_lines(20)
+        for script in (feeder, bot):
+            assert script.stop(signal.SIGINT)[0] == 0
+            assert SECRET not in script.stderr and "Traceback" not in script.stderr
+        got, handled = Counter(map(key, recorded(bot))), Counter(map(key, recorded(feeder)))
+        assert got.total() >= 20 and got <= handled  # what the feeder published, over TLS
+    finally:
+        broker.terminate()
+        broker.wait(10)
+
+
+@pytest.mark.parametrize("given", ["wrong", "none"])
+def test_credentials_the_nats_server_refuses_exit_2_saying_so_without_printing_them(given, start_script, tmp_path):
+    broker = NatsServer(tmp_path / "jetstream", True, "--user", "feeder", "--pass", SECRET)
+    try:
+        url = broker.url.replace("nats://", "nats://feeder:FAKE-WRONG-PASS@") if given == "wrong" else broker.url
+        script = start_script("--demo", "--publish", url, files=FILES)
+        assert script.finish(timeout=15) == ws.EXIT_USAGE
+        shown, refused = (broker.url.replace("nats://", "nats://feeder:***@"), "the credentials in the URL") \
+            if given == "wrong" else (broker.url, "a client without any")
+        assert f"the NATS server at {shown}\n  refused {refused}: give the user and password," in script.stderr
+        assert "FAKE-WRONG-PASS" not in script.stderr and "Start one" not in script.stderr
+        assert "Traceback" not in script.stderr
+    finally:
+        broker.stop()
 
 
 # -- the bots --------------------------------------------------------------------------------------
