@@ -80,6 +80,7 @@ PING_TIMEOUT = 10.0
 CLOSE_TIMEOUT = 0.15
 CONNECT_TIMEOUT = 15.0  # connect, greeting, auth and subscribe; Alpaca itself allows 10 s for auth
 QUIET_AFTER = 60.0  # seconds connected without a message before saying the market may be closed
+FAILURES_EVERY = 10.0  # seconds between two lines about a handler that keeps raising
 # --data-timeout's default: in market hours, a stream with no data for this long is replaced.
 # A stream can stay connected, answer pings and send nothing (alpaca-py issue 740: 19 minutes at
 # the open); 5 minutes catches that, and is far beyond the gaps of a symbol traded all day.
@@ -593,6 +594,8 @@ class Session:
     published: int | None = None  # with --publish: messages sent to the broker
     unpublished: int = 0  # and those that could not be, its buffer full or it gone at exit
     skipped: int = 0  # with --replay: lines of the file that are not messages
+    failures: dict[str, int] = field(default_factory=dict)  # handler name -> exceptions it raised
+    failures_told: dict[str, tuple[int, float]] = field(default_factory=dict)  # the count and time last logged
 
     def summary(self) -> str:
         took = time.monotonic() - (self.started or time.monotonic())
@@ -608,6 +611,9 @@ class Session:
         if self.skipped:
             plural = "s" if self.skipped > 1 else ""
             lines.append(f"skipped {self.skipped} broken line{plural} of the recording")
+        if self.failures:
+            lines += textwrap.wrap("handlers that raised: " + ", ".join(
+                f"{name} {count} time{'s' if count > 1 else ''}" for name, count in self.failures.items()), 58)
         return "\n".join(lines)
 
 
@@ -802,7 +808,7 @@ async def deliver(messages: list, routes: dict[str, Route], session: Session) ->
         except BrokenPipeError:
             raise  # the reader has gone: main() ends quietly
         except Exception as error:
-            handler_failed(kind, handler, record, error)
+            handler_failed(kind, handler, record, error, session)
     if delivered:
         session.last_message = time.monotonic()
 
@@ -822,18 +828,30 @@ def control(message: object) -> None:
         log.debug("skipped a message of unknown type: %r", message)
 
 
-def handler_failed(kind: str, handler: Handler, record: Record, error: Exception) -> None:
+def handler_failed(kind: str, handler: Handler, record: Record, error: Exception, session: Session) -> None:
     """Log a handler's exception, unless the message itself is broken (checked here, not for
-    every message: Alpaca does not send broken messages, and a check costs 10% of the speed)."""
+    every message: Alpaca does not send broken messages, and a check costs 10% of the speed).
+    The first in full; then, for a handler that keeps raising (a typo raises on every message),
+    a line with the count every FAILURES_EVERY seconds; the summary counts them all."""
     missing = [wire.key for wire in record.fields.values() if not wire.optional and wire.key not in record]
     if missing or not isinstance(record.timestamp, datetime):
         log.debug("a broken %s (%s) failed %s: %r", kind, f"no {', '.join(missing)}" if missing else
                   "its timestamp is not a msgpack Timestamp", getattr(handler, "__name__", "its handler"), record)
         return
-    verbose = log.isEnabledFor(logging.DEBUG)
-    log.warning("%s raised %s on a %s of %s:\n%s%s", getattr(handler, "__name__", "the handler"),
-                type(error).__name__, kind, record.symbol, error, "" if verbose else "\n(-v shows where)",
-                exc_info=verbose)
+    name = getattr(handler, "__name__", "the handler")
+    count = session.failures[name] = session.failures.get(name, 0) + 1
+    told, told_at = session.failures_told.get(name, (0, 0.0))
+    now = time.monotonic()
+    if count == 1:
+        verbose = log.isEnabledFor(logging.DEBUG)
+        log.warning("%s raised %s on a %s of %s:\n%s%s", name, type(error).__name__, kind, record.symbol, error,
+                    "" if verbose else "\n(-v shows where)", exc_info=verbose)
+    elif now - told_at >= FAILURES_EVERY:
+        log.warning("%s raised %d times more:\nthe last, %s on a %s of %s:\n%s", name, count - told,
+                    type(error).__name__, kind, record.symbol, error)
+    else:
+        return
+    session.failures_told[name] = (count, now)
 
 
 def log_subscription(message: dict) -> None:
@@ -1305,9 +1323,11 @@ def main(argv: list[str] | None = None, handlers: dict[str, Handler] | None = No
     if session.started is not None:
         log.info("%s", session.summary(), extra={"fields": {
             "received": {kind: count for kind, count in session.received.items() if count},
-            "reconnects": session.reconnects, **({"published": session.published, "unpublished":
-                                                  session.unpublished} if session.published is not None else {}),
-            **({"skipped": session.skipped} if session.skipped else {})}})
+            "reconnects": session.reconnects,
+            **({"published": session.published, "unpublished": session.unpublished}
+               if session.published is not None else {}),
+            **({"skipped": session.skipped} if session.skipped else {}),
+            **({"handler_errors": session.failures} if session.failures else {})}})
     if error:
         log.error("%s", error)  # last, so that it is what the user reads
     return status

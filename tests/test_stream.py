@@ -95,28 +95,54 @@ def test_every_message_reaches_its_handler_once_in_order_across_frames_and_recon
 
 def test_a_handler_that_raises_costs_that_message_only_and_is_reported_as_it_happened(caplog):
     handled: list[int] = []
+    raised: list[int] = []
 
     async def on_trade(trade: ws.Trade) -> None:
         if trade.id % 5 == 0:
+            raised.append(trade.id)
             raise RuntimeError(f"my strategy has a bug at {trade.id}")
         handled.append(trade.id)
 
-    async def scenario() -> AlpacaStreamServer:
+    async def scenario() -> tuple[AlpacaStreamServer, ws.Session]:
         async with AlpacaStreamServer(rate=200, seed=4) as server:
             handlers: dict[str, ws.Handler] = {**dict.fromkeys(KINDS, Recorder().record), "trade": on_trade}
-            await stream_until(server, handlers, lambda: len(handled) >= 100)
-            return server
+            return server, await stream_until(server, handlers, lambda: len(handled) >= 100)
 
     caplog.set_level(logging.INFO, logger="websocket_stream")
-    server = run(scenario())
+    server, session = run(scenario())
     sent = server.connections[0].trade_ids
     assert handled == [i for i in sent if i % 5][: len(handled)]
     failures = [r.getMessage() for r in caplog.records if "raised" in r.getMessage()]
-    assert failures and all(re.fullmatch(r"on_trade raised RuntimeError on a trade of (SPY|TSLA):\n"
-                                         r"my strategy has a bug at (\d+)\n\(-v shows where\)", text)
-                            for text in failures), failures
+    assert len(failures) == 1 and re.fullmatch(r"on_trade raised RuntimeError on a trade of (SPY|TSLA):\n"
+                                               r"my strategy has a bug at (\d+)\n\(-v shows where\)", failures[0])
+    assert session.failures == {"on_trade": len(raised)}  # every one counted, for the summary
+    assert f"handlers that raised: on_trade {len(raised)} times" in session.summary()
     assert "skipped" not in caplog.text  # the handler had the message: it was not skipped
     assert len(server.connections) == 1
+
+
+def test_a_handler_that_raises_on_every_message_is_told_in_full_once_then_counted_now_and_then(monkeypatch,
+                                                                                               caplog):
+    monkeypatch.setattr(ws, "FAILURES_EVERY", 0.5)
+    raised: list[int] = []
+
+    async def on_trade(trade: ws.Trade) -> None:
+        raised.append(trade.id)
+        _ = trade.prize  # type: ignore[attr-defined]  # a typo: it raises on every trade
+
+    async def scenario() -> ws.Session:
+        async with AlpacaStreamServer(rate=200, seed=4) as server:
+            handlers: dict[str, ws.Handler] = {**dict.fromkeys(KINDS, Recorder().record), "trade": on_trade}
+            return await stream_until(server, handlers, lambda: "times more" in caplog.text, timeout=15)
+
+    caplog.set_level(logging.INFO, logger="websocket_stream")
+    session = run(scenario())
+    told = [r.getMessage() for r in caplog.records if "raised" in r.getMessage()]
+    assert told[0].startswith("on_trade raised AttributeError on a trade of ") and "\n(-v shows where)" in told[0]
+    counts = [int(re.match(r"on_trade raised (\d+) times more:\nthe last, AttributeError on a trade of "
+                           r"(SPY|TSLA):\n'Trade' object has no attribute 'prize'$", line)[1]) for line in told[1:]]
+    assert len(told) == 2 and 1 + sum(counts) <= len(raised) == session.failures["on_trade"]
+    assert all(fits_80_columns("warning: ", line) for line in told)
 
 
 def test_broken_frames_and_messages_cost_only_themselves(caplog):
