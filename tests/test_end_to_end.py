@@ -255,9 +255,11 @@ def test_ctrl_c_during_a_reconnect_wait_exits_at_once_counting_every_announced_r
 
 @POSIX_ONLY
 def test_keys_never_appear_in_any_output_even_verbose(server, start_script):
+    server.plan(Faults(drop_after=10))  # and a reconnect: each step of it, shown once
     script = start_script("--url", server.url, "-v", "--json", bot=True)
     script.wait_for_lines(20)
     script.stop(signal.SIGINT)
+    assert script.stderr.count("connecting to ws://") == 1 and script.stderr.count("opening the websocket") == 2
     output = script.stdout + script.stderr
     for secret in (FAKE_KEY, FAKE_SECRET):
         assert secret not in output

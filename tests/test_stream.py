@@ -366,7 +366,7 @@ def test_verbose_shows_each_step_of_connecting_and_never_a_key(caplog):
     caplog.set_level(logging.DEBUG)
     run(scenario())
     text = caplog.text
-    for step in ("connecting to ws://127.0.0.1:", "connected, and greeted; sending the keys",
+    for step in ("opening the websocket", "connected, and greeted; sending the keys",
                  "Alpaca refused: connection limit exceeded (406)", "reconnecting in",
                  "authenticated; subscribing: {'action': 'subscribe', 'trades': ['SPY', 'TSLA']}",
                  "subscribed to trades of SPY, TSLA"):
