@@ -98,6 +98,7 @@ EXIT_OK, EXIT_UNEXPECTED, EXIT_USAGE, EXIT_REFUSED, EXIT_FORCED = 0, 1, 2, 3, 13
 
 KEY_ENV, SECRET_ENV = "APCA_API_KEY_ID", "APCA_API_SECRET_KEY"
 PLACEHOLDERS = {"your_api_key_here", "your_secret_key_here"}  # what config.example.py ships
+KEYS_IN_QUOTES = 'Keys go in quotes: API_KEY = "..."'
 KEY_CHARACTERS = re.compile(r"[A-Za-z0-9+/=_.-]{10,}")  # anything else plainly is not a key
 HOW_TO_SET_KEYS = f"""\
 Put your Alpaca API keys in config.py, a copy of config.example.py:
@@ -126,10 +127,12 @@ def load_keys(folder: Path) -> Keys:
             config = runpy.run_path(str(config_file))
         except SyntaxError as error:
             # Not str(error) or the line: a key pasted without quotes would be printed.
-            raise ConfigError(f"config.py has a syntax error on line {error.lineno}: {error.msg}") from None
+            unquoted = re.match(r"\s*\w+\s*=\s*[^\s\"']", error.text or "")  # API_KEY = PK 12...
+            raise ConfigError(f"config.py has a syntax error on line {error.lineno}: {error.msg}"
+                              + (f"\n{KEYS_IN_QUOTES}" if unquoted else "")) from None
         except NameError as error:
             raise ConfigError(f"config.py line {traceback.extract_tb(error.__traceback__)[-1].lineno} uses "
-                              f"a name Python does not know.\nKeys go in quotes: API_KEY = \"...\"") from None
+                              f"a name Python does not know.\n{KEYS_IN_QUOTES}") from None
         except Exception as error:
             line = traceback.extract_tb(error.__traceback__)[-1].lineno
             raise ConfigError(f"config.py failed on line {line}: {type(error).__name__}: {error}") from None

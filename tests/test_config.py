@@ -84,6 +84,15 @@ def test_a_key_pasted_without_quotes_is_explained_without_printing_it(tmp_path):
                                   'Keys go in quotes: API_KEY = "..."')
 
 
+def test_a_key_with_a_space_pasted_without_quotes_gets_the_hint_about_quotes(tmp_path):
+    (tmp_path / "config.py").write_text("API_KEY = PKUNQUOTED 12345678\nSECRET_KEY = 'x'\n")
+    with pytest.raises(ws.ConfigError) as refused:
+        ws.load_keys(tmp_path)
+    assert str(refused.value).startswith("config.py has a syntax error on line 1: ")
+    assert str(refused.value).endswith('\nKeys go in quotes: API_KEY = "..."')
+    assert "PKUNQUOTED" not in str(refused.value)
+
+
 def test_a_syntax_error_in_config_py_is_reported_as_one_without_the_keys_hint(tmp_path):
     (tmp_path / "config.py").write_text('API_KEY = "PKSECRET000000000"\nif True\n    pass\n')
     with pytest.raises(ws.ConfigError) as refused:
