@@ -4,6 +4,8 @@ events the tests cue, and the server run alone from a terminal."""
 from __future__ import annotations
 
 import asyncio
+import json
+import shutil
 import socket
 import subprocess
 import sys
@@ -16,7 +18,7 @@ from zoneinfo import ZoneInfo
 
 import msgpack
 import pytest
-from conftest import FAKE_KEY, FAKE_SECRET, ROOT, Recorder, as_received, run, stream_until
+from conftest import FAKE_KEY, FAKE_SECRET, ROOT, Recorder, as_received, run, script_env, stream_until
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
@@ -485,3 +487,36 @@ def test_run_alone_with_sip_and_hold_dropped_it_serves_sip_and_holds_a_lost_plac
     finally:
         server.terminate()
         server.wait(timeout=10)
+
+
+# -- Alpaca's own TypeScript SDK as a client: is the local server what Alpaca's clients expect? -----
+
+JS = ROOT / "tests" / "js"  # ts_sdk_client.js, and the SDK once installed: npm install --prefix tests/js
+NEEDS_TS_SDK = pytest.mark.skipif(shutil.which("node") is None or not (JS / "node_modules" / "@alpacahq").exists(),
+                                  reason="Alpaca's TypeScript SDK is not installed: npm install --prefix tests/js")
+
+
+@NEEDS_TS_SDK
+def test_alpacas_typescript_sdk_streams_the_local_servers_trades_and_imbalances(make_server):
+    server = make_server(rate=200, seed=17)
+    client = subprocess.Popen(["node", str(JS / "ts_sdk_client.js"), server.url, "200"], env=script_env(),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 15
+        while not (server.connections and server.connections[0].subscriptions.get("imbalances")):
+            if client.poll() is not None:
+                pytest.fail(f"the SDK's client exited: {client.communicate()[1]}")
+            assert time.monotonic() < deadline, "the SDK's client did not subscribe within 15 s"
+            time.sleep(0.02)
+        server.cue("imbalance")
+        out, err = client.communicate(timeout=30)
+    finally:
+        client.kill()
+    assert client.returncode == 0, err
+    got = [json.loads(line) for line in out.splitlines()]
+    sent = server.connections[0].messages
+    trades, imbalances = ([m for m in got if m["kind"] == kind] for kind in ("trade", "imbalance"))
+    assert [(t["symbol"], t["id"], t["price"], t["size"], t.get("takerSide")) for t in trades] == \
+        [(m["S"], m["i"], m["p"], m["s"], m.get("tks")) for m in sent if m["T"] == "t"][: len(trades)]
+    assert imbalances and [(i["symbol"], i["price"], i["tape"]) for i in imbalances] == \
+        [(m["S"], m["p"], m["z"]) for m in sent if m["T"] == "i"][: len(imbalances)]
