@@ -14,8 +14,8 @@ exit statuses:
   0  stopped by you (Ctrl+C, SIGTERM) or by the reader (| head)
   1  something unexpected (a bug: please report it)
   2  configuration or usage error: keys, arguments, --url, alpaca-py version, no NATS server
-  3  refused by Alpaca: wrong keys (402), symbol limit (405), feed not in your plan
-     (409, 410), a token without the market data scope (411)
+  3  refused by Alpaca: wrong keys (402), symbol limit (405), feed not in your
+     plan (409, 410), a token without the market data scope (411)
   130  forced by a second Ctrl+C
 """
 
@@ -861,7 +861,9 @@ def log_subscription(message: dict) -> None:
     channels = [channel for channel in CHANNELS.values() if message.get(channel)]
     symbols = list(dict.fromkeys(s for channel in channels for s in message[channel]))
     named = ", ".join(symbols) if len(symbols) <= 6 else f"{len(symbols)} symbols"
-    log.info("subscribed to %s of %s; Ctrl+C to stop", ", ".join(channels) or "nothing", named)
+    lines = textwrap.wrap(f"subscribed to {', '.join(channels) or 'nothing'} of {named};", 59)  # 80 columns
+    lines[-1:] = [f"{lines[-1]} Ctrl+C to stop"] if len(lines[-1]) < 44 else [lines[-1], "Ctrl+C to stop"]
+    log.info("%s", "\n".join(lines))
 
 
 async def watch_quiet(stream: StockDataStream, settings: Settings, session: Session, connected_at: float,

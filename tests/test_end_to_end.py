@@ -274,6 +274,8 @@ def test_every_line_on_stderr_fits_80_columns(make_server, start_script):
     down.stop()
     runs = [  # (arguments, environment, faults of the server, what to wait for)
         (["--demo"], script_env(**NO_KEYS), None, "subscribed"),
+        (["--demo", "AAPL", "NVDA", "MSFT", "--trades", "--quotes", "--bars", "--updated-bars", "--daily-bars",
+          "--statuses", "--lulds", "--imbalances"], script_env(**NO_KEYS), None, "Ctrl+C to stop"),
         (["--url", url_of_stopped_server], None, None, "reconnecting in"),
         (["--url", "wss://nonexistent.invalid/v2/iex"], None, None, "reconnecting in"),
         (["--url", "SERVER"], None, [Faults(auth_error=406), Faults(drop_after=10)], "connection lost"),
