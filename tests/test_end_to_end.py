@@ -130,7 +130,8 @@ def test_connection_limit_is_explained_once_and_retried_waiting_as_announced(mak
     attempts = server.server.attempts
     for (delay, attempt), earlier, later in zip(announced, attempts, attempts[1:]):
         assert 2 ** (attempt - 2) <= delay <= 2 ** (attempt - 1)  # 0.5-1 s, 1-2 s, 2-4 s, ...
-        assert delay <= later - earlier < delay + 0.5, (announced, attempts)  # waited as announced
+        # Waited as announced; the log rounds the delay to 0.01 s (0.67 was 0.66998 in one CI run).
+        assert delay - 0.005 <= later - earlier < delay + 0.5, (announced, attempts)
     assert script.stderr.count("Another connection with these keys is open") == 1
     assert script.stderr.count("connection limit exceeded (406)") == len(announced)
     assert_no_traceback(script)
