@@ -26,7 +26,9 @@ import asyncio
 import contextlib
 import errno
 import hashlib
+import hmac
 import itertools
+import json
 import logging
 import math
 import random
@@ -35,9 +37,11 @@ import socket
 import sys
 import time
 from collections import deque
+from collections.abc import Callable, Collection, Coroutine, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from http import HTTPStatus
+from typing import TypeVar
 from zoneinfo import ZoneInfo
 
 import msgpack
@@ -448,6 +452,7 @@ class ConnectionRecord:
     opened_at: float  # time.monotonic()
     faults: Faults
     feed: str = ""  # the path's last part: iex, sip, ...
+    codec: str = "msgpack"  # what the client asked for with its Content-Type: "msgpack" or "json"
     compressed: bool = False  # permessage-deflate negotiated
     authenticated: bool = False
     # The place this connection holds, one per keys and feed: (feed, a digest of the key), never
@@ -464,68 +469,49 @@ class ConnectionRecord:
         return [message["i"] for message in self.messages if message["T"] == "t"]
 
 
-class AlpacaStreamServer:
-    """Alpaca's stock stream on ws://127.0.0.1:PORT/v2/{feed}. Use as `async with`, or start()/stop().
+Served = TypeVar("Served", bound="ProtocolServer")
 
-    rate: ticks per second (a trade and/or a quote of a random subscribed symbol each), with
-    bursts; None sends as fast as the client reads. batch: most ticks in one frame. total: stop
-    sending after this many messages. keys: (key, secret) to accept, or None to accept any
-    non-empty keys. faults: for every connection; plan() sets faults for the next connections,
-    one each. cue() sends events (a halt, a bar, a correction, ...) at once. record: keep every
-    message sent (for tests; a demo may run for days).
 
-    As Alpaca: one connection per key and feed (error 406 for a second one); a connection that
-    ended without a close frame from the client keeps its place hold_dropped seconds (Alpaca:
-    about 90). sip: the keys' plan has the sip feed (else 409 at auth on /v2/sip). compression:
-    offer permessage-deflate. slow_after: with a rate, a send that waits this many seconds for
-    the client to read gets error 407 and the connection closed; None never does (as rate=None).
+class ProtocolServer:
+    """The server side of Alpaca's stream protocol, whatever the data: the handshake on
+    /v2/{feed}, the greeting, auth within auth_timeout seconds, subscribe and unsubscribe with
+    Alpaca's answer, and Alpaca's error frames for what a client does wrong; msgpack frames, or
+    JSON text frames to a client that does not ask for msgpack, as Alpaca does. Use as
+    `async with`, or start()/stop(). Subclasses bring the data, and decide on auth:
+    AlpacaStreamServer makes it up; Relay passes on a feeder's (websocket_stream.py --serve).
+
+    feeds: the paths served (any other gets HTTP 404). faults: for every connection; plan()
+    sets faults for the next connections, one each. symbol_limit: most symbols for trades and
+    quotes together (error 405 past it); None for no limit.
     """
 
-    def __init__(self, *, port: int = 0, rate: float | None = 20.0, batch: int = 20,
-                 total: int | None = None, keys: tuple[str, str] | None = None,
-                 faults: Faults | None = None, auth_timeout: float = 10.0, seed: int | None = None,
-                 record: bool = True, hold_dropped: float = 0.0, sip: bool = False, compression: bool = True,
-                 slow_after: float | None = 5.0) -> None:
+    def __init__(self, *, host: str = "127.0.0.1", port: int = 0, feeds: tuple[str, ...] = FEEDS,
+                 faults: Faults | None = None, auth_timeout: float = 10.0, compression: bool = True,
+                 ping_interval: float | None = None, symbol_limit: int | None = FREE_PLAN_SYMBOL_LIMIT) -> None:
+        self.host = host
         self.port = port
-        self.rate = rate
-        self.batch = batch
-        self.total = total
-        self.keys = keys
+        self.feeds = feeds
         self.faults = faults or Faults()
         self.auth_timeout = auth_timeout
-        self.record = record
-        self.hold_dropped = hold_dropped
-        self.sip = sip
         self.compression = compression
-        self.slow_after = slow_after if rate is not None else None  # as fast as the client reads: never slow
-        self.rng = random.Random(seed)
-        self.prices: dict[str, float] = {}
-        self.ids = itertools.count(1)
+        self.ping_interval = ping_interval
+        self.symbol_limit = symbol_limit
         self.planned: deque[Faults] = deque()
-        self.cued: deque[str] = deque()
         self.attempts: list[float] = []  # time.monotonic() of every handshake, refused ones too
         self.connections: list[ConnectionRecord] = []
-        self.sent = 0  # data messages, over every connection
         self._server: Server | None = None
 
     @property
     def url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}/v2/iex"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"ws://{host}:{self.port}/v2/{self.feeds[0]}"
 
     def plan(self, *faults: Faults) -> None:
         """Give the next connections these faults, one each; later ones get self.faults."""
         self.planned.extend(faults)
 
-    def cue(self, *events: str) -> None:
-        """Send these events (see CUES) in the next frame of the connection streaming then."""
-        unknown = set(events) - set(CUES)
-        if unknown:
-            raise ValueError(f"no such cue: {', '.join(sorted(unknown))} (one of {', '.join(CUES)})")
-        self.cued.extend(events)
-
     async def start(self) -> None:
-        # Our own pings are off: a client must be able to test its keepalive against us.
-        self._server = await serve(self._session, "127.0.0.1", self.port, ping_interval=None,
+        self._server = await serve(self._session, self.host, self.port, ping_interval=self.ping_interval,
                                    process_request=self._handshake,
                                    compression="deflate" if self.compression else None)
         self.port = self._server.sockets[0].getsockname()[1]
@@ -539,7 +525,7 @@ class AlpacaStreamServer:
             await self._server.wait_closed()
             self._server = None
 
-    async def __aenter__(self) -> AlpacaStreamServer:
+    async def __aenter__(self: Served) -> Served:
         await self.start()
         return self
 
@@ -549,17 +535,16 @@ class AlpacaStreamServer:
     def _handshake(self, connection: ServerConnection, request: Request) -> Response | None:
         self.attempts.append(time.monotonic())
         faults = self.planned.popleft() if self.planned else self.faults
-        record = ConnectionRecord(time.monotonic(), faults, feed=request.path.rstrip("/").rsplit("/", 1)[-1])
+        codec = "msgpack" if "msgpack" in request.headers.get("Content-Type", "") else "json"
+        record = ConnectionRecord(time.monotonic(), faults, feed=request.path.rstrip("/").rsplit("/", 1)[-1],
+                                  codec=codec)
         self.connections.append(record)
         connection.record = record  # type: ignore[attr-defined]
-        status = faults.refuse or (None if request.path.rstrip("/") in {f"/v2/{f}" for f in FEEDS} else 404)
+        status = faults.refuse or (None if request.path.rstrip("/") in {f"/v2/{f}" for f in self.feeds} else 404)
         if status:
             record.closed_at = time.monotonic()
             log.info("refused a connection to %s: HTTP %d", request.path, status)
             return connection.respond(HTTPStatus(status), f"{HTTPStatus(status).phrase}\n")
-        if self.slow_after is not None:
-            # Loopback's send buffer grows to megabytes: a client would be minutes behind before a send waits.
-            connection.transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
         log.info("connection %d opened on %s", len(self.connections), request.path)
         return None
 
@@ -567,7 +552,6 @@ class AlpacaStreamServer:
         record: ConnectionRecord = ws.record  # type: ignore[attr-defined]
         record.compressed = "permessage-deflate" in (ws.response.headers.get("Sec-WebSocket-Extensions", "")
                                                      if ws.response else "")
-        sender: asyncio.Task | None = None
         try:
             await send(ws, {"T": "success", "msg": "connected"})
             while True:
@@ -579,18 +563,13 @@ class AlpacaStreamServer:
                     return
                 if not await self._answer(ws, record, request):
                     return
-                if any(record.subscriptions.values()) and sender is None and not record.faults.silent:
-                    sender = asyncio.create_task(self._send_market_data(ws, record))
         except ConnectionClosed:
             pass
         finally:
-            if sender:
-                sender.cancel()
             record.closed_at = time.monotonic()
-            if ws.protocol.close_rcvd is not None:  # the client closed properly: its place is free at once
-                record.place = None
-            elif record.lost_at is None:
+            if ws.protocol.close_rcvd is None and record.lost_at is None:  # no close frame from the client
                 record.lost_at = record.closed_at
+            await self.ended(ws, record)
             log.info("connection %d closed after %.1f s", self.connections.index(record) + 1,
                      record.closed_at - record.opened_at)
 
@@ -604,20 +583,12 @@ class AlpacaStreamServer:
             if record.authenticated:
                 await send_error(ws, 403)
                 return True
-            place = (record.feed, hashlib.sha256(str(request.get("key")).encode()).hexdigest())
-            code = record.faults.auth_error
-            if code is None and not self._keys_accepted(request):
-                code = 402
-            elif code is None and record.feed == "sip" and not self.sip:
-                code = 409
-            elif code is None and self._place_taken(place):
-                code = 406
+            code = record.faults.auth_error or self.auth_refusal(record, request)
             if code is not None:
                 log.info("auth refused with %d %s", code, ERRORS[code])
                 await close_with_error(ws, code)
                 return False
             record.authenticated = True
-            record.place = place
             await send(ws, {"T": "success", "msg": "authenticated"})
         elif action in ("subscribe", "unsubscribe"):
             if not record.authenticated:
@@ -629,21 +600,112 @@ class AlpacaStreamServer:
                 await send_error(ws, 400)
                 return True
             current = record.subscriptions
+            before = {channel: list(symbols) for channel, symbols in current.items()}
             if action == "subscribe":
                 wanted = {c: current.get(c, []) + [s for s in asked[c] if s not in current.get(c, [])]
                           for c in CHANNELS}
-                if len(set(wanted["trades"] + wanted["quotes"])) > FREE_PLAN_SYMBOL_LIMIT:
+                if self.symbol_limit is not None and \
+                        len(set(wanted["trades"] + wanted["quotes"])) > self.symbol_limit:
                     await send_error(ws, 405)
                     return True
             else:
                 wanted = {c: [s for s in current.get(c, []) if s not in asked[c]] for c in CHANNELS}
-            current.update(wanted)  # in place: the sender reads it as it goes
+            current.update(wanted)  # in place: the data's sender reads it as it goes
             log.info("subscriptions: %s", "; ".join(f"{c} {', '.join(s)}" for c, s in current.items() if s) or "none")
-            await send(ws, {"T": "subscription", **current,
-                            "corrections": current["trades"], "cancelErrors": current["trades"]})
+            await send_subscription(ws, current)
+            await self.subscribed(ws, record, before)
         else:
             await send_error(ws, 400)
         return True
+
+    # What a subclass decides and does.
+
+    def auth_refusal(self, record: ConnectionRecord, request: dict) -> int | None:
+        """The error code refusing this auth request, or None to accept it."""
+        return None if request.get("key") and request.get("secret") else 402
+
+    async def subscribed(self, ws: ServerConnection, record: ConnectionRecord,
+                         before: dict[str, list[str]]) -> None:
+        """After a subscribe or unsubscribe, answered; before: the subscriptions it changed."""
+
+    async def ended(self, ws: ServerConnection, record: ConnectionRecord) -> None:
+        """After the connection has ended, whoever ended it."""
+
+
+class AlpacaStreamServer(ProtocolServer):
+    """Alpaca's stock stream on ws://127.0.0.1:PORT/v2/{feed}, with market data made up here.
+
+    rate: ticks per second (a trade and/or a quote of a random subscribed symbol each), with
+    bursts; None sends as fast as the client reads. batch: most ticks in one frame. total: stop
+    sending after this many messages. keys: (key, secret) to accept, or None to accept any
+    non-empty keys. cue() sends events (a halt, a bar, a correction, ...) at once. record: keep
+    every message sent (for tests; a demo may run for days). Faults and the rest: ProtocolServer.
+
+    As Alpaca: one connection per key and feed (error 406 for a second one); a connection that
+    ended without a close frame from the client keeps its place hold_dropped seconds (Alpaca:
+    about 90). sip: the keys' plan has the sip feed (else 409 at auth on /v2/sip). compression:
+    offer permessage-deflate. slow_after: with a rate, a send that waits this many seconds for
+    the client to read gets error 407 and the connection closed; None never does (as rate=None).
+    """
+
+    def __init__(self, *, port: int = 0, rate: float | None = 20.0, batch: int = 20,
+                 total: int | None = None, keys: tuple[str, str] | None = None,
+                 faults: Faults | None = None, auth_timeout: float = 10.0, seed: int | None = None,
+                 record: bool = True, hold_dropped: float = 0.0, sip: bool = False, compression: bool = True,
+                 slow_after: float | None = 5.0) -> None:
+        # Our own pings are off: a client must be able to test its keepalive against us.
+        super().__init__(port=port, faults=faults, auth_timeout=auth_timeout, compression=compression)
+        self.rate = rate
+        self.batch = batch
+        self.total = total
+        self.keys = keys
+        self.record = record
+        self.hold_dropped = hold_dropped
+        self.sip = sip
+        self.slow_after = slow_after if rate is not None else None  # as fast as the client reads: never slow
+        self.rng = random.Random(seed)
+        self.prices: dict[str, float] = {}
+        self.ids = itertools.count(1)
+        self.cued: deque[str] = deque()
+        self.senders: dict[int, asyncio.Task] = {}  # by id() of the connection's record
+        self.sent = 0  # data messages, over every connection
+
+    def cue(self, *events: str) -> None:
+        """Send these events (see CUES) in the next frame of the connection streaming then."""
+        unknown = set(events) - set(CUES)
+        if unknown:
+            raise ValueError(f"no such cue: {', '.join(sorted(unknown))} (one of {', '.join(CUES)})")
+        self.cued.extend(events)
+
+    def _handshake(self, connection: ServerConnection, request: Request) -> Response | None:
+        refused = super()._handshake(connection, request)
+        if refused is None and self.slow_after is not None:
+            # Loopback's send buffer grows to megabytes: a client would be minutes behind before a send waits.
+            connection.transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
+        return refused
+
+    def auth_refusal(self, record: ConnectionRecord, request: dict) -> int | None:
+        place = (record.feed, hashlib.sha256(str(request.get("key")).encode()).hexdigest())
+        if not self._keys_accepted(request):
+            return 402
+        if record.feed == "sip" and not self.sip:
+            return 409
+        if self._place_taken(place):
+            return 406
+        record.place = place
+        return None
+
+    async def subscribed(self, ws: ServerConnection, record: ConnectionRecord,
+                         before: dict[str, list[str]]) -> None:
+        if any(record.subscriptions.values()) and id(record) not in self.senders and not record.faults.silent:
+            self.senders[id(record)] = asyncio.create_task(self._send_market_data(ws, record))
+
+    async def ended(self, ws: ServerConnection, record: ConnectionRecord) -> None:
+        sender = self.senders.pop(id(record), None)
+        if sender:
+            sender.cancel()
+        if ws.protocol.close_rcvd is not None:  # the client closed properly: its place is free at once
+            record.place = None
 
     def _place_taken(self, place: tuple[str, str]) -> bool:
         """Whether a connection holds this place: open, or lost less than hold_dropped s ago. One
@@ -679,7 +741,7 @@ class AlpacaStreamServer:
             packed = None
             if self.rate is None:
                 frame, packed = market.replay(self.batch)
-                packed = None if messages else packed  # cued events go in the frame too
+                packed = None if messages or record.codec != "msgpack" else packed  # cued events go in the frame too
                 messages += frame
             else:
                 due = int((loop.time() - started) * self.rate) - ticks
@@ -699,7 +761,7 @@ class AlpacaStreamServer:
             if room and min(room) < len(messages):
                 messages, packed = messages[:min(room)], None
             try:
-                await asyncio.wait_for(ws.send(packed or msgpack.packb(messages)), self.slow_after)
+                await asyncio.wait_for(ws.send(packed or encode(messages, record.codec)), self.slow_after)
             except asyncio.TimeoutError:  # the frame is written, and waits for the client to read
                 record.slow = True
             if self.record:
@@ -708,9 +770,7 @@ class AlpacaStreamServer:
             self.sent += len(messages)
             if record.slow:  # a market's pace does not wait for a client
                 log.info("connection %d is a slow client", self.connections.index(record) + 1)
-                with contextlib.suppress(asyncio.TimeoutError, ConnectionClosed):  # it may read nothing more
-                    await asyncio.wait_for(close_with_error(ws, 407), CLOSE_TIMEOUT)
-                ws.transport.abort()
+                await cut_as_slow(ws)
                 return
             if sent == faults.drop_after:
                 ws.transport.abort()
@@ -741,28 +801,211 @@ class AlpacaStreamServer:
         self.sent += len(good)
 
 
-def pack(message: dict) -> bytes:
-    return msgpack.packb([message])  # every server frame is an array
+TYPE_CHANNELS = {"t": "trades", "c": "trades", "x": "trades", "q": "quotes", "b": "bars", "u": "updatedBars",
+                 "d": "dailyBars", "s": "statuses", "l": "lulds", "i": "imbalances"}  # corrections and
+#                 cancels come with trades
+CLIENT_BUFFER = 4 * 2**20  # bytes of frames waiting for one Relay client before it is cut as slow (407)
+
+
+def wanted(subscriptions: Mapping[str, Collection[str]], messages: list, *, control: bool = False) -> list:
+    """The data messages these subscriptions (channel -> symbols, "*" for all) ask for, in order;
+    with control, the rest too (what is not market data: a subscription answer, an error)."""
+    chosen = []
+    for message in messages:
+        channel = TYPE_CHANNELS.get(message.get("T", "")) if isinstance(message, dict) else None
+        if channel is None:
+            if control:
+                chosen.append(message)
+            continue
+        symbols = subscriptions.get(channel)
+        if symbols and (message.get("S") in symbols or "*" in symbols):
+            chosen.append(message)
+    return chosen
+
+
+@dataclass
+class Client:
+    """One client of a Relay: its connection, what it wants, and the frames waiting for it."""
+
+    ws: ServerConnection
+    record: ConnectionRecord
+    wants: dict[str, set[str]] = field(default_factory=dict)  # its subscriptions, as sets
+    frames: deque[bytes | str] = field(default_factory=deque)
+    waiting: int = 0  # bytes in frames
+    ready: asyncio.Event = field(default_factory=asyncio.Event)
+    writer: asyncio.Task | None = None
+
+
+Refused = Callable[[int, str], None]  # told Alpaca's error code and message when upstream refuses a change
+
+
+class Relay(ProtocolServer):
+    """websocket_stream.py --serve: Alpaca's protocol, with the data of the feeder's one
+    connection, to any number of clients (alpaca-py, Alpaca's other SDKs, unmodified). Each
+    gets exactly its own channels and symbols, every message, in the feeder's order, times as
+    Alpaca sent them. The feeder hands over each frame with send(), which never waits for a
+    client: one that falls `buffer` bytes behind gets error 407 and is cut, the others go on.
+
+    keys: (key, secret) that clients must log in with, or None for any non-empty ones.
+    changed: awaited after a client's subscriptions change (it subscribed, unsubscribed or left),
+    with a function to call if the feeder's upstream refuses the change; None when it left.
+    """
+
+    def __init__(self, *, host: str, port: int, feeds: tuple[str, ...], keys: tuple[str, str] | None,
+                 changed: Callable[[Refused | None], Coroutine[object, object, None]],
+                 buffer: int = CLIENT_BUFFER) -> None:
+        # No compression: deflating every frame for every client would cost the feeder CPU
+        # that a client on the same machine gains nothing from. Pings find clients that vanish.
+        super().__init__(host=host, port=port, feeds=feeds, compression=False, ping_interval=20.0,
+                         symbol_limit=None)  # the upstream's limit applies, and its 405
+        self.keys = keys
+        self.changed = changed
+        self.buffer = buffer
+        self.clients: dict[int, Client] = {}  # by id() of the connection's record
+        self.served = 0  # clients that logged in
+        self.slow = 0  # clients cut with 407
+        self._cutting: set[asyncio.Task] = set()  # the tasks of _cut_slow(), while they run
+
+    def subscriptions(self) -> dict[str, set[str]]:
+        """What the clients want, together: channel -> symbols."""
+        together: dict[str, set[str]] = {}
+        for client in self.clients.values():
+            for channel, symbols in client.wants.items():
+                together.setdefault(channel, set()).update(symbols)
+        return together
+
+    def send(self, messages: list) -> None:
+        """One frame of the feeder's: to each client, the part it wants, in one frame."""
+        frames: dict[tuple, bytes | str] = {}  # clients who want the same get the same frame, encoded once
+        for client in list(self.clients.values()):
+            mine = wanted(client.wants, messages)
+            if not mine:
+                continue
+            key = (client.record.codec, *map(id, mine))
+            frame = frames.get(key)
+            if frame is None:
+                frame = frames[key] = encode(mine, client.record.codec)
+            if client.waiting + len(frame) > self.buffer:
+                self._cut_slow(client)
+                continue
+            self._queue(client, frame)
+
+    def auth_refusal(self, record: ConnectionRecord, request: dict) -> int | None:
+        key, secret = str(request.get("key") or ""), str(request.get("secret") or "")
+        if self.keys is None:
+            accepted = bool(key and secret)
+        else:  # in constant time: a client must not learn a key a character at a time
+            accepted = hmac.compare_digest(key, self.keys[0]) & hmac.compare_digest(secret, self.keys[1])
+        self.served += accepted
+        return None if accepted else 402
+
+    async def subscribed(self, ws: ServerConnection, record: ConnectionRecord,
+                         before: dict[str, list[str]]) -> None:
+        client = self.clients.get(id(record))
+        if client is None:
+            if record.slow:
+                return
+            client = self.clients[id(record)] = Client(ws, record)
+            client.writer = asyncio.create_task(self._write(client))
+        client.wants = {channel: set(symbols) for channel, symbols in record.subscriptions.items() if symbols}
+
+        def refused(code: int, message: str) -> None:
+            """Upstream refused what this client asked: as Alpaca, its error, and the
+            subscriptions it had before."""
+            record.subscriptions.update(before)
+            client.wants = {channel: set(symbols) for channel, symbols in before.items() if symbols}
+            log.info("upstream refused connection %d's request with %d", self.connections.index(record) + 1, code)
+            self._queue(client, encode([{"T": "error", "code": code, "msg": message}], record.codec))
+
+        await self.changed(refused)
+
+    async def ended(self, ws: ServerConnection, record: ConnectionRecord) -> None:
+        client = self.clients.pop(id(record), None)
+        if client and client.writer:
+            client.writer.cancel()
+        if client and client.wants:
+            await self.changed(None)  # what nobody wants any more goes
+
+    def _queue(self, client: Client, frame: bytes | str) -> None:
+        client.frames.append(frame)
+        client.waiting += len(frame)
+        client.ready.set()
+
+    async def _write(self, client: Client) -> None:
+        """Send a client's frames as fast as it reads them."""
+        with contextlib.suppress(ConnectionClosed):  # it left: ended() sees to the rest
+            while True:
+                await client.ready.wait()
+                client.ready.clear()
+                while client.frames:
+                    frame = client.frames.popleft()
+                    client.waiting -= len(frame)
+                    await client.ws.send(frame)
+
+    def _cut_slow(self, client: Client) -> None:
+        client.record.slow = True
+        self.slow += 1
+        log.info("connection %d is a slow client", self.connections.index(client.record) + 1)
+        del self.clients[id(client.record)]
+        client.frames.clear()
+        if client.writer:
+            client.writer.cancel()  # between two frames or after one: it waits for the client to read
+        for work in (cut_as_slow(client.ws), self.changed(None)):  # what nobody wants any more goes
+            task = asyncio.create_task(work)
+            self._cutting.add(task)
+            task.add_done_callback(self._cutting.discard)
+
+
+def encode(messages: list[dict], codec: str) -> bytes | str:
+    """A frame (every server frame is an array): msgpack, or JSON text with RFC 3339 times."""
+    if codec == "msgpack":
+        return msgpack.packb(messages, datetime=True)
+    return json.dumps(messages, default=rfc3339, separators=(",", ":"))
+
+
+def rfc3339(value: object) -> str:
+    """A time as Alpaca's JSON frames give it: 2026-11-24T15:00:00.123456789Z."""
+    if isinstance(value, datetime):
+        value = msgpack.Timestamp.from_datetime(value)
+    if not isinstance(value, msgpack.Timestamp):
+        raise TypeError(f"not JSON: {value!r}")
+    fraction = f".{value.nanoseconds:09d}".rstrip("0") if value.nanoseconds else ""
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(value.seconds)) + fraction + "Z"
 
 
 def unpack(frame: bytes | str) -> object:
+    """A client's message: msgpack in a binary frame, JSON in a text frame; None if neither."""
     try:
-        return msgpack.unpackb(frame) if isinstance(frame, bytes) else None
+        return msgpack.unpackb(frame) if isinstance(frame, bytes) else json.loads(frame)
     except ValueError:
         return None
 
 
 async def send(ws: ServerConnection, message: dict) -> None:
-    await ws.send(pack(message))
+    await ws.send(encode([message], ws.record.codec))  # type: ignore[attr-defined]
 
 
 async def send_error(ws: ServerConnection, code: int) -> None:
     await send(ws, {"T": "error", "code": code, "msg": ERRORS[code]})
 
 
+async def send_subscription(ws: ServerConnection, subscriptions: dict[str, list[str]]) -> None:
+    """Alpaca's answer to a subscribe or an unsubscribe: every channel's symbols, now."""
+    trades = subscriptions.get("trades", [])
+    await send(ws, {"T": "subscription", **{channel: subscriptions.get(channel, []) for channel in CHANNELS},
+                    "corrections": trades, "cancelErrors": trades})
+
+
 async def close_with_error(ws: ServerConnection, code: int) -> None:
     await send_error(ws, code)
     await ws.close()
+
+
+async def cut_as_slow(ws: ServerConnection) -> None:
+    """Error 407 and the close, as far as a client that reads slowly takes them, then cut."""
+    with contextlib.suppress(asyncio.TimeoutError, ConnectionClosed):  # it may read nothing more
+        await asyncio.wait_for(close_with_error(ws, 407), CLOSE_TIMEOUT)
+    ws.transport.abort()
 
 
 async def main(argv: list[str] | None = None) -> int:

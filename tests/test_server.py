@@ -171,6 +171,9 @@ def test_more_than_30_symbols_of_trades_and_quotes_is_refused_but_bars_have_no_l
 # -- with a raw client: what Alpaca's server does that a client must cope with -------------------
 
 
+MSGPACK = {"Content-Type": "application/msgpack"}  # as alpaca-py asks: else Alpaca sends JSON
+
+
 def within(coroutine: Coroutine[Any, Any, object], seconds: float = 15) -> None:
     run(asyncio.wait_for(coroutine, seconds))
 
@@ -178,7 +181,7 @@ def within(coroutine: Coroutine[Any, Any, object], seconds: float = 15) -> None:
 async def login(server: AlpacaStreamServer, *, key: str = FAKE_KEY, feed: str = "iex",
                 **options: Any) -> tuple[ClientConnection, dict]:
     """A raw client connected and authenticated (or refused) on /v2/{feed}; the auth answer."""
-    client = await connect(f"ws://127.0.0.1:{server.port}/v2/{feed}", **options)
+    client = await connect(f"ws://127.0.0.1:{server.port}/v2/{feed}", additional_headers=MSGPACK, **options)
     await client.recv()  # connected
     await client.send(msgpack.packb({"action": "auth", "key": key, "secret": FAKE_SECRET}))
     return client, msgpack.unpackb(await client.recv())[0]
