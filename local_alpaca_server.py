@@ -1,7 +1,11 @@
 """A local server that speaks Alpaca's stock market-data stream protocol (v2), for --demo,
-the tests and the benchmark.
+the tests and the benchmark; and the same protocol with a feeder's data, for --serve.
 
-It is a real peer for alpaca-py, not a mock: msgpack binary frames, the "connected" greeting,
+The server side of the protocol is written once, in ProtocolServer; AlpacaStreamServer makes
+up the market data, and Relay hands on what websocket_stream.py --serve receives from Alpaca.
+
+It is a real peer for alpaca-py, not a mock: msgpack binary frames (JSON text frames for a
+client that does not ask for msgpack, as Alpaca), the "connected" greeting,
 auth within 10 s, the "subscription" answer, and market data whose "t" is a msgpack Timestamp,
 several messages per frame, on every stock channel: trades (with corrections and cancels),
 quotes, minute bars, updated and daily bars, trading statuses (halts), LULD bands and order
@@ -9,7 +13,7 @@ imbalances, with keys Alpaca adds that a client may not know ("r", "tks"). It co
 (permessage-deflate), allows one connection per key and feed (406), refuses sip to a plan
 without it (409) and cuts a client too slow to keep up (407), as Alpaca does. It sends Alpaca's
 error frames, and it can misbehave the ways a real network and a real broker do (see Faults).
-It listens on 127.0.0.1 only. The facts it follows are in ../shared/alpaca-stream-protocol.md
+The local server listens on 127.0.0.1 only. The facts it follows are in ../shared/alpaca-stream-protocol.md
 of the project.
 
 Run it alone:  python local_alpaca_server.py --port 8765 --rate 50

@@ -604,7 +604,7 @@ class Settings:
     durable: str = ""  # with source: a name to resume from where it stopped (JetStream)
     replay: str | None = None  # a file of --json lines to read, instead of Alpaca
     replay_speed: float = 0.0  # with replay: times the recorded pace; 0: as fast as it goes
-    serve: tuple[str, int] | None = None  # a host and port to serve Alpaca's protocol on, to more bots
+    serve: tuple[str, int] | None = None  # a host and port to serve Alpaca's protocol on
 
 
 @dataclass
@@ -657,6 +657,8 @@ def counted(received: dict[str, int]) -> str:
 # Alpaca's error codes that answer a subscribe or an unsubscribe: the request is refused, and
 # the subscriptions stay as they were.
 SUBSCRIBE_REFUSALS = (400, 405, 409, 410)
+Channels = dict[str, set[str]]  # Alpaca's channel name -> symbols
+Refused = Callable[[int, str], None]  # told the code and message if Alpaca refuses a request
 
 
 class Subscriptions:
@@ -665,21 +667,21 @@ class Subscriptions:
     goes to Alpaca at once on the open connection; a new connection asks for all of it."""
 
     def __init__(self) -> None:
-        self.own: dict[str, set[str]] = {}  # channel -> symbols, for this script's handlers
+        self.own: Channels = {}  # for this script's handlers
         self.relay: Any = None  # --serve: a local_alpaca_server.Relay, whose clients want theirs
         self.offline = False  # --source, --replay: what comes cannot be changed
         self.websocket: Any = None  # the connection, once it has asked; None between connections
-        self.asked: dict[str, set[str]] = {}  # what the connection has been asked for
-        # The requests sent and not yet answered, oldest first: what was asked, and whom to
-        # tell if Alpaca refuses it (None: the first request of a connection, as at startup).
-        self.pending: deque[tuple[str, dict[str, set[str]], Callable[[int, str], None] | None]] = deque()
+        self.asked: Channels = {}  # what the connection has been asked for
+        # The requests sent and not yet answered, oldest first: the action, what it asked, and
+        # whom to tell if Alpaca refuses it (None: a connection's first, refused as at startup).
+        self.pending: deque[tuple[str, Channels, Refused | None]] = deque()
         self.beyond_own = False  # the connection has brought what the handlers did not ask for
 
     def start(self, channels: list[str], symbols: list[str], offline: bool = False) -> None:
         self.own = {channel: set(symbols) for channel in channels}
         self.offline, self.beyond_own = offline, False
 
-    def wanted(self) -> dict[str, set[str]]:
+    def wanted(self) -> Channels:
         """Every channel's symbols: the script's own and its clients'."""
         wanted = {channel: set(symbols) for channel, symbols in self.own.items()}
         for channel, symbols in (self.relay.subscriptions() if self.relay else {}).items():
@@ -687,11 +689,11 @@ class Subscriptions:
         return {channel: symbols for channel, symbols in wanted.items() if symbols}
 
     def first_request(self, websocket: Any) -> dict[str, Any]:
-        """The subscribe message of a new connection, for all of it; from now on, changes go too."""
+        """A new connection's subscribe message, for all of it; changes go to it from now on."""
         self.websocket, self.asked = websocket, self.wanted()
         self.pending = deque([("subscribe", self.asked, None)])
         self.beyond_own |= self.asked != {c: s for c, s in self.own.items() if s}
-        return {"action": "subscribe", **{channel: sorted(symbols) for channel, symbols in self.asked.items()}}
+        return request("subscribe", self.asked)
 
     def disconnected(self) -> None:
         self.websocket = None
@@ -701,9 +703,10 @@ class Subscriptions:
         """subscribe() and unsubscribe()."""
         if channel not in CHANNELS:
             raise ValueError(f"no such channel: {channel!r}; one of:\n{', '.join(CHANNELS)}")
-        bad = [symbol for symbol in symbols if not isinstance(symbol, str) or not SYMBOL.fullmatch(symbol)]
+        bad = [s for s in symbols if not isinstance(s, str) or not SYMBOL.fullmatch(s)]
         if bad or not symbols:
-            raise ValueError(f"{action}() takes stock symbols: {', '.join(map(repr, bad)) or 'none given'}")
+            raise ValueError(f"{action}() takes stock symbols: "
+                             f"{', '.join(map(repr, bad)) or 'none given'}")
         before = {name: set(names) for name, names in self.own.items()}
         mine = self.own.setdefault(CHANNELS[channel], set())
         mine.update(symbols) if action == "subscribe" else mine.difference_update(symbols)
@@ -713,11 +716,11 @@ class Subscriptions:
         def refused(code: int, message: str) -> None:
             self.own = before
             asked = f"{action}({', '.join(symbols)}, channel={channel!r})"
-            log.warning("%s", "\n".join(textwrap.wrap(f"Alpaca refused {asked}: {message} ({code})", 50)))
+            log.warning("%s", textwrap.fill(f"Alpaca refused {asked}: {message} ({code})", 50))
 
         await self.update(refused)
 
-    async def update(self, refused: Callable[[int, str], None] | None) -> None:
+    async def update(self, refused: Refused | None) -> None:
         """Ask the open connection for what changed since it last asked: one subscribe for
         what is new, one unsubscribe for what nobody wants any more. refused: called if Alpaca
         refuses it; None for what only shrinks (a client left)."""
@@ -725,19 +728,20 @@ class Subscriptions:
         beyond = wanted != {c: s for c, s in self.own.items() if s}
         self.beyond_own |= beyond
         if self.offline and beyond:
-            extra = "; ".join(f"{c} of {', '.join(sorted(s))}" for c, s in difference(wanted, self.own).items())
-            log.warning("%s", "\n".join(textwrap.wrap(f"a client asked for what this bot does not read: {extra}. "
-                                                     "It gets what this bot's own options ask for.", 50)))
+            extra = "; ".join(f"{c} of {', '.join(sorted(s))}"
+                              for c, s in difference(wanted, self.own).items())
+            log.warning("%s", textwrap.fill(f"a client asked for what this bot does not read: "
+                                            f"{extra}. It gets what this bot's options ask for.", 50))
         if self.websocket is None:
             return  # the next connection asks for all of it
-        changes = [("subscribe", difference(wanted, self.asked)), ("unsubscribe", difference(self.asked, wanted))]
+        changes = {"subscribe": difference(wanted, self.asked),
+                   "unsubscribe": difference(self.asked, wanted)}
         self.asked = wanted
-        for action, change in changes:
+        for action, change in changes.items():
             if change:
                 self.pending.append((action, change, refused))
-                with suppress(websockets.ConnectionClosed):  # the next connection asks for all of it
-                    await self.websocket.send(msgpack.packb(
-                        {"action": action, **{channel: sorted(symbols) for channel, symbols in change.items()}}))
+                with suppress(websockets.ConnectionClosed):  # the next connection asks for all
+                    await self.websocket.send(msgpack.packb(request(action, change)))
 
     def answered(self, refusal: AlpacaRefused | None) -> bool:
         """Alpaca's answer to the oldest request: a subscription (None) or an error. True if it
@@ -768,7 +772,12 @@ class Subscriptions:
         return beside("local_alpaca_server", "--serve").wanted(self.own, messages, control=True)
 
 
-def difference(these: dict[str, set[str]], those: dict[str, set[str]]) -> dict[str, set[str]]:
+def request(action: str, channels: Channels) -> dict[str, Any]:
+    """A subscribe or an unsubscribe message, as Alpaca takes it."""
+    return {"action": action, **{channel: sorted(symbols) for channel, symbols in channels.items()}}
+
+
+def difference(these: Channels, those: Channels) -> Channels:
     """The symbols of these that those lack, by channel."""
     return {channel: symbols - those.get(channel, set()) for channel, symbols in these.items()
             if symbols - those.get(channel, set())}
@@ -1169,8 +1178,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         "the recorded pace (1: as recorded); default: as fast as it goes")
     parser.add_argument("--publish", metavar="NATS_URL", help="also publish every message to a NATS server, "
                         "for more bots on one Alpaca connection: nats://127.0.0.1:4222")
-    parser.add_argument("--serve", metavar="[HOST:]PORT", help="also serve Alpaca's stream protocol to more "
-                        "bots (alpaca-py, Alpaca's SDKs) on one Alpaca connection; HOST 127.0.0.1 unless named")
+    parser.add_argument("--serve", metavar="[HOST:]PORT",
+                        help="also serve Alpaca's stream to your other bots, unchanged, on "
+                        "this one connection (HOST: 127.0.0.1 unless named)")
     parser.add_argument("--durable", metavar="NAME", help="with --source: resume where the bot of this name "
                         "stopped, missing nothing (needs nats-server -js)")
     parser.add_argument("--json", action="store_true", help="one JSON object per message per line")
@@ -1258,8 +1268,8 @@ def settings_from(args: argparse.Namespace) -> Settings:
     return Settings("" if here else url, symbols, args.channels, demo=args.demo,
                     heartbeat=args.heartbeat, data_timeout=data_timeout(args), market_hours=not (
                         args.demo or args.test_stream), publish=args.publish or "", source=args.source or "",
-                    durable=args.durable or "", replay=args.replay, replay_speed=args.replay_speed or 0.0,
-                    serve=args.serve)
+                    durable=args.durable or "", replay=args.replay,
+                    replay_speed=args.replay_speed or 0.0, serve=args.serve)
 
 
 def data_timeout(args: argparse.Namespace) -> float:
@@ -1345,15 +1355,17 @@ async def serving(settings: Settings, keys: Keys, session: Session) -> AsyncIter
     served = beside("local_alpaca_server", "--serve")
     keyless = settings.demo or settings.source  # no keys of Alpaca's to check: any will do
     relay = served.Relay(host=host, port=port, feeds=served.FEEDS if settings.source else (feed,),
-                         keys=None if keyless else (keys.key, keys.secret), changed=SUBSCRIPTIONS.update)
+                         keys=None if keyless else (keys.key, keys.secret),
+                         changed=SUBSCRIPTIONS.update)
     try:
         await relay.start()
     except OSError as error:
-        reason = os.strerror(error.errno) if error.errno else str(error)  # asyncio's strerror is long
+        # asyncio's strerror is a sentence with the address in it: the system's is enough.
+        reason = os.strerror(error.errno) if error.errno else str(error)
         raise ConfigError(f"--serve: cannot listen on {host}:{port}:\n{reason}; "
                           "another port? (0 picks a free one)") from None
-    log.info("serving Alpaca's stream to more bots, at\n%s (%s)", relay.url, "any keys will do" if keyless
-             else "they log in with this script's keys")
+    log.info("serving Alpaca's stream to more bots, at\n%s (%s)", relay.url,
+             "any keys will do" if keyless else "they log in with this script's keys")
     if not is_loopback(host):
         log.warning("clients on other machines send the keys unencrypted\n(ws://): serve them "
                     "only on a network you trust,\nor through an SSH tunnel")
