@@ -519,6 +519,7 @@ def test_two_alpaca_py_bots_and_a_typescript_sdk_bot_share_the_scripts_one_conne
     assert "served 3 clients" in feeder.stderr
     assert "Traceback" not in feeder.stderr
     assert max(map(len, feeder.err_lines)) <= 80, max(feeder.err_lines, key=len)
+    assert FAKE_KEY not in feeder.stderr + feeder.stdout and FAKE_SECRET not in feeder.stderr + feeder.stdout
 
 
 
