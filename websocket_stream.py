@@ -1126,7 +1126,7 @@ async def run(settings: Settings, keys: Keys, handlers: dict[str, Handler], sess
                 settings.url = (await stack.enter_async_context(server)).url
                 log.info("demo data from a local server, not the market")
             if bridge and settings.publish:
-                publisher = await stack.enter_async_context(bridge.Publisher(settings.publish, format_json, session))
+                publisher = await stack.enter_async_context(bridge.Publisher(settings.publish, as_json, session))
                 routes = publisher.wrap(routes)
             if bridge and settings.source:
                 await until_stopped(read_broker(bridge, settings, routes, session), settings, session)
@@ -1152,8 +1152,8 @@ def beside(module: str, needed_by: str) -> ModuleType:
     except ModuleNotFoundError as error:
         if error.name == module:
             raise ConfigError(f"{needed_by} needs {module}.py beside the script;\nthe rest works without it.") from None
-        if error.name == "nats":
-            raise ConfigError(f"{needed_by} needs nats-py: pip install -r requirements.txt") from None
+        if error.name in ("nats", "orjson"):
+            raise ConfigError(f"{needed_by} needs nats-py and orjson: pip install -r requirements.txt") from None
         raise
 
 

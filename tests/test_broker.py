@@ -217,9 +217,9 @@ def test_republished_messages_are_kept_once_in_jetstream_for_a_day(broker):
         session = ws.Session()
         trade = ws.Trade({"T": "t", "S": "SPY", "p": 600.5, "s": 100, "t": datetime.now(timezone.utc), "x": "V",
                           "c": ["@"], "i": 7, "z": "B"})
-        async with nats_bridge.Publisher(broker.url, ws.format_json, session) as publisher:
+        async with nats_bridge.Publisher(broker.url, ws.as_json, session) as publisher:
             for record in (trade, ws.Trade(trade), ws.Trade({**trade, "i": 8})):  # the same one twice
-                await publisher.publish("trades", record)
+                await publisher.publish("trade", record)
             jetstream = publisher.client.jetstream()
             # A marker, acknowledged once stored: the server takes one connection's messages in
             # order, so by then it has stored or dropped the three before it.
@@ -282,12 +282,12 @@ def test_what_the_broker_cannot_hold_is_dropped_and_counted_its_memory_bounded(b
         session = ws.Session()
         trade = ws.Trade({"T": "t", "S": "SPY", "p": 600.5, "s": 100, "t": datetime.now(timezone.utc), "x": "V",
                           "c": ["@"], "i": 7, "z": "B"})
-        async with nats_bridge.Publisher(broker.url, ws.format_json, session) as publisher:
+        async with nats_bridge.Publisher(broker.url, ws.as_json, session) as publisher:
             broker.stop()
             while publisher.client.is_connected:  # until the client has noticed (within wait_for's 20 s)
                 await asyncio.sleep(0.01)
             for number in range(1000):
-                await publisher.publish("trades", ws.Trade({**trade, "i": number}))
+                await publisher.publish("trade", ws.Trade({**trade, "i": number}))
             held = publisher.client.pending_data_size
         return session.published, session.unpublished, held
 
