@@ -1159,7 +1159,7 @@ def beside(module: str, needed_by: str) -> ModuleType:
 
 async def read_broker(bridge: ModuleType, settings: Settings, routes: dict[str, Route], session: Session) -> None:
     """--source: what a --publish feeder sent through the broker, to the same handlers."""
-    batches = bridge.messages(settings.source, settings.channels, settings.symbols, from_json_line,
+    batches = bridge.messages(settings.source, settings.channels, settings.symbols, from_json,
                               session, settings.durable)
     async with aclosing(batches):  # on Ctrl+C too: a --durable bot says what it has had
         async for batch in batches:
