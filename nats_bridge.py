@@ -183,7 +183,7 @@ class Publisher:
         await close(self.client)
 
     def lost(self) -> None:
-        log.warning("lost the connection to the NATS server at %s;\nthe stream goes on, "
+        log.warning("lost the connection to the NATS server\nat %s; the stream goes on,\n"
                     "and publishing resumes when the server is back", shown(self.url))
 
     def back(self) -> None:
@@ -275,7 +275,7 @@ async def messages(url: str, channels: list[str], symbols: list[str], from_json:
     wanted = subjects_for(channels, symbols)
 
     def lost() -> None:
-        log.warning("lost the connection to the NATS server at %s;\nwaiting for it to come back", shown(url))
+        log.warning("lost the connection to the NATS server\nat %s; waiting for it to come back", shown(url))
 
     def back() -> None:
         session.reconnects += 1
@@ -289,15 +289,15 @@ async def messages(url: str, channels: list[str], symbols: list[str], from_json:
             raise BrokerError("--durable needs JetStream: start the NATS server with -js")
         batches = await (from_durable(client, wanted, durable) if durable else
                          from_stream(client, wanted) if keeping else from_now(client, wanted, gaps))
-        named = ", ".join(wanted) if len(wanted) <= 3 else f"{len(wanted)} subjects ({wanted[0]}, ...)"
-        log.info("reading %s; Ctrl+C to stop", named)
+        named = ",\n".join(wanted) if len(wanted) <= 3 else f"{len(wanted)} subjects ({wanted[0]}, ...)"
+        log.info("reading %s;\nCtrl+C to stop", named)  # a line each: within 80 columns
         async with aclosing(batches):  # its clean-up (a --durable bot's last ack) before close()
             async for batch in batches:
                 yield filter(None, (decode(message.data) for message in batch))  # None: not one of ours
                 gaps.tell()
     finally:
         if gaps.missed:
-            log.info("missed %d messages in all (the NATS server keeps none without JetStream)", gaps.missed)
+            log.info("missed %d messages in all: the NATS server\nkeeps none without JetStream", gaps.missed)
         await close(client)
 
 
@@ -323,8 +323,8 @@ class Gaps:
         """Warn once, at the first gap; the total is logged at exit."""
         if self.missed and not self.told:
             self.told = True
-            log.warning("missed %d messages the feeder published: a NATS server without JetStream\n"
-                        "(nats-server -js) keeps none for a bot that was away", self.missed)
+            log.warning("missed %d messages the feeder published:\nwithout JetStream (nats-server -js), "
+                        "the NATS server\nkeeps none for a bot that was away", self.missed)
 
 
 async def from_now(client: Client, wanted: list[str], gaps: Gaps) -> AsyncGenerator[Iterable[Msg], None]:

@@ -594,7 +594,7 @@ def test_a_plain_bot_without_jetstream_warns_once_with_how_many_it_missed(make_s
         missed += max(had) - min(had) + 1 - len(had) if had else 0
     assert missed >= 20  # SPY's share of the 80 published while it was away
     assert bot.stderr.count("missed ") == 2  # the warning, and the total at exit
-    assert re.search(r"warning: missed \d+ messages the feeder published: a NATS server without JetStream",
-                     bot.stderr)
+    assert re.search(r"warning: missed \d+ messages the feeder published:\n  without JetStream", bot.stderr)
+    assert [line for line in bot.err_lines if len(line) > 80] == []
     assert f"missed {missed} messages in all" in bot.stderr
     assert len(set(map(key, got))) == len(got)
