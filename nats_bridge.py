@@ -48,7 +48,7 @@ KINDS_OF_CHANNEL = {"trades": ("trade", "correction", "cancel"), "quotes": ("quo
                     "updatedBars": ("updated_bar",), "dailyBars": ("daily_bar",), "statuses": ("status",),
                     "lulds": ("luld",), "imbalances": ("imbalance",)}
 
-STREAM = "ALPACA"  # the JetStream stream, created by the first feeder or --durable bot
+STREAM = "ALPACA"  # the JetStream stream, created by the first feeder or bot
 KEEP_FOR = 24 * 3600.0  # seconds a message is kept, when the stream is created here
 DUPLICATE_WINDOW = 120.0  # seconds within which a message published again is stored once
 UNSENT_LIMIT = 8 * 1024 * 1024  # bytes held for the broker while it is away; beyond, dropped and counted
