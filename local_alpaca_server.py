@@ -222,13 +222,15 @@ class Market:
     def replay(self, count: int) -> tuple[list[dict], bytes]:
         """For the benchmark: frames of `count` trades and quotes, made and packed once, then
         sent again and again (so ids repeat, and timestamps are old), so that a benchmark
-        measures the client, not this server: packing costs about as much as unpacking."""
+        measures the client, not this server: packing costs about as much as unpacking. 1024
+        frames (0.19 s to make): one comes again after 0.15 s at 140,000 messages a second,
+        past JetStream's shortest duplicate window (0.1 s), so each is stored."""
         key = (count, self.symbols("trades"), self.symbols("quotes"))
         if self.pool_key != key:
             ticks = (message for _ in itertools.count() for message in self.ticks(1))
             plain = (message for message in ticks if message["T"] in "tq")  # no corrections
             self.pool = [(frame, msgpack.packb(frame)) for frame in
-                         (list(itertools.islice(plain, count)) for _ in range(64))]
+                         (list(itertools.islice(plain, count)) for _ in range(1024))]
             self.pool_key = key
         self.pool.append(self.pool.pop(0))
         return self.pool[-1]

@@ -1324,7 +1324,7 @@ async def run(settings: Settings, keys: Keys, handlers: dict[str, Handler], sess
                 settings.url = (await stack.enter_async_context(server)).url
                 log.info("demo data from a local server, not the market")
             if bridge and settings.publish:
-                publisher = await stack.enter_async_context(bridge.Publisher(settings.publish, format_json, session))
+                publisher = await stack.enter_async_context(bridge.Publisher(settings.publish, as_json, session))
                 routes = publisher.wrap(routes)
             if settings.source or settings.replay is not None:
                 SUBSCRIPTIONS.start(settings.channels, settings.symbols, offline=True)
@@ -1386,18 +1386,19 @@ def beside(module: str, needed_by: str) -> ModuleType:
     except ModuleNotFoundError as error:
         if error.name == module:
             raise ConfigError(f"{needed_by} needs {module}.py beside the script;\nthe rest works without it.") from None
-        if error.name == "nats":
-            raise ConfigError(f"{needed_by} needs nats-py: pip install -r requirements.txt") from None
+        if error.name in ("nats", "orjson"):
+            raise ConfigError(f"{needed_by} needs nats-py and orjson: pip install -r requirements.txt") from None
         raise
 
 
 async def read_broker(bridge: ModuleType, settings: Settings, routes: dict[str, Route], session: Session) -> None:
     """--source: what a --publish feeder sent through the broker, to the same handlers."""
-    batches = bridge.messages(settings.source, settings.channels, settings.symbols, from_json_line,
+    batches = bridge.messages(settings.source, settings.channels, settings.symbols, from_json,
                               session, settings.durable)
     async with aclosing(batches):  # on Ctrl+C too: a --durable bot says what it has had
         async for batch in batches:
             if SUBSCRIPTIONS.relay and SUBSCRIPTIONS.relay.clients:
+                batch = list(batch)  # read twice: for the clients, and for the handlers
                 SUBSCRIPTIONS.relay.send(batch)  # --serve: the broker's messages to the clients
             await deliver(batch, routes, session)
             sys.stdout.flush()

@@ -217,9 +217,9 @@ def test_republished_messages_are_kept_once_in_jetstream_for_a_day(broker):
         session = ws.Session()
         trade = ws.Trade({"T": "t", "S": "SPY", "p": 600.5, "s": 100, "t": datetime.now(timezone.utc), "x": "V",
                           "c": ["@"], "i": 7, "z": "B"})
-        async with nats_bridge.Publisher(broker.url, ws.format_json, session) as publisher:
+        async with nats_bridge.Publisher(broker.url, ws.as_json, session) as publisher:
             for record in (trade, ws.Trade(trade), ws.Trade({**trade, "i": 8})):  # the same one twice
-                await publisher.publish("trades", record)
+                await publisher.publish("trade", record)
             jetstream = publisher.client.jetstream()
             # A marker, acknowledged once stored: the server takes one connection's messages in
             # order, so by then it has stored or dropped the three before it.
@@ -282,12 +282,12 @@ def test_what_the_broker_cannot_hold_is_dropped_and_counted_its_memory_bounded(b
         session = ws.Session()
         trade = ws.Trade({"T": "t", "S": "SPY", "p": 600.5, "s": 100, "t": datetime.now(timezone.utc), "x": "V",
                           "c": ["@"], "i": 7, "z": "B"})
-        async with nats_bridge.Publisher(broker.url, ws.format_json, session) as publisher:
+        async with nats_bridge.Publisher(broker.url, ws.as_json, session) as publisher:
             broker.stop()
             while publisher.client.is_connected:  # until the client has noticed (within wait_for's 20 s)
                 await asyncio.sleep(0.01)
             for number in range(1000):
-                await publisher.publish("trades", ws.Trade({**trade, "i": number}))
+                await publisher.publish("trade", ws.Trade({**trade, "i": number}))
             held = publisher.client.pending_data_size
         return session.published, session.unpublished, held
 
@@ -530,3 +530,71 @@ def test_the_readmes_feeder_and_two_bots_run_as_written(broker, listen, start_sc
     trades_bot, quotes_bot = (re.search(r"received (.*) in ", bot.stderr)[1] for bot in bots)
     assert re.fullmatch(r"\d+ trades?(, \d+ correction.*|, \d+ cancel.*)*", trades_bot)
     assert re.fullmatch(r"\d+ quotes?", quotes_bot)
+
+
+def away_while_the_feeder_publishes(bot: Script, feeder: Script, broker: NatsServer) -> None:
+    """The broker stopped and started again while the bot is paused (SIGSTOP): the feeder holds
+    what it publishes meanwhile, sends it when the broker is back, and publishes 40 more, all
+    before the bot, continued, has even seen the broker go; then the bot reads 20 more."""
+    bot.process.send_signal(signal.SIGSTOP)
+    try:
+        broker.stop()
+        feeder.wait_for_stderr("lost the connection to the NATS server")
+        feeder.wait_for_lines(len(feeder.out_lines) + 40)  # held by the feeder
+        broker.start()
+        feeder.wait_for_stderr("NATS server back")
+        feeder.wait_for_lines(len(feeder.out_lines) + 40)  # published while the bot is away
+    finally:
+        bot.process.send_signal(signal.SIGCONT)
+    bot.wait_for(lambda: bot.stderr.count("NATS server back") == bot.stderr.count("lost the connection"), 15,
+                 "the bot reading again")
+    bot.wait_for_lines(len(bot.out_lines) + 20)
+
+
+def test_a_plain_bot_on_jetstream_misses_nothing_across_an_outage_and_gets_no_older_messages(
+        make_server, broker, start_script):
+    alpaca = make_server(rate=200, seed=10)
+    earlier = start_feeder(start_script, alpaca, broker.url)
+    earlier.wait_for_lines(20)
+    assert earlier.stop(signal.SIGINT)[0] == 0  # stored in the stream, before the bot starts
+    bot = start_bot(start_script, broker.url)
+    broker.stop()  # before the bot has had any message: it goes on from the stream's end
+    bot.wait_for_stderr("lost the connection to the NATS server")
+    broker.start()
+    bot.wait_for_stderr("NATS server back")
+    feeder = start_feeder(start_script, alpaca, broker.url)
+    bot.wait_for_lines(20)
+    away_while_the_feeder_publishes(bot, feeder, broker)
+    assert feeder.stop(signal.SIGINT)[0] == 0
+    sent = recorded(feeder)
+    wait_until(lambda: len(bot.out_lines) >= len(sent), 15, f"the bot has all {len(sent)} messages")
+    assert bot.stop(signal.SIGINT)[0] == 0
+    assert recorded(bot) == sent  # all, once each, in the feeder's order; none of the earlier feeder's
+    assert "missed" not in bot.stderr and "Traceback" not in bot.stderr
+
+
+def test_a_plain_bot_without_jetstream_warns_once_with_how_many_it_missed(make_server, start_script, tmp_path):
+    core_only = NatsServer(tmp_path / "unused", jetstream=False)
+    try:
+        bot = start_bot(start_script, core_only.url, "SPY")
+        feeder = start_feeder(start_script, make_server(rate=200, seed=11), core_only.url)
+        bot.wait_for_lines(20)
+        away_while_the_feeder_publishes(bot, feeder, core_only)
+        assert bot.stop(signal.SIGINT)[0] == 0 and feeder.stop(signal.SIGINT)[0] == 0
+    finally:
+        core_only.stop()
+    sent, got = recorded(feeder), recorded(bot)
+    # What it missed, as it can know: on each subject, the feeder's messages it did not get,
+    # between its first and its last there (a first correction published while it was away,
+    # it cannot tell from one published before it started).
+    missed = 0
+    for kind in {message["kind"] for message in sent}:
+        ours = [message for message in sent if message["kind"] == kind and message["symbol"] == "SPY"]
+        had = [ours.index(message) for message in got if message["kind"] == kind]
+        missed += max(had) - min(had) + 1 - len(had) if had else 0
+    assert missed >= 20  # SPY's share of the 80 published while it was away
+    assert bot.stderr.count("missed ") == 2  # the warning, and the total at exit
+    assert re.search(r"warning: missed \d+ messages the feeder published:\n  without JetStream", bot.stderr)
+    assert [line for line in bot.err_lines if len(line) > 80] == []
+    assert f"missed {missed} messages in all" in bot.stderr
+    assert len(set(map(key, got))) == len(got)
