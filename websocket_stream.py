@@ -222,7 +222,7 @@ class Trade(Record):
     tape: str | None = wire("z", optional=True)
 
     def details(self) -> str:
-        return f"{self.size:>7} @ {money(self.price):>10}  {self.exchange}"
+        return f"{self.size:>7} @ {money(self.price):>8}  {self.exchange}"
 
 
 class Quote(Record):
@@ -240,8 +240,8 @@ class Quote(Record):
     tape: str | None = wire("z", optional=True)
 
     def details(self) -> str:
-        return (f"bid {money(self.bid_price):>10} x {self.bid_size:<6} "
-                f"ask {money(self.ask_price):>10} x {self.ask_size}")
+        return (f"bid {money(self.bid_price):>8} x {self.bid_size:<6} "
+                f"ask {money(self.ask_price):>8} x {self.ask_size}")
 
 
 class Bar(Record):
@@ -258,8 +258,10 @@ class Bar(Record):
     vwap: float | None = wire("vw", optional=True)
 
     def details(self) -> str:
-        prices = zip("OHLC", (self.open, self.high, self.low, self.close))
-        return " ".join(f"{label} {money(value):<7}" for label, value in prices) + f" V {self.volume}"
+        """Open, high, low and close, then the volume: with an O, H, L and C before them, a
+        bar of five-digit prices and a volume of 999999 was 84 columns."""
+        prices = (self.open, self.high, self.low, self.close)
+        return " ".join(f"{money(price):>8}" for price in prices) + f" V {self.volume}"
 
 
 class UpdatedBar(Bar):
@@ -296,7 +298,7 @@ class Luld(Record):
     tape: str | None = wire("z", optional=True)
 
     def details(self) -> str:
-        return (f"down {money(self.limit_down_price):>10}  up {money(self.limit_up_price):>10}  "
+        return (f"down {money(self.limit_down_price):>8}  up {money(self.limit_up_price):>8}  "
                 f"({self.indicator})")
 
 
@@ -317,7 +319,8 @@ class TradeCorrection(Record):
     tape: str | None = wire("z", optional=True)
 
     def details(self) -> str:
-        return (f"{self.original_id}: {self.original_size} @ {money(self.original_price)} -> "
+        # Without the ids: a trade's line has none, and with them a line was 81 to 83 columns.
+        return (f"{self.original_size} @ {money(self.original_price)} -> "
                 f"{self.corrected_size} @ {money(self.corrected_price)}")
 
 
@@ -330,7 +333,7 @@ class OrderImbalance(Record):
     tape: str | None = wire("z", optional=True)
 
     def details(self) -> str:
-        return f"at {money(self.price):>10}"
+        return f"at {money(self.price):>8}"
 
 
 class TradeCancel(Record):
@@ -347,7 +350,7 @@ class TradeCancel(Record):
 
     def details(self) -> str:
         undone = "cancelled" if self.action == "C" else "was an error"
-        return f"{self.id}: {self.size} @ {money(self.price)} {undone}"
+        return f"{self.size} @ {money(self.price)} {undone}"
 
 
 # Alpaca's "T" for each kind of message: the kind's name (handlers and --json go by it), and
@@ -366,13 +369,21 @@ def money(price: float) -> str:
     return text[:-2] + text[-2:].rstrip("0")
 
 
+WIDTH = 80  # columns of a terminal: a text line longer than this wraps, and the screen is unreadable
+
+
 def format_text(message: Record) -> str:
-    """One line: when (UTC), what, which symbol, and the details of its kind."""
+    """One line: when (UTC, the time of day to the millisecond), what, which symbol, and the
+    details of its kind. Only a status's reason can be longer than WIDTH: it goes on, on
+    lines of its own, under the details."""
     try:
-        when = message.timestamp.isoformat(" ", "microseconds")[:26]
-        return f"{when}Z  {KIND[type(message)]:<10} {message.symbol:<6} {message.details()}"
+        start = f"{message.timestamp.strftime('%H:%M:%S.%f')[:12]}Z {KIND[type(message)]:<11} {message.symbol:<5} "
+        details = message.details()
     except (LookupError, TypeError, ValueError, AttributeError):  # a field missing, or not as documented
         return f"{KIND[type(message)]:<10} (incomplete) {format_json(message)}"  # still printed: what it has
+    if len(start) + len(details) <= WIDTH:
+        return start + details
+    return start + f"\n{' ' * len(start)}".join(textwrap.wrap(details, WIDTH - len(start)))
 
 
 def format_json(message: Record) -> str:
