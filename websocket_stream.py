@@ -13,7 +13,8 @@ stderr. Ctrl+C stops. Your own logic goes in the handlers of part 3.
 exit statuses:
   0  stopped by you (Ctrl+C, SIGTERM) or by the reader (| head)
   1  something unexpected (a bug: please report it)
-  2  configuration or usage error: keys, arguments, --url, alpaca-py version, no NATS server
+  2  configuration or usage error: keys, arguments, --url, alpaca-py version,
+     no NATS server
   3  refused by Alpaca: wrong keys (402), symbol limit (405), feed not in your
      plan (409, 410), a token without the market data scope (411)
   130  forced by a second Ctrl+C
@@ -993,7 +994,9 @@ def describe(error: BaseException) -> str:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        description="Stream live market data from Alpaca: one line per message on stdout, Ctrl+C to stop.",
+        # Not argparse's usage, which keeps the line of --test-stream | --url ... whole: 99 columns.
+        usage="%(prog)s [SYMBOL ...] [options]",
+        description="Stream live market data from Alpaca: a line per message on stdout,\nCtrl+C to stop.",
         epilog=__doc__[__doc__.index("exit statuses"):], formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("symbols", nargs="*", metavar="SYMBOL",
                         help="symbols to stream (default: SPY TSLA); '*' (quoted) for every symbol")

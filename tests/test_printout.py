@@ -15,7 +15,7 @@ import sys
 
 import msgpack
 import pytest
-from conftest import KINDS, POSIX_ONLY, as_received
+from conftest import KINDS, POSIX_ONLY, ROOT, as_received
 
 import websocket_stream as ws
 
@@ -266,3 +266,18 @@ def test_printout_demo_shows_trades_with_no_keys(start_script):
     # Trades, and now and then a correction or a cancel of one.
     assert all(re.search(r"Z (trade|correction|cancel) ", line) for line in script.out_lines), script.stdout
     assert any("Z trade " in line for line in script.out_lines)
+
+
+
+@pytest.mark.parametrize("columns", ["80", None], ids=["an 80-column terminal", "a pipe"])
+def test_printout_help_fits_80_columns_with_its_usage_line(columns):
+    # argparse wraps the options' help to the terminal (COLUMNS; 80 in a pipe), but neither
+    # the usage of a group of options nor the description and the exit statuses.
+    env = {key: value for key, value in os.environ.items() if key != "COLUMNS"}
+    env.update({"COLUMNS": columns} if columns else {})
+    printed = subprocess.run([sys.executable, str(ROOT / "websocket_stream.py"), "--help"], env=env,
+                             capture_output=True, text=True, timeout=30).stdout
+    lines = printed.splitlines()
+    assert lines[0] == "usage: websocket_stream.py [SYMBOL ...] [options]"
+    assert "exit statuses:" in lines and len(lines) > 40
+    assert [line for line in lines if len(line) > WIDTH] == []
