@@ -152,9 +152,8 @@ def test_the_market_is_open_on_weekdays_from_9_30_to_16_new_york_time(when, is_o
     assert ws.market_open(datetime.fromisoformat(when).astimezone(timezone.utc)) is is_open
 
 
-def test_the_readme_tells_the_way_from_a_fresh_server_to_the_service():
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    section = readme[readme.index("## Running on a server"):]
+def test_docs_server_tells_the_way_from_a_fresh_server_to_the_service():
+    section = (ROOT / "docs" / "server.md").read_text(encoding="utf-8")
     for step in ("python3 -m venv .venv", "pip install -r requirements.txt", "install -m 600",
                  "deploy/websocket-stream.service", "systemctl enable --now websocket-stream",
                  "journalctl -u websocket-stream"):
