@@ -13,7 +13,8 @@ stderr. Ctrl+C stops. Your own logic goes in the handlers of part 3.
 exit statuses:
   0  stopped by you (Ctrl+C, SIGTERM) or by the reader (| head)
   1  something unexpected (a bug: please report it)
-  2  configuration or usage error: keys, arguments, --url, alpaca-py version, no NATS server
+  2  configuration or usage error: keys, arguments, --url, alpaca-py version,
+     no NATS server
   3  refused by Alpaca: wrong keys (402), symbol limit (405), feed not in your
      plan (409, 410), a token without the market data scope (411)
   130  forced by a second Ctrl+C
@@ -224,7 +225,7 @@ class Trade(Record):
     tape: str | None = wire("z", optional=True)
 
     def details(self) -> str:
-        return f"{self.size:>7} @ {money(self.price):>10}  {self.exchange}"
+        return f"{self.size:>7} @ {money(self.price):>8}  {self.exchange}"
 
 
 class Quote(Record):
@@ -242,8 +243,8 @@ class Quote(Record):
     tape: str | None = wire("z", optional=True)
 
     def details(self) -> str:
-        return (f"bid {money(self.bid_price):>10} x {self.bid_size:<6} "
-                f"ask {money(self.ask_price):>10} x {self.ask_size}")
+        return (f"bid {money(self.bid_price):>8} x {self.bid_size:<6} "
+                f"ask {money(self.ask_price):>8} x {self.ask_size}")
 
 
 class Bar(Record):
@@ -260,8 +261,10 @@ class Bar(Record):
     vwap: float | None = wire("vw", optional=True)
 
     def details(self) -> str:
-        prices = zip("OHLC", (self.open, self.high, self.low, self.close))
-        return " ".join(f"{label} {money(value):<7}" for label, value in prices) + f" V {self.volume}"
+        """Open, high, low and close, then the volume: with an O, H, L and C before them, a
+        bar of five-digit prices and a volume of 999999 was 84 columns."""
+        prices = (self.open, self.high, self.low, self.close)
+        return " ".join(f"{money(price):>8}" for price in prices) + f" V {self.volume}"
 
 
 class UpdatedBar(Bar):
@@ -298,7 +301,7 @@ class Luld(Record):
     tape: str | None = wire("z", optional=True)
 
     def details(self) -> str:
-        return (f"down {money(self.limit_down_price):>10}  up {money(self.limit_up_price):>10}  "
+        return (f"down {money(self.limit_down_price):>8}  up {money(self.limit_up_price):>8}  "
                 f"({self.indicator})")
 
 
@@ -319,7 +322,8 @@ class TradeCorrection(Record):
     tape: str | None = wire("z", optional=True)
 
     def details(self) -> str:
-        return (f"{self.original_id}: {self.original_size} @ {money(self.original_price)} -> "
+        # Without the ids: a trade's line has none, and with them a line was 81 to 83 columns.
+        return (f"{self.original_size} @ {money(self.original_price)} -> "
                 f"{self.corrected_size} @ {money(self.corrected_price)}")
 
 
@@ -332,7 +336,7 @@ class OrderImbalance(Record):
     tape: str | None = wire("z", optional=True)
 
     def details(self) -> str:
-        return f"at {money(self.price):>10}"
+        return f"at {money(self.price):>8}"
 
 
 class TradeCancel(Record):
@@ -349,7 +353,7 @@ class TradeCancel(Record):
 
     def details(self) -> str:
         undone = "cancelled" if self.action == "C" else "was an error"
-        return f"{self.id}: {self.size} @ {money(self.price)} {undone}"
+        return f"{self.size} @ {money(self.price)} {undone}"
 
 
 # Alpaca's "T" for each kind of message: the kind's name (handlers and --json go by it), and
@@ -368,13 +372,21 @@ def money(price: float) -> str:
     return text[:-2] + text[-2:].rstrip("0")
 
 
+WIDTH = 80  # columns of a terminal: a text line longer than this wraps, and the screen is unreadable
+
+
 def format_text(message: Record) -> str:
-    """One line: when (UTC), what, which symbol, and the details of its kind."""
+    """One line: when (UTC, the time of day to the millisecond), what, which symbol, and the
+    details of its kind. Only a status's reason can be longer than WIDTH: it goes on, on
+    lines of its own, under the details."""
     try:
-        when = message.timestamp.isoformat(" ", "microseconds")[:26]
-        return f"{when}Z  {KIND[type(message)]:<10} {message.symbol:<6} {message.details()}"
+        start = f"{message.timestamp.strftime('%H:%M:%S.%f')[:12]}Z {KIND[type(message)]:<11} {message.symbol:<5} "
+        details = message.details()
     except (LookupError, TypeError, ValueError, AttributeError):  # a field missing, or not as documented
         return f"{KIND[type(message)]:<10} (incomplete) {format_json(message)}"  # still printed: what it has
+    if len(start) + len(details) <= WIDTH:
+        return start + details
+    return start + f"\n{' ' * len(start)}".join(textwrap.wrap(details, WIDTH - len(start)))
 
 
 def format_json(message: Record) -> str:
@@ -1150,7 +1162,9 @@ def describe(error: BaseException) -> str:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        description="Stream live market data from Alpaca: one line per message on stdout, Ctrl+C to stop.",
+        # Not argparse's usage, which keeps the line of --test-stream | --url ... whole: 99 columns.
+        usage="%(prog)s [SYMBOL ...] [options]",
+        description="Stream live market data from Alpaca: a line per message on stdout,\nCtrl+C to stop.",
         epilog=__doc__[__doc__.index("exit statuses"):], formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("symbols", nargs="*", metavar="SYMBOL",
                         help="symbols to stream (default: SPY TSLA); '*' (quoted) for every symbol")

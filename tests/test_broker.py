@@ -322,9 +322,9 @@ def test_a_nats_password_or_token_is_never_printed_by_the_feeder_or_a_bot(creden
         broker.stop()
 
 
-def test_the_readmes_nats_server_for_other_machines_with_a_password_and_tls_serves_a_feeder_and_a_bot(
+def test_docs_many_bots_nats_server_for_other_machines_with_a_password_and_tls_serves_a_feeder_and_a_bot(
         make_server, start_script, tmp_path):
-    readme = (ROOT / "README.md").read_text()
+    readme = (ROOT / "docs" / "many-bots.md").read_text(encoding="utf-8")
     server_line, feeder_line = readme.split("For bots on\nother machines")[1].split("```\n")[1].strip().splitlines()
     port = free_port()
     # As written, with the tests' own certificate (for 127.0.0.1), password and port.
@@ -491,8 +491,8 @@ def test_a_bot_needs_no_keys(broker, start_script):
     assert bot.stop(signal.SIGINT)[0] == 0
 
 
-def test_the_readmes_reader_in_python_gets_the_feeders_trades(make_server, broker, start_script, tmp_path):
-    readme = (ROOT / "README.md").read_text()
+def test_docs_many_bots_reader_in_python_gets_the_feeders_trades(make_server, broker, start_script, tmp_path):
+    readme = (ROOT / "docs" / "many-bots.md").read_text(encoding="utf-8")
     code = readme.split("In Python, with nats-py:\n\n```python\n")[1].split("```")[0]
     (tmp_path / "reader.py").write_text(code.replace("nats://127.0.0.1:4222", broker.url))
     feeder = start_feeder(start_script, make_server(rate=200, seed=7), broker.url)
@@ -510,14 +510,14 @@ def test_the_readmes_reader_in_python_gets_the_feeders_trades(make_server, broke
         assert (subject, float(price), int(size)) in sent
 
 
-def test_the_readmes_feeder_and_two_bots_run_as_written(broker, listen, start_script):
+def test_docs_many_bots_feeder_and_two_bots_run_as_written(broker, listen, start_script):
     # As written: with the script's own handlers, whatever a student made of them. So what the
     # bots got is read from their summaries, not from what their handlers print.
-    readme = (ROOT / "README.md").read_text()
+    readme = (ROOT / "docs" / "many-bots.md").read_text(encoding="utf-8")
     block = readme.split("the feeder and two bots:\n\n```\n")[1].split("```")[0]
     feeder_args, *bots_args = [line.replace("nats://127.0.0.1:4222", broker.url).split()[2:]
                                for line in block.strip().splitlines()]
-    feeder = start_script("--demo", *feeder_args, files=FILES)  # --demo: no keys here, as the README says
+    feeder = start_script("--demo", *feeder_args, files=FILES)  # --demo: no keys, as docs/many-bots.md says
     feeder.wait_for_stderr("subscribed to trades, quotes")
     bots = [start_script(*args, files=FILES) for args in bots_args]
     for bot in bots:

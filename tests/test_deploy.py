@@ -10,6 +10,7 @@ import shutil
 import signal
 import subprocess
 import sys
+from collections import Counter
 from configparser import ConfigParser
 from datetime import datetime, timezone
 from pathlib import Path
@@ -18,6 +19,7 @@ import pytest
 from conftest import FAKE_KEY, FAKE_SECRET, POSIX_ONLY, ROOT, script_env
 
 import websocket_stream as ws
+from local_alpaca_server import Faults
 
 UNIT = ROOT / "deploy" / "websocket-stream.service"
 
@@ -74,21 +76,38 @@ def test_started_as_the_unit_starts_it_then_stopped_by_sigterm_it_exits_0_with_t
 
 
 @POSIX_ONLY
-def test_heartbeat_lines_count_what_arrived_since_the_last_one(server, start_script):
+def test_heartbeat_lines_count_what_arrived_since_the_last_one_and_how_long_ago_the_last_came(make_server,
+                                                                                             start_script):
+    # 50 messages, then a stream that answers pings and sends nothing: beats that count what
+    # came, then beats that count nothing, the last message further back at each.
+    server = make_server(rate=200, seed=1)
+    server.plan(Faults(mute_after=50))
     script = start_script("--url", server.url, "--heartbeat", "1", "--log-format", "json", bot=True)
-    script.wait_for(lambda: script.stderr.count('"alive: ') >= 3, what="three heartbeats")
+    def beats_after_the_50() -> list[str]:
+        beats = [line for line in script.err_lines if '"alive: ' in line]
+        counting = [n for n, beat in enumerate(beats) if '"alive: nothing' not in beat]
+        return beats[counting[-1] + 1:] if counting and len(script.out_lines) >= 50 else []
+
+    script.wait_for(lambda: len(beats_after_the_50()) >= 2, what="two heartbeats of nothing after the 50")
     assert script.stop(signal.SIGTERM)[0] == 0
     log = [json.loads(line) for line in script.err_lines]
     beats = [entry for entry in log if entry["message"].startswith("alive: ")]
     summary = log[-1]
-    assert summary["message"].startswith("received ")
-    beaten = sum(beat["received"].get("trade", 0) for beat in beats)
-    assert 0 < beaten <= summary["received"]["trade"] == sum(1 for line in script.out_lines if '"trade"' in line)
+    assert summary["message"].startswith("received ") and sum(summary["received"].values()) == 50
+    counted = Counter()
     for beat in beats:
-        assert beat["seconds"] == 1 and beat["last_message_age"] < 1 and beat["reconnects"] == 0
-        assert beat["market"] in ("open", "closed")
-        assert re.fullmatch(r"alive: \d+ trade.* in 1 s; last \d\.\d s ago; reconnects 0; market (open|closed)",
+        counted.update(beat["received"])
+    assert counted == summary["received"] and counted["trade"] == sum('"trade"' in line for line in script.out_lines)
+    for beat in beats:
+        assert beat["seconds"] == 1 and beat["reconnects"] == 0 and beat["market"] in ("open", "closed")
+        assert re.fullmatch(r"alive: (nothing|\d+ .*) in 1 s; last \d+\.\d s ago; reconnects 0; market (open|closed)",
                             beat["message"])
+        assert f"; last {beat['last_message_age']:.1f} s ago;" in beat["message"] and beat["last_message_age"] >= 0
+    last_counting = max(n for n, beat in enumerate(beats) if beat["received"])
+    quiet = beats[last_counting + 1:]
+    assert len(quiet) >= 2 and not any(beat["received"] for beat in quiet)
+    for before, after in zip(quiet, quiet[1:]):  # a beat later, the last message is a beat further back
+        assert after["last_message_age"] - before["last_message_age"] >= 0.99
 
 
 @pytest.mark.parametrize(("market_hours", "said"), [(True, "closed"), (False, "open")])
@@ -133,9 +152,8 @@ def test_the_market_is_open_on_weekdays_from_9_30_to_16_new_york_time(when, is_o
     assert ws.market_open(datetime.fromisoformat(when).astimezone(timezone.utc)) is is_open
 
 
-def test_the_readme_tells_the_way_from_a_fresh_server_to_the_service():
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    section = readme[readme.index("## Running on a server"):]
+def test_docs_server_tells_the_way_from_a_fresh_server_to_the_service():
+    section = (ROOT / "docs" / "server.md").read_text(encoding="utf-8")
     for step in ("python3 -m venv .venv", "pip install -r requirements.txt", "install -m 600",
                  "deploy/websocket-stream.service", "systemctl enable --now websocket-stream",
                  "journalctl -u websocket-stream"):

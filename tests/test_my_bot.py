@@ -3,10 +3,11 @@ no server. run_handlers() hands your handlers messages as the stream does: the s
 the same order; if a handler raises, the error is logged and the next message goes on.
 
 The strategy tested here is the README's VWAP example ("Your own logic"), as you paste it over
-on_trade. Its lines are copied below, so that this file passes before you paste it; once your
-strategy is in websocket_stream.py, delete them and import it instead:
+on_trade, on_correction and on_cancel. Its lines are copied below, so that this file passes
+before you paste it; once your strategy is in websocket_stream.py, delete them and import it
+instead:
 
-    from websocket_stream import on_trade, turnover, volume
+    from websocket_stream import on_cancel, on_correction, on_trade, turnover, volume
 
 Then run: python -m pytest tests/test_my_bot.py
 """
@@ -20,12 +21,12 @@ from pathlib import Path
 
 import pytest
 
-from websocket_stream import Record, Trade, run_handlers
+from websocket_stream import Trade, TradeCancel, TradeCorrection, run_handlers
 
 # The first 60 lines of: python websocket_stream.py --demo --json > session.jsonl
 RECORDING = Path(__file__).parent / "data" / "session.jsonl"
 
-# -- the strategy: the README's VWAP example, as pasted over on_trade --------------------------
+# -- the strategy: the README's VWAP examples, as pasted over on_trade, on_correction, on_cancel --
 
 volume: dict[str, int] = {}  # per symbol: shares traded since the start
 turnover: dict[str, float] = {}  # and what they were worth
@@ -38,6 +39,27 @@ async def on_trade(trade: Trade) -> None:
     if trade.size >= 10_000:
         print(f"block: {trade.size} {trade.symbol} at {trade.price:.2f}, "
               f"{trade.price / vwap - 1:+.3%} from the VWAP of {vwap:.2f}")
+
+
+def count(symbol: str, price: float, size: int) -> None:
+    """Add a trade to the VWAP's state (a negative size takes one out)."""
+    volume[symbol] = volume.get(symbol, 0) + size
+    turnover[symbol] = turnover.get(symbol, 0.0) + price * size
+
+
+async def on_correction(correction: TradeCorrection) -> None:
+    count(correction.symbol, correction.original_price, -correction.original_size)  # out
+    count(correction.symbol, correction.corrected_price, correction.corrected_size)  # back in
+    if volume[correction.symbol] > 0:
+        print(f"VWAP of {correction.symbol} corrected: "
+              f"{turnover[correction.symbol] / volume[correction.symbol]:.2f}")
+
+
+async def on_cancel(cancel: TradeCancel) -> None:
+    count(cancel.symbol, cancel.price, -cancel.size)  # out: it never happened
+    if volume[cancel.symbol] > 0:
+        print(f"VWAP of {cancel.symbol} after a cancel: "
+              f"{turnover[cancel.symbol] / volume[cancel.symbol]:.2f}")
 
 
 # -- its tests ---------------------------------------------------------------------------------
@@ -65,20 +87,28 @@ def test_a_block_is_reported_against_the_vwap_of_the_trades_so_far(capsys):
     assert printed == "block: 10000 SPY at 102.00, +0.066% from the VWAP of 101.93\n"
 
 
-def test_a_cancel_of_the_block_comes_after_it_to_on_cancel(capsys):
-    cancels: list[Record] = []
-
-    async def keep(cancel: Record) -> None:
-        cancels.append(cancel)
-
+def test_a_cancelled_block_is_taken_out_of_the_vwap(capsys):
     block = trade(2, 102.00, 10_000)
     cancel = {**block, "type": "cancel", "timestamp": "2026-11-24T15:00:09+00:00", "action": "C"}
-    run_handlers([trade(1, 100.00, 300), block, cancel], {"trade": on_trade, "cancel": keep})
-    assert capsys.readouterr().out.startswith("block: 10000 SPY at 102.00")
-    assert [(c.id, c.size, c.action) for c in cancels] == [(2, 10_000, "C")]
-    # The example keeps a cancelled trade in its VWAP. A strategy that takes it out asserts
-    # volume == {"SPY": 300} here.
-    assert volume == {"SPY": 10_300}
+    run_handlers([trade(1, 100.00, 300), block, cancel, trade(3, 100.50, 100)],
+                 {"trade": on_trade, "cancel": on_cancel})
+    assert volume == {"SPY": 400}  # as if the block had never been
+    assert turnover["SPY"] == pytest.approx(300 * 100.00 + 100 * 100.50)
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[0].startswith("block: 10000 SPY at 102.00")
+    assert printed[1:] == ["VWAP of SPY after a cancel: 100.00"]
+
+
+def test_a_corrected_trade_counts_as_it_is_now(capsys):
+    wrong = trade(2, 110.00, 1_000)
+    correction = {"type": "correction", "symbol": "SPY", "timestamp": "2026-11-24T15:00:09+00:00",
+                  "exchange": "V", "original_id": 2, "original_price": 110.00, "original_size": 1_000,
+                  "original_conditions": [" "], "corrected_id": 4, "corrected_price": 101.00,
+                  "corrected_size": 500, "corrected_conditions": [" "]}
+    run_handlers([trade(1, 100.00, 500), wrong, correction], {"trade": on_trade, "correction": on_correction})
+    assert volume == {"SPY": 1_000}
+    assert turnover["SPY"] == pytest.approx(500 * 100.00 + 500 * 101.00)
+    assert capsys.readouterr().out == "VWAP of SPY corrected: 100.50\n"
 
 
 def test_the_recorded_session_replayed_reports_each_block_and_counts_every_trade(capsys):

@@ -15,7 +15,7 @@ import sys
 
 import msgpack
 import pytest
-from conftest import KINDS, POSIX_ONLY, as_received
+from conftest import KINDS, POSIX_ONLY, ROOT, as_received
 
 import websocket_stream as ws
 
@@ -38,31 +38,71 @@ SAMPLES: dict[str, dict] = {  # one message of each kind, as Alpaca's documentat
     "cancel": {"T": "x", "S": "GOOGL", "i": 465, "x": "D", "p": 105.31, "s": 300, "a": "C", "z": "C"},
     "imbalance": {"T": "i", "S": "NVDA", "p": 180.42, "z": "C"},
 }
-PREFIX = "2025-11-24 16:00:00.123456Z  "
+PREFIX = "16:00:00.123Z "  # the time of day in UTC, to the millisecond
 LINES = {
-    "trade": "trade      SPY        100 @     601.23  V",
-    "quote": "quote      AMD    bid      87.66 x 100    ask      87.68 x 400",
-    "bar": "bar        SPY    O 388.985 H 389.13  L 388.975 C 389.12  V 49378",
-    "updated_bar": "updated_bar SPY    O 388.985 H 389.13  L 388.975 C 389.11  V 49410",
-    "daily_bar": "daily_bar  SPY    O 387.50  H 390.01  L 386.20  C 389.12  V 37854127",
-    "status": "status     AAPL   Trading Halt (H): Trading Halted; For information requested by NASDAQ (T12)",
-    "luld": "luld       IONM   down       2.65  up       3.24  (B)",
-    "correction": "correction EEM    52983525033527: 440000 @ 39.1582 -> 440000 @ 39.1809",
-    "cancel": "cancel     GOOGL  465: 300 @ 105.31 cancelled",
-    "imbalance": "imbalance  NVDA   at     180.42",
+    "trade": "trade       SPY       100 @   601.23  V",
+    "quote": "quote       AMD   bid    87.66 x 100    ask    87.68 x 400",
+    "bar": "bar         SPY    388.985   389.13  388.975   389.12 V 49378",
+    "updated_bar": "updated_bar SPY    388.985   389.13  388.975   389.11 V 49410",
+    "daily_bar": "daily_bar   SPY     387.50   390.01   386.20   389.12 V 37854127",
+    "status": "status      AAPL  Trading Halt (H): Trading Halted; For\n"
+              "                                information requested by NASDAQ (T12)",
+    "luld": "luld        IONM  down     2.65  up     3.24  (B)",
+    "correction": "correction  EEM   440000 @ 39.1582 -> 440000 @ 39.1809",
+    "cancel": "cancel      GOOGL 300 @ 105.31 cancelled",
+    "imbalance": "imbalance   NVDA  at   180.42",
 }
+WIDTH = 80  # the columns of a terminal: a line printed wider wraps there
 
 
-def record(kind: str) -> ws.Record:
-    message = as_received({**SAMPLES[kind], "t": WHEN})
+def record(kind: str, **changed: object) -> ws.Record:
+    message = as_received({**SAMPLES[kind], "t": WHEN, **changed})
     return ws.MESSAGE_TYPES[message["T"]][1](message)
 
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_printout_text_line_of_each_kind(kind):
-    line = ws.format_text(record(kind))
-    assert line == PREFIX + LINES[kind]
-    assert len(line) <= 100 or kind == "status"  # a status is as long as its reason
+    assert ws.format_text(record(kind)) == PREFIX + LINES[kind]
+
+
+# The longest of each kind that Alpaca sends: five-digit prices (NVR, BKNG and AZO trade in
+# four), sub-penny prices, 7-character symbols (the column holds 5: GOOGL, BRK.B), blocks of a
+# million shares, quote sizes in shares (since November 3, 2025), nine-digit daily volumes,
+# 5,000-share corrections, and the longest halt and resumption reasons of Alpaca's list.
+LONGEST: dict[str, list[dict]] = {
+    "trade": [{"S": "BRK.B", "p": 12345.67, "s": 1_000_000}, {"S": "ABCD.WS", "p": 601.2345, "s": 9_999_999}],
+    "quote": [{"S": "ABCD.WS", "bp": 12345.67, "bs": 999_999, "ap": 12345.68, "as": 999_999}],
+    "bar": [{"S": "ABCD.WS", "o": 12345.67, "h": 12399.99, "l": 12300.01, "c": 12345.68, "v": 999_999},
+            {"S": "GOOGL", "o": 388.985, "h": 389.1234, "l": 388.9751, "c": 389.12, "v": 9_999_999}],
+    "updated_bar": [{"S": "ABCD.WS", "o": 12345.67, "h": 12399.99, "l": 12300.01, "c": 12345.68, "v": 999_999}],
+    "daily_bar": [{"S": "GOOGL", "o": 388.985, "h": 389.1234, "l": 388.9751, "c": 389.12, "v": 999_999_999},
+                  {"S": "ABCD.WS", "o": 12345.67, "h": 12399.99, "l": 12300.01, "c": 12345.68, "v": 99_999_999}],
+    "status": [{"S": "ABCD.WS", "sm": "Trading Halt", "sc": "H", "rc": "C11",
+                "rm": "Trade Halt Concluded By Other Regulatory Auth,; Quotes/Trades Resume"},
+               {"S": "BRK.B", "sm": "Volatility Trading Pause", "sc": "P", "rc": "LUDS",
+                "rm": "Volatility Trading Pause - Straddle Condition"}],
+    "luld": [{"S": "ABCD.WS", "u": 12962.95, "d": 11728.39}],
+    "correction": [{"S": "ABCD.WS", "op": 12345.67, "os": 5000, "cp": 12345.6789, "cs": 50000},
+                   {"S": "GOOGL", "op": 601.2345, "os": 440000, "cp": 601.2346, "cs": 440000}],
+    "cancel": [{"S": "ABCD.WS", "p": 12345.6789, "s": 1_000_000, "a": "E"}],
+    "imbalance": [{"S": "ABCD.WS", "p": 12345.67}],
+}
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_printout_the_longest_line_of_each_kind_fits_80_columns(kind):
+    for longest in LONGEST[kind]:
+        lines = ws.format_text(record(kind, **longest)).split("\n")
+        assert all(len(line) <= WIDTH for line in lines), "\n".join(f"{len(line)}: {line}" for line in lines)
+        # One line a message, but a reason too long for one: it goes on under the details.
+        assert len(lines) == 1 or kind == "status"
+        assert all(line.startswith(" " * len(PREFIX + f"{kind:<12}{longest['S']:<6}")) for line in lines[1:])
+        assert longest["S"] in lines[0]
+
+
+def test_printout_a_status_with_a_short_reason_is_one_line():
+    assert ws.format_text(record("status", rm="Halt News Pending", rc="T1")) == \
+        PREFIX + "status      AAPL  Trading Halt (H): Halt News Pending (T1)"
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -142,9 +182,13 @@ def test_printout_every_channel_gives_its_lines_in_text(server, start_script):
     script.wait_for_stderr("subscribed to trades, quotes, bars")
     wait_for_every_kind(script, server)
     assert script.stop(signal.SIGINT)[0] == 0
-    pattern = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{6}Z  (\w+) +(SPY|TSLA) +\S")
-    for line in script.out_lines:
-        assert pattern.match(line) and pattern.match(line).group(1) in KINDS, line
+    pattern = re.compile(r"\d\d:\d\d:\d\d\.\d{3}Z (\w+) +(SPY|TSLA) +\S")
+    for line, before in zip(script.out_lines, ["", *script.out_lines]):
+        assert len(line) <= WIDTH, line
+        if line.startswith(" "):  # a status's reason, on a line of its own under the details
+            assert re.match(r" {32}\S", line) and " status " in before, (before, line)
+        else:
+            assert pattern.match(line) and pattern.match(line).group(1) in KINDS, line
 
 
 @POSIX_ONLY
@@ -183,7 +227,7 @@ def test_printout_default_symbols_are_spy_and_tsla(server, start_script):
     script = start_script("--url", server.url)
     wait_for_printed(script, server, 40)
     assert script.stop(signal.SIGINT)[0] == 0
-    assert {line.split()[3] for line in script.out_lines} == {"SPY", "TSLA"}
+    assert {line.split()[2] for line in script.out_lines} == {"SPY", "TSLA"}
 
 
 @POSIX_ONLY
@@ -192,8 +236,11 @@ def test_printout_piped_is_real_time_even_when_messages_are_few(make_server, sta
     server = make_server(rate=4)
     script = start_script("--url", server.url)
     script.wait_for(lambda: server.connections and server.connections[0].trade_ids, what="a trade sent")
-    script.wait_for_lines(1, timeout=PRINTED_WITHIN)
-    script.stop(signal.SIGINT)
+    # The first trade's own line, not any line: a handler that prints only now and then (a
+    # block, say) fails here every time, not when its line happens to come in time.
+    script.wait_for(lambda: any(" trade " in line for line in script.out_lines), timeout=PRINTED_WITHIN,
+                    what="the line of the trade sent")
+    assert script.stop(signal.SIGINT)[0] == 0
 
 
 @POSIX_ONLY
@@ -220,5 +267,20 @@ def test_printout_demo_shows_trades_with_no_keys(start_script):
     script.wait_for_lines(5, timeout=PRINTED_WITHIN)  # the demo sends 8 trades a second
     assert script.stop(signal.SIGINT)[0] == 0
     # Trades, and now and then a correction or a cancel of one.
-    assert all(re.search(r"Z  (trade|correction|cancel) ", line) for line in script.out_lines), script.stdout
-    assert any("Z  trade " in line for line in script.out_lines)
+    assert all(re.search(r"Z (trade|correction|cancel) ", line) for line in script.out_lines), script.stdout
+    assert any("Z trade " in line for line in script.out_lines)
+
+
+
+@pytest.mark.parametrize("columns", ["80", None], ids=["an 80-column terminal", "a pipe"])
+def test_printout_help_fits_80_columns_with_its_usage_line(columns):
+    # argparse wraps the options' help to the terminal (COLUMNS; 80 in a pipe), but neither
+    # the usage of a group of options nor the description and the exit statuses.
+    env = {key: value for key, value in os.environ.items() if key != "COLUMNS"}
+    env.update({"COLUMNS": columns} if columns else {})
+    printed = subprocess.run([sys.executable, str(ROOT / "websocket_stream.py"), "--help"], env=env,
+                             capture_output=True, text=True, timeout=30).stdout
+    lines = printed.splitlines()
+    assert lines[0] == "usage: websocket_stream.py [SYMBOL ...] [options]"
+    assert "exit statuses:" in lines and len(lines) > 40
+    assert [line for line in lines if len(line) > WIDTH] == []

@@ -1,5 +1,6 @@
-"""The README keeps its word: each example of "Your own logic", pasted over the handler it names
-(as a student does), prints under --demo what the README says it prints, within 30 s."""
+"""The README and the pages of docs/ keep their word: each example of "Your own logic", pasted
+over the handlers it names (as a student does), prints what the README says it prints, within
+30 s; each page is linked, and each link leads somewhere."""
 
 from __future__ import annotations
 
@@ -14,56 +15,120 @@ import pytest
 from conftest import ROOT, script_env
 
 README = (ROOT / "README.md").read_text(encoding="utf-8")
-# An example is marked for this test by a comment the rendered README does not show:
-# <!-- example: replaces on_trade, prints "block: " -->, then its code block.
-EXAMPLES = re.findall(r'<!-- example: replaces (\w+), prints "([^"]+)" -->\s*```python\n(.*?)```', README, re.S)
+DOCS = sorted((ROOT / "docs").glob("*.md"))
+# An example is marked for this test by a comment the rendered README does not show, then its
+# code block: <!-- example: replaces on_trade, prints "block: " -->. One that builds on the
+# example before it says so: <!-- example: replaces on_cancel, with the one above, prints ... -->
+EXAMPLES = [(handlers.split(), bool(above), prints, code) for handlers, above, prints, code in re.findall(
+    r'<!-- example: replaces ([\w ]+?), (with the one above, )?prints "([^"]+)" -->\s*```python\n(.*?)```',
+    README, re.S)]
 MY_BOT = ROOT / "tests" / "test_my_bot.py"
 
 
-def paste(script: Path, handler: str, example: str) -> None:
-    """Paste an example over the handler it names in a copy of the script, as a student does."""
+def paste(script: Path, handlers: list[str], example: str) -> None:
+    """Paste an example over the handlers it names in a copy of the script, as a student does:
+    in place of the first, the others deleted."""
     text = script.read_text(encoding="utf-8")
-    # The handler's definition, up to the next line that starts at the margin.
-    definition = re.compile(rf"^async def {handler}\(.*?(?=^\S)", re.S | re.M)
-    assert definition.search(text), f"websocket_stream.py has no handler {handler}"
-    script.write_text(definition.sub(lambda _: example + "\n\n", text, count=1), encoding="utf-8")
+    for n, handler in enumerate(handlers):
+        # The handler's definition, up to the next line that starts at the margin.
+        definition = re.search(rf"^async def {handler}\(.*?(?=^\S)", text, re.S | re.M)
+        assert definition, f"websocket_stream.py has no handler {handler}"
+        text = text[:definition.start()] + (example + "\n\n" if n == 0 else "") + text[definition.end():]
+    script.write_text(text, encoding="utf-8")
 
 
-def test_the_readme_has_examples_for_async_and_blocking_slow_work():
-    assert len(EXAMPLES) >= 3
-    code = "\n".join(example for _, _, example in EXAMPLES)
+def pasted_with_what_it_needs(number: int) -> list[tuple[list[str], str]]:
+    """Example `number` and, if it builds on the one before it, that one first (and so on)."""
+    handlers, above, _, code = EXAMPLES[number]
+    return [*(pasted_with_what_it_needs(number - 1) if above else []), (handlers, code)]
+
+
+def test_the_readme_has_examples_for_async_and_blocking_slow_work_and_for_corrections():
+    assert len(EXAMPLES) >= 4
+    code = "\n".join(example for *_, example in EXAMPLES)
     assert "asyncio.to_thread(" in code and "in_background(" in code
+    assert {"on_trade", "on_correction", "on_cancel"} <= {handler for handlers, *_ in EXAMPLES for handler in handlers}
 
 
-@pytest.mark.skipif(sys.platform == "win32", reason="stops the demo with SIGINT")
-@pytest.mark.parametrize(("handler", "prints", "example"), EXAMPLES,
-                         ids=[f"example {n + 1}" for n in range(len(EXAMPLES))])
-def test_an_example_pasted_over_its_handler_prints_under_demo_within_30_s(handler, prints, example, start_script):
-    demo = start_script("--demo", edit=lambda script: paste(script, handler, example),
-                        env=script_env(APCA_API_KEY_ID=None, APCA_API_SECRET_KEY=None))
-    demo.wait_for(lambda: any(line.startswith(prints) for line in demo.out_lines), timeout=30,
-                  what=f"a line starting {prints!r}")
-    assert demo.stop(signal.SIGINT)[0] == 0
-    assert "Traceback" not in demo.stderr and "warning" not in demo.stderr, demo.stderr
+@pytest.mark.skipif(sys.platform == "win32", reason="stops the script with SIGINT")
+@pytest.mark.parametrize("number", range(len(EXAMPLES)), ids=[f"example {n + 1}" for n in range(len(EXAMPLES))])
+def test_an_example_pasted_over_its_handlers_prints_within_30_s(number, make_server, start_script):
+    handlers, _, prints, _ = EXAMPLES[number]
+
+    def edit(script: Path) -> None:
+        for names, code in pasted_with_what_it_needs(number):
+            paste(script, names, code)
+
+    if {"on_correction", "on_cancel"} & set(handlers):
+        # The demo sent 14 in 120 s, at random, up to 16.5 s apart: a local server sends them on cue.
+        server = make_server(rate=50, seed=3)
+        script = start_script("--url", server.url, edit=edit)
+        script.wait_for_stderr("subscribed to trades")
+        server.cue("correction", "cancel")
+    else:  # as the README says: under --demo, which sends a block at least every 5 s
+        script = start_script("--demo", edit=edit, env=script_env(APCA_API_KEY_ID=None, APCA_API_SECRET_KEY=None))
+    script.wait_for(lambda: any(line.startswith(prints) for line in script.out_lines), timeout=30,
+                    what=f"a line starting {prints!r}")
+    assert script.stop(signal.SIGINT)[0] == 0
+    assert "Traceback" not in script.stderr and "warning" not in script.stderr, script.stderr
 
 
-def test_test_my_bot_tests_the_readmes_vwap_example_word_for_word():
-    vwap = [example for _, prints, example in EXAMPLES if prints == "block: "]
-    assert len(vwap) == 1 and vwap[0] in MY_BOT.read_text(encoding="utf-8")
+def test_test_my_bot_tests_the_readmes_vwap_examples_word_for_word():
+    vwap = [code for handlers, _, _, code in EXAMPLES if {"on_trade", "on_correction"} & set(handlers)
+            and "turnover" in code]
+    assert len(vwap) == 2 and all(code in MY_BOT.read_text(encoding="utf-8") for code in vwap)
 
 
-PASTED = [("", ""), *((handler, example) for handler, _, example in EXAMPLES)]  # ("", ""): none
+PASTED = [[], *(pasted_with_what_it_needs(number) for number in range(len(EXAMPLES)))]  # []: none
 
 
-@pytest.mark.parametrize(("handler", "example"), PASTED,
+@pytest.mark.parametrize("pastes", PASTED,
                          ids=["as shipped", *(f"example {n + 1} pasted" for n in range(len(EXAMPLES)))])
-def test_test_my_bot_passes_as_shipped_and_with_each_example_pasted(handler, example, tmp_path):
+def test_test_my_bot_passes_as_shipped_and_with_each_example_pasted(pastes, tmp_path):
     for name in ("websocket_stream.py", "local_alpaca_server.py", "pyproject.toml",
                  "tests/conftest.py", "tests/test_my_bot.py", "tests/data/session.jsonl"):
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(ROOT / name, tmp_path / name)
-    if example:
-        paste(tmp_path / "websocket_stream.py", handler, example)
+    for handlers, code in pastes:
+        paste(tmp_path / "websocket_stream.py", handlers, code)
     pytest_my_bot = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_my_bot.py"]
     done = subprocess.run(pytest_my_bot, cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+# -- the pages of docs/, and the links ----------------------------------------------------------
+
+
+def test_every_page_of_docs_is_linked_from_the_readmes_where_to_go_next():
+    where_next = README[README.index("## Where to go next"):]
+    where_next = where_next[:where_next.find("\n## ", 1) if "\n## " in where_next[1:] else None]
+    assert DOCS, "docs/ has pages"
+    for page in DOCS:
+        assert f"](docs/{page.name})" in where_next, page.name
+
+
+def anchor(title: str) -> str:
+    """GitHub's anchor for a title: lower case, punctuation dropped, spaces as hyphens."""
+    return re.sub(r"[^\w\- ]", "", title.strip().lower()).replace(" ", "-")
+
+
+@pytest.mark.parametrize("page", [ROOT / "README.md", *DOCS], ids=lambda page: page.name)
+def test_every_link_of_the_readme_and_docs_leads_to_a_file_and_a_title_there(page):
+    text = page.read_text(encoding="utf-8")
+    for target in re.findall(r"\]\(([^)\s]+)\)", text):
+        if re.match(r"https?://", target):
+            continue
+        path, _, fragment = target.partition("#")
+        linked = (page.parent / path).resolve() if path else page
+        assert linked.exists(), f"{page.name}: {target}"
+        if fragment:
+            titles = re.findall(r"^#+ (.+)$", linked.read_text(encoding="utf-8"), re.M)
+            assert fragment in {anchor(title) for title in titles}, f"{page.name}: {target}"
+
+
+def test_the_readme_speaks_of_the_users_machine_never_of_ours():
+    for page in [ROOT / "README.md", *DOCS]:
+        text = page.read_text(encoding="utf-8")
+        for said in ("CI here", "these machines", "These machines", "this project is built on", "on this machine",
+                     "tried here"):
+            assert said not in text, f"{page.name}: {said!r}"
