@@ -2,7 +2,7 @@
 """Stream live market data from Alpaca: push instead of polling (lesson 28, "faster than HTTP").
 
 Every message is printed on stdout the moment it arrives, one line each; the log goes to
-stderr. Ctrl+C stops. Your own logic goes in the handlers of part 3.
+stderr. Ctrl+C stops. Your own logic goes in the handlers of part 1, just below.
 
     python websocket_stream.py                      # trades of SPY and TSLA, free IEX feed
     python websocket_stream.py AAPL --quotes --bars # quotes and minute bars of AAPL
@@ -69,6 +69,168 @@ else:
 
 log = logging.getLogger("websocket_stream")
 
+# 1. Your part: the handlers, where your trading logic goes ---------------------------------
+#
+# Each is called once for every message of its kind, in the order Alpaca sent them. The
+# defaults print it: replace show() with your strategy (the README has an example). Keep a
+# handler quick, since the next messages wait while it runs: start slow work, an order over
+# HTTP say, with in_background() and return. If a handler raises, the error is logged and
+# the stream goes on with the next message.
+#
+# A record holds what Alpaca sent, by alpaca-py's names: trade.symbol, trade.price,
+# trade.size, trade.timestamp (a datetime, UTC), quote.bid_price, quote.ask_price, bar.close,
+# bar.volume... Part 3 lists every kind's fields; print(trade) shows them all.
+
+async def on_trade(trade: Trade) -> None:
+    show(trade)
+
+
+async def on_quote(quote: Quote) -> None:
+    show(quote)
+
+
+async def on_bar(bar: Bar) -> None:
+    """A minute bar, just after its minute ends (only minutes with trades have one)."""
+    show(bar)
+
+
+async def on_updated_bar(bar: UpdatedBar) -> None:
+    show(bar)
+
+
+async def on_daily_bar(bar: DailyBar) -> None:
+    show(bar)
+
+
+async def on_status(status: TradingStatus) -> None:
+    """A halt or a resumption: trading in the symbol stops or starts again."""
+    show(status)
+
+
+async def on_luld(luld: Luld) -> None:
+    show(luld)
+
+
+async def on_correction(correction: TradeCorrection) -> None:
+    """Sent with trades: a trade already received was wrong (see TradeCorrection)."""
+    show(correction)
+
+
+async def on_cancel(cancel: TradeCancel) -> None:
+    """Sent with trades: a trade already received is void (see TradeCancel)."""
+    show(cancel)
+
+
+async def on_imbalance(imbalance: OrderImbalance) -> None:
+    show(imbalance)
+
+
+Handler = Callable[[Any], Awaitable[None]]
+HANDLERS: dict[str, Handler] = {
+    "trade": on_trade, "quote": on_quote, "bar": on_bar, "updated_bar": on_updated_bar,
+    "daily_bar": on_daily_bar, "status": on_status, "luld": on_luld,
+    "correction": on_correction, "cancel": on_cancel, "imbalance": on_imbalance,
+}
+
+background_tasks: set[asyncio.Future] = set()  # asyncio keeps only a weak reference to a task
+
+
+def in_background(work: Awaitable[object]) -> None:
+    """Start slow work and return at once, so that the next messages do not wait for it:
+
+        in_background(async_client.submit_order(order))               # an async client
+        in_background(asyncio.to_thread(client.submit_order, order))   # a blocking one
+
+    A failure is logged. On exit, work still waiting is cancelled, and a blocking call
+    already running in its thread is waited for."""
+    if not inspect.isawaitable(work):
+        raise TypeError(f"in_background() needs an awaitable, not {type(work).__name__}: for a "
+                        "blocking function, pass asyncio.to_thread(function, arguments...)")
+    task = asyncio.ensure_future(work)
+    background_tasks.add(task)
+    task.add_done_callback(background_done)
+
+
+def background_done(task: asyncio.Future) -> None:
+    background_tasks.discard(task)
+    if not task.cancelled() and task.exception() is not None:
+        error = task.exception()
+        log.warning("work started with in_background() failed: %s: %s", type(error).__name__, error,
+                    exc_info=error if log.isEnabledFor(logging.DEBUG) else None)
+
+
+async def background_finished() -> None:
+    """Wait for the work started with in_background(), in a run that ends by itself (a --replay
+    file, run_handlers()): its orders are placed, not cancelled at the end."""
+    while background_tasks:  # work may start more work
+        await asyncio.wait(set(background_tasks))
+
+
+async def subscribe(*symbols: str, channel: str = "trades") -> None:
+    """Stream more from now on, on the same connection (and after a reconnect too): these
+    symbols on this channel, named as the options are ("trades", "quotes", "bars",
+    "updated_bars", "daily_bars", "statuses", "lulds", "imbalances"). From a handler:
+
+        if trade.size >= 10_000:  # a block: watch the quotes of that symbol too
+            await subscribe(trade.symbol, channel="quotes")
+
+    Alpaca's answer is logged; if it refuses (405: over the free plan's 30 symbols), that
+    is a warning, and the rest streams on. With --source or --replay, nothing changes."""
+    await SUBSCRIPTIONS.change("subscribe", channel, symbols)
+
+
+async def unsubscribe(*symbols: str, channel: str = "trades") -> None:
+    """Stop streaming these symbols on this channel: the opposite of subscribe(). A few
+    messages already on their way may still come."""
+    await SUBSCRIPTIONS.change("unsubscribe", channel, symbols)
+
+
+def run_handlers(messages: Iterable[dict[str, Any]],
+                 handlers: dict[str, Handler] | None = None) -> Session:
+    """Hand messages to the handlers as the stream does, with no network and no server: for
+    your own tests. The same records, in the same order; a handler that raises is logged and
+    the next message goes on, as on the stream; work started with in_background() is waited
+    for. A message is a dict as Alpaca sends it ("T", "S", "p", ...; "t" a datetime or a
+    msgpack Timestamp) or as --json prints it ("type", "symbol", "price", ...). handlers: by
+    kind, in place of those above; the others stay. Returns what the summary counts:
+
+        trade = {"type": "trade", "symbol": "SPY", "price": 600.5, "size": 100,
+                 "timestamp": "2026-11-24T15:00:00+00:00", "exchange": "V", "id": 1}
+        session = run_handlers([trade], {"trade": on_trade})
+        assert session.received["trade"] == 1
+    """
+    unknown = set(handlers or {}) - set(HANDLERS)
+    if unknown:
+        raise ValueError(f"no such kind of message: {', '.join(sorted(unknown))} "
+                         f"(one of {', '.join(HANDLERS)})")
+    routes = routes_for({**HANDLERS, **(handlers or {})})
+    SUBSCRIPTIONS.start([], [], offline=True)  # subscribe() in a handler changes nothing here
+    wire = [as_wire(message) for message in messages]
+    session = Session(started=time.monotonic())
+
+    async def hand_over() -> None:
+        await deliver(wire, routes, session)
+        await background_finished()
+
+    asyncio.run(hand_over())
+    return session
+
+
+def as_wire(message: dict[str, Any]) -> dict[str, Any]:
+    """A message given to run_handlers(), as the stream has it: Alpaca's, times as datetimes."""
+    try:
+        if "T" not in message:
+            return from_json(message)
+        return {**message, **{key: message[key].to_datetime() for key in TIMES
+                              if isinstance(message.get(key), msgpack.Timestamp)}}
+    except (KeyError, TypeError, ValueError) as error:
+        raise ValueError("not a message as Alpaca sends it, nor as --json prints it: "
+                         f"{message!r}") from error
+
+
+# The rest is the machinery: the keys, the messages, the stream and its reconnect wrapper,
+# and main. A bot needs no change below this line.
+
 ALPACA_STREAM = "wss://stream.data.alpaca.markets/v2"
 FEEDS = ("iex", "sip", "delayed_sip")
 DEFAULT_SYMBOLS = ("SPY", "TSLA")
@@ -97,7 +259,7 @@ RETRY_MIN, RETRY_MAX = 1.0, 30.0  # reconnect backoff, seconds
 EXIT_OK, EXIT_UNEXPECTED, EXIT_USAGE, EXIT_REFUSED, EXIT_FORCED = 0, 1, 2, 3, 130
 
 
-# 1. Configuration: the keys ----------------------------------------------------------------
+# 2. Configuration: the keys, from config.py, the environment or .env ----------------------
 
 KEY_ENV, SECRET_ENV = "APCA_API_KEY_ID", "APCA_API_SECRET_KEY"
 PLACEHOLDERS = {"your_api_key_here", "your_secret_key_here"}  # what config.example.py ships
@@ -167,7 +329,7 @@ def check_keys(keys: Keys) -> Keys:
     return Keys(key, secret, keys.source)
 
 
-# 2. The messages, and how they are printed --------------------------------------------------
+# 3. The messages: what each kind of record holds, and how it is printed ----------------------
 
 class Record(dict):
     """A message as Alpaca sent it (a dict of its wire keys: "S", "p", ...), whose attributes
@@ -437,161 +599,6 @@ def show(message: Record) -> None:
         print(format_text(message))
     elif OUTPUT == "json":
         print(format_json(message))
-
-
-# 3. The handlers: your trading logic goes here ----------------------------------------------
-#
-# Each is called once for every message of its kind, in the order Alpaca sent them. The
-# defaults print it: replace show() with your strategy (the README has an example). Keep a
-# handler quick, since the next messages wait while it runs: start slow work, an order over
-# HTTP say, with in_background() and return. If a handler raises, the error is logged and
-# the stream goes on with the next message.
-
-async def on_trade(trade: Trade) -> None:
-    show(trade)
-
-
-async def on_quote(quote: Quote) -> None:
-    show(quote)
-
-
-async def on_bar(bar: Bar) -> None:
-    """A minute bar, just after its minute ends (only minutes with trades have one)."""
-    show(bar)
-
-
-async def on_updated_bar(bar: UpdatedBar) -> None:
-    show(bar)
-
-
-async def on_daily_bar(bar: DailyBar) -> None:
-    show(bar)
-
-
-async def on_status(status: TradingStatus) -> None:
-    """A halt or a resumption: trading in the symbol stops or starts again."""
-    show(status)
-
-
-async def on_luld(luld: Luld) -> None:
-    show(luld)
-
-
-async def on_correction(correction: TradeCorrection) -> None:
-    """Sent with trades: a trade already received was wrong (see TradeCorrection)."""
-    show(correction)
-
-
-async def on_cancel(cancel: TradeCancel) -> None:
-    """Sent with trades: a trade already received is void (see TradeCancel)."""
-    show(cancel)
-
-
-async def on_imbalance(imbalance: OrderImbalance) -> None:
-    show(imbalance)
-
-
-Handler = Callable[[Any], Awaitable[None]]
-HANDLERS: dict[str, Handler] = {
-    "trade": on_trade, "quote": on_quote, "bar": on_bar, "updated_bar": on_updated_bar,
-    "daily_bar": on_daily_bar, "status": on_status, "luld": on_luld,
-    "correction": on_correction, "cancel": on_cancel, "imbalance": on_imbalance,
-}
-
-background_tasks: set[asyncio.Future] = set()  # asyncio keeps only a weak reference to a task
-
-
-def in_background(work: Awaitable[object]) -> None:
-    """Start slow work and return at once, so that the next messages do not wait for it:
-
-        in_background(async_client.submit_order(order))               # an async client
-        in_background(asyncio.to_thread(client.submit_order, order))   # a blocking one
-
-    A failure is logged. On exit, work still waiting is cancelled, and a blocking call
-    already running in its thread is waited for."""
-    if not inspect.isawaitable(work):
-        raise TypeError(f"in_background() needs an awaitable, not {type(work).__name__}: for a "
-                        "blocking function, pass asyncio.to_thread(function, arguments...)")
-    task = asyncio.ensure_future(work)
-    background_tasks.add(task)
-    task.add_done_callback(background_done)
-
-
-def background_done(task: asyncio.Future) -> None:
-    background_tasks.discard(task)
-    if not task.cancelled() and task.exception() is not None:
-        error = task.exception()
-        log.warning("work started with in_background() failed: %s: %s", type(error).__name__, error,
-                    exc_info=error if log.isEnabledFor(logging.DEBUG) else None)
-
-
-async def background_finished() -> None:
-    """Wait for the work started with in_background(), in a run that ends by itself (a --replay
-    file, run_handlers()): its orders are placed, not cancelled at the end."""
-    while background_tasks:  # work may start more work
-        await asyncio.wait(set(background_tasks))
-
-
-async def subscribe(*symbols: str, channel: str = "trades") -> None:
-    """Stream more from now on, on the same connection (and after a reconnect too): these
-    symbols on this channel, named as the options are ("trades", "quotes", "bars",
-    "updated_bars", "daily_bars", "statuses", "lulds", "imbalances"). From a handler:
-
-        if trade.size >= 10_000:  # a block: watch the quotes of that symbol too
-            await subscribe(trade.symbol, channel="quotes")
-
-    Alpaca's answer is logged; if it refuses (405: over the free plan's 30 symbols), that
-    is a warning, and the rest streams on. With --source or --replay, nothing changes."""
-    await SUBSCRIPTIONS.change("subscribe", channel, symbols)
-
-
-async def unsubscribe(*symbols: str, channel: str = "trades") -> None:
-    """Stop streaming these symbols on this channel: the opposite of subscribe(). A few
-    messages already on their way may still come."""
-    await SUBSCRIPTIONS.change("unsubscribe", channel, symbols)
-
-
-def run_handlers(messages: Iterable[dict[str, Any]],
-                 handlers: dict[str, Handler] | None = None) -> Session:
-    """Hand messages to the handlers as the stream does, with no network and no server: for
-    your own tests. The same records, in the same order; a handler that raises is logged and
-    the next message goes on, as on the stream; work started with in_background() is waited
-    for. A message is a dict as Alpaca sends it ("T", "S", "p", ...; "t" a datetime or a
-    msgpack Timestamp) or as --json prints it ("type", "symbol", "price", ...). handlers: by
-    kind, in place of those above; the others stay. Returns what the summary counts:
-
-        trade = {"type": "trade", "symbol": "SPY", "price": 600.5, "size": 100,
-                 "timestamp": "2026-11-24T15:00:00+00:00", "exchange": "V", "id": 1}
-        session = run_handlers([trade], {"trade": on_trade})
-        assert session.received["trade"] == 1
-    """
-    unknown = set(handlers or {}) - set(HANDLERS)
-    if unknown:
-        raise ValueError(f"no such kind of message: {', '.join(sorted(unknown))} "
-                         f"(one of {', '.join(HANDLERS)})")
-    routes = routes_for({**HANDLERS, **(handlers or {})})
-    SUBSCRIPTIONS.start([], [], offline=True)  # subscribe() in a handler changes nothing here
-    wire = [as_wire(message) for message in messages]
-    session = Session(started=time.monotonic())
-
-    async def hand_over() -> None:
-        await deliver(wire, routes, session)
-        await background_finished()
-
-    asyncio.run(hand_over())
-    return session
-
-
-def as_wire(message: dict[str, Any]) -> dict[str, Any]:
-    """A message given to run_handlers(), as the stream has it: Alpaca's, times as datetimes."""
-    try:
-        if "T" not in message:
-            return from_json(message)
-        return {**message, **{key: message[key].to_datetime() for key in TIMES
-                              if isinstance(message.get(key), msgpack.Timestamp)}}
-    except (KeyError, TypeError, ValueError) as error:
-        raise ValueError("not a message as Alpaca sends it, nor as --json prints it: "
-                         f"{message!r}") from error
 
 
 # 4. The stream, and the reconnect wrapper around it -----------------------------------------
