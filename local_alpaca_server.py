@@ -710,6 +710,9 @@ class AlpacaStreamServer(ProtocolServer):
         sender = self.senders.pop(id(record), None)
         if sender:
             sender.cancel()
+            # It may have ended by itself: a send to the client that has just gone raised.
+            with contextlib.suppress(asyncio.CancelledError, ConnectionClosed):
+                await sender
         if ws.protocol.close_rcvd is not None:  # the client closed properly: its place is free at once
             record.place = None
 
