@@ -447,7 +447,8 @@ def test_a_durable_bot_whose_stream_is_lost_makes_it_again_and_goes_on_with_noth
     assert feeder.stop(signal.SIGINT)[0] == 0 and bot.stop(signal.SIGINT)[0] == 0
     sent, got = recorded(feeder), recorded(bot)
     # What was published while there was no stream is lost to it; the rest comes once, in order.
-    assert got == [message for message in sent if message in got] and len(got) > 40
+    # 20 before the loss and 20 after, or more: the bot may be stopped as soon as it has them.
+    assert got == [message for message in sent if message in got] and len(got) >= 40
     assert "Traceback" not in bot.stderr
 
 
