@@ -52,6 +52,14 @@ STREAM = "ALPACA"  # the JetStream stream, created by the first feeder or bot
 KEEP_FOR = 24 * 3600.0  # seconds a message is kept, when the stream is created here
 DUPLICATE_WINDOW = 120.0  # seconds within which a message published again is stored once
 UNSENT_LIMIT = 8 * 1024 * 1024  # bytes held for the broker while it is away; beyond, dropped and counted
+# What a feeder sent just before the broker went may never have been stored: the sockets'
+# buffers hold a few MB, the broker may stop before storing what it read. So with JetStream
+# each message sent is kept for a while, and the feeder sends it again when the broker is back
+# (stored once, by its id). Kept: the latest RESEND_LIMIT bytes, none older than twice
+# RESEND_EVERY, well within DUPLICATE_WINDOW; PING_EVERY notices a silent broker in time.
+RESEND_LIMIT = 8 * 1024 * 1024
+RESEND_EVERY = 40.0  # seconds
+PING_EVERY = 10.0  # seconds; a broker that does not answer two pings in a row is lost
 STOP_FLUSH = 0.3  # seconds at exit to send what is held, to close, to confirm a --durable bot's acks
 RECONNECT_WAIT = 1  # seconds between two attempts to reach a lost broker
 FETCH = 256  # most messages handed on at a time: a batch
@@ -101,7 +109,7 @@ async def connect(url: str, role: str, on_lost: Callable[[], None], on_back: Cal
     client = await nats.connect(url, name=f"websocket_stream {role}", error_cb=on_error,
                                 disconnected_cb=disconnected, reconnected_cb=reconnected,
                                 max_reconnect_attempts=-1, reconnect_time_wait=RECONNECT_WAIT,
-                                pending_size=UNSENT_LIMIT)
+                                pending_size=UNSENT_LIMIT, ping_interval=PING_EVERY, max_outstanding_pings=2)
     connected = True
     log.info("connected to the NATS server at %s", shown(url))
     return client
@@ -167,6 +175,11 @@ class Publisher:
         self.held = 0  # published while the broker is away: sent when it is back
         self.commands: dict[tuple[str, str], bytes] = {}  # (kind, symbol): "HPUB subject ", checked once
         self.sequences: dict[bytes, int] = {}  # without JetStream: each subject's latest Feeder-Seq
+        self.sent: list[bytes] = []  # with JetStream: the latest commands, to send again after a loss
+        self.sent_before: list[bytes] = []  # the ones before those, up to RESEND_EVERY seconds earlier
+        self.sent_size = 0
+        self.again = 0  # bytes sent again, held with the rest: not counted against UNSENT_LIMIT
+        self.timer: asyncio.TimerHandle | None = None  # the next forget_older()
 
     async def __aenter__(self) -> Publisher:
         self.client = await connect(self.url, "feeder", self.lost, self.back)
@@ -174,9 +187,20 @@ class Publisher:
         if not self.keeping:
             log.info("the NATS server has no JetStream (nats-server -js): messages are not kept\n"
                      "for bots that restart (--durable)")
+        self.forget_older()
         return self
 
+    def forget_older(self) -> None:
+        """Every RESEND_EVERY seconds (and once RESEND_LIMIT / 2 bytes are kept): the older
+        half of what is kept for sending again is dropped."""
+        self.sent_before, self.sent, self.sent_size = self.sent, [], 0
+        if self.timer:
+            self.timer.cancel()
+        self.timer = asyncio.get_running_loop().call_later(RESEND_EVERY, self.forget_older)
+
     async def __aexit__(self, *exc_info: object) -> None:
+        if self.timer:
+            self.timer.cancel()
         if not self.client.is_connected:
             self.session.published -= self.held
             self.session.unpublished += self.held
@@ -185,10 +209,19 @@ class Publisher:
     def lost(self) -> None:
         log.warning("lost the connection to the NATS server\nat %s; the stream goes on,\n"
                     "and publishing resumes when the server is back", shown(self.url))
+        # nats-py calls this with the socket closed, before it reconnects and sends what it
+        # holds (its _pending, which has what it had not written yet): what it had written goes
+        # first, in the order it was published.
+        unwritten = set(map(id, self.client._pending))
+        again = [command for command in self.sent_before + self.sent if id(command) not in unwritten]
+        self.client._pending[:0] = again
+        self.again = sum(map(len, again))
+        self.client._pending_data_size += self.again
+        log.debug("to send again, in case the NATS server did not store them: %d messages", len(again))
 
     def back(self) -> None:
         log.info("NATS server back: publishing again (%d messages held meanwhile)", self.held)
-        self.held = 0
+        self.held = self.again = 0
 
     def wrap(self, routes: dict[str, Any]) -> dict[str, Any]:
         """The script's routes, each handler first publishing its message."""
@@ -220,10 +253,15 @@ class Publisher:
                 sequence = self.sequences[start] = self.sequences.get(start, 0) + 1
                 header = b"NATS/1.0\r\nFeeder-Seq: %d\r\n\r\n" % sequence
             command = b"%b%d %d\r\n%b%b\r\n" % (start, len(header), len(header) + len(payload), header, payload)
-            if client.is_closed or client.is_draining_pubs or \
-                    not client.is_connected and client.pending_data_size + len(command) > UNSENT_LIMIT:
+            if client.is_closed or client.is_draining_pubs or not client.is_connected and \
+                    client.pending_data_size - self.again + len(command) > UNSENT_LIMIT:
                 raise nats.errors.OutboundBufferLimitError  # as nats-py's publish(): the broker away too long
             await client._send_command(command)
+            if self.keeping:
+                self.sent.append(command)
+                self.sent_size += len(command)
+                if self.sent_size > RESEND_LIMIT // 2:
+                    self.forget_older()
             if client._flush_queue is not None and client._flush_queue.empty():
                 await client._flush_pending()  # wakes nats-py's writer, once for what it will find
         except nats.errors.Error as error:  # and BadSubjectError, for a symbol NATS cannot carry

@@ -296,6 +296,73 @@ def test_what_the_broker_cannot_hold_is_dropped_and_counted_its_memory_bounded(b
     assert published == 0 and unpublished == 1000  # held at exit with the broker away: not published
 
 
+class CuttingProxy:
+    """Between a feeder and the broker: when told, it passes on nothing more of what the feeder
+    sends, then cuts the connection, as a broker that stops before storing what it read does.
+    The feeder has written those messages; they are lost, unless it sends them again."""
+
+    def __init__(self, broker_port: int) -> None:
+        self.broker_port = broker_port
+        self.swallowing = False
+        self.swallowed = 0  # bytes of the feeder's that the broker never got
+        self.writers: list[asyncio.StreamWriter] = []
+
+    async def start(self) -> str:
+        server = await asyncio.start_server(self.connection, "127.0.0.1", 0)
+        return f"nats://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+
+    async def connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        broker_reader, broker_writer = await asyncio.open_connection("127.0.0.1", self.broker_port)
+        self.writers += [writer, broker_writer]
+        await asyncio.gather(self.pipe(reader, broker_writer, swallow=True), self.pipe(broker_reader, writer),
+                             return_exceptions=True)
+
+    async def pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, swallow: bool = False) -> None:
+        while data := await reader.read(65536):
+            if swallow and self.swallowing:
+                self.swallowed += len(data)
+                continue
+            writer.write(data)
+            await writer.drain()
+        writer.close()
+
+    def cut(self) -> None:
+        for writer in self.writers:
+            writer.close()
+        self.writers, self.swallowing = [], False
+
+
+async def until(condition: Callable[[], object]) -> None:
+    while not condition():  # the caller's wait_for gives the deadline
+        await asyncio.sleep(0.01)
+
+
+def test_what_the_feeder_sent_as_the_broker_went_is_sent_again_and_stored_once_in_order(broker):
+    async def lose_the_last_ones_sent() -> list:
+        proxy = CuttingProxy(int(broker.url.rsplit(":", 1)[1]))
+        trade = {"T": "t", "S": "SPY", "p": 600.5, "s": 100, "t": datetime.now(timezone.utc), "x": "V",
+                 "c": ["@"], "z": "B"}
+        async with nats_bridge.Publisher(await proxy.start(), ws.as_json, ws.Session()) as publisher:
+            for number in range(100):
+                await publisher.publish("trade", ws.Trade({**trade, "i": number}))
+            await publisher.client.flush()  # the broker has them
+            proxy.swallowing = True
+            for number in range(100, 150):
+                await publisher.publish("trade", ws.Trade({**trade, "i": number}))
+            await until(lambda: proxy.swallowed == sum(map(len, publisher.sent[-50:])))  # written, lost
+            proxy.cut()
+            await until(lambda: not publisher.client.is_connected)
+            for number in range(150, 200):  # held while the broker is away
+                await publisher.publish("trade", ws.Trade({**trade, "i": number}))
+            await until(lambda: publisher.client.is_connected)
+            jetstream = publisher.client.jetstream()
+            last = (await jetstream.publish("alpaca.trades.SPY", b"{}")).seq  # a marker: stored after the rest
+            return [json.loads((await jetstream.get_msg(nats_bridge.STREAM, seq)).data or b"{}").get("id")
+                    for seq in range(1, last)]
+
+    assert asyncio.run(asyncio.wait_for(lose_the_last_ones_sent(), 20)) == list(range(200))
+
+
 # -- a NATS server that wants credentials ----------------------------------------------------------
 
 SECRET = "FAKE-NATS-SECRET-0001"  # a password or a token: it must never be printed
