@@ -92,7 +92,7 @@ async def connect(url: str, role: str, on_lost: Callable[[], None], on_back: Cal
                 raise BrokerError(f"the NATS server at {shown(url)}\nrefused {given}: {HOW_TO_AUTHENTICATE}")
             reason = "connection refused" if isinstance(error, ConnectionRefusedError) else \
                 str(error) or type(error).__name__
-            raise BrokerError(f"cannot reach the NATS server at {shown(url)}\n({reason}). {HOW_TO_START}")
+            raise BrokerError(f"cannot reach the NATS server\nat {shown(url)} ({reason}).\n{HOW_TO_START}")
         if isinstance(error, nats.errors.SlowConsumerError) and not slow:
             slow = True  # nats-py reports each message it drops: say it once
             log.warning("this bot reads too slowly: messages for it were dropped")

@@ -52,7 +52,7 @@ from datetime import time as time_of_day
 from operator import itemgetter
 from pathlib import Path
 from types import ModuleType
-from typing import Any, ClassVar, NamedTuple, TextIO
+from typing import Any, ClassVar, NamedTuple, NoReturn, TextIO
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
@@ -545,7 +545,9 @@ def format_text(message: Record) -> str:
         start = f"{message.timestamp.strftime('%H:%M:%S.%f')[:12]}Z {KIND[type(message)]:<11} {message.symbol:<5} "
         details = message.details()
     except (LookupError, TypeError, ValueError, AttributeError):  # a field missing, or not as documented
-        return f"{KIND[type(message)]:<10} (incomplete) {format_json(message)}"  # still printed: what it has
+        # Still printed: what it has, on as many lines as it takes.
+        return "\n".join(textwrap.wrap(f"{KIND[type(message)]:<10} (incomplete) {format_json(message)}",
+                                       WIDTH, subsequent_indent=" " * 11, break_long_words=False))
     if len(start) + len(details) <= WIDTH:
         return start + details
     return start + f"\n{' ' * len(start)}".join(textwrap.wrap(details, WIDTH - len(start)))
@@ -1168,7 +1170,7 @@ def describe(error: BaseException) -> str:
 # 5. Main: arguments, signals, exit statuses --------------------------------------------------
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         # Not argparse's usage, which keeps the line of --test-stream | --url ... whole: 99 columns.
         usage="%(prog)s [SYMBOL ...] [options]",
         description="Stream live market data from Alpaca: a line per message on stdout,\nCtrl+C to stop.",
@@ -1270,7 +1272,7 @@ def serve_address(parser: argparse.ArgumentParser, address: str, keyless: bool) 
     except ValueError:
         parser.error(f"--serve takes an IP address, or localhost: {host}")
     if not loopback and keyless:
-        parser.error(f"--serve {address}: with --demo or --source, clients need no\n"
+        parser.error(f"--serve {address}: with --demo or --source, clients need no "
                      "keys, so only this machine may connect: use 127.0.0.1")
     return host, int(port)
 
@@ -1406,7 +1408,7 @@ def beside(module: str, needed_by: str) -> ModuleType:
         return importlib.import_module(module)
     except ModuleNotFoundError as error:
         if error.name == module:
-            raise ConfigError(f"{needed_by} needs {module}.py beside the script;\nthe rest works without it.") from None
+            raise ConfigError(f"{needed_by} needs {module}.py\nbeside the script; the rest works without it.") from None
         if error.name in ("nats", "orjson"):
             raise ConfigError(f"{needed_by} needs nats-py and orjson: pip install -r requirements.txt") from None
         raise
@@ -1531,17 +1533,34 @@ async def until_stopped(work: Coroutine[Any, Any, None], settings: Settings, ses
             beating.cancel()
 
 
+def fitted(text: str) -> str:
+    """text with each line within WIDTH columns, broken at spaces (a long URL stays whole), and
+    the lines after the first indented: how the log and the errors of the options print."""
+    lines = text.split("\n")
+    return "\n".join(textwrap.fill(line, WIDTH, initial_indent="  " if n else "", subsequent_indent="  ",
+                                    break_long_words=False, break_on_hyphens=False)
+                      for n, line in enumerate(lines))
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse's, its error messages (its own among them) fitted in WIDTH columns."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_USAGE, fitted(f"{self.prog}: error: {message}") + "\n")
+
+
 class LogFormatter(logging.Formatter):
-    """2026-11-24 21:35:43Z warning: ..., in UTC like the data, so the two line up; lines after
-    a message's first are indented."""
+    """2026-11-24 21:35:43Z warning: ..., in UTC like the data, so the two line up; fitted in
+    WIDTH columns, lines after a message's first indented (a traceback's too)."""
 
     def format(self, record: logging.LogRecord) -> str:
         when = datetime.fromtimestamp(record.created, timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
         level = "" if record.levelno == logging.INFO else f"{record.levelname.lower()}: "
-        text = record.getMessage()
+        text = fitted(f"{when} {level}{record.getMessage()}")
         if record.exc_info:
-            text += "\n" + self.formatException(record.exc_info)
-        return f"{when} {level}" + text.replace("\n", "\n  ")
+            text += ("\n" + self.formatException(record.exc_info)).replace("\n", "\n  ")
+        return text
 
 
 class JsonLogFormatter(logging.Formatter):

@@ -163,6 +163,12 @@ def server(make_server: Callable[..., ServerThread]) -> ServerThread:
 # -- the script as a subprocess --------------------------------------------------------------------
 
 
+def unwrapped(text: str) -> str:
+    """The script's log or errors with their line breaks undone: it fits each message in 80
+    columns, going on, on lines indented by two spaces."""
+    return text.replace("\n  ", " ")
+
+
 class Script:
     """websocket_stream.py running as a subprocess; its output is collected by two threads."""
 
@@ -188,6 +194,11 @@ class Script:
     def stderr(self) -> str:
         return "\n".join(self.err_lines)
 
+    @property
+    def said(self) -> str:
+        """stderr with the log's line breaks undone: what each message says, whatever its width."""
+        return unwrapped(self.stderr)
+
     def wait_for(self, condition: Callable[[], object], timeout: float = 15, what: str = "") -> None:
         """Wait until condition() is true; fail, showing stderr, if it is not within timeout s."""
         deadline = time.monotonic() + timeout
@@ -198,7 +209,7 @@ class Script:
             time.sleep(0.02)
 
     def wait_for_stderr(self, text: str, timeout: float = 15) -> None:
-        self.wait_for(lambda: text in self.stderr, timeout, repr(text))
+        self.wait_for(lambda: unwrapped(text) in self.said, timeout, repr(text))
 
     def wait_for_lines(self, count: int, timeout: float = 15) -> None:
         self.wait_for(lambda: len(self.out_lines) >= count, timeout, f"{count} lines on stdout")

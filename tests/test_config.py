@@ -154,12 +154,18 @@ def test_channels_are_named_by_options_and_trades_are_the_default(argv, channels
     (["--publish", "nats://127.0.0.1:4222", "--source", "nats://127.0.0.1:4222"], "one feeder publishes"),
     (["--durable", "bot-1"], "--durable NAME goes with --source"),
     (["--source", "nats://127.0.0.1:4222", "--durable", "my.bot"], "--durable takes a name of letters, digits"),
+    (["--log-format", "xml"], "argument --log-format: invalid choice: 'xml' (choose from 'text', 'json')"),
+    (["--serve", "192.0.2.1:8765", "--demo"], "--serve 192.0.2.1:8765: with --demo or --source, clients need no "
+                                              "keys, so only this machine may connect: use 127.0.0.1"),
+    (["--replay", "session.jsonl", "--quotes"], "--replay plays the recording as it is: symbols, channel options"),
 ])
-def test_bad_arguments_exit_2_saying_what_is_wrong(argv, says, capsys):
+def test_bad_arguments_exit_2_saying_what_is_wrong_within_80_columns(argv, says, capsys):
     with pytest.raises(SystemExit) as exited:
         ws.parse_args(argv)
     assert exited.value.code == ws.EXIT_USAGE
-    assert says in capsys.readouterr().err
+    lines = capsys.readouterr().err.splitlines()
+    assert says in " ".join(line.strip() for line in lines)  # the lines after the first indented
+    assert [line for line in lines if len(line) > 80] == []
 
 
 def test_a_star_expanded_by_the_shell_is_recognised(tmp_path, monkeypatch, capsys):
@@ -208,5 +214,5 @@ def test_the_script_copied_alone_needs_its_neighbours_only_for_their_options(tmp
     monkeypatch.delitem(ws.sys.modules, module, raising=False)
     caplog.set_level(logging.INFO, logger="websocket_stream")
     assert ws.main(argv) == ws.EXIT_USAGE
-    assert caplog.records[-1].getMessage() == (f"{option} needs {module}.py beside the script;\n"
-                                               "the rest works without it.")
+    assert caplog.records[-1].getMessage() == (f"{option} needs {module}.py\n"
+                                               "beside the script; the rest works without it.")

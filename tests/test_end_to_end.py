@@ -67,7 +67,7 @@ def test_a_wrong_path_exits_2_naming_the_url_and_the_http_status(server, start_s
     url = server.url.replace("/v2/iex", "/v2/nosuchfeed")
     script = start_script("--url", url, bot=True)
     assert script.finish(timeout=10) == 2
-    assert f"error: {url} refused the websocket:\n  HTTP 404 (not found): check the URL." in script.stderr
+    assert f"error: {url} refused the websocket: HTTP 404 (not found): check the URL." in script.said
     assert len(server.server.attempts) == 1
     assert_no_traceback(script)
 
@@ -83,8 +83,8 @@ def test_missing_keys_exit_2_before_any_connection(server, start_script):
 def test_demo_copied_alone_exits_2_saying_it_needs_the_server_file(start_script):
     script = start_script("--demo", files=(), env=script_env(**NO_KEYS))
     assert script.finish() == 2
-    assert script.err_lines[-2:] == [script.err_lines[-2][:21] + "error: --demo needs local_alpaca_server.py "
-                                     "beside the script;", "  the rest works without it."]
+    assert script.err_lines[-2:] == [script.err_lines[-2][:21] + "error: --demo needs local_alpaca_server.py",
+                                     "  beside the script; the rest works without it."]
     assert_no_traceback(script)
 
 

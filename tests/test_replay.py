@@ -17,7 +17,7 @@ from pathlib import Path
 
 import msgpack
 import pytest
-from conftest import KINDS, POSIX_ONLY, ROOT, Recorder, Script, script_env
+from conftest import KINDS, POSIX_ONLY, ROOT, Recorder, Script, script_env, unwrapped
 
 import websocket_stream as ws
 
@@ -183,7 +183,7 @@ def test_a_file_that_is_not_a_recording_exits_2_saying_so_and_handles_nothing(tm
 def test_a_missing_file_exits_2_saying_so(tmp_path):
     done = replay(tmp_path / "nosuch.jsonl")
     assert done.returncode == 2
-    assert f"--replay: cannot read {tmp_path / 'nosuch.jsonl'}" in done.stderr
+    assert f"--replay: cannot read {tmp_path / 'nosuch.jsonl'}" in unwrapped(done.stderr)
     assert done.stdout == "" and "Traceback" not in done.stderr
 
 

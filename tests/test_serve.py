@@ -22,7 +22,7 @@ from typing import Any
 
 import msgpack
 import pytest
-from conftest import FAKE_KEY, FAKE_SECRET, KEYS, ROOT, Recorder, Script, ServerThread, run, script_env
+from conftest import FAKE_KEY, FAKE_SECRET, KEYS, ROOT, Recorder, Script, ServerThread, run, script_env, unwrapped
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
@@ -438,7 +438,7 @@ def test_a_wrong_serve_address_exits_2_with_what_to_do(arguments, message, capsy
     with pytest.raises(SystemExit) as exited:
         ws.main(arguments)
     assert exited.value.code == 2
-    assert message in capsys.readouterr().err
+    assert message in unwrapped(capsys.readouterr().err)
 
 
 def test_a_serve_port_in_use_exits_2_saying_so(start_script):
