@@ -814,6 +814,8 @@ TYPE_CHANNELS = {"t": "trades", "c": "trades", "x": "trades", "q": "quotes", "b"
                  "d": "dailyBars", "s": "statuses", "l": "lulds", "i": "imbalances"}  # corrections and
 #                 cancels come with trades
 CLIENT_BUFFER = 4 * 2**20  # bytes of frames waiting for one Relay client before it is cut as slow (407)
+REFUSED_EVERY = 60.0  # seconds: a Relay logs clients refused at most this often (one may retry in a loop)
+STOP_CLOSE = 0.25  # seconds the Relay's clients have to answer its close when it stops
 
 
 def wanted(subscriptions: Mapping[str, Collection[str]], messages: list, *, control: bool = False) -> list:
@@ -873,7 +875,18 @@ class Relay(ProtocolServer):
         self.clients: dict[int, Client] = {}  # by id() of the connection's record
         self.served = 0  # clients that logged in
         self.slow = 0  # clients cut with 407
+        self.refused = 0  # logins refused (402)
+        self.refused_told = -math.inf  # when that was last logged
         self._cutting: set[asyncio.Task] = set()  # the tasks of _cut_slow(), while they run
+
+    async def stop(self) -> None:
+        """As ProtocolServer's, the clients first sent a close (1001, going away): to them, the
+        feeder stopped, not the network."""
+        if self._server:
+            closing = [asyncio.wait_for(connection.close(1001, "the feeder stopped"), STOP_CLOSE)
+                       for connection in self._server.connections]
+            await asyncio.gather(*closing, return_exceptions=True)
+        await super().stop()
 
     def subscriptions(self) -> dict[str, set[str]]:
         """What the clients want, together: channel -> symbols."""
@@ -906,7 +919,14 @@ class Relay(ProtocolServer):
         else:  # in constant time: a client must not learn a key a character at a time
             accepted = hmac.compare_digest(key, self.keys[0]) & hmac.compare_digest(secret, self.keys[1])
         self.served += accepted
-        return None if accepted else 402
+        if accepted:
+            return None
+        self.refused += 1
+        if time.monotonic() - self.refused_told >= REFUSED_EVERY:
+            self.refused_told = time.monotonic()
+            log.warning("--serve refused a bot's keys (402): %s;\n%d refused so far",
+                        "it sent none" if self.keys is None else "they must be this script's", self.refused)
+        return 402
 
     async def subscribed(self, ws: ServerConnection, record: ConnectionRecord,
                          before: dict[str, list[str]]) -> None:
@@ -954,7 +974,7 @@ class Relay(ProtocolServer):
     def _cut_slow(self, client: Client) -> None:
         client.record.slow = True
         self.slow += 1
-        log.info("connection %d is a slow client", self.connections.index(client.record) + 1)
+        log.warning("--serve cut a bot that read too slowly (407),\nas Alpaca does; the others go on")
         del self.clients[id(client.record)]
         client.frames.clear()
         if client.writer:

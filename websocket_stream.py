@@ -321,11 +321,11 @@ def check_keys(keys: Keys) -> Keys:
         elif value in PLACEHOLDERS:
             problem = f"is still the placeholder {value!r}"
         elif not KEY_CHARACTERS.fullmatch(value):
-            problem = "does not look like a key\n(too short, or with spaces or quotes)"
+            problem = "does not look like a key (too short, or with spaces or quotes)"
         else:
             continue
         fix = "Paste your key in place of it, in quotes." if keys.source == "config.py" else HOW_TO_SET_KEYS
-        raise ConfigError(f"{name} from {keys.source} {problem}.\n{fix}")
+        raise ConfigError(f"{name} from {keys.source}\n{problem}.\n{fix}")  # a line each: 80 columns
     return Keys(key, secret, keys.source)
 
 
@@ -1045,10 +1045,16 @@ def handler_failed(kind: str, handler: Handler, record: Record, error: Exception
 
 
 def log_subscription(message: dict) -> None:
-    channels = [channel for channel in CHANNELS.values() if message.get(channel)]
-    symbols = list(dict.fromkeys(s for channel in channels for s in message[channel]))
-    named = ", ".join(symbols) if len(symbols) <= 6 else f"{len(symbols)} symbols"
-    lines = textwrap.wrap(f"subscribed to {', '.join(channels) or 'nothing'} of {named};", 59)  # 80 columns
+    """"subscribed to trades, quotes of SPY, TSLA; Ctrl+C to stop": the channels that have the
+    same symbols together ("trades of SPY, TSLA; quotes of TSLA" when they differ)."""
+    groups: dict[frozenset[str], tuple[list[str], list[str]]] = {}  # symbols -> (them, their channels)
+    for channel in CHANNELS.values():
+        if message.get(channel):
+            groups.setdefault(frozenset(message[channel]), (message[channel], []))[1].append(channel)
+    named = "; ".join(f"{', '.join(channels)} of " + (", ".join(symbols) if len(symbols) <= 6 else
+                                                       f"{len(symbols)} symbols")
+                      for symbols, channels in groups.values())
+    lines = textwrap.wrap(f"subscribed to {named or 'nothing'};", 59)  # 80 columns
     lines[-1:] = [f"{lines[-1]} Ctrl+C to stop"] if len(lines[-1]) < 44 else [lines[-1], "Ctrl+C to stop"]
     log.info("%s", "\n".join(lines))
 
@@ -1266,7 +1272,7 @@ def serve_address(parser: argparse.ArgumentParser, address: str, keyless: bool) 
     host, _, port = address.rpartition(":")
     host = host.strip("[]") or "127.0.0.1"
     if not port.isdigit() or int(port) > 65535:
-        parser.error(f"--serve takes a port, or HOST:PORT: {address}")
+        parser.error(f"--serve takes a port (0 to 65535), or HOST:PORT: {address}")
     try:
         loopback = is_loopback(host)
     except ValueError:
@@ -1390,8 +1396,8 @@ async def serving(settings: Settings, keys: Keys, session: Session) -> AsyncIter
     log.info("serving Alpaca's stream to more bots, at\n%s (%s)", relay.url,
              "any keys will do" if keyless else "they log in with this script's keys")
     if not is_loopback(host):
-        log.warning("clients on other machines send the keys unencrypted\n(ws://): serve them "
-                    "only on a network you trust,\nor through an SSH tunnel")
+        log.warning("clients on other machines send the keys\nunencrypted (ws://): serve them only on "
+                    "a network\nyou trust, or through an SSH tunnel")
     SUBSCRIPTIONS.relay, session.served = relay, 0
     try:
         yield

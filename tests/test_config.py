@@ -38,7 +38,7 @@ def test_a_placeholder_left_in_config_py_says_to_paste_the_key_there(tmp_path, c
     (tmp_path / "config.py").write_text((ROOT / "config.example.py").read_text())
     with pytest.raises(ws.ConfigError) as refused:
         ws.check_keys(ws.load_keys(tmp_path))
-    assert str(refused.value) == ("API_KEY from config.py is still the placeholder 'your_api_key_here'.\n"
+    assert str(refused.value) == ("API_KEY from config.py\nis still the placeholder 'your_api_key_here'.\n"
                                   "Paste your key in place of it, in quotes.")
 
 
@@ -63,17 +63,21 @@ def test_no_keys_anywhere_says_how_to_set_them_on_linux_macos_and_windows(tmp_pa
 
 
 @pytest.mark.parametrize(("key", "secret", "problem"), [
-    ("", FAKE_SECRET, "API_KEY from config.py is missing or empty"),
-    (FAKE_KEY, "   ", "SECRET_KEY from config.py is missing or empty"),
+    ("", FAKE_SECRET, "API_KEY from config.py\nis missing or empty"),
+    (FAKE_KEY, "   ", "SECRET_KEY from config.py\nis missing or empty"),
     ("your_api_key_here", FAKE_SECRET, "still the placeholder"),
     (FAKE_KEY, "your_secret_key_here", "still the placeholder"),
     ('"PKQUOTED0000000"', FAKE_SECRET, "does not look like a key"),
     (FAKE_KEY, "two words here", "does not look like a key"),
     ("abc", FAKE_SECRET, "does not look like a key"),
 ])
-def test_keys_that_cannot_work_are_refused_before_connecting(key, secret, problem):
+def test_keys_that_cannot_work_are_refused_before_connecting_in_80_columns(key, secret, problem):
     with pytest.raises(ws.ConfigError, match=problem):
         ws.check_keys(ws.Keys(key, secret, "config.py"))
+    with pytest.raises(ws.ConfigError) as refused:  # the longest names: APCA_API_SECRET_KEY from the environment
+        ws.check_keys(ws.Keys(key, secret, "the environment"))
+    first, *rest = str(refused.value).splitlines()
+    assert len(f"2026-11-24 23:00:53Z error: {first}") <= 80 and all(len(f"  {line}") <= 80 for line in rest)
 
 
 def test_a_key_pasted_without_quotes_is_explained_without_printing_it(tmp_path):

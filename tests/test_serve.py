@@ -231,13 +231,15 @@ def test_a_client_asking_over_the_plans_symbol_limit_gets_405_and_the_rest_strea
     run(scenario())
 
 
-def test_wrong_keys_get_402_and_no_data_and_requests_out_of_turn_get_alpacas_errors():
+def test_wrong_keys_get_402_and_no_data_and_requests_out_of_turn_get_alpacas_errors(caplog):
     async def scenario() -> None:
         async with feeding() as feeder:
-            wrong = Bot(feeder.relay)
-            assert await wrong.log_in(secret="not-the-secret") == {"T": "error", "code": 402, "msg": "auth failed"}
-            with pytest.raises(ConnectionClosed):
-                await wrong.receive()
+            for _ in range(3):  # a bot retrying in a loop: logged once (a minute apart at most)
+                wrong = Bot(feeder.relay)
+                assert await wrong.log_in(secret="not-the-secret") == {"T": "error", "code": 402,
+                                                                       "msg": "auth failed"}
+                with pytest.raises(ConnectionClosed):
+                    await wrong.receive()
             early = Bot(feeder.relay)
             early.ws = await connect(feeder.relay.url, additional_headers=MSGPACK)
             await early.receive()
@@ -253,6 +255,11 @@ def test_wrong_keys_get_402_and_no_data_and_requests_out_of_turn_get_alpacas_err
             assert feeder.relay.served == 1 and feeder.upstream == {"trades": ["SPY"]}
 
     run(scenario())
+    refusals = [(record.levelname, record.getMessage()) for record in caplog.records
+                if "refused a bot" in record.getMessage()]
+    assert refusals == [("WARNING", "--serve refused a bot's keys (402): they must be this script's;\n"
+                                    "1 refused so far")]
+    assert "not-the-secret" not in caplog.text and FAKE_SECRET not in caplog.text
 
 
 def test_a_json_client_gets_json_frames_with_rfc_3339_times_to_the_nanosecond():
@@ -275,7 +282,7 @@ def test_a_json_client_gets_json_frames_with_rfc_3339_times_to_the_nanosecond():
     run(scenario())
 
 
-def test_a_client_that_stops_reading_is_cut_with_407_and_costs_the_others_nothing():
+def test_a_client_that_stops_reading_is_cut_with_407_and_costs_the_others_nothing(caplog):
     async def scenario() -> None:
         async with feeding(("SPY", "TSLA"), rate=5000, batch=50) as feeder:
             feeder.relay.buffer = 200_000  # bytes: a few hundred frames, reached in a second
@@ -300,6 +307,21 @@ def test_a_client_that_stops_reading_is_cut_with_407_and_costs_the_others_nothin
         assert "cut as too slow: 1" in feeder.session.summary()
 
     run(scenario())
+    assert [record.levelname for record in caplog.records if "read too slowly" in record.getMessage()] == ["WARNING"]
+
+
+def test_clients_get_a_close_frame_when_the_feeder_stops():
+    async def scenario() -> int | None:
+        async with feeding() as feeder:
+            bot = Bot(feeder.relay)
+            await bot.log_in()
+            await bot.subscribe(trades=["SPY"])
+            bot.read()
+        assert bot.reader and bot.ws
+        await asyncio.wait_for(bot.reader, 5)
+        return bot.ws.close_code
+
+    assert run(scenario()) == 1001  # going away: the feeder stopped, not the network
 
 
 def test_a_client_that_vanishes_mid_stream_costs_only_itself():
@@ -365,7 +387,7 @@ def test_serving_other_machines_warns_that_keys_travel_unencrypted_and_still_che
             await bot.close()
 
     run(scenario())
-    assert "clients on other machines send the keys unencrypted" in caplog.text
+    assert "clients on other machines send the keys\nunencrypted" in caplog.text
     assert "they log in with this script's keys" in caplog.text
 
 
@@ -429,7 +451,7 @@ def test_subscribe_with_a_wrong_channel_or_symbol_says_what_is_wrong(call, error
 
 
 @pytest.mark.parametrize(("arguments", "message"), [
-    (["--serve", "99999"], "--serve takes a port, or HOST:PORT: 99999"),
+    (["--serve", "99999"], "--serve takes a port (0 to 65535), or HOST:PORT: 99999"),
     (["--serve", "here:8765"], "--serve takes an IP address, or localhost: here"),
     (["--demo", "--serve", "0.0.0.0:8765"], "with --demo or --source, clients need no"),
     (["--replay", "x.jsonl", "--serve", "8765"], "--serve goes with a stream"),

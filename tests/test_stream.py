@@ -711,3 +711,28 @@ def test_the_log_is_in_utc_with_the_date_like_the_data():
     record.levelno = logging.INFO
     assert ws.LogFormatter().format(record).startswith("2025-11-24 16:00:00Z first")
 
+
+
+def test_a_long_log_line_is_fitted_in_80_columns_broken_at_spaces_and_indented():
+    message = "the NATS server had lost the consumer strategy-1: made again " * 3 + "\nnext " + "x" * 90
+    record = logging.LogRecord("websocket_stream", logging.WARNING, __file__, 1, message.strip(), None, None)
+    lines = ws.LogFormatter().format(record).splitlines()
+    assert all(len(line) <= 80 for line in lines[:-1]) and lines[-1] == "  " + "x" * 90  # a word stays whole
+    assert all(line.startswith("  ") for line in lines[1:]) and lines[-2] == "  next"
+    assert " ".join(line.strip() for line in lines)[len("2025-11-24 16:00:00Z warning: "):] == \
+        " ".join(message.split())
+
+
+@pytest.mark.parametrize(("answer", "logged"), [
+    ({"trades": ["SPY", "TSLA"], "quotes": ["TSLA", "SPY"]}, "trades, quotes of SPY, TSLA"),
+    ({"trades": ["SPY", "TSLA", "AAPL"], "quotes": ["TSLA"], "bars": ["AAPL"]},
+     "trades of SPY, TSLA, AAPL; quotes of TSLA; bars of AAPL"),
+    ({"trades": [f"S{n}" for n in range(7)], "quotes": ["S1"]}, "trades of 7 symbols; quotes of S1"),
+    ({"trades": []}, "nothing"),
+])
+def test_the_subscription_line_says_which_symbols_each_channel_has(answer, logged, caplog):
+    caplog.set_level(logging.INFO, logger="websocket_stream")
+    ws.log_subscription({"T": "subscription", **answer})
+    said = caplog.records[-1].getMessage()
+    assert " ".join(said.split("\n")) == f"subscribed to {logged}; Ctrl+C to stop"
+    assert fits_80_columns("", said)
