@@ -55,8 +55,9 @@ UNSENT_LIMIT = 8 * 1024 * 1024  # bytes held for the broker while it is away; be
 # What a feeder sent just before the broker went may never have been stored: the sockets'
 # buffers hold a few MB, the broker may stop before storing what it read. So with JetStream
 # each message sent is kept for a while, and the feeder sends it again when the broker is back
-# (stored once, by its id). Kept: the latest RESEND_LIMIT bytes, none older than twice
-# RESEND_EVERY, well within DUPLICATE_WINDOW; PING_EVERY notices a silent broker in time.
+# (stored once, by its id). Kept: what was sent in the last RESEND_EVERY seconds at least, or
+# in the last RESEND_LIMIT / 2 bytes, and none older than twice RESEND_EVERY, well within
+# DUPLICATE_WINDOW; PING_EVERY notices a silent broker in time.
 RESEND_LIMIT = 8 * 1024 * 1024
 RESEND_EVERY = 40.0  # seconds
 PING_EVERY = 10.0  # seconds; a broker that does not answer two pings in a row is lost
