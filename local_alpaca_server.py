@@ -922,8 +922,9 @@ class Relay(ProtocolServer):
         if accepted:
             return None
         self.refused += 1
-        if time.monotonic() - self.refused_told >= REFUSED_EVERY:
-            self.refused_told = time.monotonic()
+        now = time.monotonic()
+        if now - self.refused_told >= REFUSED_EVERY:
+            self.refused_told = now
             log.warning("--serve refused a bot's keys (402): %s;\n%d refused so far",
                         "it sent none" if self.keys is None else "they must be this script's", self.refused)
         return 402

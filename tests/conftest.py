@@ -94,6 +94,15 @@ async def stream_until(server: AlpacaStreamServer, handlers: dict[str, ws.Handle
     return session
 
 
+async def until(condition: Callable[[], object], what: str, timeout: float = 10) -> None:
+    """Wait, in a test's event loop, until condition() is true (a server's own record, say)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout} s: {what}")
+        await asyncio.sleep(0.01)
+
+
 def run(coroutine: Coroutine[Any, Any, T]) -> T:
     return asyncio.run(coroutine)
 

@@ -23,7 +23,7 @@ from typing import Any
 
 import nats
 import pytest
-from conftest import POSIX_ONLY, ROOT, Script, script_env
+from conftest import POSIX_ONLY, ROOT, Script, script_env, until
 
 import nats_bridge
 import websocket_stream as ws
@@ -333,11 +333,6 @@ class CuttingProxy:
         self.writers, self.swallowing = [], False
 
 
-async def until(condition: Callable[[], object]) -> None:
-    while not condition():  # the caller's wait_for gives the deadline
-        await asyncio.sleep(0.01)
-
-
 def test_what_the_feeder_sent_as_the_broker_went_is_sent_again_and_stored_once_in_order(broker):
     async def lose_the_last_ones_sent() -> list:
         proxy = CuttingProxy(int(broker.url.rsplit(":", 1)[1]))
@@ -350,12 +345,12 @@ def test_what_the_feeder_sent_as_the_broker_went_is_sent_again_and_stored_once_i
             proxy.swallowing = True
             for number in range(100, 150):
                 await publisher.publish("trade", ws.Trade({**trade, "i": number}))
-            await until(lambda: proxy.swallowed == sum(map(len, publisher.sent[-50:])))  # written, lost
+            await until(lambda: proxy.swallowed == sum(map(len, publisher.sent[-50:])), "50 swallowed")  # lost
             proxy.cut()
-            await until(lambda: not publisher.client.is_connected)
+            await until(lambda: not publisher.client.is_connected, "the feeder noticing")
             for number in range(150, 200):  # held while the broker is away
                 await publisher.publish("trade", ws.Trade({**trade, "i": number}))
-            await until(lambda: publisher.client.is_connected)
+            await until(lambda: publisher.client.is_connected, "the feeder reconnected")
             jetstream = publisher.client.jetstream()
             last = (await jetstream.publish("alpaca.trades.SPY", b"{}")).seq  # a marker: stored after the rest
             return [json.loads((await jetstream.get_msg(nats_bridge.STREAM, seq)).data or b"{}").get("id")

@@ -14,7 +14,6 @@ import shutil
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -22,7 +21,19 @@ from typing import Any
 
 import msgpack
 import pytest
-from conftest import FAKE_KEY, FAKE_SECRET, KEYS, ROOT, Recorder, Script, ServerThread, run, script_env, unwrapped
+from conftest import (
+    FAKE_KEY,
+    FAKE_SECRET,
+    KEYS,
+    ROOT,
+    Recorder,
+    Script,
+    ServerThread,
+    run,
+    script_env,
+    until,
+    unwrapped,
+)
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
@@ -66,14 +77,6 @@ async def feeding(symbols: tuple[str, ...] = ("SPY",), channels: tuple[str, ...]
                 streaming.cancel()
                 await asyncio.gather(streaming, return_exceptions=True)
     assert len(server.connections) == 1, "the script made another connection upstream"
-
-
-async def until(condition: Callable[[], object], what: str, timeout: float = 10) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout} s: {what}")
-        await asyncio.sleep(0.01)
 
 
 class Bot:

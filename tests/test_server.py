@@ -18,7 +18,7 @@ from zoneinfo import ZoneInfo
 
 import msgpack
 import pytest
-from conftest import FAKE_KEY, FAKE_SECRET, ROOT, Recorder, as_received, run, script_env, stream_until
+from conftest import FAKE_KEY, FAKE_SECRET, ROOT, Recorder, as_received, run, script_env, stream_until, until
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
@@ -216,12 +216,6 @@ def error(code: int) -> dict:
     return {"T": "error", "code": code, "msg": ERRORS[code]}
 
 
-async def until(condition: Any) -> None:
-    """Wait for the server's own record (it is written just after the frame goes out)."""
-    while not condition():
-        await asyncio.sleep(0.01)
-
-
 async def refused_and_closed(client: ClientConnection) -> None:
     with pytest.raises(ConnectionClosed):
         await client.recv()
@@ -270,7 +264,7 @@ def test_some_trades_and_quotes_carry_r_and_tks_and_the_record_holds_them(rate):
             client, _ = await login(server)
             await subscribe(client, trades=["SPY", "TSLA"], quotes=["SPY", "TSLA"])
             got = await data_until(client, lambda m: len(m) >= 600)
-            await until(lambda: len(server.connections[0].messages) >= len(got))
+            await until(lambda: len(server.connections[0].messages) >= len(got), "the server's record", 15)
             assert [as_received(m) for m in server.connections[0].messages[:len(got)]] == got
         trades, quotes = ([m for m in got if m["T"] == kind] for kind in "tq")
         for kind in (trades, quotes):
@@ -326,7 +320,7 @@ def test_a_big_frame_holds_30000_trades_in_more_than_1_mib():
                 if len(trades) >= 30_000:
                     break
             assert len(frame) > 1 << 20
-            await until(lambda: trades[-1] in server.connections[0].messages[-len(trades):])
+            await until(lambda: trades[-1] in server.connections[0].messages[-len(trades):], "the frame recorded", 15)
             await client.close()  # so that the next cue is the next client's
             with pytest.raises(ConnectionClosed) as closed:  # websockets' default max_size
                 small, _ = await login(server, key="ANOTHER-KEY")
@@ -425,7 +419,7 @@ def test_a_client_that_stops_reading_gets_407_and_is_closed_while_another_stream
             assert len(got) >= 0.8 * len(slow.messages)  # the reader kept the pace the stalled one lost
             await data_until(stalled, lambda m: m and m[-1] == error(407))  # read again: all it was sent, then 407
             await refused_and_closed(stalled)
-            await until(lambda: slow.closed_at is not None)
+            await until(lambda: slow.closed_at is not None, "the slow client closed", 15)
             assert not steady.slow
             await data_until(reader, lambda m: len(m) >= 100)
 
