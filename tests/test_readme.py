@@ -29,12 +29,18 @@ def paste(script: Path, handlers: list[str], example: str) -> None:
     """Paste an example over the handlers it names in a copy of the script, as a student does:
     in place of the first, the others deleted."""
     text = script.read_text(encoding="utf-8")
-    for n, handler in enumerate(handlers):
-        # The handler's definition, up to the next line that starts at the margin.
+    # Each handler's definition, up to the next line that starts at the margin, found before
+    # any is replaced: the example may define the others (on_cancel beside on_correction).
+    definitions = []
+    for handler in handlers:
         definition = re.search(rf"^async def {handler}\(.*?(?=^\S)", text, re.S | re.M)
         assert definition, f"websocket_stream.py has no handler {handler}"
-        text = text[:definition.start()] + (example + "\n\n" if n == 0 else "") + text[definition.end():]
-    script.write_text(text, encoding="utf-8")
+        definitions.append((definition.start(), definition.end(), handler == handlers[0]))
+    pieces, at = [], 0
+    for start, end, first in sorted(definitions):
+        pieces += [text[at:start], example + "\n\n" if first else ""]
+        at = end
+    script.write_text("".join(pieces) + text[at:], encoding="utf-8")
 
 
 def pasted_with_what_it_needs(number: int) -> list[tuple[list[str], str]]:
