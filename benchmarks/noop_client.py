@@ -12,11 +12,12 @@ from pathlib import Path
 script, url, wanted = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
 sys.path.insert(0, str(script.parent))
 import websocket_stream  # noqa: E402  (from the folder given, where no config.py is read)
+from alpaca_stream.records import KIND, Record  # noqa: E402
 
 count, first = 0, 0.0
 
 
-async def count_message(message: websocket_stream.Record) -> None:
+async def count_message(message: Record) -> None:
     global count, first
     count += 1
     if count == 1:
@@ -26,5 +27,4 @@ async def count_message(message: websocket_stream.Record) -> None:
         os._exit(0)
 
 
-kinds = [kind for kind, _ in websocket_stream.MESSAGE_TYPES.values()]
-sys.exit(websocket_stream.main(["--url", url], handlers=dict.fromkeys(kinds, count_message)))
+sys.exit(websocket_stream.main(["--url", url], handlers=dict.fromkeys(KIND.values(), count_message)))

@@ -101,12 +101,12 @@ def line_time(client: str, line: bytes) -> float:
 
 
 class Server:
-    """local_alpaca_server.py in its own process, so it does not share the client's core.
+    """The local server (python -m alpaca_stream.server) in its own process, so it does not share the client's core.
     Uncompressed: compressing cost the server 45-64% of its sending speed, which would measure
     the server; and a reconnect gets in at once, not after Alpaca's hold of a dropped place."""
 
     def __init__(self, *options: str) -> None:
-        self.process = subprocess.Popen([PYTHON, str(ROOT / "local_alpaca_server.py"), "--port", "0", "--seed", "1",
+        self.process = subprocess.Popen([PYTHON, "-m", "alpaca_stream.server", "--port", "0", "--seed", "1",
                                          "--quiet", "--no-compression", "--hold-dropped", "0", *options],
                                         stdout=subprocess.PIPE, text=True)
         assert self.process.stdout is not None
@@ -590,8 +590,7 @@ def main(argv: list[str] | None = None) -> None:
     names = args.only or list(FIGURES)
     broker = BROKER = Broker() if set(names) & set(NEEDS_BROKER) else None
     workdir = Path(tempfile.mkdtemp())
-    for name in ("websocket_stream.py", "nats_bridge.py", "local_alpaca_server.py"):
-        shutil.copy(ROOT / name, workdir)
+    shutil.copy(ROOT / "websocket_stream.py", workdir)  # its package is installed (requirements.txt)
     commands = client_commands(workdir / "websocket_stream.py", broker.url if broker else "")
     FEED, SERVE = commands["ours --publish --quiet"], commands["ours --quiet --serve"]
     env = {**{k: v for k, v in os.environ.items() if not k.startswith("APCA_")}, **FAKE_KEYS}

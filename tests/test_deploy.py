@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 from conftest import FAKE_KEY, FAKE_SECRET, POSIX_ONLY, ROOT, script_env
 
-import websocket_stream as ws
-from local_alpaca_server import Faults
+from alpaca_stream.server import Faults
+from alpaca_stream.session import Session, heartbeat, market_open
 
 UNIT = ROOT / "deploy" / "websocket-stream.service"
 
@@ -66,7 +66,7 @@ def test_started_as_the_unit_starts_it_then_stopped_by_sigterm_it_exits_0_with_t
     # What systemd does with EnvironmentFile: KEY=VALUE lines into the environment.
     keys = dict(line.split("=", 1) for line in env_file.read_text().splitlines())
     args = service["ExecStart"].split()[2:]  # after the venv's python and websocket_stream.py
-    script = start_script(*args, "--url", server.url, files=(),
+    script = start_script(*args, "--url", server.url,
                           env=script_env(APCA_API_KEY_ID=None, APCA_API_SECRET_KEY=None) | keys)
     script.wait_for_stderr("subscribed to trades")
     script.wait_for(lambda: len(server.connections[0].trade_ids) >= 20, what="20 trades sent")
@@ -112,23 +112,21 @@ def test_heartbeat_lines_count_what_arrived_since_the_last_one_and_how_long_ago_
 
 @pytest.mark.parametrize(("market_hours", "said"), [(True, "closed"), (False, "open")])
 def test_the_heartbeat_says_the_demos_market_is_open_at_any_hour(market_hours, said, monkeypatch, caplog):
-    monkeypatch.setattr(ws, "market_open", lambda now=None: False)  # New York's is closed
+    monkeypatch.setattr("alpaca_stream.session.market_open", lambda now=None: False)  # New York's is closed
 
     async def two_beats() -> None:
-        beating = asyncio.create_task(ws.heartbeat(ws.Session(), 0.05, market_hours))
+        beating = asyncio.create_task(heartbeat(Session(), 0.05, market_hours))
         while caplog.text.count("alive: ") < 2:
             await asyncio.sleep(0.01)
         beating.cancel()
 
-    caplog.set_level(logging.INFO, logger="websocket_stream")
+    caplog.set_level(logging.INFO, logger="alpaca_stream")
     asyncio.run(asyncio.wait_for(two_beats(), 10))
     assert caplog.text.count(f"; market {said}") == caplog.text.count("alive: ")
 
 
 @POSIX_ONLY
 def test_every_line_of_the_json_log_parses_and_never_holds_a_key(make_server, start_script):
-    from local_alpaca_server import Faults
-
     server = make_server(rate=100)
     server.plan(Faults(auth_error=406), Faults(drop_after=20))
     script = start_script("--url", server.url, "--log-format", "json", "-v", "--heartbeat", "0.5", bot=True)
@@ -149,7 +147,7 @@ def test_every_line_of_the_json_log_parses_and_never_holds_a_key(make_server, st
     ("2026-07-01T13:30:00+00:00", True),  # 9:30 in summer time
 ])
 def test_the_market_is_open_on_weekdays_from_9_30_to_16_new_york_time(when, is_open):
-    assert ws.market_open(datetime.fromisoformat(when).astimezone(timezone.utc)) is is_open
+    assert market_open(datetime.fromisoformat(when).astimezone(timezone.utc)) is is_open
 
 
 def test_docs_server_tells_the_way_from_a_fresh_server_to_the_service():

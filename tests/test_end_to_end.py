@@ -16,7 +16,7 @@ from collections.abc import Callable
 import pytest
 from conftest import FAKE_KEY, FAKE_SECRET, POSIX_ONLY, script_env
 
-from local_alpaca_server import Faults
+from alpaca_stream.server import Faults
 
 NO_KEYS = {"APCA_API_KEY_ID": None, "APCA_API_SECRET_KEY": None}
 
@@ -77,14 +77,6 @@ def test_missing_keys_exit_2_before_any_connection(server, start_script):
     assert script.finish() == 2
     assert "cp config.example.py config.py" in script.stderr and "copy config.example.py" in script.stderr
     assert server.server.attempts == []
-    assert_no_traceback(script)
-
-
-def test_demo_copied_alone_exits_2_saying_it_needs_the_server_file(start_script):
-    script = start_script("--demo", files=(), env=script_env(**NO_KEYS))
-    assert script.finish() == 2
-    assert script.err_lines[-2:] == [script.err_lines[-2][:21] + "error: --demo needs local_alpaca_server.py",
-                                     "  beside the script; the rest works without it."]
     assert_no_traceback(script)
 
 
@@ -305,7 +297,7 @@ def test_the_script_copied_alone_with_a_config_py_streams(server, start_script, 
     folder = copy_script()
     (folder / "config.py").write_text(f'API_KEY = "{FAKE_KEY}"\nSECRET_KEY = "{FAKE_SECRET}"\n')
     # The tests' own handlers beside it (recording_bot.py), and no neighbour of the project's.
-    script = start_script("--url", server.url, bot=True, files=(), env=script_env(**NO_KEYS))
+    script = start_script("--url", server.url, bot=True, env=script_env(**NO_KEYS))
     script.wait_for_lines(20)
     script.kill()
     assert sorted(p.name for p in folder.iterdir() if p.suffix == ".py") == \

@@ -17,7 +17,8 @@ import msgpack
 import pytest
 from conftest import KINDS, POSIX_ONLY, ROOT, as_received
 
-import websocket_stream as ws
+from alpaca_stream.outputs.terminal import format_json, format_text, money
+from alpaca_stream.records import MESSAGE_TYPES, Record, Trade
 
 WHEN = msgpack.Timestamp.from_unix_nano(1_764_000_000_123_456_789)  # 2025-11-24 16:00:00.123456789 UTC
 SAMPLES: dict[str, dict] = {  # one message of each kind, as Alpaca's documentation shows them
@@ -55,14 +56,14 @@ LINES = {
 WIDTH = 80  # the columns of a terminal: a line printed wider wraps there
 
 
-def record(kind: str, **changed: object) -> ws.Record:
+def record(kind: str, **changed: object) -> Record:
     message = as_received({**SAMPLES[kind], "t": WHEN, **changed})
-    return ws.MESSAGE_TYPES[message["T"]][1](message)
+    return MESSAGE_TYPES[message["T"]][1](message)
 
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_printout_text_line_of_each_kind(kind):
-    assert ws.format_text(record(kind)) == PREFIX + LINES[kind]
+    assert format_text(record(kind)) == PREFIX + LINES[kind]
 
 
 # The longest of each kind that Alpaca sends: five-digit prices (NVR, BKNG and AZO trade in
@@ -92,7 +93,7 @@ LONGEST: dict[str, list[dict]] = {
 @pytest.mark.parametrize("kind", KINDS)
 def test_printout_the_longest_line_of_each_kind_fits_80_columns(kind):
     for longest in LONGEST[kind]:
-        lines = ws.format_text(record(kind, **longest)).split("\n")
+        lines = format_text(record(kind, **longest)).split("\n")
         assert all(len(line) <= WIDTH for line in lines), "\n".join(f"{len(line)}: {line}" for line in lines)
         # One line a message, but a reason too long for one: it goes on under the details.
         assert len(lines) == 1 or kind == "status"
@@ -101,21 +102,21 @@ def test_printout_the_longest_line_of_each_kind_fits_80_columns(kind):
 
 
 def test_printout_a_status_with_a_short_reason_is_one_line():
-    assert ws.format_text(record("status", rm="Halt News Pending", rc="T1")) == \
+    assert format_text(record("status", rm="Halt News Pending", rc="T1")) == \
         PREFIX + "status      AAPL  Trading Halt (H): Halt News Pending (T1)"
 
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_printout_json_of_each_kind_has_its_type_and_alpaca_py_names(kind):
     message = record(kind)
-    printed = json.loads(ws.format_json(message))
+    printed = json.loads(format_json(message))
     assert printed["type"] == kind
     assert list(printed) == ["type", *message.fields]
     assert printed["timestamp"] == "2025-11-24T16:00:00.123456+00:00"
 
 
 def test_printout_json_trade_keeps_the_fields_it_had():
-    assert json.loads(ws.format_json(record("trade"))) == {
+    assert json.loads(format_json(record("trade"))) == {
         "type": "trade", "symbol": "SPY", "price": 601.23, "size": 100,
         "timestamp": "2025-11-24T16:00:00.123456+00:00", "exchange": "V", "conditions": ["@"],
         "id": 52983525029461, "tape": "B"}
@@ -124,8 +125,8 @@ def test_printout_json_trade_keeps_the_fields_it_had():
 def test_printout_keeps_a_field_that_alpaca_added_in_json_and_in_the_record():
     received_at = msgpack.Timestamp.from_unix_nano(1_764_000_000_123_999_000)
     message = as_received({**SAMPLES["trade"], "t": WHEN, "tks": "B", "r": received_at})
-    trade = ws.Trade(message)
-    printed = json.loads(ws.format_json(trade))
+    trade = Trade(message)
+    printed = json.loads(format_json(trade))
     assert printed["tks"] == "B" and printed["r"] == "2025-11-24T16:00:00.123999+00:00"
     assert list(printed) == ["type", *trade.fields, "tks", "r"]
     assert repr(trade).endswith(", tape='B', tks='B', r=datetime.datetime(2025, 11, 24, 16, 0, 0, 123999, "
@@ -134,17 +135,17 @@ def test_printout_keeps_a_field_that_alpaca_added_in_json_and_in_the_record():
 
 def test_printout_a_message_missing_a_field_is_printed_with_what_it_has():
     message = as_received({key: value for key, value in SAMPLES["trade"].items() if key != "p"} | {"t": WHEN})
-    printed = json.loads(ws.format_json(ws.Trade(message)))
+    printed = json.loads(format_json(Trade(message)))
     assert printed == {"type": "trade", "symbol": "SPY", "size": 100, "timestamp": "2025-11-24T16:00:00.123456+00:00",
                        "exchange": "V", "conditions": ["@"], "id": 52983525029461, "tape": "B"}
-    lines = ws.format_text(ws.Trade(message)).split("\n")
+    lines = format_text(Trade(message)).split("\n")
     assert lines[0].startswith("trade      (incomplete) {") and all(len(line) <= WIDTH for line in lines)
     text = " ".join(line.strip() for line in lines)
     assert json.loads(text[text.index("{"):]) == printed
 
 
 def test_printout_prices_keep_sub_penny_digits_and_stay_aligned():
-    assert [ws.money(p) for p in (601.23, 601.2, 0.4567, 39.1582, 39.158, 1.0)] == \
+    assert [money(p) for p in (601.23, 601.2, 0.4567, 39.1582, 39.158, 1.0)] == \
         ["601.23", "601.20", "0.4567", "39.1582", "39.158", "1.00"]
 
 
@@ -168,7 +169,7 @@ def wait_for_printed(script, server, count: int) -> None:
 def wait_for_every_kind(script, server) -> None:
     server.cue("block", "correction", "cancel", "halt", "resume", "luld", "bar", "updated_bar", "daily_bar",
                "imbalance")
-    script.wait_for(lambda: {message["T"] for message in sent(server)} >= set(ws.MESSAGE_TYPES),
+    script.wait_for(lambda: {message["T"] for message in sent(server)} >= set(MESSAGE_TYPES),
                     what="every kind sent")
     script.wait_for(lambda: all(any(f" {kind} " in line or f'"{kind}"' in line for line in script.out_lines)
                                 for kind in KINDS), timeout=PRINTED_WITHIN, what="a line of every kind")
@@ -203,7 +204,7 @@ def test_printout_every_channel_gives_its_objects_in_json(server, start_script):
     assert {message["type"] for message in printed} == set(KINDS)
     assert len(printed) <= len(sent(server))
     for message, wire in zip(printed, sent(server)):  # each line is the message sent at its place
-        assert ws.MESSAGE_TYPES[wire["T"]][0] == message["type"] and wire["S"] == message["symbol"]
+        assert MESSAGE_TYPES[wire["T"]][0] == message["type"] and wire["S"] == message["symbol"]
 
 
 @POSIX_ONLY

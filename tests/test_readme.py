@@ -91,7 +91,7 @@ PASTED = [[], *(pasted_with_what_it_needs(number) for number in range(len(EXAMPL
 @pytest.mark.parametrize("pastes", PASTED,
                          ids=["as shipped", *(f"example {n + 1} pasted" for n in range(len(EXAMPLES)))])
 def test_test_my_bot_passes_as_shipped_and_with_each_example_pasted(pastes, tmp_path):
-    for name in ("websocket_stream.py", "local_alpaca_server.py", "pyproject.toml",
+    for name in ("websocket_stream.py", "pyproject.toml",
                  "tests/conftest.py", "tests/test_my_bot.py", "tests/data/session.jsonl"):
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(ROOT / name, tmp_path / name)

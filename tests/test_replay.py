@@ -19,14 +19,21 @@ import msgpack
 import pytest
 from conftest import KINDS, POSIX_ONLY, ROOT, Recorder, Script, script_env, unwrapped
 
-import websocket_stream as ws
+from alpaca_stream.channels import CHANNELS
+from alpaca_stream.handlers import in_background, run_handlers
+from alpaca_stream.options import parse_args
+from alpaca_stream.outputs.terminal import format_json
+from alpaca_stream.records import KIND, Record, Trade
+from alpaca_stream.sources.recording import Recording
+from alpaca_stream.supervisor import stream
 
 SESSION = ROOT / "tests" / "data" / "session.jsonl"  # recorded from --demo --json
 NO_KEYS = script_env(APCA_API_KEY_ID=None, APCA_API_SECRET_KEY=None)
 WHEN = datetime(2026, 11, 24, 15, 0, tzinfo=timezone.utc)
 # The script with show() as every handler: it prints as the defaults do, whatever they are now.
 SHOW_ALL = """import sys, websocket_stream as ws
-async def shown(message): ws.show(message)
+from alpaca_stream import show
+async def shown(message): show(message)
 sys.exit(ws.main(handlers=dict.fromkeys(ws.HANDLERS, shown)))"""
 
 
@@ -77,7 +84,7 @@ def test_a_json_recording_of_every_kind_replayed_with_json_prints_the_same_objec
     make_server, copy_script, tmp_path
 ):
     server = make_server(rate=100, seed=7)
-    channels = [f"--{option.replace('_', '-')}" for option in ws.CHANNELS]
+    channels = [f"--{option.replace('_', '-')}" for option in CHANNELS]
     live = Script(
         subprocess.Popen(
             [
@@ -216,7 +223,7 @@ def test_replay_needs_no_keys_and_no_alpaca_py():
 )
 def test_replay_options_used_wrongly_exit_2_saying_why(arguments, error, capsys):
     with pytest.raises(SystemExit) as exited:
-        ws.parse_args(arguments)
+        parse_args(arguments)
     assert exited.value.code == 2
     assert error in capsys.readouterr().err
 
@@ -224,21 +231,14 @@ def test_replay_options_used_wrongly_exit_2_saying_why(arguments, error, capsys)
 # -- the pace, and Ctrl+C ----------------------------------------------------------------------
 
 
-def arrivals(path: Path, speed: float) -> list[tuple[float, ws.Record]]:
+def arrivals(path: Path, speed: float) -> list[tuple[float, Record]]:
     """Replay path in this process, with handlers that note when each message came."""
-    got: list[tuple[float, ws.Record]] = []
+    got: list[tuple[float, Record]] = []
 
-    async def note(message: ws.Record) -> None:
+    async def note(message: Record) -> None:
         got.append((time.monotonic(), message))
 
-    asyncio.run(
-        ws.replay(
-            ws.open_recording(str(path)),
-            speed,
-            ws.routes_for(dict.fromkeys(KINDS, note)),
-            ws.Session(),
-        )
-    )
+    asyncio.run(stream(Recording(str(path), speed), handlers=dict.fromkeys(KINDS, note)))
     return got
 
 
@@ -264,7 +264,7 @@ def test_replay_speed_keeps_the_recorded_pace_times_the_speed_and_a_bar_does_not
         tmp_path / "paced.jsonl", [bar, trade_line(1), trade_line(2, 0.4), trade_line(3, 0.8)]
     )
     got = arrivals(recording, speed)
-    assert [ws.KIND[type(message)] for _, message in got] == ["bar", "trade", "trade", "trade"]
+    assert [KIND[type(message)] for _, message in got] == ["bar", "trade", "trade", "trade"]
     times = [when for when, _ in got]
     assert times[1] - times[0] < 0.1
     for earlier, later in zip(times[1:], times[2:]):
@@ -287,7 +287,7 @@ def test_ctrl_c_stops_a_replay_within_a_second_with_the_summary(start_script, tm
     # 300,000 lines: far more than it replays in the time the test takes to send SIGINT.
     lines = SESSION.read_text(encoding="utf-8").splitlines()
     recording = write(tmp_path / "long.jsonl", lines * (300_000 // len(lines)))
-    replaying = start_script("--replay", str(recording), *speed, bot=True, env=NO_KEYS, files=())
+    replaying = start_script("--replay", str(recording), *speed, bot=True, env=NO_KEYS)
     replaying.wait_for_lines(10)
     code, took = replaying.stop(signal.SIGINT)
     assert code == 0 and took < 1, replaying.stderr
@@ -301,13 +301,13 @@ def test_ctrl_c_stops_a_replay_within_a_second_with_the_summary(start_script, tm
 def test_run_handlers_takes_alpacas_wire_form_with_either_time_and_what_json_prints_alike():
     when = datetime(2026, 11, 24, 15, 0, 0, 123456, tzinfo=timezone.utc)
     wire = {"T": "t", "S": "SPY", "p": 600.5, "s": 100, "t": when, "x": "V", "i": 7, "tks": "B"}
-    as_json = json.loads(ws.format_json(ws.Trade(wire)))
+    as_json = json.loads(format_json(Trade(wire)))
     recorder = Recorder()
-    session = ws.run_handlers(
+    session = run_handlers(
         [wire, {**wire, "t": msgpack.Timestamp.from_datetime(when)}, as_json], recorder.handlers
     )
-    assert recorder.messages == [ws.Trade(wire)] * 3
-    assert all(type(message) is ws.Trade for message in recorder.messages)
+    assert recorder.messages == [Trade(wire)] * 3
+    assert all(type(message) is Trade for message in recorder.messages)
     assert session.received["trade"] == 3
     assert wire["t"] is when  # the test's own message is left as it was
 
@@ -315,14 +315,14 @@ def test_run_handlers_takes_alpacas_wire_form_with_either_time_and_what_json_pri
 def test_run_handlers_keeps_the_order_and_logs_a_handler_that_raises_as_the_stream_does(caplog):
     got: list[int] = []
 
-    async def fails_on_2(trade: ws.Trade) -> None:
+    async def fails_on_2(trade: Trade) -> None:
         if trade.id == 2:
             raise RuntimeError("boom")
         got.append(trade.id)
 
     trades = [json.loads(trade_line(id)) for id in (1, 2, 3)]
-    with caplog.at_level(logging.INFO, logger="websocket_stream"):
-        session = ws.run_handlers(trades, {"trade": fails_on_2})
+    with caplog.at_level(logging.INFO, logger="alpaca_stream"):
+        session = run_handlers(trades, {"trade": fails_on_2})
     assert got == [1, 3] and session.received["trade"] == 3
     assert "fails_on_2 raised RuntimeError on a trade of SPY:\nboom" in caplog.text
 
@@ -334,10 +334,10 @@ def test_run_handlers_waits_for_the_work_a_handler_started_in_the_background():
         await asyncio.sleep(0.2)
         placed.append(id)
 
-    async def orders(trade: ws.Trade) -> None:
-        ws.in_background(place(trade.id))
+    async def orders(trade: Trade) -> None:
+        in_background(place(trade.id))
 
-    ws.run_handlers([json.loads(trade_line(1)), json.loads(trade_line(2))], {"trade": orders})
+    run_handlers([json.loads(trade_line(1)), json.loads(trade_line(2))], {"trade": orders})
     assert placed == [1, 2]
 
 
@@ -346,10 +346,10 @@ def test_run_handlers_waits_for_the_work_a_handler_started_in_the_background():
     [
         (
             [{"type": "trade", "symbol": "SPY", "timestamp": "yesterday"}],
-            None,
+            {},
             "nor as --json prints it",
         ),
-        ([{"symbol": "SPY"}], None, "nor as --json prints it"),
+        ([{"symbol": "SPY"}], {}, "nor as --json prints it"),
         (
             [],
             {"trades": Recorder().record},
@@ -359,4 +359,4 @@ def test_run_handlers_waits_for_the_work_a_handler_started_in_the_background():
 )
 def test_run_handlers_refuses_what_is_not_a_message_or_a_kind_saying_so(messages, handlers, error):
     with pytest.raises(ValueError, match=error.replace("(", r"\(")):
-        ws.run_handlers(messages, handlers)
+        run_handlers(messages, handlers)

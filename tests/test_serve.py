@@ -25,6 +25,7 @@ from conftest import (
     FAKE_KEY,
     FAKE_SECRET,
     KEYS,
+    KINDS,
     ROOT,
     Recorder,
     Script,
@@ -38,7 +39,14 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 import websocket_stream as ws
-from local_alpaca_server import AlpacaStreamServer, Relay
+from alpaca_stream.handlers import Handler
+from alpaca_stream.outputs.serve import serving
+from alpaca_stream.records import KIND, Quote, Record, Trade
+from alpaca_stream.server import AlpacaStreamServer, Relay
+from alpaca_stream.session import Session
+from alpaca_stream.sources.stocks import StockStream
+from alpaca_stream.subscriptions import Subscriptions, subscribe, unsubscribe
+from alpaca_stream.supervisor import supervise
 
 MSGPACK = {"Content-Type": "application/msgpack"}  # as alpaca-py and the TypeScript SDK ask
 
@@ -48,7 +56,7 @@ class Feeder:
     server: AlpacaStreamServer  # Alpaca's stand-in
     relay: Relay
     recorder: Recorder  # the script's own handlers
-    session: ws.Session
+    session: Session
     streaming: asyncio.Task
 
     @property
@@ -63,12 +71,10 @@ async def feeding(symbols: tuple[str, ...] = ("SPY",), channels: tuple[str, ...]
     """The script streaming `symbols` from a local server, with --serve on a free port."""
     options: dict[str, Any] = {"rate": 500, "seed": 3, **server_options}
     async with AlpacaStreamServer(**options) as server:
-        settings = ws.Settings(server.url, list(symbols), list(channels), serve=("127.0.0.1", 0))
-        session, recorder = ws.Session(), Recorder()
-        async with ws.serving(settings, KEYS, session):
-            relay = ws.SUBSCRIPTIONS.relay
-            streaming = asyncio.create_task(ws.stream_with_reconnect(
-                ws.build_stream(settings.url, KEYS), settings, ws.routes_for(recorder.handlers), session))
+        source = StockStream(symbols, channels, keys=KEYS, url=server.url)
+        session, recorder = Session(), Recorder()
+        async with serving("127.0.0.1", 0, source.subscriptions, session, feeds=("iex",), keys=KEYS) as relay:
+            streaming = asyncio.create_task(supervise([source], recorder.handlers, session))
             feeder = Feeder(server, relay, recorder, session, streaming)
             try:
                 await until(lambda: feeder.recorder.messages, "the script's own data")
@@ -179,7 +185,7 @@ def test_clients_get_exactly_their_own_symbols_every_message_in_order_with_alpac
             assert {m["T"] for m in tsla.data} >= {"t", "q"}
             assert isinstance(tsla.data[0]["t"], msgpack.Timestamp)
             # The script's own handlers get only what it asked for: SPY's trades.
-            assert {(m.symbol, ws.KIND[type(m)]) for m in feeder.recorder.messages} <= {
+            assert {(m.symbol, KIND[type(m)]) for m in feeder.recorder.messages} <= {
                 ("SPY", "trade"), ("SPY", "correction"), ("SPY", "cancel")}
             await spy.close()
             await tsla.close()
@@ -378,12 +384,11 @@ def test_clients_get_their_subscriptions_back_after_the_scripts_connection_is_re
 
 
 def test_serving_other_machines_warns_that_keys_travel_unencrypted_and_still_checks_them(caplog):
-    caplog.set_level(logging.INFO, "websocket_stream")
+    caplog.set_level(logging.INFO, "alpaca_stream")
 
     async def scenario() -> None:
-        settings = ws.Settings("ws://127.0.0.1:1/v2/sip", ["SPY"], serve=("0.0.0.0", 0))
-        async with ws.serving(settings, KEYS, ws.Session()):
-            relay = ws.SUBSCRIPTIONS.relay
+        async with serving("0.0.0.0", 0, Subscriptions(["trades"], ["SPY"]), Session(), feeds=("sip",),
+                           keys=KEYS) as relay:
             assert relay.url.endswith("/v2/sip")
             bot = Bot(relay)
             assert (await bot.log_in(key="SOMEONE-ELSES-KEY"))["code"] == 402
@@ -398,31 +403,29 @@ def test_serving_other_machines_warns_that_keys_travel_unencrypted_and_still_che
 
 
 def test_subscribe_from_a_handler_streams_more_without_reconnecting_and_a_refusal_is_a_warning(caplog):
-    async def scenario() -> tuple[AlpacaStreamServer, list[ws.Record]]:
-        got: list[ws.Record] = []
+    async def scenario() -> tuple[AlpacaStreamServer, list[Record]]:
+        got: list[Record] = []
 
-        async def on_trade(trade: ws.Trade) -> None:
+        async def on_trade(trade: Trade) -> None:
             got.append(trade)
             if len(got) == 1:
-                await ws.subscribe("TSLA", channel="quotes")
-                await ws.subscribe(*[f"S{n}" for n in range(40)])  # over the free plan's 30
-            elif trade.symbol == "SPY" and any(isinstance(m, ws.Quote) for m in got) and len(got) > 100:
-                await ws.unsubscribe("SPY")
+                await subscribe("TSLA", channel="quotes")
+                await subscribe(*[f"S{n}" for n in range(40)])  # over the free plan's 30
+            elif trade.symbol == "SPY" and any(isinstance(m, Quote) for m in got) and len(got) > 100:
+                await unsubscribe("SPY")
 
-        async def on_quote(quote: ws.Quote) -> None:
+        async def on_quote(quote: Quote) -> None:
             got.append(quote)
 
         async with AlpacaStreamServer(rate=500, seed=5) as server:
-            settings = ws.Settings(server.url, ["SPY"], ["trades"])
-            session = ws.Session()
-            handlers: dict[str, ws.Handler] = {**dict.fromkeys(ws.HANDLERS, on_quote), "trade": on_trade}
-            streaming = asyncio.create_task(ws.stream_with_reconnect(
-                ws.build_stream(server.url, KEYS), settings, ws.routes_for(handlers), session))
+            source = StockStream(["SPY"], ["trades"], keys=KEYS, url=server.url)
+            handlers: dict[str, Handler] = {**dict.fromkeys(KINDS, on_quote), "trade": on_trade}
+            streaming = asyncio.create_task(supervise([source], handlers, Session()))
             try:
                 await until(lambda: server.connections and "SPY" not in server.connections[0].subscriptions.get(
                     "trades", ["SPY"]), "SPY unsubscribed")
-                quotes = sum(isinstance(m, ws.Quote) for m in got)
-                await until(lambda: sum(isinstance(m, ws.Quote) for m in got) > quotes + 50, "quotes streaming on")
+                quotes = sum(isinstance(m, Quote) for m in got)
+                await until(lambda: sum(isinstance(m, Quote) for m in got) > quotes + 50, "quotes streaming on")
             finally:
                 streaming.cancel()
                 await asyncio.gather(streaming, return_exceptions=True)
@@ -440,9 +443,9 @@ def test_subscribe_from_a_handler_streams_more_without_reconnecting_and_a_refusa
 
 
 @pytest.mark.parametrize(("call", "error"), [
-    ("ws.subscribe('SPY', channel='trade')", "no such channel: 'trade'; one of:\ntrades, quotes,"),
-    ("ws.subscribe('spy,tsla')", "subscribe() takes stock symbols: 'spy,tsla'"),
-    ("ws.unsubscribe()", "unsubscribe() takes stock symbols: none given"),
+    ("subscribe('SPY', channel='trade')", "no such channel: 'trade'; one of:\ntrades, quotes,"),
+    ("subscribe('spy,tsla')", "subscribe() takes stock symbols: 'spy,tsla'"),
+    ("unsubscribe()", "unsubscribe() takes stock symbols: none given"),
 ])
 def test_subscribe_with_a_wrong_channel_or_symbol_says_what_is_wrong(call, error):
     with pytest.raises(ValueError) as raised:
@@ -580,15 +583,15 @@ def test_the_docs_alpaca_py_bot_streams_through_the_docs_demo_command(start_scri
 @pytest.mark.skipif(sys.platform == "win32", reason="stops the feeder and the bot with SIGINT")
 def test_a_nats_bot_serves_what_it_reads_and_warns_of_a_subscription_it_does_not_read(
         make_server: Callable[..., ServerThread], start_script: Callable[..., Script], tmp_path) -> None:
-    from test_broker import FILES, NatsServer  # a real nats-server, as there
+    from test_broker import NatsServer  # a real nats-server, as there
 
     broker = NatsServer(tmp_path / "jetstream")
     try:
         server = make_server(rate=300, seed=11)
-        bot = start_script("--source", broker.url, "--serve", "0", "SPY", "TSLA", bot=True, files=FILES)
+        bot = start_script("--source", broker.url, "--serve", "0", "SPY", "TSLA", bot=True)
         url = serving_url(bot)
         assert "(any keys will do)" in bot.stderr
-        feeder = start_script("--url", server.url, "--publish", broker.url, "--quiet", files=FILES)
+        feeder = start_script("--url", server.url, "--publish", broker.url, "--quiet")
         env = script_env()
         spy = start_bot([sys.executable, str(ALPACA_PY_BOT), url, "SPY", "--count", "30"], env)
         aapl = start_bot([sys.executable, str(ALPACA_PY_BOT), url, "AAPL", "--count", "1"], env)

@@ -22,11 +22,12 @@ from conftest import FAKE_KEY, FAKE_SECRET, ROOT, Recorder, as_received, run, sc
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-import local_alpaca_server
-import websocket_stream as ws
-from local_alpaca_server import ERRORS, AlpacaStreamServer, Faults, round_lot
+from alpaca_stream.channels import CHANNELS
+from alpaca_stream.errors import AlpacaRefused
+from alpaca_stream.records import Quote, Trade
+from alpaca_stream.server import ERRORS, AlpacaStreamServer, Faults, round_lot
 
-ALL_CHANNELS = tuple(ws.CHANNELS.values())
+ALL_CHANNELS = tuple(CHANNELS.values())
 
 
 def stream(*cues: str, channels: tuple[str, ...] = ALL_CHANNELS, until=None, cue_after: int = 0,
@@ -65,9 +66,9 @@ def test_trades_print_inside_the_quote_that_follows_them():
     recorder, _ = stream(channels=("trades", "quotes"), until=lambda r: len(r.messages) >= 300)
     last_trade: dict[str, float] = {}
     for message in recorder.messages:
-        if isinstance(message, ws.Trade):
+        if isinstance(message, Trade):
             last_trade[message.symbol] = message.price
-        elif isinstance(message, ws.Quote) and message.symbol in last_trade:
+        elif isinstance(message, Quote) and message.symbol in last_trade:
             assert message.bid_price - 0.02 <= last_trade.pop(message.symbol) <= message.ask_price + 0.02
 
 
@@ -92,7 +93,7 @@ def test_a_late_trade_changes_its_minute_and_brings_an_updated_bar():
     # the cued late trade, the updated bar. Picking late trades by their second instead failed
     # in CI: the stream began at :59.5, so the bar's own trade was stamped :59 too.
     start, end = (next(i for i, m in enumerate(recorder.messages) if m is wanted) for wanted in (bar, updated))
-    late = [t for t in recorder.messages[start:end] if isinstance(t, ws.Trade) and t.symbol == bar.symbol]
+    late = [t for t in recorder.messages[start:end] if isinstance(t, Trade) and t.symbol == bar.symbol]
     assert late and all(t.timestamp.replace(second=0, microsecond=0) == bar.timestamp for t in late)
     assert updated.volume == bar.volume + sum(t.size for t in late)
     assert updated.trade_count == bar.trade_count + len(late)
@@ -114,7 +115,7 @@ def test_a_halted_symbol_does_not_trade_until_it_resumes():
     halt = recorder.of("status")[0]  # the cued one: a random halt may follow, never come first
     assert halt.status_code in ("H", "P", "2") and halt.reason_message
     after = recorder.messages[recorder.messages.index(halt):]
-    assert not [t for t in after if isinstance(t, ws.Trade) and t.symbol == halt.symbol]
+    assert not [t for t in after if isinstance(t, Trade) and t.symbol == halt.symbol]
 
 
 def test_a_resumption_follows_its_halt_and_trading_comes_back():
@@ -140,7 +141,7 @@ def test_corrections_and_cancels_are_of_trades_already_sent():
 
 
 def test_a_block_trade_comes_at_least_every_block_every_seconds(monkeypatch):
-    monkeypatch.setattr(local_alpaca_server, "BLOCK_EVERY", 0.5)
+    monkeypatch.setattr("alpaca_stream.server.market.BLOCK_EVERY", 0.5)
     started = time.monotonic()
     recorder, _ = stream(channels=("trades",), until=lambda r: len([t for t in r.of("trade") if t.size >= 10_000]) >= 3)
     assert time.monotonic() - started < 3
@@ -157,7 +158,7 @@ def test_more_than_30_symbols_of_trades_and_quotes_is_refused_but_bars_have_no_l
     async def scenario() -> None:
         async with AlpacaStreamServer(rate=100) as server:
             many = tuple(f"S{n:02d}" for n in range(31))
-            with pytest.raises(ws.AlpacaRefused, match=r"symbol limit exceeded \(405\)"):
+            with pytest.raises(AlpacaRefused, match=r"symbol limit exceeded \(405\)"):
                 await stream_until(server, Recorder().handlers, lambda: False, channels=("trades",), symbols=many)
             recorder = Recorder()
             server.cue("bar")
@@ -245,7 +246,7 @@ def test_imbalances_come_on_cue_for_each_symbol_and_with_every_halt():
 
 
 def test_imbalances_come_at_random_on_the_symbols_subscribed_to_them(monkeypatch):
-    monkeypatch.setattr(local_alpaca_server, "IMBALANCES_PER_MINUTE", 600.0)  # 10 a second
+    monkeypatch.setattr("alpaca_stream.server.market.IMBALANCES_PER_MINUTE", 600.0)  # 10 a second
 
     async def scenario() -> None:
         async with AlpacaStreamServer(rate=100, seed=17) as server:
@@ -434,14 +435,14 @@ def test_run_alone_on_a_port_in_use_it_says_so_in_one_line():
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        result = subprocess.run([sys.executable, str(ROOT / "local_alpaca_server.py"), "--port", str(port)],
+        result = subprocess.run([sys.executable, "-m", "alpaca_stream.server", "--port", str(port)],
                                 capture_output=True, text=True, timeout=20)
     assert result.returncode == 2
     assert result.stderr == f"port {port} is in use: choose another with --port (0 picks a free one)\n"
 
 
 def test_run_alone_it_logs_each_connection_subscription_and_disconnection_on_one_line():
-    server = subprocess.Popen([sys.executable, str(ROOT / "local_alpaca_server.py"), "--port", "0"],
+    server = subprocess.Popen([sys.executable, "-m", "alpaca_stream.server", "--port", "0"],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         url = server.stdout.readline().strip()
@@ -466,7 +467,7 @@ def test_run_alone_it_logs_each_connection_subscription_and_disconnection_on_one
 
 
 def test_run_alone_with_sip_and_hold_dropped_it_serves_sip_and_holds_a_lost_place():
-    server = subprocess.Popen([sys.executable, str(ROOT / "local_alpaca_server.py"), "--port", "0", "--quiet",
+    server = subprocess.Popen([sys.executable, "-m", "alpaca_stream.server", "--port", "0", "--quiet",
                                "--sip", "--hold-dropped", "0.5", "--no-compression"], stdout=subprocess.PIPE, text=True)
     try:
         port = int(server.stdout.readline().rsplit(":", 1)[1].split("/")[0])  # type: ignore[union-attr]

@@ -21,9 +21,30 @@ from alpaca.data import models
 from conftest import FAKE_KEY, FAKE_SECRET, KINDS, POSIX_ONLY, Recorder, as_received, run, stream_until
 
 import websocket_stream as ws
-from local_alpaca_server import CUES, ERRORS, AlpacaStreamServer, Faults
+from alpaca_stream.channels import CHANNELS
+from alpaca_stream.cli import stop_on_signals, until_stopped
+from alpaca_stream.connection import check_alpaca_py, why_not_connected
+from alpaca_stream.errors import (
+    EXIT_FORCED,
+    EXIT_OK,
+    EXIT_REFUSED,
+    EXIT_UNEXPECTED,
+    FATAL_ADVICE,
+    RETRY_ADVICE,
+    AlpacaRefused,
+    ConfigError,
+)
+from alpaca_stream.handlers import Handler, in_background
+from alpaca_stream.keys import KEY_ENV, SECRET_ENV
+from alpaca_stream.logs import LogFormatter
+from alpaca_stream.options import DATA_TIMEOUT, parse_args, settings_from
+from alpaca_stream.reconnect import backoff_delay
+from alpaca_stream.records import KIND, Bar, Record, Trade, UpdatedBar
+from alpaca_stream.server import CUES, ERRORS, AlpacaStreamServer, Faults
+from alpaca_stream.session import Session
+from alpaca_stream.subscriptions import log_subscription
 
-ALL_CHANNELS = tuple(ws.CHANNELS.values())
+ALL_CHANNELS = tuple(CHANNELS.values())
 # alpaca-py's model for each kind (LULDs have none): our records must carry its names.
 ALPACA_MODELS = {"trade": models.Trade, "quote": models.Quote, "bar": models.Bar, "updated_bar": models.Bar,
                  "daily_bar": models.Bar, "status": models.TradingStatus, "correction": models.TradeCorrection,
@@ -34,10 +55,10 @@ ALPACA_MODELS = {"trade": models.Trade, "quote": models.Quote, "bar": models.Bar
 
 
 def test_every_channel_reaches_its_own_handler_as_a_record_with_alpaca_py_names():
-    received: dict[str, list[ws.Record]] = {kind: [] for kind in KINDS}
+    received: dict[str, list[Record]] = {kind: [] for kind in KINDS}
 
-    def handler_for(kind: str) -> ws.Handler:
-        async def handler(message: ws.Record) -> None:
+    def handler_for(kind: str) -> Handler:
+        async def handler(message: Record) -> None:
             received[kind].append(message)
         return handler
 
@@ -50,7 +71,7 @@ def test_every_channel_reaches_its_own_handler_as_a_record_with_alpaca_py_names(
     run(scenario())
     for kind, messages in received.items():
         for message in messages:
-            assert ws.KIND[type(message)] == kind  # each kind reached its own handler only
+            assert KIND[type(message)] == kind  # each kind reached its own handler only
         model = ALPACA_MODELS.get(kind)
         if model is None:
             continue
@@ -62,11 +83,11 @@ def test_every_channel_reaches_its_own_handler_as_a_record_with_alpaca_py_names(
 
 
 def test_a_record_has_every_field_of_its_kind_and_prints_its_fields_by_name():
-    trade = ws.Trade(as_received({"T": "t", "S": "SPY", "i": 7, "x": "V", "p": 601.5, "s": 100,
+    trade = Trade(as_received({"T": "t", "S": "SPY", "i": 7, "x": "V", "p": 601.5, "s": 100,
                                   "t": msgpack.Timestamp.from_unix_nano(10**18), "z": "B"}))
     assert trade.conditions is None and trade.tape == "B"  # "c" was left out: None, as in alpaca-py
     assert repr(trade).startswith("Trade(symbol='SPY', price=601.5, size=100, timestamp=datetime.datetime(2001")
-    assert list(ws.UpdatedBar.fields) == list(ws.Bar.fields)
+    assert list(UpdatedBar.fields) == list(Bar.fields)
 
 
 # -- exactly once, in order ------------------------------------------------------------------------
@@ -97,18 +118,18 @@ def test_a_handler_that_raises_costs_that_message_only_and_is_reported_as_it_hap
     handled: list[int] = []
     raised: list[int] = []
 
-    async def on_trade(trade: ws.Trade) -> None:
+    async def on_trade(trade: Trade) -> None:
         if trade.id % 5 == 0:
             raised.append(trade.id)
             raise RuntimeError(f"my strategy has a bug at {trade.id}")
         handled.append(trade.id)
 
-    async def scenario() -> tuple[AlpacaStreamServer, ws.Session]:
+    async def scenario() -> tuple[AlpacaStreamServer, Session]:
         async with AlpacaStreamServer(rate=200, seed=4) as server:
-            handlers: dict[str, ws.Handler] = {**dict.fromkeys(KINDS, Recorder().record), "trade": on_trade}
+            handlers: dict[str, Handler] = {**dict.fromkeys(KINDS, Recorder().record), "trade": on_trade}
             return server, await stream_until(server, handlers, lambda: len(handled) >= 100)
 
-    caplog.set_level(logging.INFO, logger="websocket_stream")
+    caplog.set_level(logging.INFO, logger="alpaca_stream")
     server, session = run(scenario())
     sent = server.connections[0].trade_ids
     assert handled == [i for i in sent if i % 5][: len(handled)]
@@ -123,19 +144,19 @@ def test_a_handler_that_raises_costs_that_message_only_and_is_reported_as_it_hap
 
 def test_a_handler_that_raises_on_every_message_is_told_in_full_once_then_counted_now_and_then(monkeypatch,
                                                                                                caplog):
-    monkeypatch.setattr(ws, "FAILURES_EVERY", 0.5)
+    monkeypatch.setattr("alpaca_stream.handlers.FAILURES_EVERY", 0.5)
     raised: list[int] = []
 
-    async def on_trade(trade: ws.Trade) -> None:
+    async def on_trade(trade: Trade) -> None:
         raised.append(trade.id)
         _ = trade.prize  # type: ignore[attr-defined]  # a typo: it raises on every trade
 
-    async def scenario() -> ws.Session:
+    async def scenario() -> Session:
         async with AlpacaStreamServer(rate=200, seed=4) as server:
-            handlers: dict[str, ws.Handler] = {**dict.fromkeys(KINDS, Recorder().record), "trade": on_trade}
+            handlers: dict[str, Handler] = {**dict.fromkeys(KINDS, Recorder().record), "trade": on_trade}
             return await stream_until(server, handlers, lambda: "times more" in caplog.text, timeout=15)
 
-    caplog.set_level(logging.INFO, logger="websocket_stream")
+    caplog.set_level(logging.INFO, logger="alpaca_stream")
     session = run(scenario())
     told = [r.getMessage() for r in caplog.records if "raised" in r.getMessage()]
     assert told[0].startswith("on_trade raised AttributeError on a trade of ") and "\n(-v shows where)" in told[0]
@@ -148,7 +169,7 @@ def test_a_handler_that_raises_on_every_message_is_told_in_full_once_then_counte
 def test_broken_frames_and_messages_cost_only_themselves(caplog):
     recorder = Recorder()
 
-    async def reads_every_field(trade: ws.Trade) -> None:
+    async def reads_every_field(trade: Trade) -> None:
         _ = trade.price, trade.size  # a broken trade fails here, as it would in a student's handler
         await recorder.record(trade)
 
@@ -159,7 +180,7 @@ def test_broken_frames_and_messages_cost_only_themselves(caplog):
                                lambda: len(recorder.messages) >= 40)
             return server
 
-    caplog.set_level(logging.DEBUG, logger="websocket_stream")
+    caplog.set_level(logging.DEBUG, logger="alpaca_stream")
     server = run(scenario())
     trades = recorder.of("trade")  # now and then a correction or a cancel comes too
     assert [trade.id for trade in trades] == server.connections[0].trade_ids[: len(trades)]
@@ -195,13 +216,13 @@ def test_every_alpaca_error_code_exits_or_retries_as_documented(when, code, capl
         async with server:
             server.plan(fault)
             if code in FATAL:
-                with pytest.raises(ws.AlpacaRefused) as refused:
+                with pytest.raises(AlpacaRefused) as refused:
                     await stream_until(server, recorder.handlers, lambda: False)
                 assert refused.value.code == code
             else:
                 await stream_until(server, recorder.handlers, lambda: second_connection_data(server, recorder))
 
-    caplog.set_level(logging.INFO, logger="websocket_stream")
+    caplog.set_level(logging.INFO, logger="alpaca_stream")
     run(scenario())
     first = server.connections[0]
     got = [dict(message) for message in recorder.messages]
@@ -219,13 +240,13 @@ def test_every_alpaca_error_code_exits_or_retries_as_documented(when, code, capl
 def test_a_refusal_that_retrying_cannot_cure_exits_3_with_advice_last(code, make_server, monkeypatch, tmp_path,
                                                                        caplog):
     server = make_server(faults=Faults(auth_error=code))
-    monkeypatch.setenv(ws.KEY_ENV, FAKE_KEY)
-    monkeypatch.setenv(ws.SECRET_ENV, FAKE_SECRET)
+    monkeypatch.setenv(KEY_ENV, FAKE_KEY)
+    monkeypatch.setenv(SECRET_ENV, FAKE_SECRET)
     monkeypatch.setattr(ws, "__file__", str(tmp_path / "websocket_stream.py"))  # no config.py there
-    caplog.set_level(logging.INFO, logger="websocket_stream")
-    assert ws.main(["--url", server.url]) == ws.EXIT_REFUSED
+    caplog.set_level(logging.INFO, logger="alpaca_stream")
+    assert ws.main(["--url", server.url]) == EXIT_REFUSED
     last = caplog.records[-1]
-    assert last.levelno == logging.ERROR and last.getMessage() == ws.FATAL_ADVICE[code].format(source="the environment")
+    assert last.levelno == logging.ERROR and last.getMessage() == FATAL_ADVICE[code].format(source="the environment")
     assert f"({code} {ERRORS[code]})" in last.getMessage().replace("\n", " ")
     assert len(server.connections) == 1
 
@@ -238,35 +259,35 @@ def fits_80_columns(level: str, message: str) -> bool:
 
 
 def test_every_refusal_and_its_advice_fit_80_columns():
-    for code, advice in ws.FATAL_ADVICE.items():
+    for code, advice in FATAL_ADVICE.items():
         assert fits_80_columns("error: ", advice.format(source="the environment")), code
-    for code, advice in ws.RETRY_ADVICE.items():
+    for code, advice in RETRY_ADVICE.items():
         assert fits_80_columns("warning: ", f"Alpaca refused: {ERRORS[code]} ({code})\n{advice}"), code
 
 
 def test_every_fatal_code_has_advice_naming_the_fix():
-    assert "paper and live" in ws.FATAL_ADVICE[402]
-    assert "30 symbols" in ws.FATAL_ADVICE[405]
-    assert "--feed iex" in ws.FATAL_ADVICE[409]
-    assert "market data scope" in ws.FATAL_ADVICE[411].replace("\n", " ")
-    assert "per endpoint per user (iex and sip are two)" in ws.RETRY_ADVICE[406]
-    assert sorted(ws.FATAL_ADVICE) == list(FATAL)
+    assert "paper and live" in FATAL_ADVICE[402]
+    assert "30 symbols" in FATAL_ADVICE[405]
+    assert "--feed iex" in FATAL_ADVICE[409]
+    assert "market data scope" in FATAL_ADVICE[411].replace("\n", " ")
+    assert "per endpoint per user (iex and sip are two)" in RETRY_ADVICE[406]
+    assert sorted(FATAL_ADVICE) == list(FATAL)
 
 
 @pytest.mark.parametrize(("attempt", "low", "high"), [(1, 0.5, 1), (2, 1, 2), (3, 2, 4), (4, 4, 8), (5, 8, 16),
                                                       (6, 15, 30), (7, 15, 30), (1000, 15, 30)])
 def test_backoff_doubles_with_equal_jitter_up_to_30_s(attempt, low, high):
-    with mock.patch.object(ws.random, "uniform", lambda a, b: a):
-        assert ws.backoff_delay(attempt) == low
-    with mock.patch.object(ws.random, "uniform", lambda a, b: b):
-        assert ws.backoff_delay(attempt) == high
+    with mock.patch("alpaca_stream.reconnect.random.uniform", lambda a, b: a):
+        assert backoff_delay(attempt) == low
+    with mock.patch("alpaca_stream.reconnect.random.uniform", lambda a, b: b):
+        assert backoff_delay(attempt) == high
 
 
 @pytest.mark.parametrize("status", [400, 401, 403, 404])
 def test_a_handshake_refused_with_a_client_error_is_a_wrong_url_not_retried(status):
     async def scenario() -> AlpacaStreamServer:
         async with AlpacaStreamServer(faults=Faults(refuse=status)) as server:
-            with pytest.raises(ws.ConfigError, match=f"{re.escape(server.url)} refused the websocket:\nHTTP {status}"):
+            with pytest.raises(ConfigError, match=f"{re.escape(server.url)} refused the websocket:\nHTTP {status}"):
                 await stream_until(server, Recorder().handlers, lambda: False, timeout=5)
             return server
 
@@ -282,7 +303,7 @@ def test_a_handshake_refused_with_a_server_error_or_429_is_retried(status, caplo
             server.plan(Faults(refuse=status))
             await stream_until(server, recorder.handlers, lambda: recorder.messages)
 
-    caplog.set_level(logging.INFO, logger="websocket_stream")
+    caplog.set_level(logging.INFO, logger="alpaca_stream")
     run(scenario())
     assert f"the server refused the websocket: HTTP {status}" in caplog.text
 
@@ -298,19 +319,19 @@ def test_a_refused_handshake_is_read_from_websockets_new_client_too(status, monk
                                     max_size=None)
         await self._ws.recv()  # the greeting
 
-    monkeypatch.setattr(ws.StockDataStream, "_connect", connect_with_the_new_client)
+    monkeypatch.setattr("alpaca_stream.connection.StockDataStream._connect", connect_with_the_new_client)
     recorder = Recorder()
 
     async def scenario() -> None:
         async with AlpacaStreamServer(rate=100) as server:
             server.plan(Faults(refuse=status))
             if status == 404:
-                with pytest.raises(ws.ConfigError, match=f"refused the websocket:\nHTTP {status} .not found."):
+                with pytest.raises(ConfigError, match=f"refused the websocket:\nHTTP {status} .not found."):
                     await stream_until(server, recorder.handlers, lambda: False)
             else:
                 await stream_until(server, recorder.handlers, lambda: recorder.messages)
 
-    caplog.set_level(logging.INFO, logger="websocket_stream")
+    caplog.set_level(logging.INFO, logger="alpaca_stream")
     run(scenario())
     assert (f"the server refused the websocket: HTTP {status}" in caplog.text) == (status == 503)
 
@@ -321,7 +342,7 @@ def test_cannot_find_the_host_says_to_check_the_network(caplog):
             await stream_until(server, Recorder().handlers, lambda: "reconnecting in" in caplog.text,
                                url="wss://nonexistent.invalid/v2/iex")
 
-    caplog.set_level(logging.INFO, logger="websocket_stream")
+    caplog.set_level(logging.INFO, logger="alpaca_stream")
     run(scenario())
     assert "cannot find nonexistent.invalid:\ncheck the internet connection and DNS" in caplog.text
 
@@ -332,7 +353,7 @@ def test_a_failed_tls_handshake_says_it_is_tls_and_why(caplog):
             await stream_until(server, Recorder().handlers, lambda: "reconnecting in" in caplog.text,
                                url=server.url.replace("ws://", "wss://"))
 
-    caplog.set_level(logging.INFO, logger="websocket_stream")
+    caplog.set_level(logging.INFO, logger="alpaca_stream")
     run(scenario())
     assert "TLS handshake cut by 127.0.0.1:\nis it a TLS (wss://) server?" in caplog.text
 
@@ -340,7 +361,7 @@ def test_a_failed_tls_handshake_says_it_is_tls_and_why(caplog):
 def test_an_unverifiable_certificate_is_explained():
     error = ssl.SSLCertVerificationError(1, "[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed")
     error.verify_message = "self-signed certificate"
-    text = ws.why_not_connected(error, "wss://stream.data.alpaca.markets/v2/iex")
+    text = why_not_connected(error, "wss://stream.data.alpaca.markets/v2/iex")
     assert text.startswith("TLS: certificate of stream.data.alpaca.markets\nnot verified: self-signed certificate.")
     assert "antivirus" in text and "clock" in text
 
@@ -351,7 +372,7 @@ def test_an_unverifiable_certificate_is_explained():
 def test_connection_failures_with_alpacas_host_fit_80_columns_as_warnings(error):
     if isinstance(error, ssl.SSLCertVerificationError):
         error.verify_message = "unable to get local issuer certificate"
-    text = ws.why_not_connected(error, "wss://stream.data.alpaca.markets/v2/iex")
+    text = why_not_connected(error, "wss://stream.data.alpaca.markets/v2/iex")
     assert fits_80_columns("warning: ", text)
 
 
@@ -375,7 +396,7 @@ def test_verbose_shows_each_step_of_connecting_and_never_a_key(caplog):
 
 
 def test_a_quiet_market_gives_one_line_and_stays_connected(monkeypatch, caplog):
-    monkeypatch.setattr(ws, "QUIET_AFTER", 0.3)
+    monkeypatch.setattr("alpaca_stream.connection.QUIET_AFTER", 0.3)
     started = time.monotonic()
 
     async def scenario() -> AlpacaStreamServer:
@@ -385,7 +406,7 @@ def test_a_quiet_market_gives_one_line_and_stays_connected(monkeypatch, caplog):
                                and time.monotonic() - started > 1.5)
             return server
 
-    caplog.set_level(logging.INFO, logger="websocket_stream")
+    caplog.set_level(logging.INFO, logger="alpaca_stream")
     server = run(scenario())
     assert caplog.text.count("market may be closed") == 1
     assert "--test-stream" in caplog.text
@@ -408,8 +429,8 @@ def mute_then_replaced(recorder: Recorder, **settings: Any) -> AlpacaStreamServe
 
 
 def test_a_stream_that_goes_mute_in_market_hours_is_replaced_after_the_data_timeout(monkeypatch, caplog):
-    monkeypatch.setattr(ws, "market_open", lambda now=None: True)
-    caplog.set_level(logging.INFO, logger="websocket_stream")
+    monkeypatch.setattr("alpaca_stream.connection.market_open", lambda now=None: True)
+    caplog.set_level(logging.INFO, logger="alpaca_stream")
     recorder = Recorder()
     server = mute_then_replaced(recorder, data_timeout=1.0)
     first, second = server.connections[:2]
@@ -424,8 +445,8 @@ def test_a_stream_that_goes_mute_in_market_hours_is_replaced_after_the_data_time
 
 
 def test_the_data_timeout_waits_twice_as_long_each_time_in_a_row_no_data_comes(monkeypatch, caplog):
-    monkeypatch.setattr(ws, "market_open", lambda now=None: True)
-    caplog.set_level(logging.INFO, logger="websocket_stream")
+    monkeypatch.setattr("alpaca_stream.connection.market_open", lambda now=None: True)
+    caplog.set_level(logging.INFO, logger="alpaca_stream")
 
     async def scenario() -> AlpacaStreamServer:
         async with AlpacaStreamServer(faults=Faults(silent=True)) as server:  # a holiday, say
@@ -439,8 +460,9 @@ def test_the_data_timeout_waits_twice_as_long_each_time_in_a_row_no_data_comes(m
 
 @pytest.mark.parametrize("why", ["the market is closed", "0 turns it off"])
 def test_a_mute_stream_is_not_replaced_when_the_market_is_closed_or_the_timeout_off(why, monkeypatch, caplog):
-    monkeypatch.setattr(ws, "market_open", lambda now=None: why != "the market is closed")
-    monkeypatch.setattr(ws, "QUIET_AFTER", 2.0)  # the quiet line proves that 4 data timeouts went by
+    monkeypatch.setattr("alpaca_stream.connection.market_open", lambda now=None: why != "the market is closed")
+    # The quiet line proves that 4 data timeouts went by.
+    monkeypatch.setattr("alpaca_stream.connection.QUIET_AFTER", 2.0)
 
     async def scenario() -> AlpacaStreamServer:
         async with AlpacaStreamServer(faults=Faults(silent=True)) as server:
@@ -448,19 +470,19 @@ def test_a_mute_stream_is_not_replaced_when_the_market_is_closed_or_the_timeout_
                                data_timeout=0.5 if why == "the market is closed" else 0.0)
             return server
 
-    caplog.set_level(logging.INFO, logger="websocket_stream")
+    caplog.set_level(logging.INFO, logger="alpaca_stream")
     server = run(scenario())
     assert len(server.connections) == 1 and "no market data" not in caplog.text
 
 
 @pytest.mark.parametrize(("argv", "timeout", "market_hours"), [
-    ([], ws.DATA_TIMEOUT, True), (["--data-timeout", "5"], 5.0, True), (["--data-timeout", "0"], 0.0, True),
-    (["--quotes", "--statuses"], ws.DATA_TIMEOUT, True), (["--bars"], ws.DATA_TIMEOUT, True),
+    ([], DATA_TIMEOUT, True), (["--data-timeout", "5"], 5.0, True), (["--data-timeout", "0"], 0.0, True),
+    (["--quotes", "--statuses"], DATA_TIMEOUT, True), (["--bars"], DATA_TIMEOUT, True),
     (["--statuses", "--lulds", "--data-timeout", "5"], 0.0, True),  # may be silent all day
     (["--updated-bars"], 0.0, True), (["--imbalances"], 0.0, True),
-    (["--demo"], ws.DATA_TIMEOUT, False), (["--test-stream"], ws.DATA_TIMEOUT, False)])
+    (["--demo"], DATA_TIMEOUT, False), (["--test-stream"], DATA_TIMEOUT, False)])
 def test_the_data_timeout_is_armed_only_for_channels_that_flow_all_day(argv, timeout, market_hours):
-    settings = ws.settings_from(ws.parse_args(argv))
+    settings = settings_from(parse_args(argv))
     assert (settings.data_timeout, settings.market_hours) == (timeout, market_hours)
 
 
@@ -468,9 +490,9 @@ def test_the_data_timeout_is_armed_only_for_channels_that_flow_all_day(argv, tim
 def test_data_timeout_5_on_the_command_line_replaces_a_mute_stream(make_server, monkeypatch, tmp_path, caplog):
     server = make_server(rate=100, seed=8)
     server.plan(Faults(mute_after=20))
-    monkeypatch.setattr(ws, "market_open", lambda now=None: True)
-    monkeypatch.setenv(ws.KEY_ENV, FAKE_KEY)
-    monkeypatch.setenv(ws.SECRET_ENV, FAKE_SECRET)
+    monkeypatch.setattr("alpaca_stream.connection.market_open", lambda now=None: True)
+    monkeypatch.setenv(KEY_ENV, FAKE_KEY)
+    monkeypatch.setenv(SECRET_ENV, FAKE_SECRET)
     monkeypatch.setattr(ws, "__file__", str(tmp_path / "websocket_stream.py"))  # no config.py there
     recorder = Recorder()
 
@@ -481,8 +503,8 @@ def test_data_timeout_5_on_the_command_line_replaces_a_mute_stream(make_server, 
         os.kill(os.getpid(), signal.SIGINT)
 
     threading.Thread(target=stop_once_the_second_connection_streams, daemon=True).start()
-    caplog.set_level(logging.INFO, logger="websocket_stream")
-    assert ws.main(["--url", server.url, "--data-timeout", "5"], handlers=recorder.handlers) == ws.EXIT_OK
+    caplog.set_level(logging.INFO, logger="alpaca_stream")
+    assert ws.main(["--url", server.url, "--data-timeout", "5"], handlers=recorder.handlers) == EXIT_OK
     assert "no market data for 5 s in market hours" in caplog.text
     first, second = server.connections[:2]
     assert second.opened_at - first.opened_at >= 5.0 and "reconnects: 1" in caplog.records[-1].getMessage()
@@ -512,7 +534,7 @@ def test_a_client_too_slow_for_the_server_gets_407_and_streams_again(caplog):
     # Uncompressed: compressed, the frames took 10 s at 1,000 ticks a second to fill the buffers.
     server = AlpacaStreamServer(rate=2000, batch=50, seed=10, slow_after=0.5, compression=False)
 
-    async def slow_until_told(message: ws.Record) -> None:
+    async def slow_until_told(message: Record) -> None:
         await recorder.record(message)
         if not server.connections[0].slow:
             await asyncio.sleep(0.01)  # reads 100 messages a second of the 2,000 sent
@@ -522,7 +544,7 @@ def test_a_client_too_slow_for_the_server_gets_407_and_streams_again(caplog):
             await stream_until(server, dict.fromkeys(KINDS, slow_until_told),
                                lambda: second_connection_data(server, recorder), timeout=30)
 
-    caplog.set_level(logging.INFO, logger="websocket_stream")
+    caplog.set_level(logging.INFO, logger="alpaca_stream")
     run(scenario())
     assert server.connections[0].slow
     assert "Alpaca refused: slow client (407)\nThe server says we read too slowly." in caplog.text
@@ -544,7 +566,7 @@ def test_a_reconnect_while_alpaca_holds_the_dropped_connection_meets_406_then_ge
             server.plan(Faults(drop_after=30))  # cut without a close: Alpaca keeps its place
             await stream_until(server, recorder.handlers, streamed_after_the_hold, timeout=20)
 
-    caplog.set_level(logging.INFO, logger="websocket_stream")
+    caplog.set_level(logging.INFO, logger="alpaca_stream")
     run(scenario())
     assert "Alpaca refused: connection limit exceeded (406)\nAnother connection with these keys" in caplog.text
     streamed = [as_received(m) for connection in server.connections for m in connection.messages]
@@ -567,12 +589,12 @@ def test_slow_work_in_the_background_does_not_hold_up_the_stream(caplog):
         await asyncio.sleep(0.5)  # an async HTTP client
         finished.append(f"async {symbol}")
 
-    async def on_trade(trade: ws.Trade) -> None:
+    async def on_trade(trade: Trade) -> None:
         await recorder.record(trade)
         if len(recorder.messages) == 1:
-            ws.in_background(asyncio.to_thread(blocking_order, trade.symbol))
-            ws.in_background(async_order(trade.symbol))
-            ws.in_background(failing())
+            in_background(asyncio.to_thread(blocking_order, trade.symbol))
+            in_background(async_order(trade.symbol))
+            in_background(failing())
 
     async def failing() -> None:
         raise ValueError("the order was rejected")
@@ -585,7 +607,7 @@ def test_slow_work_in_the_background_does_not_hold_up_the_stream(caplog):
             await stream_until(server, dict.fromkeys(KINDS, recorder.record), lambda: len(finished) == 2)
             return took
 
-    caplog.set_level(logging.INFO, logger="websocket_stream")
+    caplog.set_level(logging.INFO, logger="alpaca_stream")
     took = run(scenario())
     assert took < 0.5 + 0.3  # 50 trades at 200/s: the half-second jobs did not hold them up
     assert sorted(finished) == ["async SPY", "blocking SPY"] or sorted(finished) == ["async TSLA", "blocking TSLA"]
@@ -594,7 +616,7 @@ def test_slow_work_in_the_background_does_not_hold_up_the_stream(caplog):
 
 def test_in_background_given_the_result_of_a_blocking_call_says_what_to_pass():
     async def scenario() -> None:
-        ws.in_background("an Order")  # type: ignore[arg-type]  # submit_order(...) ran at once
+        in_background("an Order")  # type: ignore[arg-type]  # submit_order(...) ran at once
 
     with pytest.raises(TypeError, match=r"needs an awaitable, not str: .*asyncio.to_thread\(function, arguments"):
         run(scenario())
@@ -606,16 +628,16 @@ def test_in_background_given_the_result_of_a_blocking_call_says_what_to_pass():
 def test_first_signal_stops_second_forces_exit_and_old_handlers_come_back(monkeypatch):
     stops: list[str] = []
     forced: list[int] = []
-    monkeypatch.setattr(ws.os, "_exit", forced.append)
+    monkeypatch.setattr(os, "_exit", forced.append)
     before = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
 
     async def scenario():
-        with ws.stop_on_signals(lambda: stops.append("stop")):
+        with stop_on_signals(lambda: stops.append("stop")):
             signal.raise_signal(signal.SIGTERM)
             await asyncio.sleep(0.05)  # the stop is scheduled on the loop, not run in the handler
             assert stops == ["stop"] and forced == []
             signal.raise_signal(signal.SIGINT)
-            assert forced == [ws.EXIT_FORCED]
+            assert forced == [EXIT_FORCED]
 
     asyncio.run(scenario())
     assert {sig: signal.getsignal(sig) for sig in before} == before
@@ -636,7 +658,7 @@ def test_a_stop_whose_cancel_is_lost_still_stops():
     async def scenario() -> float:
         asyncio.get_running_loop().call_later(0.1, signal.raise_signal, signal.SIGTERM)
         started = time.monotonic()
-        await ws.until_stopped(loses_the_first_cancel(), ws.Settings("", []), ws.Session())
+        await until_stopped(loses_the_first_cancel(), Session())
         return time.monotonic() - started
 
     took = asyncio.run(asyncio.wait_for(scenario(), 20))
@@ -648,18 +670,19 @@ def test_a_stop_whose_cancel_is_lost_still_stops():
 
 def test_wrong_keys_exit_3_with_the_error_as_the_last_line(make_server, monkeypatch, tmp_path, caplog):
     server = make_server(keys=("RIGHT-KEY-ID-000001", "RIGHT-SECRET-000001"))
-    monkeypatch.setenv(ws.KEY_ENV, FAKE_KEY)
-    monkeypatch.setenv(ws.SECRET_ENV, FAKE_SECRET)
+    monkeypatch.setenv(KEY_ENV, FAKE_KEY)
+    monkeypatch.setenv(SECRET_ENV, FAKE_SECRET)
     monkeypatch.setattr(ws, "__file__", str(tmp_path / "websocket_stream.py"))  # no config.py there
-    caplog.set_level(logging.INFO, logger="websocket_stream")
-    assert ws.main(["--url", server.url]) == ws.EXIT_REFUSED
+    caplog.set_level(logging.INFO, logger="alpaca_stream")
+    assert ws.main(["--url", server.url]) == EXIT_REFUSED
     assert caplog.records[-1].levelno == logging.ERROR and "402 auth failed" in caplog.records[-1].getMessage()
     assert "the environment" in caplog.records[-1].getMessage()
 
 
 def test_an_unexpected_error_exits_1_with_the_traceback(monkeypatch, caplog):
-    monkeypatch.setattr(ws, "stream_with_reconnect", mock.AsyncMock(side_effect=ZeroDivisionError("a bug")))
-    assert ws.main(["--demo"]) == ws.EXIT_UNEXPECTED
+    bug = mock.AsyncMock(side_effect=ZeroDivisionError("a bug"))
+    monkeypatch.setattr("alpaca_stream.sources.stocks.keep_connected", bug)
+    assert ws.main(["--demo"]) == EXIT_UNEXPECTED
     assert "unexpected error: please report it" in caplog.text and "ZeroDivisionError: a bug" in caplog.text
 
 
@@ -668,35 +691,36 @@ def test_an_alpaca_py_without_what_the_script_uses_exits_2_saying_which_to_insta
         def __init__(self, api_key: str, secret_key: str, url_override: str, websocket_params: dict) -> None: ...
         async def close(self) -> None: ...
 
-    monkeypatch.setattr(ws, "StockDataStream", StreamOfAnotherRelease)
-    with pytest.raises(ws.ConfigError, match=r"needs alpaca-py 0.33.1 to 0.44, you have \S+:\nits "
+    monkeypatch.setattr("alpaca_stream.connection.StockDataStream", StreamOfAnotherRelease)
+    with pytest.raises(ConfigError, match=r"needs alpaca-py 0.33.1 to 0.44, you have \S+:\nits "
                                              r"StockDataStream has no _connect.\nInstall the tested one: pip install "
                                              r"-r requirements.txt"):
-        ws.check_alpaca_py()
+        check_alpaca_py()
 
 
 def test_an_alpaca_py_that_fails_to_import_pytz_says_to_install_it(monkeypatch):
-    monkeypatch.setattr(ws, "ALPACA_IMPORT_ERROR", ModuleNotFoundError("No module named 'pytz'", name="pytz"))
-    with pytest.raises(ws.ConfigError, match=r"it fails to import:\npytz\n\(alpaca-py 0.33.1 to 0.43.2 need it: "
+    missing = ModuleNotFoundError("No module named 'pytz'", name="pytz")
+    monkeypatch.setattr("alpaca_stream.connection.ALPACA_IMPORT_ERROR", missing)
+    with pytest.raises(ConfigError, match=r"it fails to import:\npytz\n\(alpaca-py 0.33.1 to 0.43.2 need it: "
                                              r"pip install pytz\)"):
-        ws.check_alpaca_py()
+        check_alpaca_py()
 
 
 def test_an_import_error_without_a_module_name_is_shown_by_its_message(monkeypatch):
     # What pandas raises, under alpaca-py 0.33.1, when pytz is missing.
-    monkeypatch.setattr(ws, "ALPACA_IMPORT_ERROR", ImportError("Unable to import required dependencies:\n"
-                                                               "pytz: No module named 'pytz'"))
-    with pytest.raises(ws.ConfigError, match=r"it fails to import:\nUnable to import required dependencies: pytz: No "
+    missing = ImportError("Unable to import required dependencies:\npytz: No module named 'pytz'")
+    monkeypatch.setattr("alpaca_stream.connection.ALPACA_IMPORT_ERROR", missing)
+    with pytest.raises(ConfigError, match=r"it fails to import:\nUnable to import required dependencies: pytz: No "
                                              r"module named 'pytz'\n\(alpaca-py 0.33.1 to 0.43.2 need it: pip install"):
-        ws.check_alpaca_py()
+        check_alpaca_py()
 
 
 def test_the_installed_alpaca_py_passes_the_check():
-    ws.check_alpaca_py()
+    check_alpaca_py()
 
 
 def test_the_summary_fits_80_columns_whatever_arrived():
-    session = ws.Session(started=time.monotonic())
+    session = Session(started=time.monotonic())
     session.received.update(dict.fromkeys(KINDS, 123456) | {"status": 1})
     first, *rest = session.summary().splitlines()
     assert first.startswith("received 123456 trades, 123456 quotes") and "1 status," in session.summary()
@@ -707,16 +731,16 @@ def test_the_summary_fits_80_columns_whatever_arrived():
 def test_the_log_is_in_utc_with_the_date_like_the_data():
     record = logging.LogRecord("websocket_stream", logging.WARNING, __file__, 1, "first\nsecond", None, None)
     record.created = 1764000000.5  # 2025-11-24 16:00:00.5 UTC
-    assert ws.LogFormatter().format(record) == "2025-11-24 16:00:00Z warning: first\n  second"
+    assert LogFormatter().format(record) == "2025-11-24 16:00:00Z warning: first\n  second"
     record.levelno = logging.INFO
-    assert ws.LogFormatter().format(record).startswith("2025-11-24 16:00:00Z first")
+    assert LogFormatter().format(record).startswith("2025-11-24 16:00:00Z first")
 
 
 
 def test_a_long_log_line_is_fitted_in_80_columns_broken_at_spaces_and_indented():
     message = "the NATS server had lost the consumer strategy-1: made again " * 3 + "\nnext " + "x" * 90
     record = logging.LogRecord("websocket_stream", logging.WARNING, __file__, 1, message.strip(), None, None)
-    lines = ws.LogFormatter().format(record).splitlines()
+    lines = LogFormatter().format(record).splitlines()
     assert all(len(line) <= 80 for line in lines[:-1]) and lines[-1] == "  " + "x" * 90  # a word stays whole
     assert all(line.startswith("  ") for line in lines[1:]) and lines[-2] == "  next"
     assert " ".join(line.strip() for line in lines)[len("2025-11-24 16:00:00Z warning: "):] == \
@@ -731,8 +755,8 @@ def test_a_long_log_line_is_fitted_in_80_columns_broken_at_spaces_and_indented()
     ({"trades": []}, "nothing"),
 ])
 def test_the_subscription_line_says_which_symbols_each_channel_has(answer, logged, caplog):
-    caplog.set_level(logging.INFO, logger="websocket_stream")
-    ws.log_subscription({"T": "subscription", **answer})
+    caplog.set_level(logging.INFO, logger="alpaca_stream")
+    log_subscription({"T": "subscription", **answer})
     said = caplog.records[-1].getMessage()
     assert " ".join(said.split("\n")) == f"subscribed to {logged}; Ctrl+C to stop"
     assert fits_80_columns("", said)

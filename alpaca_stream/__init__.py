@@ -1,0 +1,56 @@
+"""The machinery behind websocket_stream.py: Alpaca's real-time market data, pushed to your
+handlers. Data flows one way, and the folders say so:
+
+    sources/     where records come from, a module each: Alpaca's stock stream (stocks.py),
+                 the demo (demo.py: the local server's made-up data, through the same
+                 stream), a NATS server a feeder publishes to (nats.py), a recording
+                 (recording.py)
+    records.py   what each kind of message holds
+    handlers.py  records to your handlers, in order; in_background(); run_handlers()
+    outputs/     where they go from there: the terminal (terminal.py), a NATS server
+                 (nats.py), your other bots through --serve (serve.py)
+
+Beside them, what a source stands on: connection.py (one websocket to Alpaca, through
+alpaca-py) and reconnect.py (the wrapper that opens it again after every fault);
+subscriptions.py (what a stream asks for, subscribe() from a handler, and Alpaca's answers to
+it, its errors among them); channels.py (Alpaca's channels, for both ends); nats_common.py
+(what both NATS ends share). What a run is told and tells: keys.py (your keys), errors.py (what
+ends a run and what is retried: one policy for every source), session.py (what a run counts:
+the summary, --heartbeat), logs.py (the log, within 80 columns). Over all of them:
+supervisor.py (sources side by side in one event loop), options.py (the command line's
+options) and cli.py (the command: Ctrl+C and SIGTERM, exit statuses). And server/: the server
+side of Alpaca's protocol, written once, with made-up data as the local server (--demo, the
+tests) or with this script's data for --serve's clients.
+
+What a bot uses is here, one import away:
+
+    from alpaca_stream import Trade, show, in_background, subscribe, run_handlers
+"""
+
+from alpaca_stream.cli import CommandLine
+from alpaca_stream.handlers import Handler, Handlers, in_background, run_handlers
+from alpaca_stream.keys import Keys, check_keys, load_keys
+from alpaca_stream.outputs.terminal import show
+from alpaca_stream.records import (
+    Bar,
+    DailyBar,
+    Luld,
+    OrderImbalance,
+    Quote,
+    Record,
+    Trade,
+    TradeCancel,
+    TradeCorrection,
+    TradingStatus,
+    UpdatedBar,
+)
+from alpaca_stream.session import Session
+from alpaca_stream.sources.stocks import StockStream
+from alpaca_stream.subscriptions import subscribe, unsubscribe
+from alpaca_stream.supervisor import stream
+
+__all__ = [
+    "Bar", "CommandLine", "DailyBar", "Handler", "Handlers", "Keys", "Luld", "OrderImbalance", "Quote", "Record",
+    "Session", "StockStream", "Trade", "TradeCancel", "TradeCorrection", "TradingStatus", "UpdatedBar",
+    "check_keys", "in_background", "load_keys", "run_handlers", "show", "stream", "subscribe", "unsubscribe",
+]

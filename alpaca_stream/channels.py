@@ -1,0 +1,47 @@
+"""Alpaca's stock channels and what each brings: the facts both ends of the protocol use, the
+script's subscriptions and the local server alike."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Collection, Mapping
+from typing import Any
+
+# The command line's name for each channel (--updated-bars, subscribe(channel="updated_bars"))
+# -> Alpaca's. Subscribing to trades brings their corrections and cancels too.
+CHANNELS = {"trades": "trades", "quotes": "quotes", "bars": "bars", "updated_bars": "updatedBars",
+            "daily_bars": "dailyBars", "statuses": "statuses", "lulds": "lulds", "imbalances": "imbalances"}
+ALPACA_CHANNELS = tuple(CHANNELS.values())
+# Alpaca's "T" of each kind of data message -> the channel that brings it.
+TYPE_CHANNELS = {"t": "trades", "c": "trades", "x": "trades", "q": "quotes", "b": "bars", "u": "updatedBars",
+                 "d": "dailyBars", "s": "statuses", "l": "lulds", "i": "imbalances"}
+SYMBOL = re.compile(r"\*|[A-Z][A-Z0-9.]{0,9}")  # "*" is every symbol; BRK.B has a class suffix
+
+Channels = dict[str, set[str]]  # Alpaca's channel name -> symbols
+
+
+def request(action: str, channels: Channels) -> dict[str, Any]:
+    """A subscribe or an unsubscribe message, as Alpaca takes it."""
+    return {"action": action, **{channel: sorted(symbols) for channel, symbols in channels.items()}}
+
+
+def difference(these: Channels, those: Channels) -> Channels:
+    """The symbols of these that those lack, by channel."""
+    return {channel: symbols - those.get(channel, set()) for channel, symbols in these.items()
+            if symbols - those.get(channel, set())}
+
+
+def wanted(subscriptions: Mapping[str, Collection[str]], messages: list, *, control: bool = False) -> list:
+    """The data messages these subscriptions (channel -> symbols, "*" for all) ask for, in order;
+    with control, the rest too (what is not market data: a subscription answer, an error)."""
+    chosen = []
+    for message in messages:
+        channel = TYPE_CHANNELS.get(message.get("T", "")) if isinstance(message, dict) else None
+        if channel is None:
+            if control:
+                chosen.append(message)
+            continue
+        symbols = subscriptions.get(channel)
+        if symbols and (message.get("S") in symbols or "*" in symbols):
+            chosen.append(message)
+    return chosen

@@ -1,0 +1,230 @@
+"""The command line around the lesson's steps (websocket_stream.py's main()): the options, the
+log on stderr, Ctrl+C and SIGTERM (handled here and nowhere else; a second one forces the
+exit), and what ends a run, told as an exit status and a message, never a traceback for a
+fault that can be expected. The summary at exit goes to the log."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable, Coroutine, Iterator
+from contextlib import AsyncExitStack, contextmanager
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+from urllib.parse import urlsplit
+
+from alpaca_stream.connection import check_alpaca_py
+from alpaca_stream.errors import (
+    EXIT_FORCED,
+    EXIT_OK,
+    EXIT_REFUSED,
+    EXIT_UNEXPECTED,
+    EXIT_USAGE,
+    FATAL_ADVICE,
+    AlpacaRefused,
+    ConfigError,
+)
+from alpaca_stream.handlers import Handlers
+from alpaca_stream.keys import Keys, check_keys, load_keys
+from alpaca_stream.logs import JsonLogFormatter, LogFormatter
+from alpaca_stream.options import Settings, parse_args, settings_from
+from alpaca_stream.outputs import terminal
+from alpaca_stream.outputs.serve import serving
+from alpaca_stream.server import FEEDS as SERVED_FEEDS
+from alpaca_stream.session import Session, heartbeat
+from alpaca_stream.sources import Source
+from alpaca_stream.sources.demo import DEMO_KEYS, DemoStream
+from alpaca_stream.sources.recording import Recording
+from alpaca_stream.sources.stocks import StockStream
+from alpaca_stream.supervisor import supervise
+
+log = logging.getLogger("alpaca_stream")
+
+
+class CommandLine:
+    """The lesson's steps, run as a command: `with CommandLine(argv, __doc__) as run:`, then
+    run.keys(), run.streams() and run.until_stopped() in the block. Whatever ends the block
+    becomes run.exit_status, with a message on stderr: a bad option or configuration 2,
+    Alpaca's refusal 3, a bug 1 (with its traceback), Ctrl+C 0."""
+
+    def __init__(self, argv: list[str] | None = None, doc: str | None = None) -> None:
+        self.options = parse_args(argv, doc)  # a bad option exits 2 here, --help 0
+        self.session = Session()
+        self.exit_status = EXIT_OK
+        self.keys_given: Keys | None = None  # for --serve's clients to log in with
+
+    def __enter__(self) -> CommandLine:
+        options = self.options
+        stderr = logging.StreamHandler(sys.stderr)
+        stderr.setFormatter(JsonLogFormatter() if options.log_format == "json" else LogFormatter())
+        logging.basicConfig(level=logging.WARNING, handlers=[stderr])
+        # Only our logger goes to debug: websockets' debug lines would show the auth frame.
+        log.setLevel(logging.DEBUG if options.verbose else logging.INFO)
+        terminal.OUTPUT = "none" if options.quiet else "json" if options.json else "text"
+        self.settings: Settings = settings_from(options)
+        return self
+
+    def keys(self, folder: Path) -> Keys:
+        """Step 1, your API keys: from config.py in folder, else the environment, else a .env
+        file there; checked before any connection. --demo, --source and --replay need none."""
+        settings = self.settings
+        if settings.demo or settings.source or settings.replay is not None:
+            return DEMO_KEYS
+        self.keys_given = check_keys(load_keys(folder))
+        return self.keys_given
+
+    def streams(self, keys: Keys) -> list[Source]:
+        """Step 2, the streams for the symbols and channels asked: Alpaca's (or --demo's, from
+        a local server), or a NATS broker (--source), or a recording (--replay)."""
+        settings = self.settings
+        if settings.source:
+            with needs_nats("--source"):
+                from alpaca_stream.sources.nats import NatsSource
+            return [NatsSource(settings.source, settings.symbols, settings.channels, settings.durable)]
+        if settings.replay is not None:
+            return [Recording(settings.replay, settings.replay_speed)]
+        check_alpaca_py()
+        if settings.demo:
+            return [DemoStream(settings.symbols, settings.channels, data_timeout=settings.data_timeout)]
+        return [StockStream(settings.symbols, settings.channels, keys=keys, url=settings.url,
+                            data_timeout=settings.data_timeout, market_hours=settings.market_hours)]
+
+    def until_stopped(self, sources: list[Source], handlers: Handlers) -> None:
+        """Step 3, each message to its handler, until Ctrl+C or SIGTERM (or a recording's end),
+        each stream reconnecting after every fault; with --publish and --serve, to more bots."""
+        asyncio.run(self.run(sources, handlers))
+
+    async def run(self, sources: list[Source], handlers: Handlers) -> None:
+        settings = self.settings
+        async with AsyncExitStack() as stack:  # what is opened here is closed in reverse, at the end
+            for source in sources:
+                await stack.enter_async_context(source)  # a local server started, a recording checked
+            if settings.publish:
+                with needs_nats("--publish"):
+                    from alpaca_stream.outputs.nats import Publisher
+                publisher = await stack.enter_async_context(Publisher(settings.publish, self.session))
+                handlers = publisher.wrap(handlers)
+            if settings.serve:
+                host, port = settings.serve
+                url = getattr(sources[0], "url", "")  # the stock stream's: the feed it serves
+                feeds = SERVED_FEEDS if settings.source else (urlsplit(url).path.rstrip("/").rsplit("/", 1)[-1],)
+                keyless = settings.demo or settings.source  # no keys of Alpaca's to check: any will do
+                await stack.enter_async_context(serving(host, port, sources[0].subscriptions, self.session,
+                                                        feeds=feeds, keys=None if keyless else self.keys_given))
+            await until_stopped(supervise(sources, handlers, self.session), self.session,
+                                settings.heartbeat, settings.market_hours)
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 traceback: TracebackType | None) -> bool:
+        message = ""
+        if isinstance(error, ConfigError):
+            self.exit_status, message = EXIT_USAGE, str(error)
+        elif isinstance(error, AlpacaRefused):
+            keys_from = self.keys_given.source if self.keys_given else "--demo"
+            self.exit_status, message = EXIT_REFUSED, FATAL_ADVICE[error.code].format(source=keys_from)
+        elif isinstance(error, BrokenPipeError):
+            # The reader went away (| head). Point stdout at devnull so the interpreter's final
+            # flush does not fail again, as the Python docs advise for SIGPIPE.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        elif isinstance(error, Exception):
+            log.error("unexpected error: please report it, with this traceback", exc_info=error)
+            self.exit_status = EXIT_UNEXPECTED
+            return True
+        elif error is not None:
+            return False  # not ours to handle: KeyboardInterrupt, SystemExit
+        self.summarize()
+        if message:
+            log.error("%s", message)  # last, so that it is what the user reads
+        return True
+
+    def summarize(self) -> None:
+        """The summary at exit; none for a run that could not start (no NATS server, say)."""
+        session = self.session
+        if session.started is None or self.exit_status == EXIT_USAGE and not any(session.received.values()):
+            return
+        log.info("%s", session.summary(), extra={"fields": {
+            "received": {kind: count for kind, count in session.received.items() if count},
+            "reconnects": session.reconnects,
+            **({"published": session.published, "unpublished": session.unpublished}
+               if session.publishing else {}),
+            **({"served": session.served, "slow_clients": session.slow_clients}
+               if session.served is not None else {}),
+            **({"skipped": session.skipped} if session.skipped else {}),
+            **({"handler_errors": session.failures} if session.failures else {})}})
+
+
+@contextmanager
+def needs_nats(option: str) -> Iterator[None]:
+    """Around the import of what an option needs: without nats-py or orjson, exit status 2
+    and what to install, not a traceback."""
+    try:
+        yield
+    except ModuleNotFoundError as error:
+        if (error.name or "").partition(".")[0] in ("nats", "orjson"):
+            raise ConfigError(f"{option} needs nats-py and orjson: pip install -r requirements.txt") from None
+        raise
+
+
+async def until_stopped(work: Coroutine[Any, Any, None], session: Session, every: float = 0.0,
+                        market_hours: bool = True) -> None:
+    """Run work until it ends, or until Ctrl+C or SIGTERM; every: seconds between two
+    --heartbeat lines (0: none); market_hours: whether the heartbeat says if the market is open."""
+    session.started = time.monotonic()
+    streaming = asyncio.create_task(work)
+    beating = asyncio.create_task(heartbeat(session, every, market_hours)) if every else None
+
+    def stop() -> None:
+        # Cancel, and again every half second until it has ended: before Python 3.12,
+        # asyncio.wait_for (in nats-py, and ours around connect()) loses a cancel that comes just
+        # as what it waits for completes (CPython issue 86296). Measured, the script exits 0.3
+        # to 0.6 s after SIGINT, the longest with the broker away: a second cancel then cuts
+        # short a close that is failing anyway.
+        if not streaming.done():
+            streaming.cancel()
+            asyncio.get_running_loop().call_later(0.5, stop)
+
+    try:
+        with stop_on_signals(stop):
+            await streaming
+    except asyncio.CancelledError:
+        # Ctrl+C cancelled the stream task, and the cancel reached us through `await streaming`.
+        # That is how the user asks us to stop: finish normally.
+        pass
+    finally:
+        if beating:
+            beating.cancel()
+
+
+@contextmanager
+def stop_on_signals(stop: Callable[[], object]) -> Iterator[None]:
+    """Ctrl+C or SIGTERM calls stop(); a second one exits at once. Restores the old handlers.
+
+    signal.signal, not loop.add_signal_handler, which Windows lacks. The handler runs between
+    two bytecodes of the main thread, so it only schedules the stop on the event loop."""
+    loop = asyncio.get_running_loop()
+    signals = [signal.SIGINT, signal.SIGTERM]
+    stopping = False
+
+    def handle(signum: int, frame: object) -> None:
+        nonlocal stopping
+        if stopping:
+            os._exit(EXIT_FORCED)  # the first stop is stuck: skip all clean-up
+        stopping = True
+        loop.call_soon_threadsafe(stop_for, signum)
+
+    def stop_for(signum: int) -> None:
+        if signum == signal.SIGINT and sys.stderr.isatty():
+            print(file=sys.stderr)  # the terminal echoed ^C: what follows starts a line of its own
+        stop()
+
+    originals = {sig: signal.signal(sig, handle) for sig in signals}
+    try:
+        yield
+    finally:
+        for sig, original in originals.items():
+            signal.signal(sig, original)

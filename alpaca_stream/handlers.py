@@ -1,0 +1,179 @@
+"""Records to their handlers, one message after another in the order they came (deliver); the
+slow work a handler starts and leaves running (in_background); and run_handlers(), the same
+hand-over with no stream, for tests of a strategy."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from datetime import datetime
+from typing import Any, NamedTuple
+
+import msgpack
+
+from alpaca_stream.records import KIND, MESSAGE_TYPES, TIMES, Record, from_json
+from alpaca_stream.session import Session
+
+log = logging.getLogger("alpaca_stream")
+
+Handler = Callable[[Any], Awaitable[None]]
+Handlers = Mapping[str, Handler]  # by kind of message: "trade", "quote", ...
+FAILURES_EVERY = 10.0  # seconds between two lines about a handler that keeps raising
+
+
+class Route(NamedTuple):
+    """Where one kind of message goes: the record it becomes, and its handler."""
+
+    kind: str
+    record: type[Record]
+    handler: Handler
+
+
+async def unhandled(record: Record) -> None:
+    """The handler of a kind that has none: the message is counted, and goes no further."""
+
+
+def routes_for(handlers: Handlers, types: Mapping[str, tuple[str, type[Record]]] = MESSAGE_TYPES) -> dict[str, Route]:
+    """Alpaca's "T" -> Route, for a source's record table (types: "T" -> its kind and record)
+    and the handlers given by kind."""
+    return {wire_type: Route(kind, record, handlers.get(kind, unhandled))
+            for wire_type, (kind, record) in types.items()}
+
+
+def skip(message: object) -> None:
+    """What is not market data, from a source where nothing else is expected."""
+    log.debug("skipped a message of unknown type: %r", message)
+
+
+async def deliver(messages: Iterable[Any], routes: dict[str, Route], session: Session,
+                  control: Callable[[object], None] = skip) -> bool:
+    """Hand each message of a frame to its handler, in order; what is not market data, to
+    control (a source's: Alpaca's answers and errors). A broken message, or a handler that
+    raises, costs that message only: the rest of the frame and the stream carry on. True if
+    any message was market data. (One function for the whole frame, not one call a message:
+    it is the hot loop.)"""
+    received = session.received
+    delivered = False
+    for message in messages:
+        try:
+            kind, record_type, handler = routes[message["T"]]
+        except (KeyError, TypeError):  # not market data
+            control(message)
+            continue
+        record = record_type(message)
+        received[kind] += 1
+        delivered = True
+        try:
+            await handler(record)
+        except BrokenPipeError:
+            raise  # the reader has gone: main() ends quietly
+        except Exception as error:
+            handler_failed(kind, handler, record, error, session)
+    if delivered:
+        session.last_message = time.monotonic()
+    return delivered
+
+
+def handler_failed(kind: str, handler: Handler, record: Record, error: Exception, session: Session) -> None:
+    """Log a handler's exception, unless the message itself is broken (checked here, not for
+    every message: Alpaca does not send broken messages, and a check costs 10% of the speed).
+    The first in full; then, for a handler that keeps raising (a typo raises on every message),
+    a line with the count every FAILURES_EVERY seconds; the summary counts them all."""
+    missing = [wire.key for wire in record.fields.values() if not wire.optional and wire.key not in record]
+    if missing or not isinstance(record.timestamp, datetime):
+        log.debug("a broken %s (%s) failed %s: %r", kind, f"no {', '.join(missing)}" if missing else
+                  "its timestamp is not a msgpack Timestamp", getattr(handler, "__name__", "its handler"), record)
+        return
+    name = getattr(handler, "__name__", "the handler")
+    count = session.failures[name] = session.failures.get(name, 0) + 1
+    told, told_at = session.failures_told.get(name, (0, 0.0))
+    now = time.monotonic()
+    if count == 1:
+        verbose = log.isEnabledFor(logging.DEBUG)
+        log.warning("%s raised %s on a %s of %s:\n%s%s", name, type(error).__name__, kind, record.symbol, error,
+                    "" if verbose else "\n(-v shows where)", exc_info=verbose)
+    elif now - told_at >= FAILURES_EVERY:
+        log.warning("%s raised %d times more:\nthe last, %s on a %s of %s:\n%s", name, count - told,
+                    type(error).__name__, kind, record.symbol, error)
+    else:
+        return
+    session.failures_told[name] = (count, now)
+
+
+background_tasks: set[asyncio.Future] = set()  # asyncio keeps only a weak reference to a task
+
+
+def in_background(work: Awaitable[object]) -> None:
+    """Start slow work and return at once, so that the next messages do not wait for it:
+
+        in_background(async_client.submit_order(order))               # an async client
+        in_background(asyncio.to_thread(client.submit_order, order))   # a blocking one
+
+    A failure is logged. On exit, work still waiting is cancelled, and a blocking call
+    already running in its thread is waited for."""
+    if not inspect.isawaitable(work):
+        raise TypeError(f"in_background() needs an awaitable, not {type(work).__name__}: for a "
+                        "blocking function, pass asyncio.to_thread(function, arguments...)")
+    task = asyncio.ensure_future(work)
+    background_tasks.add(task)
+    task.add_done_callback(background_done)
+
+
+def background_done(task: asyncio.Future) -> None:
+    background_tasks.discard(task)
+    if not task.cancelled() and task.exception() is not None:
+        error = task.exception()
+        log.warning("work started with in_background() failed: %s: %s", type(error).__name__, error,
+                    exc_info=error if log.isEnabledFor(logging.DEBUG) else None)
+
+
+async def background_finished() -> None:
+    """Wait for the work started with in_background(), in a run that ends by itself (a --replay
+    file, run_handlers()): its orders are placed, not cancelled at the end."""
+    while background_tasks:  # work may start more work
+        await asyncio.wait(set(background_tasks))
+
+
+def run_handlers(messages: Iterable[dict[str, Any]], handlers: Handlers) -> Session:
+    """Hand messages to these handlers (by kind: {"trade": on_trade, ...}) as the stream does,
+    with no network and no server: for your own tests. The same records, in the same order; a
+    handler that raises is logged and the next message goes on, as on the stream; work started
+    with in_background() is waited for. A message is a dict as Alpaca sends it ("T", "S", "p",
+    ...; "t" a datetime or a msgpack Timestamp) or as --json prints it ("type", "symbol",
+    "price", ...); one of a kind with no handler here is counted, and goes no further. Returns
+    what the summary counts:
+
+        trade = {"type": "trade", "symbol": "SPY", "price": 600.5, "size": 100,
+                 "timestamp": "2026-11-24T15:00:00+00:00", "exchange": "V", "id": 1}
+        session = run_handlers([trade], {"trade": on_trade})
+        assert session.received["trade"] == 1
+    """
+    kinds = list(KIND.values())
+    unknown = set(handlers) - set(kinds)
+    if unknown:
+        raise ValueError(f"no such kind of message: {', '.join(sorted(unknown))} (one of {', '.join(kinds)})")
+    routes = routes_for(handlers)
+    wire = [as_wire(message) for message in messages]
+    session = Session(started=time.monotonic())
+
+    async def hand_over() -> None:
+        await deliver(wire, routes, session)
+        await background_finished()
+
+    asyncio.run(hand_over())  # subscribe() in a handler changes nothing here: no stream runs
+    return session
+
+
+def as_wire(message: dict[str, Any]) -> dict[str, Any]:
+    """A message given to run_handlers(), as the stream has it: Alpaca's, times as datetimes."""
+    try:
+        if "T" not in message:
+            return from_json(message)
+        return {**message, **{key: message[key].to_datetime() for key in TIMES
+                              if isinstance(message.get(key), msgpack.Timestamp)}}
+    except (KeyError, TypeError, ValueError) as error:
+        raise ValueError("not a message as Alpaca sends it, nor as --json prints it: "
+                         f"{message!r}") from error

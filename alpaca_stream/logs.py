@@ -1,0 +1,47 @@
+"""The log on stderr: a line per event, in UTC like the data, every line within 80 columns;
+or, with --log-format json, one JSON object a line for a log collector."""
+
+from __future__ import annotations
+
+import json
+import logging
+import textwrap
+from datetime import datetime, timezone
+
+WIDTH = 80  # columns of a terminal: a longer line wraps, and the screen is unreadable
+
+
+def fitted(text: str) -> str:
+    """text with each line within WIDTH columns, broken at spaces (a long URL stays whole), and
+    the lines after the first indented: how the log and the errors of the options print."""
+    lines = text.split("\n")
+    return "\n".join(textwrap.fill(line, WIDTH, initial_indent="  " if n else "", subsequent_indent="  ",
+                                    break_long_words=False, break_on_hyphens=False)
+                      for n, line in enumerate(lines))
+
+
+class LogFormatter(logging.Formatter):
+    """2026-11-24 21:35:43Z warning: ..., in UTC like the data, so the two line up; fitted in
+    WIDTH columns, lines after a message's first indented (a traceback's too)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        when = datetime.fromtimestamp(record.created, timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
+        level = "" if record.levelno == logging.INFO else f"{record.levelname.lower()}: "
+        text = fitted(f"{when} {level}{record.getMessage()}")
+        if record.exc_info:
+            text += ("\n" + self.formatException(record.exc_info)).replace("\n", "\n  ")
+        return text
+
+
+class JsonLogFormatter(logging.Formatter):
+    """--log-format json: one object a line, for log collectors: time, level, message, and the
+    fields the message is about (a heartbeat's counts, say)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {"time": datetime.fromtimestamp(record.created, timezone.utc).isoformat(timespec="milliseconds"),
+                 "level": record.levelname.lower(), "message": record.getMessage(), **getattr(record, "fields", {})}
+        if record.exc_info:
+            entry["traceback"] = self.formatException(record.exc_info)
+        return json.dumps(entry)
+
+

@@ -1,0 +1,188 @@
+"""The command line's options: what each means, every check of them (a bad one exits 2 with
+what is wrong), and the Settings they make for a run."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import re
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import NoReturn
+
+from alpaca_stream.channels import CHANNELS, SYMBOL
+from alpaca_stream.errors import EXIT_USAGE
+from alpaca_stream.logs import fitted
+from alpaca_stream.outputs.serve import is_loopback
+from alpaca_stream.sources.stocks import ALPACA_STREAM, DEFAULT_SYMBOLS, FEEDS, TEST_STREAM_SYMBOL
+
+log = logging.getLogger("alpaca_stream")
+
+# --data-timeout's default: in market hours, a stream with no data for this long is replaced.
+# A stream can stay connected, answer pings and send nothing (alpaca-py issue 740: 19 minutes at
+# the open); 5 minutes catches that, and is far beyond the gaps of a symbol traded all day.
+DATA_TIMEOUT = 300.0
+# The channels that bring data all through market hours; statuses, LULD bands, updated bars and
+# imbalances can be silent all day, so alone they arm no --data-timeout.
+STEADY_CHANNELS = ("trades", "quotes", "bars", "dailyBars")
+
+
+@dataclass
+class Settings:
+    """What a run is asked to do: the options, checked and resolved (a URL for --feed, say)."""
+
+    url: str
+    symbols: list[str]
+    channels: list[str] = field(default_factory=lambda: ["trades"])  # Alpaca's names
+    demo: bool = False  # from a local server started here, not from Alpaca
+    heartbeat: float = 0.0  # seconds between two "alive" lines in the log; 0: none
+    data_timeout: float = 0.0  # seconds without data, in market hours, before a new connection; 0: never
+    market_hours: bool = True  # False: data is due at any hour (--demo, the test stream)
+    publish: str = ""  # a NATS server to publish every message to (outputs/nats.py)
+    source: str = ""  # a NATS server to read from, instead of Alpaca
+    durable: str = ""  # with source: a name to resume from where it stopped (JetStream)
+    replay: str | None = None  # a file of --json lines to read, instead of Alpaca
+    replay_speed: float = 0.0  # with replay: times the recorded pace; 0: as fast as it goes
+    serve: tuple[str, int] | None = None  # a host and port to serve Alpaca's protocol on
+
+
+def parse_args(argv: list[str] | None, doc: str | None = None) -> argparse.Namespace:
+    """The options, checked: a bad one exits 2 with argparse's usage and what is wrong. doc: the
+    script's docstring, whose exit statuses end --help."""
+    parser = ArgumentParser(
+        # Not argparse's usage, which keeps the line of --test-stream | --url ... whole: 99 columns.
+        usage="%(prog)s [SYMBOL ...] [options]",
+        description="Stream live market data from Alpaca: a line per message on stdout,\nCtrl+C to stop.",
+        epilog=doc[doc.find("exit statuses"):] if doc else None, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("symbols", nargs="*", metavar="SYMBOL",
+                        help="symbols to stream (default: SPY TSLA); '*' (quoted) for every symbol")
+    channels = parser.add_argument_group("channels (trades unless you name others)")
+    channels.add_argument("--trades", action="store_true", help="trades, with their corrections and cancels")
+    channels.add_argument("--quotes", action="store_true", help="best bid and ask")
+    channels.add_argument("--bars", action="store_true", help="minute bars")
+    channels.add_argument("--updated-bars", action="store_true", help="minute bars changed by late trades")
+    channels.add_argument("--daily-bars", action="store_true", help="the day's bar, every minute")
+    channels.add_argument("--statuses", action="store_true", help="trading halts and resumptions")
+    channels.add_argument("--lulds", action="store_true", help="limit up / limit down price bands")
+    channels.add_argument("--imbalances", action="store_true", help="order imbalances (around auctions)")
+    parser.add_argument("--feed", choices=FEEDS, help="iex (free plan, default), sip (paid) or delayed_sip")
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--test-stream", action="store_true", help=f"Alpaca's always-on test stream "
+                       f"({TEST_STREAM_SYMBOL}): data even when the market is closed")
+    where.add_argument("--url", help="another endpoint (a proxy, a local server), ws:// or wss://")
+    where.add_argument("--demo", action="store_true", help="no keys, no network: demo data from a local server")
+    where.add_argument("--source", metavar="NATS_URL", help="read from a NATS server that a --publish feeder "
+                       "publishes to, instead of Alpaca (no keys needed)")
+    where.add_argument("--replay", metavar="FILE", help="read a recording of --json lines "
+                       "(--json > FILE) instead of Alpaca, into the same handlers "
+                       "(no keys needed)")
+    parser.add_argument("--replay-speed", type=float, metavar="N", help="with --replay: N times "
+                        "the recorded pace (1: as recorded); default: as fast as it goes")
+    parser.add_argument("--publish", metavar="NATS_URL", help="also publish every message to a NATS server, "
+                        "for more bots on one Alpaca connection: nats://127.0.0.1:4222")
+    parser.add_argument("--serve", metavar="[HOST:]PORT",
+                        help="also serve Alpaca's stream to your other bots, unchanged, on "
+                        "this one connection (HOST: 127.0.0.1 unless named)")
+    parser.add_argument("--durable", metavar="NAME", help="with --source: resume where the bot of this name "
+                        "stopped, missing nothing (needs nats-server -js)")
+    parser.add_argument("--json", action="store_true", help="one JSON object per message per line")
+    parser.add_argument("--quiet", action="store_true", help="print no messages (the handlers still get them)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging: each step of connecting")
+    parser.add_argument("--heartbeat", type=float, default=0.0, metavar="SECONDS",
+                        help="an 'alive' line in the log every so often (for a server)")
+    parser.add_argument("--data-timeout", type=float, metavar="SECONDS",
+                        help=f"in market hours, replace a stream with no data for this long "
+                        f"(default {DATA_TIMEOUT:.0f}; 0: never)")
+    parser.add_argument("--log-format", choices=("text", "json"), default="text",
+                        help="json: one object per log line on stderr, for log collectors")
+    args = parser.parse_args(argv)
+    if args.symbols and all(Path(name).exists() for name in args.symbols) and \
+            not all(SYMBOL.fullmatch(name.upper()) for name in args.symbols):
+        parser.error("the shell expanded * into the file names here: quote it, '*'")
+    args.symbols = list(dict.fromkeys(symbol.upper() for symbol in args.symbols))
+    bad = [symbol for symbol in args.symbols if not SYMBOL.fullmatch(symbol)]
+    if any("," in symbol for symbol in bad):
+        parser.error(f"separate symbols with spaces, not commas: {' '.join(' '.join(bad).replace(',', ' ').split())}")
+    if bad:
+        parser.error(f"not a stock symbol: {', '.join(bad)}")
+    if args.url and not re.match(r"wss?://", args.url):
+        parser.error("--url must start with ws:// or wss://")
+    for option, seconds in (("--heartbeat", args.heartbeat), ("--data-timeout", args.data_timeout)):
+        if seconds is not None and not 0 <= seconds < math.inf:
+            parser.error(f"{option} takes a number of seconds, 0 or more")
+    if args.feed and (args.demo or args.url or args.test_stream or args.source):
+        parser.error("--feed picks one of Alpaca's feeds: it has no effect with --demo, --url, --test-stream "
+                     "or --source")
+    for option, url in (("--publish", args.publish), ("--source", args.source)):
+        if url is not None and not re.fullmatch(r"(nats|tls)://[^/\s]+", url):
+            parser.error(f"{option} takes a NATS server's URL: nats://HOST:PORT")
+    if args.publish and args.source:
+        parser.error("--publish and --source: one feeder publishes, the bots read (--source)")
+    if args.serve is not None:
+        args.serve = serve_address(parser, args.serve, keyless=args.demo or bool(args.source))
+        if args.replay is not None:
+            parser.error("--serve goes with a stream: Alpaca, --url, --demo or --source")
+    if args.durable is not None and not args.source:
+        parser.error("--durable NAME goes with --source")
+    if args.durable is not None and not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", args.durable):
+        parser.error("--durable takes a name of letters, digits, - and _")
+    chosen = args.symbols or args.feed or any(getattr(args, option) for option in CHANNELS)
+    if args.replay is not None and chosen:
+        parser.error("--replay plays the recording as it is:\n"
+                     "symbols, channel options and --feed have no effect with it")
+    if args.replay_speed is not None and args.replay is None:
+        parser.error("--replay-speed goes with --replay FILE")
+    if args.replay_speed is not None and not 0 < args.replay_speed < math.inf:
+        parser.error("--replay-speed takes a number above 0:\n"
+                     "1 is the recorded pace, 2 twice as fast")
+    args.channels = [name for option, name in CHANNELS.items() if getattr(args, option)] or ["trades"]
+    return args
+
+
+def serve_address(parser: argparse.ArgumentParser, address: str, keyless: bool) -> tuple[str, int]:
+    """--serve's [HOST:]PORT. Another address than this machine's own (loopback) only where the
+    clients must log in with the script's keys: not with --demo or --source, which have none."""
+    host, _, port = address.rpartition(":")
+    host = host.strip("[]") or "127.0.0.1"
+    if not port.isdigit() or int(port) > 65535:
+        parser.error(f"--serve takes a port (0 to 65535), or HOST:PORT: {address}")
+    try:
+        loopback = is_loopback(host)
+    except ValueError:
+        parser.error(f"--serve takes an IP address, or localhost: {host}")
+    if not loopback and keyless:
+        parser.error(f"--serve {address}: with --demo or --source, clients need no "
+                     "keys, so only this machine may connect: use 127.0.0.1")
+    return host, int(port)
+
+
+def settings_from(args: argparse.Namespace) -> Settings:
+    if args.test_stream:
+        url, symbols = f"{ALPACA_STREAM}/test", args.symbols or [TEST_STREAM_SYMBOL]
+    else:
+        url, symbols = args.url or f"{ALPACA_STREAM}/{args.feed or 'iex'}", args.symbols or list(DEFAULT_SYMBOLS)
+    here = args.demo or args.source or args.replay is not None  # no URL: they make or need none
+    return Settings("" if here else url, symbols, args.channels, demo=args.demo,
+                    heartbeat=args.heartbeat, data_timeout=data_timeout(args), market_hours=not (
+                        args.demo or args.test_stream), publish=args.publish or "", source=args.source or "",
+                    durable=args.durable or "", replay=args.replay,
+                    replay_speed=args.replay_speed or 0.0, serve=args.serve)
+
+
+def data_timeout(args: argparse.Namespace) -> float:
+    """--data-timeout, or its default; 0 for channels that may be silent all day."""
+    if any(channel in STEADY_CHANNELS for channel in args.channels):
+        return DATA_TIMEOUT if args.data_timeout is None else args.data_timeout
+    if args.data_timeout:
+        log.info("--data-timeout is off: %s can be silent all day", ", ".join(args.channels))
+    return 0.0
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse's, its error messages (its own among them) fitted in WIDTH columns."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_USAGE, fitted(f"{self.prog}: error: {message}") + "\n")

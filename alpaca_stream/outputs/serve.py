@@ -1,0 +1,53 @@
+"""--serve: Alpaca's stream protocol, with this script's data, to more bots (any Alpaca client,
+unmodified), through the relay of server/relay.py; their subscriptions join the script's own
+on its one connection."""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from alpaca_stream.errors import ConfigError
+from alpaca_stream.keys import Keys
+from alpaca_stream.server import Relay
+from alpaca_stream.session import Session
+from alpaca_stream.subscriptions import Subscriptions
+
+log = logging.getLogger("alpaca_stream")
+
+
+@asynccontextmanager
+async def serving(host: str, port: int, subscriptions: Subscriptions, session: Session, *,
+                  feeds: tuple[str, ...], keys: Keys | None) -> AsyncIterator[Relay]:
+    """A relay on host:port, serving these feeds (the paths /v2/{feed}) to clients that log in
+    with these keys (None: any will do, as with --demo or --source, which have no keys of
+    Alpaca's to check); what they subscribe to joins these subscriptions."""
+    relay = Relay(host=host, port=port, feeds=feeds, keys=(keys.key, keys.secret) if keys else None,
+                  changed=subscriptions.update)
+    try:
+        await relay.start()
+    except OSError as error:
+        # asyncio's strerror is a sentence with the address in it: the system's is enough.
+        reason = os.strerror(error.errno) if error.errno else str(error)
+        raise ConfigError(f"--serve: cannot listen on {host}:{port}:\n{reason}; "
+                          "another port? (0 picks a free one)") from None
+    log.info("serving Alpaca's stream to more bots, at\n%s (%s)", relay.url,
+             "they log in with this script's keys" if keys else "any keys will do")
+    if not is_loopback(host):
+        log.warning("clients on other machines send the keys\nunencrypted (ws://): serve them only on "
+                    "a network\nyou trust, or through an SSH tunnel")
+    subscriptions.relay, session.served = relay, 0
+    try:
+        yield relay
+    finally:
+        subscriptions.relay = None
+        session.served, session.slow_clients = relay.served, relay.slow
+        await relay.stop()
+
+
+def is_loopback(host: str) -> bool:
+    """Whether only this machine reaches this address; ValueError if it is not an address."""
+    return host == "localhost" or ipaddress.ip_address(host).is_loopback

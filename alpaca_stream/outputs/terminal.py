@@ -1,0 +1,111 @@
+"""The terminal: each message on stdout as a line of text (or, with --json, a JSON object),
+what show() prints for the default handlers. Every text line fits an 80-column terminal."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from collections.abc import Callable
+from typing import Any
+
+from alpaca_stream.logs import WIDTH
+from alpaca_stream.records import (
+    KIND,
+    Bar,
+    DailyBar,
+    Luld,
+    OrderImbalance,
+    Quote,
+    Record,
+    Trade,
+    TradeCancel,
+    TradeCorrection,
+    TradingStatus,
+    UpdatedBar,
+    as_json,
+)
+
+OUTPUT = "text"  # what show() prints: "text", "json" with --json, "none" with --quiet; the command line sets it
+
+
+def show(message: Record) -> None:
+    """Print a message on stdout, one line: what the default handlers do. The command line
+    decides the form: text, a JSON object with --json, nothing with --quiet."""
+    if OUTPUT == "text":
+        print(format_text(message))
+    elif OUTPUT == "json":
+        print(format_json(message))
+
+
+def format_text(message: Record) -> str:
+    """One line: when (UTC, the time of day to the millisecond), what, which symbol, and the
+    details of its kind. Only a status's reason can be longer than WIDTH: it goes on, on
+    lines of its own, under the details."""
+    try:
+        start = f"{message.timestamp.strftime('%H:%M:%S.%f')[:12]}Z {KIND[type(message)]:<11} {message.symbol:<5} "
+        details = DETAILS[type(message)](message)
+    except (LookupError, TypeError, ValueError, AttributeError):  # a field missing, or not as documented
+        # Still printed: what it has, on as many lines as it takes.
+        return "\n".join(textwrap.wrap(f"{KIND[type(message)]:<10} (incomplete) {format_json(message)}",
+                                       WIDTH, subsequent_indent=" " * 11, break_long_words=False))
+    if len(start) + len(details) <= WIDTH:
+        return start + details
+    return start + f"\n{' ' * len(start)}".join(textwrap.wrap(details, WIDTH - len(start)))
+
+
+def format_json(message: Record) -> str:
+    """One JSON object: "type" (the kind) and every field Alpaca sent, times in ISO 8601."""
+    return json.dumps({"type": KIND[type(message)], **message.named()}, default=as_json)
+
+
+def money(price: float) -> str:
+    """Two decimals, or up to four when there are more: sub-penny prices exist."""
+    text = f"{price:.4f}"
+    return text[:-2] + text[-2:].rstrip("0")
+
+
+# The end of each kind's line, after its symbol.
+
+def trade(trade: Trade) -> str:
+    return f"{trade.size:>7} @ {money(trade.price):>8}  {trade.exchange}"
+
+
+def quote(quote: Quote) -> str:
+    return (f"bid {money(quote.bid_price):>8} x {quote.bid_size:<6} "
+            f"ask {money(quote.ask_price):>8} x {quote.ask_size}")
+
+
+def bar(bar: Bar) -> str:
+    """Open, high, low and close, then the volume: with an O, H, L and C before them, a bar of
+    five-digit prices and a volume of 999999 was 84 columns."""
+    prices = (bar.open, bar.high, bar.low, bar.close)
+    return " ".join(f"{money(price):>8}" for price in prices) + f" V {bar.volume}"
+
+
+def status(status: TradingStatus) -> str:
+    return f"{status.status_message} ({status.status_code}): {status.reason_message} ({status.reason_code})"
+
+
+def luld(luld: Luld) -> str:
+    return f"down {money(luld.limit_down_price):>8}  up {money(luld.limit_up_price):>8}  ({luld.indicator})"
+
+
+def correction(correction: TradeCorrection) -> str:
+    # Without the ids: a trade's line has none, and with them a line was 81 to 83 columns.
+    return (f"{correction.original_size} @ {money(correction.original_price)} -> "
+            f"{correction.corrected_size} @ {money(correction.corrected_price)}")
+
+
+def imbalance(imbalance: OrderImbalance) -> str:
+    return f"at {money(imbalance.price):>8}"
+
+
+def cancel(cancel: TradeCancel) -> str:
+    undone = "cancelled" if cancel.action == "C" else "was an error"
+    return f"{cancel.size} @ {money(cancel.price)} {undone}"
+
+
+DETAILS: dict[type[Record], Callable[[Any], str]] = {
+    Trade: trade, Quote: quote, Bar: bar, UpdatedBar: bar, DailyBar: bar, TradingStatus: status, Luld: luld,
+    TradeCorrection: correction, OrderImbalance: imbalance, TradeCancel: cancel,
+}

@@ -1,0 +1,210 @@
+"""What each kind of message holds: a record for each, with the fields of alpaca-py's models
+(trade.symbol, trade.price, quote.bid_price, bar.close, ...), so that code written against them
+works on alpaca-py's models too; print(record) shows them all. Each record is the message as
+Alpaca sent it, a dict of its wire keys ("S", "p", ...), and the form --json prints it in,
+converted back here for --replay, --source and run_handlers()."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from operator import itemgetter
+from typing import Any, ClassVar
+
+
+class Record(dict):
+    """A message as Alpaca sent it (a dict of its wire keys: "S", "p", ...), whose attributes
+    have the names of alpaca-py's models: trade.price is trade["p"]. So code written against
+    them works on alpaca-py's models too. A record is the received dict, copied in one step:
+    about half the cost of building a tuple field by field, and that matters on a busy stream
+    (see the benchmark)."""
+
+    __slots__ = ()
+    fields: ClassVar[dict[str, Wire]] = {}  # attribute name -> where it is on the wire, in order
+    symbol: str  # every kind has these two; each kind's wire() fields read them
+    timestamp: datetime
+
+    def __init_subclass__(cls) -> None:
+        cls.fields = {**cls.fields, **{name: value for name, value in vars(cls).items() if isinstance(value, Wire)}}
+
+    def named(self) -> dict[str, Any]:
+        """Every field Alpaca sent, by name: the record's fields in order, then any key Alpaca
+        added that has no name here (as "tks", the taker side), under its wire key."""
+        named = {name: self[wire.key] for name, wire in self.fields.items() if wire.key in self}
+        if len(named) < len(self) - 1:  # more than "T" and the known keys: keep them too
+            known = {wire.key for wire in self.fields.values()}
+            named.update((key, value) for key, value in self.items() if key not in known and key != "T")
+        return named
+
+    def __repr__(self) -> str:
+        shown = ", ".join(f"{name}={value!r}" for name, value in self.named().items())
+        return f"{type(self).__name__}({shown})"
+
+
+class Wire(property):
+    """A record's attribute: the value Alpaca sent under `key` (None if optional and left out)."""
+
+    def __init__(self, key: str, optional: bool) -> None:
+        super().__init__(itemgetter(key) if not optional else lambda record: record.get(key))
+        self.key, self.optional = key, optional
+
+
+def wire(key: str, optional: bool = False) -> Any:  # Any: mypy takes the type annotated beside it
+    return Wire(key, optional)
+
+
+class Trade(Record):
+    """A trade: a size at a price, on an exchange."""
+
+    symbol: str = wire("S")
+    price: float = wire("p")
+    size: int = wire("s")
+    timestamp: datetime = wire("t")  # when the exchange printed it, UTC
+    exchange: str = wire("x")
+    conditions: list[str] | None = wire("c", optional=True)
+    id: int = wire("i")
+    tape: str | None = wire("z", optional=True)
+
+
+class Quote(Record):
+    """The best bid and ask. Sizes are in shares (in round lots before November 3, 2025)."""
+
+    symbol: str = wire("S")
+    timestamp: datetime = wire("t")
+    bid_price: float = wire("bp")
+    bid_size: int = wire("bs")
+    bid_exchange: str | None = wire("bx", optional=True)
+    ask_price: float = wire("ap")
+    ask_size: int = wire("as")
+    ask_exchange: str | None = wire("ax", optional=True)
+    conditions: list[str] | None = wire("c", optional=True)
+    tape: str | None = wire("z", optional=True)
+
+
+class Bar(Record):
+    """A minute's prices and volume; timestamp is the minute's start."""
+
+    symbol: str = wire("S")
+    timestamp: datetime = wire("t")
+    open: float = wire("o")
+    high: float = wire("h")
+    low: float = wire("l")
+    close: float = wire("c")
+    volume: int = wire("v")
+    trade_count: int | None = wire("n", optional=True)
+    vwap: float | None = wire("vw", optional=True)
+
+
+class UpdatedBar(Bar):
+    """A minute bar sent again, because trades arrived late for its minute."""
+
+
+class DailyBar(Bar):
+    """The day's bar so far, sent every minute while the market is open."""
+
+
+class TradingStatus(Record):
+    """A trading halt or resumption, with its reason (codes in Alpaca's documentation)."""
+
+    symbol: str = wire("S")
+    timestamp: datetime = wire("t")
+    status_code: str = wire("sc")
+    status_message: str = wire("sm")
+    reason_code: str = wire("rc")
+    reason_message: str = wire("rm")
+    tape: str | None = wire("z", optional=True)
+
+
+class Luld(Record):
+    """The limit up / limit down price band: trades outside it pause trading."""
+
+    symbol: str = wire("S")
+    timestamp: datetime = wire("t")
+    limit_up_price: float = wire("u")
+    limit_down_price: float = wire("d")
+    indicator: str = wire("i")
+    tape: str | None = wire("z", optional=True)
+
+
+class TradeCorrection(Record):
+    """A trade sent earlier was wrong: original_id names it; the corrected_ fields replace it."""
+
+    symbol: str = wire("S")
+    timestamp: datetime = wire("t")
+    exchange: str = wire("x")
+    original_id: int = wire("oi")
+    original_price: float = wire("op")
+    original_size: int = wire("os")
+    original_conditions: list[str] = wire("oc")
+    corrected_id: int = wire("ci")
+    corrected_price: float = wire("cp")
+    corrected_size: int = wire("cs")
+    corrected_conditions: list[str] = wire("cc")
+    tape: str | None = wire("z", optional=True)
+
+
+class OrderImbalance(Record):
+    """An order imbalance, mostly before the opening and closing auctions and around halts."""
+
+    symbol: str = wire("S")
+    timestamp: datetime = wire("t")
+    price: float = wire("p")
+    tape: str | None = wire("z", optional=True)
+
+
+class TradeCancel(Record):
+    """A trade sent earlier was cancelled (action "C") or was an error ("E"); id names it."""
+
+    symbol: str = wire("S")
+    timestamp: datetime = wire("t")
+    exchange: str = wire("x")
+    price: float = wire("p")
+    size: int = wire("s")
+    id: int = wire("i")
+    action: str = wire("a")
+    tape: str | None = wire("z", optional=True)
+
+
+# Alpaca's "T" for each kind of message: the kind's name (handlers and --json go by it), and
+# its record.
+MESSAGE_TYPES: dict[str, tuple[str, type[Record]]] = {
+    "t": ("trade", Trade), "q": ("quote", Quote), "b": ("bar", Bar), "u": ("updated_bar", UpdatedBar),
+    "d": ("daily_bar", DailyBar), "s": ("status", TradingStatus), "l": ("luld", Luld),
+    "i": ("imbalance", OrderImbalance), "c": ("correction", TradeCorrection), "x": ("cancel", TradeCancel),
+}
+KIND = {record: kind for kind, record in MESSAGE_TYPES.values()}
+
+# --json's "type" -> Alpaca's "T", and the kind's field names -> their wire keys.
+WIRE_NAMES = {kind: (wire_type, {name: wire.key for name, wire in record.fields.items()})
+              for wire_type, (kind, record) in MESSAGE_TYPES.items()}
+TIMES = ("t", "r")  # the wire keys of times: the exchange's, and when Alpaca received the message
+
+
+def from_json(fields: dict[str, Any]) -> dict[str, Any]:
+    """A message as --json prints it (and --publish sends it) back as Alpaca sent it: "T", the
+    wire keys, times as datetimes, and a field the records do not name ("tks") under its own
+    key. KeyError, TypeError or ValueError for an object that is not one."""
+    wire_type, keys = WIRE_NAMES[fields["type"]]
+    message = {keys.get(name, name): value for name, value in fields.items()}
+    del message["type"]
+    message["T"] = wire_type
+    for key in TIMES:
+        if key in message:
+            message[key] = datetime.fromisoformat(message[key])
+    return message
+
+
+def from_json_line(line: str | bytes) -> dict[str, Any] | None:
+    """A line of --json (of a --replay file, a NATS payload) as Alpaca sent it; None if not one."""
+    try:
+        return from_json(json.loads(line))
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+def as_json(value: object) -> str:
+    """For json.dumps, what JSON has no type for: a time (msgpack's Timestamps arrive as
+    datetimes) in ISO 8601 to the microsecond; anything else as its text, not dropped."""
+    return value.isoformat(timespec="microseconds") if isinstance(value, datetime) else str(value)
+
+

@@ -1,0 +1,15 @@
+"""Alpaca's stream protocol, served: the server side written once (protocol.py), with made-up
+market data (market.py) as the local server for --demo, the tests and the benchmark
+(local.py), or with the data of the script's one connection to Alpaca, for --serve's clients
+(relay.py). The facts it follows are in the project's ../shared/alpaca-stream-protocol.md.
+
+    python -m alpaca_stream.server --port 8765 --rate 50
+"""
+
+from alpaca_stream.server.local import AlpacaStreamServer
+from alpaca_stream.server.market import CUES, round_lot
+from alpaca_stream.server.protocol import ERRORS, FEEDS, ConnectionRecord, Faults, ProtocolServer
+from alpaca_stream.server.relay import Relay
+
+__all__ = ["CUES", "ERRORS", "FEEDS", "AlpacaStreamServer", "ConnectionRecord", "Faults", "ProtocolServer",
+           "Relay", "round_lot"]

@@ -1,0 +1,309 @@
+"""The server side of Alpaca's stream protocol, written once: the local server (local.py) and
+--serve's relay (relay.py) both speak it. ProtocolServer takes the handshake on /v2/{feed},
+greets, takes auth within auth_timeout seconds, answers subscribe and unsubscribe as Alpaca
+does, and sends Alpaca's error frames for what a client does wrong: msgpack frames, or JSON
+text frames to a client that does not ask for msgpack. Its subclasses bring the data.
+
+Faults say what a connection does wrong, for the tests; ConnectionRecord keeps what happened
+on one, for the tests and the benchmark to check.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from datetime import datetime
+from http import HTTPStatus
+from typing import TypeVar
+
+import msgpack
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+
+from alpaca_stream.channels import ALPACA_CHANNELS, SYMBOL
+
+log = logging.getLogger("local_alpaca_server")
+
+ERRORS = {
+    400: "invalid syntax",
+    401: "not authenticated",
+    402: "auth failed",
+    403: "already authenticated",
+    404: "auth timeout",
+    405: "symbol limit exceeded",
+    406: "connection limit exceeded",
+    407: "slow client",
+    409: "insufficient subscription",
+    410: "invalid subscribe action for this feed",
+    411: "insufficient scope",
+    500: "internal error",
+}
+FEEDS = ("iex", "sip", "delayed_sip", "test")  # the paths /v2/{feed}; any other path gets HTTP 404
+# Alpaca's free plan: 30 symbols for trades and quotes; bars and statuses have no such limit.
+# Error 405 past that, and the existing subscriptions stay.
+FREE_PLAN_SYMBOL_LIMIT = 30
+CLOSE_TIMEOUT = 2.0  # seconds a slow client has to take its 407 and the close before it is cut
+
+
+@dataclass
+class Faults:
+    """What the server does wrong on one connection. The default does nothing wrong."""
+
+    refuse: int | None = None  # answer the websocket handshake with this HTTP status (503, 404, ...)
+    auth_error: int | None = None  # answer auth with this error code (402, 406, 409, ...), then close
+    drop_after: int | None = None  # after this many messages, cut the TCP connection: no close frame
+    dead_after: int | None = None  # after this many messages, read and send nothing: pings go unanswered
+    garbage_after: int | None = None  # after this many messages, send a malformed frame, unknown types
+    #                                   and a broken trade beside good ones, then carry on
+    mute_after: int | None = None  # after this many messages, send no more data, but answer pings and requests
+    #                                (alpaca-py #740: connected for hours in market hours, and nothing came)
+    error_after: int | None = None  # after this many messages, send the error frame of error_code, then carry on
+    error_code: int = 500
+    silent: bool = False  # accept the subscription, then send nothing (a closed market)
+
+
+@dataclass
+class ConnectionRecord:
+    """What happened on one connection, for tests and the benchmark to check."""
+
+    opened_at: float  # time.monotonic()
+    faults: Faults
+    feed: str = ""  # the path's last part: iex, sip, ...
+    codec: str = "msgpack"  # what the client asked for with its Content-Type: "msgpack" or "json"
+    compressed: bool = False  # permessage-deflate negotiated
+    authenticated: bool = False
+    # The place this connection holds, one per keys and feed: (feed, a digest of the key), never
+    # the key itself; None once the place is free.
+    place: tuple[str, str] | None = field(default=None, repr=False)
+    subscriptions: dict[str, list[str]] = field(default_factory=dict)  # channel -> symbols
+    messages: list[dict] = field(default_factory=list)  # every data message sent, in order, if recorded
+    slow: bool = False  # cut with 407: it did not read fast enough
+    lost_at: float | None = None  # when it ended, or went dead, without a close frame from the client
+    closed_at: float | None = None
+
+    @property
+    def trade_ids(self) -> list[int]:
+        return [message["i"] for message in self.messages if message["T"] == "t"]
+
+
+Served = TypeVar("Served", bound="ProtocolServer")
+
+
+class ProtocolServer:
+    """The server side of Alpaca's stream protocol, whatever the data: the handshake on
+    /v2/{feed}, the greeting, auth within auth_timeout seconds, subscribe and unsubscribe with
+    Alpaca's answer, and Alpaca's error frames for what a client does wrong; msgpack frames, or
+    JSON text frames to a client that does not ask for msgpack, as Alpaca does. Use as
+    `async with`, or start()/stop(). Subclasses bring the data, and decide on auth:
+    AlpacaStreamServer makes it up; Relay passes on a feeder's (websocket_stream.py --serve).
+
+    feeds: the paths served (any other gets HTTP 404). faults: for every connection; plan()
+    sets faults for the next connections, one each. symbol_limit: most symbols for trades and
+    quotes together (error 405 past it); None for no limit.
+    """
+
+    def __init__(self, *, host: str = "127.0.0.1", port: int = 0, feeds: tuple[str, ...] = FEEDS,
+                 faults: Faults | None = None, auth_timeout: float = 10.0, compression: bool = True,
+                 ping_interval: float | None = None, symbol_limit: int | None = FREE_PLAN_SYMBOL_LIMIT) -> None:
+        self.host = host
+        self.port = port
+        self.feeds = feeds
+        self.faults = faults or Faults()
+        self.auth_timeout = auth_timeout
+        self.compression = compression
+        self.ping_interval = ping_interval
+        self.symbol_limit = symbol_limit
+        self.planned: deque[Faults] = deque()
+        self.attempts: list[float] = []  # time.monotonic() of every handshake, refused ones too
+        self.connections: list[ConnectionRecord] = []
+        self._server: Server | None = None
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"ws://{host}:{self.port}/v2/{self.feeds[0]}"
+
+    def plan(self, *faults: Faults) -> None:
+        """Give the next connections these faults, one each; later ones get self.faults."""
+        self.planned.extend(faults)
+
+    async def start(self) -> None:
+        self._server = await serve(self._session, self.host, self.port, ping_interval=self.ping_interval,
+                                   process_request=self._handshake,
+                                   compression="deflate" if self.compression else None)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def stop(self) -> None:
+        """Stop listening (new connections are refused) and cut the open ones."""
+        if self._server:
+            self._server.close(close_connections=False)
+            for connection in self._server.connections:
+                connection.transport.abort()
+            await self._server.wait_closed()
+            self._server = None
+
+    async def __aenter__(self: Served) -> Served:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
+
+    def _handshake(self, connection: ServerConnection, request: Request) -> Response | None:
+        self.attempts.append(time.monotonic())
+        faults = self.planned.popleft() if self.planned else self.faults
+        codec = "msgpack" if "msgpack" in request.headers.get("Content-Type", "") else "json"
+        record = ConnectionRecord(time.monotonic(), faults, feed=request.path.rstrip("/").rsplit("/", 1)[-1],
+                                  codec=codec)
+        self.connections.append(record)
+        connection.record = record  # type: ignore[attr-defined]
+        status = faults.refuse or (None if request.path.rstrip("/") in {f"/v2/{f}" for f in self.feeds} else 404)
+        if status:
+            record.closed_at = time.monotonic()
+            log.info("refused a connection to %s: HTTP %d", request.path, status)
+            return connection.respond(HTTPStatus(status), f"{HTTPStatus(status).phrase}\n")
+        log.info("connection %d opened on %s", len(self.connections), request.path)
+        return None
+
+    async def _session(self, ws: ServerConnection) -> None:
+        record: ConnectionRecord = ws.record  # type: ignore[attr-defined]
+        record.compressed = "permessage-deflate" in (ws.response.headers.get("Sec-WebSocket-Extensions", "")
+                                                     if ws.response else "")
+        try:
+            await send(ws, {"T": "success", "msg": "connected"})
+            while True:
+                timeout = None if record.authenticated else self.auth_timeout
+                try:
+                    request = unpack(await asyncio.wait_for(ws.recv(), timeout))
+                except asyncio.TimeoutError:
+                    await send_error(ws, 404)
+                    return
+                if not await self._answer(ws, record, request):
+                    return
+        except ConnectionClosed:
+            pass
+        finally:
+            record.closed_at = time.monotonic()
+            if ws.protocol.close_rcvd is None and record.lost_at is None:  # no close frame from the client
+                record.lost_at = record.closed_at
+            await self.ended(ws, record)
+            log.info("connection %d closed after %.1f s", self.connections.index(record) + 1,
+                     record.closed_at - record.opened_at)
+
+    async def _answer(self, ws: ServerConnection, record: ConnectionRecord, request: object) -> bool:
+        """Answer one client message as Alpaca does. False: the connection is to be closed."""
+        if not isinstance(request, dict):
+            await send_error(ws, 400)
+            return True
+        action = request.get("action")
+        if action == "auth":
+            if record.authenticated:
+                await send_error(ws, 403)
+                return True
+            code = record.faults.auth_error or self.auth_refusal(record, request)
+            if code is not None:
+                log.info("auth refused with %d %s", code, ERRORS[code])
+                await close_with_error(ws, code)
+                return False
+            record.authenticated = True
+            await send(ws, {"T": "success", "msg": "authenticated"})
+        elif action in ("subscribe", "unsubscribe"):
+            if not record.authenticated:
+                await send_error(ws, 401)
+                return True
+            asked = {channel: request.get(channel) or [] for channel in ALPACA_CHANNELS}
+            if not all(isinstance(symbols, list) and all(isinstance(s, str) and SYMBOL.fullmatch(s) for s in symbols)
+                       for symbols in asked.values()):
+                await send_error(ws, 400)
+                return True
+            current = record.subscriptions
+            before = {channel: list(symbols) for channel, symbols in current.items()}
+            if action == "subscribe":
+                wanted = {c: current.get(c, []) + [s for s in asked[c] if s not in current.get(c, [])]
+                          for c in ALPACA_CHANNELS}
+                if self.symbol_limit is not None and \
+                        len(set(wanted["trades"] + wanted["quotes"])) > self.symbol_limit:
+                    await send_error(ws, 405)
+                    return True
+            else:
+                wanted = {c: [s for s in current.get(c, []) if s not in asked[c]] for c in ALPACA_CHANNELS}
+            current.update(wanted)  # in place: the data's sender reads it as it goes
+            log.info("subscriptions: %s", "; ".join(f"{c} {', '.join(s)}" for c, s in current.items() if s) or "none")
+            await send_subscription(ws, current)
+            await self.subscribed(ws, record, before)
+        else:
+            await send_error(ws, 400)
+        return True
+
+    # What a subclass decides and does.
+
+    def auth_refusal(self, record: ConnectionRecord, request: dict) -> int | None:
+        """The error code refusing this auth request, or None to accept it."""
+        return None if request.get("key") and request.get("secret") else 402
+
+    async def subscribed(self, ws: ServerConnection, record: ConnectionRecord,
+                         before: dict[str, list[str]]) -> None:
+        """After a subscribe or unsubscribe, answered; before: the subscriptions it changed."""
+
+    async def ended(self, ws: ServerConnection, record: ConnectionRecord) -> None:
+        """After the connection has ended, whoever ended it."""
+
+
+def encode(messages: list[dict], codec: str) -> bytes | str:
+    """A frame (every server frame is an array): msgpack, or JSON text with RFC 3339 times."""
+    if codec == "msgpack":
+        return msgpack.packb(messages, datetime=True)
+    return json.dumps(messages, default=rfc3339, separators=(",", ":"))
+
+
+def rfc3339(value: object) -> str:
+    """A time as Alpaca's JSON frames give it: 2026-11-24T15:00:00.123456789Z."""
+    if isinstance(value, datetime):
+        value = msgpack.Timestamp.from_datetime(value)
+    if not isinstance(value, msgpack.Timestamp):
+        raise TypeError(f"not JSON: {value!r}")
+    fraction = f".{value.nanoseconds:09d}".rstrip("0") if value.nanoseconds else ""
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(value.seconds)) + fraction + "Z"
+
+
+def unpack(frame: bytes | str) -> object:
+    """A client's message: msgpack in a binary frame, JSON in a text frame; None if neither."""
+    try:
+        return msgpack.unpackb(frame) if isinstance(frame, bytes) else json.loads(frame)
+    except ValueError:
+        return None
+
+
+async def send(ws: ServerConnection, message: dict) -> None:
+    await ws.send(encode([message], ws.record.codec))  # type: ignore[attr-defined]
+
+
+async def send_error(ws: ServerConnection, code: int) -> None:
+    await send(ws, {"T": "error", "code": code, "msg": ERRORS[code]})
+
+
+async def send_subscription(ws: ServerConnection, subscriptions: dict[str, list[str]]) -> None:
+    """Alpaca's answer to a subscribe or an unsubscribe: every channel's symbols, now."""
+    trades = subscriptions.get("trades", [])
+    await send(ws, {"T": "subscription", **{channel: subscriptions.get(channel, []) for channel in ALPACA_CHANNELS},
+                    "corrections": trades, "cancelErrors": trades})
+
+
+async def close_with_error(ws: ServerConnection, code: int) -> None:
+    await send_error(ws, code)
+    await ws.close()
+
+
+async def cut_as_slow(ws: ServerConnection) -> None:
+    """Error 407 and the close, as far as a client that reads slowly takes them, then cut."""
+    with contextlib.suppress(asyncio.TimeoutError, ConnectionClosed):  # it may read nothing more
+        await asyncio.wait_for(close_with_error(ws, 407), CLOSE_TIMEOUT)
+    ws.transport.abort()
+
+

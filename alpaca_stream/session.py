@@ -1,0 +1,88 @@
+"""What a run counts, and what it says of itself: the summary at exit, and --heartbeat's
+"alive" lines for a log that nobody reads until something is wrong."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import textwrap
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from datetime import time as time_of_day
+from zoneinfo import ZoneInfo
+
+from alpaca_stream.records import KIND
+
+log = logging.getLogger("alpaca_stream")
+
+NEW_YORK = ZoneInfo("America/New_York")  # the market's clock
+
+
+@dataclass
+class Session:
+    """What the summary at exit reports."""
+
+    started: float | None = None  # time.monotonic() when streaming began
+    received: dict[str, int] = field(default_factory=lambda: dict.fromkeys(KIND.values(), 0))  # by kind
+    reconnects: int = 0
+    last_message: float = field(default_factory=time.monotonic)  # from any source
+    advised: set[int] = field(default_factory=set)  # refusal codes whose advice was given
+    publishing: bool = False  # with --publish
+    published: int = 0  # messages sent to the broker
+    unpublished: int = 0  # and those that could not be, its buffer full or it gone at exit
+    skipped: int = 0  # with --replay: lines of the file that are not messages
+    served: int | None = None  # with --serve: clients that logged in
+    slow_clients: int = 0  # and those cut for reading too slowly (407)
+    failures: dict[str, int] = field(default_factory=dict)  # handler name -> exceptions it raised
+    failures_told: dict[str, tuple[int, float]] = field(default_factory=dict)  # the count and time last logged
+
+    def summary(self) -> str:
+        took = time.monotonic() - (self.started or time.monotonic())
+        lines = textwrap.wrap(f"received {counted(self.received)}", 58)  # 80 columns with the log's time
+        tail = f"in {took:.1f} s; reconnects: {self.reconnects}"
+        if len(lines[-1]) + len(tail) < 58:
+            lines[-1] += " " + tail
+        else:
+            lines.append(tail)
+        if self.publishing:
+            lines.append(f"published to NATS: {self.published}" + (
+                f"; not published: {self.unpublished}" if self.unpublished else ""))
+        if self.served is not None:
+            lines.append(f"served {self.served} client{'' if self.served == 1 else 's'}" + (
+                f"; cut as too slow: {self.slow_clients}" if self.slow_clients else ""))
+        if self.skipped:
+            plural = "s" if self.skipped > 1 else ""
+            lines.append(f"skipped {self.skipped} broken line{plural} of the recording")
+        if self.failures:
+            lines += textwrap.wrap("handlers that raised: " + ", ".join(
+                f"{name} {count} time{'s' if count > 1 else ''}" for name, count in self.failures.items()), 58)
+        return "\n".join(lines)
+
+
+def counted(received: dict[str, int]) -> str:
+    """ "12 trades, 1 status", or "nothing"."""
+    return ", ".join(f"{count} {kind}{'' if count == 1 else 'es' if kind.endswith('s') else 's'}"
+                     for kind, count in received.items() if count) or "nothing"
+
+
+async def heartbeat(session: Session, every: float, market_hours: bool = True) -> None:
+    """--heartbeat: a line every so often, for a log that nobody reads until something is wrong:
+    the messages since the last line, by kind, how long ago the last one came, the reconnects."""
+    before = dict(session.received)
+    while True:
+        await asyncio.sleep(every)
+        counts = {kind: count - before[kind] for kind, count in session.received.items() if count > before[kind]}
+        before = dict(session.received)
+        age = time.monotonic() - session.last_message
+        market = "open" if market_open() or not market_hours else "closed"  # --demo's is always open
+        log.info("alive: %s in %.0f s; last %.1f s ago; reconnects %d; market %s", counted(counts), every,
+                 age, session.reconnects, market, extra={"fields": {
+                     "received": counts, "seconds": every, "last_message_age": round(age, 3),
+                     "reconnects": session.reconnects, "market": market}})
+
+
+def market_open(now: datetime | None = None) -> bool:
+    """Regular hours, 9:30 to 16:00 New York time on weekdays (holidays are not known here)."""
+    there = (now or datetime.now(timezone.utc)).astimezone(NEW_YORK)
+    return there.weekday() < 5 and time_of_day(9, 30) <= there.time() < time_of_day(16)

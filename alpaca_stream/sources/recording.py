@@ -1,0 +1,123 @@
+"""--replay: a recording of --json lines (python websocket_stream.py --json > FILE), read into
+the same handlers as the stream's messages, in its order: as fast as they take them, or at the
+pace of their timestamps."""
+
+from __future__ import annotations
+
+import asyncio
+import codecs
+import itertools
+import json
+import logging
+import sys
+import time
+from datetime import datetime
+from typing import Any, TextIO
+
+from alpaca_stream.errors import ConfigError
+from alpaca_stream.handlers import Route, background_finished, deliver
+from alpaca_stream.records import MESSAGE_TYPES, from_json, from_json_line
+from alpaca_stream.session import Session
+from alpaca_stream.subscriptions import Subscriptions
+
+log = logging.getLogger("alpaca_stream")
+
+REPLAY_BATCH = 1000  # lines of a --replay file handed over at a time, as a frame: a flush each
+PERIOD_STARTS = ("b", "u", "d")  # bars: their timestamp is the start of their minute or day
+
+
+class Recording:
+    """The recording in the file at path; speed: times the recorded pace, 0 as fast as the
+    handlers take it. It ends when the file does."""
+
+    types = MESSAGE_TYPES
+
+    def __init__(self, path: str, speed: float = 0.0) -> None:
+        self.path, self.speed = path, speed
+        self.subscriptions = Subscriptions(offline=True)  # subscribe() changes nothing here
+
+    async def __aenter__(self) -> Recording:
+        self.file = open_recording(self.path)  # a bad file: exit 2, before anything streams
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self.file.close()
+
+    async def run(self, routes: dict[str, Route], session: Session) -> None:
+        await replay(self.file, self.speed, routes, session)
+
+
+def open_recording(path: str) -> TextIO:
+    """--replay's file of --json lines, open at its start; ConfigError if it cannot be read or
+    if no line of it is a message."""
+    try:
+        with open(path, "rb") as file:
+            head = file.read(2)
+        # Windows PowerShell 5.1's > writes UTF-16, with a byte order mark; the rest UTF-8.
+        encoding = "utf-16" if head in (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE) else "utf-8-sig"
+        # errors="replace": an undecodable line is a broken line, skipped, not a traceback;
+        # replay() closes the file.
+        recording = open(path, encoding=encoding, errors="replace")  # noqa: SIM115
+    except OSError as error:
+        raise ConfigError(f"--replay: cannot read {path}:\n{error.strerror}") from None
+    if not any(from_json_line(line) for line in recording):
+        recording.close()
+        raise ConfigError(f"--replay: no line of {path} is a message as --json prints\n"
+                          "them: it is not a recording. To record one:\n"
+                          "python websocket_stream.py --demo --json > session.jsonl")
+    recording.seek(0)
+    return recording
+
+
+async def replay(recording: TextIO, speed: float, routes: dict[str, Route],
+                 session: Session) -> None:
+    """--replay: the messages of a --json recording, in its order, to the same handlers; as fast
+    as they take them, or with a speed, at the pace of their timestamps times that. A broken
+    line is skipped and counted. Then it waits for the work started with in_background()."""
+    log.info("replaying %s%s; Ctrl+C to stop", recording.name, f" at {speed:g}x" if speed else "")
+    start: tuple[float, datetime] | None = None  # the first paced message: when, and its timestamp
+    read = 0  # lines
+    with recording:
+        # At a pace, a line at a time: each message waits for its time.
+        while lines := list(itertools.islice(recording, 1 if speed else REPLAY_BATCH)):
+            messages, broken = from_json_lines(lines)
+            if broken and not session.skipped:
+                log.warning("line %d is not a --json message: skipped\n"
+                            "(any more are counted in the summary)", read + broken[0] + 1)
+            session.skipped += len(broken)
+            read += len(lines)
+            if speed and messages:
+                start = await keep_pace(messages[0], speed, start)
+            await deliver(messages, routes, session)
+            sys.stdout.flush()
+            await asyncio.sleep(0)  # so that a Ctrl+C gets in between two batches
+    await background_finished()
+
+
+def from_json_lines(lines: list[str]) -> tuple[list[dict[str, Any]], list[int]]:
+    """Lines of --json as Alpaca sent them, and the indexes of the broken ones. Parsed in one
+    call, which takes half the time of a call a line (measured); one by one if any is broken."""
+    try:
+        parsed = json.loads(f"[{','.join(lines)}]")
+        if len(parsed) == len(lines):  # else a line held two objects, or half of one
+            return [from_json(fields) for fields in parsed], []
+    except (ValueError, KeyError, TypeError):
+        pass
+    messages = [from_json_line(line) for line in lines]
+    broken = [index for index, message in enumerate(messages) if message is None]
+    return [message for message in messages if message is not None], broken
+
+
+async def keep_pace(message: dict[str, Any], speed: float,
+                    start: tuple[float, datetime] | None) -> tuple[float, datetime] | None:
+    """Wait until the message is due, at speed times the pace of the timestamps since start (the
+    first paced message: when it was replayed, and its timestamp). Returns start, or this one."""
+    when = message.get("t")
+    if message["T"] in PERIOD_STARTS or not isinstance(when, datetime) or not when.tzinfo:
+        return start
+    if start is None:
+        return time.monotonic(), when
+    await asyncio.sleep(start[0] + (when - start[1]).total_seconds() / speed - time.monotonic())
+    return start
+
+

@@ -1,0 +1,133 @@
+"""Several sources side by side in one event loop, under the supervisor's one policy: each mends
+its own faults without disturbing the others, what one cannot mend ends them all, and the
+stream can be awaited from a program's own event loop, already running (a notebook, a web app),
+installing nothing of its own there."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Callable
+from contextlib import suppress
+
+import pytest
+from conftest import KEYS, ROOT, as_received, run, until
+
+from alpaca_stream import Record, Session, StockStream, stream
+from alpaca_stream.errors import AlpacaRefused
+from alpaca_stream.server import AlpacaStreamServer, Faults
+from alpaca_stream.sources.recording import Recording
+
+RECORDING = ROOT / "tests" / "data" / "session.jsonl"  # 55 trades, 2 corrections, 3 cancels
+
+
+def kept_by_symbol() -> tuple[dict[str, list[dict]], Callable]:
+    got: dict[str, list[dict]] = {}
+
+    async def keep(trade: Record) -> None:
+        got.setdefault(trade.symbol, []).append(dict(trade))
+
+    return got, keep
+
+
+def trades_sent(server: AlpacaStreamServer) -> list[dict]:
+    return [as_received(message) for connection in server.connections for message in connection.messages
+            if message["T"] == "t"]
+
+
+def test_two_streams_side_by_side_one_dropped_each_delivers_every_message_once_in_order():
+    got, keep = kept_by_symbol()
+
+    async def scenario() -> tuple[AlpacaStreamServer, AlpacaStreamServer]:
+        async with AlpacaStreamServer(rate=400, seed=3) as dropping, AlpacaStreamServer(rate=400, seed=4) as steady:
+            dropping.plan(Faults(drop_after=200))
+            task = asyncio.create_task(stream(StockStream(["SPY"], keys=KEYS, url=dropping.url),
+                                              StockStream(["TSLA"], keys=KEYS, url=steady.url),
+                                              handlers={"trade": keep}))
+            try:
+                await until(lambda: len(dropping.connections) == 2 and len(got.get("SPY", [])) >= 300
+                            and len(got.get("TSLA", [])) >= 300, "both streaming, one of them again")
+            finally:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+            return dropping, steady
+
+    dropping, steady = run(scenario())
+    assert len(steady.connections) == 1  # the other stream's reconnect did not disturb it
+    for symbol, server in (("SPY", dropping), ("TSLA", steady)):
+        sent = trades_sent(server)
+        assert got[symbol] == sent[:len(got[symbol])], symbol  # nothing lost, doubled or reordered
+    assert len(dropping.connections[0].trade_ids) < len(got["SPY"])  # some came after the reconnect
+
+
+def test_a_refusal_that_retrying_cannot_cure_in_one_stream_ends_them_all_and_is_raised():
+    got, keep = kept_by_symbol()
+
+    async def scenario() -> tuple[AlpacaRefused, AlpacaStreamServer]:
+        async with AlpacaStreamServer(rate=100) as refusing, AlpacaStreamServer(rate=100) as steady:
+            refusing.plan(Faults(auth_error=402))
+            with pytest.raises(AlpacaRefused) as refused:
+                await asyncio.wait_for(stream(StockStream(["SPY"], keys=KEYS, url=steady.url),
+                                              StockStream(["TSLA"], keys=KEYS, url=refusing.url),
+                                              handlers={"trade": keep}), 10)
+            await until(lambda: all(c.closed_at is not None for c in steady.connections), "the other one closed")
+            return refused.value, steady
+
+    refusal, steady = run(scenario())
+    assert refusal.code == 402
+
+
+def test_a_recording_that_ends_leaves_the_stream_beside_it_streaming():
+    got, keep = kept_by_symbol()
+
+    async def scenario() -> tuple[Session, int]:
+        async with AlpacaStreamServer(rate=200, seed=5) as server:
+            session = Session()
+            sources = (Recording(str(RECORDING)), StockStream(["AAPL"], keys=KEYS, url=server.url))
+            task = asyncio.create_task(stream(*sources, handlers={"trade": keep}, session=session))
+            try:
+                await until(lambda: len(got.get("AAPL", [])) >= 20, "the stream's trades")
+                recorded = len(got["SPY"]) + len(got["TSLA"])
+                streamed = len(got["AAPL"])
+                await until(lambda: len(got["AAPL"]) >= streamed + 20, "more of them, the recording over")
+                assert not task.done()
+            finally:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+            return session, recorded
+
+    session, recorded = run(scenario())
+    assert recorded == 55 and session.received["trade"] == 55 + len(got["AAPL"])
+
+
+def test_a_recording_alone_ends_the_stream_and_returns_what_it_counted():
+    got, keep = kept_by_symbol()
+    session = run(asyncio.wait_for(stream(Recording(str(RECORDING)), handlers={"trade": keep}), 10))
+    assert session.received == {**session.received, "trade": 55, "correction": 2, "cancel": 3}
+    assert sum(map(len, got.values())) == 55
+
+
+def test_the_stream_awaited_in_a_running_loop_installs_no_signal_handler_and_configures_no_logging():
+    got, keep = kept_by_symbol()
+    signals = (signal.SIGINT, signal.SIGTERM)
+
+    def installed() -> tuple:
+        return ({sig: signal.getsignal(sig) for sig in signals}, list(logging.getLogger().handlers),
+                logging.getLogger("alpaca_stream").level)
+
+    async def program() -> None:  # its own loop, already running: a notebook's, a web app's
+        before = installed()  # the loop's own SIGINT handler among them (asyncio.run's)
+        async with AlpacaStreamServer(rate=200) as server:
+            task = asyncio.create_task(stream(StockStream(["SPY"], keys=KEYS, url=server.url),
+                                              handlers={"trade": keep}))
+            try:
+                await until(lambda: len(got.get("SPY", [])) >= 50, "trades in the program's loop")
+                assert installed() == before
+            finally:
+                task.cancel()
+                with suppress(asyncio.CancelledError):
+                    await task
+
+    run(program())
+    assert len(got["SPY"]) >= 50
