@@ -121,10 +121,12 @@ HANDLERS: Handlers = {
 }
 
 
-def run_handlers(messages: Iterable[dict[str, Any]], handlers: Handlers | None = None) -> Session:
+def run_handlers(messages: Iterable[dict[str, Any]], handlers: Handlers | None = None, *,
+                 keep_going: bool = False) -> Session:
     """For your own tests: messages to the handlers above (or, for the kinds given, to these),
-    as the stream hands them over, with no network (see alpaca_stream.run_handlers)."""
-    return alpaca_stream.run_handlers(messages, {**HANDLERS, **(handlers or {})})
+    as the stream hands them over, with no network; if a handler raised, HandlersFailed at the
+    end lists every error (see alpaca_stream.run_handlers)."""
+    return alpaca_stream.run_handlers(messages, {**HANDLERS, **(handlers or {})}, keep_going=keep_going)
 
 
 # The lesson's steps ------------------------------------------------------------------------

@@ -28,7 +28,7 @@ What a bot uses is here, one import away:
 """
 
 from alpaca_stream.cli import CommandLine
-from alpaca_stream.handlers import Handler, Handlers, in_background, run_handlers
+from alpaca_stream.handlers import Handler, Handlers, HandlersFailed, in_background, run_handlers
 from alpaca_stream.keys import Keys, check_keys, load_keys
 from alpaca_stream.outputs.terminal import show
 from alpaca_stream.records import (
@@ -50,7 +50,8 @@ from alpaca_stream.subscriptions import subscribe, unsubscribe
 from alpaca_stream.supervisor import stream
 
 __all__ = [
-    "Bar", "CommandLine", "DailyBar", "Handler", "Handlers", "Keys", "Luld", "OrderImbalance", "Quote", "Record",
-    "Session", "StockStream", "Trade", "TradeCancel", "TradeCorrection", "TradingStatus", "UpdatedBar",
-    "check_keys", "in_background", "load_keys", "run_handlers", "show", "stream", "subscribe", "unsubscribe",
+    "Bar", "CommandLine", "DailyBar", "Handler", "Handlers", "HandlersFailed", "Keys", "Luld",
+    "OrderImbalance", "Quote", "Record", "Session", "StockStream", "Trade", "TradeCancel", "TradeCorrection",
+    "TradingStatus", "UpdatedBar", "check_keys", "in_background", "load_keys", "run_handlers", "show",
+    "stream", "subscribe", "unsubscribe",
 ]

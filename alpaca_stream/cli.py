@@ -31,7 +31,7 @@ from alpaca_stream.errors import (
 )
 from alpaca_stream.handlers import Handlers
 from alpaca_stream.keys import Keys, check_keys, load_keys
-from alpaca_stream.logs import JsonLogFormatter, LogFormatter
+from alpaca_stream.logs import JsonLogFormatter, LogFormatter, StderrHandler
 from alpaca_stream.options import Settings, parse_args, settings_from
 from alpaca_stream.outputs import terminal
 from alpaca_stream.outputs.serve import serving
@@ -60,9 +60,9 @@ class CommandLine:
 
     def __enter__(self) -> CommandLine:
         options = self.options
-        stderr = logging.StreamHandler(sys.stderr)
-        stderr.setFormatter(JsonLogFormatter() if options.log_format == "json" else LogFormatter())
-        logging.basicConfig(level=logging.WARNING, handlers=[stderr])
+        self.stderr = StderrHandler()
+        self.stderr.setFormatter(JsonLogFormatter() if options.log_format == "json" else LogFormatter())
+        logging.basicConfig(level=logging.WARNING, handlers=[self.stderr])
         # Only our logger goes to debug: websockets' debug lines would show the auth frame.
         log.setLevel(logging.DEBUG if options.verbose else logging.INFO)
         terminal.OUTPUT = "none" if options.quiet else "json" if options.json else "text"
@@ -87,6 +87,7 @@ class CommandLine:
                 from alpaca_stream.sources.nats import NatsSource
             return [NatsSource(settings.source, settings.symbols, settings.channels, settings.durable)]
         if settings.replay is not None:
+            self.session.connected = False  # the summary counts no reconnects
             return [Recording(settings.replay, settings.replay_speed)]
         check_alpaca_py()
         if settings.demo:
@@ -116,8 +117,14 @@ class CommandLine:
                 keyless = settings.demo or settings.source  # no keys of Alpaca's to check: any will do
                 await stack.enter_async_context(serving(host, port, sources[0].subscriptions, self.session,
                                                         feeds=feeds, keys=None if keyless else self.keys_given))
-            await until_stopped(supervise(sources, handlers, self.session), self.session,
-                                settings.heartbeat, settings.market_hours)
+            await until_stopped(supervise(sources, handlers, self.session), self.session, settings.heartbeat,
+                                also=self.stop_when_stderr_goes)
+
+    def stop_when_stderr_goes(self, stop: Callable[[], None]) -> None:
+        """The reader of the log gone, the run ends as when the reader of the data goes."""
+        self.stderr.gone = stop
+        if self.stderr.reader_gone:  # gone already, before the stream started
+            stop()
 
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
                  traceback: TracebackType | None) -> bool:
@@ -149,7 +156,7 @@ class CommandLine:
             return
         log.info("%s", session.summary(), extra={"fields": {
             "received": {kind: count for kind, count in session.received.items() if count},
-            "reconnects": session.reconnects,
+            **({"reconnects": session.reconnects} if session.connected else {}),
             **({"published": session.published, "unpublished": session.unpublished}
                if session.publishing else {}),
             **({"served": session.served, "slow_clients": session.slow_clients}
@@ -171,12 +178,13 @@ def needs_nats(option: str) -> Iterator[None]:
 
 
 async def until_stopped(work: Coroutine[Any, Any, None], session: Session, every: float = 0.0,
-                        market_hours: bool = True) -> None:
+                        also: Callable[[Callable[[], None]], None] | None = None) -> None:
     """Run work until it ends, or until Ctrl+C or SIGTERM; every: seconds between two
-    --heartbeat lines (0: none); market_hours: whether the heartbeat says if the market is open."""
+    --heartbeat lines (0: none); also: given the function that stops the run, for whatever
+    else may need to stop it."""
     session.started = time.monotonic()
     streaming = asyncio.create_task(work)
-    beating = asyncio.create_task(heartbeat(session, every, market_hours)) if every else None
+    beating = asyncio.create_task(heartbeat(session, every)) if every else None
 
     def stop() -> None:
         # Cancel, and again every half second until it has ended: before Python 3.12,
@@ -188,6 +196,8 @@ async def until_stopped(work: Coroutine[Any, Any, None], session: Session, every
             streaming.cancel()
             asyncio.get_running_loop().call_later(0.5, stop)
 
+    if also:
+        also(stop)
     try:
         with stop_on_signals(stop):
             await streaming

@@ -5,6 +5,7 @@ hand-over with no stream, for tests of a strategy."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import logging
 import time
@@ -78,29 +79,31 @@ async def deliver(messages: Iterable[Any], routes: dict[str, Route], session: Se
 
 
 def handler_failed(kind: str, handler: Handler, record: Record, error: Exception, session: Session) -> None:
-    """Log a handler's exception, unless the message itself is broken (checked here, not for
-    every message: Alpaca does not send broken messages, and a check costs 10% of the speed).
-    The first in full; then, for a handler that keeps raising (a typo raises on every message),
-    a line with the count every FAILURES_EVERY seconds; the summary counts them all."""
-    missing = [wire.key for wire in record.fields.values() if not wire.optional and wire.key not in record]
-    if missing or not isinstance(record.timestamp, datetime):
-        log.debug("a broken %s (%s) failed %s: %r", kind, f"no {', '.join(missing)}" if missing else
-                  "its timestamp is not a msgpack Timestamp", getattr(handler, "__name__", "its handler"), record)
-        return
+    """Log a handler's exception: the first in full, with what the message lacked if it came
+    broken; then, for a handler that keeps raising (a typo raises on every message), a line
+    with the count every FAILURES_EVERY seconds; the summary counts them all."""
     name = getattr(handler, "__name__", "the handler")
+    failure = f"{type(error).__name__} on a {kind} of {record.get('S', '?')}:\n{error}{lacking(record)}"
     count = session.failures[name] = session.failures.get(name, 0) + 1
     told, told_at = session.failures_told.get(name, (0, 0.0))
     now = time.monotonic()
     if count == 1:
         verbose = log.isEnabledFor(logging.DEBUG)
-        log.warning("%s raised %s on a %s of %s:\n%s%s", name, type(error).__name__, kind, record.symbol, error,
-                    "" if verbose else "\n(-v shows where)", exc_info=verbose)
+        log.warning("%s raised %s%s", name, failure, "" if verbose else "\n(-v shows where)", exc_info=verbose)
     elif now - told_at >= FAILURES_EVERY:
-        log.warning("%s raised %d times more:\nthe last, %s on a %s of %s:\n%s", name, count - told,
-                    type(error).__name__, kind, record.symbol, error)
+        log.warning("%s raised %d times more:\nthe last, %s", name, count - told, failure)
     else:
         return
     session.failures_told[name] = (count, now)
+
+
+def lacking(record: Record) -> str:
+    """What a broken message lacks, to go under its handler's error; "" for a whole one.
+    (Checked only once a handler has raised: a check of every message costs 10% of the speed.)"""
+    missing = [wire.key for wire in record.fields.values() if not wire.optional and wire.key not in record]
+    if missing:
+        return f"\n(the message came without {', '.join(missing)})"
+    return "" if isinstance(record.get("t"), datetime) else "\n(its timestamp is not a time)"
 
 
 background_tasks: set[asyncio.Future] = set()  # asyncio keeps only a weak reference to a task
@@ -137,14 +140,19 @@ async def background_finished() -> None:
         await asyncio.wait(set(background_tasks))
 
 
-def run_handlers(messages: Iterable[dict[str, Any]], handlers: Handlers) -> Session:
+class HandlersFailed(Exception):
+    """run_handlers(): the handlers raised; every failure is listed, the first is the cause."""
+
+
+def run_handlers(messages: Iterable[dict[str, Any]], handlers: Handlers, *, keep_going: bool = False) -> Session:
     """Hand messages to these handlers (by kind: {"trade": on_trade, ...}) as the stream does,
-    with no network and no server: for your own tests. The same records, in the same order; a
-    handler that raises is logged and the next message goes on, as on the stream; work started
-    with in_background() is waited for. A message is a dict as Alpaca sends it ("T", "S", "p",
-    ...; "t" a datetime or a msgpack Timestamp) or as --json prints it ("type", "symbol",
-    "price", ...); one of a kind with no handler here is counted, and goes no further. Returns
-    what the summary counts:
+    with no network and no server: for your own tests. The same records, in the same order;
+    work started with in_background() is waited for. A message is a dict as Alpaca sends it
+    ("T", "S", "p", ...; "t" a datetime or a msgpack Timestamp) or as --json prints it ("type",
+    "symbol", "price", ...); one of a kind with no handler here is counted, and goes no
+    further. A handler that raises is logged and the next message goes on, as on the stream;
+    then, at the end, HandlersFailed lists every failure, so that a test of a strategy that
+    raises fails (keep_going=True: no raise, as the stream). Returns what the summary counts:
 
         trade = {"type": "trade", "symbol": "SPY", "price": 600.5, "size": 100,
                  "timestamp": "2026-11-24T15:00:00+00:00", "exchange": "V", "id": 1}
@@ -155,7 +163,22 @@ def run_handlers(messages: Iterable[dict[str, Any]], handlers: Handlers) -> Sess
     unknown = set(handlers) - set(kinds)
     if unknown:
         raise ValueError(f"no such kind of message: {', '.join(sorted(unknown))} (one of {', '.join(kinds)})")
-    routes = routes_for(handlers)
+    failures: list[tuple[str, Exception]] = []
+
+    def noting(kind: str, handler: Handler) -> Handler:
+        @functools.wraps(handler)  # its name, for the log
+        async def noted(record: Record) -> None:
+            try:
+                await handler(record)
+            except Exception as error:
+                name = getattr(handler, "__name__", "the handler")
+                failures.append((f"{name} raised {type(error).__name__} on a {kind} of {record.get('S', '?')}: "
+                                 f"{error}{lacking(record)}".replace("\n", " "), error))
+                raise  # to deliver(), which logs it and goes on, as on the stream
+
+        return noted
+
+    routes = routes_for({kind: noting(kind, handler) for kind, handler in handlers.items()})
     wire = [as_wire(message) for message in messages]
     session = Session(started=time.monotonic())
 
@@ -164,6 +187,9 @@ def run_handlers(messages: Iterable[dict[str, Any]], handlers: Handlers) -> Sess
         await background_finished()
 
     asyncio.run(hand_over())  # subscribe() in a handler changes nothing here: no stream runs
+    if failures and not keep_going:
+        listed = "\n".join(failure for failure, _ in failures)
+        raise HandlersFailed(f"{len(failures)} of the messages made a handler raise:\n{listed}") from failures[0][1]
     return session
 
 

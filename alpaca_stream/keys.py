@@ -16,6 +16,9 @@ from alpaca_stream.errors import ConfigError
 
 KEY_ENV, SECRET_ENV = "APCA_API_KEY_ID", "APCA_API_SECRET_KEY"
 PLACEHOLDERS = {"your_api_key_here", "your_secret_key_here"}  # what config.example.py ships
+# The shapes people type for "put your key here": YOUR_KEY, <secret>, xxxxxxxx, PASTE_IT_HERE.
+# Alpaca's keys are random letters and digits: one of these shapes by chance is vanishingly rare.
+PLACEHOLDER_SHAPE = re.compile(r"(?i)your.*|<.*>|x{3,}[x\W_]*|.*here")
 KEYS_IN_QUOTES = 'Keys go in quotes: API_KEY = "..."'
 KEY_CHARACTERS = re.compile(r"[A-Za-z0-9+/=_.-]{10,}")  # anything else plainly is not a key
 HOW_TO_SET_KEYS = f"""\
@@ -71,8 +74,10 @@ def check_keys(keys: Keys) -> Keys:
             problem = "is missing or empty"
         elif value in PLACEHOLDERS:
             problem = f"is still the placeholder {value!r}"
-        elif not KEY_CHARACTERS.fullmatch(value):
+        elif not KEY_CHARACTERS.fullmatch(value):  # <your key> among them
             problem = "does not look like a key (too short, or with spaces or quotes)"
+        elif PLACEHOLDER_SHAPE.fullmatch(value):  # not printed: it might, just, be a key
+            problem = "looks like a placeholder, not a key\n(YOUR_..., <...>, xxx..., ...HERE)"
         else:
             continue
         fix = "Paste your key in place of it, in quotes." if keys.source == "config.py" else HOW_TO_SET_KEYS

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import sys
 import textwrap
+from collections.abc import Callable
 from datetime import datetime, timezone
 
 WIDTH = 80  # columns of a terminal: a longer line wraps, and the screen is unreadable
@@ -45,3 +48,23 @@ class JsonLogFormatter(logging.Formatter):
         return json.dumps(entry)
 
 
+
+
+class StderrHandler(logging.StreamHandler):
+    """The log's handler, on stderr. When the reader of stderr has gone (2>&1 | head, with no
+    data on stdout), a write raises BrokenPipeError: the log goes nowhere from then on, and
+    gone() is called, to end the run as when the reader of the data goes."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+        self.reader_gone = False
+        self.gone: Callable[[], object] = lambda: None
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        if isinstance(sys.exc_info()[1], BrokenPipeError) and not self.reader_gone:
+            self.reader_gone = True
+            # What is still buffered, and every line after it, goes to devnull, without an error.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), self.stream.fileno())
+            self.gone()
+            return
+        super().handleError(record)

@@ -4,6 +4,7 @@ what is wrong), and the Settings they make for a run."""
 from __future__ import annotations
 
 import argparse
+import difflib
 import logging
 import math
 import re
@@ -181,8 +182,14 @@ def data_timeout(args: argparse.Namespace) -> float:
 
 
 class ArgumentParser(argparse.ArgumentParser):
-    """argparse's, its error messages (its own among them) fitted in WIDTH columns."""
+    """argparse's, its error messages (its own among them) fitted in WIDTH columns, and an
+    option misspelt answered with the one meant (argparse does that only from Python 3.14)."""
 
     def error(self, message: str) -> NoReturn:
+        if message.startswith("unrecognized arguments: ") and "did you mean" not in message:
+            options = [name for action in self._actions for name in action.option_strings]
+            for word in message.removeprefix("unrecognized arguments: ").split():
+                meant = difflib.get_close_matches(word, options, n=1) if word.startswith("--") else []
+                message += f"; did you mean {meant[0]}?" if meant else ""
         self.print_usage(sys.stderr)
         self.exit(EXIT_USAGE, fitted(f"{self.prog}: error: {message}") + "\n")

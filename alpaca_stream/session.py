@@ -26,6 +26,7 @@ class Session:
     started: float | None = None  # time.monotonic() when streaming began
     received: dict[str, int] = field(default_factory=lambda: dict.fromkeys(KIND.values(), 0))  # by kind
     reconnects: int = 0
+    connected: bool = True  # False for a recording alone, which has no connection to lose
     last_message: float = field(default_factory=time.monotonic)  # from any source
     advised: set[int] = field(default_factory=set)  # refusal codes whose advice was given
     publishing: bool = False  # with --publish
@@ -40,7 +41,7 @@ class Session:
     def summary(self) -> str:
         took = time.monotonic() - (self.started or time.monotonic())
         lines = textwrap.wrap(f"received {counted(self.received)}", 58)  # 80 columns with the log's time
-        tail = f"in {took:.1f} s; reconnects: {self.reconnects}"
+        tail = f"in {took:.1f} s" + (f"; reconnects: {self.reconnects}" if self.connected else "")
         if len(lines[-1]) + len(tail) < 58:
             lines[-1] += " " + tail
         else:
@@ -66,16 +67,18 @@ def counted(received: dict[str, int]) -> str:
                      for kind, count in received.items() if count) or "nothing"
 
 
-async def heartbeat(session: Session, every: float, market_hours: bool = True) -> None:
+async def heartbeat(session: Session, every: float) -> None:
     """--heartbeat: a line every so often, for a log that nobody reads until something is wrong:
-    the messages since the last line, by kind, how long ago the last one came, the reconnects."""
+    the messages since the last line, by kind, how long ago the last one came, the reconnects,
+    and whether New York's market is open now (under --demo too: its data is made up, the
+    clock is not)."""
     before = dict(session.received)
     while True:
         await asyncio.sleep(every)
         counts = {kind: count - before[kind] for kind, count in session.received.items() if count > before[kind]}
         before = dict(session.received)
         age = time.monotonic() - session.last_message
-        market = "open" if market_open() or not market_hours else "closed"  # --demo's is always open
+        market = "open" if market_open() else "closed"
         log.info("alive: %s in %.0f s; last %.1f s ago; reconnects %d; market %s", counted(counts), every,
                  age, session.reconnects, market, extra={"fields": {
                      "received": counts, "seconds": every, "last_message_age": round(age, 3),

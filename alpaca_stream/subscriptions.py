@@ -69,6 +69,7 @@ class Subscriptions:
         # whom to tell if Alpaca refuses it (None: a connection's first, refused as at startup).
         self.pending: deque[tuple[str, Channels, Refused | None]] = deque()
         self.beyond_own = False  # the connection has brought what the handlers did not ask for
+        self.told_how_to_stop = False  # "Ctrl+C to stop", once, with the first subscription
 
     def wanted(self) -> Channels:
         """Every channel's symbols: the script's own and its clients'."""
@@ -158,7 +159,8 @@ class Subscriptions:
             log.debug("skipped something that is not a message: %r", message)
         elif kind == "subscription":
             self.answered(None)
-            log_subscription(message)
+            log_subscription(message, how_to_stop=not self.told_how_to_stop)
+            self.told_how_to_stop = True
         elif kind == "error":
             refusal = AlpacaRefused(int(message.get("code") or 0), str(message.get("msg")))
             if not self.answered(refusal):
@@ -195,9 +197,10 @@ def streaming(subscriptions: Subscriptions) -> Iterator[None]:
         STREAMING = before
 
 
-def log_subscription(message: dict) -> None:
+def log_subscription(message: dict, how_to_stop: bool = True) -> None:
     """"subscribed to trades, quotes of SPY, TSLA; Ctrl+C to stop": the channels that have the
-    same symbols together ("trades of SPY, TSLA; quotes of TSLA" when they differ)."""
+    same symbols together ("trades of SPY, TSLA; quotes of TSLA" when they differ); how to stop
+    only if how_to_stop (the first time)."""
     groups: dict[frozenset[str], tuple[list[str], list[str]]] = {}  # symbols -> (them, their channels)
     for channel in CHANNELS.values():
         if message.get(channel):
@@ -205,7 +208,10 @@ def log_subscription(message: dict) -> None:
     named = "; ".join(f"{', '.join(channels)} of " + (", ".join(symbols) if len(symbols) <= 6 else
                                                        f"{len(symbols)} symbols")
                       for symbols, channels in groups.values())
-    lines = textwrap.wrap(f"subscribed to {named or 'nothing'};", 59)  # 80 columns
+    if not how_to_stop:
+        log.info("%s", "\n".join(textwrap.wrap(f"subscribed to {named or 'nothing'}", 59)))  # 80 columns
+        return
+    lines = textwrap.wrap(f"subscribed to {named or 'nothing'};", 59)
     lines[-1:] = [f"{lines[-1]} Ctrl+C to stop"] if len(lines[-1]) < 44 else [lines[-1], "Ctrl+C to stop"]
     log.info("%s", "\n".join(lines))
 

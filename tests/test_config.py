@@ -9,7 +9,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import FAKE_KEY, FAKE_SECRET, ROOT
+from conftest import FAKE_KEY, FAKE_SECRET, ROOT, unwrapped
 
 import websocket_stream as ws
 from alpaca_stream.errors import EXIT_USAGE, ConfigError
@@ -37,6 +37,29 @@ def test_config_example_copied_as_is_reads_the_environment(tmp_path, monkeypatch
     monkeypatch.setenv(KEY_ENV, FAKE_KEY)
     monkeypatch.setenv(SECRET_ENV, FAKE_SECRET)
     assert check_keys(load_keys(tmp_path)) == (FAKE_KEY, FAKE_SECRET, "config.py")
+
+
+@pytest.mark.parametrize(("typed", "problem"), [
+    ("YOUR_KEY_HERE", "looks like a placeholder, not a key"), ("your-secret-key", "looks like a placeholder"),
+    ("xxxxxxxxxxxx", "looks like a placeholder"), ("XXXX-XXXX-XXXX", "looks like a placeholder"),
+    ("PASTE_YOUR_KEY_HERE", "looks like a placeholder"), ("<your key>", "does not look like a key"),
+    ("<SECRET_KEY>", "does not look like a key"),
+])
+def test_a_placeholder_a_person_typed_is_refused_before_any_connection_without_printing_it(typed, problem,
+                                                                                           monkeypatch, tmp_path):
+    monkeypatch.setenv(KEY_ENV, FAKE_KEY)
+    monkeypatch.setenv(SECRET_ENV, typed)
+    with pytest.raises(ConfigError) as refused:
+        check_keys(load_keys(tmp_path))
+    assert str(refused.value).startswith(f"{SECRET_ENV} from the environment\n{problem}")
+    assert typed not in str(refused.value)
+
+
+@pytest.mark.parametrize("key", ["PKXYZ0HERE9ABCD12345", "AKYOURS0123456789ABC", "PK1234XXX567890ABCDE"])
+def test_a_key_that_merely_contains_a_placeholders_letters_is_taken(key, monkeypatch, tmp_path):
+    monkeypatch.setenv(KEY_ENV, key)
+    monkeypatch.setenv(SECRET_ENV, FAKE_SECRET)
+    assert check_keys(load_keys(tmp_path)).key == key
 
 
 def test_a_placeholder_left_in_config_py_says_to_paste_the_key_there(tmp_path, clean_env):
@@ -184,6 +207,15 @@ def test_a_star_expanded_by_the_shell_is_recognised(tmp_path, monkeypatch, capsy
     with pytest.raises(SystemExit):
         parse_args(["config.example.py", "README.md", "websocket_stream.py"])  # what `*` became
     assert "the shell expanded * into the file names here: quote it, '*'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("typed", "meant"), [("--qoutes", "--quotes"), ("--jsno", "--json"),
+                                              ("--replay-sped", "--replay-speed")])
+def test_a_misspelt_option_is_answered_with_the_one_meant(typed, meant, capsys):
+    with pytest.raises(SystemExit) as exited:
+        parse_args([typed])
+    assert exited.value.code == EXIT_USAGE
+    assert f"unrecognized arguments: {typed}; did you mean {meant}?" in unwrapped(capsys.readouterr().err)
 
 
 def test_help_lists_every_exit_status_and_channel(capsys):

@@ -10,6 +10,7 @@ import json
 import os
 import re
 import signal
+import subprocess
 import time
 from collections.abc import Callable
 
@@ -303,3 +304,16 @@ def test_the_script_copied_alone_with_a_config_py_streams(server, start_script, 
     assert sorted(p.name for p in folder.iterdir() if p.suffix == ".py") == \
         ["config.py", "recording_bot.py", "websocket_stream.py"]
     assert trade_ids(script) == server.connections[0].trade_ids[: len(trade_ids(script))]  # what it streamed
+
+
+@POSIX_ONLY
+def test_when_the_reader_of_the_log_goes_the_script_ends_as_when_the_reader_of_the_data_goes(start_script):
+    # python websocket_stream.py 2>&1 | head -2, with nothing to stream: the log is all it prints.
+    read_end, write_end = os.pipe()
+    head = subprocess.Popen(["head", "-2"], stdin=read_end, stdout=subprocess.PIPE, text=True)
+    script = start_script("--url", "ws://127.0.0.1:9/v2/iex", stdout=subprocess.DEVNULL, stderr=write_end)
+    os.close(read_end)
+    os.close(write_end)
+    lines = head.communicate(timeout=15)[0].splitlines()
+    assert lines[0].endswith("connecting to ws://127.0.0.1:9/v2/iex") and len(lines) == 2
+    assert script.finish(timeout=15) == 0  # at its next line of log, not retrying for ever

@@ -1,6 +1,7 @@
 """Tests of your own strategy: copy this file and test yours the same way, with no network and
 no server. run_handlers() hands your handlers messages as the stream does: the same records, in
-the same order; if a handler raises, the error is logged and the next message goes on.
+the same order; if a handler raises, the error is logged and the next message goes on, and at
+the end HandlersFailed lists every error, so that the test fails.
 
 The strategy tested here is the README's VWAP example ("Your own logic"), as you paste it over
 on_trade, on_correction and on_cancel. Its lines are copied below, so that this file passes

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import signal
 import subprocess
 import sys
@@ -20,7 +21,7 @@ import pytest
 from conftest import KINDS, POSIX_ONLY, ROOT, Recorder, Script, script_env, unwrapped
 
 from alpaca_stream.channels import CHANNELS
-from alpaca_stream.handlers import in_background, run_handlers
+from alpaca_stream.handlers import HandlersFailed, in_background, run_handlers
 from alpaca_stream.options import parse_args
 from alpaca_stream.outputs.terminal import format_json
 from alpaca_stream.records import KIND, Record, Trade
@@ -77,6 +78,14 @@ def test_the_shipped_recording_replayed_with_json_prints_each_of_its_lines_as_it
     done = replay(SESSION, "--json")
     assert done.returncode == 0, done.stderr
     assert done.stdout == SESSION.read_text(encoding="utf-8")
+
+
+def test_a_replays_summary_counts_what_came_and_no_reconnects_a_recording_cannot_have():
+    done = replay(SESSION)
+    assert done.returncode == 0, done.stderr
+    last = unwrapped(done.stderr).splitlines()[-1]
+    assert re.search(r"received 55 trades, 2 corrections, 3 cancels in \d+\.\d s$", last), last
+    assert "reconnects" not in done.stderr
 
 
 @POSIX_ONLY
@@ -322,9 +331,28 @@ def test_run_handlers_keeps_the_order_and_logs_a_handler_that_raises_as_the_stre
 
     trades = [json.loads(trade_line(id)) for id in (1, 2, 3)]
     with caplog.at_level(logging.INFO, logger="alpaca_stream"):
-        session = run_handlers(trades, {"trade": fails_on_2})
+        session = run_handlers(trades, {"trade": fails_on_2}, keep_going=True)
     assert got == [1, 3] and session.received["trade"] == 3
     assert "fails_on_2 raised RuntimeError on a trade of SPY:\nboom" in caplog.text
+
+
+def test_run_handlers_raises_at_the_end_listing_every_error_even_of_a_message_with_fields_left_out():
+    got: list[float] = []
+
+    async def divides(trade: Trade) -> None:
+        got.append(trade.price)
+        if trade.price > 1:
+            _ = 1 / 0
+
+    small = {"type": "trade", "symbol": "SPY", "price": 1.0, "size": 1}  # as a student writes one
+    with pytest.raises(HandlersFailed) as failed:
+        run_handlers([small, {**small, "price": 2.0}, {**small, "symbol": "TSLA", "price": 3.0}], {"trade": divides})
+    assert got == [1.0, 2.0, 3.0]  # each message was handed over, as on the stream
+    assert str(failed.value) == (
+        "2 of the messages made a handler raise:\n"
+        "divides raised ZeroDivisionError on a trade of SPY: division by zero (the message came without t, x, i)\n"
+        "divides raised ZeroDivisionError on a trade of TSLA: division by zero (the message came without t, x, i)")
+    assert isinstance(failed.value.__cause__, ZeroDivisionError)
 
 
 def test_run_handlers_waits_for_the_work_a_handler_started_in_the_background():

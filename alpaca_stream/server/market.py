@@ -23,7 +23,7 @@ TAPES = {"SPY": "B", "QQQ": "B"}
 EXCHANGES = "VVVPPKQQQZNDDDDXBJYAHUM"  # IEX (V), Nasdaq (Q) and the FINRA TRF (D) print most
 CONDITIONS = (["@"], ["@"], ["@", "I"], ["@", "F"], ["@", "F", "I"], ["@", "T"])
 BLOCK_SIZE = 10_000  # shares: a block trade
-BLOCK_EVERY = 5.0  # seconds: a trade stream sees a block at least this often
+BLOCK_EVERY = 4.9  # seconds: a trade stream sees a block at least this often (the clock's, within 0.05 s)
 # Halts as Alpaca reports them, by tape: CTA (A, B) and UTP (C) use different codes.
 HALTS = {
     "B": [("2", "Trading Halt", "M", "Limit Up-Limit Down (LULD) Trading Pause", "3", "Resume"),
@@ -179,7 +179,7 @@ class Market:
         rng = self.rng
         price = round(self.step(symbol), 2)
         if size is None:
-            if time.time() - self.last_block > BLOCK_EVERY or rng.random() < 0.005:
+            if rng.random() < 0.005:
                 size = rng.randrange(BLOCK_SIZE, 5 * BLOCK_SIZE, 100)
             elif rng.random() < 0.6:  # round lots, many odd lots
                 size = rng.choice((100, 100, 200, 300, 500, 1000, 5000))
@@ -243,8 +243,9 @@ class Market:
     # -- what the clock brings ----------------------------------------------------------------
 
     def clock(self) -> list[dict]:
-        """Minute bars and daily bars at each minute mark, updated bars at the half-minute after
-        a late trade, random halts and their resumptions, random imbalances, and new LULD bands."""
+        """A block trade when none came for BLOCK_EVERY seconds, minute bars and daily bars at
+        each minute mark, updated bars at the half-minute after a late trade, random halts and
+        their resumptions, random imbalances, and new LULD bands."""
         now = time.time()
         elapsed, self.last_clock = now - self.last_clock, now
         messages = []
@@ -257,6 +258,10 @@ class Market:
         for symbol, (resume_at, _) in list(self.halted.items()):
             if now >= resume_at:
                 messages += self.resume(symbol)
+        traded = [s for s in self.symbols("trades") if s not in self.halted]
+        if traded and now - self.last_block >= BLOCK_EVERY:  # on the clock: a pause after a burst cannot delay it
+            size = self.rng.randrange(BLOCK_SIZE, 5 * BLOCK_SIZE, 100)
+            messages += self.trade(self.rng.choice(traded), size=size)
         watched = [s for s in self.symbols("statuses") if s not in self.halted]
         if watched and self.rng.random() < elapsed * HALTS_PER_MINUTE / 60:
             messages += self.halt(self.rng.choice(watched), lasting=self.rng.uniform(*HALT_SECONDS))
