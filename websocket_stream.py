@@ -1,21 +1,21 @@
 #!/usr/bin/env python3
-"""Stream live market data from Alpaca: push instead of polling (lesson 28, "faster than HTTP").
+"""Stream live market data from Alpaca: push instead of polling.
 
-Every message is printed on stdout the moment it arrives, one line each; the log goes to
-stderr. Ctrl+C stops. Your own logic goes in the handlers just below; the machinery they
-need (the keys, the stream and its reconnect wrapper) is in the package alpaca_stream.
+Lesson 28, "faster than HTTP". Every message is printed on stdout the moment
+it arrives, one line each; the log goes to stderr. Ctrl+C stops. Your own
+logic goes in the handlers just below; the machinery they need (the keys,
+the stream and its reconnect wrapper) is in the package alpaca_stream.
 
-    python websocket_stream.py                      # trades of SPY and TSLA, free IEX feed
-    python websocket_stream.py AAPL --quotes --bars # quotes and minute bars of AAPL
-    python websocket_stream.py --demo               # no keys, no network: demo data
-    python websocket_stream.py --publish nats://127.0.0.1:4222   # and to a NATS broker, for
-    python websocket_stream.py --source nats://127.0.0.1:4222    # more bots on one connection
+    python websocket_stream.py                 # SPY and TSLA's trades (IEX)
+    python websocket_stream.py AAPL --quotes   # AAPL's quotes
+    python websocket_stream.py --demo          # no keys, no network: demo data
+    python websocket_stream.py --help          # every option
 
 exit statuses:
   0  stopped by you (Ctrl+C, SIGTERM) or by the reader (| head)
   1  something unexpected (a bug: please report it)
   2  configuration or usage error: keys, arguments, --url, alpaca-py version,
-     no NATS server
+     no NATS server, a --replay file missing or not a recording
   3  refused by Alpaca: wrong keys (402), symbol limit (405), feed not in your
      plan (409, 410), a token without the market data scope (411)
   130  forced by a second Ctrl+C
@@ -23,7 +23,7 @@ exit statuses:
 
 from __future__ import annotations
 
-import asyncio  # asyncio and time: for your handlers, as in the README's examples
+import asyncio  # asyncio and time: for your handlers (the README's examples)
 import sys
 import time
 from collections.abc import Iterable
@@ -51,23 +51,25 @@ try:
         subscribe,
         unsubscribe,
     )
-except ModuleNotFoundError as missing:  # the package, or what it needs, is not installed
-    print(f"{missing.name} is missing: pip install -r requirements.txt, in the project's folder",
-          file=sys.stderr)
+except ModuleNotFoundError as missing:  # the package, or what it needs
+    print(f"{missing.name} is missing: activate your venv, or in the project's"
+          "\nfolder: pip install -r requirements.txt", file=sys.stderr)
     sys.exit(2)
 
 
-# Your part: the handlers, where your trading logic goes ------------------------------------
+# Your part: the handlers, where your trading logic goes ---------------------
 #
-# Each is called once for every message of its kind, in the order Alpaca sent them. The
-# defaults print it: replace show() with your strategy (the README has examples). Keep a
-# handler quick, since the next messages wait while it runs: start slow work, an order over
-# HTTP say, with in_background() and return. If a handler raises, the error is logged and
-# the stream goes on with the next message.
+# Each is called once for every message of its kind, in the order Alpaca sent
+# them. The defaults print it: replace show() with your strategy (the README
+# has examples). Keep a handler quick, since the next messages wait while it
+# runs: start slow work, an order over HTTP say, with in_background() and
+# return. If a handler raises, the error is logged and the stream goes on
+# with the next message.
 #
-# A record holds what Alpaca sent, by alpaca-py's names: trade.symbol, trade.price,
-# trade.size, trade.timestamp (a datetime, UTC), quote.bid_price, quote.ask_price, bar.close,
-# bar.volume... alpaca_stream/records.py lists every kind's fields; print(trade) shows them.
+# A record holds what Alpaca sent, by alpaca-py's names: trade.symbol,
+# trade.price, trade.size, trade.timestamp (a datetime, UTC), quote.bid_price,
+# quote.ask_price, bar.close, bar.volume... alpaca_stream/records.py lists
+# every kind's fields; print(trade) shows them.
 
 async def on_trade(trade: Trade) -> None:
     show(trade)
@@ -78,7 +80,7 @@ async def on_quote(quote: Quote) -> None:
 
 
 async def on_bar(bar: Bar) -> None:
-    """A minute bar, just after its minute ends (only minutes with trades have one)."""
+    """A minute bar, just after its minute ends (if it had trades)."""
     show(bar)
 
 
@@ -100,7 +102,7 @@ async def on_luld(luld: Luld) -> None:
 
 
 async def on_correction(correction: TradeCorrection) -> None:
-    """Sent with trades: a trade already received was wrong (see TradeCorrection)."""
+    """Sent with trades: a trade already received was wrong."""
     show(correction)
 
 
@@ -115,29 +117,38 @@ async def on_imbalance(imbalance: OrderImbalance) -> None:
 
 # Which handler gets which kind of message.
 HANDLERS: Handlers = {
-    "trade": on_trade, "quote": on_quote, "bar": on_bar, "updated_bar": on_updated_bar,
-    "daily_bar": on_daily_bar, "status": on_status, "luld": on_luld,
-    "correction": on_correction, "cancel": on_cancel, "imbalance": on_imbalance,
+    "trade": on_trade, "quote": on_quote, "bar": on_bar,
+    "updated_bar": on_updated_bar, "daily_bar": on_daily_bar,
+    "status": on_status, "luld": on_luld, "imbalance": on_imbalance,
+    "correction": on_correction, "cancel": on_cancel,
 }
 
 
-def run_handlers(messages: Iterable[dict[str, Any]], handlers: Handlers | None = None, *,
+def run_handlers(messages: Iterable[dict[str, Any]],
+                 handlers: Handlers | None = None, *,
                  keep_going: bool = False) -> Session:
-    """For your own tests: messages to the handlers above (or, for the kinds given, to these),
-    as the stream hands them over, with no network; if a handler raised, HandlersFailed at the
-    end lists every error (see alpaca_stream.run_handlers)."""
-    return alpaca_stream.run_handlers(messages, {**HANDLERS, **(handlers or {})}, keep_going=keep_going)
+    """For your own tests: messages to the handlers above (or, for the kinds
+    given, to these), as the stream hands them over, with no network; if a
+    handler raised, HandlersFailed at the end lists every error."""
+    mine = {**HANDLERS, **(handlers or {})}
+    return alpaca_stream.run_handlers(messages, mine, keep_going=keep_going)
 
 
-# The lesson's steps ------------------------------------------------------------------------
+# The lesson's steps ---------------------------------------------------------
 
 def main(argv: list[str] | None = None, handlers: Handlers = HANDLERS) -> int:
-    """Run the steps of the lesson, each a call into alpaca_stream; the exit status."""
-    with CommandLine(argv, __doc__) as run:  # the options and the log; what goes wrong ends it
-        keys = run.keys(folder=Path(__file__).resolve().parent)  # 1. config.py, env or .env
-        streams = run.streams(keys)  # 2. a stream for the symbols asked: Alpaca's, or --demo's
-        run.until_stopped(streams, handlers)  # 3. each message to its handler, until Ctrl+C,
-        #                                        reconnecting by itself after every fault
+    """Run the steps of the lesson, each a call into alpaca_stream. The
+    `with` reads the options and sets up the log; whatever goes wrong in a
+    step ends the block with a message, and run.exit_status says how it
+    ended (the exit statuses above)."""
+    with CommandLine(argv, __doc__) as run:
+        # 1. Your keys: config.py beside this file, the environment, or .env.
+        keys = run.keys(folder=Path(__file__).resolve().parent)
+        # 2. A stream for the symbols asked: Alpaca's, or --demo's.
+        streams = run.streams(keys)
+        # 3. Each message to its handler, until Ctrl+C, reconnecting by
+        #    itself after every fault.
+        run.until_stopped(streams, handlers)
     return run.exit_status
 
 

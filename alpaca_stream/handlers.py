@@ -100,7 +100,7 @@ def handler_failed(kind: str, handler: Handler, record: Record, error: Exception
 def lacking(record: Record) -> str:
     """What a broken message lacks, to go under its handler's error; "" for a whole one.
     (Checked only once a handler has raised: a check of every message costs 10% of the speed.)"""
-    missing = [wire.key for wire in record.fields.values() if not wire.optional and wire.key not in record]
+    missing = [name for name, wire in record.fields.items() if not wire.optional and wire.key not in record]
     if missing:
         return f"\n(the message came without {', '.join(missing)})"
     return "" if isinstance(record.get("t"), datetime) else "\n(its timestamp is not a time)"
@@ -159,6 +159,7 @@ def run_handlers(messages: Iterable[dict[str, Any]], handlers: Handlers, *, keep
         session = run_handlers([trade], {"trade": on_trade})
         assert session.received["trade"] == 1
     """
+    __tracebackhide__ = True  # pytest shows the test's line, not this machinery's
     kinds = list(KIND.values())
     unknown = set(handlers) - set(kinds)
     if unknown:

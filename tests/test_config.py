@@ -256,7 +256,8 @@ def test_without_the_package_the_script_says_in_one_line_what_to_install(tmp_pat
     done = subprocess.run([sys.executable, "-S", "websocket_stream.py", "--demo"], cwd=tmp_path,
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == EXIT_USAGE
-    assert done.stderr == "alpaca_stream is missing: pip install -r requirements.txt, in the project's folder\n"
+    assert done.stderr == ("alpaca_stream is missing: activate your venv, or in the project's\n"
+                           "folder: pip install -r requirements.txt\n")
 
 
 @pytest.mark.parametrize(("argv", "option"), [

@@ -36,6 +36,7 @@ def test_the_students_file_is_short_enough_to_read_whole_with_on_trade_on_the_fi
     lines = (ROOT / "websocket_stream.py").read_text(encoding="utf-8").splitlines()
     assert len(lines) <= 250
     assert any(line.startswith("async def on_trade(") for line in lines[:100])
+    assert max(map(len, lines)) <= 79  # read whole in an 80-column editor or terminal
 
 
 @pytest.mark.parametrize("path", MODULES, ids=lambda path: str(path.relative_to(PACKAGE)))

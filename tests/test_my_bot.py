@@ -115,12 +115,17 @@ def test_a_corrected_trade_counts_as_it_is_now(capsys):
 def test_the_recorded_session_replayed_reports_each_block_and_counts_every_trade(capsys):
     messages = [json.loads(line) for line in RECORDING.read_text(encoding="utf-8").splitlines()]
     trades = [message for message in messages if message["type"] == "trade"]
-    shares: Counter[str] = Counter()
-    for one in trades:
-        shares[one["symbol"]] += one["size"]
+    shares: Counter[str] = Counter()  # what the VWAP counts: trades, less cancels, as corrected
+    for one in messages:
+        if one["type"] == "trade":
+            shares[one["symbol"]] += one["size"]
+        elif one["type"] == "cancel":
+            shares[one["symbol"]] -= one["size"]
+        elif one["type"] == "correction":
+            shares[one["symbol"]] += one["corrected_size"] - one["original_size"]
     blocks = [f"block: {one['size']} {one['symbol']}" for one in trades if one["size"] >= 10_000]
     assert blocks, "the recording has a block to report"
-    session = run_handlers(messages, {"trade": on_trade})
+    session = run_handlers(messages, {"trade": on_trade, "correction": on_correction, "cancel": on_cancel})
     assert session.received["trade"] == len(trades)
     assert volume == shares
     printed = capsys.readouterr().out.splitlines()  # with what on_correction, on_cancel print

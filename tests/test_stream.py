@@ -189,7 +189,7 @@ def test_broken_frames_and_messages_cost_only_themselves(caplog):
         assert skipped in caplog.text
     # The broken trade's failure, told like any other, with what the trade came without.
     warned = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
-    assert warned == ["reads_every_field raised KeyError on a trade of SPY:\n'p'\n(the message came without p)"]
+    assert warned == ["reads_every_field raised KeyError on a trade of SPY:\n'p'\n(the message came without price)"]
 
 
 # -- how each fault is handled --------------------------------------------------------------------
