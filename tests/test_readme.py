@@ -102,6 +102,24 @@ def test_test_my_bot_passes_as_shipped_and_with_each_example_pasted(pastes, tmp_
     assert done.returncode == 0, done.stdout + done.stderr
 
 
+def test_test_my_bot_passes_with_the_strategy_imported_in_place_of_its_copy_as_it_says(tmp_path):
+    for name in ("websocket_stream.py", "pyproject.toml",
+                 "tests/conftest.py", "tests/test_my_bot.py", "tests/data/session.jsonl"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(ROOT / name, tmp_path / name)
+    vwap = next(number for number, (handlers, *_) in enumerate(EXAMPLES) if "on_cancel" in handlers)
+    for handlers, code in pasted_with_what_it_needs(vwap):
+        paste(tmp_path / "websocket_stream.py", handlers, code)
+    my_bot = tmp_path / "tests" / "test_my_bot.py"
+    text = my_bot.read_text(encoding="utf-8")
+    imported = re.search(r"^ +(from websocket_stream import .*)$", text, re.M)[1]  # as its docstring says
+    copy = text[text.index("volume: dict[str, int] = {}"):text.index("# -- its tests")]
+    my_bot.write_text(text.replace(copy, imported + "\n\n\n"), encoding="utf-8")
+    pytest_my_bot = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_my_bot.py"]
+    done = subprocess.run(pytest_my_bot, cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
 # -- the pages of docs/, and the links ----------------------------------------------------------
 
 
