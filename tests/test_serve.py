@@ -301,7 +301,15 @@ def test_a_client_that_stops_reading_is_cut_with_407_and_costs_the_others_nothin
             await slow.subscribe(trades=["SPY", "TSLA"])
             await quick.subscribe(trades=["SPY", "TSLA"])
             quick.read()
-            assert slow.ws
+            assert slow.ws and feeder.relay._server
+            # Small socket buffers at both ends of the slow client's connection: what piles up
+            # in the kernel beside the relay's own buffer is bounded, and so is what the client
+            # reads before its close. With the kernel's defaults, megabytes: 12 s to fill, 6 to
+            # 8.5 s to read back, and once, on a loaded machine, over the 10 s given.
+            relay_side = next(connection for connection in feeder.relay._server.connections
+                              if connection.record is feeder.relay.connections[0])  # type: ignore[attr-defined]
+            for end, option in ((relay_side.transport, socket.SO_SNDBUF), (slow.ws.transport, socket.SO_RCVBUF)):
+                end.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, option, 16_384)
             slow.ws.transport.pause_reading()  # its frames pile up
             await until(lambda: feeder.relay.slow == 1, "the slow client cut", timeout=20)
             slow.ws.transport.resume_reading()
