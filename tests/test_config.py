@@ -55,7 +55,7 @@ def test_a_placeholder_a_person_typed_is_refused_before_any_connection_without_p
     assert typed not in str(refused.value)
 
 
-@pytest.mark.parametrize("key", ["PKXYZ0HERE9ABCD12345", "AKYOURS0123456789ABC", "PK1234XXX567890ABCDE"])
+@pytest.mark.parametrize("key", ["FAKE-HERE-IN-THE-MIDDLE-0001", "FAKE-YOURS-0001", "FAKE-XXX-0001"])
 def test_a_key_that_merely_contains_a_placeholders_letters_is_taken(key, monkeypatch, tmp_path):
     monkeypatch.setenv(KEY_ENV, key)
     monkeypatch.setenv(SECRET_ENV, FAKE_SECRET)
