@@ -83,7 +83,7 @@ def handler_failed(kind: str, handler: Handler, record: Record, error: Exception
     broken; then, for a handler that keeps raising (a typo raises on every message), a line
     with the count every FAILURES_EVERY seconds; the summary counts them all."""
     name = getattr(handler, "__name__", "the handler")
-    failure = f"{type(error).__name__} on a {kind} of {record.get('S', '?')}:\n{error}{lacking(record)}"
+    failure = failed_on(kind, record, error)
     count = session.failures[name] = session.failures.get(name, 0) + 1
     told, told_at = session.failures_told.get(name, (0, 0.0))
     now = time.monotonic()
@@ -95,6 +95,12 @@ def handler_failed(kind: str, handler: Handler, record: Record, error: Exception
     else:
         return
     session.failures_told[name] = (count, now)
+
+
+def failed_on(kind: str, record: Record, error: Exception) -> str:
+    """What a handler raised and on what: "ZeroDivisionError on a trade of SPY:\ndivision by
+    zero", and what the message came without if it came broken."""
+    return f"{type(error).__name__} on a {kind} of {record.get('S', '?')}:\n{error}{lacking(record)}"
 
 
 def lacking(record: Record) -> str:
@@ -173,8 +179,7 @@ def run_handlers(messages: Iterable[dict[str, Any]], handlers: Handlers, *, keep
                 await handler(record)
             except Exception as error:
                 name = getattr(handler, "__name__", "the handler")
-                failures.append((f"{name} raised {type(error).__name__} on a {kind} of {record.get('S', '?')}: "
-                                 f"{error}{lacking(record)}".replace("\n", " "), error))
+                failures.append((f"{name} raised {failed_on(kind, record, error)}".replace("\n", " "), error))
                 raise  # to deliver(), which logs it and goes on, as on the stream
 
         return noted
