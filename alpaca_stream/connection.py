@@ -14,7 +14,7 @@ import socket
 import ssl
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import msgpack
@@ -26,12 +26,8 @@ from alpaca_stream.keys import Keys
 from alpaca_stream.session import Session, market_open
 from alpaca_stream.subscriptions import Subscriptions
 
-try:
+if TYPE_CHECKING:
     from alpaca.data.live import StockDataStream
-except ImportError as error:  # reported by check_alpaca_py(), with what to do
-    ALPACA_IMPORT_ERROR: ImportError | None = error
-else:
-    ALPACA_IMPORT_ERROR = None
 
 log = logging.getLogger("alpaca_stream")
 
@@ -45,6 +41,15 @@ CONNECT_TIMEOUT = 15.0  # connect, greeting, auth and subscribe; Alpaca itself a
 QUIET_AFTER = 60.0  # seconds connected without a message before saying the market may be closed
 
 
+def stock_data_stream() -> type[StockDataStream]:
+    """alpaca-py's StockDataStream, imported when a connection needs it, not with this module:
+    alpaca-py imports pandas, 1.2 s of CPU (measured), which --help, --replay, --source and a
+    bad option need not wait for."""
+    from alpaca.data.live import StockDataStream
+
+    return StockDataStream
+
+
 def check_alpaca_py() -> None:
     """Exit status 2, not a traceback, when the installed alpaca-py lacks what this uses."""
     try:
@@ -52,15 +57,17 @@ def check_alpaca_py() -> None:
     except importlib.metadata.PackageNotFoundError:
         version = "none"
     problem = None
-    if ALPACA_IMPORT_ERROR is not None:
+    try:
+        stream_class = stock_data_stream()
+    except ImportError as error:
         # Its name if a module is missing; else its message (pandas names what it lacks in it).
-        missing = ALPACA_IMPORT_ERROR.name or " ".join(str(ALPACA_IMPORT_ERROR).split())
+        missing = error.name or " ".join(str(error).split())
         problem = f"it fails to import:\n{missing}"
         if "pytz" in missing:  # 0.33.1 to 0.43.2 import pytz, and only pandas 2 (Python 3.10) brings it
             problem += "\n(alpaca-py 0.33.1 to 0.43.2 need it: pip install pytz)"
     else:
-        parameters = inspect.signature(StockDataStream).parameters
-        needed = [name for name in ("_connect", "close") if not hasattr(StockDataStream, name)]
+        parameters = inspect.signature(stream_class).parameters
+        needed = [name for name in ("_connect", "close") if not hasattr(stream_class, name)]
         needed += [name for name in ("url_override", "websocket_params") if name not in parameters]
         if needed:
             problem = f"its StockDataStream has no {', '.join(needed)}"
@@ -83,7 +90,7 @@ class Connection:
         # max_size None: a frame of any size is read whole. Alpaca documents no limit, and a frame
         # over websockets' default (1 MiB) would close the connection, and come again after each
         # reconnect. Alpaca's Go SDK sets no limit either ("news messages can be huge").
-        self.stream = StockDataStream(keys.key, keys.secret, url_override=url, websocket_params={
+        self.stream = stock_data_stream()(keys.key, keys.secret, url_override=url, websocket_params={
             "ping_interval": PING_INTERVAL, "ping_timeout": PING_TIMEOUT,
             "close_timeout": CLOSE_TIMEOUT, "max_queue": 1024, "max_size": None})
         self.last_data = time.monotonic()  # when this endpoint last brought market data
