@@ -276,18 +276,22 @@ def test_every_line_on_stderr_fits_80_columns(make_server, start_script):
         (["--url", "SERVER"], None, [Faults(auth_error=406), Faults(drop_after=10)], "connection lost"),
         (["--url", "SERVER"], script_env(RECORDING_BOT_FAIL_ON_TRADE="3"), [], "raised"),
     ]
+    running = []  # side by side: each waits mostly for its server or its retry
     for args, env, faults, wait_for in runs:
         server = make_server(rate=200)
         if faults:
             server.plan(*faults)
-        script = start_script(*[server.url if arg == "SERVER" else arg for arg in args], bot=True, env=env)
-        script.wait_for_stderr(wait_for)
+        running.append((start_script(*[server.url if arg == "SERVER" else arg for arg in args], bot=True, env=env),
+                        wait_for))
+    ending = [start_script(*args, bot=True, env=env)
+              for args, env in ((["--url", "ws://127.0.0.1:9/v2/iex"], script_env(**NO_KEYS)),
+                                (["--url", make_server(keys=("RIGHT-KEY-ID-000001", "RIGHT-SECRET-01")).url], None))]
+    for script, wait_for in running:
+        script.wait_for_stderr(wait_for, timeout=30)
         script.stop(signal.SIGINT)
         lines += script.err_lines
-    for args, env in ((["--url", "ws://127.0.0.1:9/v2/iex"], script_env(**NO_KEYS)),
-                      (["--url", make_server(keys=("RIGHT-KEY-ID-000001", "RIGHT-SECRET-01")).url], None)):
-        script = start_script(*args, bot=True, env=env)
-        script.finish()
+    for script in ending:
+        script.finish(timeout=30)
         lines += script.err_lines
     too_wide = [line for line in lines if len(line) > 80]
     assert not too_wide, "\n".join(too_wide)

@@ -24,7 +24,7 @@ from conftest import FAKE_KEY, FAKE_SECRET, KINDS, POSIX_ONLY, Recorder, as_rece
 import websocket_stream as ws
 from alpaca_stream.channels import CHANNELS
 from alpaca_stream.cli import stop_on_signals, until_stopped
-from alpaca_stream.connection import check_alpaca_py, why_not_connected
+from alpaca_stream.connection import check_alpaca_py, stock_data_stream, why_not_connected
 from alpaca_stream.errors import (
     EXIT_FORCED,
     EXIT_OK,
@@ -322,7 +322,7 @@ def test_a_refused_handshake_is_read_from_websockets_new_client_too(status, monk
                                     max_size=None)
         await self._ws.recv()  # the greeting
 
-    monkeypatch.setattr("alpaca_stream.connection.StockDataStream._connect", connect_with_the_new_client)
+    monkeypatch.setattr(stock_data_stream(), "_connect", connect_with_the_new_client)
     recorder = Recorder()
 
     async def scenario() -> None:
