@@ -268,7 +268,6 @@ def test_every_line_on_stderr_fits_80_columns(make_server, start_script):
     url_of_stopped_server = down.url
     down.stop()
     runs = [  # (arguments, environment, faults of the server, what to wait for)
-        (["--demo"], script_env(**NO_KEYS), None, "subscribed"),
         (["--demo", "AAPL", "NVDA", "MSFT", "--trades", "--quotes", "--bars", "--updated-bars", "--daily-bars",
           "--statuses", "--lulds", "--imbalances"], script_env(**NO_KEYS), None, "Ctrl+C to stop"),
         (["--url", url_of_stopped_server], None, None, "reconnecting in"),
