@@ -77,11 +77,11 @@ async def heartbeat(session: Session, every: float) -> None:
         await asyncio.sleep(every)
         counts = {kind: count - before[kind] for kind, count in session.received.items() if count > before[kind]}
         before = dict(session.received)
-        age = time.monotonic() - session.last_message
+        age = round(time.monotonic() - session.last_message, 3)  # once: the line and its field agree
         market = "open" if market_open() else "closed"
         log.info("alive: %s in %.0f s; last %.1f s ago; reconnects %d; market %s", counted(counts), every,
                  age, session.reconnects, market, extra={"fields": {
-                     "received": counts, "seconds": every, "last_message_age": round(age, 3),
+                     "received": counts, "seconds": every, "last_message_age": age,
                      "reconnects": session.reconnects, "market": market}})
 
 
