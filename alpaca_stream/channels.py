@@ -1,5 +1,5 @@
-"""Alpaca's stock channels and what each brings: the facts both ends of the protocol use, the
-script's subscriptions and the local server alike."""
+"""Alpaca's stock channels and what each brings, and its crypto stream's channels: the facts both
+ends of the protocol use, the script's subscriptions and the local server alike."""
 
 from __future__ import annotations
 
@@ -16,6 +16,10 @@ ALPACA_CHANNELS = tuple(CHANNELS.values())
 TYPE_CHANNELS = {"t": "trades", "c": "trades", "x": "trades", "q": "quotes", "b": "bars", "u": "updatedBars",
                  "d": "dailyBars", "s": "statuses", "l": "lulds", "i": "imbalances"}
 SYMBOL = re.compile(r"\*|[A-Z][A-Z0-9.]{0,9}")  # "*" is every symbol; BRK.B has a class suffix
+# The crypto stream's channels: no statuses, LULDs or imbalances, and trades bring no corrections
+# or cancels; its order books are its own. Its symbols are pairs: BTC/USD, ETH/USD, BTC/USDT.
+CRYPTO_CHANNELS = ("trades", "quotes", "bars", "updatedBars", "dailyBars", "orderbooks")
+PAIR = re.compile(r"\*|[A-Z0-9]{2,10}/[A-Z0-9]{2,10}")
 
 Channels = dict[str, set[str]]  # Alpaca's channel name -> symbols
 

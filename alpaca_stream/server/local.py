@@ -1,9 +1,10 @@
-"""The local server: Alpaca's stock stream on ws://127.0.0.1:PORT/v2/{feed}, with market data
-made up here (market.py), for --demo, the tests and the benchmark. It is a real peer for
-alpaca-py, not a mock: it speaks the protocol (protocol.py), compresses (permessage-deflate),
-allows one connection per key and feed (406), refuses sip to a plan without it (409) and cuts
-a client too slow to keep up (407), as Alpaca does; and it can misbehave the ways a real
-network and a real broker do (protocol.Faults). It listens on 127.0.0.1 only.
+"""The local server: Alpaca's stock stream on ws://127.0.0.1:PORT/v2/{feed} and its crypto stream
+on ws://127.0.0.1:PORT/v1beta3/crypto/us, with market data made up here (market.py, crypto.py),
+for --demo, the tests and the benchmark. It is a real peer for alpaca-py, not a mock: it speaks
+the protocol (protocol.py), compresses (permessage-deflate), allows one connection per key and
+feed (406), refuses sip to a plan without it (409) and cuts a client too slow to keep up (407),
+as Alpaca does; and it can misbehave the ways a real network and a real broker do
+(protocol.Faults). It listens on 127.0.0.1 only.
 
 Run it alone:  python -m alpaca_stream.server --port 8765 --rate 50
 and point the script at it:  python websocket_stream.py --url ws://127.0.0.1:8765/v2/iex
@@ -32,8 +33,10 @@ from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
+from alpaca_stream.server.crypto import CryptoMarket
 from alpaca_stream.server.market import CUES, Market
 from alpaca_stream.server.protocol import (
+    CRYPTO_PATH,
     ConnectionRecord,
     Faults,
     ProtocolServer,
@@ -44,10 +47,12 @@ from alpaca_stream.server.protocol import (
 )
 
 SEND_BUFFER = 16_384  # bytes the kernel holds for a client, with a rate (Linux doubles it)
+MARKETS: dict[str, type[Market]] = {"stocks": Market, "crypto": CryptoMarket}  # by the connection's market
 
 
 class AlpacaStreamServer(ProtocolServer):
-    """Alpaca's stock stream on ws://127.0.0.1:PORT/v2/{feed}, with market data made up here.
+    """Alpaca's stock stream on ws://127.0.0.1:PORT/v2/{feed} and its crypto stream on
+    crypto_url, with market data made up here.
 
     rate: ticks per second (a trade and/or a quote of a random subscribed symbol each), with
     bursts; None sends as fast as the client reads. batch: most ticks in one frame. total: stop
@@ -68,7 +73,7 @@ class AlpacaStreamServer(ProtocolServer):
                  record: bool = True, hold_dropped: float = 0.0, sip: bool = False, compression: bool = True,
                  slow_after: float | None = 5.0) -> None:
         # Our own pings are off: a client must be able to test its keepalive against us.
-        super().__init__(port=port, faults=faults, auth_timeout=auth_timeout, compression=compression)
+        super().__init__(port=port, crypto=True, faults=faults, auth_timeout=auth_timeout, compression=compression)
         self.rate = rate
         self.batch = batch
         self.total = total
@@ -82,7 +87,13 @@ class AlpacaStreamServer(ProtocolServer):
         self.ids = itertools.count(1)
         self.cued: deque[str] = deque()
         self.senders: dict[int, asyncio.Task] = {}  # by id() of the connection's record
+        self.markets: dict[int, Market] = {}  # the market each sender streams, by id() of the record
         self.sent = 0  # data messages, over every connection
+
+    @property
+    def crypto_url(self) -> str:
+        """The URL of the crypto stream: ws://127.0.0.1:PORT/v1beta3/crypto/us."""
+        return self.url_of(CRYPTO_PATH)
 
     def cue(self, *events: str) -> None:
         """Send these events (see CUES) in the next frame of the connection streaming then."""
@@ -111,10 +122,16 @@ class AlpacaStreamServer(ProtocolServer):
 
     async def subscribed(self, ws: ServerConnection, record: ConnectionRecord,
                          before: dict[str, list[str]]) -> None:
-        if any(record.subscriptions.values()) and id(record) not in self.senders and not record.faults.silent:
-            self.senders[id(record)] = asyncio.create_task(self._send_market_data(ws, record))
+        market = self.markets.get(id(record))
+        if market:
+            market.subscriptions_changed()
+        elif any(record.subscriptions.values()) and not record.faults.silent:
+            market = self.markets[id(record)] = MARKETS[record.market](self.rng, self.prices, self.ids,
+                                                                       record.subscriptions)
+            self.senders[id(record)] = asyncio.create_task(self._send_market_data(ws, record, market))
 
     async def ended(self, ws: ServerConnection, record: ConnectionRecord) -> None:
+        self.markets.pop(id(record), None)
         sender = self.senders.pop(id(record), None)
         if sender:
             sender.cancel()
@@ -146,9 +163,8 @@ class AlpacaStreamServer(ProtocolServer):
             return (key, secret) == self.keys
         return bool(key) and bool(secret)
 
-    async def _send_market_data(self, ws: ServerConnection, record: ConnectionRecord) -> None:
+    async def _send_market_data(self, ws: ServerConnection, record: ConnectionRecord, market: Market) -> None:
         faults = record.faults
-        market = Market(self.rng, self.prices, self.ids, record.subscriptions)
         loop = asyncio.get_running_loop()
         started, ticks, sent = loop.time(), 0, 0
         while self.total is None or self.sent < self.total:
@@ -220,7 +236,8 @@ class AlpacaStreamServer(ProtocolServer):
 
 async def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m alpaca_stream.server",
-                                     description="A local server speaking Alpaca's stock data stream.")
+                                     description="A local server speaking Alpaca's stock data stream "
+                                                 "(and its crypto stream at /v1beta3/crypto/us).")
     parser.add_argument("--port", type=int, default=8765, help="port on 127.0.0.1 (0: any free one)")
     parser.add_argument("--rate", type=float, default=20.0, help="ticks per second; 0: as fast as the client reads")
     parser.add_argument("--batch", type=int, default=20, help="most ticks per frame")

@@ -62,18 +62,19 @@ def timestamp(seconds: float | None = None) -> msgpack.Timestamp:
 
 @dataclass
 class BarBuilder:
-    """One symbol's open, high, low, close and volume over a minute or a day."""
+    """One symbol's open, high, low, close and volume over a minute or a day. Sizes are whole
+    shares for stocks, fractions of a coin for crypto."""
 
     start: float  # seconds since the epoch
     open: float = 0.0
     high: float = 0.0
     low: float = math.inf
     close: float = 0.0
-    volume: int = 0
+    volume: float = 0  # stays an int while the sizes are
     trade_count: int = 0
     value: float = 0.0  # sum of price x size, for the VWAP
 
-    def add(self, price: float, size: int) -> None:
+    def add(self, price: float, size: float) -> None:
         if not self.trade_count:
             self.open = price
         self.high, self.low, self.close = max(self.high, price), min(self.low, price), price
@@ -83,7 +84,8 @@ class BarBuilder:
 
     def message(self, kind: str, symbol: str) -> dict:
         return {"T": kind, "S": symbol, "o": self.open, "h": self.high, "l": self.low, "c": self.close,
-                "v": self.volume, "n": self.trade_count, "vw": round(self.value / self.volume, 4),
+                # Fractional sizes add up with float noise (0.1 + 0.2): rounded off; an int stays one.
+                "v": round(self.volume, 9), "n": self.trade_count, "vw": round(self.value / self.volume, 4),
                 "t": timestamp(self.start)}
 
 
@@ -99,6 +101,9 @@ class Market:
     minute mark, late trades and the updated bars they cause at the next half-minute, daily bars,
     halts and resumptions, and LULD bands. Every method returns the messages to send.
     """
+
+    wildcard: tuple[str, ...] = WILDCARD_SYMBOLS  # what "*" streams
+    booked: tuple[str, ...] = ()  # channels whose symbols tick besides those of trades, bars and quotes
 
     def __init__(self, rng: random.Random, prices: dict[str, float], ids: itertools.count,
                  subscriptions: dict[str, list[str]]) -> None:
@@ -121,13 +126,17 @@ class Market:
         self.pool_key: tuple = ()
 
     def symbols(self, *channels: str) -> list[str]:
-        """The symbols subscribed on these channels ("*" stands for WILDCARD_SYMBOLS)."""
+        """The symbols subscribed on these channels ("*" stands for self.wildcard)."""
         found: dict[str, None] = {}
         for channel in channels:
             for symbol in self.subscriptions.get(channel, []):
-                for one in (WILDCARD_SYMBOLS if symbol == "*" else (symbol,)):
+                for one in (self.wildcard if symbol == "*" else (symbol,)):
                     found[one] = None
         return list(found)
+
+    def subscriptions_changed(self) -> None:
+        """Told when the client has changed its subscriptions (they are read as the market
+        goes): a stock market has nothing to do then."""
 
     def last_price(self, symbol: str) -> float:
         return self.prices.get(symbol) or start_price(symbol)
@@ -141,18 +150,22 @@ class Market:
     # -- what the client sees as it streams: trades and quotes ---------------------------------
 
     def ticks(self, count: int) -> list[dict]:
-        """`count` ticks of random symbols: a trade where trades or bars are subscribed, a quote
-        where quotes are."""
+        """`count` ticks of random symbols (see tick())."""
         traded = self.symbols("trades", "bars", "updatedBars", "dailyBars")
         quoted = self.symbols("quotes")
-        active = [s for s in dict.fromkeys(traded + quoted) if s not in self.halted]
+        active = [s for s in dict.fromkeys(traded + quoted + self.symbols(*self.booked)) if s not in self.halted]
         messages: list[dict] = []
         for _ in range(count if active else 0):
             symbol = self.rng.choice(active)
-            if symbol in traded:
-                messages.extend(self.trade(symbol))
-            if symbol in quoted:  # around the price just traded, if it traded
-                messages.append(self.quote(symbol, step=symbol not in traded))
+            messages.extend(self.tick(symbol, traded=symbol in traded, quoted=symbol in quoted))
+        return messages
+
+    def tick(self, symbol: str, *, traded: bool, quoted: bool) -> list[dict]:
+        """One tick of a symbol: a trade where trades or bars are subscribed, a quote where
+        quotes are."""
+        messages = self.trade(symbol) if traded else []
+        if quoted:  # around the price just traded, if it traded
+            messages.append(self.quote(symbol, step=not traded))
         return messages
 
     def replay(self, count: int) -> tuple[list[dict], bytes]:
@@ -171,7 +184,7 @@ class Market:
         self.pool.append(self.pool.pop(0))
         return self.pool[-1]
 
-    def trade(self, symbol: str, *, size: int | None = None, at: float | None = None,
+    def trade(self, symbol: str, *, size: float | None = None, at: float | None = None,
               bar: BarBuilder | None = None) -> list[dict]:
         """A trade, counted in the bars (of this minute unless `bar` is given); [] if the client
         does not watch this symbol's trades. Now and then a correction or a cancel of a recent
@@ -184,11 +197,10 @@ class Market:
             elif rng.random() < 0.6:  # round lots, many odd lots
                 size = rng.choice((100, 100, 200, 300, 500, 1000, 5000))
             else:
-                size = rng.randint(1, 99)
+                size = self.small_size()
         if size >= BLOCK_SIZE:
             self.last_block = time.time()
-        (bar or self.bars.setdefault(symbol, BarBuilder(self.minute * 60))).add(price, size)
-        self.days.setdefault(symbol, BarBuilder(start_of_day())).add(price, size)
+        self.count(symbol, price, size, bar)
         if not subscribed(symbol, self.subscriptions.get("trades", [])):
             return []
         trade = {"T": "t", "S": symbol, "i": next(self.ids), "x": rng.choice(EXCHANGES), "p": price, "s": size,
@@ -202,6 +214,15 @@ class Market:
             messages.extend(self.cancel())
         self.recent.append(trade)
         return messages
+
+    def small_size(self) -> float:
+        """An odd lot: a late trade's size, and many others'."""
+        return self.rng.randint(1, 99)
+
+    def count(self, symbol: str, price: float, size: float, bar: BarBuilder | None = None) -> None:
+        """Count a trade in its bars: of this minute unless `bar` is given, and of the day."""
+        (bar or self.bars.setdefault(symbol, BarBuilder(self.minute * 60))).add(price, size)
+        self.days.setdefault(symbol, BarBuilder(start_of_day())).add(price, size)
 
     def quote(self, symbol: str, *, step: bool = True) -> dict:
         rng = self.rng
@@ -243,9 +264,8 @@ class Market:
     # -- what the clock brings ----------------------------------------------------------------
 
     def clock(self) -> list[dict]:
-        """A block trade when none came for BLOCK_EVERY seconds, minute bars and daily bars at
-        each minute mark, updated bars at the half-minute after a late trade, random halts and
-        their resumptions, random imbalances, and new LULD bands."""
+        """Minute bars and daily bars at each minute mark, updated bars at the half-minute after
+        a late trade, and the events of a stock market (events_due())."""
         now = time.time()
         elapsed, self.last_clock = now - self.last_clock, now
         messages = []
@@ -255,6 +275,12 @@ class Market:
             if now >= due:
                 del self.updates_due[symbol]
                 messages += self.updated_bar(symbol)
+        return messages + self.events_due(now, elapsed)
+
+    def events_due(self, now: float, elapsed: float) -> list[dict]:
+        """A block trade when none came for BLOCK_EVERY seconds, random halts and their
+        resumptions, random imbalances, and new LULD bands; elapsed: seconds since the last."""
+        messages = []
         for symbol, (resume_at, _) in list(self.halted.items()):
             if now >= resume_at:
                 messages += self.resume(symbol)
@@ -296,7 +322,7 @@ class Market:
         its updated bar is due after the next half-minute mark."""
         bar = self.closed[symbol]
         self.updates_due[symbol] = bar.start + 90
-        return self.trade(symbol, size=self.rng.randint(1, 99), at=bar.start + 59.99, bar=bar)
+        return self.trade(symbol, size=self.small_size(), at=bar.start + 59.99, bar=bar)
 
     def updated_bar(self, symbol: str) -> list[dict]:
         if not subscribed(symbol, self.subscriptions.get("updatedBars", [])) or symbol not in self.closed:
@@ -336,7 +362,7 @@ class Market:
 
     def cue(self, event: str) -> list[dict]:
         """One event now, on a symbol the client watches for it (see CUES)."""
-        traded = self.symbols("trades") or ["SPY"]
+        traded = self.symbols("trades") or [self.wildcard[0]]
         if event == "block":
             return self.trade(self.rng.choice(traded), size=BLOCK_SIZE * self.rng.randint(1, 5))
         if event in ("correction", "cancel"):

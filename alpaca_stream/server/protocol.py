@@ -1,8 +1,9 @@
 """The server side of Alpaca's stream protocol, written once: the local server (local.py) and
---serve's relay (relay.py) both speak it. ProtocolServer takes the handshake on /v2/{feed},
-greets, takes auth within auth_timeout seconds, answers subscribe and unsubscribe as Alpaca
-does, and sends Alpaca's error frames for what a client does wrong: msgpack frames, or JSON
-text frames to a client that does not ask for msgpack. Its subclasses bring the data.
+--serve's relay (relay.py) both speak it. ProtocolServer takes the handshake on /v2/{feed}
+(stocks) and, if asked, on /v1beta3/crypto/us (crypto: the same session, its own channels and
+symbols), greets, takes auth within auth_timeout seconds, answers subscribe and unsubscribe as
+Alpaca does, and sends Alpaca's error frames for what a client does wrong: msgpack frames, or
+JSON text frames to a client that does not ask for msgpack. Its subclasses bring the data.
 
 Faults say what a connection does wrong, for the tests; ConnectionRecord keeps what happened
 on one, for the tests and the benchmark to check.
@@ -14,6 +15,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import re
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -26,7 +28,7 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from alpaca_stream.channels import ALPACA_CHANNELS, SYMBOL
+from alpaca_stream.channels import ALPACA_CHANNELS, CRYPTO_CHANNELS, PAIR, SYMBOL
 
 log = logging.getLogger("local_alpaca_server")
 
@@ -49,6 +51,24 @@ FEEDS = ("iex", "sip", "delayed_sip", "test")  # the paths /v2/{feed}; any other
 # Error 405 past that, and the existing subscriptions stay.
 FREE_PLAN_SYMBOL_LIMIT = 30
 CLOSE_TIMEOUT = 2.0  # seconds a slow client has to take its 407 and the close before it is cut
+CRYPTO_PATH = "/v1beta3/crypto/us"  # "us": the location Alpaca documents
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """What a path serves: its market, the channels a client may subscribe to there, and the
+    symbols they take (any other symbol is refused with 400)."""
+
+    market: str  # "stocks" or "crypto"
+    channels: tuple[str, ...]
+    symbol: re.Pattern[str]
+    # Keys of the subscription answer that list the trades' symbols: a stock trade subscription
+    # brings the trades' corrections and cancels too, and Alpaca's answer says so.
+    with_trades: tuple[str, ...] = ()
+
+
+STOCKS = Endpoint("stocks", ALPACA_CHANNELS, SYMBOL, ("corrections", "cancelErrors"))
+CRYPTO = Endpoint("crypto", CRYPTO_CHANNELS, PAIR)
 
 
 @dataclass
@@ -74,7 +94,8 @@ class ConnectionRecord:
 
     opened_at: float  # time.monotonic()
     faults: Faults
-    feed: str = ""  # the path's last part: iex, sip, ...
+    feed: str = ""  # the path's last part: iex, sip, ... ("us" for crypto)
+    endpoint: Endpoint = STOCKS  # what the path serves (a refused path's record keeps the default)
     codec: str = "msgpack"  # what the client asked for with its Content-Type: "msgpack" or "json"
     compressed: bool = False  # permessage-deflate negotiated
     authenticated: bool = False
@@ -91,29 +112,38 @@ class ConnectionRecord:
     def trade_ids(self) -> list[int]:
         return [message["i"] for message in self.messages if message["T"] == "t"]
 
+    @property
+    def market(self) -> str:
+        """"stocks" or "crypto": what this connection's path serves."""
+        return self.endpoint.market
+
 
 Served = TypeVar("Served", bound="ProtocolServer")
 
 
 class ProtocolServer:
     """The server side of Alpaca's stream protocol, whatever the data: the handshake on
-    /v2/{feed}, the greeting, auth within auth_timeout seconds, subscribe and unsubscribe with
-    Alpaca's answer, and Alpaca's error frames for what a client does wrong; msgpack frames, or
-    JSON text frames to a client that does not ask for msgpack, as Alpaca does. Use as
+    /v2/{feed} (and on /v1beta3/crypto/us with crypto), the greeting, auth within auth_timeout
+    seconds, subscribe and unsubscribe with Alpaca's answer (the channels of the connection's
+    endpoint), and Alpaca's error frames for what a client does wrong; msgpack frames, or JSON
+    text frames to a client that does not ask for msgpack, as Alpaca does. Use as
     `async with`, or start()/stop(). Subclasses bring the data, and decide on auth:
     AlpacaStreamServer makes it up; Relay passes on a feeder's (websocket_stream.py --serve).
 
-    feeds: the paths served (any other gets HTTP 404). faults: for every connection; plan()
-    sets faults for the next connections, one each. symbol_limit: most symbols for trades and
-    quotes together (error 405 past it); None for no limit.
+    feeds: the stock paths served, /v2/{feed}; crypto: serve /v1beta3/crypto/us too (any other
+    path gets HTTP 404). faults: for every connection; plan() sets faults for the next
+    connections, one each. symbol_limit: most symbols for trades and quotes together (error 405
+    past it); None for no limit.
     """
 
     def __init__(self, *, host: str = "127.0.0.1", port: int = 0, feeds: tuple[str, ...] = FEEDS,
-                 faults: Faults | None = None, auth_timeout: float = 10.0, compression: bool = True,
-                 ping_interval: float | None = None, symbol_limit: int | None = FREE_PLAN_SYMBOL_LIMIT) -> None:
+                 crypto: bool = False, faults: Faults | None = None, auth_timeout: float = 10.0,
+                 compression: bool = True, ping_interval: float | None = None,
+                 symbol_limit: int | None = FREE_PLAN_SYMBOL_LIMIT) -> None:
         self.host = host
         self.port = port
         self.feeds = feeds
+        self.endpoints = {f"/v2/{feed}": STOCKS for feed in feeds} | ({CRYPTO_PATH: CRYPTO} if crypto else {})
         self.faults = faults or Faults()
         self.auth_timeout = auth_timeout
         self.compression = compression
@@ -126,8 +156,12 @@ class ProtocolServer:
 
     @property
     def url(self) -> str:
+        """The URL of the first stock feed served."""
+        return self.url_of(f"/v2/{self.feeds[0]}")
+
+    def url_of(self, path: str) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"ws://{host}:{self.port}/v2/{self.feeds[0]}"
+        return f"ws://{host}:{self.port}{path}"
 
     def plan(self, *faults: Faults) -> None:
         """Give the next connections these faults, one each; later ones get self.faults."""
@@ -159,11 +193,13 @@ class ProtocolServer:
         self.attempts.append(time.monotonic())
         faults = self.planned.popleft() if self.planned else self.faults
         codec = "msgpack" if "msgpack" in request.headers.get("Content-Type", "") else "json"
-        record = ConnectionRecord(time.monotonic(), faults, feed=request.path.rstrip("/").rsplit("/", 1)[-1],
-                                  codec=codec)
+        path = request.path.rstrip("/")
+        endpoint = self.endpoints.get(path)
+        record = ConnectionRecord(time.monotonic(), faults, feed=path.rsplit("/", 1)[-1], codec=codec,
+                                  endpoint=endpoint or STOCKS)
         self.connections.append(record)
         connection.record = record  # type: ignore[attr-defined]
-        status = faults.refuse or (None if request.path.rstrip("/") in {f"/v2/{f}" for f in self.feeds} else 404)
+        status = faults.refuse or (None if endpoint else 404)
         if status:
             record.closed_at = time.monotonic()
             log.info("refused a connection to %s: HTTP %d", request.path, status)
@@ -217,8 +253,9 @@ class ProtocolServer:
             if not record.authenticated:
                 await send_error(ws, 401)
                 return True
-            asked = {channel: request.get(channel) or [] for channel in ALPACA_CHANNELS}
-            if not all(isinstance(symbols, list) and all(isinstance(s, str) and SYMBOL.fullmatch(s) for s in symbols)
+            channels, symbol = record.endpoint.channels, record.endpoint.symbol
+            asked = {channel: request.get(channel) or [] for channel in channels}
+            if not all(isinstance(symbols, list) and all(isinstance(s, str) and symbol.fullmatch(s) for s in symbols)
                        for symbols in asked.values()):
                 await send_error(ws, 400)
                 return True
@@ -226,13 +263,13 @@ class ProtocolServer:
             before = {channel: list(symbols) for channel, symbols in current.items()}
             if action == "subscribe":
                 wanted = {c: current.get(c, []) + [s for s in asked[c] if s not in current.get(c, [])]
-                          for c in ALPACA_CHANNELS}
+                          for c in channels}
                 if self.symbol_limit is not None and \
                         len(set(wanted["trades"] + wanted["quotes"])) > self.symbol_limit:
                     await send_error(ws, 405)
                     return True
             else:
-                wanted = {c: [s for s in current.get(c, []) if s not in asked[c]] for c in ALPACA_CHANNELS}
+                wanted = {c: [s for s in current.get(c, []) if s not in asked[c]] for c in channels}
             current.update(wanted)  # in place: the data's sender reads it as it goes
             log.info("subscriptions: %s", "; ".join(f"{c} {', '.join(s)}" for c, s in current.items() if s) or "none")
             await send_subscription(ws, current)
@@ -289,10 +326,12 @@ async def send_error(ws: ServerConnection, code: int) -> None:
 
 
 async def send_subscription(ws: ServerConnection, subscriptions: dict[str, list[str]]) -> None:
-    """Alpaca's answer to a subscribe or an unsubscribe: every channel's symbols, now."""
+    """Alpaca's answer to a subscribe or an unsubscribe: every channel's symbols, now, of the
+    connection's endpoint."""
+    endpoint: Endpoint = ws.record.endpoint  # type: ignore[attr-defined]
     trades = subscriptions.get("trades", [])
-    await send(ws, {"T": "subscription", **{channel: subscriptions.get(channel, []) for channel in ALPACA_CHANNELS},
-                    "corrections": trades, "cancelErrors": trades})
+    await send(ws, {"T": "subscription", **{channel: subscriptions.get(channel, []) for channel in endpoint.channels},
+                    **dict.fromkeys(endpoint.with_trades, trades)})
 
 
 async def close_with_error(ws: ServerConnection, code: int) -> None:
