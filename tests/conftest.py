@@ -121,6 +121,11 @@ def run(coroutine: Coroutine[Any, Any, T]) -> T:
     return asyncio.run(coroutine)
 
 
+def within(coroutine: Coroutine[Any, Any, object], seconds: float = 15) -> None:
+    """Run a test's scenario with a deadline of its own."""
+    run(asyncio.wait_for(coroutine, seconds))
+
+
 # -- the server in a thread, for the script as a subprocess ---------------------------------------
 
 

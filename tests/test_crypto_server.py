@@ -10,17 +10,13 @@ from typing import Any
 
 import msgpack
 import pytest
-from conftest import FAKE_KEY, FAKE_SECRET, run, until
+from conftest import FAKE_KEY, FAKE_SECRET, until, within
 from websockets.asyncio.client import ClientConnection, connect
 
 from alpaca_stream.channels import CRYPTO_CHANNELS
 from alpaca_stream.server import ERRORS, AlpacaStreamServer
 
 MSGPACK = {"Content-Type": "application/msgpack"}  # as alpaca-py asks: else JSON text frames
-
-
-def within(coroutine: Any, seconds: float = 15) -> None:
-    run(asyncio.wait_for(coroutine, seconds))
 
 
 async def login(url: str) -> ClientConnection:

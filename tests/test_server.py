@@ -11,14 +11,24 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Coroutine
 from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import msgpack
 import pytest
-from conftest import FAKE_KEY, FAKE_SECRET, ROOT, Recorder, as_received, run, script_env, stream_until, until
+from conftest import (
+    FAKE_KEY,
+    FAKE_SECRET,
+    ROOT,
+    Recorder,
+    as_received,
+    run,
+    script_env,
+    stream_until,
+    until,
+    within,
+)
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
@@ -173,10 +183,6 @@ def test_more_than_30_symbols_of_trades_and_quotes_is_refused_but_bars_have_no_l
 
 
 MSGPACK = {"Content-Type": "application/msgpack"}  # as alpaca-py asks: else Alpaca sends JSON
-
-
-def within(coroutine: Coroutine[Any, Any, object], seconds: float = 15) -> None:
-    run(asyncio.wait_for(coroutine, seconds))
 
 
 async def login(server: AlpacaStreamServer, *, key: str = FAKE_KEY, feed: str = "iex",
