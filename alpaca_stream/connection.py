@@ -27,7 +27,7 @@ from alpaca_stream.session import Session, market_open
 from alpaca_stream.subscriptions import Subscriptions
 
 if TYPE_CHECKING:
-    from alpaca.data.live import StockDataStream
+    from alpaca.data.live import CryptoDataStream, StockDataStream
 
 log = logging.getLogger("alpaca_stream")
 
@@ -41,13 +41,14 @@ CONNECT_TIMEOUT = 15.0  # connect, greeting, auth and subscribe; Alpaca itself a
 QUIET_AFTER = 60.0  # seconds connected without a message before saying the market may be closed
 
 
-def stock_data_stream() -> type[StockDataStream]:
-    """alpaca-py's StockDataStream, imported when a connection needs it, not with this module:
+def data_stream(market: str) -> type[StockDataStream | CryptoDataStream]:
+    """alpaca-py's stream class for a market, "stocks" or "crypto" (both are its DataStream,
+    with the same _connect), imported when a connection needs it, not with this module:
     alpaca-py imports pandas, 1.2 s of CPU (measured), which --help, --replay, --source and a
     bad option need not wait for."""
-    from alpaca.data.live import StockDataStream
+    from alpaca.data.live import CryptoDataStream, StockDataStream
 
-    return StockDataStream
+    return {"stocks": StockDataStream, "crypto": CryptoDataStream}[market]
 
 
 def check_alpaca_py() -> None:
@@ -58,7 +59,7 @@ def check_alpaca_py() -> None:
         version = "none"
     problem = None
     try:
-        stream_class = stock_data_stream()
+        stream_class = data_stream("stocks")
     except ImportError as error:
         # Its name if a module is missing; else its message (pandas names what it lacks in it).
         missing = error.name or " ".join(str(error).split())
@@ -78,19 +79,21 @@ def check_alpaca_py() -> None:
 
 class Connection:
     """One websocket to the endpoint at url, with these keys and subscriptions; stream() runs it
-    once. data_timeout: seconds without data (in market hours, unless market_hours is False:
-    at any hour) before the connection is replaced, as it may have gone mute; 0: never."""
+    once. market: "stocks" or "crypto", the endpoint's. data_timeout: seconds without data (in
+    market hours, unless market_hours is False: at any hour) before the connection is replaced,
+    as it may have gone mute; 0: never."""
 
-    def __init__(self, url: str, keys: Keys, subscriptions: Subscriptions, *, data_timeout: float = 0.0,
-                 market_hours: bool = True) -> None:
+    def __init__(self, url: str, keys: Keys, subscriptions: Subscriptions, *, market: str = "stocks",
+                 data_timeout: float = 0.0, market_hours: bool = True) -> None:
         self.url = url
+        self.market = market
         self.subscriptions = subscriptions
         self.data_timeout = data_timeout
         self.market_hours = market_hours
         # max_size None: a frame of any size is read whole. Alpaca documents no limit, and a frame
         # over websockets' default (1 MiB) would close the connection, and come again after each
         # reconnect. Alpaca's Go SDK sets no limit either ("news messages can be huge").
-        self.stream = stock_data_stream()(keys.key, keys.secret, url_override=url, websocket_params={
+        self.stream = data_stream(market)(keys.key, keys.secret, url_override=url, websocket_params={
             "ping_interval": PING_INTERVAL, "ping_timeout": PING_TIMEOUT,
             "close_timeout": CLOSE_TIMEOUT, "max_queue": 1024, "max_size": None})
         self.last_data = time.monotonic()  # when this endpoint last brought market data
@@ -177,11 +180,16 @@ class Connection:
                 opened_at = (opened_at or now) if market_open() else None
             quiet = now - max(self.last_data, connected_at)
             if quiet >= QUIET_AFTER and warned_for != self.last_data:
-                log.warning("connected, but no data for %.0f s: the market may be closed\n(regular hours "
-                            "9:30-16:00 New York time); --test-stream has data any time", quiet)
+                if self.market == "crypto":  # it never closes
+                    log.warning("connected to the crypto stream, but no data for %.0f s:\nare the pairs "
+                                "written as Alpaca writes them (BTC/USD)?", quiet)
+                else:
+                    log.warning("connected, but no data for %.0f s: the market may be closed\n(regular hours "
+                                "9:30-16:00 New York time); --test-stream has data any time", quiet)
                 warned_for = self.last_data
             if timeout and opened_at is not None and now - max(self.last_data, opened_at) >= timeout:
-                mute.append(NoData(f"no market data for {timeout:.0f} s in market hours:\nreplacing the "
+                when = " in market hours" if self.market_hours else ""
+                mute.append(NoData(f"no market data for {timeout:.0f} s{when}:\nreplacing the "
                                    "connection, as it may have gone mute\n(symbols that trade rarely, or a "
                                    "holiday? --data-timeout sets the wait)"))
                 await self.websocket.close()  # ends stream_once's loop

@@ -21,6 +21,7 @@ class Record(dict):
 
     __slots__ = ()
     fields: ClassVar[dict[str, Wire]] = {}  # attribute name -> where it is on the wire, in order
+    market: ClassVar[str] = "stocks"  # the stream it came from: "stocks" or "crypto"
     symbol: str  # every kind has these two; each kind's wire() fields read them
     timestamp: datetime
 
@@ -165,14 +166,70 @@ class TradeCancel(Record):
     tape: str | None = wire("z", optional=True)
 
 
+# The crypto stream's records: alpaca-py gives a crypto trade, quote or bar the same model as a
+# stock's, with no exchange, conditions or tape, and fractional sizes; these have only the
+# fields the crypto stream sends, typed as it sends them. A trade's taker side, "tks" ("B" or
+# "S"), which alpaca-py's model drops, is kept under its wire key, as the stock records keep it.
+
+
+class CryptoTrade(Record):
+    """A trade of a pair (BTC/USD): a size in coins, fractional, at a price."""
+
+    market = "crypto"
+    symbol: str = wire("S")
+    price: float = wire("p")
+    size: float = wire("s")
+    timestamp: datetime = wire("t")
+    id: int = wire("i")
+
+
+class CryptoQuote(Record):
+    """A pair's best bid and ask, sizes in coins."""
+
+    market = "crypto"
+    symbol: str = wire("S")
+    timestamp: datetime = wire("t")
+    bid_price: float = wire("bp")
+    bid_size: float = wire("bs")
+    ask_price: float = wire("ap")
+    ask_size: float = wire("as")
+
+
+class CryptoBar(Record):
+    """A pair's minute: prices and volume in coins; timestamp is the minute's start."""
+
+    market = "crypto"
+    symbol: str = wire("S")
+    timestamp: datetime = wire("t")
+    open: float = wire("o")
+    high: float = wire("h")
+    low: float = wire("l")
+    close: float = wire("c")
+    volume: float = wire("v")
+    trade_count: int | None = wire("n", optional=True)
+    vwap: float | None = wire("vw", optional=True)
+
+
+class CryptoUpdatedBar(CryptoBar):
+    """A pair's minute bar sent again, because trades arrived late for its minute."""
+
+
+class CryptoDailyBar(CryptoBar):
+    """A pair's day so far, sent every minute: the crypto market never closes."""
+
+
 # Alpaca's "T" for each kind of message: the kind's name (handlers and --json go by it), and
-# its record.
+# its record; for each stream.
 MESSAGE_TYPES: dict[str, tuple[str, type[Record]]] = {
     "t": ("trade", Trade), "q": ("quote", Quote), "b": ("bar", Bar), "u": ("updated_bar", UpdatedBar),
     "d": ("daily_bar", DailyBar), "s": ("status", TradingStatus), "l": ("luld", Luld),
     "i": ("imbalance", OrderImbalance), "c": ("correction", TradeCorrection), "x": ("cancel", TradeCancel),
 }
-KIND = {record: kind for kind, record in MESSAGE_TYPES.values()}
+CRYPTO_TYPES: dict[str, tuple[str, type[Record]]] = {
+    "t": ("trade", CryptoTrade), "q": ("quote", CryptoQuote), "b": ("bar", CryptoBar),
+    "u": ("updated_bar", CryptoUpdatedBar), "d": ("daily_bar", CryptoDailyBar),
+}
+KIND = {record: kind for types in (MESSAGE_TYPES, CRYPTO_TYPES) for kind, record in types.values()}
 
 # --json's "type" -> Alpaca's "T", and the kind's field names -> their wire keys.
 WIRE_NAMES = {kind: (wire_type, {name: wire.key for name, wire in record.fields.items()})

@@ -12,10 +12,12 @@ from collections.abc import Callable
 from contextlib import suppress
 
 import pytest
+from alpaca.data import models
 from conftest import KEYS, ROOT, as_received, run, until
 
-from alpaca_stream import Record, Session, StockStream, stream
+from alpaca_stream import CryptoQuote, CryptoStream, CryptoTrade, Record, Session, StockStream, Trade, stream
 from alpaca_stream.errors import AlpacaRefused
+from alpaca_stream.outputs.terminal import format_text
 from alpaca_stream.server import AlpacaStreamServer, Faults
 from alpaca_stream.sources.recording import Recording
 
@@ -59,6 +61,68 @@ def test_two_streams_side_by_side_one_dropped_each_delivers_every_message_once_i
         sent = trades_sent(server)
         assert got[symbol] == sent[:len(got[symbol])], symbol  # nothing lost, doubled or reordered
     assert len(dropping.connections[0].trade_ids) < len(got["SPY"])  # some came after the reconnect
+
+
+def test_stocks_and_crypto_in_one_loop_the_crypto_connection_dropped_each_delivers_every_message_once():
+    got, keep = kept_by_symbol()
+    records: list[Record] = []
+
+    async def note(record: Record) -> None:
+        records.append(record)
+
+    async def scenario() -> AlpacaStreamServer:
+        async with AlpacaStreamServer(rate=400, seed=6) as server:  # both endpoints, as Alpaca's host
+            crypto = CryptoStream(["BTC/USD"], ["trades", "quotes"], keys=KEYS, url=server.crypto_url)
+            server.plan(Faults(), Faults(drop_after=150))  # the second to connect is dropped
+            task = asyncio.create_task(stream(StockStream(["SPY"], keys=KEYS, url=server.url), crypto,
+                                              handlers={"trade": keep, "quote": note}))
+            try:
+                await until(lambda: len(server.connections) == 3 and len(got.get("SPY", [])) >= 300
+                            and len(got.get("BTC/USD", [])) >= 300 and records, "both streaming, one again")
+            finally:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+            return server
+
+    server = run(scenario())
+    by_market = {market: [c for c in server.connections if c.market == market] for market in ("stocks", "crypto")}
+    assert len(by_market["stocks"]) == 1 and len(by_market["crypto"]) == 2  # the drop disturbed only crypto
+    for symbol, connections in (("SPY", by_market["stocks"]), ("BTC/USD", by_market["crypto"])):
+        sent = [as_received(m) for connection in connections for m in connection.messages if m["T"] == "t"]
+        assert got[symbol] == sent[:len(got[symbol])], symbol  # nothing lost, doubled or reordered
+    assert len(by_market["crypto"][0].trade_ids) < len(got["BTC/USD"])  # some came after the reconnect
+
+
+def test_a_crypto_record_has_the_fields_the_crypto_stream_sends_named_as_alpaca_pys_model_names_them():
+    trades: list[Record] = []
+    quotes: list[Record] = []
+
+    async def keep(into: list[Record], record: Record) -> None:
+        into.append(record)
+
+    async def scenario() -> None:
+        async with AlpacaStreamServer(rate=200, seed=7) as server:
+            crypto = CryptoStream(["BTC/USD", "ETH/USD"], ["trades", "quotes"], keys=KEYS, url=server.crypto_url)
+            task = asyncio.create_task(stream(crypto, handlers={"trade": lambda r: keep(trades, r),
+                                                                "quote": lambda r: keep(quotes, r)}))
+            try:
+                await until(lambda: len(trades) >= 20 and len(quotes) >= 20, "crypto trades and quotes")
+            finally:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+
+    run(scenario())
+    assert {type(record) for record in trades} == {CryptoTrade} and {type(r) for r in quotes} == {CryptoQuote}
+    assert all(record.market == "crypto" for record in trades + quotes) and Trade.market == "stocks"
+    assert any(trade.size != int(trade.size) for trade in trades)  # fractions of a coin
+    assert all(trade["tks"] in "BS" for trade in trades)  # the taker side, kept under its wire key
+    for record, model in ((trades[0], models.Trade), (quotes[0], models.Quote)):
+        parsed = model(record.symbol, dict(record))
+        for name in record.fields:
+            assert getattr(record, name) == getattr(parsed, name), name
+        assert not hasattr(record, "exchange") and not hasattr(record, "tape")  # none on the crypto stream
+        line = format_text(record)
+        assert "(incomplete)" not in line and record.symbol in line and "\n" not in line and len(line) <= 80, line
 
 
 def test_a_refusal_that_retrying_cannot_cure_in_one_stream_ends_them_all_and_is_raised():

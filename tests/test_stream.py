@@ -24,7 +24,7 @@ from conftest import FAKE_KEY, FAKE_SECRET, KINDS, POSIX_ONLY, Recorder, as_rece
 import websocket_stream as ws
 from alpaca_stream.channels import CHANNELS
 from alpaca_stream.cli import stop_on_signals, until_stopped
-from alpaca_stream.connection import check_alpaca_py, stock_data_stream, why_not_connected
+from alpaca_stream.connection import check_alpaca_py, data_stream, why_not_connected
 from alpaca_stream.errors import (
     EXIT_FORCED,
     EXIT_OK,
@@ -322,7 +322,7 @@ def test_a_refused_handshake_is_read_from_websockets_new_client_too(status, monk
                                     max_size=None)
         await self._ws.recv()  # the greeting
 
-    monkeypatch.setattr(stock_data_stream(), "_connect", connect_with_the_new_client)
+    monkeypatch.setattr(data_stream("stocks"), "_connect", connect_with_the_new_client)
     recorder = Recorder()
 
     async def scenario() -> None:
@@ -694,22 +694,22 @@ def test_an_alpaca_py_without_what_the_script_uses_exits_2_saying_which_to_insta
         def __init__(self, api_key: str, secret_key: str, url_override: str, websocket_params: dict) -> None: ...
         async def close(self) -> None: ...
 
-    monkeypatch.setattr("alpaca_stream.connection.stock_data_stream", lambda: StreamOfAnotherRelease)
+    monkeypatch.setattr("alpaca_stream.connection.data_stream", lambda market: StreamOfAnotherRelease)
     with pytest.raises(ConfigError, match=r"needs alpaca-py 0.33.1 to 0.44, you have \S+:\nits "
                                              r"StockDataStream has no _connect.\nInstall the tested one: pip install "
                                              r"-r requirements.txt"):
         check_alpaca_py()
 
 
-def fails_with(error: ImportError) -> Callable[[], type]:
-    def importing() -> type:
+def fails_with(error: ImportError) -> Callable[[str], type]:
+    def importing(market: str) -> type:
         raise error
     return importing
 
 
 def test_an_alpaca_py_that_fails_to_import_pytz_says_to_install_it(monkeypatch):
     missing = ModuleNotFoundError("No module named 'pytz'", name="pytz")
-    monkeypatch.setattr("alpaca_stream.connection.stock_data_stream", fails_with(missing))
+    monkeypatch.setattr("alpaca_stream.connection.data_stream", fails_with(missing))
     with pytest.raises(ConfigError, match=r"it fails to import:\npytz\n\(alpaca-py 0.33.1 to 0.43.2 need it: "
                                              r"pip install pytz\)"):
         check_alpaca_py()
@@ -718,7 +718,7 @@ def test_an_alpaca_py_that_fails_to_import_pytz_says_to_install_it(monkeypatch):
 def test_an_import_error_without_a_module_name_is_shown_by_its_message(monkeypatch):
     # What pandas raises, under alpaca-py 0.33.1, when pytz is missing.
     missing = ImportError("Unable to import required dependencies:\npytz: No module named 'pytz'")
-    monkeypatch.setattr("alpaca_stream.connection.stock_data_stream", fails_with(missing))
+    monkeypatch.setattr("alpaca_stream.connection.data_stream", fails_with(missing))
     with pytest.raises(ConfigError, match=r"it fails to import:\nUnable to import required dependencies: pytz: No "
                                              r"module named 'pytz'\n\(alpaca-py 0.33.1 to 0.43.2 need it: pip install"):
         check_alpaca_py()

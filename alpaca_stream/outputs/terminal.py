@@ -12,6 +12,11 @@ from alpaca_stream.logs import WIDTH
 from alpaca_stream.records import (
     KIND,
     Bar,
+    CryptoBar,
+    CryptoDailyBar,
+    CryptoQuote,
+    CryptoTrade,
+    CryptoUpdatedBar,
     DailyBar,
     Luld,
     OrderImbalance,
@@ -64,6 +69,11 @@ def money(price: float) -> str:
     return text[:-2] + text[-2:].rstrip("0")
 
 
+def coins(size: float) -> str:
+    """A crypto size as it came, to the ninth decimal at most, without trailing zeros."""
+    return f"{size:.9f}".rstrip("0").rstrip(".")
+
+
 # The end of each kind's line, after its symbol.
 
 def trade(trade: Trade) -> str:
@@ -75,11 +85,24 @@ def quote(quote: Quote) -> str:
             f"ask {money(quote.ask_price):>8} x {quote.ask_size}")
 
 
-def bar(bar: Bar) -> str:
+def bar(bar: Bar | CryptoBar) -> str:
     """Open, high, low and close, then the volume: with an O, H, L and C before them, a bar of
     five-digit prices and a volume of 999999 was 84 columns."""
     prices = (bar.open, bar.high, bar.low, bar.close)
-    return " ".join(f"{money(price):>8}" for price in prices) + f" V {bar.volume}"
+    volume = coins(bar.volume) if bar.market == "crypto" else bar.volume
+    return " ".join(f"{money(price):>8}" for price in prices) + f" V {volume}"
+
+
+def crypto_trade(trade: CryptoTrade) -> str:
+    """The size in coins, the price, and the taker's side (B or S) when Alpaca gives it."""
+    return f"{coins(trade.size):>10} @ {money(trade.price):>9}  {trade.get('tks', '')}".rstrip()
+
+
+def crypto_quote(quote: CryptoQuote) -> str:
+    # Unpadded: a pair's name is longer than a stock's. With sizes of six decimals, BTC/USD's
+    # line is 81 columns: the sizes go on, on a line of their own (format_text).
+    return (f"bid {money(quote.bid_price)} x {coins(quote.bid_size)} "
+            f"ask {money(quote.ask_price)} x {coins(quote.ask_size)}")
 
 
 def status(status: TradingStatus) -> str:
@@ -108,4 +131,5 @@ def cancel(cancel: TradeCancel) -> str:
 DETAILS: dict[type[Record], Callable[[Any], str]] = {
     Trade: trade, Quote: quote, Bar: bar, UpdatedBar: bar, DailyBar: bar, TradingStatus: status, Luld: luld,
     TradeCorrection: correction, OrderImbalance: imbalance, TradeCancel: cancel,
+    CryptoTrade: crypto_trade, CryptoQuote: crypto_quote, CryptoBar: bar, CryptoUpdatedBar: bar, CryptoDailyBar: bar,
 }

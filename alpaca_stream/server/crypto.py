@@ -63,7 +63,9 @@ class CryptoMarket(Market):
         return self.prices.get(symbol) or start_price(symbol)
 
     def small_size(self) -> float:
-        return round(self.rng.uniform(0.0001, 0.5), 6)
+        # Four decimals: Alpaca's can have up to nine, and a quote line of BTC/USD with sizes
+        # of six went past 80 columns, onto a second line.
+        return round(self.rng.uniform(0.0001, 0.5), 4)
 
     def ticks(self, count: int) -> list[dict]:
         """The whole book of each pair newly subscribed to orderbooks, then `count` ticks."""

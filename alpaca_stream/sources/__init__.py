@@ -1,7 +1,7 @@
-"""Where records come from, one module each: Alpaca's stock stream (stocks.py), the local
-server's demo data through the same stream (demo.py), a NATS server that a --publish feeder
-publishes to (nats.py), and a --json recording (recording.py). Each is a Source; the
-supervisor runs any number of them side by side, in one event loop."""
+"""Where records come from, one module each: Alpaca's stock stream (stocks.py) and its crypto
+stream (crypto.py), the local server's demo data through the same stream (demo.py), a NATS
+server that a --publish feeder publishes to (nats.py), and a --json recording (recording.py).
+Each is a Source; the supervisor runs any number of them side by side, in one event loop."""
 
 from __future__ import annotations
 

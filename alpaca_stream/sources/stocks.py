@@ -29,6 +29,7 @@ class StockStream:
     before the connection is replaced; 0: never."""
 
     types = MESSAGE_TYPES
+    market = "stocks"
 
     def __init__(self, symbols: Iterable[str] = DEFAULT_SYMBOLS, channels: Iterable[str] = ("trades",), *,
                  keys: Keys, url: str = f"{ALPACA_STREAM}/iex", data_timeout: float = 0.0,
@@ -45,6 +46,6 @@ class StockStream:
 
     async def run(self, routes: dict[str, Route], session: Session) -> None:
         log.info("connecting to %s", self.url)
-        connection = Connection(self.url, self.keys, self.subscriptions, data_timeout=self.data_timeout,
-                                market_hours=self.market_hours)
+        connection = Connection(self.url, self.keys, self.subscriptions, market=self.market,
+                                data_timeout=self.data_timeout, market_hours=self.market_hours)
         await keep_connected(connection, routes, session)
