@@ -19,6 +19,7 @@ SYMBOL = re.compile(r"\*|[A-Z][A-Z0-9.]{0,9}")  # "*" is every symbol; BRK.B has
 # The crypto stream's channels: no statuses, LULDs or imbalances, and trades bring no corrections
 # or cancels; its order books are its own. Its symbols are pairs: BTC/USD, ETH/USD, BTC/USDT.
 CRYPTO_CHANNELS = ("trades", "quotes", "bars", "updatedBars", "dailyBars", "orderbooks")
+CRYPTO_PATH = "/v1beta3/crypto/us"  # on Alpaca's host, as /v2/{feed} for stocks; "us" is the location Alpaca documents
 PAIR = re.compile(r"\*|[A-Z0-9]{2,10}/[A-Z0-9]{2,10}")
 
 Channels = dict[str, set[str]]  # Alpaca's channel name -> symbols

@@ -18,6 +18,7 @@ from types import TracebackType
 from typing import Any
 from urllib.parse import urlsplit
 
+from alpaca_stream.channels import CRYPTO_CHANNELS
 from alpaca_stream.connection import check_alpaca_py
 from alpaca_stream.errors import (
     EXIT_FORCED,
@@ -38,7 +39,8 @@ from alpaca_stream.outputs.serve import serving
 from alpaca_stream.server import FEEDS as SERVED_FEEDS
 from alpaca_stream.session import Session, heartbeat
 from alpaca_stream.sources import Source
-from alpaca_stream.sources.demo import DEMO_KEYS, DemoStream
+from alpaca_stream.sources.crypto import CryptoStream
+from alpaca_stream.sources.demo import DEMO_KEYS, Demo, DemoCryptoStream, DemoStream
 from alpaca_stream.sources.recording import Recording
 from alpaca_stream.sources.stocks import StockStream
 from alpaca_stream.supervisor import supervise
@@ -90,10 +92,25 @@ class CommandLine:
             self.session.connected = False  # the summary counts no reconnects
             return [Recording(settings.replay, settings.replay_speed)]
         check_alpaca_py()
+        # One stream per market, each its own connection: stocks, and crypto pairs (BTC/USD).
+        crypto_channels = [channel for channel in settings.channels if channel in CRYPTO_CHANNELS]
+        streams: list[Source] = []
         if settings.demo:
-            return [DemoStream(settings.symbols, settings.channels, data_timeout=settings.data_timeout)]
-        return [StockStream(settings.symbols, settings.channels, keys=keys, url=settings.url,
-                            data_timeout=settings.data_timeout, market_hours=settings.market_hours)]
+            demo = Demo()  # one local server, both markets' streams
+            if settings.symbols:
+                streams.append(DemoStream(settings.symbols, settings.channels, demo=demo,
+                                          data_timeout=settings.data_timeout))
+            if settings.pairs:
+                streams.append(DemoCryptoStream(settings.pairs, crypto_channels, demo=demo,
+                                                data_timeout=settings.data_timeout))
+            return streams
+        if settings.symbols:
+            streams.append(StockStream(settings.symbols, settings.channels, keys=keys, url=settings.url,
+                                       data_timeout=settings.data_timeout, market_hours=settings.market_hours))
+        if settings.pairs:
+            streams.append(CryptoStream(settings.pairs, crypto_channels, keys=keys, url=settings.crypto_url,
+                                        data_timeout=settings.data_timeout))
+        return streams
 
     def until_stopped(self, sources: list[Source], handlers: Handlers) -> None:
         """Step 3, each message to its handler, until Ctrl+C or SIGTERM (or a recording's end),

@@ -185,7 +185,8 @@ class Connection:
                                 "written as Alpaca writes them (BTC/USD)?", quiet)
                 else:
                     log.warning("connected, but no data for %.0f s: the market may be closed\n(regular hours "
-                                "9:30-16:00 New York time); --test-stream has data any time", quiet)
+                                "9:30-16:00 New York time); a crypto pair (BTC/USD)\nor --test-stream has data "
+                                "any time", quiet)
                 warned_for = self.last_data
             if timeout and opened_at is not None and now - max(self.last_data, opened_at) >= timeout:
                 when = " in market hours" if self.market_hours else ""

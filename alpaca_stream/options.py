@@ -12,11 +12,13 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NoReturn
+from urllib.parse import urlsplit
 
-from alpaca_stream.channels import CHANNELS, SYMBOL
+from alpaca_stream.channels import CHANNELS, CRYPTO_CHANNELS, CRYPTO_PATH, PAIR, SYMBOL
 from alpaca_stream.errors import EXIT_USAGE
 from alpaca_stream.logs import fitted
 from alpaca_stream.outputs.serve import is_loopback
+from alpaca_stream.sources.crypto import ALPACA_CRYPTO_STREAM
 from alpaca_stream.sources.stocks import ALPACA_STREAM, DEFAULT_SYMBOLS, FEEDS, TEST_STREAM_SYMBOL
 
 log = logging.getLogger("alpaca_stream")
@@ -35,8 +37,10 @@ class Settings:
     """What a run is asked to do: the options, checked and resolved (a URL for --feed, say)."""
 
     url: str
-    symbols: list[str]
+    symbols: list[str]  # stocks
     channels: list[str] = field(default_factory=lambda: ["trades"])  # Alpaca's names
+    pairs: list[str] = field(default_factory=list)  # crypto, from crypto_url
+    crypto_url: str = ALPACA_CRYPTO_STREAM
     demo: bool = False  # from a local server started here, not from Alpaca
     heartbeat: float = 0.0  # seconds between two "alive" lines in the log; 0: none
     data_timeout: float = 0.0  # seconds without data, in market hours, before a new connection; 0: never
@@ -58,7 +62,8 @@ def parse_args(argv: list[str] | None, doc: str | None = None) -> argparse.Names
         description="Stream live market data from Alpaca: a line per message on stdout,\nCtrl+C to stop.",
         epilog=doc[doc.find("exit statuses"):] if doc else None, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("symbols", nargs="*", metavar="SYMBOL",
-                        help="symbols to stream (default: SPY TSLA); '*' (quoted) for every symbol")
+                        help="stocks (default: SPY TSLA; '*', quoted, for every one) and crypto pairs, "
+                        "as BTC/USD, at any hour")
     channels = parser.add_argument_group("channels (trades unless you name others)")
     channels.add_argument("--trades", action="store_true", help="trades, with their corrections and cancels")
     channels.add_argument("--quotes", action="store_true", help="best bid and ask")
@@ -72,7 +77,8 @@ def parse_args(argv: list[str] | None, doc: str | None = None) -> argparse.Names
     where = parser.add_mutually_exclusive_group()
     where.add_argument("--test-stream", action="store_true", help=f"Alpaca's always-on test stream "
                        f"({TEST_STREAM_SYMBOL}): data even when the market is closed")
-    where.add_argument("--url", help="another endpoint (a proxy, a local server), ws:// or wss://")
+    where.add_argument("--url", help="another endpoint (a proxy, a local server), ws:// or wss://: "
+                       "the stock stream's, or a host alone (ws://HOST:PORT) for each stream at Alpaca's path")
     where.add_argument("--demo", action="store_true", help="no keys, no network: demo data from a local server")
     where.add_argument("--source", metavar="NATS_URL", help="read from a NATS server that a --publish feeder "
                        "publishes to, instead of Alpaca (no keys needed)")
@@ -103,19 +109,24 @@ def parse_args(argv: list[str] | None, doc: str | None = None) -> argparse.Names
             not all(SYMBOL.fullmatch(name.upper()) for name in args.symbols):
         parser.error("the shell expanded * into the file names here: quote it, '*'")
     args.symbols = list(dict.fromkeys(symbol.upper() for symbol in args.symbols))
-    bad = [symbol for symbol in args.symbols if not SYMBOL.fullmatch(symbol)]
+    bad = [symbol for symbol in args.symbols if not (SYMBOL.fullmatch(symbol) or PAIR.fullmatch(symbol))]
     if any("," in symbol for symbol in bad):
         parser.error(f"separate symbols with spaces, not commas: {' '.join(' '.join(bad).replace(',', ' ').split())}")
     if bad:
-        parser.error(f"not a stock symbol: {', '.join(bad)}")
+        parser.error(f"not a stock symbol, nor a crypto pair as BTC/USD: {', '.join(bad)}")
+    args.pairs = [symbol for symbol in args.symbols if "/" in symbol]
+    args.symbols = [symbol for symbol in args.symbols if "/" not in symbol]
     if args.url and not re.match(r"wss?://", args.url):
         parser.error("--url must start with ws:// or wss://")
+    host_alone = bool(args.url) and urlsplit(args.url).path in ("", "/")
+    if args.pairs:
+        crypto_checks(parser, args, host_alone)
     for option, seconds in (("--heartbeat", args.heartbeat), ("--data-timeout", args.data_timeout)):
         if seconds is not None and not 0 <= seconds < math.inf:
             parser.error(f"{option} takes a number of seconds, 0 or more")
-    if args.feed and (args.demo or args.url or args.test_stream or args.source):
-        parser.error("--feed picks one of Alpaca's feeds: it has no effect with --demo, --url, --test-stream "
-                     "or --source")
+    if args.feed and (args.demo or args.url and not host_alone or args.test_stream or args.source):
+        parser.error("--feed picks one of Alpaca's feeds: it has no effect with --demo, --url with a path, "
+                     "--test-stream or --source")
     for option, url in (("--publish", args.publish), ("--source", args.source)):
         if url is not None and not re.fullmatch(r"(nats|tls)://[^/\s]+", url):
             parser.error(f"{option} takes a NATS server's URL: nats://HOST:PORT")
@@ -129,7 +140,7 @@ def parse_args(argv: list[str] | None, doc: str | None = None) -> argparse.Names
         parser.error("--durable NAME goes with --source")
     if args.durable is not None and not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", args.durable):
         parser.error("--durable takes a name of letters, digits, - and _")
-    chosen = args.symbols or args.feed or any(getattr(args, option) for option in CHANNELS)
+    chosen = args.symbols or args.pairs or args.feed or any(getattr(args, option) for option in CHANNELS)
     if args.replay is not None and chosen:
         parser.error("--replay plays the recording as it is:\n"
                      "symbols, channel options and --feed have no effect with it")
@@ -140,6 +151,24 @@ def parse_args(argv: list[str] | None, doc: str | None = None) -> argparse.Names
                      "1 is the recorded pace, 2 twice as fast")
     args.channels = [name for option, name in CHANNELS.items() if getattr(args, option)] or ["trades"]
     return args
+
+
+def crypto_checks(parser: argparse.ArgumentParser, args: argparse.Namespace, host_alone: bool) -> None:
+    """What crypto pairs cannot go with: a --url that is the stock stream's alone, the options
+    that carry stocks only, and a stock channel without a stock to stream it for."""
+    pairs = ", ".join(args.pairs)
+    if args.url and not host_alone:
+        parser.error(f"--url {args.url} is the stock stream's; for {pairs} too,\n"
+                     "give the host alone (ws://HOST:PORT): each stream at Alpaca's path on it")
+    only_stocks = [option for option in ("publish", "source", "serve", "test_stream") if getattr(args, option)]
+    if only_stocks:
+        parser.error(f"--{only_stocks[0].replace('_', '-')} carries stocks only, for now:\n"
+                     f"stream {pairs} without it")
+    stock_channels = [option for option, name in CHANNELS.items() if getattr(args, option) and
+                      name not in CRYPTO_CHANNELS]
+    if stock_channels and not args.symbols:
+        parser.error(f"--{stock_channels[0].replace('_', '-')} is a stock channel, and {pairs} crypto:\n"
+                     "name a stock to stream it for")
 
 
 def serve_address(parser: argparse.ArgumentParser, address: str, keyless: bool) -> tuple[str, int]:
@@ -160,12 +189,18 @@ def serve_address(parser: argparse.ArgumentParser, address: str, keyless: bool) 
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
+    feed, crypto_url = args.feed or "iex", ALPACA_CRYPTO_STREAM
     if args.test_stream:
         url, symbols = f"{ALPACA_STREAM}/test", args.symbols or [TEST_STREAM_SYMBOL]
+    elif args.url and urlsplit(args.url).path in ("", "/"):  # a host: each stream at Alpaca's path on it
+        host = args.url.rstrip("/")
+        url, crypto_url = f"{host}/v2/{feed}", f"{host}{CRYPTO_PATH}"
     else:
-        url, symbols = args.url or f"{ALPACA_STREAM}/{args.feed or 'iex'}", args.symbols or list(DEFAULT_SYMBOLS)
+        url = args.url or f"{ALPACA_STREAM}/{feed}"
+    if not args.test_stream:
+        symbols = args.symbols or ([] if args.pairs else list(DEFAULT_SYMBOLS))
     here = args.demo or args.source or args.replay is not None  # no URL: they make or need none
-    return Settings("" if here else url, symbols, args.channels, demo=args.demo,
+    return Settings("" if here else url, symbols, args.channels, args.pairs, crypto_url, demo=args.demo,
                     heartbeat=args.heartbeat, data_timeout=data_timeout(args), market_hours=not (
                         args.demo or args.test_stream), publish=args.publish or "", source=args.source or "",
                     durable=args.durable or "", replay=args.replay,

@@ -5,6 +5,7 @@ for all of it."""
 from __future__ import annotations
 
 import logging
+import re
 import textwrap
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -14,7 +15,7 @@ from typing import Any, Protocol
 import msgpack
 import websockets
 
-from alpaca_stream.channels import CHANNELS, SYMBOL, Channels, difference, request, wanted
+from alpaca_stream.channels import CHANNELS, PAIR, SYMBOL, Channels, difference, request, wanted
 from alpaca_stream.errors import AlpacaRefused
 
 log = logging.getLogger("alpaca_stream")
@@ -35,13 +36,13 @@ async def subscribe(*symbols: str, channel: str = "trades") -> None:
 
     Alpaca's answer is logged; if it refuses (405: over the free plan's 30 symbols), that
     is a warning, and the rest streams on. With --source or --replay, nothing changes."""
-    await STREAMING.change("subscribe", channel, symbols)
+    await running_for(symbols).change("subscribe", channel, symbols)
 
 
 async def unsubscribe(*symbols: str, channel: str = "trades") -> None:
     """Stop streaming these symbols on this channel: the opposite of subscribe(). A few
     messages already on their way may still come."""
-    await STREAMING.change("unsubscribe", channel, symbols)
+    await running_for(symbols).change("unsubscribe", channel, symbols)
 
 
 class Clients(Protocol):
@@ -59,8 +60,10 @@ class Subscriptions:
     options, then subscribe() and unsubscribe()) and, with --serve, its clients' too. A change
     goes to Alpaca at once on the open connection; a new connection asks for all of it."""
 
-    def __init__(self, channels: Iterable[str] = (), symbols: Iterable[str] = (), *, offline: bool = False) -> None:
+    def __init__(self, channels: Iterable[str] = (), symbols: Iterable[str] = (), *, offline: bool = False,
+                 symbol: re.Pattern[str] = SYMBOL) -> None:
         self.own: Channels = {channel: set(symbols) for channel in channels}  # for this script's handlers
+        self.symbol = symbol  # the symbols its stream takes: stocks (SPY), or crypto pairs (BTC/USD)
         self.relay: Clients | None = None  # --serve: the relay, whose clients want theirs
         self.offline = offline  # --source, --replay: what comes cannot be changed
         self.websocket: Any = None  # the connection, once it has asked; None between connections
@@ -93,9 +96,10 @@ class Subscriptions:
         """subscribe() and unsubscribe()."""
         if channel not in CHANNELS:
             raise ValueError(f"no such channel: {channel!r}; one of:\n{', '.join(CHANNELS)}")
-        bad = [s for s in symbols if not isinstance(s, str) or not SYMBOL.fullmatch(s)]
+        bad = [s for s in symbols if not isinstance(s, str) or not self.symbol.fullmatch(s)]
         if bad or not symbols:
-            raise ValueError(f"{action}() takes stock symbols: "
+            takes = "crypto pairs (BTC/USD)" if self.symbol is PAIR else "stock symbols"
+            raise ValueError(f"{action}() takes {takes}: "
                              f"{', '.join(map(repr, bad)) or 'none given'}")
         before = {name: set(names) for name, names in self.own.items()}
         mine = self.own.setdefault(CHANNELS[channel], set())
@@ -183,18 +187,31 @@ class Subscriptions:
         return wanted(self.own, messages, control=True)
 
 
-STREAMING = Subscriptions(offline=True)  # the running stock stream's, for subscribe(); none: offline
+# The running streams' subscriptions, for subscribe(): the stock stream's, the crypto stream's;
+# none running: one that is offline.
+STREAMING: tuple[Subscriptions, ...] = (Subscriptions(offline=True),)
 
 
 @contextmanager
-def streaming(subscriptions: Subscriptions) -> Iterator[None]:
-    """subscribe() and unsubscribe() change these while the stream runs."""
+def streaming(*subscriptions: Subscriptions) -> Iterator[None]:
+    """subscribe() and unsubscribe() change these while the streams run."""
     global STREAMING
     before, STREAMING = STREAMING, subscriptions
+    for others in subscriptions[1:]:  # "Ctrl+C to stop" once a run: with the first stream's
+        others.told_how_to_stop = True
     try:
         yield
     finally:
         STREAMING = before
+
+
+def running_for(symbols: tuple[str, ...]) -> Subscriptions:
+    """The running stream whose symbols these are: the crypto stream's for pairs (BTC/USD), the
+    stock stream's for the rest; else the first, whose change() says what it takes."""
+    for subscriptions in STREAMING:
+        if symbols and all(isinstance(s, str) and subscriptions.symbol.fullmatch(s) for s in symbols):
+            return subscriptions
+    return STREAMING[0]
 
 
 def log_subscription(message: dict, how_to_stop: bool = True) -> None:

@@ -45,11 +45,11 @@ async def supervise(sources: tuple[Source, ...] | list[Source], handlers: Handle
     raises ends the others, and its error is raised here."""
     if session.started is None:
         session.started = time.monotonic()
-    # subscribe() and unsubscribe() go to the stock stream: the first source that takes them.
+    # subscribe() and unsubscribe() go to the stream that takes their symbols.
     online = [source.subscriptions for source in sources if not source.subscriptions.offline]
     tasks = [asyncio.create_task(source.run(routes_for(handlers, source.types), session)) for source in sources]
     try:
-        with streaming(online[0] if online else sources[0].subscriptions):
+        with streaming(*(online or [sources[0].subscriptions])):
             for ended in asyncio.as_completed(tasks):
                 await ended  # raises what ended that source, if anything did
     finally:

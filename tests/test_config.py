@@ -170,16 +170,25 @@ def test_channels_are_named_by_options_and_trades_are_the_default(argv, channels
 
 
 @pytest.mark.parametrize(("argv", "says"), [
-    (["SP Y"], "not a stock symbol: SP Y"),
+    (["SP Y"], "not a stock symbol, nor a crypto pair as BTC/USD: SP Y"),
     (["$$$"], "not a stock symbol"),
+    (["BTC/"], "not a stock symbol, nor a crypto pair as BTC/USD: BTC/"),
+    (["BTC/USD", "--url", "ws://127.0.0.1:1/v2/iex"], "--url ws://127.0.0.1:1/v2/iex is the stock stream's; for "
+                                                      "BTC/USD too, give the host alone (ws://HOST:PORT)"),
+    (["BTC/USD", "--publish", "nats://127.0.0.1:4222"], "--publish carries stocks only, for now: stream BTC/USD "
+                                                        "without it"),
+    (["ETH/USD", "--serve", "8765"], "--serve carries stocks only, for now"),
+    (["BTC/USD", "--statuses"], "--statuses is a stock channel, and BTC/USD crypto: name a stock to stream it for"),
+    (["--replay", "session.jsonl", "BTC/USD"], "--replay plays the recording as it is"),
     (["spy,tsla", "aapl"], "separate symbols with spaces, not commas: SPY TSLA"),
     (["--url", "http://example.invalid"], "--url must start with ws:// or wss://"),
     (["--feed", "otc"], "invalid choice"),
     (["--demo", "--url", "ws://127.0.0.1:1"], "not allowed with"),
     (["--test-stream", "--demo"], "not allowed with"),
     (["--demo", "--feed", "sip"], "--feed picks one of Alpaca's feeds: it has no effect with --demo"),
-    (["--url", "ws://127.0.0.1:1", "--feed", "iex"], "no effect with --demo, --url, --test-stream or --source"),
-    (["--source", "nats://127.0.0.1:4222", "--feed", "sip"], "no effect with --demo, --url, --test-stream or --source"),
+    (["--url", "ws://127.0.0.1:1/v2/iex", "--feed", "iex"], "no effect with --demo, --url with a path, "
+                                                           "--test-stream or --source"),
+    (["--source", "nats://127.0.0.1:4222", "--feed", "sip"], "no effect with --demo, --url with a path"),
     (["--publish", "http://127.0.0.1:4222"], "--publish takes a NATS server's URL: nats://HOST:PORT"),
     (["--source", "127.0.0.1:4222"], "--source takes a NATS server's URL: nats://HOST:PORT"),
     (["--source", "nats://127.0.0.1:4222", "--demo"], "not allowed with"),
@@ -239,6 +248,22 @@ def test_help_lists_every_exit_status_and_channel(capsys):
 def test_feeds_and_endpoints(argv, url, symbols):
     settings = settings_from(parse_args(argv))
     assert (settings.url, settings.symbols) == (url, symbols)
+
+
+@pytest.mark.parametrize(("argv", "url", "symbols", "crypto_url", "pairs"), [
+    (["SPY", "btc/usd"], "wss://stream.data.alpaca.markets/v2/iex", ["SPY"],
+     "wss://stream.data.alpaca.markets/v1beta3/crypto/us", ["BTC/USD"]),
+    (["ETH/USD"], "wss://stream.data.alpaca.markets/v2/iex", [],  # crypto alone: no stock stream
+     "wss://stream.data.alpaca.markets/v1beta3/crypto/us", ["ETH/USD"]),
+    (["--url", "ws://127.0.0.1:8765", "--feed", "sip", "AAPL", "BTC/USD"], "ws://127.0.0.1:8765/v2/sip", ["AAPL"],
+     "ws://127.0.0.1:8765/v1beta3/crypto/us", ["BTC/USD"]),
+    (["--url", "ws://127.0.0.1:8765/"], "ws://127.0.0.1:8765/v2/iex", ["SPY", "TSLA"],  # a host: Alpaca's paths
+     "ws://127.0.0.1:8765/v1beta3/crypto/us", []),
+])
+def test_symbols_say_the_market_and_a_url_without_a_path_is_a_host_for_each_stream(argv, url, symbols, crypto_url,
+                                                                                 pairs):
+    settings = settings_from(parse_args(argv))
+    assert (settings.url, settings.symbols, settings.crypto_url, settings.pairs) == (url, symbols, crypto_url, pairs)
 
 
 def test_the_script_copied_alone_into_a_folder_of_its_own_runs_on_the_installed_package(tmp_path):

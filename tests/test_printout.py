@@ -274,6 +274,21 @@ def test_printout_demo_shows_trades_with_no_keys(start_script):
     assert any("Z trade " in line for line in script.out_lines)
 
 
+def test_printout_demo_shows_a_crypto_pair_beside_a_stock_each_trade_and_quote_on_a_line_of_80(start_script):
+    from conftest import script_env
+
+    script = start_script("--demo", "SPY", "BTC/USD", "--trades", "--quotes",
+                          env=script_env(APCA_API_KEY_ID=None, APCA_API_SECRET_KEY=None))
+    script.wait_for(lambda: sum(" BTC/USD " in line for line in script.out_lines) >= 4
+                    and any(" SPY " in line for line in script.out_lines), PRINTED_WITHIN, "both markets' lines")
+    assert script.stop(signal.SIGINT)[0] == 0
+    crypto = [line for line in script.out_lines if " BTC/USD " in line]
+    # A fraction of a coin at a price, and the taker's side; a quote's sizes in coins.
+    assert any(re.search(r"Z trade +BTC/USD +\d+\.\d+ @ +\d+\.\d\d  [BS]$", line) for line in crypto), crypto
+    assert any(re.search(r"Z quote +BTC/USD bid \d+\.\d\d x \d\.\d+ ask ", line) for line in crypto), crypto
+    assert max(map(len, script.out_lines)) <= 80
+
+
 
 @pytest.mark.parametrize("columns", ["80", None], ids=["an 80-column terminal", "a pipe"])
 def test_printout_help_fits_80_columns_with_its_usage_line(columns):

@@ -33,10 +33,10 @@ from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
+from alpaca_stream.channels import CRYPTO_PATH
 from alpaca_stream.server.crypto import CryptoMarket
 from alpaca_stream.server.market import CUES, Market
 from alpaca_stream.server.protocol import (
-    CRYPTO_PATH,
     ConnectionRecord,
     Faults,
     ProtocolServer,

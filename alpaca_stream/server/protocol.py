@@ -28,7 +28,7 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from alpaca_stream.channels import ALPACA_CHANNELS, CRYPTO_CHANNELS, PAIR, SYMBOL
+from alpaca_stream.channels import ALPACA_CHANNELS, CRYPTO_CHANNELS, CRYPTO_PATH, PAIR, SYMBOL
 
 log = logging.getLogger("local_alpaca_server")
 
@@ -51,7 +51,6 @@ FEEDS = ("iex", "sip", "delayed_sip", "test")  # the paths /v2/{feed}; any other
 # Error 405 past that, and the existing subscriptions stay.
 FREE_PLAN_SYMBOL_LIMIT = 30
 CLOSE_TIMEOUT = 2.0  # seconds a slow client has to take its 407 and the close before it is cut
-CRYPTO_PATH = "/v1beta3/crypto/us"  # "us": the location Alpaca documents
 
 
 @dataclass(frozen=True)

@@ -6,11 +6,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from alpaca_stream.channels import CRYPTO_PATH, PAIR
 from alpaca_stream.keys import Keys
 from alpaca_stream.records import CRYPTO_TYPES
 from alpaca_stream.sources.stocks import StockStream
 
-ALPACA_CRYPTO_STREAM = "wss://stream.data.alpaca.markets/v1beta3/crypto/us"
+ALPACA_CRYPTO_STREAM = f"wss://stream.data.alpaca.markets{CRYPTO_PATH}"
 
 
 class CryptoStream(StockStream):
@@ -21,6 +22,7 @@ class CryptoStream(StockStream):
 
     types = CRYPTO_TYPES
     market = "crypto"
+    symbol = PAIR
 
     def __init__(self, pairs: Iterable[str], channels: Iterable[str] = ("trades",), *, keys: Keys,
                  url: str = ALPACA_CRYPTO_STREAM, data_timeout: float = 0.0) -> None:

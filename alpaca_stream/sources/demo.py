@@ -1,5 +1,5 @@
-"""--demo: market data made up by the local server (server/market.py), started here on
-127.0.0.1, through the same stock stream as Alpaca's: no keys, no network."""
+"""--demo: market data made up by the local server (server/market.py, server/crypto.py), started
+here on 127.0.0.1, through the same stock and crypto streams as Alpaca's: no keys, no network."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from collections.abc import Iterable
 
 from alpaca_stream.keys import Keys
 from alpaca_stream.server import AlpacaStreamServer
+from alpaca_stream.sources.crypto import CryptoStream
 from alpaca_stream.sources.stocks import StockStream
 
 log = logging.getLogger("alpaca_stream")
@@ -15,17 +16,53 @@ log = logging.getLogger("alpaca_stream")
 DEMO_KEYS = Keys("demo-key-id", "demo-secret-key", "--demo")
 
 
+class Demo:
+    """The local server that makes the demo's data up, one for the demo's streams: started by
+    the first of them to be entered, stopped by that one."""
+
+    def __init__(self) -> None:
+        self.server = AlpacaStreamServer(rate=8, batch=6, record=False)
+        self.started_by: object = None
+
+    async def enter(self, stream: object) -> AlpacaStreamServer:
+        if self.started_by is None:
+            await self.server.start()
+            self.started_by = stream
+            log.info("demo data from a local server, not the market")
+        return self.server
+
+    async def leave(self, stream: object) -> None:
+        if self.started_by is stream:
+            await self.server.stop()
+            self.started_by = None
+
+
 class DemoStream(StockStream):
     """The stock stream of a local server that makes the data up, at any hour."""
 
-    def __init__(self, symbols: Iterable[str], channels: Iterable[str], *, data_timeout: float = 0.0) -> None:
+    def __init__(self, symbols: Iterable[str], channels: Iterable[str], *, demo: Demo | None = None,
+                 data_timeout: float = 0.0) -> None:
         super().__init__(symbols, channels, keys=DEMO_KEYS, url="", data_timeout=data_timeout, market_hours=False)
-        self.server = AlpacaStreamServer(rate=8, batch=6, record=False)
+        self.demo = demo or Demo()
 
     async def __aenter__(self) -> DemoStream:
-        self.url = (await self.server.__aenter__()).url
-        log.info("demo data from a local server, not the market")
+        self.url = (await self.demo.enter(self)).url
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
-        await self.server.__aexit__(*exc_info)
+        await self.demo.leave(self)
+
+
+class DemoCryptoStream(CryptoStream):
+    """The crypto stream of the same local server: pairs such as BTC/USD, made up too."""
+
+    def __init__(self, pairs: Iterable[str], channels: Iterable[str], *, demo: Demo, data_timeout: float = 0.0) -> None:
+        super().__init__(pairs, channels, keys=DEMO_KEYS, url="", data_timeout=data_timeout)
+        self.demo = demo
+
+    async def __aenter__(self) -> DemoCryptoStream:
+        self.url = (await self.demo.enter(self)).crypto_url
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.demo.leave(self)

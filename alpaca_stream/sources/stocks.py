@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 
+from alpaca_stream.channels import SYMBOL
 from alpaca_stream.connection import Connection
 from alpaca_stream.handlers import Route
 from alpaca_stream.keys import Keys
@@ -30,11 +31,12 @@ class StockStream:
 
     types = MESSAGE_TYPES
     market = "stocks"
+    symbol = SYMBOL  # what its symbols look like
 
     def __init__(self, symbols: Iterable[str] = DEFAULT_SYMBOLS, channels: Iterable[str] = ("trades",), *,
                  keys: Keys, url: str = f"{ALPACA_STREAM}/iex", data_timeout: float = 0.0,
                  market_hours: bool = True) -> None:
-        self.subscriptions = Subscriptions(channels, symbols)
+        self.subscriptions = Subscriptions(channels, symbols, symbol=self.symbol)
         self.keys, self.url = keys, url
         self.data_timeout, self.market_hours = data_timeout, market_hours
 
