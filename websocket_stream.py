@@ -8,6 +8,7 @@ the stream and its reconnect wrapper) is in the package alpaca_stream.
 
     python websocket_stream.py                 # SPY and TSLA's trades (IEX)
     python websocket_stream.py AAPL --quotes   # AAPL's quotes
+    python websocket_stream.py BTC/USD         # a crypto pair, at any hour
     python websocket_stream.py --demo          # no keys, no network: demo data
     python websocket_stream.py --help          # every option
 
@@ -35,6 +36,11 @@ try:
     from alpaca_stream import (
         Bar,
         CommandLine,
+        CryptoBar,
+        CryptoDailyBar,
+        CryptoQuote,
+        CryptoTrade,
+        CryptoUpdatedBar,
         DailyBar,
         Handlers,
         Luld,
@@ -69,26 +75,28 @@ except ModuleNotFoundError as missing:  # the package, or what it needs
 # A record holds what Alpaca sent, by alpaca-py's names: trade.symbol,
 # trade.price, trade.size, trade.timestamp (a datetime, UTC), quote.bid_price,
 # quote.ask_price, bar.close, bar.volume... alpaca_stream/records.py lists
-# every kind's fields; print(trade) shows them.
+# every kind's fields; print(trade) shows them. A crypto pair's (BTC/USD) come
+# to the same handlers, with sizes in coins and no exchange: trade.market is
+# "crypto" for them, "stocks" for a stock's.
 
-async def on_trade(trade: Trade) -> None:
+async def on_trade(trade: Trade | CryptoTrade) -> None:
     show(trade)
 
 
-async def on_quote(quote: Quote) -> None:
+async def on_quote(quote: Quote | CryptoQuote) -> None:
     show(quote)
 
 
-async def on_bar(bar: Bar) -> None:
+async def on_bar(bar: Bar | CryptoBar) -> None:
     """A minute bar, just after its minute ends (if it had trades)."""
     show(bar)
 
 
-async def on_updated_bar(bar: UpdatedBar) -> None:
+async def on_updated_bar(bar: UpdatedBar | CryptoUpdatedBar) -> None:
     show(bar)
 
 
-async def on_daily_bar(bar: DailyBar) -> None:
+async def on_daily_bar(bar: DailyBar | CryptoDailyBar) -> None:
     show(bar)
 
 
