@@ -158,8 +158,8 @@ def crypto_checks(parser: argparse.ArgumentParser, args: argparse.Namespace, hos
     that carry stocks only, and a stock channel without a stock to stream it for."""
     pairs = ", ".join(args.pairs)
     if args.url and not host_alone:
-        parser.error(f"--url {args.url} is the stock stream's; for {pairs} too,\n"
-                     "give the host alone (ws://HOST:PORT): each stream at Alpaca's path on it")
+        parser.error(f"--url {args.url} is the stock stream's; for {pairs} too, give the host alone "
+                     "(ws://HOST:PORT): each stream at Alpaca's path on it")
     only_stocks = [option for option in ("publish", "source", "serve", "test_stream") if getattr(args, option)]
     if only_stocks:
         parser.error(f"--{only_stocks[0].replace('_', '-')} carries stocks only, for now:\n"
