@@ -15,7 +15,7 @@ from typing import Any, NamedTuple
 
 import msgpack
 
-from alpaca_stream.records import KIND, MESSAGE_TYPES, TIMES, Record, from_json
+from alpaca_stream.records import EITHER_MARKET_TYPES, KIND, MESSAGE_TYPES, TIMES, Record, RecordType, from_json
 from alpaca_stream.session import Session
 
 log = logging.getLogger("alpaca_stream")
@@ -29,7 +29,7 @@ class Route(NamedTuple):
     """Where one kind of message goes: the record it becomes, and its handler."""
 
     kind: str
-    record: type[Record]
+    record: RecordType
     handler: Handler
 
 
@@ -37,7 +37,7 @@ async def unhandled(record: Record) -> None:
     """The handler of a kind that has none: the message is counted, and goes no further."""
 
 
-def routes_for(handlers: Handlers, types: Mapping[str, tuple[str, type[Record]]] = MESSAGE_TYPES) -> dict[str, Route]:
+def routes_for(handlers: Handlers, types: Mapping[str, tuple[str, RecordType]] = MESSAGE_TYPES) -> dict[str, Route]:
     """Alpaca's "T" -> Route, for a source's record table (types: "T" -> its kind and record)
     and the handlers given by kind."""
     return {wire_type: Route(kind, record, handlers.get(kind, unhandled))
@@ -184,7 +184,7 @@ def run_handlers(messages: Iterable[dict[str, Any]], handlers: Handlers, *, keep
 
         return noted
 
-    routes = routes_for({kind: noting(kind, handler) for kind, handler in handlers.items()})
+    routes = routes_for({kind: noting(kind, handler) for kind, handler in handlers.items()}, EITHER_MARKET_TYPES)
     wire = [as_wire(message) for message in messages]
     session = Session(started=time.monotonic())
 

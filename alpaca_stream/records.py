@@ -7,6 +7,7 @@ converted back here for --replay, --source and run_handlers()."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import datetime
 from operator import itemgetter
 from typing import Any, ClassVar
@@ -230,6 +231,20 @@ CRYPTO_TYPES: dict[str, tuple[str, type[Record]]] = {
     "u": ("updated_bar", CryptoUpdatedBar), "d": ("daily_bar", CryptoDailyBar),
 }
 KIND = {record: kind for types in (MESSAGE_TYPES, CRYPTO_TYPES) for kind, record in types.values()}
+RecordType = Callable[[dict[str, Any]], Record]  # a record class, or by_market()'s choice of one
+
+
+def by_market(stocks: type[Record], crypto: type[Record]) -> RecordType:
+    """For the messages of both markets in one table (a recording, run_handlers()): crypto's
+    record for a pair's message (its symbol has a slash: BTC/USD), the stock's for the rest."""
+    def record(message: dict[str, Any]) -> Record:
+        return crypto(message) if "/" in str(message.get("S", "")) else stocks(message)
+    return record
+
+
+EITHER_MARKET_TYPES: dict[str, tuple[str, RecordType]] = {
+    wire_type: (kind, by_market(record, CRYPTO_TYPES[wire_type][1]) if wire_type in CRYPTO_TYPES else record)
+    for wire_type, (kind, record) in MESSAGE_TYPES.items()}
 
 # --json's "type" -> Alpaca's "T", and the kind's field names -> their wire keys.
 WIRE_NAMES = {kind: (wire_type, {name: wire.key for name, wire in record.fields.items()})

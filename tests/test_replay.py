@@ -24,7 +24,7 @@ from alpaca_stream.channels import CHANNELS
 from alpaca_stream.handlers import HandlersFailed, in_background, run_handlers
 from alpaca_stream.options import parse_args
 from alpaca_stream.outputs.terminal import format_json
-from alpaca_stream.records import KIND, Record, Trade
+from alpaca_stream.records import KIND, CryptoTrade, Record, Trade
 from alpaca_stream.sources.recording import Recording
 from alpaca_stream.supervisor import stream
 
@@ -309,6 +309,20 @@ def test_ctrl_c_stops_a_replay_within_a_second_with_the_summary(start_script, tm
 
 
 # -- run_handlers(): a test's own messages ------------------------------------------------------
+
+
+def test_a_crypto_pairs_messages_replayed_or_handed_over_become_crypto_records_beside_stock_ones(tmp_path):
+    when = datetime(2026, 12, 5, 15, 0, 0, 123456, tzinfo=timezone.utc)
+    crypto = {"T": "t", "S": "BTC/USD", "p": 90000.5, "s": 0.0125, "t": when, "i": 3, "tks": "B"}
+    stock = {"T": "t", "S": "SPY", "i": 7, "x": "V", "p": 600.5, "s": 100, "t": when, "c": ["@"], "z": "B"}
+    recorded = [CryptoTrade(crypto), Trade(stock)]
+    recording = write(tmp_path / "both.jsonl", [format_json(record) for record in recorded])
+    replayed = [message for _, message in arrivals(recording, 0)]
+    assert replayed == recorded and [type(message) for message in replayed] == [CryptoTrade, Trade]
+    recorder = Recorder()
+    run_handlers([crypto, stock, json.loads(format_json(CryptoTrade(crypto)))], recorder.handlers)
+    assert [type(message) for message in recorder.messages] == [CryptoTrade, Trade, CryptoTrade]
+    assert recorder.messages[0] == recorder.messages[2] == CryptoTrade(crypto)
 
 
 def test_run_handlers_takes_alpacas_wire_form_with_either_time_and_what_json_prints_alike():

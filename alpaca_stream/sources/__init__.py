@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from typing import Protocol
 
 from alpaca_stream.handlers import Route
-from alpaca_stream.records import Record
+from alpaca_stream.records import RecordType
 from alpaca_stream.session import Session
 from alpaca_stream.subscriptions import Subscriptions
 
@@ -23,7 +23,7 @@ class Source(Protocol):
     subscriptions: Subscriptions
 
     @property
-    def types(self) -> Mapping[str, tuple[str, type[Record]]]: ...
+    def types(self) -> Mapping[str, tuple[str, RecordType]]: ...
 
     async def __aenter__(self) -> object: ...
 
