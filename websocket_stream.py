@@ -44,6 +44,7 @@ try:
         DailyBar,
         Handlers,
         Luld,
+        Orderbook,
         OrderImbalance,
         Quote,
         Session,
@@ -123,12 +124,18 @@ async def on_imbalance(imbalance: OrderImbalance) -> None:
     show(imbalance)
 
 
+async def on_orderbook(orderbook: Orderbook) -> None:
+    """A crypto pair's book changed (--orderbooks): orderbook.book is the book
+    as it stands, orderbook.book.best_bid its highest bid (price, size)."""
+    show(orderbook)
+
+
 # Which handler gets which kind of message.
 HANDLERS: Handlers = {
     "trade": on_trade, "quote": on_quote, "bar": on_bar,
     "updated_bar": on_updated_bar, "daily_bar": on_daily_bar,
     "status": on_status, "luld": on_luld, "imbalance": on_imbalance,
-    "correction": on_correction, "cancel": on_cancel,
+    "correction": on_correction, "cancel": on_cancel, "orderbook": on_orderbook,
 }
 
 

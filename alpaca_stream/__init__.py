@@ -33,6 +33,7 @@ from alpaca_stream.keys import Keys, check_keys, load_keys
 from alpaca_stream.outputs.terminal import show
 from alpaca_stream.records import (
     Bar,
+    Book,
     CryptoBar,
     CryptoDailyBar,
     CryptoQuote,
@@ -40,6 +41,7 @@ from alpaca_stream.records import (
     CryptoUpdatedBar,
     DailyBar,
     Luld,
+    Orderbook,
     OrderImbalance,
     Quote,
     Record,
@@ -56,9 +58,9 @@ from alpaca_stream.subscriptions import subscribe, unsubscribe
 from alpaca_stream.supervisor import stream
 
 __all__ = [
-    "Bar", "CommandLine", "CryptoBar", "CryptoDailyBar", "CryptoQuote", "CryptoStream", "CryptoTrade",
-    "CryptoUpdatedBar", "DailyBar", "Handler", "Handlers", "HandlersFailed", "Keys", "Luld",
-    "OrderImbalance", "Quote", "Record", "Session", "StockStream", "Trade", "TradeCancel", "TradeCorrection",
-    "TradingStatus", "UpdatedBar", "check_keys", "in_background", "load_keys", "run_handlers", "show",
-    "stream", "subscribe", "unsubscribe",
+    "Bar", "Book", "CommandLine", "CryptoBar", "CryptoDailyBar", "CryptoQuote", "CryptoStream", "CryptoTrade",
+    "CryptoUpdatedBar", "DailyBar", "Handler", "Handlers", "HandlersFailed", "Keys", "Luld", "OrderImbalance",
+    "Orderbook", "Quote", "Record", "Session", "StockStream", "Trade", "TradeCancel", "TradeCorrection",
+    "TradingStatus", "UpdatedBar", "check_keys", "in_background", "load_keys", "run_handlers", "show", "stream",
+    "subscribe", "unsubscribe",
 ]

@@ -10,11 +10,13 @@ from typing import Any
 # The command line's name for each channel (--updated-bars, subscribe(channel="updated_bars"))
 # -> Alpaca's. Subscribing to trades brings their corrections and cancels too.
 CHANNELS = {"trades": "trades", "quotes": "quotes", "bars": "bars", "updated_bars": "updatedBars",
-            "daily_bars": "dailyBars", "statuses": "statuses", "lulds": "lulds", "imbalances": "imbalances"}
-ALPACA_CHANNELS = tuple(CHANNELS.values())
+            "daily_bars": "dailyBars", "statuses": "statuses", "lulds": "lulds", "imbalances": "imbalances",
+            "orderbooks": "orderbooks"}
+# The stock stream's: every channel but crypto's order books.
+ALPACA_CHANNELS = tuple(channel for channel in CHANNELS.values() if channel != "orderbooks")
 # Alpaca's "T" of each kind of data message -> the channel that brings it.
 TYPE_CHANNELS = {"t": "trades", "c": "trades", "x": "trades", "q": "quotes", "b": "bars", "u": "updatedBars",
-                 "d": "dailyBars", "s": "statuses", "l": "lulds", "i": "imbalances"}
+                 "d": "dailyBars", "s": "statuses", "l": "lulds", "i": "imbalances", "o": "orderbooks"}
 SYMBOL = re.compile(r"\*|[A-Z][A-Z0-9.]{0,9}")  # "*" is every symbol; BRK.B has a class suffix
 # The crypto stream's channels: no statuses, LULDs or imbalances, and trades bring no corrections
 # or cancels; its order books are its own. Its symbols are pairs: BTC/USD, ETH/USD, BTC/USDT.

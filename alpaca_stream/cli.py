@@ -18,7 +18,7 @@ from types import TracebackType
 from typing import Any
 from urllib.parse import urlsplit
 
-from alpaca_stream.channels import CRYPTO_CHANNELS
+from alpaca_stream.channels import ALPACA_CHANNELS, CRYPTO_CHANNELS
 from alpaca_stream.connection import check_alpaca_py
 from alpaca_stream.errors import (
     EXIT_FORCED,
@@ -94,18 +94,19 @@ class CommandLine:
         check_alpaca_py()
         # One stream per market, each its own connection: stocks, and crypto pairs (BTC/USD).
         crypto_channels = [channel for channel in settings.channels if channel in CRYPTO_CHANNELS]
+        stock_channels = [channel for channel in settings.channels if channel in ALPACA_CHANNELS]
         streams: list[Source] = []
         if settings.demo:
             demo = Demo()  # one local server, both markets' streams
             if settings.symbols:
-                streams.append(DemoStream(settings.symbols, settings.channels, demo=demo,
+                streams.append(DemoStream(settings.symbols, stock_channels, demo=demo,
                                           data_timeout=settings.data_timeout))
             if settings.pairs:
                 streams.append(DemoCryptoStream(settings.pairs, crypto_channels, demo=demo,
                                                 data_timeout=settings.data_timeout))
             return streams
         if settings.symbols:
-            streams.append(StockStream(settings.symbols, settings.channels, keys=keys, url=settings.url,
+            streams.append(StockStream(settings.symbols, stock_channels, keys=keys, url=settings.url,
                                        data_timeout=settings.data_timeout, market_hours=settings.market_hours))
         if settings.pairs:
             streams.append(CryptoStream(settings.pairs, crypto_channels, keys=keys, url=settings.crypto_url,

@@ -15,7 +15,7 @@ from typing import Any, NamedTuple
 
 import msgpack
 
-from alpaca_stream.records import EITHER_MARKET_TYPES, KIND, MESSAGE_TYPES, TIMES, Record, RecordType, from_json
+from alpaca_stream.records import KIND, MESSAGE_TYPES, TIMES, Record, RecordType, either_market_types, from_json
 from alpaca_stream.session import Session
 
 log = logging.getLogger("alpaca_stream")
@@ -184,7 +184,7 @@ def run_handlers(messages: Iterable[dict[str, Any]], handlers: Handlers, *, keep
 
         return noted
 
-    routes = routes_for({kind: noting(kind, handler) for kind, handler in handlers.items()}, EITHER_MARKET_TYPES)
+    routes = routes_for({kind: noting(kind, handler) for kind, handler in handlers.items()}, either_market_types())
     wire = [as_wire(message) for message in messages]
     session = Session(started=time.monotonic())
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import NoReturn
 from urllib.parse import urlsplit
 
-from alpaca_stream.channels import CHANNELS, CRYPTO_CHANNELS, CRYPTO_PATH, PAIR, SYMBOL
+from alpaca_stream.channels import ALPACA_CHANNELS, CHANNELS, CRYPTO_CHANNELS, CRYPTO_PATH, PAIR, SYMBOL
 from alpaca_stream.errors import EXIT_USAGE
 from alpaca_stream.logs import fitted
 from alpaca_stream.outputs.serve import is_loopback
@@ -73,6 +73,8 @@ def parse_args(argv: list[str] | None, doc: str | None = None) -> argparse.Names
     channels.add_argument("--statuses", action="store_true", help="trading halts and resumptions")
     channels.add_argument("--lulds", action="store_true", help="limit up / limit down price bands")
     channels.add_argument("--imbalances", action="store_true", help="order imbalances (around auctions)")
+    channels.add_argument("--orderbooks", action="store_true", help="crypto: each pair's order book, "
+                          "the levels that change")
     parser.add_argument("--feed", choices=FEEDS, help="iex (free plan, default), sip (paid) or delayed_sip")
     where = parser.add_mutually_exclusive_group()
     where.add_argument("--test-stream", action="store_true", help=f"Alpaca's always-on test stream "
@@ -150,6 +152,11 @@ def parse_args(argv: list[str] | None, doc: str | None = None) -> argparse.Names
         parser.error("--replay-speed takes a number above 0:\n"
                      "1 is the recorded pace, 2 twice as fast")
     args.channels = [name for option, name in CHANNELS.items() if getattr(args, option)] or ["trades"]
+    if args.orderbooks and not args.pairs:
+        parser.error("--orderbooks is a crypto channel: name a pair, as BTC/USD")
+    if args.symbols and not any(channel in ALPACA_CHANNELS for channel in args.channels):
+        parser.error(f"--orderbooks is crypto's alone: name a channel for {', '.join(args.symbols)} too, "
+                     "as --trades")
     return args
 
 

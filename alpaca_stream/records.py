@@ -219,6 +219,87 @@ class CryptoDailyBar(CryptoBar):
     """A pair's day so far, sent every minute: the crypto market never closes."""
 
 
+class OrderbookLevel(Record):
+    """One price level of an order book: a size in coins at a price; size 0 takes the level
+    away (alpaca-py's OrderbookQuote)."""
+
+    price: float = wire("p")
+    size: float = wire("s")
+
+
+class Book:
+    """A pair's order book as it stands, built from its Orderbook messages: bids and asks, each
+    price -> size, and the best of each at hand."""
+
+    def __init__(self) -> None:
+        self.bids: dict[float, float] = {}
+        self.asks: dict[float, float] = {}
+
+    def apply(self, message: dict[str, Any]) -> None:
+        """The whole book when reset ("r"), else the levels that changed; size 0 removes one."""
+        if message.get("r"):
+            self.bids.clear()
+            self.asks.clear()
+        for side, levels in ((self.bids, message.get("b") or []), (self.asks, message.get("a") or [])):
+            for level in levels:
+                if level["s"]:
+                    side[level["p"]] = level["s"]
+                else:
+                    side.pop(level["p"], None)
+
+    @property
+    def best_bid(self) -> tuple[float, float] | None:
+        """(price, size) of the highest bid; None if there is none."""
+        return max(self.bids.items()) if self.bids else None
+
+    @property
+    def best_ask(self) -> tuple[float, float] | None:
+        """(price, size) of the lowest ask; None if there is none."""
+        return min(self.asks.items()) if self.asks else None
+
+    def __repr__(self) -> str:
+        return f"Book(best_bid={self.best_bid}, best_ask={self.best_ask}, levels={len(self.bids)}+{len(self.asks)})"
+
+
+class Orderbook(Record):
+    """A pair's order book message, as Alpaca sent it (alpaca-py's Orderbook): the levels that
+    changed, or the whole book when reset is true (the first after subscribing). Beside it,
+    book: the book as it stands after this message (orderbook.book.best_bid), the same object
+    from one message to the next: copy what you keep."""
+
+    __slots__ = ("book",)
+    market = "crypto"
+    symbol: str = wire("S")
+    timestamp: datetime = wire("t")
+    bids: list[dict[str, float]] = wire("b")
+    asks: list[dict[str, float]] = wire("a")
+    reset: bool | None = wire("r", optional=True)
+    book: Book
+
+    @property
+    def bid_levels(self) -> list[OrderbookLevel]:
+        """The bids of this message, each with price and size as alpaca-py names them."""
+        return [OrderbookLevel(level) for level in self.bids]
+
+    @property
+    def ask_levels(self) -> list[OrderbookLevel]:
+        return [OrderbookLevel(level) for level in self.asks]
+
+
+class OrderBooks:
+    """Each pair's Book, for the Orderbook records of one stream (or one recording): a record
+    comes with its pair's book, this message applied."""
+
+    def __init__(self) -> None:
+        self.books: dict[str, Book] = {}
+
+    def __call__(self, message: dict[str, Any]) -> Orderbook:
+        record = Orderbook(message)
+        record.book = self.books.setdefault(record.symbol, Book())
+        record.book.apply(message)
+        return record
+
+
 # Alpaca's "T" for each kind of message: the kind's name (handlers and --json go by it), and
 # its record; for each stream.
 MESSAGE_TYPES: dict[str, tuple[str, type[Record]]] = {
@@ -231,7 +312,14 @@ CRYPTO_TYPES: dict[str, tuple[str, type[Record]]] = {
     "u": ("updated_bar", CryptoUpdatedBar), "d": ("daily_bar", CryptoDailyBar),
 }
 KIND = {record: kind for types in (MESSAGE_TYPES, CRYPTO_TYPES) for kind, record in types.values()}
-RecordType = Callable[[dict[str, Any]], Record]  # a record class, or by_market()'s choice of one
+KIND[Orderbook] = "orderbook"
+RecordType = Callable[[dict[str, Any]], Record]  # a record class, by_market()'s choice of one, or OrderBooks
+
+
+def crypto_types() -> dict[str, tuple[str, RecordType]]:
+    """The crypto stream's record table, with order books of its own (a stream's books are its
+    own: another stream's, or a later run's, start empty)."""
+    return {**CRYPTO_TYPES, "o": ("orderbook", OrderBooks())}
 
 
 def by_market(stocks: type[Record], crypto: type[Record]) -> RecordType:
@@ -242,13 +330,17 @@ def by_market(stocks: type[Record], crypto: type[Record]) -> RecordType:
     return record
 
 
-EITHER_MARKET_TYPES: dict[str, tuple[str, RecordType]] = {
-    wire_type: (kind, by_market(record, CRYPTO_TYPES[wire_type][1]) if wire_type in CRYPTO_TYPES else record)
-    for wire_type, (kind, record) in MESSAGE_TYPES.items()}
+def either_market_types() -> dict[str, tuple[str, RecordType]]:
+    """The record table of messages of both markets (a recording, run_handlers()), with order
+    books of its own."""
+    return {**{wire_type: (kind, by_market(record, CRYPTO_TYPES[wire_type][1]) if wire_type in CRYPTO_TYPES
+                           else record) for wire_type, (kind, record) in MESSAGE_TYPES.items()},
+            "o": ("orderbook", OrderBooks())}
 
 # --json's "type" -> Alpaca's "T", and the kind's field names -> their wire keys.
+JSON_TYPES: dict[str, tuple[str, type[Record]]] = {**MESSAGE_TYPES, "o": ("orderbook", Orderbook)}
 WIRE_NAMES = {kind: (wire_type, {name: wire.key for name, wire in record.fields.items()})
-              for wire_type, (kind, record) in MESSAGE_TYPES.items()}
+              for wire_type, (kind, record) in JSON_TYPES.items()}
 TIMES = ("t", "r")  # the wire keys of times: the exchange's, and when Alpaca received the message
 
 
@@ -261,7 +353,7 @@ def from_json(fields: dict[str, Any]) -> dict[str, Any]:
     del message["type"]
     message["T"] = wire_type
     for key in TIMES:
-        if key in message:
+        if isinstance(message.get(key), str):  # an order book's "r" is its reset, not a time
             message[key] = datetime.fromisoformat(message[key])
     return message
 

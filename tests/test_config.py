@@ -180,6 +180,8 @@ def test_channels_are_named_by_options_and_trades_are_the_default(argv, channels
     (["ETH/USD", "--serve", "8765"], "--serve carries stocks only, for now"),
     (["BTC/USD", "--statuses"], "--statuses is a stock channel, and BTC/USD crypto: name a stock to stream it for"),
     (["--replay", "session.jsonl", "BTC/USD"], "--replay plays the recording as it is"),
+    (["SPY", "--orderbooks"], "--orderbooks is a crypto channel: name a pair, as BTC/USD"),
+    (["SPY", "BTC/USD", "--orderbooks"], "--orderbooks is crypto's alone: name a channel for SPY too, as --trades"),
     (["spy,tsla", "aapl"], "separate symbols with spaces, not commas: SPY TSLA"),
     (["--url", "http://example.invalid"], "--url must start with ws:// or wss://"),
     (["--feed", "otc"], "invalid choice"),

@@ -20,11 +20,11 @@ import msgpack
 import pytest
 from conftest import KINDS, POSIX_ONLY, ROOT, Recorder, Script, script_env, unwrapped
 
-from alpaca_stream.channels import CHANNELS
+from alpaca_stream.channels import ALPACA_CHANNELS, CHANNELS
 from alpaca_stream.handlers import HandlersFailed, in_background, run_handlers
 from alpaca_stream.options import parse_args
 from alpaca_stream.outputs.terminal import format_json
-from alpaca_stream.records import KIND, CryptoTrade, Record, Trade
+from alpaca_stream.records import KIND, CryptoTrade, Orderbook, Record, Trade
 from alpaca_stream.sources.recording import Recording
 from alpaca_stream.supervisor import stream
 
@@ -93,7 +93,7 @@ def test_a_json_recording_of_every_kind_replayed_with_json_prints_the_same_objec
     make_server, copy_script, tmp_path
 ):
     server = make_server(rate=100, seed=7)
-    channels = [f"--{option.replace('_', '-')}" for option in CHANNELS]
+    channels = [f"--{option.replace('_', '-')}" for option, name in CHANNELS.items() if name in ALPACA_CHANNELS]
     live = Script(
         subprocess.Popen(
             [
@@ -247,7 +247,7 @@ def arrivals(path: Path, speed: float) -> list[tuple[float, Record]]:
     async def note(message: Record) -> None:
         got.append((time.monotonic(), message))
 
-    asyncio.run(stream(Recording(str(path), speed), handlers=dict.fromkeys(KINDS, note)))
+    asyncio.run(stream(Recording(str(path), speed), handlers=dict.fromkeys([*KINDS, "orderbook"], note)))
     return got
 
 
@@ -319,6 +319,11 @@ def test_a_crypto_pairs_messages_replayed_or_handed_over_become_crypto_records_b
     recording = write(tmp_path / "both.jsonl", [format_json(record) for record in recorded])
     replayed = [message for _, message in arrivals(recording, 0)]
     assert replayed == recorded and [type(message) for message in replayed] == [CryptoTrade, Trade]
+    book = {"T": "o", "S": "BTC/USD", "t": when, "b": [{"p": 89990.0, "s": 0.5}], "a": [{"p": 90010.0, "s": 0.25}],
+            "r": True}
+    replayed = [message for _, message in arrivals(write(tmp_path / "book.jsonl", [format_json(Orderbook(book))]), 0)]
+    assert replayed == [book] and isinstance(replayed[0], Orderbook)
+    assert (replayed[0].book.best_bid, replayed[0].book.best_ask) == ((89990.0, 0.5), (90010.0, 0.25))
     recorder = Recorder()
     run_handlers([crypto, stock, json.loads(format_json(CryptoTrade(crypto)))], recorder.handlers)
     assert [type(message) for message in recorder.messages] == [CryptoTrade, Trade, CryptoTrade]

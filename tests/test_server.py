@@ -32,12 +32,12 @@ from conftest import (
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from alpaca_stream.channels import CHANNELS
+from alpaca_stream.channels import ALPACA_CHANNELS
 from alpaca_stream.errors import AlpacaRefused
 from alpaca_stream.records import Quote, Trade
 from alpaca_stream.server import ERRORS, AlpacaStreamServer, Faults, round_lot
 
-ALL_CHANNELS = tuple(CHANNELS.values())
+ALL_CHANNELS = ALPACA_CHANNELS  # the stock stream's
 
 
 def stream(*cues: str, channels: tuple[str, ...] = ALL_CHANNELS, until=None, cue_after: int = 0,

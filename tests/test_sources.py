@@ -15,7 +15,18 @@ import pytest
 from alpaca.data import models
 from conftest import KEYS, ROOT, as_received, run, until
 
-from alpaca_stream import CryptoQuote, CryptoStream, CryptoTrade, Record, Session, StockStream, Trade, stream
+from alpaca_stream import (
+    Book,
+    CryptoQuote,
+    CryptoStream,
+    CryptoTrade,
+    Orderbook,
+    Record,
+    Session,
+    StockStream,
+    Trade,
+    stream,
+)
 from alpaca_stream.errors import AlpacaRefused
 from alpaca_stream.outputs.terminal import format_text
 from alpaca_stream.server import AlpacaStreamServer, Faults
@@ -123,6 +134,48 @@ def test_a_crypto_record_has_the_fields_the_crypto_stream_sends_named_as_alpaca_
         assert not hasattr(record, "exchange") and not hasattr(record, "tape")  # none on the crypto stream
         line = format_text(record)
         assert "(incomplete)" not in line and record.symbol in line and "\n" not in line and len(line) <= 80, line
+
+
+def test_an_order_book_record_comes_with_its_pairs_book_as_it_stands_after_that_message():
+    books: list[tuple[Orderbook, dict, dict]] = []  # each record, and its book's bids and asks then
+
+    async def keep(orderbook: Record) -> None:
+        assert isinstance(orderbook, Orderbook)
+        books.append((orderbook, dict(orderbook.book.bids), dict(orderbook.book.asks)))
+
+    async def scenario() -> AlpacaStreamServer:
+        async with AlpacaStreamServer(rate=200, seed=8) as server:
+            crypto = CryptoStream(["BTC/USD", "ETH/USD"], ["orderbooks"], keys=KEYS, url=server.crypto_url)
+            task = asyncio.create_task(stream(crypto, handlers={"orderbook": keep}))
+            try:
+                await until(lambda: len(books) >= 60, "60 order book messages")
+            finally:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+            return server
+
+    server = run(scenario())
+    sent = [as_received(m) for m in server.connections[0].messages if m["T"] == "o"]
+    expected: dict[str, Book] = {}
+    for (record, bids, asks), message in zip(books, sent):
+        assert record == message  # the message as Alpaca sent it: the levels that changed
+        book = expected.setdefault(message["S"], Book())
+        book.apply(message)  # the book, built here from what the server sent
+        assert (bids, asks) == (book.bids, book.asks), record.symbol
+        assert max(bids) < min(asks)
+    first = {symbol: next(record for record, _, _ in books if record.symbol == symbol) for symbol in expected}
+    assert all(record.reset for record in first.values())  # each pair's whole book first
+    assert any(not record.reset and record.bids + record.asks for record, _, _ in books)
+    assert books[-1][0].book.best_bid == max(books[-1][1].items())
+
+
+def test_a_book_takes_the_whole_book_on_reset_and_a_size_of_0_away():
+    book = Book()
+    book.apply({"r": True, "b": [{"p": 99.0, "s": 1.0}, {"p": 98.0, "s": 2.0}], "a": [{"p": 101.0, "s": 0.5}]})
+    book.apply({"b": [{"p": 99.0, "s": 0}, {"p": 99.5, "s": 0.25}], "a": []})
+    assert (book.bids, book.best_bid, book.best_ask) == ({98.0: 2.0, 99.5: 0.25}, (99.5, 0.25), (101.0, 0.5))
+    book.apply({"r": True, "b": [], "a": [{"p": 102.0, "s": 1.0}]})
+    assert (book.bids, book.asks, book.best_bid) == ({}, {102.0: 1.0}, None)
 
 
 def test_a_refusal_that_retrying_cannot_cure_in_one_stream_ends_them_all_and_is_raised():

@@ -22,7 +22,7 @@ from alpaca.data import models
 from conftest import FAKE_KEY, FAKE_SECRET, KINDS, POSIX_ONLY, Recorder, as_received, run, stream_until
 
 import websocket_stream as ws
-from alpaca_stream.channels import CHANNELS
+from alpaca_stream.channels import ALPACA_CHANNELS
 from alpaca_stream.cli import stop_on_signals, until_stopped
 from alpaca_stream.connection import check_alpaca_py, data_stream, why_not_connected
 from alpaca_stream.errors import (
@@ -45,7 +45,7 @@ from alpaca_stream.server import CUES, ERRORS, AlpacaStreamServer, Faults
 from alpaca_stream.session import Session
 from alpaca_stream.subscriptions import log_subscription
 
-ALL_CHANNELS = tuple(CHANNELS.values())
+ALL_CHANNELS = ALPACA_CHANNELS  # the stock stream's
 # alpaca-py's model for each kind (LULDs have none): our records must carry its names.
 ALPACA_MODELS = {"trade": models.Trade, "quote": models.Quote, "bar": models.Bar, "updated_bar": models.Bar,
                  "daily_bar": models.Bar, "status": models.TradingStatus, "correction": models.TradeCorrection,

@@ -19,6 +19,7 @@ from alpaca_stream.records import (
     CryptoUpdatedBar,
     DailyBar,
     Luld,
+    Orderbook,
     OrderImbalance,
     Quote,
     Record,
@@ -98,6 +99,15 @@ def crypto_trade(trade: CryptoTrade) -> str:
     return f"{coins(trade.size):>10} @ {money(trade.price):>9}  {trade.get('tks', '')}".rstrip()
 
 
+def orderbook(orderbook: Orderbook) -> str:
+    """The best bid and ask of the book as it stands, and how many levels this message changed
+    (or that it is the whole book). Without the sizes: with them, BTC/USD's line was 84 columns."""
+    best = " ".join(f"{side} {money(level[0]) if level else 'none'}"
+                    for side, level in (("bid", orderbook.book.best_bid), ("ask", orderbook.book.best_ask)))
+    changed = len(orderbook.bids) + len(orderbook.asks)
+    return f"{best}, " + ("whole book" if orderbook.reset else f"{changed} level{'s' * (changed != 1)} changed")
+
+
 def crypto_quote(quote: CryptoQuote) -> str:
     # Unpadded: a pair's name is longer than a stock's. With sizes of six decimals, BTC/USD's
     # line is 81 columns: the sizes go on, on a line of their own (format_text).
@@ -132,4 +142,5 @@ DETAILS: dict[type[Record], Callable[[Any], str]] = {
     Trade: trade, Quote: quote, Bar: bar, UpdatedBar: bar, DailyBar: bar, TradingStatus: status, Luld: luld,
     TradeCorrection: correction, OrderImbalance: imbalance, TradeCancel: cancel,
     CryptoTrade: crypto_trade, CryptoQuote: crypto_quote, CryptoBar: bar, CryptoUpdatedBar: bar, CryptoDailyBar: bar,
+    Orderbook: orderbook,
 }

@@ -8,7 +8,7 @@ from collections.abc import Iterable
 
 from alpaca_stream.channels import CRYPTO_PATH, PAIR
 from alpaca_stream.keys import Keys
-from alpaca_stream.records import CRYPTO_TYPES
+from alpaca_stream.records import crypto_types
 from alpaca_stream.sources.stocks import StockStream
 
 ALPACA_CRYPTO_STREAM = f"wss://stream.data.alpaca.markets{CRYPTO_PATH}"
@@ -20,10 +20,10 @@ class CryptoStream(StockStream):
     data_timeout (seconds without data before the connection is replaced; 0: never) holds at
     any hour."""
 
-    types = CRYPTO_TYPES
     market = "crypto"
     symbol = PAIR
 
     def __init__(self, pairs: Iterable[str], channels: Iterable[str] = ("trades",), *, keys: Keys,
                  url: str = ALPACA_CRYPTO_STREAM, data_timeout: float = 0.0) -> None:
         super().__init__(pairs, channels, keys=keys, url=url, data_timeout=data_timeout, market_hours=False)
+        self.types = crypto_types()  # with each pair's order book, from the messages of this stream

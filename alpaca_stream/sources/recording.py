@@ -16,7 +16,7 @@ from typing import Any, TextIO
 
 from alpaca_stream.errors import ConfigError
 from alpaca_stream.handlers import Route, background_finished, deliver
-from alpaca_stream.records import EITHER_MARKET_TYPES, from_json, from_json_line
+from alpaca_stream.records import either_market_types, from_json, from_json_line
 from alpaca_stream.session import Session
 from alpaca_stream.subscriptions import Subscriptions
 
@@ -30,10 +30,9 @@ class Recording:
     """The recording in the file at path; speed: times the recorded pace, 0 as fast as the
     handlers take it. It ends when the file does."""
 
-    types = EITHER_MARKET_TYPES  # a recording of stocks and crypto pairs alike
-
     def __init__(self, path: str, speed: float = 0.0) -> None:
         self.path, self.speed = path, speed
+        self.types = either_market_types()  # a recording of stocks and crypto pairs alike
         self.subscriptions = Subscriptions(offline=True)  # subscribe() changes nothing here
 
     async def __aenter__(self) -> Recording:

@@ -4,14 +4,14 @@ record for each kind of message, one connection kept open by the reconnect wrapp
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from alpaca_stream.channels import SYMBOL
 from alpaca_stream.connection import Connection
 from alpaca_stream.handlers import Route
 from alpaca_stream.keys import Keys
 from alpaca_stream.reconnect import keep_connected
-from alpaca_stream.records import MESSAGE_TYPES
+from alpaca_stream.records import MESSAGE_TYPES, RecordType
 from alpaca_stream.session import Session
 from alpaca_stream.subscriptions import Subscriptions
 
@@ -29,7 +29,7 @@ class StockStream:
     data_timeout: seconds without data, in market hours (at any hour if market_hours is False),
     before the connection is replaced; 0: never."""
 
-    types = MESSAGE_TYPES
+    types: Mapping[str, tuple[str, RecordType]] = MESSAGE_TYPES
     market = "stocks"
     symbol = SYMBOL  # what its symbols look like
 
