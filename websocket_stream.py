@@ -9,6 +9,7 @@ the stream and its reconnect wrapper) is in the package alpaca_stream.
     python websocket_stream.py                 # SPY and TSLA's trades (IEX)
     python websocket_stream.py AAPL --quotes   # AAPL's quotes
     python websocket_stream.py BTC/USD         # a crypto pair, at any hour
+    python websocket_stream.py AAPL --news     # news about AAPL
     python websocket_stream.py --demo          # no keys, no network: demo data
     python websocket_stream.py --help          # every option
 
@@ -44,6 +45,7 @@ try:
         DailyBar,
         Handlers,
         Luld,
+        News,
         Orderbook,
         OrderImbalance,
         Quote,
@@ -130,12 +132,19 @@ async def on_orderbook(orderbook: Orderbook) -> None:
     show(orderbook)
 
 
+async def on_news(news: News) -> None:
+    """A news article (--news): news.headline, news.symbols, news.summary; its
+    HTML is news.content."""
+    show(news)
+
+
 # Which handler gets which kind of message.
 HANDLERS: Handlers = {
     "trade": on_trade, "quote": on_quote, "bar": on_bar,
     "updated_bar": on_updated_bar, "daily_bar": on_daily_bar,
     "status": on_status, "luld": on_luld, "imbalance": on_imbalance,
-    "correction": on_correction, "cancel": on_cancel, "orderbook": on_orderbook,
+    "correction": on_correction, "cancel": on_cancel,
+    "orderbook": on_orderbook, "news": on_news,
 }
 
 

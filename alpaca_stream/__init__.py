@@ -1,10 +1,10 @@
 """The machinery behind websocket_stream.py: Alpaca's real-time market data, pushed to your
 handlers. Data flows one way, and the folders say so:
 
-    sources/     where records come from, a module each: Alpaca's stock stream (stocks.py)
-                 and crypto stream (crypto.py), the demo (demo.py: the local server's
-                 made-up data, through the same stream), a NATS server a feeder publishes
-                 to (nats.py), a recording (recording.py)
+    sources/     where records come from, a module each: Alpaca's stock stream (stocks.py),
+                 crypto stream (crypto.py) and news stream (news.py), the demo (demo.py:
+                 the local server's made-up data, through the same streams), a NATS
+                 server a feeder publishes to (nats.py), a recording (recording.py)
     records.py   what each kind of message holds
     handlers.py  records to your handlers, in order; in_background(); run_handlers()
     outputs/     where they go from there: the terminal (terminal.py), a NATS server
@@ -41,6 +41,7 @@ from alpaca_stream.records import (
     CryptoUpdatedBar,
     DailyBar,
     Luld,
+    News,
     Orderbook,
     OrderImbalance,
     Quote,
@@ -53,14 +54,15 @@ from alpaca_stream.records import (
 )
 from alpaca_stream.session import Session
 from alpaca_stream.sources.crypto import CryptoStream
+from alpaca_stream.sources.news import NewsStream
 from alpaca_stream.sources.stocks import StockStream
 from alpaca_stream.subscriptions import subscribe, unsubscribe
 from alpaca_stream.supervisor import stream
 
 __all__ = [
     "Bar", "Book", "CommandLine", "CryptoBar", "CryptoDailyBar", "CryptoQuote", "CryptoStream", "CryptoTrade",
-    "CryptoUpdatedBar", "DailyBar", "Handler", "Handlers", "HandlersFailed", "Keys", "Luld", "OrderImbalance",
-    "Orderbook", "Quote", "Record", "Session", "StockStream", "Trade", "TradeCancel", "TradeCorrection",
-    "TradingStatus", "UpdatedBar", "check_keys", "in_background", "load_keys", "run_handlers", "show", "stream",
-    "subscribe", "unsubscribe",
+    "CryptoUpdatedBar", "DailyBar", "Handler", "Handlers", "HandlersFailed", "Keys", "Luld", "News",
+    "NewsStream", "OrderImbalance", "Orderbook", "Quote", "Record", "Session", "StockStream", "Trade",
+    "TradeCancel", "TradeCorrection", "TradingStatus", "UpdatedBar", "check_keys", "in_background", "load_keys",
+    "run_handlers", "show", "stream", "subscribe", "unsubscribe",
 ]

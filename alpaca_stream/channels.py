@@ -11,16 +11,18 @@ from typing import Any
 # -> Alpaca's. Subscribing to trades brings their corrections and cancels too.
 CHANNELS = {"trades": "trades", "quotes": "quotes", "bars": "bars", "updated_bars": "updatedBars",
             "daily_bars": "dailyBars", "statuses": "statuses", "lulds": "lulds", "imbalances": "imbalances",
-            "orderbooks": "orderbooks"}
-# The stock stream's: every channel but crypto's order books.
-ALPACA_CHANNELS = tuple(channel for channel in CHANNELS.values() if channel != "orderbooks")
+            "orderbooks": "orderbooks", "news": "news"}
+# The stock stream's: every channel but crypto's order books, and the news (a stream of its own).
+ALPACA_CHANNELS = tuple(channel for channel in CHANNELS.values() if channel not in ("orderbooks", "news"))
 # Alpaca's "T" of each kind of data message -> the channel that brings it.
 TYPE_CHANNELS = {"t": "trades", "c": "trades", "x": "trades", "q": "quotes", "b": "bars", "u": "updatedBars",
-                 "d": "dailyBars", "s": "statuses", "l": "lulds", "i": "imbalances", "o": "orderbooks"}
+                 "d": "dailyBars", "s": "statuses", "l": "lulds", "i": "imbalances", "o": "orderbooks",
+                 "n": "news"}
 SYMBOL = re.compile(r"\*|[A-Z][A-Z0-9.]{0,9}")  # "*" is every symbol; BRK.B has a class suffix
 # The crypto stream's channels: no statuses, LULDs or imbalances, and trades bring no corrections
 # or cancels; its order books are its own. Its symbols are pairs: BTC/USD, ETH/USD, BTC/USDT.
 CRYPTO_CHANNELS = ("trades", "quotes", "bars", "updatedBars", "dailyBars", "orderbooks")
+NEWS_PATH = "/v1beta1/news"  # its one channel, "news": articles, of the symbols asked or "*" for all
 CRYPTO_PATH = "/v1beta3/crypto/us"  # on Alpaca's host, as /v2/{feed} for stocks; "us" is the location Alpaca documents
 PAIR = re.compile(r"\*|[A-Z0-9]{2,10}/[A-Z0-9]{2,10}")
 

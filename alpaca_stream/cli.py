@@ -40,7 +40,8 @@ from alpaca_stream.server import FEEDS as SERVED_FEEDS
 from alpaca_stream.session import Session, heartbeat
 from alpaca_stream.sources import Source
 from alpaca_stream.sources.crypto import CryptoStream
-from alpaca_stream.sources.demo import DEMO_KEYS, Demo, DemoCryptoStream, DemoStream
+from alpaca_stream.sources.demo import DEMO_KEYS, Demo, DemoCryptoStream, DemoNewsStream, DemoStream
+from alpaca_stream.sources.news import NewsStream
 from alpaca_stream.sources.recording import Recording
 from alpaca_stream.sources.stocks import StockStream
 from alpaca_stream.supervisor import supervise
@@ -92,25 +93,30 @@ class CommandLine:
             self.session.connected = False  # the summary counts no reconnects
             return [Recording(settings.replay, settings.replay_speed)]
         check_alpaca_py()
-        # One stream per market, each its own connection: stocks, and crypto pairs (BTC/USD).
+        # One stream per endpoint, each its own connection: stocks, crypto pairs (BTC/USD), news.
         crypto_channels = [channel for channel in settings.channels if channel in CRYPTO_CHANNELS]
         stock_channels = [channel for channel in settings.channels if channel in ALPACA_CHANNELS]
+        news = "news" in settings.channels
         streams: list[Source] = []
         if settings.demo:
-            demo = Demo()  # one local server, both markets' streams
-            if settings.symbols:
+            demo = Demo()  # one local server, every stream's
+            if settings.symbols and stock_channels:
                 streams.append(DemoStream(settings.symbols, stock_channels, demo=demo,
                                           data_timeout=settings.data_timeout))
-            if settings.pairs:
+            if settings.pairs and crypto_channels:
                 streams.append(DemoCryptoStream(settings.pairs, crypto_channels, demo=demo,
                                                 data_timeout=settings.data_timeout))
+            if news:
+                streams.append(DemoNewsStream(settings.symbols + settings.pairs, demo=demo))
             return streams
-        if settings.symbols:
+        if settings.symbols and stock_channels:
             streams.append(StockStream(settings.symbols, stock_channels, keys=keys, url=settings.url,
                                        data_timeout=settings.data_timeout, market_hours=settings.market_hours))
-        if settings.pairs:
+        if settings.pairs and crypto_channels:
             streams.append(CryptoStream(settings.pairs, crypto_channels, keys=keys, url=settings.crypto_url,
                                         data_timeout=settings.data_timeout))
+        if news:
+            streams.append(NewsStream(settings.symbols + settings.pairs, keys=keys, url=settings.news_url))
         return streams
 
     def until_stopped(self, sources: list[Source], handlers: Handlers) -> None:

@@ -27,7 +27,7 @@ from alpaca_stream.session import Session, market_open
 from alpaca_stream.subscriptions import Subscriptions
 
 if TYPE_CHECKING:
-    from alpaca.data.live import CryptoDataStream, StockDataStream
+    from alpaca.data.live import CryptoDataStream, NewsDataStream, StockDataStream
 
 log = logging.getLogger("alpaca_stream")
 
@@ -41,14 +41,14 @@ CONNECT_TIMEOUT = 15.0  # connect, greeting, auth and subscribe; Alpaca itself a
 QUIET_AFTER = 60.0  # seconds connected without a message before saying the market may be closed
 
 
-def data_stream(market: str) -> type[StockDataStream | CryptoDataStream]:
-    """alpaca-py's stream class for a market, "stocks" or "crypto" (both are its DataStream,
-    with the same _connect), imported when a connection needs it, not with this module:
-    alpaca-py imports pandas, 1.2 s of CPU (measured), which --help, --replay, --source and a
-    bad option need not wait for."""
-    from alpaca.data.live import CryptoDataStream, StockDataStream
+def data_stream(market: str) -> type[StockDataStream | CryptoDataStream | NewsDataStream]:
+    """alpaca-py's stream class for a market, "stocks", "crypto" or "news" (each is its
+    DataStream, with the same _connect), imported when a connection needs it, not with this
+    module: alpaca-py imports pandas, 1.2 s of CPU (measured), which --help, --replay, --source
+    and a bad option need not wait for."""
+    from alpaca.data.live import CryptoDataStream, NewsDataStream, StockDataStream
 
-    return {"stocks": StockDataStream, "crypto": CryptoDataStream}[market]
+    return {"stocks": StockDataStream, "crypto": CryptoDataStream, "news": NewsDataStream}[market]
 
 
 def check_alpaca_py() -> None:
@@ -79,7 +79,7 @@ def check_alpaca_py() -> None:
 
 class Connection:
     """One websocket to the endpoint at url, with these keys and subscriptions; stream() runs it
-    once. market: "stocks" or "crypto", the endpoint's. data_timeout: seconds without data (in
+    once. market: "stocks", "crypto" or "news", the endpoint's. data_timeout: seconds without data (in
     market hours, unless market_hours is False: at any hour) before the connection is replaced,
     as it may have gone mute; 0: never."""
 
@@ -179,7 +179,7 @@ class Connection:
             if self.market_hours:
                 opened_at = (opened_at or now) if market_open() else None
             quiet = now - max(self.last_data, connected_at)
-            if quiet >= QUIET_AFTER and warned_for != self.last_data:
+            if quiet >= QUIET_AFTER and warned_for != self.last_data and self.market != "news":  # news: when it comes
                 if self.market == "crypto":  # it never closes
                     log.warning("connected to the crypto stream, but no data for %.0f s:\nare the pairs "
                                 "written as Alpaca writes them (BTC/USD)?", quiet)

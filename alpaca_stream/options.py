@@ -14,11 +14,12 @@ from pathlib import Path
 from typing import NoReturn
 from urllib.parse import urlsplit
 
-from alpaca_stream.channels import ALPACA_CHANNELS, CHANNELS, CRYPTO_CHANNELS, CRYPTO_PATH, PAIR, SYMBOL
+from alpaca_stream.channels import ALPACA_CHANNELS, CHANNELS, CRYPTO_CHANNELS, CRYPTO_PATH, NEWS_PATH, PAIR, SYMBOL
 from alpaca_stream.errors import EXIT_USAGE
 from alpaca_stream.logs import fitted
 from alpaca_stream.outputs.serve import is_loopback
 from alpaca_stream.sources.crypto import ALPACA_CRYPTO_STREAM
+from alpaca_stream.sources.news import ALPACA_NEWS_STREAM
 from alpaca_stream.sources.stocks import ALPACA_STREAM, DEFAULT_SYMBOLS, FEEDS, TEST_STREAM_SYMBOL
 
 log = logging.getLogger("alpaca_stream")
@@ -41,6 +42,7 @@ class Settings:
     channels: list[str] = field(default_factory=lambda: ["trades"])  # Alpaca's names
     pairs: list[str] = field(default_factory=list)  # crypto, from crypto_url
     crypto_url: str = ALPACA_CRYPTO_STREAM
+    news_url: str = ALPACA_NEWS_STREAM  # with the channel "news"
     demo: bool = False  # from a local server started here, not from Alpaca
     heartbeat: float = 0.0  # seconds between two "alive" lines in the log; 0: none
     data_timeout: float = 0.0  # seconds without data, in market hours, before a new connection; 0: never
@@ -75,6 +77,7 @@ def parse_args(argv: list[str] | None, doc: str | None = None) -> argparse.Names
     channels.add_argument("--imbalances", action="store_true", help="order imbalances (around auctions)")
     channels.add_argument("--orderbooks", action="store_true", help="crypto: each pair's order book, "
                           "the levels that change")
+    channels.add_argument("--news", action="store_true", help="news articles about the symbols ('*': all)")
     parser.add_argument("--feed", choices=FEEDS, help="iex (free plan, default), sip (paid) or delayed_sip")
     where = parser.add_mutually_exclusive_group()
     where.add_argument("--test-stream", action="store_true", help=f"Alpaca's always-on test stream "
@@ -121,8 +124,8 @@ def parse_args(argv: list[str] | None, doc: str | None = None) -> argparse.Names
     if args.url and not re.match(r"wss?://", args.url):
         parser.error("--url must start with ws:// or wss://")
     host_alone = bool(args.url) and urlsplit(args.url).path in ("", "/")
-    if args.pairs:
-        crypto_checks(parser, args, host_alone)
+    if args.pairs or args.news:
+        other_markets_checks(parser, args, host_alone)
     for option, seconds in (("--heartbeat", args.heartbeat), ("--data-timeout", args.data_timeout)):
         if seconds is not None and not 0 <= seconds < math.inf:
             parser.error(f"{option} takes a number of seconds, 0 or more")
@@ -154,27 +157,27 @@ def parse_args(argv: list[str] | None, doc: str | None = None) -> argparse.Names
     args.channels = [name for option, name in CHANNELS.items() if getattr(args, option)] or ["trades"]
     if args.orderbooks and not args.pairs:
         parser.error("--orderbooks is a crypto channel: name a pair, as BTC/USD")
-    if args.symbols and not any(channel in ALPACA_CHANNELS for channel in args.channels):
+    if args.symbols and not args.news and not any(channel in ALPACA_CHANNELS for channel in args.channels):
         parser.error(f"--orderbooks is crypto's alone: name a channel for {', '.join(args.symbols)} too, "
                      "as --trades")
     return args
 
 
-def crypto_checks(parser: argparse.ArgumentParser, args: argparse.Namespace, host_alone: bool) -> None:
-    """What crypto pairs cannot go with: a --url that is the stock stream's alone, the options
-    that carry stocks only, and a stock channel without a stock to stream it for."""
-    pairs = ", ".join(args.pairs)
+def other_markets_checks(parser: argparse.ArgumentParser, args: argparse.Namespace, host_alone: bool) -> None:
+    """What crypto pairs and the news cannot go with: a --url that is the stock stream's alone,
+    the options that carry stocks only, and a stock channel without a stock to stream it for."""
+    what = ", ".join(args.pairs) or "the news"
     if args.url and not host_alone:
-        parser.error(f"--url {args.url} is the stock stream's; for {pairs} too, give the host alone "
+        parser.error(f"--url {args.url} is the stock stream's; for {what} too, give the host alone "
                      "(ws://HOST:PORT): each stream at Alpaca's path on it")
     only_stocks = [option for option in ("publish", "source", "serve", "test_stream") if getattr(args, option)]
     if only_stocks:
         parser.error(f"--{only_stocks[0].replace('_', '-')} carries stocks only, for now:\n"
-                     f"stream {pairs} without it")
+                     f"stream {what} without it")
     stock_channels = [option for option, name in CHANNELS.items() if getattr(args, option) and
-                      name not in CRYPTO_CHANNELS]
-    if stock_channels and not args.symbols:
-        parser.error(f"--{stock_channels[0].replace('_', '-')} is a stock channel, and {pairs} crypto:\n"
+                      name not in (*CRYPTO_CHANNELS, "news")]
+    if args.pairs and stock_channels and not args.symbols:
+        parser.error(f"--{stock_channels[0].replace('_', '-')} is a stock channel, and {what} crypto:\n"
                      "name a stock to stream it for")
 
 
@@ -196,18 +199,18 @@ def serve_address(parser: argparse.ArgumentParser, address: str, keyless: bool) 
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
-    feed, crypto_url = args.feed or "iex", ALPACA_CRYPTO_STREAM
+    feed, crypto_url, news_url = args.feed or "iex", ALPACA_CRYPTO_STREAM, ALPACA_NEWS_STREAM
     if args.test_stream:
         url, symbols = f"{ALPACA_STREAM}/test", args.symbols or [TEST_STREAM_SYMBOL]
     elif args.url and urlsplit(args.url).path in ("", "/"):  # a host: each stream at Alpaca's path on it
         host = args.url.rstrip("/")
-        url, crypto_url = f"{host}/v2/{feed}", f"{host}{CRYPTO_PATH}"
+        url, crypto_url, news_url = f"{host}/v2/{feed}", f"{host}{CRYPTO_PATH}", f"{host}{NEWS_PATH}"
     else:
         url = args.url or f"{ALPACA_STREAM}/{feed}"
     if not args.test_stream:
         symbols = args.symbols or ([] if args.pairs else list(DEFAULT_SYMBOLS))
     here = args.demo or args.source or args.replay is not None  # no URL: they make or need none
-    return Settings("" if here else url, symbols, args.channels, args.pairs, crypto_url, demo=args.demo,
+    return Settings("" if here else url, symbols, args.channels, args.pairs, crypto_url, news_url, demo=args.demo,
                     heartbeat=args.heartbeat, data_timeout=data_timeout(args), market_hours=not (
                         args.demo or args.test_stream), publish=args.publish or "", source=args.source or "",
                     durable=args.durable or "", replay=args.replay,

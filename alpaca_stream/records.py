@@ -300,6 +300,24 @@ class OrderBooks:
         return record
 
 
+class News(Record):
+    """A news article (alpaca-py's News): its headline, summary and author, the symbols it is
+    about (a crypto pair without its slash: BTCUSD), its source and url, when it was created
+    and updated; content is its HTML, which can be large (kept, not printed)."""
+
+    market = "news"
+    id: int = wire("id")
+    headline: str = wire("headline")
+    summary: str = wire("summary")
+    author: str = wire("author")
+    created_at: datetime = wire("created_at")
+    updated_at: datetime = wire("updated_at")
+    url: str | None = wire("url", optional=True)
+    content: str = wire("content")
+    symbols: list[str] = wire("symbols")
+    source: str = wire("source")
+
+
 # Alpaca's "T" for each kind of message: the kind's name (handlers and --json go by it), and
 # its record; for each stream.
 MESSAGE_TYPES: dict[str, tuple[str, type[Record]]] = {
@@ -311,7 +329,8 @@ CRYPTO_TYPES: dict[str, tuple[str, type[Record]]] = {
     "t": ("trade", CryptoTrade), "q": ("quote", CryptoQuote), "b": ("bar", CryptoBar),
     "u": ("updated_bar", CryptoUpdatedBar), "d": ("daily_bar", CryptoDailyBar),
 }
-KIND = {record: kind for types in (MESSAGE_TYPES, CRYPTO_TYPES) for kind, record in types.values()}
+NEWS_TYPES: dict[str, tuple[str, type[Record]]] = {"n": ("news", News)}
+KIND = {record: kind for types in (MESSAGE_TYPES, CRYPTO_TYPES, NEWS_TYPES) for kind, record in types.values()}
 KIND[Orderbook] = "orderbook"
 RecordType = Callable[[dict[str, Any]], Record]  # a record class, by_market()'s choice of one, or OrderBooks
 
@@ -335,13 +354,14 @@ def either_market_types() -> dict[str, tuple[str, RecordType]]:
     books of its own."""
     return {**{wire_type: (kind, by_market(record, CRYPTO_TYPES[wire_type][1]) if wire_type in CRYPTO_TYPES
                            else record) for wire_type, (kind, record) in MESSAGE_TYPES.items()},
-            "o": ("orderbook", OrderBooks())}
+            "o": ("orderbook", OrderBooks()), **NEWS_TYPES}
 
 # --json's "type" -> Alpaca's "T", and the kind's field names -> their wire keys.
-JSON_TYPES: dict[str, tuple[str, type[Record]]] = {**MESSAGE_TYPES, "o": ("orderbook", Orderbook)}
+JSON_TYPES: dict[str, tuple[str, type[Record]]] = {**MESSAGE_TYPES, "o": ("orderbook", Orderbook), **NEWS_TYPES}
 WIRE_NAMES = {kind: (wire_type, {name: wire.key for name, wire in record.fields.items()})
               for wire_type, (kind, record) in JSON_TYPES.items()}
-TIMES = ("t", "r")  # the wire keys of times: the exchange's, and when Alpaca received the message
+# The wire keys of times: the exchange's, when Alpaca received the message, and a news article's.
+TIMES = ("t", "r", "created_at", "updated_at")
 
 
 def from_json(fields: dict[str, Any]) -> dict[str, Any]:

@@ -181,6 +181,8 @@ def test_channels_are_named_by_options_and_trades_are_the_default(argv, channels
     (["BTC/USD", "--statuses"], "--statuses is a stock channel, and BTC/USD crypto: name a stock to stream it for"),
     (["--replay", "session.jsonl", "BTC/USD"], "--replay plays the recording as it is"),
     (["SPY", "--orderbooks"], "--orderbooks is a crypto channel: name a pair, as BTC/USD"),
+    (["--news", "--source", "nats://127.0.0.1:4222"], "--source carries stocks only, for now: stream the news "
+                                                      "without it"),
     (["SPY", "BTC/USD", "--orderbooks"], "--orderbooks is crypto's alone: name a channel for SPY too, as --trades"),
     (["spy,tsla", "aapl"], "separate symbols with spaces, not commas: SPY TSLA"),
     (["--url", "http://example.invalid"], "--url must start with ws:// or wss://"),

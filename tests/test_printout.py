@@ -274,6 +274,19 @@ def test_printout_demo_shows_trades_with_no_keys(start_script):
     assert any("Z trade " in line for line in script.out_lines)
 
 
+def test_printout_demo_news_of_a_stock_and_a_crypto_pair_is_a_line_of_80_each_the_pair_named_as_news_names_it(
+        start_script):
+    from conftest import script_env
+
+    script = start_script("--demo", "AAPL", "BTC/USD", "--news",
+                          env=script_env(APCA_API_KEY_ID=None, APCA_API_SECRET_KEY=None))
+    script.wait_for(lambda: len(script.out_lines) >= 2, PRINTED_WITHIN + 3, "two articles")  # one every 2 s
+    assert script.stop(signal.SIGINT)[0] == 0
+    assert "subscribed to news of AAPL, BTCUSD" in " ".join(script.err_lines)
+    assert all(re.match(r"\d\d:\d\d:\d\d\.\d{3}Z news +(AAPL|BTCUSD) +\S", line) for line in script.out_lines)
+    assert max(map(len, script.out_lines)) <= 80 and "<p>" not in script.stdout  # not its HTML
+
+
 def test_printout_demo_shows_a_crypto_pair_beside_a_stock_each_trade_and_quote_on_a_line_of_80(start_script):
     from conftest import script_env
 

@@ -24,7 +24,7 @@ from alpaca_stream.channels import ALPACA_CHANNELS, CHANNELS
 from alpaca_stream.handlers import HandlersFailed, in_background, run_handlers
 from alpaca_stream.options import parse_args
 from alpaca_stream.outputs.terminal import format_json
-from alpaca_stream.records import KIND, CryptoTrade, Orderbook, Record, Trade
+from alpaca_stream.records import KIND, CryptoTrade, News, Orderbook, Record, Trade
 from alpaca_stream.sources.recording import Recording
 from alpaca_stream.supervisor import stream
 
@@ -247,7 +247,7 @@ def arrivals(path: Path, speed: float) -> list[tuple[float, Record]]:
     async def note(message: Record) -> None:
         got.append((time.monotonic(), message))
 
-    asyncio.run(stream(Recording(str(path), speed), handlers=dict.fromkeys([*KINDS, "orderbook"], note)))
+    asyncio.run(stream(Recording(str(path), speed), handlers=dict.fromkeys([*KINDS, "orderbook", "news"], note)))
     return got
 
 
@@ -324,6 +324,11 @@ def test_a_crypto_pairs_messages_replayed_or_handed_over_become_crypto_records_b
     replayed = [message for _, message in arrivals(write(tmp_path / "book.jsonl", [format_json(Orderbook(book))]), 0)]
     assert replayed == [book] and isinstance(replayed[0], Orderbook)
     assert (replayed[0].book.best_bid, replayed[0].book.best_ask) == ((89990.0, 0.5), (90010.0, 0.25))
+    article = {"T": "n", "id": 9, "headline": "BTCUSD Moves", "summary": "In a sentence.", "author": "A. Writer",
+               "created_at": when, "updated_at": when, "url": "https://news.example.invalid/9",
+               "content": "<p>Story.</p>", "symbols": ["BTCUSD"], "source": "benzinga"}
+    replayed = [message for _, message in arrivals(write(tmp_path / "news.jsonl", [format_json(News(article))]), 0)]
+    assert replayed == [article] and isinstance(replayed[0], News) and replayed[0].created_at == when
     recorder = Recorder()
     run_handlers([crypto, stock, json.loads(format_json(CryptoTrade(crypto)))], recorder.handlers)
     assert [type(message) for message in recorder.messages] == [CryptoTrade, Trade, CryptoTrade]

@@ -19,6 +19,7 @@ from alpaca_stream.records import (
     CryptoUpdatedBar,
     DailyBar,
     Luld,
+    News,
     Orderbook,
     OrderImbalance,
     Quote,
@@ -47,6 +48,8 @@ def format_text(message: Record) -> str:
     """One line: when (UTC, the time of day to the millisecond), what, which symbol, and the
     details of its kind. Only a status's reason can be longer than WIDTH: it goes on, on
     lines of its own, under the details."""
+    if isinstance(message, News):
+        return news(message)
     try:
         start = f"{message.timestamp.strftime('%H:%M:%S.%f')[:12]}Z {KIND[type(message)]:<11} {message.symbol:<5} "
         details = DETAILS[type(message)](message)
@@ -106,6 +109,14 @@ def orderbook(orderbook: Orderbook) -> str:
                     for side, level in (("bid", orderbook.book.best_bid), ("ask", orderbook.book.best_ask)))
     changed = len(orderbook.bids) + len(orderbook.asks)
     return f"{best}, " + ("whole book" if orderbook.reset else f"{changed} level{'s' * (changed != 1)} changed")
+
+
+def news(article: News) -> str:
+    """When it was written, the symbols it is about and its headline, cut to fit WIDTH; not
+    its content (HTML, kilobytes)."""
+    start = f"{article.created_at.strftime('%H:%M:%S.%f')[:12]}Z news        {','.join(article.symbols):<5} "
+    room = max(WIDTH - len(start), 20)
+    return start + (article.headline if len(article.headline) <= room else article.headline[:room - 3] + "...")
 
 
 def crypto_quote(quote: CryptoQuote) -> str:

@@ -33,9 +33,10 @@ from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from alpaca_stream.channels import CRYPTO_PATH
+from alpaca_stream.channels import CRYPTO_PATH, NEWS_PATH
 from alpaca_stream.server.crypto import CryptoMarket
 from alpaca_stream.server.market import CUES, Market
+from alpaca_stream.server.news import NewsMarket
 from alpaca_stream.server.protocol import (
     ConnectionRecord,
     Faults,
@@ -47,7 +48,7 @@ from alpaca_stream.server.protocol import (
 )
 
 SEND_BUFFER = 16_384  # bytes the kernel holds for a client, with a rate (Linux doubles it)
-MARKETS: dict[str, type[Market]] = {"stocks": Market, "crypto": CryptoMarket}  # by the connection's market
+MARKETS: dict[str, type[Market]] = {"stocks": Market, "crypto": CryptoMarket, "news": NewsMarket}  # by endpoint
 
 
 class AlpacaStreamServer(ProtocolServer):
@@ -73,7 +74,7 @@ class AlpacaStreamServer(ProtocolServer):
                  record: bool = True, hold_dropped: float = 0.0, sip: bool = False, compression: bool = True,
                  slow_after: float | None = 5.0) -> None:
         # Our own pings are off: a client must be able to test its keepalive against us.
-        super().__init__(port=port, crypto=True, faults=faults, auth_timeout=auth_timeout, compression=compression)
+        super().__init__(port=port, all_markets=True, faults=faults, auth_timeout=auth_timeout, compression=compression)
         self.rate = rate
         self.batch = batch
         self.total = total
@@ -94,6 +95,11 @@ class AlpacaStreamServer(ProtocolServer):
     def crypto_url(self) -> str:
         """The URL of the crypto stream: ws://127.0.0.1:PORT/v1beta3/crypto/us."""
         return self.url_of(CRYPTO_PATH)
+
+    @property
+    def news_url(self) -> str:
+        """The URL of the news stream: ws://127.0.0.1:PORT/v1beta1/news."""
+        return self.url_of(NEWS_PATH)
 
     def cue(self, *events: str) -> None:
         """Send these events (see CUES) in the next frame of the connection streaming then."""

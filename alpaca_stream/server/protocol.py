@@ -1,9 +1,10 @@
 """The server side of Alpaca's stream protocol, written once: the local server (local.py) and
 --serve's relay (relay.py) both speak it. ProtocolServer takes the handshake on /v2/{feed}
-(stocks) and, if asked, on /v1beta3/crypto/us (crypto: the same session, its own channels and
-symbols), greets, takes auth within auth_timeout seconds, answers subscribe and unsubscribe as
-Alpaca does, and sends Alpaca's error frames for what a client does wrong: msgpack frames, or
-JSON text frames to a client that does not ask for msgpack. Its subclasses bring the data.
+(stocks) and, if asked, on /v1beta3/crypto/us and /v1beta1/news (the same session, their own
+channels and symbols), greets, takes auth within auth_timeout seconds, answers subscribe and
+unsubscribe as Alpaca does, and sends Alpaca's error frames for what a client does wrong:
+msgpack frames, or JSON text frames to a client that does not ask for msgpack. Its subclasses
+bring the data.
 
 Faults say what a connection does wrong, for the tests; ConnectionRecord keeps what happened
 on one, for the tests and the benchmark to check.
@@ -28,7 +29,7 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from alpaca_stream.channels import ALPACA_CHANNELS, CRYPTO_CHANNELS, CRYPTO_PATH, PAIR, SYMBOL
+from alpaca_stream.channels import ALPACA_CHANNELS, CRYPTO_CHANNELS, CRYPTO_PATH, NEWS_PATH, PAIR, SYMBOL
 
 log = logging.getLogger("local_alpaca_server")
 
@@ -58,7 +59,7 @@ class Endpoint:
     """What a path serves: its market, the channels a client may subscribe to there, and the
     symbols they take (any other symbol is refused with 400)."""
 
-    market: str  # "stocks" or "crypto"
+    market: str  # "stocks", "crypto" or "news"
     channels: tuple[str, ...]
     symbol: re.Pattern[str]
     # Keys of the subscription answer that list the trades' symbols: a stock trade subscription
@@ -68,6 +69,7 @@ class Endpoint:
 
 STOCKS = Endpoint("stocks", ALPACA_CHANNELS, SYMBOL, ("corrections", "cancelErrors"))
 CRYPTO = Endpoint("crypto", CRYPTO_CHANNELS, PAIR)
+NEWS = Endpoint("news", ("news",), SYMBOL)  # crypto without the slash, as Alpaca's news names it: BTCUSD
 
 
 @dataclass
@@ -113,7 +115,7 @@ class ConnectionRecord:
 
     @property
     def market(self) -> str:
-        """"stocks" or "crypto": what this connection's path serves."""
+        """"stocks", "crypto" or "news": what this connection's path serves."""
         return self.endpoint.market
 
 
@@ -122,27 +124,28 @@ Served = TypeVar("Served", bound="ProtocolServer")
 
 class ProtocolServer:
     """The server side of Alpaca's stream protocol, whatever the data: the handshake on
-    /v2/{feed} (and on /v1beta3/crypto/us with crypto), the greeting, auth within auth_timeout
-    seconds, subscribe and unsubscribe with Alpaca's answer (the channels of the connection's
-    endpoint), and Alpaca's error frames for what a client does wrong; msgpack frames, or JSON
-    text frames to a client that does not ask for msgpack, as Alpaca does. Use as
-    `async with`, or start()/stop(). Subclasses bring the data, and decide on auth:
+    /v2/{feed} (and on /v1beta3/crypto/us and /v1beta1/news with all_markets), the greeting,
+    auth within auth_timeout seconds, subscribe and unsubscribe with Alpaca's answer (the
+    channels of the connection's endpoint), and Alpaca's error frames for what a client does
+    wrong; msgpack frames, or JSON text frames to a client that does not ask for msgpack, as
+    Alpaca does. Use as `async with`, or start()/stop(). Subclasses bring the data, and decide on auth:
     AlpacaStreamServer makes it up; Relay passes on a feeder's (websocket_stream.py --serve).
 
-    feeds: the stock paths served, /v2/{feed}; crypto: serve /v1beta3/crypto/us too (any other
+    feeds: the stock paths served, /v2/{feed}; all_markets: crypto's and news' too (any other
     path gets HTTP 404). faults: for every connection; plan() sets faults for the next
     connections, one each. symbol_limit: most symbols for trades and quotes together (error 405
     past it); None for no limit.
     """
 
     def __init__(self, *, host: str = "127.0.0.1", port: int = 0, feeds: tuple[str, ...] = FEEDS,
-                 crypto: bool = False, faults: Faults | None = None, auth_timeout: float = 10.0,
+                 all_markets: bool = False, faults: Faults | None = None, auth_timeout: float = 10.0,
                  compression: bool = True, ping_interval: float | None = None,
                  symbol_limit: int | None = FREE_PLAN_SYMBOL_LIMIT) -> None:
         self.host = host
         self.port = port
         self.feeds = feeds
-        self.endpoints = {f"/v2/{feed}": STOCKS for feed in feeds} | ({CRYPTO_PATH: CRYPTO} if crypto else {})
+        self.endpoints = {f"/v2/{feed}": STOCKS for feed in feeds} | ({CRYPTO_PATH: CRYPTO, NEWS_PATH: NEWS}
+                                                                       if all_markets else {})
         self.faults = faults or Faults()
         self.auth_timeout = auth_timeout
         self.compression = compression
@@ -264,7 +267,7 @@ class ProtocolServer:
                 wanted = {c: current.get(c, []) + [s for s in asked[c] if s not in current.get(c, [])]
                           for c in channels}
                 if self.symbol_limit is not None and \
-                        len(set(wanted["trades"] + wanted["quotes"])) > self.symbol_limit:
+                        len(set(wanted.get("trades", []) + wanted.get("quotes", []))) > self.symbol_limit:
                     await send_error(ws, 405)
                     return True
             else:

@@ -1,5 +1,5 @@
-"""--demo: market data made up by the local server (server/market.py, server/crypto.py), started
-here on 127.0.0.1, through the same stock and crypto streams as Alpaca's: no keys, no network."""
+"""--demo: market data and news made up by the local server (server/market.py, crypto.py and
+news.py), started here on 127.0.0.1, through the same streams as Alpaca's: no keys, no network."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from collections.abc import Iterable
 from alpaca_stream.keys import Keys
 from alpaca_stream.server import AlpacaStreamServer
 from alpaca_stream.sources.crypto import CryptoStream
+from alpaca_stream.sources.news import NewsStream
 from alpaca_stream.sources.stocks import StockStream
 
 log = logging.getLogger("alpaca_stream")
@@ -62,6 +63,21 @@ class DemoCryptoStream(CryptoStream):
 
     async def __aenter__(self) -> DemoCryptoStream:
         self.url = (await self.demo.enter(self)).crypto_url
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.demo.leave(self)
+
+
+class DemoNewsStream(NewsStream):
+    """The news stream of the same local server: made-up articles, one every few seconds."""
+
+    def __init__(self, symbols: Iterable[str], *, demo: Demo) -> None:
+        super().__init__(symbols, keys=DEMO_KEYS, url="")
+        self.demo = demo
+
+    async def __aenter__(self) -> DemoNewsStream:
+        self.url = (await self.demo.enter(self)).news_url
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:

@@ -1,6 +1,6 @@
-"""The local server plays Alpaca's crypto stream at /v1beta3/crypto/us too: pairs, fractional
-sizes, order books, for alpaca-py's own CryptoDataStream and for a raw client; the stock
-endpoint beside it is as before."""
+"""The local server plays Alpaca's crypto stream at /v1beta3/crypto/us too (pairs, fractional
+sizes, order books) and its news stream at /v1beta1/news, for alpaca-py's own CryptoDataStream
+and NewsDataStream and for a raw client; the stock endpoint beside them is as before."""
 
 from __future__ import annotations
 
@@ -181,3 +181,29 @@ def test_a_stock_symbol_on_the_crypto_endpoint_and_a_pair_on_the_stock_endpoint_
             assert [record.market for record in server.connections] == ["crypto", "stocks"]
 
     within(scenario())
+
+
+def test_alpaca_pys_own_news_stream_gets_articles_about_the_symbols_asked_with_every_field():
+    from alpaca.data.live import NewsDataStream
+
+    got: list[Any] = []
+
+    async def keep(article: Any) -> None:
+        got.append(article)
+
+    async def scenario() -> None:
+        async with AlpacaStreamServer(rate=20, seed=22) as server:
+            stream = NewsDataStream(FAKE_KEY, FAKE_SECRET, url_override=server.news_url)
+            stream.subscribe_news(keep, "AAPL", "BTCUSD")
+            running = asyncio.create_task(stream._run_forever())
+            try:
+                await until(lambda: len(got) >= 2, "two articles", 15)
+            finally:
+                await stream.stop_ws()
+                await asyncio.wait_for(running, 10)
+            assert server.connections[0].market == "news"
+
+    within(scenario(), 30)
+    for article in got:
+        assert set(article.symbols) <= {"AAPL", "BTCUSD"} and article.headline and article.content.startswith("<p>")
+        assert article.created_at <= article.updated_at and article.url.startswith("https://")
