@@ -199,13 +199,22 @@ def run_handlers(messages: Iterable[dict[str, Any]], handlers: Handlers, *, keep
     return session
 
 
+def as_datetime(value: Any) -> Any:
+    """A time in a message given to run_handlers(): msgpack's Timestamp, or RFC 3339 text as
+    Alpaca's JSON frames have it ("2026-12-05T15:00:00Z"), as a datetime; else as it is."""
+    if isinstance(value, msgpack.Timestamp):
+        return value.to_datetime()
+    if isinstance(value, str):
+        return datetime.fromisoformat(value.replace("Z", "+00:00"))  # Python 3.10 takes no Z
+    return value
+
+
 def as_wire(message: dict[str, Any]) -> dict[str, Any]:
     """A message given to run_handlers(), as the stream has it: Alpaca's, times as datetimes."""
     try:
         if "T" not in message:
             return from_json(message)
-        return {**message, **{key: message[key].to_datetime() for key in TIMES
-                              if isinstance(message.get(key), msgpack.Timestamp)}}
+        return {**message, **{key: as_datetime(message[key]) for key in TIMES if key in message}}
     except (KeyError, TypeError, ValueError) as error:
         raise ValueError("not a message as Alpaca sends it, nor as --json prints it: "
                          f"{message!r}") from error

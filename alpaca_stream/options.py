@@ -105,7 +105,7 @@ def parse_args(argv: list[str] | None, doc: str | None = None) -> argparse.Names
     parser.add_argument("--heartbeat", type=float, default=0.0, metavar="SECONDS",
                         help="an 'alive' line in the log every so often (for a server)")
     parser.add_argument("--data-timeout", type=float, metavar="SECONDS",
-                        help=f"in market hours, replace a stream with no data for this long "
+                        help=f"in market hours (crypto: at any hour), replace a stream with no data for this long "
                         f"(default {DATA_TIMEOUT:.0f}; 0: never)")
     parser.add_argument("--log-format", choices=("text", "json"), default="text",
                         help="json: one object per log line on stderr, for log collectors")
@@ -168,8 +168,8 @@ def other_markets_checks(parser: argparse.ArgumentParser, args: argparse.Namespa
     the options that carry stocks only, and a stock channel without a stock to stream it for."""
     what = ", ".join(args.pairs) or "the news"
     if args.url and not host_alone:
-        parser.error(f"--url {args.url} is the stock stream's; for {what} too, give the host alone "
-                     "(ws://HOST:PORT): each stream at Alpaca's path on it")
+        parser.error(f"--url {args.url} has a path, so it is taken as the stock stream's; for {what}, "
+                     "give the host alone (ws://HOST:PORT): each stream at Alpaca's path on it")
     only_stocks = [option for option in ("publish", "source", "serve", "test_stream") if getattr(args, option)]
     if only_stocks:
         parser.error(f"--{only_stocks[0].replace('_', '-')} carries stocks only, for now:\n"
@@ -179,6 +179,10 @@ def other_markets_checks(parser: argparse.ArgumentParser, args: argparse.Namespa
     if args.pairs and stock_channels and not args.symbols:
         parser.error(f"--{stock_channels[0].replace('_', '-')} is a stock channel, and {what} crypto:\n"
                      "name a stock to stream it for")
+    named = [name for option, name in CHANNELS.items() if getattr(args, option)]
+    if args.pairs and named and not any(name in (*CRYPTO_CHANNELS, "news") for name in named):
+        parser.error(f"{what} would get nothing: {', '.join(named)} are stock channels;\n"
+                     "name a crypto one too, as --trades")
 
 
 def serve_address(parser: argparse.ArgumentParser, address: str, keyless: bool) -> tuple[str, int]:

@@ -173,8 +173,9 @@ def test_channels_are_named_by_options_and_trades_are_the_default(argv, channels
     (["SP Y"], "not a stock symbol, nor a crypto pair as BTC/USD: SP Y"),
     (["$$$"], "not a stock symbol"),
     (["BTC/"], "not a stock symbol, nor a crypto pair as BTC/USD: BTC/"),
-    (["BTC/USD", "--url", "ws://127.0.0.1:1/v2/iex"], "--url ws://127.0.0.1:1/v2/iex is the stock stream's; for "
-                                                      "BTC/USD too, give the host alone (ws://HOST:PORT)"),
+    (["BTC/USD", "--url", "ws://127.0.0.1:1/v2/iex"], "--url ws://127.0.0.1:1/v2/iex has a path, so it is taken as "
+                                                      "the stock stream's; for BTC/USD, give the host alone"),
+    (["SPY", "BTC/USD", "--lulds", "--statuses"], "BTC/USD would get nothing: statuses, lulds are stock channels"),
     (["BTC/USD", "--publish", "nats://127.0.0.1:4222"], "--publish carries stocks only, for now: stream BTC/USD "
                                                         "without it"),
     (["ETH/USD", "--serve", "8765"], "--serve carries stocks only, for now"),

@@ -298,7 +298,7 @@ def test_printout_demo_shows_a_crypto_pair_beside_a_stock_each_trade_and_quote_o
     crypto = [line for line in script.out_lines if " BTC/USD " in line]
     # A fraction of a coin at a price, and the taker's side; a quote's sizes in coins.
     assert any(re.search(r"Z trade +BTC/USD +\d+\.\d+ @ +\d+\.\d\d  [BS]$", line) for line in crypto), crypto
-    assert any(re.search(r"Z quote +BTC/USD bid \d+\.\d\d x \d\.\d+ ask ", line) for line in crypto), crypto
+    assert any(re.search(r"Z quote +BTC/USD bid \d\.\d+@\d+\.\d\d ask \d\.\d+@", line) for line in crypto), crypto
     assert max(map(len, script.out_lines)) <= 80
 
 

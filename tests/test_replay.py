@@ -335,17 +335,18 @@ def test_a_crypto_pairs_messages_replayed_or_handed_over_become_crypto_records_b
     assert recorder.messages[0] == recorder.messages[2] == CryptoTrade(crypto)
 
 
-def test_run_handlers_takes_alpacas_wire_form_with_either_time_and_what_json_prints_alike():
+def test_run_handlers_takes_alpacas_wire_form_with_any_time_and_what_json_prints_alike():
     when = datetime(2026, 11, 24, 15, 0, 0, 123456, tzinfo=timezone.utc)
     wire = {"T": "t", "S": "SPY", "p": 600.5, "s": 100, "t": when, "x": "V", "i": 7, "tks": "B"}
     as_json = json.loads(format_json(Trade(wire)))
     recorder = Recorder()
-    session = run_handlers(
-        [wire, {**wire, "t": msgpack.Timestamp.from_datetime(when)}, as_json], recorder.handlers
+    session = run_handlers(  # a time as a datetime, as msgpack's, and as Alpaca's JSON frames write it
+        [wire, {**wire, "t": msgpack.Timestamp.from_datetime(when)}, {**wire, "t": "2026-11-24T15:00:00.123456Z"},
+         as_json], recorder.handlers
     )
-    assert recorder.messages == [Trade(wire)] * 3
+    assert recorder.messages == [Trade(wire)] * 4
     assert all(type(message) is Trade for message in recorder.messages)
-    assert session.received["trade"] == 3
+    assert session.received["trade"] == 4
     assert wire["t"] is when  # the test's own message is left as it was
 
 

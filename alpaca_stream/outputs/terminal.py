@@ -73,9 +73,16 @@ def money(price: float) -> str:
     return text[:-2] + text[-2:].rstrip("0")
 
 
-def coins(size: float) -> str:
-    """A crypto size as it came, to the ninth decimal at most, without trailing zeros."""
-    return f"{size:.9f}".rstrip("0").rstrip(".")
+def coins(size: float, decimals: int = 6) -> str:
+    """A crypto size to the sixth decimal at most, without trailing zeros: --json has it whole
+    (to the ninth); with more, a BTC/USD quote did not fit one line of 80 columns."""
+    return f"{size:.{decimals}f}".rstrip("0").rstrip(".")
+
+
+def crypto_price(price: float) -> str:
+    """A crypto price with the decimals it has (a coin can cost 0.00001234), two at least."""
+    text = f"{price:.10f}".rstrip("0")
+    return text + "0" * (2 - len(text.partition(".")[2]))
 
 
 # The end of each kind's line, after its symbol.
@@ -93,19 +100,22 @@ def bar(bar: Bar | CryptoBar) -> str:
     """Open, high, low and close, then the volume: with an O, H, L and C before them, a bar of
     five-digit prices and a volume of 999999 was 84 columns."""
     prices = (bar.open, bar.high, bar.low, bar.close)
-    volume = coins(bar.volume) if bar.market == "crypto" else bar.volume
-    return " ".join(f"{money(price):>8}" for price in prices) + f" V {volume}"
+    if bar.market == "crypto":
+        # The volume to the fourth decimal: to the sixth, BTC/USD's bar was 81 columns.
+        return " ".join(crypto_price(price) for price in prices) + f" V {coins(bar.volume, 4)}"
+    return " ".join(f"{money(price):>8}" for price in prices) + f" V {bar.volume}"
 
 
 def crypto_trade(trade: CryptoTrade) -> str:
-    """The size in coins, the price, and the taker's side (B or S) when Alpaca gives it."""
-    return f"{coins(trade.size):>10} @ {money(trade.price):>9}  {trade.get('tks', '')}".rstrip()
+    """The size in coins, the price, and the taker's side (B: the buyer took the offer, S:
+    the seller hit the bid) when Alpaca gives it."""
+    return f"{coins(trade.size):>10} @ {crypto_price(trade.price):>9}  {trade.get('tks', '')}".rstrip()
 
 
 def orderbook(orderbook: Orderbook) -> str:
     """The best bid and ask of the book as it stands, and how many levels this message changed
     (or that it is the whole book). Without the sizes: with them, BTC/USD's line was 84 columns."""
-    best = " ".join(f"{side} {money(level[0]) if level else 'none'}"
+    best = " ".join(f"{side} {crypto_price(level[0]) if level else 'none'}"
                     for side, level in (("bid", orderbook.book.best_bid), ("ask", orderbook.book.best_ask)))
     changed = len(orderbook.bids) + len(orderbook.asks)
     return f"{best}, " + ("whole book" if orderbook.reset else f"{changed} level{'s' * (changed != 1)} changed")
@@ -120,10 +130,10 @@ def news(article: News) -> str:
 
 
 def crypto_quote(quote: CryptoQuote) -> str:
-    # Unpadded: a pair's name is longer than a stock's. With sizes of six decimals, BTC/USD's
-    # line is 81 columns: the sizes go on, on a line of their own (format_text).
-    return (f"bid {money(quote.bid_price)} x {coins(quote.bid_size)} "
-            f"ask {money(quote.ask_price)} x {coins(quote.ask_size)}")
+    """Size@price, as traders write it: with "x" and spaces, BTC/USD's line with sizes of six
+    decimals was 81 columns."""
+    return (f"bid {coins(quote.bid_size)}@{crypto_price(quote.bid_price)} "
+            f"ask {coins(quote.ask_size)}@{crypto_price(quote.ask_price)}")
 
 
 def status(status: TradingStatus) -> str:
