@@ -54,8 +54,10 @@ async def keep_connected(connection: Connection, routes: dict[str, Route], sessi
         connection.silent_reconnects += silent
         delay = backoff_delay(failures)
         session.reconnects += 1
-        log.warning("%s", reason)
-        log.info("reconnecting in %.2f s (attempt %d)", delay, failures)
+        # The stock stream's lines as they always were; another's say which, as several may run.
+        which = "" if connection.market == "stocks" else f"the {connection.market} stream"
+        log.warning("%s", f"{which}: {reason}" if which else reason)
+        log.info("reconnecting %sin %.2f s (attempt %d)", f"{which} " if which else "", delay, failures)
         await asyncio.sleep(delay)
 
 

@@ -74,7 +74,8 @@ def test_two_streams_side_by_side_one_dropped_each_delivers_every_message_once_i
     assert len(dropping.connections[0].trade_ids) < len(got["SPY"])  # some came after the reconnect
 
 
-def test_stocks_and_crypto_in_one_loop_the_crypto_connection_dropped_each_delivers_every_message_once():
+def test_stocks_and_crypto_in_one_loop_the_crypto_connection_dropped_each_delivers_every_message_once(caplog):
+    caplog.set_level(logging.INFO, logger="alpaca_stream")
     got, keep = kept_by_symbol()
     records: list[Record] = []
 
@@ -102,6 +103,9 @@ def test_stocks_and_crypto_in_one_loop_the_crypto_connection_dropped_each_delive
         sent = [as_received(m) for connection in connections for m in connection.messages if m["T"] == "t"]
         assert got[symbol] == sent[:len(got[symbol])], symbol  # nothing lost, doubled or reordered
     assert len(by_market["crypto"][0].trade_ids) < len(got["BTC/USD"])  # some came after the reconnect
+    # The log says which stream went and came back.
+    assert "the crypto stream: connection lost" in caplog.text
+    assert "reconnecting the crypto stream in " in caplog.text
 
 
 def test_a_crypto_record_has_the_fields_the_crypto_stream_sends_named_as_alpaca_pys_model_names_them():
