@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import subprocess
 import sys
 import threading
@@ -285,7 +284,11 @@ def copy_script(tmp_path: Path) -> Callable[..., Path]:
 
     def copy(*names: str) -> Path:
         for name in ("websocket_stream.py", *names):  # the package is installed (requirements.txt)
-            shutil.copy(ROOT / name, tmp_path / Path(name).name)
+            target, text = tmp_path / Path(name).name, (ROOT / name).read_bytes()
+            # Not written again when it is the same: a script started from it may be reading it,
+            # and a file rewritten under it was cut short (a test that starts scripts side by side).
+            if not target.exists() or target.read_bytes() != text:
+                target.write_bytes(text)
         return tmp_path
 
     return copy
