@@ -56,7 +56,7 @@ async def deliver(messages: Iterable[Any], routes: dict[str, Route], session: Se
     raises, costs that message only: the rest of the frame and the stream carry on. True if
     any message was market data. (One function for the whole frame, not one call a message:
     it is the hot loop.)"""
-    received = session.received
+    received, markets = session.received, session.markets
     delivered = False
     for message in messages:
         try:
@@ -66,6 +66,7 @@ async def deliver(messages: Iterable[Any], routes: dict[str, Route], session: Se
             continue
         record = record_type(message)
         received[kind] += 1
+        markets[record.market] += 1
         delivered = True
         try:
             await handler(record)

@@ -7,6 +7,7 @@ import asyncio
 import logging
 import textwrap
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from datetime import time as time_of_day
@@ -25,6 +26,7 @@ class Session:
 
     started: float | None = None  # time.monotonic() when streaming began
     received: dict[str, int] = field(default_factory=lambda: dict.fromkeys(KIND.values(), 0))  # by kind
+    markets: Counter[str] = field(default_factory=Counter)  # messages by market: "stocks", "crypto", "news"
     reconnects: int = 0
     connected: bool = True  # False for a recording alone, which has no connection to lose
     last_message: float = field(default_factory=time.monotonic)  # from any source
@@ -69,20 +71,24 @@ def counted(received: dict[str, int]) -> str:
 
 async def heartbeat(session: Session, every: float) -> None:
     """--heartbeat: a line every so often, for a log that nobody reads until something is wrong:
-    the messages since the last line, by kind, how long ago the last one came, the reconnects,
+    the messages since the last line, by kind, and by market when the run has more than one (a
+    stream gone quiet beside a busy one shows), how long ago the last one came, the reconnects,
     and whether New York's market is open now (under --demo too: its data is made up, the
     clock is not)."""
-    before = dict(session.received)
+    before, markets_before = dict(session.received), Counter(session.markets)
     while True:
         await asyncio.sleep(every)
         counts = {kind: count - before[kind] for kind, count in session.received.items() if count > before[kind]}
-        before = dict(session.received)
+        by_market = {market: count - markets_before[market] for market, count in session.markets.items()}
+        before, markets_before = dict(session.received), Counter(session.markets)
         age = round(time.monotonic() - session.last_message, 3)  # once: the line and its field agree
         market = "open" if market_open() else "closed"
-        log.info("alive: %s in %.0f s; last %.1f s ago; reconnects %d; market %s", counted(counts), every,
-                 age, session.reconnects, market, extra={"fields": {
-                     "received": counts, "seconds": every, "last_message_age": age,
-                     "reconnects": session.reconnects, "market": market}})
+        shown = ", ".join(f"{name} {count}" for name, count in by_market.items())
+        markets = f" ({shown})" if len(by_market) > 1 else ""
+        log.info("alive: %s in %.0f s%s; last %.1f s ago; reconnects %d; market %s", counted(counts), every,
+                 markets, age, session.reconnects, market, extra={"fields": {
+                     "received": counts, "seconds": every, **({"by_market": by_market} if markets else {}),
+                     "last_message_age": age, "reconnects": session.reconnects, "market": market}})
 
 
 def market_open(now: datetime | None = None) -> bool:

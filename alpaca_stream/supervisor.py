@@ -45,6 +45,9 @@ async def supervise(sources: tuple[Source, ...] | list[Source], handlers: Handle
     raises ends the others, and its error is raised here."""
     if session.started is None:
         session.started = time.monotonic()
+    for source in sources:  # a stream's market is counted from 0, for --heartbeat to show it quiet
+        if market := getattr(source, "market", ""):  # a recording's are those of its records
+            session.markets.setdefault(market, 0)
     # subscribe() and unsubscribe() go to the stream that takes their symbols.
     online = [source.subscriptions for source in sources if not source.subscriptions.offline]
     tasks = [asyncio.create_task(source.run(routes_for(handlers, source.types), session)) for source in sources]

@@ -16,8 +16,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
-from conftest import FAKE_KEY, FAKE_SECRET, POSIX_ONLY, ROOT, script_env
+from conftest import FAKE_KEY, FAKE_SECRET, POSIX_ONLY, ROOT, script_env, within
 
+from alpaca_stream.handlers import deliver, routes_for
+from alpaca_stream.records import crypto_types
 from alpaca_stream.server import Faults
 from alpaca_stream.session import Session, heartbeat, market_open
 
@@ -124,6 +126,41 @@ def test_the_heartbeat_says_whether_new_yorks_market_is_open_now(open_now, said,
     asyncio.run(asyncio.wait_for(two_beats(), 10))
     assert caplog.text.count(f"; market {said}") == caplog.text.count("alive: ")
 
+
+
+def test_the_heartbeat_counts_by_market_when_a_run_has_more_than_one_and_shows_a_quiet_one(caplog):
+    # Stocks and crypto streamed together: the stock market closed, its stream quiet beside a
+    # busy crypto stream. The beat must say so, not just the sum.
+    session = Session(markets=Counter({"stocks": 0, "crypto": 0}))
+    routes = routes_for({}, crypto_types())
+    trades = [{"T": "t", "S": "BTC/USD", "p": 90000.0, "s": 0.01, "t": "2026-12-05T06:00:00Z", "i": n, "tks": "B"}
+              for n in range(3)]
+
+    async def one_beat() -> None:
+        beating = asyncio.create_task(heartbeat(session, 0.2))
+        await asyncio.sleep(0)  # the heartbeat has taken its first count
+        await deliver(trades, routes, session)
+        while "alive: " not in caplog.text:
+            await asyncio.sleep(0.01)
+        beating.cancel()
+
+    caplog.set_level(logging.INFO, logger="alpaca_stream")
+    within(one_beat(), 10)
+    beat = next(record for record in caplog.records if record.getMessage().startswith("alive: "))
+    assert beat.getMessage().startswith("alive: 3 trades in 0 s (stocks 0, crypto 3); last ")
+    assert beat.fields["by_market"] == {"stocks": 0, "crypto": 3}  # type: ignore[attr-defined]
+
+
+def test_the_heartbeat_of_one_market_does_not_name_it(caplog):
+    async def one_beat() -> None:
+        beating = asyncio.create_task(heartbeat(Session(markets=Counter({"stocks": 0})), 0.05))
+        while "alive: " not in caplog.text:
+            await asyncio.sleep(0.01)
+        beating.cancel()
+
+    caplog.set_level(logging.INFO, logger="alpaca_stream")
+    within(one_beat(), 10)
+    assert "alive: nothing in 0 s; last" in caplog.text and "stocks" not in caplog.text
 
 @POSIX_ONLY
 def test_every_line_of_the_json_log_parses_and_never_holds_a_key(make_server, start_script):
