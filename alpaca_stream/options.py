@@ -31,6 +31,8 @@ DATA_TIMEOUT = 300.0
 # The channels that bring data all through market hours; statuses, LULD bands, updated bars and
 # imbalances can be silent all day, so alone they arm no --data-timeout.
 STEADY_CHANNELS = ("trades", "quotes", "bars", "dailyBars")
+# BTCUSD, as news and some exchanges write BTC/USD: a US stock's symbol has five letters at most.
+UNSLASHED_PAIR = re.compile(r"([A-Z]{3,6})(USD|USDT|USDC|BTC)")
 
 
 @dataclass
@@ -157,9 +159,12 @@ def parse_args(argv: list[str] | None, doc: str | None = None) -> argparse.Names
     args.channels = [name for option, name in CHANNELS.items() if getattr(args, option)] or ["trades"]
     if args.orderbooks and not args.pairs:
         parser.error("--orderbooks is a crypto channel: name a pair, as BTC/USD")
-    if args.symbols and not args.news and not any(channel in ALPACA_CHANNELS for channel in args.channels):
+    stock_channels = any(channel in ALPACA_CHANNELS for channel in args.channels)
+    if args.symbols and not args.news and not stock_channels:
         parser.error(f"--orderbooks is crypto's alone: name a channel for {', '.join(args.symbols)} too, "
                      "as --trades")
+    if args.feed and not (stock_channels and (args.symbols or not args.pairs)):
+        parser.error("--feed picks the stock stream's feed, and this run streams no stocks: leave it out")
     return args
 
 
@@ -214,6 +219,11 @@ def settings_from(args: argparse.Namespace) -> Settings:
     if not args.test_stream:
         symbols = args.symbols or ([] if args.pairs else list(DEFAULT_SYMBOLS))
     here = args.demo or args.source or args.replay is not None  # no URL: they make or need none
+    if any(channel in ALPACA_CHANNELS for channel in args.channels):
+        for symbol in symbols:
+            if pair := UNSLASHED_PAIR.fullmatch(symbol):  # no stock's symbol is that long
+                log.warning("%s is taken as a stock symbol, and no stock has it: the crypto pair is %s/%s",
+                            symbol, *pair.groups())
     return Settings("" if here else url, symbols, args.channels, args.pairs, crypto_url, news_url, demo=args.demo,
                     heartbeat=args.heartbeat, data_timeout=data_timeout(args), market_hours=not (
                         args.demo or args.test_stream), publish=args.publish or "", source=args.source or "",

@@ -185,6 +185,8 @@ def test_channels_are_named_by_options_and_trades_are_the_default(argv, channels
     (["--news", "--source", "nats://127.0.0.1:4222"], "--source carries stocks only, for now: stream the news "
                                                       "without it"),
     (["SPY", "BTC/USD", "--orderbooks"], "--orderbooks is crypto's alone: name a channel for SPY too, as --trades"),
+    (["BTC/USD", "--feed", "sip"], "--feed picks the stock stream's feed, and this run streams no stocks"),
+    (["--news", "SPY", "--feed", "sip"], "--feed picks the stock stream's feed, and this run streams no stocks"),
     (["spy,tsla", "aapl"], "separate symbols with spaces, not commas: SPY TSLA"),
     (["--url", "http://example.invalid"], "--url must start with ws:// or wss://"),
     (["--feed", "otc"], "invalid choice"),
@@ -301,3 +303,16 @@ def test_the_broker_options_without_nats_py_exit_2_saying_what_to_install(monkey
     caplog.set_level(logging.INFO, logger="alpaca_stream")
     assert ws.main(argv) == EXIT_USAGE
     assert caplog.records[-1].getMessage() == f"{option} needs nats-py and orjson: pip install -r requirements.txt"
+
+
+@pytest.mark.parametrize(("argv", "warned"), [
+    (["BTCUSD"], ["BTCUSD is taken as a stock symbol, and no stock has it: the crypto pair is BTC/USD"]),
+    (["SPY", "ETHUSDT", "--quotes"], ["ETHUSDT is taken as a stock symbol, and no stock has it: "
+                                      "the crypto pair is ETH/USDT"]),
+    (["BTCUSD", "--news"], []),  # the news names BTC/USD so
+    (["SPY", "FAKEPACA", "AAPL"], []),
+])
+def test_a_pair_written_without_its_slash_as_a_stock_is_warned_of(argv, warned, caplog):
+    caplog.set_level(logging.INFO, logger="alpaca_stream")
+    settings_from(parse_args(argv))
+    assert [record.getMessage() for record in caplog.records if record.levelname == "WARNING"] == warned
