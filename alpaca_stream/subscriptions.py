@@ -72,7 +72,7 @@ class Subscriptions:
         # whom to tell if Alpaca refuses it (None: a connection's first, refused as at startup).
         self.pending: deque[tuple[str, Channels, Refused | None]] = deque()
         self.beyond_own = False  # the connection has brought what the handlers did not ask for
-        self.told_how_to_stop = False  # "Ctrl+C to stop", once, with the first subscription
+        self.told: set[str] = set()  # what the log has said once a run ("how to stop"), shared by its streams
 
     def wanted(self) -> Channels:
         """Every channel's symbols: the script's own and its clients'."""
@@ -163,8 +163,8 @@ class Subscriptions:
             log.debug("skipped something that is not a message: %r", message)
         elif kind == "subscription":
             self.answered(None)
-            log_subscription(message, how_to_stop=not self.told_how_to_stop)
-            self.told_how_to_stop = True
+            log_subscription(message, how_to_stop="how to stop" not in self.told)
+            self.told.add("how to stop")
         elif kind == "error":
             refusal = AlpacaRefused(int(message.get("code") or 0), str(message.get("msg")))
             if not self.answered(refusal):
@@ -197,8 +197,9 @@ def streaming(*subscriptions: Subscriptions) -> Iterator[None]:
     """subscribe() and unsubscribe() change these while the streams run."""
     global STREAMING
     before, STREAMING = STREAMING, subscriptions
-    for others in subscriptions[1:]:  # "Ctrl+C to stop" once a run: with the first stream's
-        others.told_how_to_stop = True
+    told: set[str] = set()  # "Ctrl+C to stop" once a run: with whichever stream subscribes first
+    for each in subscriptions:
+        each.told = told
     try:
         yield
     finally:

@@ -18,7 +18,7 @@ import pytest
 from conftest import KINDS, POSIX_ONLY, ROOT, as_received
 
 from alpaca_stream.outputs.terminal import format_json, format_text, money
-from alpaca_stream.records import MESSAGE_TYPES, Record, Trade
+from alpaca_stream.records import MESSAGE_TYPES, News, Record, Trade
 
 WHEN = msgpack.Timestamp.from_unix_nano(1_764_000_000_123_456_789)  # 2025-11-24 16:00:00.123456789 UTC
 SAMPLES: dict[str, dict] = {  # one message of each kind, as Alpaca's documentation shows them
@@ -142,6 +142,12 @@ def test_printout_a_message_missing_a_field_is_printed_with_what_it_has():
     assert lines[0].startswith("trade      (incomplete) {") and all(len(line) <= WIDTH for line in lines)
     text = " ".join(line.strip() for line in lines)
     assert json.loads(text[text.index("{"):]) == printed
+
+
+def test_printout_an_article_missing_its_headline_is_printed_with_what_it_has():
+    article = News({"T": "n", "id": 1, "created_at": "2026-12-05T06:00:00Z", "symbols": ["SPY"]})
+    lines = format_text(article).split("\n")
+    assert lines[0].startswith("news       (incomplete) {") and all(len(line) <= WIDTH for line in lines)
 
 
 def test_printout_prices_keep_sub_penny_digits_and_stay_aligned():

@@ -22,7 +22,7 @@ from alpaca.data import models
 from conftest import FAKE_KEY, FAKE_SECRET, KINDS, POSIX_ONLY, Recorder, as_received, run, stream_until
 
 import websocket_stream as ws
-from alpaca_stream.channels import ALPACA_CHANNELS
+from alpaca_stream.channels import ALPACA_CHANNELS, PAIR
 from alpaca_stream.cli import stop_on_signals, until_stopped
 from alpaca_stream.connection import check_alpaca_py, data_stream, why_not_connected
 from alpaca_stream.errors import (
@@ -43,7 +43,7 @@ from alpaca_stream.reconnect import backoff_delay
 from alpaca_stream.records import KIND, Bar, Record, Trade, UpdatedBar
 from alpaca_stream.server import CUES, ERRORS, AlpacaStreamServer, Faults
 from alpaca_stream.session import Session
-from alpaca_stream.subscriptions import log_subscription
+from alpaca_stream.subscriptions import Subscriptions, log_subscription, streaming
 
 ALL_CHANNELS = ALPACA_CHANNELS  # the stock stream's
 # alpaca-py's model for each kind (LULDs have none): our records must carry its names.
@@ -769,3 +769,15 @@ def test_the_subscription_line_says_which_symbols_each_channel_has(answer, logge
     said = caplog.records[-1].getMessage()
     assert " ".join(said.split("\n")) == f"subscribed to {logged}; Ctrl+C to stop"
     assert fits_80_columns("", said)
+
+
+def test_how_to_stop_is_said_once_a_run_by_whichever_stream_subscribes_first(caplog):
+    # The stock stream (first) has not subscribed yet, say its connection waits: the crypto
+    # stream's subscription must still say how to stop, and the stock stream's then not again.
+    caplog.set_level(logging.INFO, logger="alpaca_stream")
+    stocks, crypto = Subscriptions(["trades"], ["SPY"]), Subscriptions(["trades"], ["BTC/USD"], symbol=PAIR)
+    with streaming(stocks, crypto):
+        crypto.control({"T": "subscription", "trades": ["BTC/USD"]})
+        stocks.control({"T": "subscription", "trades": ["SPY"]})
+    said = [record.getMessage() for record in caplog.records]
+    assert [line.endswith("Ctrl+C to stop") for line in said] == [True, False], said

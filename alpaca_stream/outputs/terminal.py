@@ -47,16 +47,19 @@ def show(message: Record) -> None:
 def format_text(message: Record) -> str:
     """One line: when (UTC, the time of day to the millisecond), what, which symbol, and the
     details of its kind. Only a status's reason can be longer than WIDTH: it goes on, on
-    lines of its own, under the details."""
-    if isinstance(message, News):
-        return news(message)
+    lines of its own, under the details. A message with a field missing, or not as
+    documented, is still printed: what it has, on as many lines as it takes."""
     try:
-        start = f"{message.timestamp.strftime('%H:%M:%S.%f')[:12]}Z {KIND[type(message)]:<11} {message.symbol:<5} "
-        details = DETAILS[type(message)](message)
-    except (LookupError, TypeError, ValueError, AttributeError):  # a field missing, or not as documented
-        # Still printed: what it has, on as many lines as it takes.
+        return LINES.get(type(message), line)(message)
+    except (LookupError, TypeError, ValueError, AttributeError):
         return "\n".join(textwrap.wrap(f"{KIND[type(message)]:<10} (incomplete) {format_json(message)}",
                                        WIDTH, subsequent_indent=" " * 11, break_long_words=False))
+
+
+def line(message: Record) -> str:
+    """The line of a market's message: its time, kind and symbol, then DETAILS of its kind."""
+    start = f"{message.timestamp.strftime('%H:%M:%S.%f')[:12]}Z {KIND[type(message)]:<11} {message.symbol:<5} "
+    details = DETAILS[type(message)](message)
     if len(start) + len(details) <= WIDTH:
         return start + details
     return start + f"\n{' ' * len(start)}".join(textwrap.wrap(details, WIDTH - len(start)))
@@ -165,3 +168,4 @@ DETAILS: dict[type[Record], Callable[[Any], str]] = {
     CryptoTrade: crypto_trade, CryptoQuote: crypto_quote, CryptoBar: bar, CryptoUpdatedBar: bar, CryptoDailyBar: bar,
     Orderbook: orderbook,
 }
+LINES: dict[type[Record], Callable[[Any], str]] = {News: news}  # the kinds whose line is not line()'s

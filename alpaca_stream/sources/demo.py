@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
+from typing import TypeVar
 
 from alpaca_stream.keys import Keys
 from alpaca_stream.server import AlpacaStreamServer
@@ -25,12 +26,14 @@ class Demo:
         self.server = AlpacaStreamServer(rate=8, batch=6, record=False)
         self.started_by: object = None
 
-    async def enter(self, stream: object) -> AlpacaStreamServer:
+    async def enter(self, stream: object, market: str) -> str:
+        """The URL of the market's stream ("stocks", "crypto" or "news") on the server."""
         if self.started_by is None:
             await self.server.start()
             self.started_by = stream
             log.info("demo data from a local server, not the market")
-        return self.server
+        server = self.server
+        return {"stocks": server.url, "crypto": server.crypto_url, "news": server.news_url}[market]
 
     async def leave(self, stream: object) -> None:
         if self.started_by is stream:
@@ -38,7 +41,25 @@ class Demo:
             self.started_by = None
 
 
-class DemoStream(StockStream):
+Entered = TypeVar("Entered", bound="OnDemo")
+
+
+class OnDemo:
+    """A demo stream's entering and leaving: its URL is its market's on the Demo's server."""
+
+    demo: Demo
+    market: str
+    url: str
+
+    async def __aenter__(self: Entered) -> Entered:
+        self.url = await self.demo.enter(self, self.market)
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.demo.leave(self)
+
+
+class DemoStream(OnDemo, StockStream):
     """The stock stream of a local server that makes the data up, at any hour."""
 
     def __init__(self, symbols: Iterable[str], channels: Iterable[str], *, demo: Demo | None = None,
@@ -46,39 +67,18 @@ class DemoStream(StockStream):
         super().__init__(symbols, channels, keys=DEMO_KEYS, url="", data_timeout=data_timeout, market_hours=False)
         self.demo = demo or Demo()
 
-    async def __aenter__(self) -> DemoStream:
-        self.url = (await self.demo.enter(self)).url
-        return self
 
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.demo.leave(self)
-
-
-class DemoCryptoStream(CryptoStream):
+class DemoCryptoStream(OnDemo, CryptoStream):
     """The crypto stream of the same local server: pairs such as BTC/USD, made up too."""
 
     def __init__(self, pairs: Iterable[str], channels: Iterable[str], *, demo: Demo, data_timeout: float = 0.0) -> None:
         super().__init__(pairs, channels, keys=DEMO_KEYS, url="", data_timeout=data_timeout)
         self.demo = demo
 
-    async def __aenter__(self) -> DemoCryptoStream:
-        self.url = (await self.demo.enter(self)).crypto_url
-        return self
 
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.demo.leave(self)
-
-
-class DemoNewsStream(NewsStream):
+class DemoNewsStream(OnDemo, NewsStream):
     """The news stream of the same local server: made-up articles, one every few seconds."""
 
     def __init__(self, symbols: Iterable[str], *, demo: Demo) -> None:
         super().__init__(symbols, keys=DEMO_KEYS, url="")
         self.demo = demo
-
-    async def __aenter__(self) -> DemoNewsStream:
-        self.url = (await self.demo.enter(self)).news_url
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.demo.leave(self)
