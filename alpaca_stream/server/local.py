@@ -56,8 +56,8 @@ class AlpacaStreamServer(ProtocolServer):
     crypto_url, with market data made up here.
 
     rate: ticks per second (a trade and/or a quote of a random subscribed symbol each), with
-    bursts; None sends as fast as the client reads. batch: most ticks in one frame. total: stop
-    sending after this many messages. keys: (key, secret) to accept, or None to accept any
+    bursts; None sends as fast as the client reads. batch: most ticks in one frame. total: each
+    connection stops sending after this many messages. keys: (key, secret) to accept, or None to accept any
     non-empty keys. cue() sends events (a halt, a bar, a correction, ...) at once. record: keep
     every message sent (for tests; a demo may run for days). Faults and the rest: ProtocolServer.
 
@@ -89,7 +89,6 @@ class AlpacaStreamServer(ProtocolServer):
         self.cued: deque[str] = deque()
         self.senders: dict[int, asyncio.Task] = {}  # by id() of the connection's record
         self.markets: dict[int, Market] = {}  # the market each sender streams, by id() of the record
-        self.sent = 0  # data messages, over every connection
 
     @property
     def crypto_url(self) -> str:
@@ -173,13 +172,13 @@ class AlpacaStreamServer(ProtocolServer):
         faults = record.faults
         loop = asyncio.get_running_loop()
         started, ticks, sent = loop.time(), 0, 0
-        while self.total is None or self.sent < self.total:
+        while self.total is None or sent < self.total:
             messages = [] if self.rate is None else market.clock()
             while self.cued:
                 messages += market.cue(self.cued.popleft())
             packed = None
             if self.rate is None:
-                frame, packed = market.replay(self.batch)
+                frame, packed = await market.replay(self.batch)
                 packed = None if messages or record.codec != "msgpack" else packed  # cued events go in the frame too
                 messages += frame
             else:
@@ -196,7 +195,7 @@ class AlpacaStreamServer(ProtocolServer):
             limits = (faults.drop_after, faults.dead_after, faults.garbage_after, faults.mute_after, faults.error_after)
             room = [limit - sent for limit in limits if limit is not None and limit > sent]
             if self.total is not None:
-                room.append(self.total - self.sent)
+                room.append(self.total - sent)
             if room and min(room) < len(messages):
                 messages, packed = messages[:min(room)], None
             try:
@@ -206,7 +205,6 @@ class AlpacaStreamServer(ProtocolServer):
             if self.record:
                 record.messages.extend(messages)
             sent += len(messages)
-            self.sent += len(messages)
             if record.slow:  # a market's pace does not wait for a client
                 log.info("connection %d is a slow client", self.connections.index(record) + 1)
                 await cut_as_slow(ws)
@@ -237,7 +235,6 @@ class AlpacaStreamServer(ProtocolServer):
         await ws.send(msgpack.packb([{"T": "zz", "S": "SPY"}, "not a message", *good[:1], broken, *good[1:]]))
         if self.record:
             record.messages.extend(good)
-        self.sent += len(good)
 
 
 async def main(argv: list[str] | None = None) -> int:
@@ -247,7 +244,7 @@ async def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=8765, help="port on 127.0.0.1 (0: any free one)")
     parser.add_argument("--rate", type=float, default=20.0, help="ticks per second; 0: as fast as the client reads")
     parser.add_argument("--batch", type=int, default=20, help="most ticks per frame")
-    parser.add_argument("--total", type=int, help="stop sending after this many messages")
+    parser.add_argument("--total", type=int, help="each connection stops sending after this many messages")
     parser.add_argument("--drop-after", type=int, help="cut every connection after this many messages")
     parser.add_argument("--hold-dropped", type=float, default=90.0,
                         help="seconds a connection lost without a close keeps its place (default 90, as Alpaca)")

@@ -3,6 +3,7 @@ every stock channel, as lively as a real session (Market); events on cue for the
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import math
 import random
@@ -168,21 +169,26 @@ class Market:
             messages.append(self.quote(symbol, step=not traded))
         return messages
 
-    def replay(self, count: int) -> tuple[list[dict], bytes]:
+    async def replay(self, count: int) -> tuple[list[dict], bytes]:
         """For the benchmark: frames of `count` trades and quotes, made and packed once, then
         sent again and again (so ids repeat, and timestamps are old), so that a benchmark
         measures the client, not this server: packing costs about as much as unpacking. 1024
-        frames (0.19 s to make): one comes again after 0.15 s at 140,000 messages a second,
-        past JetStream's shortest duplicate window (0.1 s), so each is stored."""
+        frames: one comes again after 0.15 s at 140,000 messages a second, past JetStream's
+        shortest duplicate window (0.1 s), so each is stored. Made in a thread: 1024 frames of
+        20 took 1.1 s, measured, and the server's other connections (a client's crypto stream
+        beside its stocks) would have waited that long for an answer."""
         key = (count, self.symbols("trades"), self.symbols("quotes"))
         if self.pool_key != key:
-            ticks = (message for _ in itertools.count() for message in self.ticks(1))
-            plain = (message for message in ticks if message["T"] in "tq")  # no corrections
-            self.pool = [(frame, msgpack.packb(frame)) for frame in
-                         (list(itertools.islice(plain, count)) for _ in range(1024))]
+            self.pool = await asyncio.to_thread(self.frames, count)
             self.pool_key = key
         self.pool.append(self.pool.pop(0))
         return self.pool[-1]
+
+    def frames(self, count: int) -> list[tuple[list[dict], bytes]]:
+        """1024 frames of `count` trades and quotes, each with its bytes."""
+        ticks = (message for _ in itertools.count() for message in self.ticks(1))
+        plain = (message for message in ticks if message["T"] in "tq")  # no corrections
+        return [(frame, msgpack.packb(frame)) for frame in (list(itertools.islice(plain, count)) for _ in range(1024))]
 
     def trade(self, symbol: str, *, size: float | None = None, at: float | None = None,
               bar: BarBuilder | None = None) -> list[dict]:

@@ -52,7 +52,7 @@ class NewsMarket(Market):
                 "created_at": timestamp(now - 1), "updated_at": timestamp(now), "content": paragraphs,
                 "url": f"https://news.example.invalid/{article_id}", "symbols": [symbol], "source": "benzinga"}
 
-    def replay(self, count: int) -> tuple[list[dict], bytes]:
+    async def replay(self, count: int) -> tuple[list[dict], bytes]:
         """No frames to replay: news comes on the clock."""
         return [], b""
 
