@@ -35,7 +35,7 @@ FATAL_ADVICE = {
     402: "Alpaca rejected the API keys (402 auth failed).\nThey came from {source}. "
          "Check both are copied in full and belong\ntogether: paper and live accounts have different keys.",
     405: "Alpaca refused the subscription\n(405 symbol limit exceeded): the free plan allows 30 symbols\n"
-         "for trades and quotes.",
+         "for trades and quotes, and 10 crypto order books.",
     409: "Your Alpaca plan does not include this feed\n(409 insufficient subscription). "
          "The free plan has IEX: try --feed iex.",
     410: "Alpaca refused the subscription\n(410 invalid subscribe action for this feed).",

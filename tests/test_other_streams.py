@@ -183,6 +183,18 @@ def test_a_stock_symbol_on_the_crypto_endpoint_and_a_pair_on_the_stock_endpoint_
     within(scenario())
 
 
+
+def test_more_than_10_order_books_are_refused_with_405_and_the_books_held_stay():
+    async def scenario() -> None:
+        async with AlpacaStreamServer(rate=100, seed=26) as server:
+            crypto = await login(server.crypto_url)
+            ten = [f"C{n}/USD" for n in range(10)]
+            assert (await ask(crypto, orderbooks=ten))["orderbooks"] == ten
+            assert await ask(crypto, orderbooks=["ETH/USD"]) == {"T": "error", "code": 405, "msg": ERRORS[405]}
+            assert server.connections[0].subscriptions["orderbooks"] == ten
+
+    within(scenario())
+
 def test_alpaca_pys_own_news_stream_gets_articles_about_the_symbols_asked_with_every_field():
     from alpaca.data.live import NewsDataStream
 

@@ -51,6 +51,7 @@ FEEDS = ("iex", "sip", "delayed_sip", "test")  # the paths /v2/{feed}; any other
 # Alpaca's free plan: 30 symbols for trades and quotes; bars and statuses have no such limit.
 # Error 405 past that, and the existing subscriptions stay.
 FREE_PLAN_SYMBOL_LIMIT = 30
+FREE_PLAN_ORDERBOOK_LIMIT = 10  # crypto's order books, by an older page of Alpaca's documentation
 CLOSE_TIMEOUT = 2.0  # seconds a slow client has to take its 407 and the close before it is cut
 
 
@@ -134,7 +135,7 @@ class ProtocolServer:
     feeds: the stock paths served, /v2/{feed}; all_markets: crypto's and news' too (any other
     path gets HTTP 404). faults: for every connection; plan() sets faults for the next
     connections, one each. symbol_limit: most symbols for trades and quotes together (error 405
-    past it); None for no limit.
+    past it, and past 10 crypto order books); None for no limit.
     """
 
     def __init__(self, *, host: str = "127.0.0.1", port: int = 0, feeds: tuple[str, ...] = FEEDS,
@@ -266,8 +267,9 @@ class ProtocolServer:
             if action == "subscribe":
                 wanted = {c: current.get(c, []) + [s for s in asked[c] if s not in current.get(c, [])]
                           for c in channels}
-                if self.symbol_limit is not None and \
-                        len(set(wanted.get("trades", []) + wanted.get("quotes", []))) > self.symbol_limit:
+                if self.symbol_limit is not None and (
+                        len(set(wanted.get("trades", []) + wanted.get("quotes", []))) > self.symbol_limit
+                        or len(wanted.get("orderbooks", [])) > FREE_PLAN_ORDERBOOK_LIMIT):
                     await send_error(ws, 405)
                     return True
             else:
