@@ -9,6 +9,7 @@ the stream and its reconnect wrapper) is in the package alpaca_stream.
     python websocket_stream.py                 # SPY and TSLA's trades (IEX)
     python websocket_stream.py AAPL --quotes   # AAPL's quotes
     python websocket_stream.py BTC/USD         # a crypto pair, at any hour
+    python websocket_stream.py AAPL261218C00250000  # an option: AAPL's call
     python websocket_stream.py AAPL --news     # news about AAPL
     python websocket_stream.py --demo          # no keys, no network: demo data
     python websocket_stream.py --help          # every option
@@ -19,7 +20,8 @@ exit statuses:
   2  configuration or usage error: keys, arguments, --url, alpaca-py version,
      no NATS server, a --replay file missing or not a recording
   3  refused by Alpaca: wrong keys (402), symbol limit (405), feed not in your
-     plan (409, 410), a token without the market data scope (411)
+     plan (409, 410), a token without the market data scope (411), an
+     options stream without msgpack (412) or with '*' quotes (413)
   130  forced by a second Ctrl+C
 """
 
@@ -46,6 +48,8 @@ try:
         Handlers,
         Luld,
         News,
+        OptionQuote,
+        OptionTrade,
         Orderbook,
         OrderImbalance,
         Quote,
@@ -79,14 +83,14 @@ except ModuleNotFoundError as missing:  # the package, or what it needs
 # trade.price, trade.size, trade.timestamp (a datetime, UTC), quote.bid_price,
 # quote.ask_price, bar.close, bar.volume... alpaca_stream/records.py lists
 # every kind's fields; print(trade) shows them. A crypto pair's (BTC/USD) come
-# to the same handlers, with sizes in coins and no exchange: trade.market is
-# "crypto" for them, "stocks" for a stock's.
+# to the same handlers, with sizes in coins and no exchange, and an option's
+# in contracts: trade.market is "crypto", "options" or "stocks".
 
-async def on_trade(trade: Trade | CryptoTrade) -> None:
+async def on_trade(trade: Trade | CryptoTrade | OptionTrade) -> None:
     show(trade)
 
 
-async def on_quote(quote: Quote | CryptoQuote) -> None:
+async def on_quote(quote: Quote | CryptoQuote | OptionQuote) -> None:
     show(quote)
 
 

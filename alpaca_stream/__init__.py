@@ -42,6 +42,8 @@ from alpaca_stream.records import (
     DailyBar,
     Luld,
     News,
+    OptionQuote,
+    OptionTrade,
     Orderbook,
     OrderImbalance,
     Quote,
@@ -55,6 +57,7 @@ from alpaca_stream.records import (
 from alpaca_stream.session import Session
 from alpaca_stream.sources.crypto import CryptoStream
 from alpaca_stream.sources.news import NewsStream
+from alpaca_stream.sources.options import OptionStream
 from alpaca_stream.sources.stocks import StockStream
 from alpaca_stream.subscriptions import subscribe, unsubscribe
 from alpaca_stream.supervisor import stream
@@ -62,7 +65,8 @@ from alpaca_stream.supervisor import stream
 __all__ = [
     "Bar", "Book", "CommandLine", "CryptoBar", "CryptoDailyBar", "CryptoQuote", "CryptoStream", "CryptoTrade",
     "CryptoUpdatedBar", "DailyBar", "Handler", "Handlers", "HandlersFailed", "Keys", "Luld", "News",
-    "NewsStream", "OrderImbalance", "Orderbook", "Quote", "Record", "Session", "StockStream", "Trade",
-    "TradeCancel", "TradeCorrection", "TradingStatus", "UpdatedBar", "check_keys", "in_background", "load_keys",
-    "run_handlers", "show", "stream", "subscribe", "unsubscribe",
+    "NewsStream", "OptionQuote", "OptionStream", "OptionTrade", "OrderImbalance", "Orderbook", "Quote",
+    "Record", "Session", "StockStream", "Trade", "TradeCancel", "TradeCorrection", "TradingStatus",
+    "UpdatedBar", "check_keys", "in_background", "load_keys", "run_handlers", "show", "stream", "subscribe",
+    "unsubscribe",
 ]

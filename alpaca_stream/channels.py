@@ -1,5 +1,6 @@
-"""Alpaca's stock channels and what each brings, and its crypto stream's channels: the facts both
-ends of the protocol use, the script's subscriptions and the local server alike."""
+"""Alpaca's stock channels and what each brings, and the channels of its crypto, options and news
+streams: the facts both ends of the protocol use, the script's subscriptions and the local
+server alike."""
 
 from __future__ import annotations
 
@@ -25,6 +26,13 @@ CRYPTO_CHANNELS = ("trades", "quotes", "bars", "updatedBars", "dailyBars", "orde
 NEWS_PATH = "/v1beta1/news"  # its one channel, "news": articles, of the symbols asked or "*" for all
 CRYPTO_PATH = "/v1beta3/crypto/us"  # on Alpaca's host, as /v2/{feed} for stocks; "us" is the location Alpaca documents
 PAIR = re.compile(r"\*|[A-Z0-9]{2,10}/[A-Z0-9]{2,10}")
+# The options stream's: trades and quotes only, msgpack only. Its symbols are OCC codes: the
+# root, the expiry (yymmdd), C or P, the strike times 1000 in 8 digits: AAPL250117C00200000 is
+# AAPL's call of 2025-01-17 at 200.00. Its feeds: indicative (free), opra (a paid plan).
+OPTION_CHANNELS = ("trades", "quotes")
+OPTION = re.compile(r"([A-Z]{1,6}\d?)(\d{6})([CP])(\d{8})")
+OPTION_FEEDS = ("indicative", "opra")
+OPTIONS_PATH = "/v1beta1/{feed}"
 
 Channels = dict[str, set[str]]  # Alpaca's channel name -> symbols
 

@@ -18,7 +18,7 @@ from types import TracebackType
 from typing import Any
 from urllib.parse import urlsplit
 
-from alpaca_stream.channels import ALPACA_CHANNELS, CRYPTO_CHANNELS
+from alpaca_stream.channels import ALPACA_CHANNELS, CRYPTO_CHANNELS, OPTION_CHANNELS
 from alpaca_stream.connection import check_alpaca_py
 from alpaca_stream.errors import (
     EXIT_FORCED,
@@ -40,8 +40,9 @@ from alpaca_stream.server import FEEDS as SERVED_FEEDS
 from alpaca_stream.session import Session, heartbeat
 from alpaca_stream.sources import Source
 from alpaca_stream.sources.crypto import CryptoStream
-from alpaca_stream.sources.demo import DEMO_KEYS, Demo, DemoCryptoStream, DemoNewsStream, DemoStream
+from alpaca_stream.sources.demo import DEMO_KEYS, Demo, DemoCryptoStream, DemoNewsStream, DemoOptionStream, DemoStream
 from alpaca_stream.sources.news import NewsStream
+from alpaca_stream.sources.options import OptionStream
 from alpaca_stream.sources.recording import Recording
 from alpaca_stream.sources.stocks import StockStream
 from alpaca_stream.supervisor import supervise
@@ -93,9 +94,11 @@ class CommandLine:
             self.session.connected = False  # the summary counts no reconnects
             return [Recording(settings.replay, settings.replay_speed)]
         check_alpaca_py()
-        # One stream per endpoint, each its own connection: stocks, crypto pairs (BTC/USD), news.
+        # One stream per endpoint, each its own connection: stocks, crypto pairs (BTC/USD),
+        # options (AAPL261218C00250000), news.
         crypto_channels = [channel for channel in settings.channels if channel in CRYPTO_CHANNELS]
         stock_channels = [channel for channel in settings.channels if channel in ALPACA_CHANNELS]
+        option_channels = [channel for channel in settings.channels if channel in OPTION_CHANNELS]
         news = "news" in settings.channels
         streams: list[Source] = []
         if settings.demo:
@@ -106,6 +109,8 @@ class CommandLine:
             if settings.pairs and crypto_channels:
                 streams.append(DemoCryptoStream(settings.pairs, crypto_channels, demo=demo,
                                                 data_timeout=settings.data_timeout))
+            if settings.options and option_channels:
+                streams.append(DemoOptionStream(settings.options, option_channels, demo=demo))
             if news:
                 streams.append(DemoNewsStream(settings.symbols + settings.pairs, demo=demo))
             return streams
@@ -115,6 +120,8 @@ class CommandLine:
         if settings.pairs and crypto_channels:
             streams.append(CryptoStream(settings.pairs, crypto_channels, keys=keys, url=settings.crypto_url,
                                         data_timeout=settings.data_timeout))
+        if settings.options and option_channels:
+            streams.append(OptionStream(settings.options, option_channels, keys=keys, url=settings.options_url))
         if news:
             streams.append(NewsStream(settings.symbols + settings.pairs, keys=keys, url=settings.news_url))
         return streams

@@ -27,7 +27,7 @@ from alpaca_stream.session import Session, market_open
 from alpaca_stream.subscriptions import Subscriptions
 
 if TYPE_CHECKING:
-    from alpaca.data.live import CryptoDataStream, NewsDataStream, StockDataStream
+    from alpaca.data.live import CryptoDataStream, NewsDataStream, OptionDataStream, StockDataStream
 
 log = logging.getLogger("alpaca_stream")
 
@@ -41,14 +41,15 @@ CONNECT_TIMEOUT = 15.0  # connect, greeting, auth and subscribe; Alpaca itself a
 QUIET_AFTER = 60.0  # seconds connected without a message before saying the market may be closed
 
 
-def data_stream(market: str) -> type[StockDataStream | CryptoDataStream | NewsDataStream]:
-    """alpaca-py's stream class for a market, "stocks", "crypto" or "news" (each is its
+def data_stream(market: str) -> type[StockDataStream | CryptoDataStream | OptionDataStream | NewsDataStream]:
+    """alpaca-py's stream class for a market, "stocks", "crypto", "options" or "news" (each is its
     DataStream, with the same _connect), imported when a connection needs it, not with this
     module: alpaca-py imports pandas, 1.2 s of CPU (measured), which --help, --replay, --source
     and a bad option need not wait for."""
-    from alpaca.data.live import CryptoDataStream, NewsDataStream, StockDataStream
+    from alpaca.data.live import CryptoDataStream, NewsDataStream, OptionDataStream, StockDataStream
 
-    return {"stocks": StockDataStream, "crypto": CryptoDataStream, "news": NewsDataStream}[market]
+    return {"stocks": StockDataStream, "crypto": CryptoDataStream, "options": OptionDataStream,
+            "news": NewsDataStream}[market]
 
 
 def check_alpaca_py() -> None:
@@ -79,7 +80,7 @@ def check_alpaca_py() -> None:
 
 class Connection:
     """One websocket to the endpoint at url, with these keys and subscriptions; stream() runs it
-    once. market: "stocks", "crypto" or "news", the endpoint's. data_timeout: seconds without data (in
+    once. market: "stocks", "crypto", "options" or "news", the endpoint's. data_timeout: seconds without data (in
     market hours, unless market_hours is False: at any hour) before the connection is replaced,
     as it may have gone mute; 0: never."""
 
@@ -183,6 +184,10 @@ class Connection:
                 if self.market == "crypto":  # it never closes
                     log.warning("connected to the crypto stream, but no data for %.0f s:\nare the pairs "
                                 "written as Alpaca writes them (BTC/USD)?", quiet)
+                elif self.market == "options":  # a contract can go an hour without a trade
+                    log.warning("connected to the options stream, but no data for %.0f s:\nthe market may "
+                                "be closed (regular hours 9:30-16:00 New York time),\nor the contracts "
+                                "not traded now", quiet)
                 else:
                     log.warning("connected, but no data for %.0f s: the market may be closed\n(regular hours "
                                 "9:30-16:00 New York time); a crypto pair (BTC/USD)\nor --test-stream has data "

@@ -37,10 +37,14 @@ FATAL_ADVICE = {
     405: "Alpaca refused the subscription\n(405 symbol limit exceeded): the free plan allows 30 symbols\n"
          "for trades and quotes, and 10 crypto order books.",
     409: "Your Alpaca plan does not include this feed\n(409 insufficient subscription). "
-         "The free plan has IEX: try --feed iex.",
+         "The free plan has IEX (--feed iex)\nand the indicative options feed (--options-feed indicative).",
     410: "Alpaca refused the subscription\n(410 invalid subscribe action for this feed).",
     411: "Alpaca refused the keys (411 insufficient scope).\nThey came from {source}. An OAuth or broker "
          "token needs the\nmarket data scope; the API keys of your dashboard have it.",
+    412: "Alpaca's options stream takes msgpack only\n(412 option messages are only available in MsgPack "
+         "format):\nthis script asks for it, so a proxy on the way may have dropped the header.",
+    413: "Alpaca refused the subscription\n(413 star subscription is not allowed for option quotes):\n"
+         "name the contracts.",
 }
 RETRY_ADVICE = {
     406: "Another connection with these keys is open to this feed: Alpaca allows one\n"

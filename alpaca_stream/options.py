@@ -10,16 +10,30 @@ import math
 import re
 import sys
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import NoReturn
 from urllib.parse import urlsplit
 
-from alpaca_stream.channels import ALPACA_CHANNELS, CHANNELS, CRYPTO_CHANNELS, CRYPTO_PATH, NEWS_PATH, PAIR, SYMBOL
+from alpaca_stream.channels import (
+    ALPACA_CHANNELS,
+    CHANNELS,
+    CRYPTO_CHANNELS,
+    CRYPTO_PATH,
+    NEWS_PATH,
+    OPTION,
+    OPTION_CHANNELS,
+    OPTION_FEEDS,
+    OPTIONS_PATH,
+    PAIR,
+    SYMBOL,
+)
 from alpaca_stream.errors import EXIT_USAGE
 from alpaca_stream.logs import fitted
 from alpaca_stream.outputs.serve import is_loopback
 from alpaca_stream.sources.crypto import ALPACA_CRYPTO_STREAM
 from alpaca_stream.sources.news import ALPACA_NEWS_STREAM
+from alpaca_stream.sources.options import ALPACA_OPTIONS_STREAM
 from alpaca_stream.sources.stocks import ALPACA_STREAM, DEFAULT_SYMBOLS, FEEDS, TEST_STREAM_SYMBOL
 
 log = logging.getLogger("alpaca_stream")
@@ -44,6 +58,8 @@ class Settings:
     channels: list[str] = field(default_factory=lambda: ["trades"])  # Alpaca's names
     pairs: list[str] = field(default_factory=list)  # crypto, from crypto_url
     crypto_url: str = ALPACA_CRYPTO_STREAM
+    options: list[str] = field(default_factory=list)  # option contracts, from options_url
+    options_url: str = ALPACA_OPTIONS_STREAM
     news_url: str = ALPACA_NEWS_STREAM  # with the channel "news"
     demo: bool = False  # from a local server started here, not from Alpaca
     heartbeat: float = 0.0  # seconds between two "alive" lines in the log; 0: none
@@ -66,8 +82,8 @@ def parse_args(argv: list[str] | None, doc: str | None = None) -> argparse.Names
         description="Stream live market data from Alpaca: a line per message on stdout,\nCtrl+C to stop.",
         epilog=doc[doc.find("exit statuses"):] if doc else None, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("symbols", nargs="*", metavar="SYMBOL",
-                        help="stocks (default: SPY TSLA; '*', quoted, for every one) and crypto pairs, "
-                        "as BTC/USD, at any hour")
+                        help="stocks (default: SPY TSLA; '*', quoted, for every one), crypto pairs "
+                        "as BTC/USD (at any hour), and options as AAPL261218C00250000")
     channels = parser.add_argument_group("channels (trades unless you name others)")
     channels.add_argument("--trades", action="store_true", help="trades, with their corrections and cancels")
     channels.add_argument("--quotes", action="store_true", help="best bid and ask")
@@ -81,6 +97,8 @@ def parse_args(argv: list[str] | None, doc: str | None = None) -> argparse.Names
                           "the levels that change")
     channels.add_argument("--news", action="store_true", help="news articles about the symbols ('*': all)")
     parser.add_argument("--feed", choices=FEEDS, help="iex (free plan, default), sip (paid) or delayed_sip")
+    parser.add_argument("--options-feed", choices=OPTION_FEEDS, help="indicative (free plan, default) "
+                        "or opra (paid)")
     where = parser.add_mutually_exclusive_group()
     where.add_argument("--test-stream", action="store_true", help=f"Alpaca's always-on test stream "
                        f"({TEST_STREAM_SYMBOL}): data even when the market is closed")
@@ -116,17 +134,23 @@ def parse_args(argv: list[str] | None, doc: str | None = None) -> argparse.Names
             not all(SYMBOL.fullmatch(name.upper()) for name in args.symbols):
         parser.error("the shell expanded * into the file names here: quote it, '*'")
     args.symbols = list(dict.fromkeys(symbol.upper() for symbol in args.symbols))
-    bad = [symbol for symbol in args.symbols if not (SYMBOL.fullmatch(symbol) or PAIR.fullmatch(symbol))]
+    bad = [symbol for symbol in args.symbols
+           if not (SYMBOL.fullmatch(symbol) or PAIR.fullmatch(symbol) or OPTION.fullmatch(symbol))]
     if any("," in symbol for symbol in bad):
         parser.error(f"separate symbols with spaces, not commas: {' '.join(' '.join(bad).replace(',', ' ').split())}")
     if bad:
-        parser.error(f"not a stock symbol, nor a crypto pair as BTC/USD: {', '.join(bad)}")
+        parser.error(f"not a stock symbol, nor a crypto pair as BTC/USD, nor an option\nas "
+                     f"AAPL261218C00250000: {', '.join(bad)}")
+    args.options = [symbol for symbol in args.symbols if OPTION.fullmatch(symbol)]
+    for contract in args.options:
+        if why := option_fault(contract):
+            parser.error(f"{contract} is not an option: {why}")
     args.pairs = [symbol for symbol in args.symbols if "/" in symbol]
-    args.symbols = [symbol for symbol in args.symbols if "/" not in symbol]
+    args.symbols = [symbol for symbol in args.symbols if "/" not in symbol and symbol not in args.options]
     if args.url and not re.match(r"wss?://", args.url):
         parser.error("--url must start with ws:// or wss://")
     host_alone = bool(args.url) and urlsplit(args.url).path in ("", "/")
-    if args.pairs or args.news:
+    if args.pairs or args.news or args.options:
         other_markets_checks(parser, args, host_alone)
     for option, seconds in (("--heartbeat", args.heartbeat), ("--data-timeout", args.data_timeout)):
         if seconds is not None and not 0 <= seconds < math.inf:
@@ -147,7 +171,8 @@ def parse_args(argv: list[str] | None, doc: str | None = None) -> argparse.Names
         parser.error("--durable NAME goes with --source")
     if args.durable is not None and not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", args.durable):
         parser.error("--durable takes a name of letters, digits, - and _")
-    chosen = args.symbols or args.pairs or args.feed or any(getattr(args, option) for option in CHANNELS)
+    chosen = args.symbols or args.pairs or args.options or args.feed or args.options_feed or \
+        any(getattr(args, option) for option in CHANNELS)
     if args.replay is not None and chosen:
         parser.error("--replay plays the recording as it is:\n"
                      "symbols, channel options and --feed have no effect with it")
@@ -163,15 +188,21 @@ def parse_args(argv: list[str] | None, doc: str | None = None) -> argparse.Names
     if args.symbols and not args.news and not stock_channels:
         parser.error(f"--orderbooks is crypto's alone: name a channel for {', '.join(args.symbols)} too, "
                      "as --trades")
-    if args.feed and not (stock_channels and (args.symbols or not args.pairs)):
+    if args.feed and not (stock_channels and (args.symbols or not (args.pairs or args.options))):
         parser.error("--feed picks the stock stream's feed, and this run streams no stocks: leave it out")
+    if args.options_feed and not args.options:
+        parser.error("--options-feed picks the options stream's feed, and this run streams no options:\n"
+                     "leave it out")
+    if args.options_feed and (args.demo or args.url and not host_alone):
+        parser.error("--options-feed picks one of Alpaca's feeds: it has no effect with --demo, --url with a path")
     return args
 
 
 def other_markets_checks(parser: argparse.ArgumentParser, args: argparse.Namespace, host_alone: bool) -> None:
-    """What crypto pairs and the news cannot go with: a --url that is the stock stream's alone,
-    the options that carry stocks only, and a stock channel without a stock to stream it for."""
-    what = ", ".join(args.pairs) or "the news"
+    """What crypto pairs, options and the news cannot go with: a --url that is the stock
+    stream's alone, the options that carry stocks only, a channel that no market of the run
+    has, and a market that would get nothing."""
+    what = ", ".join(args.pairs + args.options) or "the news"
     if args.url and not host_alone:
         parser.error(f"--url {args.url} has a path, so it is taken as the stock stream's; for {what}, "
                      "give the host alone (ws://HOST:PORT): each stream at Alpaca's path on it")
@@ -179,15 +210,34 @@ def other_markets_checks(parser: argparse.ArgumentParser, args: argparse.Namespa
     if only_stocks:
         parser.error(f"--{only_stocks[0].replace('_', '-')} carries stocks only, for now:\n"
                      f"stream {what} without it")
-    stock_channels = [option for option, name in CHANNELS.items() if getattr(args, option) and
-                      name not in (*CRYPTO_CHANNELS, "news")]
-    if args.pairs and stock_channels and not args.symbols:
-        parser.error(f"--{stock_channels[0].replace('_', '-')} is a stock channel, and {what} crypto:\n"
-                     "name a stock to stream it for")
-    named = [name for option, name in CHANNELS.items() if getattr(args, option)]
-    if args.pairs and named and not any(name in (*CRYPTO_CHANNELS, "news") for name in named):
-        parser.error(f"{what} would get nothing: {', '.join(named)} are stock channels;\n"
-                     "name a crypto one too, as --trades")
+    stocks = bool(args.symbols) or not (args.pairs or args.options)  # else SPY and TSLA, by default
+    taken = {*(ALPACA_CHANNELS if stocks else ()), *(CRYPTO_CHANNELS if args.pairs else ()),
+             *(OPTION_CHANNELS if args.options else ()), "news"}
+    named = {option: name for option, name in CHANNELS.items() if getattr(args, option)}
+    untaken = [option.replace("_", "-") for option, name in named.items() if name not in taken]
+    if untaken:
+        also = " or a pair" if named[untaken[0].replace("-", "_")] in CRYPTO_CHANNELS else ""
+        parser.error(f"--{untaken[0]} is not a channel of {what}:\nname a stock{also} to stream it for")
+    # A pair's news comes with --news; an option's does not (the news is about stocks and coins).
+    for market, contracts, channels, example in (("a crypto", args.pairs, (*CRYPTO_CHANNELS, "news"), "--trades"),
+                                                 ("an option", args.options, OPTION_CHANNELS, "--trades or --quotes")):
+        if contracts and named and not any(name in channels for name in named.values()):
+            kind = f"is not {market} channel" if len(named) == 1 else f"are not {market.split()[1]} channels"
+            parser.error(f"{', '.join(contracts)} would get nothing: {', '.join(named.values())} {kind};\n"
+                         f"name {market} one too, as {example}")
+
+
+def option_fault(contract: str) -> str:
+    """What is wrong with an option symbol of the right shape (OCC's: root, yymmdd, C or P, the
+    strike times 1000): an expiry that is not a date, a strike of 0; "" if nothing is."""
+    shape = OPTION.fullmatch(contract)
+    assert shape is not None
+    expiry, strike = shape.group(2), shape.group(4)
+    try:
+        datetime.strptime(expiry, "%y%m%d")
+    except ValueError:
+        return f"its expiry, {expiry}, is not a date (yymmdd)"
+    return "its strike is 0" if int(strike) == 0 else ""
 
 
 def serve_address(parser: argparse.ArgumentParser, address: str, keyless: bool) -> tuple[str, int]:
@@ -209,22 +259,26 @@ def serve_address(parser: argparse.ArgumentParser, address: str, keyless: bool) 
 
 def settings_from(args: argparse.Namespace) -> Settings:
     feed, crypto_url, news_url = args.feed or "iex", ALPACA_CRYPTO_STREAM, ALPACA_NEWS_STREAM
+    options_path = OPTIONS_PATH.format(feed=args.options_feed or "indicative")
+    options_url = ALPACA_OPTIONS_STREAM.replace(OPTIONS_PATH.format(feed="indicative"), options_path)
     if args.test_stream:
         url, symbols = f"{ALPACA_STREAM}/test", args.symbols or [TEST_STREAM_SYMBOL]
     elif args.url and urlsplit(args.url).path in ("", "/"):  # a host: each stream at Alpaca's path on it
         host = args.url.rstrip("/")
         url, crypto_url, news_url = f"{host}/v2/{feed}", f"{host}{CRYPTO_PATH}", f"{host}{NEWS_PATH}"
+        options_url = f"{host}{options_path}"
     else:
         url = args.url or f"{ALPACA_STREAM}/{feed}"
     if not args.test_stream:
-        symbols = args.symbols or ([] if args.pairs else list(DEFAULT_SYMBOLS))
+        symbols = args.symbols or ([] if args.pairs or args.options else list(DEFAULT_SYMBOLS))
     here = args.demo or args.source or args.replay is not None  # no URL: they make or need none
     if any(channel in ALPACA_CHANNELS for channel in args.channels):
         for symbol in symbols:
             if pair := UNSLASHED_PAIR.fullmatch(symbol):  # no stock's symbol is that long
                 log.warning("%s is taken as a stock symbol, and no stock has it: the crypto pair is %s/%s",
                             symbol, *pair.groups())
-    return Settings("" if here else url, symbols, args.channels, args.pairs, crypto_url, news_url, demo=args.demo,
+    return Settings("" if here else url, symbols, args.channels, args.pairs, crypto_url, args.options, options_url,
+                    news_url, demo=args.demo,
                     heartbeat=args.heartbeat, data_timeout=data_timeout(args), market_hours=not (
                         args.demo or args.test_stream), publish=args.publish or "", source=args.source or "",
                     durable=args.durable or "", replay=args.replay,

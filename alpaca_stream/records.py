@@ -12,6 +12,8 @@ from datetime import datetime
 from operator import itemgetter
 from typing import Any, ClassVar
 
+from alpaca_stream.channels import OPTION
+
 
 class Record(dict):
     """A message as Alpaca sent it (a dict of its wire keys: "S", "p", ...), whose attributes
@@ -22,7 +24,7 @@ class Record(dict):
 
     __slots__ = ()
     fields: ClassVar[dict[str, Wire]] = {}  # attribute name -> where it is on the wire, in order
-    market: ClassVar[str] = "stocks"  # the stream it came from: "stocks" or "crypto"
+    market: ClassVar[str] = "stocks"  # the stream it came from: "stocks", "crypto", "options" or "news"
     symbol: str  # every kind has these two; each kind's wire() fields read them
     timestamp: datetime
 
@@ -300,6 +302,39 @@ class OrderBooks:
         return record
 
 
+# The options stream's records: alpaca-py gives them its stock Trade and Quote models; these have
+# the fields the options stream sends, typed as it sends them: sizes in contracts, and the
+# condition one string (alpaca-py's model takes a list or a string), not a list.
+
+
+class OptionTrade(Record):
+    """A trade of an option contract (AAPL250117C00200000): a number of contracts at a price
+    per share (a contract is usually 100 shares), on an exchange."""
+
+    market = "options"
+    symbol: str = wire("S")
+    price: float = wire("p")
+    size: int = wire("s")
+    timestamp: datetime = wire("t")
+    exchange: str = wire("x")
+    conditions: str | None = wire("c", optional=True)
+
+
+class OptionQuote(Record):
+    """A contract's best bid and ask, sizes in contracts, each with its exchange."""
+
+    market = "options"
+    symbol: str = wire("S")
+    timestamp: datetime = wire("t")
+    bid_price: float = wire("bp")
+    bid_size: int = wire("bs")
+    bid_exchange: str = wire("bx")
+    ask_price: float = wire("ap")
+    ask_size: int = wire("as")
+    ask_exchange: str = wire("ax")
+    conditions: str | None = wire("c", optional=True)
+
+
 class News(Record):
     """A news article (alpaca-py's News): its headline, summary and author, the symbols it is
     about (a crypto pair without its slash: BTCUSD), its source and url, when it was created
@@ -329,8 +364,10 @@ CRYPTO_TYPES: dict[str, tuple[str, type[Record]]] = {
     "t": ("trade", CryptoTrade), "q": ("quote", CryptoQuote), "b": ("bar", CryptoBar),
     "u": ("updated_bar", CryptoUpdatedBar), "d": ("daily_bar", CryptoDailyBar),
 }
+OPTION_TYPES: dict[str, tuple[str, type[Record]]] = {"t": ("trade", OptionTrade), "q": ("quote", OptionQuote)}
 NEWS_TYPES: dict[str, tuple[str, type[Record]]] = {"n": ("news", News)}
-KIND = {record: kind for types in (MESSAGE_TYPES, CRYPTO_TYPES, NEWS_TYPES) for kind, record in types.values()}
+KIND = {record: kind for types in (MESSAGE_TYPES, CRYPTO_TYPES, OPTION_TYPES, NEWS_TYPES)
+        for kind, record in types.values()}
 KIND[Orderbook] = "orderbook"
 RecordType = Callable[[dict[str, Any]], Record]  # a record class, by_market()'s choice of one, or OrderBooks
 
@@ -341,20 +378,31 @@ def crypto_types() -> dict[str, tuple[str, RecordType]]:
     return {**CRYPTO_TYPES, "o": ("orderbook", OrderBooks())}
 
 
-def by_market(stocks: type[Record], crypto: type[Record]) -> RecordType:
-    """For the messages of both markets in one table (a recording, run_handlers()): crypto's
-    record for a pair's message (its symbol has a slash: BTC/USD), the stock's for the rest."""
+def by_market(stocks: type[Record], crypto: type[Record], option: type[Record] | None) -> RecordType:
+    """For the messages of every market in one table (a recording, run_handlers()): crypto's
+    record for a pair's message (its symbol has a slash: BTC/USD), an option's for an option's
+    (AAPL250117C00200000: digits after its root), the stock's for the rest."""
     def record(message: dict[str, Any]) -> Record:
-        return crypto(message) if "/" in str(message.get("S", "")) else stocks(message)
+        symbol = str(message.get("S", ""))
+        if "/" in symbol:
+            return crypto(message)
+        if option and len(symbol) > 10 and OPTION.fullmatch(symbol):  # a stock's has 10 at most
+            return option(message)
+        return stocks(message)
     return record
 
 
 def either_market_types() -> dict[str, tuple[str, RecordType]]:
-    """The record table of messages of both markets (a recording, run_handlers()), with order
+    """The record table of messages of every market (a recording, run_handlers()), with order
     books of its own."""
-    return {**{wire_type: (kind, by_market(record, CRYPTO_TYPES[wire_type][1]) if wire_type in CRYPTO_TYPES
-                           else record) for wire_type, (kind, record) in MESSAGE_TYPES.items()},
-            "o": ("orderbook", OrderBooks()), **NEWS_TYPES}
+    table: dict[str, tuple[str, RecordType]] = {}
+    for wire_type, (kind, record) in MESSAGE_TYPES.items():
+        if wire_type in CRYPTO_TYPES:
+            option = OPTION_TYPES[wire_type][1] if wire_type in OPTION_TYPES else None
+            table[wire_type] = (kind, by_market(record, CRYPTO_TYPES[wire_type][1], option))
+        else:
+            table[wire_type] = (kind, record)
+    return {**table, "o": ("orderbook", OrderBooks()), **NEWS_TYPES}
 
 # --json's "type" -> Alpaca's "T", and the kind's field names -> their wire keys.
 JSON_TYPES: dict[str, tuple[str, type[Record]]] = {**MESSAGE_TYPES, "o": ("orderbook", Orderbook), **NEWS_TYPES}

@@ -170,16 +170,32 @@ def test_channels_are_named_by_options_and_trades_are_the_default(argv, channels
 
 
 @pytest.mark.parametrize(("argv", "says"), [
-    (["SP Y"], "not a stock symbol, nor a crypto pair as BTC/USD: SP Y"),
+    (["SP Y"], "not a stock symbol, nor a crypto pair as BTC/USD, nor an option as AAPL261218C00250000: SP Y"),
     (["$$$"], "not a stock symbol"),
-    (["BTC/"], "not a stock symbol, nor a crypto pair as BTC/USD: BTC/"),
+    (["BTC/"], "not a stock symbol, nor a crypto pair as BTC/USD, nor an option as AAPL261218C00250000: BTC/"),
+    (["AAPL261318C00250000"], "AAPL261318C00250000 is not an option: its expiry, 261318, is not a date (yymmdd)"),
+    (["AAPL261218C00000000"], "AAPL261218C00000000 is not an option: its strike is 0"),
+    (["AAPL261218C00250000", "--bars"], "--bars is not a channel of AAPL261218C00250000: name a stock or a pair to "
+                                        "stream it for"),
+    (["AAPL261218C00250000", "--news"], "AAPL261218C00250000 would get nothing: news is not an option channel"),
+    (["SPY", "AAPL261218C00250000", "--bars"], "AAPL261218C00250000 would get nothing: bars is not an option "
+                                               "channel; name an option one too"),
+    (["AAPL261218C00250000", "--url", "ws://127.0.0.1:1/v2/iex"], "has a path, so it is taken as the stock "
+                                                                  "stream's; for AAPL261218C00250000, give the host"),
+    (["AAPL261218C00250000", "--serve", "8765"], "--serve carries stocks only, for now"),
+    (["SPY", "--options-feed", "opra"], "--options-feed picks the options stream's feed, and this run streams no "
+                                        "options"),
+    (["AAPL261218C00250000", "--demo", "--options-feed", "opra"], "--options-feed picks one of Alpaca's feeds: it "
+                                                                  "has no effect with --demo"),
+    (["AAPL261218C00250000", "--feed", "sip"], "--feed picks the stock stream's feed, and this run streams no stocks"),
     (["BTC/USD", "--url", "ws://127.0.0.1:1/v2/iex"], "--url ws://127.0.0.1:1/v2/iex has a path, so it is taken as "
                                                       "the stock stream's; for BTC/USD, give the host alone"),
-    (["SPY", "BTC/USD", "--lulds", "--statuses"], "BTC/USD would get nothing: statuses, lulds are stock channels"),
+    (["SPY", "BTC/USD", "--lulds", "--statuses"], "BTC/USD would get nothing: statuses, lulds are not crypto "
+                                                  "channels; name a crypto one too, as --trades"),
     (["BTC/USD", "--publish", "nats://127.0.0.1:4222"], "--publish carries stocks only, for now: stream BTC/USD "
                                                         "without it"),
     (["ETH/USD", "--serve", "8765"], "--serve carries stocks only, for now"),
-    (["BTC/USD", "--statuses"], "--statuses is a stock channel, and BTC/USD crypto: name a stock to stream it for"),
+    (["BTC/USD", "--statuses"], "--statuses is not a channel of BTC/USD: name a stock to stream it for"),
     (["--replay", "session.jsonl", "BTC/USD"], "--replay plays the recording as it is"),
     (["SPY", "--orderbooks"], "--orderbooks is a crypto channel: name a pair, as BTC/USD"),
     (["--news", "--source", "nats://127.0.0.1:4222"], "--source carries stocks only, for now: stream the news "

@@ -85,15 +85,19 @@ def test_missing_keys_exit_2_before_any_connection(server, start_script):
 
 
 @POSIX_ONLY
-def test_a_url_of_a_host_alone_streams_stocks_and_crypto_pairs_each_at_alpacas_path_on_it(server, start_script):
+def test_a_url_of_a_host_alone_streams_stocks_crypto_pairs_and_options_each_at_alpacas_path_on_it(server,
+                                                                                                  start_script):
     host = server.url.rsplit("/v2/", 1)[0]  # ws://127.0.0.1:PORT
-    script = start_script("--url", host, "SPY", "BTC/USD", "--quotes", bot=True)
+    script = start_script("--url", host, "SPY", "BTC/USD", "AAPL261218C00250000", "--quotes", bot=True)
     script.wait_for(lambda: {(m["kind"], m["symbol"]) for m in received(script)} >= {
-        ("quote", "SPY"), ("quote", "BTC/USD")}, what="quotes of both")
+        ("quote", "SPY"), ("quote", "BTC/USD"), ("quote", "AAPL261218C00250000")}, what="quotes of the three")
     assert script.stop(signal.SIGINT)[0] == 0
-    assert sorted(connection.market for connection in server.connections) == ["crypto", "stocks"]
+    assert sorted(connection.market for connection in server.connections) == ["crypto", "options", "stocks"]
+    assert "indicative" in [connection.feed for connection in server.connections]  # the free plan's options feed
     crypto = [m for m in received(script) if m["symbol"] == "BTC/USD"]
     assert all(isinstance(m["bid_size"], float) and "bid_exchange" not in m for m in crypto)
+    option = [m for m in received(script) if m["symbol"] == "AAPL261218C00250000"]
+    assert all(isinstance(m["bid_size"], int) and isinstance(m["conditions"], str) for m in option)
     assert script.stderr.count("Ctrl+C to stop") == 1  # once a run, however many streams
     assert_no_traceback(script)
 

@@ -1,10 +1,13 @@
 """The local server plays Alpaca's crypto stream at /v1beta3/crypto/us too (pairs, fractional
-sizes, order books) and its news stream at /v1beta1/news, for alpaca-py's own CryptoDataStream
-and NewsDataStream and for a raw client; the stock endpoint beside them is as before."""
+sizes, order books), its options stream at /v1beta1/indicative and opra (OCC symbols, msgpack
+only) and its news stream at /v1beta1/news, for alpaca-py's own CryptoDataStream,
+OptionDataStream and NewsDataStream and for a raw client; the stock endpoint beside them is as
+before."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 from collections import defaultdict
 from typing import Any
 
@@ -192,6 +195,63 @@ def test_more_than_10_order_books_are_refused_with_405_and_the_books_held_stay()
             assert (await ask(crypto, orderbooks=ten))["orderbooks"] == ten
             assert await ask(crypto, orderbooks=["ETH/USD"]) == {"T": "error", "code": 405, "msg": ERRORS[405]}
             assert server.connections[0].subscriptions["orderbooks"] == ten
+
+    within(scenario())
+
+CALL, PUT = "SPY261218C00600000", "SPY261218P00600000"
+
+
+def test_alpaca_pys_own_option_stream_gets_trades_in_contracts_and_quotes_with_one_condition():
+    from alpaca.data.live import OptionDataStream
+
+    got: dict[str, list[Any]] = defaultdict(list)
+
+    async def keep(message: Any) -> None:
+        got[type(message).__name__].append(message)
+
+    async def scenario() -> None:
+        async with AlpacaStreamServer(rate=200, seed=25) as server:
+            assert server.options_url.endswith("/v1beta1/indicative")
+            stream = OptionDataStream(FAKE_KEY, FAKE_SECRET, url_override=server.options_url)
+            stream.subscribe_trades(keep, CALL, PUT)
+            stream.subscribe_quotes(keep, CALL, PUT)
+            running = asyncio.create_task(stream._run_forever())
+            try:
+                await until(lambda: all(len({m.symbol for m in got[kind]}) == 2 and len(got[kind]) >= 10
+                                        for kind in ("Trade", "Quote")), "trades and quotes of both contracts", 15)
+            finally:
+                await stream.stop_ws()
+                await asyncio.wait_for(running, 10)
+            assert [record.market for record in server.connections] == ["options"]
+
+    within(scenario(), 30)
+    trades, quotes = got["Trade"], got["Quote"]
+    assert all(trade.size == int(trade.size) >= 1 and trade.exchange for trade in trades)  # alpaca-py: a float
+    assert all(isinstance(trade.conditions, str) and len(trade.conditions) == 1 for trade in trades)
+    assert all(0 < quote.bid_price < quote.ask_price and quote.bid_exchange and quote.ask_exchange
+               and isinstance(quote.conditions, str) for quote in quotes)
+
+
+def test_the_options_stream_refuses_bars_star_quotes_json_and_opra_without_the_plan_as_alpaca_does():
+    async def scenario() -> None:
+        async with AlpacaStreamServer(rate=100, seed=27) as server:
+            options = await login(server.options_url)
+            assert await ask(options, trades=[CALL], quotes=[PUT]) == {"T": "subscription", "trades": [CALL],
+                                                                       "quotes": [PUT]}
+            assert await ask(options, bars=[CALL]) == {"T": "error", "code": 410, "msg": ERRORS[410]}
+            assert await ask(options, quotes=["*"]) == {"T": "error", "code": 413, "msg": ERRORS[413]}
+            assert await ask(options, trades=["SPY"]) == {"T": "error", "code": 400, "msg": ERRORS[400]}
+            assert (await ask(options, trades=["*"]))["trades"] == [CALL, "*"]
+            await options.close()
+            async with connect(server.options_url) as as_json:  # no Content-Type: msgpack
+                assert json.loads(await as_json.recv()) == [{"T": "success", "msg": "connected"}]
+                assert json.loads(await as_json.recv()) == [{"T": "error", "code": 412, "msg": ERRORS[412]}]
+                await asyncio.wait_for(as_json.wait_closed(), 5)
+            opra = await connect(server.options_url.replace("indicative", "opra"), additional_headers=MSGPACK)
+            await opra.recv()
+            await opra.send(msgpack.packb({"action": "auth", "key": FAKE_KEY, "secret": FAKE_SECRET}))
+            assert msgpack.unpackb(await opra.recv()) == [{"T": "error", "code": 409, "msg": ERRORS[409]}]
+            await opra.close()
 
     within(scenario())
 

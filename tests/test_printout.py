@@ -293,20 +293,29 @@ def test_printout_demo_news_of_a_stock_and_a_crypto_pair_is_a_line_of_80_each_th
     assert max(map(len, script.out_lines)) <= 80 and "<p>" not in script.stdout  # not its HTML
 
 
-def test_printout_demo_shows_a_crypto_pair_beside_a_stock_each_trade_and_quote_on_a_line_of_80(start_script):
+def test_printout_demo_shows_a_crypto_pair_and_an_option_beside_a_stock_each_trade_and_quote_on_a_line_of_80(
+        start_script):
     from conftest import script_env
 
-    script = start_script("--demo", "SPY", "BTC/USD", "--trades", "--quotes",
+    option = "AAPL261218C00250000"
+    script = start_script("--demo", "SPY", "BTC/USD", option, "--trades", "--quotes",
                           env=script_env(APCA_API_KEY_ID=None, APCA_API_SECRET_KEY=None))
     script.wait_for_stderr("subscribed to trades, quotes of SPY")  # the start can be slow: not the printing
     script.wait_for_stderr("subscribed to trades, quotes of BTC/USD")
+    script.wait_for_stderr(f"subscribed to trades, quotes of {option}")
     script.wait_for(lambda: sum(" BTC/USD " in line for line in script.out_lines) >= 4
-                    and any(" SPY " in line for line in script.out_lines), PRINTED_WITHIN, "both markets' lines")
+                    and sum(f" {option} " in line for line in script.out_lines) >= 4
+                    and any(" SPY " in line for line in script.out_lines), PRINTED_WITHIN, "the markets' lines")
     assert script.stop(signal.SIGINT)[0] == 0
     crypto = [line for line in script.out_lines if " BTC/USD " in line]
     # A fraction of a coin at a price, and the taker's side; a quote's sizes in coins.
     assert any(re.search(r"Z trade +BTC/USD +\d+\.\d+ @ +\d+\.\d\d  [BS]$", line) for line in crypto), crypto
     assert any(re.search(r"Z quote +BTC/USD bid \d\.\d+@\d+\.\d\d ask \d\.\d+@", line) for line in crypto), crypto
+    # Contracts at a price, the exchange and the condition; a quote's sizes in contracts.
+    options = [line for line in script.out_lines if f" {option} " in line]
+    assert any(re.search(rf"Z trade +{option} +\d+ @ +\d+\.\d\d  [A-Z] \w$", line) for line in options), options
+    assert any(re.search(rf"Z quote +{option} bid \d+\.\d\d x \d+  ask \d+\.\d\d x \d+$", line)
+               for line in options), options
     assert max(map(len, script.out_lines)) <= 80
 
 

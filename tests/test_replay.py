@@ -24,7 +24,7 @@ from alpaca_stream.channels import ALPACA_CHANNELS, CHANNELS
 from alpaca_stream.handlers import HandlersFailed, in_background, run_handlers
 from alpaca_stream.options import parse_args
 from alpaca_stream.outputs.terminal import format_json
-from alpaca_stream.records import KIND, CryptoTrade, News, Orderbook, Record, Trade
+from alpaca_stream.records import KIND, CryptoTrade, News, OptionQuote, OptionTrade, Orderbook, Record, Trade
 from alpaca_stream.sources.recording import Recording
 from alpaca_stream.supervisor import stream
 
@@ -334,6 +334,22 @@ def test_a_crypto_pairs_messages_replayed_or_handed_over_become_crypto_records_b
     assert [type(message) for message in recorder.messages] == [CryptoTrade, Trade, CryptoTrade]
     assert recorder.messages[0] == recorder.messages[2] == CryptoTrade(crypto)
 
+
+
+def test_an_options_messages_replayed_or_handed_over_become_option_records_beside_stock_ones(tmp_path):
+    when = datetime(2026, 12, 5, 15, 0, 0, 123456, tzinfo=timezone.utc)
+    trade = {"T": "t", "S": "AAPL261218C00250000", "t": when, "p": 15.3, "s": 3, "x": "C", "c": "I"}
+    quote = {"T": "q", "S": "AAPL261218C00250000", "t": when, "bx": "C", "bp": 15.25, "bs": 12, "ax": "Q",
+             "ap": 15.35, "as": 40, "c": "A"}
+    stock = {"T": "t", "S": "AAPL", "i": 7, "x": "V", "p": 250.5, "s": 100, "t": when, "c": ["@"], "z": "C"}
+    recorded = [OptionTrade(trade), OptionQuote(quote), Trade(stock)]
+    recording = write(tmp_path / "options.jsonl", [format_json(record) for record in recorded])
+    replayed = [message for _, message in arrivals(recording, 0)]
+    assert replayed == recorded and [type(message) for message in replayed] == [OptionTrade, OptionQuote, Trade]
+    assert replayed[0].conditions == "I" and replayed[0].market == "options"
+    recorder = Recorder()
+    run_handlers([trade, json.loads(format_json(OptionQuote(quote))), stock], recorder.handlers)
+    assert [type(message) for message in recorder.messages] == [OptionTrade, OptionQuote, Trade]
 
 def test_run_handlers_takes_alpacas_wire_form_with_any_time_and_what_json_prints_alike():
     when = datetime(2026, 11, 24, 15, 0, 0, 123456, tzinfo=timezone.utc)

@@ -196,7 +196,7 @@ def test_broken_frames_and_messages_cost_only_themselves(caplog):
 # -- how each fault is handled --------------------------------------------------------------------
 
 
-FATAL = (402, 405, 409, 410, 411)  # retrying cannot cure these: exit status 3
+FATAL = (402, 405, 409, 410, 411, 412, 413)  # retrying cannot cure these: exit status 3
 
 
 def second_connection_data(server: AlpacaStreamServer, recorder: Recorder) -> bool:
@@ -271,7 +271,8 @@ def test_every_refusal_and_its_advice_fit_80_columns():
 def test_every_fatal_code_has_advice_naming_the_fix():
     assert "paper and live" in FATAL_ADVICE[402]
     assert "30 symbols" in FATAL_ADVICE[405]
-    assert "--feed iex" in FATAL_ADVICE[409]
+    assert "--feed iex" in FATAL_ADVICE[409] and "--options-feed indicative" in FATAL_ADVICE[409]
+    assert "name the contracts" in FATAL_ADVICE[413]
     assert "market data scope" in FATAL_ADVICE[411].replace("\n", " ")
     assert "per endpoint per user (iex and sip are two)" in RETRY_ADVICE[406]
     assert sorted(FATAL_ADVICE) == list(FATAL)

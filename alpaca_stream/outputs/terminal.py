@@ -20,6 +20,8 @@ from alpaca_stream.records import (
     DailyBar,
     Luld,
     News,
+    OptionQuote,
+    OptionTrade,
     Orderbook,
     OrderImbalance,
     Quote,
@@ -99,6 +101,16 @@ def quote(quote: Quote) -> str:
             f"ask {money(quote.ask_price):>8} x {quote.ask_size}")
 
 
+def option_trade(trade: OptionTrade) -> str:
+    """Contracts at a price per share, the exchange and the condition: an option's symbol takes
+    19 columns or more, so the sizes have less room than a stock's."""
+    return f"{trade.size:>4} @ {money(trade.price):>7}  {trade.exchange} {trade.conditions or ''}".rstrip()
+
+
+def option_quote(quote: OptionQuote) -> str:
+    return f"bid {money(quote.bid_price)} x {quote.bid_size}  ask {money(quote.ask_price)} x {quote.ask_size}"
+
+
 def bar(bar: Bar | CryptoBar) -> str:
     """Open, high, low and close, then the volume: with an O, H, L and C before them, a bar of
     five-digit prices and a volume of 999999 was 84 columns."""
@@ -166,6 +178,6 @@ DETAILS: dict[type[Record], Callable[[Any], str]] = {
     Trade: trade, Quote: quote, Bar: bar, UpdatedBar: bar, DailyBar: bar, TradingStatus: status, Luld: luld,
     TradeCorrection: correction, OrderImbalance: imbalance, TradeCancel: cancel,
     CryptoTrade: crypto_trade, CryptoQuote: crypto_quote, CryptoBar: bar, CryptoUpdatedBar: bar, CryptoDailyBar: bar,
-    Orderbook: orderbook,
+    Orderbook: orderbook, OptionTrade: option_trade, OptionQuote: option_quote,
 }
 LINES: dict[type[Record], Callable[[Any], str]] = {News: news}  # the kinds whose line is not line()'s

@@ -10,7 +10,7 @@ Run it alone:  python -m alpaca_stream.server --port 8765 --rate 50
 and point the script at it:  python websocket_stream.py --url ws://127.0.0.1:8765/v2/iex
 (any keys are accepted, so made-up ones do). A connection lost without a close keeps its place
 --hold-dropped seconds (90, as Alpaca; 0 lets a client reconnect at once); --sip serves /v2/sip
-as to a paid plan; --no-compression sends frames as they are (faster, for a benchmark).
+and /v1beta1/opra as to a paid plan; --no-compression sends frames as they are (faster, for a benchmark).
 """
 
 from __future__ import annotations
@@ -33,10 +33,11 @@ from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from alpaca_stream.channels import CRYPTO_PATH, NEWS_PATH
+from alpaca_stream.channels import CRYPTO_PATH, NEWS_PATH, OPTIONS_PATH
 from alpaca_stream.server.crypto import CryptoMarket
 from alpaca_stream.server.market import CUES, Market
 from alpaca_stream.server.news import NewsMarket
+from alpaca_stream.server.options import OptionMarket
 from alpaca_stream.server.protocol import (
     ConnectionRecord,
     Faults,
@@ -48,24 +49,27 @@ from alpaca_stream.server.protocol import (
 )
 
 SEND_BUFFER = 16_384  # bytes the kernel holds for a client, with a rate (Linux doubles it)
-MARKETS: dict[str, type[Market]] = {"stocks": Market, "crypto": CryptoMarket, "news": NewsMarket}  # by endpoint
+MARKETS: dict[str, type[Market]] = {"stocks": Market, "crypto": CryptoMarket, "options": OptionMarket,
+                                    "news": NewsMarket}  # by endpoint
 
 
 class AlpacaStreamServer(ProtocolServer):
-    """Alpaca's stock stream on ws://127.0.0.1:PORT/v2/{feed} and its crypto stream on
-    crypto_url, with market data made up here.
+    """Alpaca's stock stream on ws://127.0.0.1:PORT/v2/{feed}, and its crypto, options and news
+    streams (crypto_url, options_url, news_url), with market data made up here.
 
     rate: ticks per second (a trade and/or a quote of a random subscribed symbol each), with
     bursts; None sends as fast as the client reads. batch: most ticks in one frame. total: each
-    connection stops sending after this many messages. keys: (key, secret) to accept, or None to accept any
-    non-empty keys. cue() sends events (a halt, a bar, a correction, ...) at once. record: keep
-    every message sent (for tests; a demo may run for days). Faults and the rest: ProtocolServer.
+    connection stops sending after this many messages. keys: (key, secret) to accept, or None
+    to accept any non-empty keys. cue() sends events (a halt, a bar, a correction, ...) at once.
+    record: keep every message sent (for tests; a demo may run for days). Faults and the rest:
+    ProtocolServer.
 
     As Alpaca: one connection per key and feed (error 406 for a second one); a connection that
     ended without a close frame from the client keeps its place hold_dropped seconds (Alpaca:
-    about 90). sip: the keys' plan has the sip feed (else 409 at auth on /v2/sip). compression:
-    offer permessage-deflate. slow_after: with a rate, a send that waits this many seconds for
-    the client to read gets error 407 and the connection closed; None never does (as rate=None).
+    about 90). sip: the keys' plan has the paid feeds, sip and opra (else 409 at auth on /v2/sip
+    and /v1beta1/opra). compression: offer permessage-deflate. slow_after: with a rate, a send
+    that waits this many seconds for the client to read gets error 407 and the connection
+    closed; None never does (as rate=None).
     """
 
     def __init__(self, *, port: int = 0, rate: float | None = 20.0, batch: int = 20,
@@ -96,6 +100,11 @@ class AlpacaStreamServer(ProtocolServer):
         return self.url_of(CRYPTO_PATH)
 
     @property
+    def options_url(self) -> str:
+        """The URL of the options stream: ws://127.0.0.1:PORT/v1beta1/indicative."""
+        return self.url_of(OPTIONS_PATH.format(feed="indicative"))
+
+    @property
     def news_url(self) -> str:
         """The URL of the news stream: ws://127.0.0.1:PORT/v1beta1/news."""
         return self.url_of(NEWS_PATH)
@@ -118,7 +127,7 @@ class AlpacaStreamServer(ProtocolServer):
         place = (record.feed, hashlib.sha256(str(request.get("key")).encode()).hexdigest())
         if not self._keys_accepted(request):
             return 402
-        if record.feed == "sip" and not self.sip:
+        if record.feed in ("sip", "opra") and not self.sip:  # the paid plan's feeds
             return 409
         if self._place_taken(place):
             return 406
@@ -248,7 +257,8 @@ async def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--drop-after", type=int, help="cut every connection after this many messages")
     parser.add_argument("--hold-dropped", type=float, default=90.0,
                         help="seconds a connection lost without a close keeps its place (default 90, as Alpaca)")
-    parser.add_argument("--sip", action="store_true", help="the keys' plan has the sip feed (else 409 on /v2/sip)")
+    parser.add_argument("--sip", action="store_true", help="the keys' plan has the paid feeds "
+                        "(else 409 on /v2/sip and /v1beta1/opra)")
     parser.add_argument("--no-compression", action="store_true", help="no permessage-deflate (faster)")
     parser.add_argument("--seed", type=int)
     parser.add_argument("-q", "--quiet", action="store_true", help="print only the URL, not each connection")

@@ -29,7 +29,18 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from alpaca_stream.channels import ALPACA_CHANNELS, CRYPTO_CHANNELS, CRYPTO_PATH, NEWS_PATH, PAIR, SYMBOL
+from alpaca_stream.channels import (
+    ALPACA_CHANNELS,
+    CRYPTO_CHANNELS,
+    CRYPTO_PATH,
+    NEWS_PATH,
+    OPTION,
+    OPTION_CHANNELS,
+    OPTION_FEEDS,
+    OPTIONS_PATH,
+    PAIR,
+    SYMBOL,
+)
 
 log = logging.getLogger("local_alpaca_server")
 
@@ -45,6 +56,8 @@ ERRORS = {
     409: "insufficient subscription",
     410: "invalid subscribe action for this feed",
     411: "insufficient scope",
+    412: "option messages are only available in MsgPack format",
+    413: "star subscription is not allowed for option quotes",
     500: "internal error",
 }
 FEEDS = ("iex", "sip", "delayed_sip", "test")  # the paths /v2/{feed}; any other path gets HTTP 404
@@ -66,10 +79,15 @@ class Endpoint:
     # Keys of the subscription answer that list the trades' symbols: a stock trade subscription
     # brings the trades' corrections and cancels too, and Alpaca's answer says so.
     with_trades: tuple[str, ...] = ()
+    refused: tuple[str, ...] = ()  # channels that a subscription naming them is refused for: 410
+    no_star: tuple[str, ...] = ()  # channels that take no "*": 413
+    msgpack_only: bool = False  # a client that does not ask for msgpack gets 412, and is closed
 
 
 STOCKS = Endpoint("stocks", ALPACA_CHANNELS, SYMBOL, ("corrections", "cancelErrors"))
 CRYPTO = Endpoint("crypto", CRYPTO_CHANNELS, PAIR)
+OPTIONS = Endpoint("options", OPTION_CHANNELS, re.compile(rf"\*|{OPTION.pattern}"),
+                   refused=("bars", "updatedBars", "dailyBars"), no_star=("quotes",), msgpack_only=True)
 NEWS = Endpoint("news", ("news",), SYMBOL)  # crypto without the slash, as Alpaca's news names it: BTCUSD
 
 
@@ -125,14 +143,15 @@ Served = TypeVar("Served", bound="ProtocolServer")
 
 class ProtocolServer:
     """The server side of Alpaca's stream protocol, whatever the data: the handshake on
-    /v2/{feed} (and on /v1beta3/crypto/us and /v1beta1/news with all_markets), the greeting,
+    /v2/{feed} (and with all_markets, on /v1beta3/crypto/us, /v1beta1/indicative and opra,
+    and /v1beta1/news), the greeting,
     auth within auth_timeout seconds, subscribe and unsubscribe with Alpaca's answer (the
     channels of the connection's endpoint), and Alpaca's error frames for what a client does
     wrong; msgpack frames, or JSON text frames to a client that does not ask for msgpack, as
     Alpaca does. Use as `async with`, or start()/stop(). Subclasses bring the data, and decide on auth:
     AlpacaStreamServer makes it up; Relay passes on a feeder's (websocket_stream.py --serve).
 
-    feeds: the stock paths served, /v2/{feed}; all_markets: crypto's and news' too (any other
+    feeds: the stock paths served, /v2/{feed}; all_markets: crypto's, options' and news' too (any other
     path gets HTTP 404). faults: for every connection; plan() sets faults for the next
     connections, one each. symbol_limit: most symbols for trades and quotes together (error 405
     past it, and past 10 crypto order books); None for no limit.
@@ -145,8 +164,9 @@ class ProtocolServer:
         self.host = host
         self.port = port
         self.feeds = feeds
-        self.endpoints = {f"/v2/{feed}": STOCKS for feed in feeds} | ({CRYPTO_PATH: CRYPTO, NEWS_PATH: NEWS}
-                                                                       if all_markets else {})
+        others = {CRYPTO_PATH: CRYPTO, NEWS_PATH: NEWS, **{OPTIONS_PATH.format(feed=feed): OPTIONS
+                                                            for feed in OPTION_FEEDS}}
+        self.endpoints = {f"/v2/{feed}": STOCKS for feed in feeds} | (others if all_markets else {})
         self.faults = faults or Faults()
         self.auth_timeout = auth_timeout
         self.compression = compression
@@ -216,6 +236,9 @@ class ProtocolServer:
                                                      if ws.response else "")
         try:
             await send(ws, {"T": "success", "msg": "connected"})
+            if record.endpoint.msgpack_only and record.codec != "msgpack":
+                await close_with_error(ws, 412)
+                return
             while True:
                 timeout = None if record.authenticated else self.auth_timeout
                 try:
@@ -256,7 +279,14 @@ class ProtocolServer:
             if not record.authenticated:
                 await send_error(ws, 401)
                 return True
-            channels, symbol = record.endpoint.channels, record.endpoint.symbol
+            endpoint = record.endpoint
+            channels, symbol = endpoint.channels, endpoint.symbol
+            if any(request.get(channel) for channel in endpoint.refused):
+                await send_error(ws, 410)
+                return True
+            if any("*" in (request.get(channel) or []) for channel in endpoint.no_star):
+                await send_error(ws, 413)
+                return True
             asked = {channel: request.get(channel) or [] for channel in channels}
             if not all(isinstance(symbols, list) and all(isinstance(s, str) and symbol.fullmatch(s) for s in symbols)
                        for symbols in asked.values()):

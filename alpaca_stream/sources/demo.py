@@ -1,5 +1,6 @@
-"""--demo: market data and news made up by the local server (server/market.py, crypto.py and
-news.py), started here on 127.0.0.1, through the same streams as Alpaca's: no keys, no network."""
+"""--demo: market data and news made up by the local server (server/market.py, crypto.py,
+options.py and news.py), started here on 127.0.0.1, through the same streams as Alpaca's: no
+keys, no network."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from alpaca_stream.keys import Keys
 from alpaca_stream.server import AlpacaStreamServer
 from alpaca_stream.sources.crypto import CryptoStream
 from alpaca_stream.sources.news import NewsStream
+from alpaca_stream.sources.options import OptionStream
 from alpaca_stream.sources.stocks import StockStream
 
 log = logging.getLogger("alpaca_stream")
@@ -27,13 +29,14 @@ class Demo:
         self.started_by: object = None
 
     async def enter(self, stream: object, market: str) -> str:
-        """The URL of the market's stream ("stocks", "crypto" or "news") on the server."""
+        """The URL of the market's stream ("stocks", "crypto", "options" or "news") on the server."""
         if self.started_by is None:
             await self.server.start()
             self.started_by = stream
             log.info("demo data from a local server, not the market")
         server = self.server
-        return {"stocks": server.url, "crypto": server.crypto_url, "news": server.news_url}[market]
+        return {"stocks": server.url, "crypto": server.crypto_url, "options": server.options_url,
+                "news": server.news_url}[market]
 
     async def leave(self, stream: object) -> None:
         if self.started_by is stream:
@@ -73,6 +76,15 @@ class DemoCryptoStream(OnDemo, CryptoStream):
 
     def __init__(self, pairs: Iterable[str], channels: Iterable[str], *, demo: Demo, data_timeout: float = 0.0) -> None:
         super().__init__(pairs, channels, keys=DEMO_KEYS, url="", data_timeout=data_timeout)
+        self.demo = demo
+
+
+class DemoOptionStream(OnDemo, OptionStream):
+    """The options stream of the same local server: contracts (AAPL261218C00250000), made up."""
+
+    def __init__(self, contracts: Iterable[str], channels: Iterable[str], *, demo: Demo) -> None:
+        super().__init__(contracts, channels, keys=DEMO_KEYS, url="")
+        self.market_hours = False  # made up at any hour
         self.demo = demo
 
 
