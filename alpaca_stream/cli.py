@@ -45,6 +45,7 @@ from alpaca_stream.sources.news import NewsStream
 from alpaca_stream.sources.options import OptionStream
 from alpaca_stream.sources.recording import Recording
 from alpaca_stream.sources.stocks import StockStream
+from alpaca_stream.subscriptions import Subscriptions
 from alpaca_stream.supervisor import supervise
 
 log = logging.getLogger("alpaca_stream")
@@ -143,13 +144,18 @@ class CommandLine:
                 handlers = publisher.wrap(handlers)
             if settings.serve:
                 host, port = settings.serve
-                url = getattr(sources[0], "url", "")  # the stock stream's: the feed it serves
-                feeds = SERVED_FEEDS if settings.source else (urlsplit(url).path.rstrip("/").rsplit("/", 1)[-1],)
                 keyless = settings.demo or settings.source  # no keys of Alpaca's to check: any will do
-                await stack.enter_async_context(serving(host, port, sources[0].subscriptions, self.session,
-                                                        feeds=feeds, keys=None if keyless else self.keys_given))
+                await stack.enter_async_context(serving(host, port, self.served(sources), self.session,
+                                                        keys=None if keyless else self.keys_given))
             await until_stopped(supervise(sources, handlers, self.session), self.session, settings.heartbeat,
                                 also=self.stop_when_stderr_goes)
+
+    def served(self, sources: list[Source]) -> dict[str, Subscriptions]:
+        """--serve's paths, each with the subscriptions of the stream there: each stream's at
+        its URL's path (/v2/iex, /v1beta3/crypto/us, ...); a NATS broker's stocks at every feed's."""
+        if self.settings.source:
+            return {f"/v2/{feed}": sources[0].subscriptions for feed in SERVED_FEEDS}
+        return {urlsplit(getattr(source, "url", "")).path.rstrip("/"): source.subscriptions for source in sources}
 
     def stop_when_stderr_goes(self, stop: Callable[[], None]) -> None:
         """The reader of the log gone, the run ends as when the reader of the data goes."""

@@ -206,7 +206,7 @@ def other_markets_checks(parser: argparse.ArgumentParser, args: argparse.Namespa
     if args.url and not host_alone:
         parser.error(f"--url {args.url} has a path, so it is taken as the stock stream's; for {what}, "
                      "give the host alone (ws://HOST:PORT): each stream at Alpaca's path on it")
-    only_stocks = [option for option in ("publish", "source", "serve", "test_stream") if getattr(args, option)]
+    only_stocks = [option for option in ("publish", "source", "test_stream") if getattr(args, option)]
     if only_stocks:
         parser.error(f"--{only_stocks[0].replace('_', '-')} carries stocks only, for now:\n"
                      f"stream {what} without it")

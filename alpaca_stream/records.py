@@ -12,6 +12,7 @@ from datetime import datetime
 from operator import itemgetter
 from typing import Any, ClassVar
 
+from alpaca_stream.books import Book
 from alpaca_stream.channels import OPTION
 
 
@@ -227,40 +228,6 @@ class OrderbookLevel(Record):
 
     price: float = wire("p")
     size: float = wire("s")
-
-
-class Book:
-    """A pair's order book as it stands, built from its Orderbook messages: bids and asks, each
-    price -> size, and the best of each at hand."""
-
-    def __init__(self) -> None:
-        self.bids: dict[float, float] = {}
-        self.asks: dict[float, float] = {}
-
-    def apply(self, message: dict[str, Any]) -> None:
-        """The whole book when reset ("r"), else the levels that changed; size 0 removes one."""
-        if message.get("r"):
-            self.bids.clear()
-            self.asks.clear()
-        for side, levels in ((self.bids, message.get("b") or []), (self.asks, message.get("a") or [])):
-            for level in levels:
-                if level["s"]:
-                    side[level["p"]] = level["s"]
-                else:
-                    side.pop(level["p"], None)
-
-    @property
-    def best_bid(self) -> tuple[float, float] | None:
-        """(price, size) of the highest bid; None if there is none."""
-        return max(self.bids.items()) if self.bids else None
-
-    @property
-    def best_ask(self) -> tuple[float, float] | None:
-        """(price, size) of the lowest ask; None if there is none."""
-        return min(self.asks.items()) if self.asks else None
-
-    def __repr__(self) -> str:
-        return f"Book(best_bid={self.best_bid}, best_ask={self.best_ask}, levels={len(self.bids)}+{len(self.asks)})"
 
 
 class Orderbook(Record):

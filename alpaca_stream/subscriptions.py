@@ -54,6 +54,8 @@ class Clients(Protocol):
 
     def send(self, messages: list) -> None: ...
 
+    def seen(self, messages: list) -> None: ...
+
 
 class Subscriptions:
     """What the stream is subscribed to, by Alpaca's channel names: the script's own (its
@@ -178,6 +180,7 @@ class Subscriptions:
         """--serve: the frame to the clients, times as Alpaca sent them (msgpack Timestamps, to
         the nanosecond); the messages for this script's own handlers."""
         assert self.relay is not None  # called only with --serve
+        self.relay.seen(messages)  # a crypto stream's order books, for a client who asks later
         if self.relay.clients:
             self.relay.send(msgpack.unpackb(frame))
         # Once a client has wanted more, always: frames already on their way when it left (even

@@ -182,7 +182,7 @@ def test_channels_are_named_by_options_and_trades_are_the_default(argv, channels
                                                "channel; name an option one too"),
     (["AAPL261218C00250000", "--url", "ws://127.0.0.1:1/v2/iex"], "has a path, so it is taken as the stock "
                                                                   "stream's; for AAPL261218C00250000, give the host"),
-    (["AAPL261218C00250000", "--serve", "8765"], "--serve carries stocks only, for now"),
+    (["AAPL261218C00250000", "--publish", "nats://127.0.0.1:4222"], "--publish carries stocks only, for now"),
     (["SPY", "--options-feed", "opra"], "--options-feed picks the options stream's feed, and this run streams no "
                                         "options"),
     (["AAPL261218C00250000", "--demo", "--options-feed", "opra"], "--options-feed picks one of Alpaca's feeds: it "
@@ -194,7 +194,6 @@ def test_channels_are_named_by_options_and_trades_are_the_default(argv, channels
                                                   "channels; name a crypto one too, as --trades"),
     (["BTC/USD", "--publish", "nats://127.0.0.1:4222"], "--publish carries stocks only, for now: stream BTC/USD "
                                                         "without it"),
-    (["ETH/USD", "--serve", "8765"], "--serve carries stocks only, for now"),
     (["BTC/USD", "--statuses"], "--statuses is not a channel of BTC/USD: name a stock to stream it for"),
     (["--replay", "session.jsonl", "BTC/USD"], "--replay plays the recording as it is"),
     (["SPY", "--orderbooks"], "--orderbooks is a crypto channel: name a pair, as BTC/USD"),

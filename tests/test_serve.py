@@ -39,11 +39,14 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 import websocket_stream as ws
+from alpaca_stream.books import Book
+from alpaca_stream.channels import CRYPTO_PATH
 from alpaca_stream.handlers import Handler
 from alpaca_stream.outputs.serve import serving
 from alpaca_stream.records import KIND, Quote, Record, Trade
 from alpaca_stream.server import AlpacaStreamServer, Relay
 from alpaca_stream.session import Session
+from alpaca_stream.sources.crypto import CryptoStream
 from alpaca_stream.sources.stocks import StockStream
 from alpaca_stream.subscriptions import Subscriptions, subscribe, unsubscribe
 from alpaca_stream.supervisor import supervise
@@ -73,7 +76,7 @@ async def feeding(symbols: tuple[str, ...] = ("SPY",), channels: tuple[str, ...]
     async with AlpacaStreamServer(**options) as server:
         source = StockStream(symbols, channels, keys=KEYS, url=server.url)
         session, recorder = Session(), Recorder()
-        async with serving("127.0.0.1", 0, source.subscriptions, session, feeds=("iex",), keys=KEYS) as relay:
+        async with serving("127.0.0.1", 0, {"/v2/iex": source.subscriptions}, session, keys=KEYS) as relay:
             streaming = asyncio.create_task(supervise([source], recorder.handlers, session))
             feeder = Feeder(server, relay, recorder, session, streaming)
             try:
@@ -337,6 +340,41 @@ def test_a_client_that_stops_reading_is_cut_with_407_and_costs_the_others_nothin
     assert [record.levelname for record in caplog.records if "read too slowly" in record.getMessage()] == ["WARNING"]
 
 
+
+def test_a_client_asking_for_an_order_book_the_script_streams_already_gets_the_whole_book_first():
+    # Alpaca sends a pair's whole book ("r": true) once, after the script's own subscription;
+    # a client that asks later must get one from the relay, else its book is only changes.
+    got: list[dict] = []
+
+    async def scenario() -> None:
+        async with AlpacaStreamServer(rate=200, seed=31) as server:
+            source = CryptoStream(["BTC/USD"], ["orderbooks"], keys=KEYS, url=server.crypto_url)
+            session, recorder = Session(), Recorder()
+            async with serving("127.0.0.1", 0, {CRYPTO_PATH: source.subscriptions}, session, keys=KEYS) as relay:
+                streaming = asyncio.create_task(supervise([source], recorder.handlers, session))
+                try:
+                    await until(lambda: session.received["orderbook"] >= 5, "the script's own book and changes")
+                    bot = Bot(relay)
+                    await bot.log_in()
+                    assert (await bot.subscribe(orderbooks=["BTC/USD"]))["orderbooks"] == ["BTC/USD"]
+                    bot.read()
+                    await until(lambda: len(bot.data) >= 20, "the client's book and its changes")
+                    await bot.close()
+                    got.extend(bot.data)
+                finally:
+                    streaming.cancel()
+                    await asyncio.gather(streaming, return_exceptions=True)
+            assert len(server.connections) == 1  # the client's book came from the relay, not a new one
+
+    run(asyncio.wait_for(scenario(), 30))
+    books = [message for message in got if message["T"] == "o"]
+    assert books[0]["r"] is True and not any(message.get("r") for message in books[1:])
+    book = Book()
+    for message in books:  # whole after each message: the server keeps 10 levels a side
+        book.apply(message)
+        assert len(book.bids) == len(book.asks) == 10, message
+        assert book.best_bid and book.best_ask and book.best_bid[0] < book.best_ask[0]
+
 def test_clients_get_a_close_frame_when_the_feeder_stops():
     async def scenario() -> int | None:
         async with feeding() as feeder:
@@ -405,7 +443,7 @@ def test_serving_other_machines_warns_that_keys_travel_unencrypted_and_still_che
     caplog.set_level(logging.INFO, "alpaca_stream")
 
     async def scenario() -> None:
-        async with serving("0.0.0.0", 0, Subscriptions(["trades"], ["SPY"]), Session(), feeds=("sip",),
+        async with serving("0.0.0.0", 0, {"/v2/sip": Subscriptions(["trades"], ["SPY"])}, Session(),
                            keys=KEYS) as relay:
             assert relay.url.endswith("/v2/sip")
             bot = Bot(relay)
@@ -526,6 +564,56 @@ def start_bot(command: list[str], env: dict[str, str]) -> Script:
 
 def received(bot: Script) -> list[dict]:
     return [json.loads(line) for line in list(bot.out_lines) if line.startswith("{")]
+
+
+@pytest.mark.parametrize("upstream", ["--demo", "a local server"])
+def test_alpaca_pys_crypto_option_and_news_streams_share_the_scripts_connections_through_serve(
+        upstream: str, make_server: Callable[..., ServerThread], start_script: Callable[..., Script]) -> None:
+    from alpaca.data.live import CryptoDataStream, NewsDataStream, OptionDataStream
+
+    server = make_server(rate=300, seed=8) if upstream != "--demo" else None
+    where = ["--url", server.url.rsplit("/v2/", 1)[0]] if server else ["--demo"]
+    call, put = "AAPL261218C00250000", "SPY261218P00600000"
+    feeder = start_script(*where, "SPY", "BTC/USD", call, "--trades", "--news", "--quiet", "--serve", "0")
+    feeder.wait_for(lambda: re.search(r"serving Alpaca's stream to more bots, at\n[^(]+\(", feeder.stderr),
+                    what="the --serve URLs")
+    urls = feeder.stderr.split("serving Alpaca's stream to more bots, at\n")[1].split("(")[0].split()
+    at = {url.rsplit(":", 1)[1].split("/", 1)[1]: url for url in urls}
+    assert sorted(at) == ["v1beta1/indicative", "v1beta1/news", "v1beta3/crypto/us", "v2/iex"]
+    got: dict[str, list[Any]] = {"crypto": [], "options": [], "news": []}
+
+    def keep(market: str) -> Callable[[Any], Any]:
+        async def handler(message: Any) -> None:
+            got[market].append(message)
+        return handler
+
+    async def scenario() -> None:
+        crypto = CryptoDataStream(FAKE_KEY, FAKE_SECRET, url_override=at["v1beta3/crypto/us"])
+        crypto.subscribe_trades(keep("crypto"), "ETH/USD")  # a pair the script does not stream
+        options = OptionDataStream(FAKE_KEY, FAKE_SECRET, url_override=at["v1beta1/indicative"])
+        options.subscribe_quotes(keep("options"), put)
+        news = NewsDataStream(FAKE_KEY, FAKE_SECRET, url_override=at["v1beta1/news"])
+        news.subscribe_news(keep("news"), "*")
+        streams = (crypto, options, news)
+        running = [asyncio.create_task(stream._run_forever()) for stream in streams]
+        try:
+            await until(lambda: len(got["crypto"]) >= 10 and len(got["options"]) >= 10 and got["news"],
+                        "each client's data", 30)
+        finally:
+            for stream in streams:
+                await stream.stop_ws()
+            await asyncio.wait_for(asyncio.gather(*running), 10)
+
+    run(asyncio.wait_for(scenario(), 60))
+    assert feeder.stop(2)[0] == 0  # SIGINT
+    assert {trade.symbol for trade in got["crypto"]} == {"ETH/USD"}
+    assert {quote.symbol for quote in got["options"]} == {put}
+    assert all(quote.bid_price < quote.ask_price for quote in got["options"])
+    assert all(article.headline for article in got["news"])
+    assert "served 3 clients" in feeder.stderr
+    if server:  # one connection a market upstream, whatever the clients
+        assert sorted(connection.market for connection in server.connections) == ["crypto", "news", "options",
+                                                                                   "stocks"]
 
 
 @pytest.mark.skipif(NODE is None or not (TS_SDK_CLIENT.parent / "node_modules").is_dir(),

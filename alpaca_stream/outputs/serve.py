@@ -1,13 +1,13 @@
 """--serve: Alpaca's stream protocol, with this script's data, to more bots (any Alpaca client,
 unmodified), through the relay of server/relay.py; their subscriptions join the script's own
-on its one connection."""
+on its one connection to each market."""
 
 from __future__ import annotations
 
 import ipaddress
 import logging
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 
 from alpaca_stream.errors import ConfigError
@@ -20,13 +20,14 @@ log = logging.getLogger("alpaca_stream")
 
 
 @asynccontextmanager
-async def serving(host: str, port: int, subscriptions: Subscriptions, session: Session, *,
-                  feeds: tuple[str, ...], keys: Keys | None) -> AsyncIterator[Relay]:
-    """A relay on host:port, serving these feeds (the paths /v2/{feed}) to clients that log in
-    with these keys (None: any will do, as with --demo or --source, which have no keys of
-    Alpaca's to check); what they subscribe to joins these subscriptions."""
-    relay = Relay(host=host, port=port, feeds=feeds, keys=(keys.key, keys.secret) if keys else None,
-                  changed=subscriptions.update)
+async def serving(host: str, port: int, served: Mapping[str, Subscriptions], session: Session, *,
+                  keys: Keys | None) -> AsyncIterator[Relay]:
+    """A relay on host:port, serving each of these paths (/v2/iex, /v1beta3/crypto/us, ...) to
+    clients that log in with these keys (None: any will do, as with --demo or --source, which
+    have no keys of Alpaca's to check); what they subscribe to at a path joins the
+    subscriptions of the script's stream there."""
+    relay = Relay(host=host, port=port, changed={path: subscriptions.update for path, subscriptions in served.items()},
+                  keys=(keys.key, keys.secret) if keys else None)
     try:
         await relay.start()
     except OSError as error:
@@ -34,16 +35,19 @@ async def serving(host: str, port: int, subscriptions: Subscriptions, session: S
         reason = os.strerror(error.errno) if error.errno else str(error)
         raise ConfigError(f"--serve: cannot listen on {host}:{port}:\n{reason}; "
                           "another port? (0 picks a free one)") from None
-    log.info("serving Alpaca's stream to more bots, at\n%s (%s)", relay.url,
+    log.info("serving Alpaca's stream to more bots, at\n%s (%s)", "\n".join(map(relay.url_of, served)),
              "they log in with this script's keys" if keys else "any keys will do")
     if not is_loopback(host):
         log.warning("clients on other machines send the keys\nunencrypted (ws://): serve them only on "
                     "a network\nyou trust, or through an SSH tunnel")
-    subscriptions.relay, session.served = relay, 0
+    for path, subscriptions in served.items():
+        subscriptions.relay = relay.at(path)
+    session.served = 0
     try:
         yield relay
     finally:
-        subscriptions.relay = None
+        for subscriptions in served.values():
+            subscriptions.relay = None
         session.served, session.slow_clients = relay.served, relay.slow
         await relay.stop()
 

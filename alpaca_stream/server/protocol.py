@@ -19,6 +19,7 @@ import logging
 import re
 import time
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from http import HTTPStatus
@@ -91,6 +92,15 @@ OPTIONS = Endpoint("options", OPTION_CHANNELS, re.compile(rf"\*|{OPTION.pattern}
 NEWS = Endpoint("news", ("news",), SYMBOL)  # crypto without the slash, as Alpaca's news names it: BTCUSD
 
 
+def endpoint_at(path: str) -> Endpoint | None:
+    """What Alpaca serves at a path: /v2/{feed} stocks, /v1beta3/crypto/us crypto, /v1beta1/
+    indicative and opra options, /v1beta1/news the news; None for any other."""
+    if path.startswith("/v2/") and path.count("/") == 2:
+        return STOCKS
+    return {CRYPTO_PATH: CRYPTO, NEWS_PATH: NEWS,
+            **{OPTIONS_PATH.format(feed=feed): OPTIONS for feed in OPTION_FEEDS}}.get(path)
+
+
 @dataclass
 class Faults:
     """What the server does wrong on one connection. The default does nothing wrong."""
@@ -144,29 +154,30 @@ Served = TypeVar("Served", bound="ProtocolServer")
 class ProtocolServer:
     """The server side of Alpaca's stream protocol, whatever the data: the handshake on
     /v2/{feed} (and with all_markets, on /v1beta3/crypto/us, /v1beta1/indicative and opra,
-    and /v1beta1/news), the greeting,
-    auth within auth_timeout seconds, subscribe and unsubscribe with Alpaca's answer (the
-    channels of the connection's endpoint), and Alpaca's error frames for what a client does
-    wrong; msgpack frames, or JSON text frames to a client that does not ask for msgpack, as
-    Alpaca does. Use as `async with`, or start()/stop(). Subclasses bring the data, and decide on auth:
-    AlpacaStreamServer makes it up; Relay passes on a feeder's (websocket_stream.py --serve).
+    and /v1beta1/news), the greeting, auth within auth_timeout seconds, subscribe and
+    unsubscribe with Alpaca's answer (the channels of the connection's endpoint), and Alpaca's
+    error frames for what a client does wrong; msgpack frames, or JSON text frames to a client
+    that does not ask for msgpack, as Alpaca does. Use as `async with`, or start()/stop().
+    Subclasses bring the data, and decide on auth: AlpacaStreamServer makes it up; Relay
+    passes on a feeder's (websocket_stream.py --serve).
 
-    feeds: the stock paths served, /v2/{feed}; all_markets: crypto's, options' and news' too (any other
-    path gets HTTP 404). faults: for every connection; plan() sets faults for the next
-    connections, one each. symbol_limit: most symbols for trades and quotes together (error 405
-    past it, and past 10 crypto order books); None for no limit.
+    feeds: the stock paths served, /v2/{feed}; all_markets: crypto's, options' and news' too;
+    or paths: the paths served, each Alpaca's (endpoint_at()). Any other path gets HTTP 404.
+    faults: for every connection; plan() sets faults for the next connections, one each.
+    symbol_limit: most symbols for trades and quotes together (error 405 past it, and past 10
+    crypto order books); None for no limit.
     """
 
     def __init__(self, *, host: str = "127.0.0.1", port: int = 0, feeds: tuple[str, ...] = FEEDS,
                  all_markets: bool = False, faults: Faults | None = None, auth_timeout: float = 10.0,
                  compression: bool = True, ping_interval: float | None = None,
-                 symbol_limit: int | None = FREE_PLAN_SYMBOL_LIMIT) -> None:
+                 symbol_limit: int | None = FREE_PLAN_SYMBOL_LIMIT, paths: Iterable[str] | None = None) -> None:
         self.host = host
         self.port = port
-        self.feeds = feeds
-        others = {CRYPTO_PATH: CRYPTO, NEWS_PATH: NEWS, **{OPTIONS_PATH.format(feed=feed): OPTIONS
-                                                            for feed in OPTION_FEEDS}}
-        self.endpoints = {f"/v2/{feed}": STOCKS for feed in feeds} | (others if all_markets else {})
+        if paths is None:
+            others = (CRYPTO_PATH, *(OPTIONS_PATH.format(feed=feed) for feed in OPTION_FEEDS), NEWS_PATH)
+            paths = [f"/v2/{feed}" for feed in feeds] + (list(others) if all_markets else [])
+        self.endpoints = {path: endpoint for path in paths if (endpoint := endpoint_at(path))}
         self.faults = faults or Faults()
         self.auth_timeout = auth_timeout
         self.compression = compression
@@ -179,8 +190,8 @@ class ProtocolServer:
 
     @property
     def url(self) -> str:
-        """The URL of the first stock feed served."""
-        return self.url_of(f"/v2/{self.feeds[0]}")
+        """The URL of the first path served: the first stock feed's, unless paths says."""
+        return self.url_of(next(iter(self.endpoints)))
 
     def url_of(self, path: str) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host

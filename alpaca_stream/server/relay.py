@@ -1,5 +1,5 @@
-"""--serve's relay: Alpaca's protocol (protocol.py), with the data of the script's one
-connection, to any number of unmodified Alpaca clients."""
+"""--serve's relay: Alpaca's protocol (protocol.py), with the data of the script's connections
+(one per market), to any number of unmodified Alpaca clients."""
 
 from __future__ import annotations
 
@@ -9,12 +9,13 @@ import hmac
 import math
 import time
 from collections import deque
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
+from alpaca_stream.books import Book
 from alpaca_stream.channels import wanted
 from alpaca_stream.server.protocol import ConnectionRecord, ProtocolServer, cut_as_slow, encode, log
 
@@ -37,45 +38,43 @@ class Client:
 
 
 Refused = Callable[[int, str], None]  # told Alpaca's error code and message when upstream refuses a change
+Changed = Callable[[Refused | None], Coroutine[object, object, None]]
 
 
-class Relay(ProtocolServer):
-    """websocket_stream.py --serve: Alpaca's protocol, with the data of the feeder's one
-    connection, to any number of clients (alpaca-py, Alpaca's other SDKs, unmodified). Each
-    gets exactly its own channels and symbols, every message, in the feeder's order, times as
-    Alpaca sent them. The feeder hands over each frame with send(), which never waits for a
-    client: one that falls `buffer` bytes behind gets error 407 and is cut, the others go on.
+class MarketClients:
+    """The Relay's clients of one market's endpoint (stocks, crypto, options or news), as the
+    feeder's connection to that market sees them: what they want together, and each frame of
+    that connection's, handed over with send()."""
 
-    keys: (key, secret) that clients must log in with, or None for any non-empty ones.
-    changed: awaited after a client's subscriptions change (it subscribed, unsubscribed or left),
-    with a function to call if the feeder's upstream refuses the change; None when it left.
-    """
-
-    def __init__(self, *, host: str, port: int, feeds: tuple[str, ...], keys: tuple[str, str] | None,
-                 changed: Callable[[Refused | None], Coroutine[object, object, None]],
-                 buffer: int = CLIENT_BUFFER) -> None:
-        # No compression: deflating every frame for every client would cost the feeder CPU
-        # that a client on the same machine gains nothing from. Pings find clients that vanish.
-        super().__init__(host=host, port=port, feeds=feeds, compression=False, ping_interval=20.0,
-                         symbol_limit=None)  # the upstream's limit applies, and its 405
-        self.keys = keys
+    def __init__(self, relay: Relay, changed: Changed, booked: bool = False) -> None:
+        self.relay = relay
         self.changed = changed
-        self.buffer = buffer
         self.clients: dict[int, Client] = {}  # by id() of the connection's record
-        self.served = 0  # clients that logged in
-        self.slow = 0  # clients cut with 407
-        self.refused = 0  # logins refused (402)
-        self.refused_told = -math.inf  # when that was last logged
-        self._cutting: set[asyncio.Task] = set()  # the tasks of _cut_slow(), while they run
+        # booked (crypto): each pair's order book as the feeder's connection streams it, and the
+        # time of its last change, for a client that asks for it later (whole_books()).
+        self.books: dict[str, tuple[Book, object]] | None = {} if booked else None
 
-    async def stop(self) -> None:
-        """As ProtocolServer's, the clients first sent a close (1001, going away): to them, the
-        feeder stopped, not the network."""
-        if self._server:
-            closing = [asyncio.wait_for(connection.close(1001, "the feeder stopped"), STOP_CLOSE)
-                       for connection in self._server.connections]
-            await asyncio.gather(*closing, return_exceptions=True)
-        await super().stop()
+    def seen(self, messages: list) -> None:
+        """Every frame of the feeder's connection, clients or none: the order books kept up to
+        date, and those the connection no longer streams (its subscription answer says) dropped."""
+        if self.books is None:
+            return
+        for message in messages:
+            kind = message.get("T") if isinstance(message, dict) else None
+            if kind == "o":
+                book = self.books[message["S"]][0] if message["S"] in self.books else Book()
+                book.apply(message)
+                self.books[message["S"]] = (book, message.get("t"))
+            elif kind == "subscription":
+                streamed = set(message.get("orderbooks") or ())
+                for symbol in [symbol for symbol in self.books if symbol not in streamed and "*" not in streamed]:
+                    del self.books[symbol]
+
+    def whole_books(self, symbols: set[str]) -> list[dict]:
+        """The whole book (Alpaca's "r": true) of each of these pairs ("*": every one) that the
+        feeder's connection streams already: Alpaca sends it only after a new subscription."""
+        return [book.whole(symbol, timestamp) for symbol, (book, timestamp) in (self.books or {}).items()
+                if symbol in symbols or "*" in symbols]
 
     def subscriptions(self) -> dict[str, set[str]]:
         """What the clients want, together: channel -> symbols."""
@@ -87,6 +86,7 @@ class Relay(ProtocolServer):
 
     def send(self, messages: list) -> None:
         """One frame of the feeder's: to each client, the part it wants, in one frame."""
+        relay = self.relay
         frames: dict[tuple, bytes | str] = {}  # clients who want the same get the same frame, encoded once
         for client in list(self.clients.values()):
             mine = wanted(client.wants, messages)
@@ -96,12 +96,63 @@ class Relay(ProtocolServer):
             frame = frames.get(key)
             if frame is None:
                 frame = frames[key] = encode(mine, client.record.codec)
-            if self._too_slow(client, client.waiting + len(frame)):
-                self._cut_slow(client)
+            if relay.too_slow(client, client.waiting + len(frame)):
+                relay.cut_slow(self, client)
                 continue
-            self._queue(client, frame)
+            relay.queue(client, frame)
 
-    def _too_slow(self, client: Client, waiting: int) -> bool:
+
+class Relay(ProtocolServer):
+    """websocket_stream.py --serve: Alpaca's protocol, with the data of the feeder's
+    connections (one per market), to any number of clients (alpaca-py, Alpaca's other SDKs,
+    unmodified), each market at its Alpaca path. Each client gets exactly its own channels and
+    symbols, every message, in the feeder's order, times as Alpaca sent them. The feeder hands
+    over each frame with its market's send() (at(path)), which never waits for a client: one
+    that falls `buffer` bytes behind gets error 407 and is cut, the others go on.
+
+    changed: the paths served (/v2/iex, /v1beta3/crypto/us, ...), each with what to await
+    after a client's subscriptions there change (it subscribed, unsubscribed or left), given a
+    function to call if the feeder's upstream refuses the change, or None when it left.
+    keys: (key, secret) that clients must log in with, or None for any non-empty ones.
+    """
+
+    def __init__(self, *, host: str, port: int, changed: Mapping[str, Changed], keys: tuple[str, str] | None,
+                 buffer: int = CLIENT_BUFFER) -> None:
+        # No compression: deflating every frame for every client would cost the feeder CPU
+        # that a client on the same machine gains nothing from. Pings find clients that vanish.
+        super().__init__(host=host, port=port, paths=changed, compression=False, ping_interval=20.0,
+                         symbol_limit=None)  # the upstream's limit applies, and its 405
+        self.keys = keys
+        self.buffer = buffer
+        self.markets: dict[str, MarketClients] = {}  # by market: one for all its paths (/v2/iex, /v2/sip)
+        for path, endpoint in self.endpoints.items():
+            booked = "orderbooks" in endpoint.channels
+            self.markets.setdefault(endpoint.market, MarketClients(self, changed[path], booked))
+        self.served = 0  # clients that logged in
+        self.slow = 0  # clients cut with 407
+        self.refused = 0  # logins refused (402)
+        self.refused_told = -math.inf  # when that was last logged
+        self._cutting: set[asyncio.Task] = set()  # the tasks of cut_slow(), while they run
+
+    def at(self, path: str) -> MarketClients:
+        """The clients of the market served at this path."""
+        return self.markets[self.endpoints[path].market]
+
+    @property
+    def clients(self) -> dict[int, Client]:
+        """Every market's clients."""
+        return {key: client for market in self.markets.values() for key, client in market.clients.items()}
+
+    async def stop(self) -> None:
+        """As ProtocolServer's, the clients first sent a close (1001, going away): to them, the
+        feeder stopped, not the network."""
+        if self._server:
+            closing = [asyncio.wait_for(connection.close(1001, "the feeder stopped"), STOP_CLOSE)
+                       for connection in self._server.connections]
+            await asyncio.gather(*closing, return_exceptions=True)
+        await super().stop()
+
+    def too_slow(self, client: Client, waiting: int) -> bool:
         """Over its buffer while its socket is full too: the client is not reading. Over it with
         the socket empty, the delay is this loop's (frames of a burst handed over before its
         writer ran: seen on a busy machine), let through up to four buffers."""
@@ -128,13 +179,17 @@ class Relay(ProtocolServer):
 
     async def subscribed(self, ws: ServerConnection, record: ConnectionRecord,
                          before: dict[str, list[str]]) -> None:
-        client = self.clients.get(id(record))
+        market = self.markets[record.endpoint.market]
+        client = market.clients.get(id(record))
         if client is None:
             if record.slow:
                 return
-            client = self.clients[id(record)] = Client(ws, record)
+            client = market.clients[id(record)] = Client(ws, record)
             client.writer = asyncio.create_task(self._write(client))
         client.wants = {channel: set(symbols) for channel, symbols in record.subscriptions.items() if symbols}
+        books = market.whole_books(client.wants.get("orderbooks", set()) - set(before.get("orderbooks", ())))
+        if books:  # before any change to them, as from Alpaca after a subscription
+            self.queue(client, encode(books, record.codec))
 
         def refused(code: int, message: str) -> None:
             """Upstream refused what this client asked: as Alpaca, its error, and the
@@ -142,18 +197,19 @@ class Relay(ProtocolServer):
             record.subscriptions.update(before)
             client.wants = {channel: set(symbols) for channel, symbols in before.items() if symbols}
             log.info("upstream refused connection %d's request with %d", self.connections.index(record) + 1, code)
-            self._queue(client, encode([{"T": "error", "code": code, "msg": message}], record.codec))
+            self.queue(client, encode([{"T": "error", "code": code, "msg": message}], record.codec))
 
-        await self.changed(refused)
+        await market.changed(refused)
 
     async def ended(self, ws: ServerConnection, record: ConnectionRecord) -> None:
-        client = self.clients.pop(id(record), None)
+        market = self.markets.get(record.endpoint.market)
+        client = market.clients.pop(id(record), None) if market else None
         if client and client.writer:
             client.writer.cancel()
-        if client and client.wants:
-            await self.changed(None)  # what nobody wants any more goes
+        if market and client and client.wants:
+            await market.changed(None)  # what nobody wants any more goes
 
-    def _queue(self, client: Client, frame: bytes | str) -> None:
+    def queue(self, client: Client, frame: bytes | str) -> None:
         client.frames.append(frame)
         client.waiting += len(frame)
         client.ready.set()
@@ -169,15 +225,15 @@ class Relay(ProtocolServer):
                     client.waiting -= len(frame)
                     await client.ws.send(frame)
 
-    def _cut_slow(self, client: Client) -> None:
+    def cut_slow(self, market: MarketClients, client: Client) -> None:
         client.record.slow = True
         self.slow += 1
         log.warning("--serve cut a bot that read too slowly (407),\nas Alpaca does; the others go on")
-        del self.clients[id(client.record)]
+        del market.clients[id(client.record)]
         client.frames.clear()
         if client.writer:
             client.writer.cancel()  # between two frames or after one: it waits for the client to read
-        for work in (cut_as_slow(client.ws), self.changed(None)):  # what nobody wants any more goes
+        for work in (cut_as_slow(client.ws), market.changed(None)):  # what nobody wants any more goes
             task = asyncio.create_task(work)
             self._cutting.add(task)
             task.add_done_callback(self._cutting.discard)
