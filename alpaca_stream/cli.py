@@ -187,10 +187,12 @@ class CommandLine:
         return True
 
     def summarize(self) -> None:
-        """The summary at exit; none for a run that could not start (no NATS server, say)."""
+        """The summary at exit; none for a run that could not start (no NATS server, refused
+        keys, say)."""
         session = self.session
-        if session.started is None or self.exit_status == EXIT_USAGE and not any(session.received.values()):
-            return
+        nothing = not any(session.received.values())
+        if session.started is None or self.exit_status in (EXIT_USAGE, EXIT_REFUSED) and nothing:
+            return  # "received nothing" before the reason would say nothing more
         log.info("%s", session.summary(), extra={"fields": {
             "received": {kind: count for kind, count in session.received.items() if count},
             **({"reconnects": session.reconnects} if session.connected else {}),

@@ -31,6 +31,7 @@ from alpaca_stream.channels import (
 from alpaca_stream.errors import EXIT_USAGE
 from alpaca_stream.logs import fitted
 from alpaca_stream.outputs.serve import is_loopback
+from alpaca_stream.session import NEW_YORK
 from alpaca_stream.sources.crypto import ALPACA_CRYPTO_STREAM
 from alpaca_stream.sources.news import ALPACA_NEWS_STREAM
 from alpaca_stream.sources.options import ALPACA_OPTIONS_STREAM
@@ -129,7 +130,7 @@ def parse_args(argv: list[str] | None, doc: str | None = None) -> argparse.Names
                         f"(default {DATA_TIMEOUT:.0f}; 0: never)")
     parser.add_argument("--log-format", choices=("text", "json"), default="text",
                         help="json: one object per log line on stderr, for log collectors")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)  # symbols after options too: SPY --quotes TSLA
     if args.symbols and all(Path(name).exists() for name in args.symbols) and \
             not all(SYMBOL.fullmatch(name.upper()) for name in args.symbols):
         parser.error("the shell expanded * into the file names here: quote it, '*'")
@@ -139,12 +140,12 @@ def parse_args(argv: list[str] | None, doc: str | None = None) -> argparse.Names
     if any("," in symbol for symbol in bad):
         parser.error(f"separate symbols with spaces, not commas: {' '.join(' '.join(bad).replace(',', ' ').split())}")
     if bad:
-        parser.error(f"not a stock symbol, nor a crypto pair as BTC/USD, nor an option\nas "
+        parser.error(f"not a stock symbol, nor a crypto pair as BTC/USD,\nnor an option as "
                      f"AAPL261218C00250000: {', '.join(bad)}")
     args.options = [symbol for symbol in args.symbols if OPTION.fullmatch(symbol)]
     for contract in args.options:
         if why := option_fault(contract):
-            parser.error(f"{contract} is not an option: {why}")
+            parser.error(f"{contract} is not an option:\n{why}")
     args.pairs = [symbol for symbol in args.symbols if "/" in symbol]
     args.symbols = [symbol for symbol in args.symbols if "/" not in symbol and symbol not in args.options]
     if args.url and not re.match(r"wss?://", args.url):
@@ -194,7 +195,8 @@ def parse_args(argv: list[str] | None, doc: str | None = None) -> argparse.Names
         parser.error("--options-feed picks the options stream's feed, and this run streams no options:\n"
                      "leave it out")
     if args.options_feed and (args.demo or args.url and not host_alone):
-        parser.error("--options-feed picks one of Alpaca's feeds: it has no effect with --demo, --url with a path")
+        parser.error("--options-feed picks one of Alpaca's feeds:\n"
+                     "it has no effect with --demo or --url with a path")
     return args
 
 
@@ -216,15 +218,17 @@ def other_markets_checks(parser: argparse.ArgumentParser, args: argparse.Namespa
     named = {option: name for option, name in CHANNELS.items() if getattr(args, option)}
     untaken = [option.replace("_", "-") for option, name in named.items() if name not in taken]
     if untaken:
-        also = " or a pair" if named[untaken[0].replace("-", "_")] in CRYPTO_CHANNELS else ""
-        parser.error(f"--{untaken[0]} is not a channel of {what}:\nname a stock{also} to stream it for")
+        channel = named[untaken[0].replace("-", "_")]
+        takers = "a pair" if channel == "orderbooks" else "a stock or a pair" if channel in CRYPTO_CHANNELS \
+            else "a stock"
+        parser.error(f"--{untaken[0]}: not a channel of {what};\nname {takers} to stream it for")
     # A pair's news comes with --news; an option's does not (the news is about stocks and coins).
     for market, contracts, channels, example in (("a crypto", args.pairs, (*CRYPTO_CHANNELS, "news"), "--trades"),
-                                                 ("an option", args.options, OPTION_CHANNELS, "--trades or --quotes")):
+                                                 ("an options", args.options, OPTION_CHANNELS, "--trades or --quotes")):
         if contracts and named and not any(name in channels for name in named.values()):
             kind = f"is not {market} channel" if len(named) == 1 else f"are not {market.split()[1]} channels"
-            parser.error(f"{', '.join(contracts)} would get nothing: {', '.join(named.values())} {kind};\n"
-                         f"name {market} one too, as {example}")
+            parser.error(f"{', '.join(contracts)} would get nothing:\n{', '.join(named.values())} {kind};\n"
+                         f"name {market} channel too, as {example}")
 
 
 def option_fault(contract: str) -> str:
@@ -237,7 +241,7 @@ def option_fault(contract: str) -> str:
         datetime.strptime(expiry, "%y%m%d")
     except ValueError:
         return f"its expiry, {expiry}, is not a date (yymmdd)"
-    return "its strike is 0" if int(strike) == 0 else ""
+    return "its strike (the last 8 digits) is 0" if int(strike) == 0 else ""
 
 
 def serve_address(parser: argparse.ArgumentParser, address: str, keyless: bool) -> tuple[str, int]:
@@ -272,6 +276,11 @@ def settings_from(args: argparse.Namespace) -> Settings:
     if not args.test_stream:
         symbols = args.symbols or ([] if args.pairs or args.options else list(DEFAULT_SYMBOLS))
     here = args.demo or args.source or args.replay is not None  # no URL: they make or need none
+    if not here:
+        for contract in args.options:  # live, Alpaca sends nothing for it
+            expiry = datetime.strptime(contract[-15:-9], "%y%m%d").date()
+            if expiry < datetime.now(NEW_YORK).date():
+                log.warning("%s expired on %s: no trades or quotes will come for it", contract, expiry)
     if any(channel in ALPACA_CHANNELS for channel in args.channels):
         for symbol in symbols:
             if pair := UNSLASHED_PAIR.fullmatch(symbol):  # no stock's symbol is that long

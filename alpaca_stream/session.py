@@ -18,6 +18,8 @@ from alpaca_stream.records import KIND
 log = logging.getLogger("alpaca_stream")
 
 NEW_YORK = ZoneInfo("America/New_York")  # the market's clock
+NOUNS = {"news": "article"}  # a kind that is not a noun to count: 3 articles, not 3 newses
+MARKETS = ("stocks", "crypto", "options", "news")  # the order the heartbeat counts them in
 
 
 @dataclass
@@ -64,9 +66,10 @@ class Session:
 
 
 def counted(received: dict[str, int]) -> str:
-    """ "12 trades, 1 status", or "nothing"."""
-    return ", ".join(f"{count} {kind}{'' if count == 1 else 'es' if kind.endswith('s') else 's'}"
-                     for kind, count in received.items() if count) or "nothing"
+    """ "12 trades, 1 status, 3 articles", or "nothing"."""
+    named = ((count, NOUNS.get(kind, kind)) for kind, count in received.items() if count)
+    return ", ".join(f"{count} {noun}{'' if count == 1 else 'es' if noun.endswith('s') else 's'}"
+                     for count, noun in named) or "nothing"
 
 
 async def heartbeat(session: Session, every: float) -> None:
@@ -79,16 +82,19 @@ async def heartbeat(session: Session, every: float) -> None:
     while True:
         await asyncio.sleep(every)
         counts = {kind: count - before[kind] for kind, count in session.received.items() if count > before[kind]}
-        by_market = {market: count - markets_before[market] for market, count in session.markets.items()}
+        by_market = {market: session.markets[market] - markets_before[market]
+                     for market in sorted(session.markets, key=MARKETS.index)}
         before, markets_before = dict(session.received), Counter(session.markets)
         age = round(time.monotonic() - session.last_message, 3)  # once: the line and its field agree
         market = "open" if market_open() else "closed"
         shown = ", ".join(f"{name} {count}" for name, count in by_market.items())
         markets = f" ({shown})" if len(by_market) > 1 else ""
-        log.info("alive: %s in %.0f s%s; last %.1f s ago; reconnects %d; market %s", counted(counts), every,
-                 markets, age, session.reconnects, market, extra={"fields": {
+        reconnects = f"; reconnects {session.reconnects}" if session.connected else ""  # a recording has none
+        log.info("alive: %s in %.0f s%s; last %.1f s ago%s; market %s", counted(counts), every, markets, age,
+                 reconnects, market, extra={"fields": {
                      "received": counts, "seconds": every, **({"by_market": by_market} if markets else {}),
-                     "last_message_age": age, "reconnects": session.reconnects, "market": market}})
+                     "last_message_age": age, **({"reconnects": session.reconnects} if session.connected else {}),
+                     "market": market}})
 
 
 def market_open(now: datetime | None = None) -> bool:

@@ -174,12 +174,13 @@ def test_channels_are_named_by_options_and_trades_are_the_default(argv, channels
     (["$$$"], "not a stock symbol"),
     (["BTC/"], "not a stock symbol, nor a crypto pair as BTC/USD, nor an option as AAPL261218C00250000: BTC/"),
     (["AAPL261318C00250000"], "AAPL261318C00250000 is not an option: its expiry, 261318, is not a date (yymmdd)"),
-    (["AAPL261218C00000000"], "AAPL261218C00000000 is not an option: its strike is 0"),
-    (["AAPL261218C00250000", "--bars"], "--bars is not a channel of AAPL261218C00250000: name a stock or a pair to "
+    (["AAPL261218C00000000"], "AAPL261218C00000000 is not an option: its strike (the last 8 digits) is 0"),
+    (["AAPL261218C00250000", "--bars"], "--bars: not a channel of AAPL261218C00250000; name a stock or a pair to "
                                         "stream it for"),
-    (["AAPL261218C00250000", "--news"], "AAPL261218C00250000 would get nothing: news is not an option channel"),
-    (["SPY", "AAPL261218C00250000", "--bars"], "AAPL261218C00250000 would get nothing: bars is not an option "
-                                               "channel; name an option one too"),
+    (["AAPL261218C00250000", "--orderbooks"], "--orderbooks: not a channel of AAPL261218C00250000; name a pair"),
+    (["AAPL261218C00250000", "--news"], "AAPL261218C00250000 would get nothing: news is not an options channel"),
+    (["SPY", "AAPL261218C00250000", "--bars"], "AAPL261218C00250000 would get nothing: bars is not an options "
+                                               "channel; name an options channel too"),
     (["AAPL261218C00250000", "--url", "ws://127.0.0.1:1/v2/iex"], "has a path, so it is taken as the stock "
                                                                   "stream's; for AAPL261218C00250000, give the host"),
     (["AAPL261218C00250000", "--publish", "nats://127.0.0.1:4222"], "--publish carries stocks only, for now"),
@@ -191,10 +192,10 @@ def test_channels_are_named_by_options_and_trades_are_the_default(argv, channels
     (["BTC/USD", "--url", "ws://127.0.0.1:1/v2/iex"], "--url ws://127.0.0.1:1/v2/iex has a path, so it is taken as "
                                                       "the stock stream's; for BTC/USD, give the host alone"),
     (["SPY", "BTC/USD", "--lulds", "--statuses"], "BTC/USD would get nothing: statuses, lulds are not crypto "
-                                                  "channels; name a crypto one too, as --trades"),
+                                                  "channels; name a crypto channel too, as --trades"),
     (["BTC/USD", "--publish", "nats://127.0.0.1:4222"], "--publish carries stocks only, for now: stream BTC/USD "
                                                         "without it"),
-    (["BTC/USD", "--statuses"], "--statuses is not a channel of BTC/USD: name a stock to stream it for"),
+    (["BTC/USD", "--statuses"], "--statuses: not a channel of BTC/USD; name a stock to stream it for"),
     (["--replay", "session.jsonl", "BTC/USD"], "--replay plays the recording as it is"),
     (["SPY", "--orderbooks"], "--orderbooks is a crypto channel: name a pair, as BTC/USD"),
     (["--news", "--source", "nats://127.0.0.1:4222"], "--source carries stocks only, for now: stream the news "
@@ -326,8 +327,10 @@ def test_the_broker_options_without_nats_py_exit_2_saying_what_to_install(monkey
                                       "the crypto pair is ETH/USDT"]),
     (["BTCUSD", "--news"], []),  # the news names BTC/USD so
     (["SPY", "FAKEPACA", "AAPL"], []),
+    (["AAPL200117C00250000"], ["AAPL200117C00250000 expired on 2020-01-17: no trades or quotes will come for it"]),
+    (["AAPL200117C00250000", "--demo"], []),  # the demo makes it up all the same
 ])
-def test_a_pair_written_without_its_slash_as_a_stock_is_warned_of(argv, warned, caplog):
+def test_a_pair_written_without_its_slash_and_an_expired_option_are_warned_of(argv, warned, caplog):
     caplog.set_level(logging.INFO, logger="alpaca_stream")
     settings_from(parse_args(argv))
     assert [record.getMessage() for record in caplog.records if record.levelname == "WARNING"] == warned

@@ -314,7 +314,7 @@ def test_printout_demo_shows_a_crypto_pair_and_an_option_beside_a_stock_each_tra
     # Contracts at a price, the exchange and the condition; a quote's sizes in contracts.
     options = [line for line in script.out_lines if f" {option} " in line]
     assert any(re.search(rf"Z trade +{option} +\d+ @ +\d+\.\d\d  [A-Z] \w$", line) for line in options), options
-    assert any(re.search(rf"Z quote +{option} bid \d+\.\d\d x \d+  ask \d+\.\d\d x \d+$", line)
+    assert any(re.search(rf"Z quote +{option} bid +\d+\.\d\d x \d+ +ask +\d+\.\d\d x \d+$", line)
                for line in options), options
     assert max(map(len, script.out_lines)) <= 80
 

@@ -738,6 +738,12 @@ def test_the_summary_fits_80_columns_whatever_arrived():
     assert rest[-1].endswith("; reconnects: 0")
 
 
+def test_the_summary_counts_news_as_articles():
+    session = Session()
+    session.received.update({"trade": 2, "news": 3})
+    assert session.summary().startswith("received 2 trades, 3 articles in ")
+
+
 def test_the_log_is_in_utc_with_the_date_like_the_data():
     record = logging.LogRecord("websocket_stream", logging.WARNING, __file__, 1, "first\nsecond", None, None)
     record.created = 1764000000.5  # 2025-11-24 16:00:00.5 UTC

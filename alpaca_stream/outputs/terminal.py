@@ -108,7 +108,8 @@ def option_trade(trade: OptionTrade) -> str:
 
 
 def option_quote(quote: OptionQuote) -> str:
-    return f"bid {money(quote.bid_price)} x {quote.bid_size}  ask {money(quote.ask_price)} x {quote.ask_size}"
+    return (f"bid {money(quote.bid_price):>6} x {quote.bid_size:<4} "
+            f"ask {money(quote.ask_price):>6} x {quote.ask_size}")
 
 
 def bar(bar: Bar | CryptoBar) -> str:

@@ -4,6 +4,7 @@ and quotes, each with its exchange and one condition; no bars, halts or other ev
 
 from __future__ import annotations
 
+import math
 import random
 
 from alpaca_stream.server.market import Market, subscribed, timestamp
@@ -21,6 +22,12 @@ class OptionMarket(Market):
 
     def last_price(self, symbol: str) -> float:
         return self.prices.get(symbol) or round(random.Random(symbol).uniform(0.5, 25), 2)
+
+    def step(self, symbol: str) -> float:
+        """A premium moves ten times as much as a stock, in proportion: an option is leveraged."""
+        price = max(0.05, self.last_price(symbol) * math.exp(self.rng.gauss(0, 0.002)))
+        self.prices[symbol] = price
+        return price
 
     def small_size(self) -> int:
         return self.rng.choice((1, 1, 1, 2, 3, 5, 10, 20, 50))
