@@ -90,7 +90,8 @@ class CommandLine:
         if settings.source:
             with needs_nats("--source"):
                 from alpaca_stream.sources.nats import NatsSource
-            return [NatsSource(settings.source, settings.symbols, settings.channels, settings.durable)]
+            return [NatsSource(settings.source, settings.symbols, settings.channels, settings.durable,
+                               pairs=settings.pairs, options=settings.options)]
         if settings.replay is not None:
             self.session.connected = False  # the summary counts no reconnects
             return [Recording(settings.replay, settings.replay_speed)]

@@ -4,11 +4,19 @@ connection, and the JetStream stream that keeps what is published. nats-py is im
 for those options.
 
 What goes on the broker, for any language to read:
-- subject alpaca.<channel>.<SYMBOL>: alpaca.trades.SPY, alpaca.quotes.SPY, alpaca.bars.SPY,
-  alpaca.updated_bars, alpaca.daily_bars, alpaca.statuses, alpaca.lulds, alpaca.imbalances,
-  alpaca.corrections and alpaca.cancels. A dot in a symbol would split the subject, so it becomes "_": BRK.B is
-  alpaca.trades.BRK_B (no symbol has a "_"). Subscribe to alpaca.trades.* for every symbol;
+- subject alpaca.<channel>.<SYMBOL> for stocks: alpaca.trades.SPY, alpaca.quotes.SPY,
+  alpaca.bars.SPY, alpaca.updated_bars, alpaca.daily_bars, alpaca.statuses, alpaca.lulds,
+  alpaca.imbalances, alpaca.corrections and alpaca.cancels. A dot in a symbol would split the
+  subject, so it becomes "_": BRK.B is alpaca.trades.BRK_B (no symbol has a "_"). Subscribe to
+  alpaca.trades.* for every symbol;
+- alpaca.crypto.<channel>.<PAIR> for crypto (alpaca.crypto.trades.BTC/USD, and quotes, bars,
+  updated_bars, daily_bars, orderbooks), alpaca.options.<channel>.<CONTRACT> for options
+  (trades, quotes), and alpaca.news for the news: each article once, whatever its symbols;
 - payload: the JSON object that --json prints for the message (without its spaces), in UTF-8;
+- a feeder answers a request on alpaca_whole_book.<PAIR> with the pair's order book as it
+  stands (an orderbook object with reset true), or nothing (an empty payload): Alpaca sends
+  the whole book only after a subscription, so a bot started later asks for it. Outside
+  alpaca.>, since JetStream would answer a request on a subject it keeps;
 - with JetStream (nats-server -js), the stream ALPACA keeps them a day, stored once each: the
   header Nats-Msg-Id is a digest of the payload, so a message published twice within
   DUPLICATE_WINDOW (two feeders, say) is kept once. Without JetStream, the header Feeder-Seq
@@ -35,10 +43,16 @@ log = logging.getLogger("alpaca_stream")  # the script's log: same format, same 
 # The subject's channel for each kind of message; and the kinds each of Alpaca's channels brings.
 CHANNEL_OF_KIND = {"trade": "trades", "quote": "quotes", "bar": "bars", "updated_bar": "updated_bars",
                    "daily_bar": "daily_bars", "status": "statuses", "luld": "lulds",
-                   "correction": "corrections", "cancel": "cancels", "imbalance": "imbalances"}
+                   "correction": "corrections", "cancel": "cancels", "imbalance": "imbalances",
+                   "orderbook": "orderbooks", "news": "news"}
 KINDS_OF_CHANNEL = {"trades": ("trade", "correction", "cancel"), "quotes": ("quote",), "bars": ("bar",),
                     "updatedBars": ("updated_bar",), "dailyBars": ("daily_bar",), "statuses": ("status",),
-                    "lulds": ("luld",), "imbalances": ("imbalance",)}
+                    "lulds": ("luld",), "imbalances": ("imbalance",), "orderbooks": ("orderbook",),
+                    "news": ("news",)}
+# The subjects' first tokens after "alpaca", by market: stocks have none, as before the others came.
+MARKET_PREFIX = {"stocks": "", "crypto": "crypto.", "options": "options."}
+NEWS_SUBJECT = "alpaca.news"
+WHOLE_BOOK = "alpaca_whole_book.{pair}"  # a request for a pair's order book, answered by a feeder
 
 STREAM = "ALPACA"  # the JetStream stream, created by the first feeder or bot
 KEEP_FOR = 24 * 3600.0  # seconds a message is kept, when the stream is created here
@@ -57,8 +71,12 @@ class BrokerError(ConfigError):
     """The broker cannot be used as asked: exit status 2, with what to do."""
 
 
-def subject(channel: str, symbol: str) -> str:
-    return f"alpaca.{channel}.{symbol.replace('.', '_')}"
+def subject(channel: str, symbol: str, market: str = "stocks") -> str:
+    """The subject of a channel's messages of a symbol (a stock's, a pair's, a contract's), or
+    of the news."""
+    if market == "news":
+        return NEWS_SUBJECT
+    return f"alpaca.{MARKET_PREFIX[market]}{channel}.{symbol.replace('.', '_')}"
 
 
 async def connect(url: str, role: str, on_lost: Callable[[], None], on_back: Callable[[], None]) -> Client:

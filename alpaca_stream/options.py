@@ -194,24 +194,22 @@ def parse_args(argv: list[str] | None, doc: str | None = None) -> argparse.Names
     if args.options_feed and not args.options:
         parser.error("--options-feed picks the options stream's feed, and this run streams no options:\n"
                      "leave it out")
-    if args.options_feed and (args.demo or args.url and not host_alone):
+    if args.options_feed and (args.demo or args.source or args.url and not host_alone):
         parser.error("--options-feed picks one of Alpaca's feeds:\n"
-                     "it has no effect with --demo or --url with a path")
+                     "it has no effect with --demo, --source or --url with a path")
     return args
 
 
 def other_markets_checks(parser: argparse.ArgumentParser, args: argparse.Namespace, host_alone: bool) -> None:
     """What crypto pairs, options and the news cannot go with: a --url that is the stock
-    stream's alone, the options that carry stocks only, a channel that no market of the run
-    has, and a market that would get nothing."""
+    stream's alone, Alpaca's test stream (of stocks), a channel that no market of the run has,
+    and a market that would get nothing."""
     what = ", ".join(args.pairs + args.options) or "the news"
     if args.url and not host_alone:
         parser.error(f"--url {args.url} has a path, so it is taken as the stock stream's; for {what}, "
                      "give the host alone (ws://HOST:PORT): each stream at Alpaca's path on it")
-    only_stocks = [option for option in ("publish", "source", "test_stream") if getattr(args, option)]
-    if only_stocks:
-        parser.error(f"--{only_stocks[0].replace('_', '-')} carries stocks only, for now:\n"
-                     f"stream {what} without it")
+    if args.test_stream:
+        parser.error(f"--test-stream is Alpaca's test stream of stocks (FAKEPACA):\nstream {what} without it")
     stocks = bool(args.symbols) or not (args.pairs or args.options)  # else SPY and TSLA, by default
     taken = {*(ALPACA_CHANNELS if stocks else ()), *(CRYPTO_CHANNELS if args.pairs else ()),
              *(OPTION_CHANNELS if args.options else ()), "news"}

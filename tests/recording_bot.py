@@ -11,7 +11,7 @@ import os
 import sys
 
 import websocket_stream
-from alpaca_stream.records import KIND, MESSAGE_TYPES, Record, Trade, as_json
+from alpaca_stream.records import KIND, Record, Trade, as_json
 
 # A handler that fails on one trade id, to show that this costs that message only.
 FAIL_ON_TRADE = int(os.environ.get("RECORDING_BOT_FAIL_ON_TRADE", "0"))
@@ -26,5 +26,4 @@ async def record(message: Record) -> None:
 
 
 if __name__ == "__main__":
-    kinds = [kind for kind, _ in MESSAGE_TYPES.values()]
-    sys.exit(websocket_stream.main(handlers=dict.fromkeys(kinds, record)))
+    sys.exit(websocket_stream.main(handlers=dict.fromkeys(KIND.values(), record)))  # every market's kinds

@@ -26,6 +26,7 @@ import nats
 import pytest
 from conftest import POSIX_ONLY, ROOT, Script, script_env, until
 
+from alpaca_stream.books import Book
 from alpaca_stream.errors import EXIT_USAGE
 from alpaca_stream.nats_common import STREAM
 from alpaca_stream.outputs.nats import Publisher
@@ -215,6 +216,61 @@ def test_quiet_silences_show_and_the_feeder_still_publishes(make_server, broker,
     assert feeder.stop(signal.SIGINT)[0] == 0
     assert re.search(r"received \d+ trade", feeder.stderr)
 
+
+
+def test_each_market_goes_on_subjects_that_name_it_and_a_bot_reads_the_markets_it_names(broker, listen, start_script):
+    option = "AAPL261218C00250000"
+
+    def printed(script: Script) -> list[dict]:  # as recording_bot.py prints them: an article has no timestamp
+        return [json.loads(line) for line in list(script.out_lines)]
+
+    listener = listen(broker.url)
+    feeder = start_script("--demo", "SPY", "BTC/USD", option, "--trades", "--news", "--quiet", "--publish", broker.url)
+    feeder.wait_for_stderr("subscribed to news")
+    # No stock: the bot reads crypto's and options' trades, and the news of BTC/USD alone.
+    bot = start_bot(start_script, broker.url, "BTC/USD", option, "--trades", "--news")
+    bot.wait_for(lambda: {(m["kind"], m.get("symbol")) for m in printed(bot)} >= {
+        ("trade", "BTC/USD"), ("trade", option)} and any(m["kind"] == "news" for m in printed(bot)),
+        20, "trades of both, and an article")
+    assert bot.stop(signal.SIGINT)[0] == 0 and feeder.stop(signal.SIGINT)[0] == 0
+    subjects = {subject for subject, _, _ in listener.got}
+    assert {"alpaca.trades.SPY", "alpaca.crypto.trades.BTC/USD", f"alpaca.options.trades.{option}",
+            "alpaca.news"} <= subjects
+    assert all(subject.startswith(("alpaca.trades.", "alpaca.corrections.", "alpaca.cancels.", "alpaca.crypto.trades.",
+                                   "alpaca.options.trades.")) or subject == "alpaca.news" for subject in subjects)
+    articles = [payload for subject, payload, _ in listener.got if subject == "alpaca.news"]
+    assert len({article["id"] for article in articles}) == len(articles)  # once each, whatever its symbols
+    got = printed(bot)
+    assert {m["symbol"] for m in got if m["kind"] == "trade"} == {"BTC/USD", option}
+    assert all("tks" in m and "exchange" not in m for m in got if m.get("symbol") == "BTC/USD")
+    assert all(isinstance(m["conditions"], str) for m in got if m.get("symbol") == option)
+    assert all(m["symbols"] == ["BTCUSD"] for m in got if m["kind"] == "news")  # not SPY's
+
+
+@pytest.mark.parametrize("jetstream", [True, False], ids=["with JetStream", "without"])
+def test_a_bot_started_after_the_feeder_gets_each_order_books_whole_state_first(jetstream, start_script, tmp_path):
+    # Alpaca sent the whole book (reset) once, to the feeder, before the bot started: the bot
+    # asks the feeder for it, then takes only the changes after it.
+    broker = NatsServer(tmp_path / "store", jetstream)
+    try:
+        feeder = start_script("--demo", "BTC/USD", "ETH/USD", "--orderbooks", "--quiet", "--publish", broker.url)
+        feeder.wait_for_stderr("subscribed to orderbooks")
+        time.sleep(1)  # the feeder's books change a while before the bot comes
+        bot = start_bot(start_script, broker.url, "BTC/USD", "ETH/USD", "--orderbooks")
+        bot.wait_for(lambda: sum('"orderbook"' in line for line in list(bot.out_lines)) >= 40, 20,
+                     "the books and their changes")
+        assert bot.stop(signal.SIGINT)[0] == 0 and feeder.stop(signal.SIGINT)[0] == 0
+    finally:
+        broker.stop()
+    for pair in ("BTC/USD", "ETH/USD"):
+        messages = [json.loads(line) for line in bot.out_lines if f'"symbol": "{pair}"' in line]
+        assert messages and messages[0]["reset"] is True, messages[:1]
+        book = Book()
+        for message in messages:  # whole after each: the demo keeps 10 levels a side
+            book.apply({"r": message.get("reset"), "b": message["bids"], "a": message["asks"]})
+            assert len(book.bids) == len(book.asks) == 10, message
+        times = [message["timestamp"] for message in messages]
+        assert times == sorted(times) and len(set(times)) == len(times)  # no change twice
 
 def test_republished_messages_are_kept_once_in_jetstream_for_a_day(broker):
     async def publish_twice() -> tuple:

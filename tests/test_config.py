@@ -183,7 +183,8 @@ def test_channels_are_named_by_options_and_trades_are_the_default(argv, channels
                                                "channel; name an options channel too"),
     (["AAPL261218C00250000", "--url", "ws://127.0.0.1:1/v2/iex"], "has a path, so it is taken as the stock "
                                                                   "stream's; for AAPL261218C00250000, give the host"),
-    (["AAPL261218C00250000", "--publish", "nats://127.0.0.1:4222"], "--publish carries stocks only, for now"),
+    (["AAPL261218C00250000", "--source", "nats://127.0.0.1:4222", "--options-feed", "opra"],
+     "it has no effect with --demo, --source or --url with a path"),
     (["SPY", "--options-feed", "opra"], "--options-feed picks the options stream's feed, and this run streams no "
                                         "options"),
     (["AAPL261218C00250000", "--demo", "--options-feed", "opra"], "--options-feed picks one of Alpaca's feeds: it "
@@ -193,13 +194,13 @@ def test_channels_are_named_by_options_and_trades_are_the_default(argv, channels
                                                       "the stock stream's; for BTC/USD, give the host alone"),
     (["SPY", "BTC/USD", "--lulds", "--statuses"], "BTC/USD would get nothing: statuses, lulds are not crypto "
                                                   "channels; name a crypto channel too, as --trades"),
-    (["BTC/USD", "--publish", "nats://127.0.0.1:4222"], "--publish carries stocks only, for now: stream BTC/USD "
-                                                        "without it"),
+    (["BTC/USD", "--test-stream"], "--test-stream is Alpaca's test stream of stocks (FAKEPACA): stream BTC/USD "
+                                   "without it"),
     (["BTC/USD", "--statuses"], "--statuses: not a channel of BTC/USD; name a stock to stream it for"),
     (["--replay", "session.jsonl", "BTC/USD"], "--replay plays the recording as it is"),
     (["SPY", "--orderbooks"], "--orderbooks is a crypto channel: name a pair, as BTC/USD"),
-    (["--news", "--source", "nats://127.0.0.1:4222"], "--source carries stocks only, for now: stream the news "
-                                                      "without it"),
+    (["--news", "--test-stream"], "--test-stream is Alpaca's test stream of stocks (FAKEPACA): stream the news "
+                                  "without it"),
     (["SPY", "BTC/USD", "--orderbooks"], "--orderbooks is crypto's alone: name a channel for SPY too, as --trades"),
     (["BTC/USD", "--feed", "sip"], "--feed picks the stock stream's feed, and this run streams no stocks"),
     (["--news", "SPY", "--feed", "sip"], "--feed picks the stock stream's feed, and this run streams no stocks"),

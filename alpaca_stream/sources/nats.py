@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
-from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Iterator
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Iterator, Sequence
 from contextlib import aclosing
 
 import nats.errors
@@ -17,13 +17,16 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
+from alpaca_stream.channels import ALPACA_CHANNELS, CRYPTO_CHANNELS, OPTION_CHANNELS
 from alpaca_stream.handlers import Route, deliver
 from alpaca_stream.nats_common import (
     CHANNEL_OF_KIND,
     KINDS_OF_CHANNEL,
+    NEWS_SUBJECT,
     RECONNECT_WAIT,
     STOP_FLUSH,
     STREAM,
+    WHOLE_BOOK,
     BrokerError,
     close,
     connect,
@@ -31,8 +34,9 @@ from alpaca_stream.nats_common import (
     shown,
     subject,
 )
-from alpaca_stream.records import MESSAGE_TYPES, from_json
+from alpaca_stream.records import either_market_types, from_json
 from alpaca_stream.session import Session
+from alpaca_stream.sources.news import news_symbols
 from alpaca_stream.subscriptions import Subscriptions
 
 log = logging.getLogger("alpaca_stream")
@@ -41,18 +45,29 @@ FETCH = 256  # most messages handed on at a time: a batch
 
 
 HEARTBEAT = 1.0  # seconds between the heartbeats of a plain bot's consumer, when idle
+WHOLE_BOOK_WAIT = 2.0  # seconds for a feeder to answer a request for a pair's order book
 
 
 class NatsSource:
-    """What a feeder publishes to the NATS server at url, for these symbols on these channels
-    (Alpaca's names); with durable, from where the bot of that name stopped (JetStream).
+    """What a feeder publishes to the NATS server at url, for these stocks, crypto pairs and
+    option contracts on these channels (Alpaca's names; "news" for the articles about the
+    stocks and pairs); with durable, from where the bot of that name stopped (JetStream).
     nats-py reconnects by itself when the broker comes back."""
 
-    types = MESSAGE_TYPES
-
-    def __init__(self, url: str, symbols: list[str], channels: list[str], durable: str = "") -> None:
-        self.url, self.symbols, self.channels, self.durable = url, symbols, channels, durable
+    def __init__(self, url: str, symbols: list[str], channels: list[str], durable: str = "", *,
+                 pairs: Sequence[str] = (), options: Sequence[str] = ()) -> None:
+        self.url, self.durable = url, durable
         self.subscriptions = Subscriptions(channels, symbols, offline=True)  # the feeder's decide
+        self.types = either_market_types()  # a record of a pair's message for a pair, ...
+        self.wanted = [
+            *(subjects_for([c for c in channels if c in ALPACA_CHANNELS], symbols) if symbols else []),
+            *subjects_for([c for c in channels if c in CRYPTO_CHANNELS], list(pairs), "crypto"),
+            *subjects_for([c for c in channels if c in OPTION_CHANNELS], list(options), "options"),
+            *([NEWS_SUBJECT] if "news" in channels else [])]
+        # The news subject has every article: those of other symbols are passed over here.
+        about = news_symbols([*symbols, *pairs])
+        self.news_about = set(about) if "news" in channels and "*" not in about else None
+        self.books = list(pairs) if "orderbooks" in channels and "*" not in pairs else []  # asked for whole
 
     async def __aenter__(self) -> NatsSource:
         return self
@@ -61,7 +76,7 @@ class NatsSource:
         pass
 
     async def run(self, routes: dict[str, Route], session: Session) -> None:
-        batches = messages(self.url, self.channels, self.symbols, session, self.durable)
+        batches = messages(self.url, self.wanted, session, self.durable, self.news_about, self.books)
         async with aclosing(batches):  # on Ctrl+C too: a --durable bot says what it has had
             async for batch in batches:
                 relay = self.subscriptions.relay
@@ -72,12 +87,14 @@ class NatsSource:
                 sys.stdout.flush()
 
 
-def subjects_for(channels: list[str], symbols: list[str]) -> list[str]:
-    """The subjects of Alpaca's channels and these symbols; "*" alone if it is among them, since
-    overlapping subjects would bring a message twice."""
+def subjects_for(channels: list[str], symbols: list[str], market: str = "stocks") -> list[str]:
+    """The subjects of a market's channels (Alpaca's names) and these symbols; "*" alone if it
+    is among them, since overlapping subjects would bring a message twice. Crypto's and
+    options' trades bring no corrections or cancels."""
     symbols = ["*"] if "*" in symbols else symbols
-    return [subject(CHANNEL_OF_KIND[kind], symbol) for channel in channels for kind in KINDS_OF_CHANNEL[channel]
-            for symbol in symbols]
+    kinds = [kind for channel in channels for kind in KINDS_OF_CHANNEL[channel]
+             if market == "stocks" or kind not in ("correction", "cancel")]
+    return [subject(CHANNEL_OF_KIND[kind], symbol, market) for kind in kinds for symbol in symbols]
 
 
 def decode(payload: bytes) -> dict | None:
@@ -90,12 +107,14 @@ def decode(payload: bytes) -> dict | None:
         return None
 
 
-async def messages(url: str, channels: list[str], symbols: list[str], session: Session,
-                   durable: str = "") -> AsyncGenerator[Iterable[dict], None]:
-    """The messages a feeder publishes, in batches, as Alpaca sent them, for ever. With durable,
-    from where the bot of that name stopped. A batch is an iterable, to be read once: a
-    --durable bot counts as had what is taken from it."""
-    wanted = subjects_for(channels, symbols)
+async def messages(url: str, wanted: list[str], session: Session, durable: str = "",
+                   news_about: set[str] | None = None, books: Sequence[str] = ()
+                   ) -> AsyncGenerator[Iterable[dict], None]:
+    """The messages a feeder publishes on these subjects, in batches, as Alpaca sent them, for
+    ever; of the news, only the articles about news_about's symbols (None: every one); first,
+    the whole order book of each pair of books, as a feeder has it. With durable, from where
+    the bot of that name stopped. A batch is an iterable, to be read once: a --durable bot
+    counts as had what is taken from it."""
 
     def lost() -> None:
         log.warning("lost the connection to the NATS server\nat %s; waiting for it to come back", shown(url))
@@ -114,14 +133,39 @@ async def messages(url: str, channels: list[str], symbols: list[str], session: S
                          from_stream(client, wanted) if keeping else from_now(client, wanted, gaps))
         named = ",\n".join(wanted) if len(wanted) <= 3 else f"{len(wanted)} subjects ({wanted[0]}, ...)"
         log.info("reading %s;\nCtrl+C to stop", named)  # a line each: within 80 columns
+        whole = await whole_books(client, books)  # after subscribing: no change is missed between
+        if whole:
+            yield list(whole.values())
         async with aclosing(batches):  # its clean-up (a --durable bot's last ack) before close()
             async for batch in batches:
-                yield filter(None, (decode(message.data) for message in batch))  # None: not one of ours
+                decoded: Iterable[dict] = filter(None, (decode(message.data) for message in batch))  # None: not ours
+                if news_about is not None:
+                    decoded = (m for m in decoded if m["T"] != "n" or news_about & set(m["symbols"]))
+                if whole:  # a change the whole book has already: passed over
+                    decoded = (m for m in decoded if m["T"] != "o" or m["S"] not in whole
+                               or m["t"] > whole[m["S"]]["t"])
+                yield decoded
                 gaps.tell()
     finally:
         if gaps.missed:
             log.info("missed %d messages in all: the NATS server\nkeeps none without JetStream", gaps.missed)
         await close(client)
+
+
+async def whole_books(client: Client, pairs: Sequence[str]) -> dict[str, dict]:
+    """Each pair's order book as a feeder has it (nats_common.WHOLE_BOOK), by pair: Alpaca sends
+    the whole book only after a subscription, and the feeder's was before this bot started.
+    None for a pair no feeder has a book of yet: its whole book comes when the feeder gets it."""
+    books = {}
+    for pair in pairs:
+        try:
+            answer = await client.request(WHOLE_BOOK.format(pair=pair), b"", timeout=WHOLE_BOOK_WAIT)
+        except (nats.errors.TimeoutError, nats.errors.NoRespondersError):
+            continue
+        book = decode(answer.data) if answer.data else None
+        if book:
+            books[pair] = book
+    return books
 
 
 class Gaps:
