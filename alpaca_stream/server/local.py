@@ -47,6 +47,7 @@ from alpaca_stream.server.protocol import (
     log,
     send_error,
 )
+from alpaca_stream.server.trading import TRADING, TRADING_PATH, Account
 
 SEND_BUFFER = 16_384  # bytes the kernel holds for a client, with a rate (Linux doubles it)
 MARKETS: dict[str, type[Market]] = {"stocks": Market, "crypto": CryptoMarket, "options": OptionMarket,
@@ -93,6 +94,29 @@ class AlpacaStreamServer(ProtocolServer):
         self.cued: deque[str] = deque()
         self.senders: dict[int, asyncio.Task] = {}  # by id() of the connection's record
         self.markets: dict[int, Market] = {}  # the market each sender streams, by id() of the record
+        self.account = Account(self.keys_accepted)  # the trading API's side: orders, their updates
+        self.endpoints[TRADING_PATH] = TRADING
+
+    @property
+    def trading_url(self) -> str:
+        """The trading API's base URL: http://127.0.0.1:PORT (its stream at /stream, as
+        trading_stream_url; its REST under /v2/)."""
+        return self.url_of("").replace("ws://", "http://", 1)
+
+    @property
+    def trading_stream_url(self) -> str:
+        """The trading stream's URL: ws://127.0.0.1:PORT/stream."""
+        return self.url_of(TRADING_PATH)
+
+    async def _session(self, ws: ServerConnection) -> None:
+        record: ConnectionRecord = ws.record  # type: ignore[attr-defined]
+        if record.endpoint is not TRADING:
+            await super()._session(ws)
+            return
+        try:
+            await self.account.serve(ws)
+        finally:
+            record.closed_at = time.monotonic()
 
     @property
     def crypto_url(self) -> str:
@@ -117,6 +141,9 @@ class AlpacaStreamServer(ProtocolServer):
         self.cued.extend(events)
 
     def _handshake(self, connection: ServerConnection, request: Request) -> Response | None:
+        rest = self.account.rest(request)  # the trading API's REST reads: not websockets
+        if rest:
+            return rest
         refused = super()._handshake(connection, request)
         if refused is None and self.slow_after is not None:
             # Loopback's send buffer grows to megabytes: a client would be minutes behind before a send waits.
@@ -172,7 +199,10 @@ class AlpacaStreamServer(ProtocolServer):
         return False
 
     def _keys_accepted(self, request: dict) -> bool:
-        key, secret = request.get("key"), request.get("secret")
+        return self.keys_accepted(request.get("key"), request.get("secret"))
+
+    def keys_accepted(self, key: object, secret: object) -> bool:
+        """The keys given, or any non-empty ones if none were."""
         if self.keys is not None:
             return (key, secret) == self.keys
         return bool(key) and bool(secret)
