@@ -11,6 +11,7 @@ the stream and its reconnect wrapper) is in the package alpaca_stream.
     python websocket_stream.py BTC/USD         # a crypto pair, at any hour
     python websocket_stream.py AAPL261218C00250000  # an option: AAPL's call
     python websocket_stream.py AAPL --news     # news about AAPL
+    python websocket_stream.py --trade-updates # your orders' fills (paper)
     python websocket_stream.py --demo          # no keys, no network: demo data
     python websocket_stream.py --help          # every option
 
@@ -57,6 +58,7 @@ try:
         Trade,
         TradeCancel,
         TradeCorrection,
+        TradeUpdate,
         TradingStatus,
         UpdatedBar,
         in_background,  # for your handlers: the README shows how
@@ -142,6 +144,13 @@ async def on_news(news: News) -> None:
     show(news)
 
 
+async def on_trade_update(update: TradeUpdate) -> None:
+    """One of your orders changed (--trade-updates): update.event ("fill",
+    "canceled", ...), update.price and update.qty of a fill, update.order
+    (its status, filled_qty...)."""
+    show(update)
+
+
 # Which handler gets which kind of message.
 HANDLERS: Handlers = {
     "trade": on_trade, "quote": on_quote, "bar": on_bar,
@@ -149,6 +158,7 @@ HANDLERS: Handlers = {
     "status": on_status, "luld": on_luld, "imbalance": on_imbalance,
     "correction": on_correction, "cancel": on_cancel,
     "orderbook": on_orderbook, "news": on_news,
+    "trade_update": on_trade_update,
 }
 
 

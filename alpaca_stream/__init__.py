@@ -44,6 +44,7 @@ from alpaca_stream.records import (
     News,
     OptionQuote,
     OptionTrade,
+    Order,
     Orderbook,
     OrderImbalance,
     Quote,
@@ -51,6 +52,7 @@ from alpaca_stream.records import (
     Trade,
     TradeCancel,
     TradeCorrection,
+    TradeUpdate,
     TradingStatus,
     UpdatedBar,
 )
@@ -59,14 +61,15 @@ from alpaca_stream.sources.crypto import CryptoStream
 from alpaca_stream.sources.news import NewsStream
 from alpaca_stream.sources.options import OptionStream
 from alpaca_stream.sources.stocks import StockStream
+from alpaca_stream.sources.trading import TradingUpdates
 from alpaca_stream.subscriptions import subscribe, unsubscribe
 from alpaca_stream.supervisor import stream
 
 __all__ = [
     "Bar", "Book", "CommandLine", "CryptoBar", "CryptoDailyBar", "CryptoQuote", "CryptoStream", "CryptoTrade",
     "CryptoUpdatedBar", "DailyBar", "Handler", "Handlers", "HandlersFailed", "Keys", "Luld", "News",
-    "NewsStream", "OptionQuote", "OptionStream", "OptionTrade", "OrderImbalance", "Orderbook", "Quote",
-    "Record", "Session", "StockStream", "Trade", "TradeCancel", "TradeCorrection", "TradingStatus",
-    "UpdatedBar", "check_keys", "in_background", "load_keys", "run_handlers", "show", "stream", "subscribe",
-    "unsubscribe",
+    "NewsStream", "OptionQuote", "OptionStream", "OptionTrade", "Order", "OrderImbalance", "Orderbook",
+    "Quote", "Record", "Session", "StockStream", "Trade", "TradeCancel", "TradeCorrection", "TradeUpdate",
+    "TradingStatus", "TradingUpdates", "UpdatedBar", "check_keys", "in_background", "load_keys",
+    "run_handlers", "show", "stream", "subscribe", "unsubscribe",
 ]

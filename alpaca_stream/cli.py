@@ -37,14 +37,24 @@ from alpaca_stream.options import Settings, parse_args, settings_from
 from alpaca_stream.outputs import terminal
 from alpaca_stream.outputs.serve import serving
 from alpaca_stream.server import FEEDS as SERVED_FEEDS
+from alpaca_stream.server.protocol import endpoint_at
 from alpaca_stream.session import Session, heartbeat
 from alpaca_stream.sources import Source
 from alpaca_stream.sources.crypto import CryptoStream
-from alpaca_stream.sources.demo import DEMO_KEYS, Demo, DemoCryptoStream, DemoNewsStream, DemoOptionStream, DemoStream
+from alpaca_stream.sources.demo import (
+    DEMO_KEYS,
+    Demo,
+    DemoCryptoStream,
+    DemoNewsStream,
+    DemoOptionStream,
+    DemoStream,
+    DemoTradingUpdates,
+)
 from alpaca_stream.sources.news import NewsStream
 from alpaca_stream.sources.options import OptionStream
 from alpaca_stream.sources.recording import Recording
 from alpaca_stream.sources.stocks import StockStream
+from alpaca_stream.sources.trading import TradingUpdates
 from alpaca_stream.subscriptions import Subscriptions
 from alpaca_stream.supervisor import supervise
 
@@ -115,6 +125,8 @@ class CommandLine:
                 streams.append(DemoOptionStream(settings.options, option_channels, demo=demo))
             if news:
                 streams.append(DemoNewsStream(settings.symbols + settings.pairs, demo=demo))
+            if settings.trade_updates:
+                streams.append(DemoTradingUpdates(demo=demo))
             return streams
         if settings.symbols and stock_channels:
             streams.append(StockStream(settings.symbols, stock_channels, keys=keys, url=settings.url,
@@ -126,6 +138,8 @@ class CommandLine:
             streams.append(OptionStream(settings.options, option_channels, keys=keys, url=settings.options_url))
         if news:
             streams.append(NewsStream(settings.symbols + settings.pairs, keys=keys, url=settings.news_url))
+        if settings.trade_updates:
+            streams.append(TradingUpdates(keys=keys, url=settings.trading_url))
         return streams
 
     def until_stopped(self, sources: list[Source], handlers: Handlers) -> None:
@@ -156,7 +170,8 @@ class CommandLine:
         its URL's path (/v2/iex, /v1beta3/crypto/us, ...); a NATS broker's stocks at every feed's."""
         if self.settings.source:
             return {f"/v2/{feed}": sources[0].subscriptions for feed in SERVED_FEEDS}
-        return {urlsplit(getattr(source, "url", "")).path.rstrip("/"): source.subscriptions for source in sources}
+        paths = {urlsplit(getattr(source, "url", "")).path.rstrip("/"): source for source in sources}
+        return {path: source.subscriptions for path, source in paths.items() if endpoint_at(path)}  # market data
 
     def stop_when_stderr_goes(self, stop: Callable[[], None]) -> None:
         """The reader of the log gone, the run ends as when the reader of the data goes."""
@@ -171,7 +186,8 @@ class CommandLine:
             self.exit_status, message = EXIT_USAGE, str(error)
         elif isinstance(error, AlpacaRefused):
             keys_from = self.keys_given.source if self.keys_given else "--demo"
-            self.exit_status, message = EXIT_REFUSED, FATAL_ADVICE[error.code].format(source=keys_from)
+            advice = error.advice or FATAL_ADVICE[error.code]
+            self.exit_status, message = EXIT_REFUSED, advice.format(source=keys_from)
         elif isinstance(error, BrokenPipeError):
             # The reader went away (| head). Point stdout at devnull so the interpreter's final
             # flush does not fail again, as the Python docs advise for SIGPIPE.

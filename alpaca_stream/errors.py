@@ -10,12 +10,14 @@ class ConfigError(Exception):
 
 
 class AlpacaRefused(Exception):
-    """Alpaca answered with an error frame (code and message as in its documentation)."""
+    """Alpaca answered with an error frame (code and message as in its documentation); advice:
+    what to tell the user, for a refusal with no code of its own (the trading API's)."""
 
-    def __init__(self, code: int, message: str) -> None:
-        super().__init__(f"{message} ({code})")
+    def __init__(self, code: int, message: str, advice: str = "") -> None:
+        super().__init__(f"{message} ({code})" if code else message)
         self.code = code
         self.message = message
+        self.advice = advice
 
 
 class CannotConnect(Exception):
@@ -46,6 +48,9 @@ FATAL_ADVICE = {
     413: "Alpaca refused the subscription\n(413 star subscription is not allowed for option quotes):\n"
          "name the contracts.",
 }
+# The trading API refuses keys with an answer, not a code: exit status 3 too.
+TRADING_UNAUTHORIZED = ("The trading API refused the keys (unauthorized).\nThey came from {source}. "
+                        "Paper and live accounts have different\nkeys: --live takes the live account's.")
 RETRY_ADVICE = {
     406: "Another connection with these keys is open to this feed: Alpaca allows one\n"
          "per endpoint per user (iex and sip are two), shared by every app using them.\n"

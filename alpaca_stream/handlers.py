@@ -17,6 +17,7 @@ import msgpack
 
 from alpaca_stream.records import KIND, MESSAGE_TYPES, TIMES, Record, RecordType, either_market_types, from_json
 from alpaca_stream.session import Session
+from alpaca_stream.times import rfc3339
 
 log = logging.getLogger("alpaca_stream")
 
@@ -206,7 +207,7 @@ def as_datetime(value: Any) -> Any:
     if isinstance(value, msgpack.Timestamp):
         return value.to_datetime()
     if isinstance(value, str):
-        return datetime.fromisoformat(value.replace("Z", "+00:00"))  # Python 3.10 takes no Z
+        return rfc3339(value)
     return value
 
 

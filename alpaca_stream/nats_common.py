@@ -12,6 +12,7 @@ What goes on the broker, for any language to read:
 - alpaca.crypto.<channel>.<PAIR> for crypto (alpaca.crypto.trades.BTC/USD, and quotes, bars,
   updated_bars, daily_bars, orderbooks), alpaca.options.<channel>.<CONTRACT> for options
   (trades, quotes), and alpaca.news for the news: each article once, whatever its symbols;
+  alpaca.trade_updates for the feeder's account's order updates (--trade-updates);
 - payload: the JSON object that --json prints for the message (without its spaces), in UTF-8;
 - a feeder answers a request on alpaca_whole_book.<PAIR> with the pair's order book as it
   stands (an orderbook object with reset true), or nothing (an empty payload): Alpaca sends
@@ -44,7 +45,7 @@ log = logging.getLogger("alpaca_stream")  # the script's log: same format, same 
 CHANNEL_OF_KIND = {"trade": "trades", "quote": "quotes", "bar": "bars", "updated_bar": "updated_bars",
                    "daily_bar": "daily_bars", "status": "statuses", "luld": "lulds",
                    "correction": "corrections", "cancel": "cancels", "imbalance": "imbalances",
-                   "orderbook": "orderbooks", "news": "news"}
+                   "orderbook": "orderbooks", "news": "news", "trade_update": "trade_updates"}
 KINDS_OF_CHANNEL = {"trades": ("trade", "correction", "cancel"), "quotes": ("quote",), "bars": ("bar",),
                     "updatedBars": ("updated_bar",), "dailyBars": ("daily_bar",), "statuses": ("status",),
                     "lulds": ("luld",), "imbalances": ("imbalance",), "orderbooks": ("orderbook",),
@@ -52,6 +53,7 @@ KINDS_OF_CHANNEL = {"trades": ("trade", "correction", "cancel"), "quotes": ("quo
 # The subjects' first tokens after "alpaca", by market: stocks have none, as before the others came.
 MARKET_PREFIX = {"stocks": "", "crypto": "crypto.", "options": "options."}
 NEWS_SUBJECT = "alpaca.news"
+TRADE_UPDATES_SUBJECT = "alpaca.trade_updates"  # the feeder's account's order updates, each once
 WHOLE_BOOK = "alpaca_whole_book.{pair}"  # a request for a pair's order book, answered by a feeder
 
 STREAM = "ALPACA"  # the JetStream stream, created by the first feeder or bot
@@ -73,9 +75,11 @@ class BrokerError(ConfigError):
 
 def subject(channel: str, symbol: str, market: str = "stocks") -> str:
     """The subject of a channel's messages of a symbol (a stock's, a pair's, a contract's), or
-    of the news."""
+    of the news, or of the account's order updates."""
     if market == "news":
         return NEWS_SUBJECT
+    if market == "trading":
+        return TRADE_UPDATES_SUBJECT
     return f"alpaca.{MARKET_PREFIX[market]}{channel}.{symbol.replace('.', '_')}"
 
 

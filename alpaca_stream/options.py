@@ -36,6 +36,7 @@ from alpaca_stream.sources.crypto import ALPACA_CRYPTO_STREAM
 from alpaca_stream.sources.news import ALPACA_NEWS_STREAM
 from alpaca_stream.sources.options import ALPACA_OPTIONS_STREAM
 from alpaca_stream.sources.stocks import ALPACA_STREAM, DEFAULT_SYMBOLS, FEEDS, TEST_STREAM_SYMBOL
+from alpaca_stream.sources.trading import LIVE_API, PAPER_API
 
 log = logging.getLogger("alpaca_stream")
 
@@ -72,6 +73,8 @@ class Settings:
     replay: str | None = None  # a file of --json lines to read, instead of Alpaca
     replay_speed: float = 0.0  # with replay: times the recorded pace; 0: as fast as it goes
     serve: tuple[str, int] | None = None  # a host and port to serve Alpaca's protocol on
+    trade_updates: bool = False  # the account's order updates, from the trading API at trading_url
+    trading_url: str = PAPER_API  # its base: https://HOST (its stream at /stream, its REST under /v2/)
 
 
 def parse_args(argv: list[str] | None, doc: str | None = None) -> argparse.Namespace:
@@ -97,6 +100,8 @@ def parse_args(argv: list[str] | None, doc: str | None = None) -> argparse.Names
     channels.add_argument("--orderbooks", action="store_true", help="crypto: each pair's order book, "
                           "the levels that change")
     channels.add_argument("--news", action="store_true", help="news articles about the symbols ('*': all)")
+    channels.add_argument("--trade-updates", action="store_true", help="your account's order updates (paper "
+                          "unless --live), from the trading API with your keys: not through --source")
     parser.add_argument("--feed", choices=FEEDS, help="iex (free plan, default), sip (paid) or delayed_sip")
     parser.add_argument("--options-feed", choices=OPTION_FEEDS, help="indicative (free plan, default) "
                         "or opra (paid)")
@@ -120,6 +125,10 @@ def parse_args(argv: list[str] | None, doc: str | None = None) -> argparse.Names
                         "this one connection (HOST: 127.0.0.1 unless named)")
     parser.add_argument("--durable", metavar="NAME", help="with --source: resume where the bot of this name "
                         "stopped, missing nothing (needs nats-server -js)")
+    parser.add_argument("--live", action="store_true", help="with --trade-updates: the live account's "
+                        "(real money), not the paper one's")
+    parser.add_argument("--trading-url", metavar="URL", help="with --trade-updates: another trading API, "
+                        "http(s)://HOST:PORT (its stream at /stream)")
     parser.add_argument("--json", action="store_true", help="one JSON object per message per line")
     parser.add_argument("--quiet", action="store_true", help="print no messages (the handlers still get them)")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging: each step of connecting")
@@ -173,7 +182,7 @@ def parse_args(argv: list[str] | None, doc: str | None = None) -> argparse.Names
     if args.durable is not None and not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", args.durable):
         parser.error("--durable takes a name of letters, digits, - and _")
     chosen = args.symbols or args.pairs or args.options or args.feed or args.options_feed or \
-        any(getattr(args, option) for option in CHANNELS)
+        args.trade_updates or any(getattr(args, option) for option in CHANNELS)
     if args.replay is not None and chosen:
         parser.error("--replay plays the recording as it is:\n"
                      "symbols, channel options and --feed have no effect with it")
@@ -182,7 +191,10 @@ def parse_args(argv: list[str] | None, doc: str | None = None) -> argparse.Names
     if args.replay_speed is not None and not 0 < args.replay_speed < math.inf:
         parser.error("--replay-speed takes a number above 0:\n"
                      "1 is the recorded pace, 2 twice as fast")
-    args.channels = [name for option, name in CHANNELS.items() if getattr(args, option)] or ["trades"]
+    # Trades unless channels are named; --trade-updates alone streams the order updates alone.
+    args.channels = [name for option, name in CHANNELS.items() if getattr(args, option)] or (
+        [] if args.trade_updates else ["trades"])
+    trading_checks(parser, args)
     if args.orderbooks and not args.pairs:
         parser.error("--orderbooks is a crypto channel: name a pair, as BTC/USD")
     stock_channels = any(channel in ALPACA_CHANNELS for channel in args.channels)
@@ -227,6 +239,27 @@ def other_markets_checks(parser: argparse.ArgumentParser, args: argparse.Namespa
             kind = f"is not {market} channel" if len(named) == 1 else f"are not {market.split()[1]} channels"
             parser.error(f"{', '.join(contracts)} would get nothing:\n{', '.join(named.values())} {kind};\n"
                          f"name {market} channel too, as {example}")
+
+
+def trading_checks(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """--trade-updates and what goes with it: --live or --trading-url, your keys, a channel for
+    any symbol named beside it."""
+    for option in ("live", "trading_url"):
+        if getattr(args, option) and not args.trade_updates:
+            parser.error(f"--{option.replace('_', '-')} goes with --trade-updates")
+    if args.trading_url and not re.fullmatch(r"https?://[^/\s]+/?", args.trading_url):
+        parser.error("--trading-url takes a trading API's base URL: http(s)://HOST:PORT")
+    if args.trade_updates and (args.source or args.replay is not None):
+        parser.error("--trade-updates reads your account with your keys, from the trading API:\n"
+                     "not with --source or --replay (a recording has the updates it recorded)")
+    if args.live and (args.demo or args.trading_url):
+        parser.error("--live is Alpaca's live account: not with --demo or --trading-url")
+    if args.trading_url and args.demo:
+        parser.error("--trading-url: --demo has a trading API of its own")
+    named = args.symbols + args.pairs + args.options
+    if named and not args.channels and not args.news:
+        parser.error(f"{', '.join(named)} would get nothing: --trade-updates alone\n"
+                     "streams the order updates; name a channel too, as --trades")
 
 
 def option_fault(contract: str) -> str:
@@ -288,7 +321,8 @@ def settings_from(args: argparse.Namespace) -> Settings:
                     news_url, demo=args.demo,
                     heartbeat=args.heartbeat, data_timeout=data_timeout(args), market_hours=not (
                         args.demo or args.test_stream), publish=args.publish or "", source=args.source or "",
-                    durable=args.durable or "", replay=args.replay,
+                    durable=args.durable or "", replay=args.replay, trade_updates=args.trade_updates,
+                    trading_url=args.trading_url or (LIVE_API if args.live else PAPER_API),
                     replay_speed=args.replay_speed or 0.0, serve=args.serve)
 
 

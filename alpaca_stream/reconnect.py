@@ -7,10 +7,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+from typing import Protocol
 
 import websockets
 
-from alpaca_stream.connection import Connection, http_status
+from alpaca_stream.connection import http_status
 from alpaca_stream.errors import FATAL_ADVICE, RETRY_ADVICE, AlpacaRefused, CannotConnect, NoData
 from alpaca_stream.handlers import Route
 from alpaca_stream.session import Session
@@ -23,7 +24,20 @@ CONNECTION_FAULTS = (OSError, asyncio.TimeoutError, websockets.WebSocketExceptio
                      CannotConnect)
 
 
-async def keep_connected(connection: Connection, routes: dict[str, Route], session: Session) -> None:
+class Reconnecting(Protocol):
+    """What the wrapper needs of a connection: the market data's (connection.py), or the
+    trading stream's (sources/trading.py)."""
+
+    market: str
+    last_data: float  # time.monotonic() of its latest data
+    silent_reconnects: int  # in a row, for want of data
+
+    async def stream_once(self, routes: dict[str, Route], session: Session) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+async def keep_connected(connection: Reconnecting, routes: dict[str, Route], session: Session) -> None:
     """Run connection.stream_once() forever: reconnect and subscribe again after every fault,
     with exponential backoff and jitter (backoff_delay), starting over once messages flow."""
     failures = 0
@@ -35,7 +49,7 @@ async def keep_connected(connection: Connection, routes: dict[str, Route], sessi
         except BrokenPipeError:
             raise  # an OSError, but of stdout, not of the network
         except AlpacaRefused as refusal:
-            if refusal.code in FATAL_ADVICE:
+            if refusal.code in FATAL_ADVICE or refusal.advice:
                 raise
             reason = f"Alpaca refused: {refusal}"
             if refusal.code in RETRY_ADVICE and refusal.code not in session.advised:

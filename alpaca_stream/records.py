@@ -6,14 +6,17 @@ converted back here for --replay, --source and run_handlers()."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Callable
 from datetime import datetime
 from operator import itemgetter
 from typing import Any, ClassVar
+from uuid import UUID
 
 from alpaca_stream.books import Book
 from alpaca_stream.channels import OPTION
+from alpaca_stream.times import rfc3339
 
 
 class Record(dict):
@@ -25,7 +28,7 @@ class Record(dict):
 
     __slots__ = ()
     fields: ClassVar[dict[str, Wire]] = {}  # attribute name -> where it is on the wire, in order
-    market: ClassVar[str] = "stocks"  # the stream it came from: "stocks", "crypto", "options" or "news"
+    market: ClassVar[str] = "stocks"  # the stream it came from: "stocks", "crypto", "options", "news", "trading"
     symbol: str  # every kind has these two; each kind's wire() fields read them
     timestamp: datetime
 
@@ -320,6 +323,105 @@ class News(Record):
     source: str = wire("source")
 
 
+# The trading API's stream: the account's order updates. Its JSON has times and ids as text and
+# every number as text; alpaca-py's models make the times datetimes, the ids UUIDs, an update's
+# price, qty and position_qty floats, and keep an order's quantities and prices text: so do
+# these, when a record is made. What cannot be read so (an order with a field missing, a new
+# kind of event) is kept as it came: never dropped.
+
+
+def converted(record: dict, convert: Callable[[Any], Any], *keys: str) -> None:
+    """These keys' values converted in place, where they are there and can be."""
+    for key in keys:
+        if record.get(key) is not None:
+            with contextlib.suppress(ValueError, TypeError, AttributeError):  # else kept as it came
+                record[key] = convert(record[key])
+
+
+class Order(Record):
+    """An order (alpaca-py's Order): qty, filled_qty, filled_avg_price, limit_price and
+    stop_price are text, as alpaca-py keeps them (float(order.qty) for a number); the times
+    are datetimes (UTC), id and asset_id UUIDs."""
+
+    market = "trading"
+    id: UUID = wire("id")
+    client_order_id: str = wire("client_order_id")
+    created_at: datetime = wire("created_at")
+    updated_at: datetime | None = wire("updated_at", optional=True)
+    submitted_at: datetime | None = wire("submitted_at", optional=True)
+    filled_at: datetime | None = wire("filled_at", optional=True)
+    expired_at: datetime | None = wire("expired_at", optional=True)
+    canceled_at: datetime | None = wire("canceled_at", optional=True)
+    failed_at: datetime | None = wire("failed_at", optional=True)
+    replaced_at: datetime | None = wire("replaced_at", optional=True)
+    replaced_by: UUID | None = wire("replaced_by", optional=True)
+    replaces: UUID | None = wire("replaces", optional=True)
+    asset_id: UUID | None = wire("asset_id", optional=True)
+    symbol: str = wire("symbol")
+    asset_class: str | None = wire("asset_class", optional=True)
+    notional: str | None = wire("notional", optional=True)
+    qty: str | None = wire("qty", optional=True)
+    filled_qty: str | None = wire("filled_qty", optional=True)
+    filled_avg_price: str | None = wire("filled_avg_price", optional=True)
+    order_class: str | None = wire("order_class", optional=True)
+    order_type: str | None = wire("order_type", optional=True)
+    type: str | None = wire("type", optional=True)
+    side: str | None = wire("side", optional=True)
+    time_in_force: str | None = wire("time_in_force", optional=True)
+    limit_price: str | None = wire("limit_price", optional=True)
+    stop_price: str | None = wire("stop_price", optional=True)
+    status: str = wire("status")
+    extended_hours: bool | None = wire("extended_hours", optional=True)
+    legs: list | None = wire("legs", optional=True)
+    trail_percent: str | None = wire("trail_percent", optional=True)
+    trail_price: str | None = wire("trail_price", optional=True)
+    hwm: str | None = wire("hwm", optional=True)
+
+    def __init__(self, order: dict[str, Any]) -> None:
+        super().__init__(order)
+        converted(self, as_time, "created_at", "updated_at", "submitted_at", "filled_at", "expired_at",
+                  "canceled_at", "failed_at", "replaced_at")
+        converted(self, as_uuid, "id", "asset_id", "replaced_by", "replaces")
+
+
+class TradeUpdate(Record):
+    """An event of one of the account's orders (alpaca-py's TradeUpdate): event ("new",
+    "fill", "partial_fill", "canceled", ... or one no SDK knows yet), the order as it now
+    stands, when; for a fill, its price and qty and the position after it (position_qty),
+    numbers. recovered: True for an update made from the order's state after a reconnect,
+    since the stream sends nothing again (the trading API's REST has every order's state)."""
+
+    market = "trading"
+    event: str = wire("event")
+    execution_id: UUID | None = wire("execution_id", optional=True)
+    order: Order = wire("order")
+    timestamp: datetime = wire("timestamp")
+    position_qty: float | None = wire("position_qty", optional=True)
+    price: float | None = wire("price", optional=True)
+    qty: float | None = wire("qty", optional=True)
+    recovered: bool | None = wire("recovered", optional=True)
+
+    def __init__(self, update: dict[str, Any]) -> None:
+        super().__init__(update)
+        converted(self, as_time, "timestamp")
+        converted(self, float, "price", "qty", "position_qty")
+        converted(self, as_uuid, "execution_id")
+        converted(self, Order, "order")
+
+    @property
+    def symbol(self) -> str:  # type: ignore[override]  # the order's, for the lines and subjects
+        order = self.get("order")
+        return str(order.get("symbol", "")) if isinstance(order, dict) else ""
+
+
+def as_time(value: Any) -> datetime:
+    return value if isinstance(value, datetime) else rfc3339(value)
+
+
+def as_uuid(value: Any) -> UUID:
+    return value if isinstance(value, UUID) else UUID(value)
+
+
 # Alpaca's "T" for each kind of message: the kind's name (handlers and --json go by it), and
 # its record; for each stream.
 MESSAGE_TYPES: dict[str, tuple[str, type[Record]]] = {
@@ -333,7 +435,9 @@ CRYPTO_TYPES: dict[str, tuple[str, type[Record]]] = {
 }
 OPTION_TYPES: dict[str, tuple[str, type[Record]]] = {"t": ("trade", OptionTrade), "q": ("quote", OptionQuote)}
 NEWS_TYPES: dict[str, tuple[str, type[Record]]] = {"n": ("news", News)}
-KIND = {record: kind for types in (MESSAGE_TYPES, CRYPTO_TYPES, OPTION_TYPES, NEWS_TYPES)
+# The trading stream's updates have no "T": the source gives them this one.
+TRADING_TYPES: dict[str, tuple[str, type[Record]]] = {"trade_update": ("trade_update", TradeUpdate)}
+KIND = {record: kind for types in (MESSAGE_TYPES, CRYPTO_TYPES, OPTION_TYPES, NEWS_TYPES, TRADING_TYPES)
         for kind, record in types.values()}
 KIND[Orderbook] = "orderbook"
 RecordType = Callable[[dict[str, Any]], Record]  # a record class, by_market()'s choice of one, or OrderBooks
@@ -369,10 +473,11 @@ def either_market_types() -> dict[str, tuple[str, RecordType]]:
             table[wire_type] = (kind, by_market(record, CRYPTO_TYPES[wire_type][1], option))
         else:
             table[wire_type] = (kind, record)
-    return {**table, "o": ("orderbook", OrderBooks()), **NEWS_TYPES}
+    return {**table, "o": ("orderbook", OrderBooks()), **NEWS_TYPES, **TRADING_TYPES}
 
 # --json's "type" -> Alpaca's "T", and the kind's field names -> their wire keys.
-JSON_TYPES: dict[str, tuple[str, type[Record]]] = {**MESSAGE_TYPES, "o": ("orderbook", Orderbook), **NEWS_TYPES}
+JSON_TYPES: dict[str, tuple[str, type[Record]]] = {**MESSAGE_TYPES, "o": ("orderbook", Orderbook), **NEWS_TYPES,
+                                                   **TRADING_TYPES}
 WIRE_NAMES = {kind: (wire_type, {name: wire.key for name, wire in record.fields.items()})
               for wire_type, (kind, record) in JSON_TYPES.items()}
 # The wire keys of times: the exchange's, when Alpaca received the message, and a news article's.

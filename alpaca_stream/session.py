@@ -19,7 +19,7 @@ log = logging.getLogger("alpaca_stream")
 
 NEW_YORK = ZoneInfo("America/New_York")  # the market's clock
 NOUNS = {"news": "article"}  # a kind that is not a noun to count: 3 articles, not 3 newses
-MARKETS = ("stocks", "crypto", "options", "news")  # the order the heartbeat counts them in
+MARKETS = ("stocks", "crypto", "options", "news", "trading")  # the order the heartbeat counts them in
 
 
 @dataclass
@@ -29,6 +29,7 @@ class Session:
     started: float | None = None  # time.monotonic() when streaming began
     received: dict[str, int] = field(default_factory=lambda: dict.fromkeys(KIND.values(), 0))  # by kind
     markets: Counter[str] = field(default_factory=Counter)  # messages by market: "stocks", "crypto", "news"
+    order_events: Counter[str] = field(default_factory=Counter)  # the account's order updates, by event
     reconnects: int = 0
     connected: bool = True  # False for a recording alone, which has no connection to lose
     last_message: float = field(default_factory=time.monotonic)  # from any source
@@ -50,6 +51,9 @@ class Session:
             lines[-1] += " " + tail
         else:
             lines.append(tail)
+        if self.order_events:
+            lines += textwrap.wrap("order updates: " + ", ".join(
+                f"{event} {count}" for event, count in self.order_events.items()), 58)
         if self.publishing:
             lines.append(f"published to NATS: {self.published}" + (
                 f"; not published: {self.unpublished}" if self.unpublished else ""))

@@ -204,6 +204,14 @@ def test_channels_are_named_by_options_and_trades_are_the_default(argv, channels
     (["SPY", "BTC/USD", "--orderbooks"], "--orderbooks is crypto's alone: name a channel for SPY too, as --trades"),
     (["BTC/USD", "--feed", "sip"], "--feed picks the stock stream's feed, and this run streams no stocks"),
     (["--news", "SPY", "--feed", "sip"], "--feed picks the stock stream's feed, and this run streams no stocks"),
+    (["--live"], "--live goes with --trade-updates"),
+    (["--trading-url", "http://127.0.0.1:1"], "--trading-url goes with --trade-updates"),
+    (["--trade-updates", "--trading-url", "ws://127.0.0.1:1/stream"], "--trading-url takes a trading API's base "
+                                                                     "URL: http(s)://HOST:PORT"),
+    (["--trade-updates", "--source", "nats://127.0.0.1:4222"], "--trade-updates reads your account with your keys"),
+    (["--trade-updates", "--live", "--demo"], "--live is Alpaca's live account: not with --demo"),
+    (["SPY", "--trade-updates"], "SPY would get nothing: --trade-updates alone streams the order updates; name a "
+                                 "channel too, as --trades"),
     (["spy,tsla", "aapl"], "separate symbols with spaces, not commas: SPY TSLA"),
     (["--url", "http://example.invalid"], "--url must start with ws:// or wss://"),
     (["--feed", "otc"], "invalid choice"),

@@ -6,13 +6,23 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import datetime, timezone
 from typing import Any, cast
+from uuid import UUID
 
 import pytest
-from conftest import FAKE_KEY, FAKE_SECRET, until, within
+from conftest import FAKE_KEY, FAKE_SECRET, KEYS, script_env, until, within
 from websockets.asyncio.client import connect
 
+from alpaca_stream.handlers import run_handlers
+from alpaca_stream.outputs.terminal import format_json, format_text
+from alpaca_stream.records import TradeUpdate
 from alpaca_stream.server import AlpacaStreamServer
+from alpaca_stream.session import Session
+from alpaca_stream.sources.trading import TradingUpdates
+from alpaca_stream.supervisor import supervise
 
 
 def test_alpaca_pys_own_trading_stream_gets_an_orders_updates_with_its_numbers_and_the_order():
@@ -112,3 +122,129 @@ def test_the_trading_stream_authorizes_either_form_and_answers_listen_and_refuse
                 await asyncio.wait_for(wrong.wait_closed(), 5)
 
     within(scenario())
+
+
+# -- the script's own order updates ----------------------------------------------------------------
+
+
+@asynccontextmanager
+async def updates_streaming(server: AlpacaStreamServer, got: list[TradeUpdate],
+                            session: Session) -> AsyncIterator[asyncio.Task]:
+    """The script's order updates from the server's trading API, into got, while in the block."""
+    async def keep(update: TradeUpdate) -> None:
+        got.append(update)
+
+    source = TradingUpdates(keys=KEYS, url=server.trading_url)
+    streaming = asyncio.create_task(supervise([source], {"trade_update": keep}, session))
+    try:
+        await until(lambda: server.account.listening, "the script listening")
+        yield streaming
+    finally:
+        streaming.cancel()
+        await asyncio.gather(streaming, return_exceptions=True)
+
+
+def test_order_updates_reach_the_handler_with_alpaca_pys_names_and_types_an_unknown_and_a_thin_one_too():
+    got: list[TradeUpdate] = []
+    session = Session()
+
+    async def scenario() -> None:
+        async with AlpacaStreamServer(rate=None, keys=(FAKE_KEY, FAKE_SECRET)) as server, \
+                updates_streaming(server, got, session):
+            order = server.account.place("SPY", 100, order_type="limit", limit_price=600.5)
+            server.account.update("fill", order["id"], price=600.25, qty=100, position_qty=100)
+            for client in server.account.listening:  # what no SDK knows, and an update with little in it
+                client.protocol.send_binary(json.dumps({"stream": "trade_updates", "data": {
+                    "event": "margin_call_of_the_future", "order": {**order, "status": "held"},
+                    "timestamp": "2026-12-05T08:00:00.123456789Z"}}).encode())
+                client.protocol.send_binary(json.dumps({"stream": "trade_updates",
+                                                        "data": {"event": "fill"}}).encode())
+                client.send_data()
+            await until(lambda: len(got) == 4, "the four updates")
+
+    within(scenario())
+    new, fill, unknown, thin = got
+    assert (new.event, new.order.symbol, new.order.qty, new.order.limit_price) == ("new", "SPY", "100", "600.5")
+    assert isinstance(new.order.id, UUID) and isinstance(new.order.created_at, datetime)
+    assert new.price is None and new.timestamp.tzinfo is not None
+    assert (fill.event, fill.price, fill.qty, fill.position_qty) == ("fill", 600.25, 100.0, 100.0)
+    assert (fill.order.status, fill.order.filled_qty, fill.order.filled_avg_price) == ("filled", "100", "600.25")
+    assert isinstance(fill.execution_id, UUID)
+    assert unknown.event == "margin_call_of_the_future" and unknown.order.status == "held"
+    assert unknown.timestamp == datetime(2026, 12, 5, 8, 0, 0, 123456, tzinfo=timezone.utc)
+    assert thin.event == "fill" and thin.get("order") is None and thin.symbol == ""
+    for update in got:  # each printable, within 80 columns, and as JSON
+        assert all(len(line) <= 80 for line in format_text(update).split("\n")), format_text(update)
+        assert json.loads(format_json(update))["type"] == "trade_update"
+    assert format_text(fill).endswith("Z order       SPY   fill 100 @ 600.25; buy 100/100 at 600.50, filled")
+    assert dict(session.order_events) == {"new": 1, "fill": 2, "margin_call_of_the_future": 1}
+    replayed: list[TradeUpdate] = []  # --json's line back, as --replay and run_handlers() take it
+
+    async def keep(update: TradeUpdate) -> None:
+        replayed.append(update)
+
+    run_handlers([json.loads(format_json(update)) for update in got], {"trade_update": keep})
+    assert replayed == got and isinstance(replayed[1].order.id, UUID) and replayed[1].price == 600.25
+
+
+def test_an_order_filled_while_the_stream_was_down_is_recovered_once_and_its_late_update_passed_over():
+    got: list[TradeUpdate] = []
+
+    async def scenario() -> None:
+        async with AlpacaStreamServer(rate=None, keys=(FAKE_KEY, FAKE_SECRET)) as server:
+            account = server.account
+            async with updates_streaming(server, got, Session()):
+                order = account.place("SPY", 10)
+                await until(lambda: len(got) == 1, "the new order's update")
+                for client in list(account.listening):  # the network fails
+                    client.transport.abort()
+                await until(lambda: not account.listening, "the stream down")
+                filled = account.update("fill", order["id"], price=600.0, qty=10)  # nobody listening
+                await until(lambda: account.listening and len(got) == 2, "the stream back, the fill recovered", 15)
+                for client in account.listening:  # the fill's own update, late: it says nothing new
+                    client.protocol.send_binary(json.dumps({"stream": "trade_updates", "data": filled}).encode())
+                    client.send_data()
+                later = account.place("TSLA", 5)  # and the stream goes on
+                await until(lambda: len(got) == 3, "the next order's update")
+                assert got[2].order.symbol == "TSLA" and str(got[2].order.id) == later["id"]
+
+    within(scenario(), 30)
+    new, recovered, _ = got
+    assert new.event == "new" and not new.recovered
+    assert (recovered.event, recovered.recovered, recovered.order.status, recovered.order.filled_qty) == (
+        "fill", True, "filled", "10")
+    assert recovered.price == 600.0 and recovered.order.id == new.order.id
+
+
+def test_the_script_streams_order_updates_beside_trades_and_wrong_keys_exit_3_and_no_trading_api_exit_2(
+        make_server, start_script):
+    server = make_server(rate=50, keys=(FAKE_KEY, FAKE_SECRET))
+    host = server.url.rsplit("/v2/", 1)[0]
+    trading = host.replace("ws://", "http://")
+    script = start_script("--url", host, "--trading-url", trading, "SPY", "--trades", "--trade-updates", bot=True)
+    script.wait_for_stderr("listening to the account's order updates")
+    script.wait_for_stderr("subscribed to trades of SPY")
+
+    async def place() -> dict:  # in the server's own loop, which sends the update
+        return server.server.account.place("SPY", 3)
+
+    order = cast(dict, server.call(place()))
+    script.wait_for(lambda: any('"trade_update"' in line for line in script.out_lines), what="the order's update")
+    assert script.stop(2)[0] == 0
+    update = json.loads(next(line for line in script.out_lines if '"trade_update"' in line))
+    assert update["event"] == "new" and update["order"]["id"] == order["id"] and update["order"]["qty"] == "3"
+    assert any('"kind": "trade"' in line for line in script.out_lines)  # the market data beside them
+    assert "order updates: new 1" in script.stderr
+
+    wrong = start_script("--url", host, "--trading-url", trading, "--trade-updates",
+                         env=script_env(APCA_API_KEY_ID="FAKE-OTHER-KEY-0001"))
+    assert wrong.finish() == 3
+    assert wrong.err_lines[-3].endswith("Z error: The trading API refused the keys (unauthorized).")
+    assert wrong.err_lines[-2:] == ["  They came from the environment. Paper and live accounts have different",
+                                    "  keys: --live takes the live account's."]
+    nowhere = make_server(rate=50)
+    nowhere.server.endpoints.pop("/stream")  # a server with no trading stream
+    missing = start_script("--trading-url", nowhere.url.rsplit("/v2/", 1)[0].replace("ws://", "http://"),
+                           "--trade-updates")
+    assert missing.finish() == 2 and "answered HTTP 404:" in missing.stderr and "check --trading-url" in missing.stderr
+    assert "Traceback" not in wrong.stderr + missing.stderr

@@ -29,6 +29,7 @@ from alpaca_stream.records import (
     Trade,
     TradeCancel,
     TradeCorrection,
+    TradeUpdate,
     TradingStatus,
     UpdatedBar,
     as_json,
@@ -58,9 +59,9 @@ def format_text(message: Record) -> str:
                                        WIDTH, subsequent_indent=" " * 11, break_long_words=False))
 
 
-def line(message: Record) -> str:
+def line(message: Record, kind: str = "") -> str:
     """The line of a market's message: its time, kind and symbol, then DETAILS of its kind."""
-    start = f"{message.timestamp.strftime('%H:%M:%S.%f')[:12]}Z {KIND[type(message)]:<11} {message.symbol:<5} "
+    start = f"{message.timestamp.strftime('%H:%M:%S.%f')[:12]}Z {kind or KIND[type(message)]:<11} {message.symbol:<5} "
     details = DETAILS[type(message)](message)
     if len(start) + len(details) <= WIDTH:
         return start + details
@@ -145,6 +146,23 @@ def news(article: News) -> str:
     return start + (article.headline if len(article.headline) <= room else article.headline[:room - 3] + "...")
 
 
+def trade_update(update: TradeUpdate) -> str:
+    """An order's event (a fill's quantity at its price), then the order: its side, how much
+    of it is filled, its limit price if it has one, its state: "fill 100 @ 600.25; buy
+    100/100 at 600.50, filled". "order", not "trade_update", in the kind's column (11 wide)."""
+    order = update.order
+    what = f"{update.event}{' (recovered)' if update.recovered else ''}"
+    if update.get("qty") is not None and update.get("price") is not None:
+        what += f" {quantity(update.qty)} @ {money(float(update.price or 0))}"
+    limit = f" at {money(float(order.limit_price))}" if order.limit_price else ""
+    return f"{what}; {order.side} {quantity(float(order.filled_qty or 0))}/{order.qty}{limit}, {order.status}"
+
+
+def quantity(qty: float | None) -> str:
+    """A quantity as few digits as it has: 100, 0.5."""
+    return f"{qty:.9f}".rstrip("0").rstrip(".") if qty is not None else "?"
+
+
 def crypto_quote(quote: CryptoQuote) -> str:
     """Size@price, as traders write it: with "x" and spaces, BTC/USD's line with sizes of six
     decimals was 81 columns."""
@@ -179,6 +197,7 @@ DETAILS: dict[type[Record], Callable[[Any], str]] = {
     Trade: trade, Quote: quote, Bar: bar, UpdatedBar: bar, DailyBar: bar, TradingStatus: status, Luld: luld,
     TradeCorrection: correction, OrderImbalance: imbalance, TradeCancel: cancel,
     CryptoTrade: crypto_trade, CryptoQuote: crypto_quote, CryptoBar: bar, CryptoUpdatedBar: bar, CryptoDailyBar: bar,
-    Orderbook: orderbook, OptionTrade: option_trade, OptionQuote: option_quote,
+    Orderbook: orderbook, OptionTrade: option_trade, OptionQuote: option_quote, TradeUpdate: trade_update,
 }
-LINES: dict[type[Record], Callable[[Any], str]] = {News: news}  # the kinds whose line is not line()'s
+# The kinds whose line is not line()'s: an article's, and an order's with "order" for its kind.
+LINES: dict[type[Record], Callable[[Any], str]] = {News: news, TradeUpdate: lambda update: line(update, "order")}

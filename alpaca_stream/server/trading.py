@@ -10,12 +10,10 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import uuid
 from collections.abc import Callable
 from datetime import datetime, timezone
 from http import HTTPStatus
-from typing import overload
 from urllib.parse import parse_qs, urlsplit
 
 from websockets.asyncio.server import ServerConnection
@@ -25,6 +23,7 @@ from websockets.http11 import Request, Response
 
 from alpaca_stream.channels import SYMBOL
 from alpaca_stream.server.protocol import Endpoint
+from alpaca_stream.times import rfc3339
 
 log = logging.getLogger("local_alpaca_server")
 
@@ -171,7 +170,7 @@ class Account:
         after, until = moment(query.get("after")), moment(query.get("until"))
         orders = [order for order in self.orders.values()
                   if (status == "all" or (order["status"] in CLOSED) == (status == "closed"))
-                  and (after or EPOCH) < moment(order["submitted_at"]) <= (until or FOREVER)
+                  and (after or EPOCH) < rfc3339(order["submitted_at"]) <= (until or FOREVER)
                   and (not symbols or order["symbol"] in symbols.split(","))
                   and query.get("side", order["side"]) == order["side"]]
         if query.get("direction", "desc") == "desc":
@@ -179,23 +178,8 @@ class Account:
         return answer(HTTPStatus.OK, orders[:min(int(query.get("limit", 50)), 500)])
 
 
-@overload
-def moment(text: str) -> datetime: ...
-
-
-@overload
-def moment(text: None) -> None: ...
-
-
 def moment(text: str | None) -> datetime | None:
-    """An RFC 3339 time, with Z or an offset, to the nanosecond or not, as a datetime (to the
-    microsecond); None for none."""
-    if text is None:
-        return None
-    text = text.replace("Z", "+00:00")
-    text = re.sub(r"(\.\d{6})\d+", r"\1", text)  # Python's datetime has microseconds
-    when = datetime.fromisoformat(text)
-    return when if when.tzinfo else when.replace(tzinfo=timezone.utc)
+    return rfc3339(text) if text else None
 
 
 def number(value: float) -> str:

@@ -14,6 +14,7 @@ from alpaca_stream.sources.crypto import CryptoStream
 from alpaca_stream.sources.news import NewsStream
 from alpaca_stream.sources.options import OptionStream
 from alpaca_stream.sources.stocks import StockStream
+from alpaca_stream.sources.trading import TradingUpdates
 
 log = logging.getLogger("alpaca_stream")
 
@@ -36,7 +37,7 @@ class Demo:
             log.info("demo data from a local server, not the market")
         server = self.server
         return {"stocks": server.url, "crypto": server.crypto_url, "options": server.options_url,
-                "news": server.news_url}[market]
+                "news": server.news_url, "trading": server.trading_url}[market]
 
     async def leave(self, stream: object) -> None:
         if self.started_by is stream:
@@ -93,4 +94,12 @@ class DemoNewsStream(OnDemo, NewsStream):
 
     def __init__(self, symbols: Iterable[str], *, demo: Demo) -> None:
         super().__init__(symbols, keys=DEMO_KEYS, url="")
+        self.demo = demo
+
+
+class DemoTradingUpdates(OnDemo, TradingUpdates):
+    """The order updates of the same local server's account (its trading API's side)."""
+
+    def __init__(self, *, demo: Demo) -> None:
+        super().__init__(keys=DEMO_KEYS, url="")
         self.demo = demo

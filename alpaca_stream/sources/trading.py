@@ -1,0 +1,186 @@
+"""The account's order updates, from the trading API's stream (wss://paper-api.alpaca.markets/
+stream, or the live API's): its own connection and reconnect wrapper, beside the market data's
+in the same event loop. Its protocol is not the market data's (no greeting; JSON messages as
+{"stream": ..., "data": ...}; a refusal is an answer, not a code), so the websocket is ours, not
+alpaca-py's TradingStream, which owns its loop and drops an update its model cannot read.
+
+The stream sends nothing again: an order that filled while the connection was down is found
+with the REST API (GET /v2/orders) when it is back, and handed over marked recovered, once."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Mapping
+from datetime import datetime, timedelta, timezone
+from urllib.parse import urlencode, urlsplit
+
+import websockets
+from websockets.asyncio.client import ClientConnection, connect
+
+from alpaca_stream.connection import CLOSE_TIMEOUT, CONNECT_TIMEOUT, PING_INTERVAL, PING_TIMEOUT, http_status
+from alpaca_stream.errors import TRADING_UNAUTHORIZED, AlpacaRefused, ConfigError
+from alpaca_stream.handlers import Route, deliver
+from alpaca_stream.keys import Keys
+from alpaca_stream.reconnect import keep_connected
+from alpaca_stream.records import TRADING_TYPES, RecordType
+from alpaca_stream.session import Session
+from alpaca_stream.subscriptions import Subscriptions
+from alpaca_stream.times import rfc3339
+
+log = logging.getLogger("alpaca_stream")
+
+PAPER_API, LIVE_API = "https://paper-api.alpaca.markets", "https://api.alpaca.markets"
+TRADING_PATH = "/stream"
+RECOVER_LIMIT = 500  # the most orders one REST read gives: the newest, to find those that changed
+RECOVER_MARGIN = 60.0  # seconds before the loss too: an update in flight as it went was lost with it
+# The event an order's state stands for, when it is recovered rather than sent.
+EVENT_OF_STATUS = {"filled": "fill", "partially_filled": "partial_fill", "canceled": "canceled",
+                   "expired": "expired", "rejected": "rejected", "replaced": "replaced"}
+
+
+def stream_url(base: str) -> str:
+    """The trading API's stream at its base URL: https://HOST -> wss://HOST/stream."""
+    return "ws" + base.rstrip("/").removeprefix("http") + TRADING_PATH
+
+
+class Orders:
+    """What this run has handed over of each order (its status and filled quantity): an update
+    that says nothing new (one recovered already, then sent) is passed over."""
+
+    def __init__(self) -> None:
+        self.states: dict[str, tuple[str, str]] = {}  # order id -> (status, filled_qty) handed over
+
+    def new(self, update: dict) -> bool:
+        """Whether this update says something new of its order; noted if so."""
+        order = update.get("order")
+        if not isinstance(order, dict) or "id" not in order:
+            return True  # a thin update: handed over as it is
+        state = (str(order.get("status")), str(order.get("filled_qty")))
+        if self.states.get(str(order["id"])) == state:
+            return False
+        self.states[str(order["id"])] = state
+        return True
+
+
+class TradingConnection:
+    """One websocket to the trading stream at base's /stream, with these keys: auth, listen to
+    trade_updates, each update to its handler. After a reconnect, what changed meanwhile first."""
+
+    market = "trading"
+
+    def __init__(self, base: str, keys: Keys) -> None:
+        self.base, self.url, self.keys = base.rstrip("/"), stream_url(base), keys
+        self.last_data = time.monotonic()
+        self.silent_reconnects = 0
+        self.websocket: ClientConnection | None = None
+        self.orders = Orders()
+        self.lost_at: datetime | None = None  # when the last connection ended; None before the first
+
+    async def stream_once(self, routes: dict[str, Route], session: Session) -> None:
+        await asyncio.wait_for(self.connect(), CONNECT_TIMEOUT)
+        websocket = self.websocket
+        assert websocket is not None
+        if self.lost_at is not None:  # what changed while it was down, and a while before: once each
+            await self.recover(self.lost_at - timedelta(seconds=RECOVER_MARGIN), routes, session)
+        async for frame in websocket:
+            try:
+                message = json.loads(frame)
+            except ValueError:
+                log.debug("skipped a trading frame that is not JSON: %r", frame[:80])
+                continue
+            if isinstance(message, dict) and message.get("stream") == "trade_updates":
+                await self.hand_over(message.get("data"), routes, session)
+            else:
+                log.debug("trading stream: %r", message)
+
+    async def connect(self) -> None:
+        log.debug("opening the trading stream's websocket")
+        try:
+            self.websocket = await connect(self.url, ping_interval=PING_INTERVAL, ping_timeout=PING_TIMEOUT,
+                                           close_timeout=CLOSE_TIMEOUT, max_size=None)
+        except websockets.InvalidHandshake as error:
+            if http_status(error) == 404:
+                raise ConfigError(f"{self.url} answered HTTP 404:\nno trading stream there; "
+                                  "check --trading-url") from None
+            raise
+        websocket = self.websocket
+        await websocket.send(json.dumps({"action": "auth", "key": self.keys.key, "secret": self.keys.secret}))
+        answer = json.loads(await websocket.recv())
+        if (answer.get("data") or {}).get("status") != "authorized":
+            raise AlpacaRefused(0, "unauthorized", advice=TRADING_UNAUTHORIZED)
+        await websocket.send(json.dumps({"action": "listen", "data": {"streams": ["trade_updates"]}}))
+        log.info("listening to the account's order updates")
+
+    async def hand_over(self, update: object, routes: dict[str, Route], session: Session) -> None:
+        if not isinstance(update, dict):
+            log.debug("skipped a trade update that is not an object: %r", update)
+            return
+        if not self.orders.new(update):
+            log.debug("passed over an update that says nothing new: %s", update.get("event"))
+            return
+        update["T"] = "trade_update"
+        session.order_events[str(update.get("event"))] += 1
+        await deliver([update], routes, session)
+        self.last_data = session.last_message
+
+    async def recover(self, since: datetime, routes: dict[str, Route], session: Session) -> None:
+        """The orders that changed since the connection was lost, each as an update marked
+        recovered: the stream does not send again what it sent while we were away."""
+        try:
+            orders = await asyncio.to_thread(self.changed_orders, since)
+        except (OSError, ValueError) as error:  # the REST API away too: the updates of then are lost
+            log.warning("could not read the orders that changed while the trading\nstream was down: %s", error)
+            return
+        for order in orders:
+            status = str(order.get("status"))
+            update = {"event": EVENT_OF_STATUS.get(status, status), "order": order, "recovered": True,
+                      "timestamp": order.get("updated_at")}
+            if status in ("filled", "partially_filled"):
+                update["price"] = order.get("filled_avg_price")
+            await self.hand_over(update, routes, session)
+
+    def changed_orders(self, since: datetime) -> list[dict]:
+        """The newest orders (RECOVER_LIMIT), oldest first, of those updated since then."""
+        query = urlencode({"status": "all", "limit": RECOVER_LIMIT, "direction": "desc"})
+        request = urllib.request.Request(f"{self.base}/v2/orders?{query}", headers={
+            "APCA-API-KEY-ID": self.keys.key, "APCA-API-SECRET-KEY": self.keys.secret})
+        with urllib.request.urlopen(request, timeout=CONNECT_TIMEOUT) as answer:  # noqa: S310  # our URL
+            orders = json.loads(answer.read())
+        return [order for order in reversed(orders)
+                if isinstance(order, dict) and rfc3339(str(order.get("updated_at"))) >= since]
+
+    async def close(self) -> None:
+        if self.websocket is not None:
+            self.lost_at = datetime.now(timezone.utc)
+            await self.websocket.close()
+            self.websocket = None
+
+
+class TradingUpdates:
+    """The account's order updates from the trading API at url, its base (Alpaca's paper API
+    unless given: https://HOST, its stream at /stream), logged in with keys: a source beside
+    the market data's."""
+
+    types: Mapping[str, tuple[str, RecordType]] = TRADING_TYPES
+    market = "trading"
+
+    def __init__(self, *, keys: Keys, url: str = PAPER_API) -> None:
+        self.keys, self.url = keys, url
+        self.subscriptions = Subscriptions(offline=True)  # nothing to subscribe to: the account's own
+
+    async def __aenter__(self) -> TradingUpdates:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        pass
+
+    async def run(self, routes: dict[str, Route], session: Session) -> None:
+        live = urlsplit(self.url).hostname == urlsplit(LIVE_API).hostname
+        log.log(logging.WARNING if live else logging.INFO, "connecting to %s%s", stream_url(self.url),
+                ":\nthe LIVE account, real money" if live else "")
+        await keep_connected(TradingConnection(self.url, self.keys), routes, session)
