@@ -59,6 +59,7 @@ def wanted(subscriptions: Mapping[str, Collection[str]], messages: list, *, cont
                 chosen.append(message)
             continue
         symbols = subscriptions.get(channel)
-        if symbols and (message.get("S") in symbols or "*" in symbols):
+        if symbols and (message.get("S") in symbols or "*" in symbols or channel == "news" and
+                        any(symbol in symbols for symbol in message.get("symbols") or ())):  # an article's
             chosen.append(message)
     return chosen

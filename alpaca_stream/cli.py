@@ -18,7 +18,15 @@ from types import TracebackType
 from typing import Any
 from urllib.parse import urlsplit
 
-from alpaca_stream.channels import ALPACA_CHANNELS, CRYPTO_CHANNELS, OPTION_CHANNELS
+from alpaca_stream.channels import (
+    ALPACA_CHANNELS,
+    CRYPTO_CHANNELS,
+    CRYPTO_PATH,
+    NEWS_PATH,
+    OPTION_CHANNELS,
+    OPTION_FEEDS,
+    OPTIONS_PATH,
+)
 from alpaca_stream.connection import check_alpaca_py
 from alpaca_stream.errors import (
     EXIT_FORCED,
@@ -167,11 +175,17 @@ class CommandLine:
 
     def served(self, sources: list[Source]) -> dict[str, Subscriptions]:
         """--serve's paths, each with the subscriptions of the stream there: each stream's at
-        its URL's path (/v2/iex, /v1beta3/crypto/us, ...); a NATS broker's stocks at every feed's."""
-        if self.settings.source:
-            return {f"/v2/{feed}": sources[0].subscriptions for feed in SERVED_FEEDS}
-        paths = {urlsplit(getattr(source, "url", "")).path.rstrip("/"): source for source in sources}
-        return {path: source.subscriptions for path, source in paths.items() if endpoint_at(path)}  # market data
+        its URL's path (/v2/iex, /v1beta3/crypto/us, ...); a NATS bot's at each of the paths
+        of what it reads (its stocks at every feed's)."""
+        settings = self.settings
+        if settings.source:  # what the bot reads, of every market
+            stocks = bool(settings.symbols and set(settings.channels) & set(ALPACA_CHANNELS))
+            paths = [f"/v2/{feed}" for feed in SERVED_FEEDS] * stocks
+            paths += [CRYPTO_PATH] * bool(settings.pairs) + [NEWS_PATH] * ("news" in settings.channels)
+            paths += [OPTIONS_PATH.format(feed=feed) for feed in OPTION_FEEDS] * bool(settings.options)
+            return dict.fromkeys(paths, sources[0].subscriptions)
+        at = {urlsplit(getattr(source, "url", "")).path.rstrip("/"): source for source in sources}
+        return {path: source.subscriptions for path, source in at.items() if endpoint_at(path)}  # market data
 
     def stop_when_stderr_goes(self, stop: Callable[[], None]) -> None:
         """The reader of the log gone, the run ends as when the reader of the data goes."""

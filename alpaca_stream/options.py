@@ -176,7 +176,7 @@ def parse_args(argv: list[str] | None, doc: str | None = None) -> argparse.Names
     if args.serve is not None:
         args.serve = serve_address(parser, args.serve, keyless=args.demo or bool(args.source))
         if args.replay is not None:
-            parser.error("--serve goes with a stream: Alpaca, --url, --demo or --source")
+            parser.error("--serve goes with a stream (Alpaca, --url, --demo or --source),\nnot with --replay")
     if args.durable is not None and not args.source:
         parser.error("--durable NAME goes with --source")
     if args.durable is not None and not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", args.durable):

@@ -48,7 +48,8 @@ async def unsubscribe(*symbols: str, channel: str = "trades") -> None:
 class Clients(Protocol):
     """--serve's relay, as the subscriptions see it: clients who want more than the script."""
 
-    clients: dict
+    @property
+    def clients(self) -> dict: ...
 
     def subscriptions(self) -> Channels: ...
 
@@ -127,7 +128,7 @@ class Subscriptions:
             extra = "; ".join(f"{c} of {', '.join(sorted(s))}"
                               for c, s in difference(wanted, self.own).items())
             log.warning("%s", textwrap.fill(f"a client asked for what this bot does not read: "
-                                            f"{extra}. It gets what this bot's options ask for.", 50))
+                                            f"{extra}. It gets what this bot's options ask for.", 58))
         if self.websocket is None:
             return  # the next connection asks for all of it
         changes = {"subscribe": difference(wanted, self.asked),

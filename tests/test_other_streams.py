@@ -16,7 +16,7 @@ import pytest
 from conftest import FAKE_KEY, FAKE_SECRET, until, within
 from websockets.asyncio.client import ClientConnection, connect
 
-from alpaca_stream.channels import CRYPTO_CHANNELS
+from alpaca_stream.channels import CRYPTO_CHANNELS, wanted
 from alpaca_stream.server import ERRORS, AlpacaStreamServer
 
 MSGPACK = {"Content-Type": "application/msgpack"}  # as alpaca-py asks: else JSON text frames
@@ -279,3 +279,12 @@ def test_alpaca_pys_own_news_stream_gets_articles_about_the_symbols_asked_with_e
     for article in got:
         assert set(article.symbols) <= {"AAPL", "BTCUSD"} and article.headline and article.content.startswith("<p>")
         assert article.created_at <= article.updated_at and article.url.startswith("https://")
+
+
+
+def test_a_news_subscription_of_symbols_wants_the_articles_that_name_one_of_them():
+    about = [{"T": "n", "id": n, "symbols": symbols, "headline": "h"} for n, symbols in
+             enumerate((["TSLA"], ["SPY", "AAPL"], ["BTCUSD"], []))]
+    assert [article["id"] for article in wanted({"news": {"AAPL", "TSLA"}}, about)] == [0, 1]
+    assert [article["id"] for article in wanted({"news": {"*"}}, about)] == [0, 1, 2, 3]
+    assert wanted({"trades": {"TSLA"}}, about) == []

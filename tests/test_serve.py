@@ -17,7 +17,7 @@ import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import msgpack
 import pytest
@@ -36,15 +36,18 @@ from conftest import (
     unwrapped,
 )
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 import websocket_stream as ws
 from alpaca_stream.books import Book
 from alpaca_stream.channels import CRYPTO_PATH
+from alpaca_stream.cli import CommandLine
 from alpaca_stream.handlers import Handler
+from alpaca_stream.options import settings_from
 from alpaca_stream.outputs.serve import serving
 from alpaca_stream.records import KIND, Quote, Record, Trade
 from alpaca_stream.server import AlpacaStreamServer, Relay
+from alpaca_stream.server.relay import AllMarkets, MarketClients
 from alpaca_stream.session import Session
 from alpaca_stream.sources.crypto import CryptoStream
 from alpaca_stream.sources.stocks import StockStream
@@ -498,6 +501,41 @@ def test_subscribe_from_a_handler_streams_more_without_reconnecting_and_a_refusa
     assert "unexpected" not in caplog.text
 
 
+
+
+def test_a_bot_asking_for_a_stream_the_script_does_not_run_gets_404_and_the_log_says_so_once(caplog):
+    caplog.set_level(logging.INFO, "alpaca_stream")
+
+    async def scenario() -> None:
+        async with serving("127.0.0.1", 0, {"/v2/iex": Subscriptions(["trades"], ["SPY"])}, Session(),
+                           keys=KEYS) as relay:
+            for _ in range(2):  # alpaca-py asks again and again
+                with pytest.raises(InvalidStatus) as refused:
+                    await connect(relay.url_of("/v1beta3/crypto/us"))
+                assert refused.value.response.status_code == 404
+
+    run(asyncio.wait_for(scenario(), 10))
+    told = [record.getMessage() for record in caplog.records if "does\nnot run" in record.getMessage()]
+    assert told == ["--serve: a bot asked for /v1beta3/crypto/us, a stream this script does\nnot run (HTTP 404): "
+                    "name a pair, an option or --news for it"]
+
+def test_a_nats_bot_serves_each_market_it_reads_at_its_path_each_message_to_its_markets_clients():
+    run = CommandLine(["--source", "nats://127.0.0.1:4222", "BTC/USD", "AAPL261218C00250000", "--trades", "--news",
+                       "--serve", "0"])
+    run.settings = settings_from(run.options)
+    served = run.served(run.streams(KEYS))
+    assert sorted(served) == ["/v1beta1/indicative", "/v1beta1/news", "/v1beta1/opra", "/v1beta3/crypto/us"]
+    sent: dict[str, list] = {}
+    markets = {}
+    for name in ("stocks", "crypto", "options", "news"):
+        markets[name] = MarketClients(cast(Relay, None), changed=cast(Any, None))
+        markets[name].send = lambda messages, name=name: sent.setdefault(name, []).extend(messages)  # type: ignore
+    AllMarkets(markets).send([{"T": "t", "S": "SPY"}, {"T": "t", "S": "BTC/USD"},
+                              {"T": "q", "S": "AAPL261218C00250000"}, {"T": "n", "symbols": ["BTCUSD"]},
+                              {"T": "o", "S": "ETH/USD"}])
+    assert {name: [m.get("S") for m in messages] for name, messages in sent.items()} == {
+        "stocks": ["SPY"], "crypto": ["BTC/USD", "ETH/USD"], "options": ["AAPL261218C00250000"], "news": [None]}
+
 @pytest.mark.parametrize(("call", "error"), [
     ("subscribe('SPY', channel='trade')", "no such channel: 'trade'; one of:\ntrades, quotes,"),
     ("subscribe('spy,tsla')", "subscribe() takes stock symbols: 'spy,tsla'"),
@@ -593,7 +631,7 @@ def test_alpaca_pys_crypto_option_and_news_streams_share_the_scripts_connections
         options = OptionDataStream(FAKE_KEY, FAKE_SECRET, url_override=at["v1beta1/indicative"])
         options.subscribe_quotes(keep("options"), put)
         news = NewsDataStream(FAKE_KEY, FAKE_SECRET, url_override=at["v1beta1/news"])
-        news.subscribe_news(keep("news"), "*")
+        news.subscribe_news(keep("news"), "TSLA")  # a symbol of its own: articles name theirs in "symbols"
         streams = (crypto, options, news)
         running = [asyncio.create_task(stream._run_forever()) for stream in streams]
         try:
@@ -609,7 +647,7 @@ def test_alpaca_pys_crypto_option_and_news_streams_share_the_scripts_connections
     assert {trade.symbol for trade in got["crypto"]} == {"ETH/USD"}
     assert {quote.symbol for quote in got["options"]} == {put}
     assert all(quote.bid_price < quote.ask_price for quote in got["options"])
-    assert all(article.headline for article in got["news"])
+    assert all(article.headline and article.symbols == ["TSLA"] for article in got["news"])
     assert "served 3 clients" in feeder.stderr
     if server:  # one connection a market upstream, whatever the clients
         assert sorted(connection.market for connection in server.connections) == ["crypto", "news", "options",

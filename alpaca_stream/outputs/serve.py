@@ -13,6 +13,7 @@ from contextlib import asynccontextmanager
 from alpaca_stream.errors import ConfigError
 from alpaca_stream.keys import Keys
 from alpaca_stream.server import Relay
+from alpaca_stream.server.relay import AllMarkets, MarketClients
 from alpaca_stream.session import Session
 from alpaca_stream.subscriptions import Subscriptions
 
@@ -40,8 +41,12 @@ async def serving(host: str, port: int, served: Mapping[str, Subscriptions], ses
     if not is_loopback(host):
         log.warning("clients on other machines send the keys\nunencrypted (ws://): serve them only on "
                     "a network\nyou trust, or through an SSH tunnel")
+    markets: dict[int, dict[str, MarketClients]] = {}  # each stream's markets: one, or several (NATS)
     for path, subscriptions in served.items():
-        subscriptions.relay = relay.at(path)
+        markets.setdefault(id(subscriptions), {})[relay.endpoints[path].market] = relay.at(path)
+    for subscriptions in served.values():
+        theirs = markets[id(subscriptions)]
+        subscriptions.relay = next(iter(theirs.values())) if len(theirs) == 1 else AllMarkets(theirs)
     session.served = 0
     try:
         yield relay

@@ -29,6 +29,7 @@ class NewsMarket(Market):
                  subscriptions: dict[str, list[str]]) -> None:
         super().__init__(rng, prices, ids, subscriptions)
         self.next_article = 0.0  # when the next one is due: at once, then every NEWS_EVERY seconds
+        self.made = 0  # articles made
 
     def ticks(self, count: int) -> list[dict]:
         return []
@@ -39,7 +40,8 @@ class NewsMarket(Market):
         if not watched or now < self.next_article:
             return []
         self.next_article = now + NEWS_EVERY
-        return [self.article(self.rng.choice(watched), now)]
+        self.made += 1  # each symbol's turn comes: an article about every symbol asked, in turn
+        return [self.article(watched[self.made % len(watched)], now)]
 
     def article(self, symbol: str, now: float) -> dict:
         """An article about symbol, as Alpaca's news stream sends it ("T": "n")."""

@@ -14,9 +14,10 @@ from dataclasses import dataclass, field
 
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
 
 from alpaca_stream.books import Book
-from alpaca_stream.channels import wanted
+from alpaca_stream.channels import OPTION, wanted
 from alpaca_stream.server.protocol import ConnectionRecord, ProtocolServer, cut_as_slow, encode, log
 
 CLIENT_BUFFER = 4 * 2**20  # bytes of frames waiting for one Relay client before it is cut as slow (407)
@@ -102,6 +103,48 @@ class MarketClients:
             relay.queue(client, frame)
 
 
+class AllMarkets:
+    """The Relay's clients of every market it serves, for a feeder whose one source carries
+    them all (a NATS bot): each message to the clients of its market, told by its symbol."""
+
+    def __init__(self, markets: Mapping[str, MarketClients]) -> None:
+        self.markets = markets
+
+    @property
+    def clients(self) -> dict[int, Client]:
+        return {key: client for market in self.markets.values() for key, client in market.clients.items()}
+
+    def subscriptions(self) -> dict[str, set[str]]:
+        together: dict[str, set[str]] = {}
+        for market in self.markets.values():
+            for channel, symbols in market.subscriptions().items():
+                together.setdefault(channel, set()).update(symbols)
+        return together
+
+    def send(self, messages: list) -> None:
+        by_market: dict[str, list] = {}
+        for message in messages:
+            by_market.setdefault(market_of(message), []).append(message)
+        for market, theirs in by_market.items():
+            if market in self.markets:
+                self.markets[market].send(theirs)
+
+    def seen(self, messages: list) -> None:
+        if "crypto" in self.markets:
+            self.markets["crypto"].seen(messages)
+
+
+def market_of(message: dict) -> str:
+    """The market of a message, by its kind and symbol: a pair's has a slash (BTC/USD), an
+    option's is an OCC symbol, an article is news, the rest stocks."""
+    symbol = str(message.get("S", ""))
+    if message.get("T") == "n":
+        return "news"
+    if "/" in symbol:
+        return "crypto"
+    return "options" if len(symbol) > 10 and OPTION.fullmatch(symbol) else "stocks"
+
+
 class Relay(ProtocolServer):
     """websocket_stream.py --serve: Alpaca's protocol, with the data of the feeder's
     connections (one per market), to any number of clients (alpaca-py, Alpaca's other SDKs,
@@ -133,6 +176,16 @@ class Relay(ProtocolServer):
         self.refused = 0  # logins refused (402)
         self.refused_told = -math.inf  # when that was last logged
         self._cutting: set[asyncio.Task] = set()  # the tasks of cut_slow(), while they run
+        self.told_404: set[str] = set()  # the paths asked for that are not served, warned of once
+
+    def _handshake(self, connection: ServerConnection, request: Request) -> Response | None:
+        refused = super()._handshake(connection, request)
+        path = request.path.split("?")[0].rstrip("/")
+        if path not in self.endpoints and path not in self.told_404:
+            self.told_404.add(path)
+            log.warning("--serve: a bot asked for %s, a stream this script does\nnot run (HTTP 404): "
+                        "name a pair, an option or --news for it", path)
+        return refused
 
     def at(self, path: str) -> MarketClients:
         """The clients of the market served at this path."""

@@ -80,9 +80,11 @@ class NatsSource:
         async with aclosing(batches):  # on Ctrl+C too: a --durable bot says what it has had
             async for batch in batches:
                 relay = self.subscriptions.relay
-                if relay and relay.clients:
+                if relay:  # --serve: the broker's messages to the clients
                     batch = list(batch)  # read twice: for the clients, and for the handlers
-                    relay.send(batch)  # --serve: the broker's messages to the clients
+                    relay.seen(batch)  # order books, for a client that asks for one later
+                    if relay.clients:
+                        relay.send(batch)
                 await deliver(batch, routes, session)
                 sys.stdout.flush()
 
