@@ -250,8 +250,8 @@ def trading_checks(parser: argparse.ArgumentParser, args: argparse.Namespace) ->
     if args.trading_url and not re.fullmatch(r"https?://[^/\s]+/?", args.trading_url):
         parser.error("--trading-url takes a trading API's base URL: http(s)://HOST:PORT")
     if args.trade_updates and (args.source or args.replay is not None):
-        parser.error("--trade-updates reads your account with your keys, from the trading API:\n"
-                     "not with --source or --replay (a recording has the updates it recorded)")
+        parser.error("--trade-updates needs your keys and the trading API:\n"
+                     "not --source or --replay (a recording has the updates it recorded)")
     if args.live and (args.demo or args.trading_url):
         parser.error("--live is Alpaca's live account: not with --demo or --trading-url")
     if args.trading_url and args.demo:

@@ -18,7 +18,7 @@ from alpaca_stream.records import KIND
 log = logging.getLogger("alpaca_stream")
 
 NEW_YORK = ZoneInfo("America/New_York")  # the market's clock
-NOUNS = {"news": "article"}  # a kind that is not a noun to count: 3 articles, not 3 newses
+NOUNS = {"news": "article", "trade_update": "order update"}  # 3 articles, not 3 newses
 MARKETS = ("stocks", "crypto", "options", "news", "trading")  # the order the heartbeat counts them in
 
 

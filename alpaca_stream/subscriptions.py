@@ -201,9 +201,6 @@ def streaming(*subscriptions: Subscriptions) -> Iterator[None]:
     """subscribe() and unsubscribe() change these while the streams run."""
     global STREAMING
     before, STREAMING = STREAMING, subscriptions
-    told: set[str] = set()  # "Ctrl+C to stop" once a run: with whichever stream subscribes first
-    for each in subscriptions:
-        each.told = told
     try:
         yield
     finally:

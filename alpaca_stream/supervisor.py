@@ -50,6 +50,9 @@ async def supervise(sources: tuple[Source, ...] | list[Source], handlers: Handle
             session.markets.setdefault(market, 0)
     # subscribe() and unsubscribe() go to the stream that takes their symbols.
     online = [source.subscriptions for source in sources if not source.subscriptions.offline]
+    told: set[str] = set()  # what the log says once a run ("Ctrl+C to stop"), whichever stream says it
+    for source in sources:
+        source.subscriptions.told = told
     tasks = [asyncio.create_task(source.run(routes_for(handlers, source.types), session)) for source in sources]
     try:
         with streaming(*(online or [sources[0].subscriptions])):

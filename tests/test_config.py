@@ -208,7 +208,8 @@ def test_channels_are_named_by_options_and_trades_are_the_default(argv, channels
     (["--trading-url", "http://127.0.0.1:1"], "--trading-url goes with --trade-updates"),
     (["--trade-updates", "--trading-url", "ws://127.0.0.1:1/stream"], "--trading-url takes a trading API's base "
                                                                      "URL: http(s)://HOST:PORT"),
-    (["--trade-updates", "--source", "nats://127.0.0.1:4222"], "--trade-updates reads your account with your keys"),
+    (["--trade-updates", "--source", "nats://127.0.0.1:4222"], "--trade-updates needs your keys and the trading "
+                                                              "API: not --source"),
     (["--trade-updates", "--live", "--demo"], "--live is Alpaca's live account: not with --demo"),
     (["SPY", "--trade-updates"], "SPY would get nothing: --trade-updates alone streams the order updates; name a "
                                  "channel too, as --trades"),

@@ -176,7 +176,7 @@ def test_order_updates_reach_the_handler_with_alpaca_pys_names_and_types_an_unkn
     for update in got:  # each printable, within 80 columns, and as JSON
         assert all(len(line) <= 80 for line in format_text(update).split("\n")), format_text(update)
         assert json.loads(format_json(update))["type"] == "trade_update"
-    assert format_text(fill).endswith("Z order       SPY   fill 100 @ 600.25; buy 100/100 at 600.50, filled")
+    assert format_text(fill).endswith("Z order       SPY   fill 100 @ 600.25; buy 100/100 at 600.50")
     assert dict(session.order_events) == {"new": 1, "fill": 2, "margin_call_of_the_future": 1}
     replayed: list[TradeUpdate] = []  # --json's line back, as --replay and run_handlers() take it
 
@@ -213,7 +213,8 @@ def test_an_order_filled_while_the_stream_was_down_is_recovered_once_and_its_lat
     assert new.event == "new" and not new.recovered
     assert (recovered.event, recovered.recovered, recovered.order.status, recovered.order.filled_qty) == (
         "fill", True, "filled", "10")
-    assert recovered.price == 600.0 and recovered.order.id == new.order.id
+    assert (recovered.qty, recovered.price, recovered.position_qty) == (10.0, 600.0, None)  # on average
+    assert recovered.order.id == new.order.id
 
 
 def test_the_script_streams_order_updates_beside_trades_and_wrong_keys_exit_3_and_no_trading_api_exit_2(
@@ -248,3 +249,20 @@ def test_the_script_streams_order_updates_beside_trades_and_wrong_keys_exit_3_an
                            "--trade-updates")
     assert missing.finish() == 2 and "answered HTTP 404:" in missing.stderr and "check --trading-url" in missing.stderr
     assert "Traceback" not in wrong.stderr + missing.stderr
+
+
+def test_the_demo_account_places_an_order_now_and_then_and_fills_it_with_the_position_it_makes():
+    updates: list[dict] = []
+
+    async def scenario() -> None:
+        async with AlpacaStreamServer(rate=None, seed=5, orders_every=0.1) as server:
+            await until(lambda: len(server.account.updates) >= 4, "two orders and their fills", 10)
+            updates.extend(server.account.updates[:4])
+
+    within(scenario())
+    assert [update["event"] for update in updates] == ["new", "fill", "new", "fill"]
+    held: dict[str, float] = {}  # by symbol: what the fills add up to
+    for fill in updates[1::2]:
+        symbol = fill["order"]["symbol"]
+        held[symbol] = held.get(symbol, 0.0) + float(fill["qty"]) * (1 if fill["order"]["side"] == "buy" else -1)
+        assert float(fill["position_qty"]) == held[symbol] and fill["order"]["status"] == "filled"

@@ -783,6 +783,7 @@ def test_how_to_stop_is_said_once_a_run_by_whichever_stream_subscribes_first(cap
     # stream's subscription must still say how to stop, and the stock stream's then not again.
     caplog.set_level(logging.INFO, logger="alpaca_stream")
     stocks, crypto = Subscriptions(["trades"], ["SPY"]), Subscriptions(["trades"], ["BTC/USD"], symbol=PAIR)
+    stocks.told = crypto.told = set()  # as supervise() shares it among a run's streams
     with streaming(stocks, crypto):
         crypto.control({"T": "subscription", "trades": ["BTC/USD"]})
         stocks.control({"T": "subscription", "trades": ["SPY"]})

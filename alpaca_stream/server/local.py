@@ -62,8 +62,9 @@ class AlpacaStreamServer(ProtocolServer):
     bursts; None sends as fast as the client reads. batch: most ticks in one frame. total: each
     connection stops sending after this many messages. keys: (key, secret) to accept, or None
     to accept any non-empty keys. cue() sends events (a halt, a bar, a correction, ...) at once.
-    record: keep every message sent (for tests; a demo may run for days). Faults and the rest:
-    ProtocolServer.
+    record: keep every message sent (for tests; a demo may run for days). orders_every: seconds
+    between two orders that the account places and fills by itself (--demo). Faults and the
+    rest: ProtocolServer.
 
     As Alpaca: one connection per key and feed (error 406 for a second one); a connection that
     ended without a close frame from the client keeps its place hold_dropped seconds (Alpaca:
@@ -77,7 +78,7 @@ class AlpacaStreamServer(ProtocolServer):
                  total: int | None = None, keys: tuple[str, str] | None = None,
                  faults: Faults | None = None, auth_timeout: float = 10.0, seed: int | None = None,
                  record: bool = True, hold_dropped: float = 0.0, sip: bool = False, compression: bool = True,
-                 slow_after: float | None = 5.0) -> None:
+                 slow_after: float | None = 5.0, orders_every: float | None = None) -> None:
         # Our own pings are off: a client must be able to test its keepalive against us.
         super().__init__(port=port, all_markets=True, faults=faults, auth_timeout=auth_timeout, compression=compression)
         self.rate = rate
@@ -96,6 +97,19 @@ class AlpacaStreamServer(ProtocolServer):
         self.markets: dict[int, Market] = {}  # the market each sender streams, by id() of the record
         self.account = Account(self.keys_accepted)  # the trading API's side: orders, their updates
         self.endpoints[TRADING_PATH] = TRADING
+        self.orders_every = orders_every  # --demo: seconds between two orders made up (none if None)
+        self.making_orders: asyncio.Task | None = None
+
+    async def start(self) -> None:
+        await super().start()
+        if self.orders_every:
+            self.making_orders = asyncio.create_task(self.account.make_up_orders(self.prices, self.rng,
+                                                                                self.orders_every))
+
+    async def stop(self) -> None:
+        if self.making_orders:
+            self.making_orders.cancel()
+        await super().stop()
 
     @property
     def trading_url(self) -> str:

@@ -8,8 +8,10 @@ REST is the paper broker's."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import random
 import uuid
 from collections.abc import Callable
 from datetime import datetime, timezone
@@ -22,12 +24,14 @@ from websockets.exceptions import ConnectionClosed, InvalidState
 from websockets.http11 import Request, Response
 
 from alpaca_stream.channels import SYMBOL
+from alpaca_stream.server.market import start_price
 from alpaca_stream.server.protocol import Endpoint
 from alpaca_stream.times import rfc3339
 
 log = logging.getLogger("local_alpaca_server")
 
 TRADING_PATH = "/stream"
+DEMO_SYMBOLS = ("SPY", "TSLA", "AAPL")  # what the demo's made-up orders trade
 TRADING = Endpoint("trading", (), SYMBOL)  # what /stream serves: not market data, no channels
 ORDERS_PATH = "/v2/orders"
 EPOCH, FOREVER = datetime.min.replace(tzinfo=timezone.utc), datetime.max.replace(tzinfo=timezone.utc)
@@ -59,6 +63,7 @@ class Account:
         self.orders: dict[str, dict] = {}  # by id, in the order they were placed
         self.listening: set[ServerConnection] = set()
         self.updates: list[dict] = []  # every update sent, in order (for tests)
+        self.positions: dict[str, float] = {}  # shares (coins) held, by symbol: what fills add up to
 
     # -- orders ---------------------------------------------------------------------------------
 
@@ -86,6 +91,8 @@ class Account:
         order["updated_at"] = stamp
         data: dict = {"event": event, "timestamp": stamp, "order": order}
         if event in ("fill", "partial_fill") and price is not None and qty is not None:
+            held = self.positions.get(order["symbol"], 0.0) + (qty if order["side"] == "buy" else -qty)
+            self.positions[order["symbol"]] = held if position_qty is None else position_qty
             filled = float(order["filled_qty"]) + qty
             average = float(order["filled_avg_price"] or 0)
             order["filled_avg_price"] = number((average * float(order["filled_qty"]) + price * qty) / filled)
@@ -94,7 +101,7 @@ class Account:
             if order["status"] == "filled":
                 order["filled_at"] = stamp
             data.update(execution_id=str(uuid.uuid4()), price=number(price), qty=number(qty),
-                        position_qty=number(qty if position_qty is None else position_qty))
+                        position_qty=number(self.positions[order["symbol"]]))
         else:
             order["status"] = status or {"canceled": "canceled", "expired": "expired", "rejected": "rejected",
                                          "replaced": "replaced"}.get(event, order["status"])
@@ -110,6 +117,16 @@ class Account:
                 except InvalidState:  # it has gone
                     self.listening.discard(client)
         return data
+
+    async def make_up_orders(self, prices: dict[str, float], rng: random.Random, every: float) -> None:
+        """--demo: an order of a made-up bot every so often, filled a second later at the price
+        of the moment, so that --trade-updates has something to show on the demo."""
+        while True:
+            await asyncio.sleep(every)
+            symbol, qty = rng.choice(DEMO_SYMBOLS), rng.choice((1, 5, 10))
+            order = self.place(symbol, qty, side=rng.choice(("buy", "sell")))
+            await asyncio.sleep(1.0)
+            self.update("fill", order["id"], price=round(prices.get(symbol) or start_price(symbol), 2), qty=qty)
 
     # -- the stream -----------------------------------------------------------------------------
 

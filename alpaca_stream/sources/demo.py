@@ -19,6 +19,7 @@ from alpaca_stream.sources.trading import TradingUpdates
 log = logging.getLogger("alpaca_stream")
 
 DEMO_KEYS = Keys("demo-key-id", "demo-secret-key", "--demo")
+DEMO_ORDERS_EVERY = 10.0  # seconds between two orders the demo's account places and fills by itself
 
 
 class Demo:
@@ -26,7 +27,7 @@ class Demo:
     the first of them to be entered, stopped by that one."""
 
     def __init__(self) -> None:
-        self.server = AlpacaStreamServer(rate=8, batch=6, record=False)
+        self.server = AlpacaStreamServer(rate=8, batch=6, record=False, orders_every=DEMO_ORDERS_EVERY)
         self.started_by: object = None
 
     async def enter(self, stream: object, market: str) -> str:

@@ -10,6 +10,7 @@ with the REST API (GET /v2/orders) when it is back, and handed over marked recov
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
@@ -22,8 +23,15 @@ from urllib.parse import urlencode, urlsplit
 import websockets
 from websockets.asyncio.client import ClientConnection, connect
 
-from alpaca_stream.connection import CLOSE_TIMEOUT, CONNECT_TIMEOUT, PING_INTERVAL, PING_TIMEOUT, http_status
-from alpaca_stream.errors import TRADING_UNAUTHORIZED, AlpacaRefused, ConfigError
+from alpaca_stream.connection import (
+    CLOSE_TIMEOUT,
+    CONNECT_TIMEOUT,
+    PING_INTERVAL,
+    PING_TIMEOUT,
+    http_status,
+    why_not_connected,
+)
+from alpaca_stream.errors import TRADING_UNAUTHORIZED, AlpacaRefused, CannotConnect, ConfigError
 from alpaca_stream.handlers import Route, deliver
 from alpaca_stream.keys import Keys
 from alpaca_stream.reconnect import keep_connected
@@ -73,8 +81,9 @@ class TradingConnection:
 
     market = "trading"
 
-    def __init__(self, base: str, keys: Keys) -> None:
+    def __init__(self, base: str, keys: Keys, told: set[str]) -> None:
         self.base, self.url, self.keys = base.rstrip("/"), stream_url(base), keys
+        self.told = told  # the run's: "Ctrl+C to stop", once
         self.last_data = time.monotonic()
         self.silent_reconnects = 0
         self.websocket: ClientConnection | None = None
@@ -103,6 +112,8 @@ class TradingConnection:
         try:
             self.websocket = await connect(self.url, ping_interval=PING_INTERVAL, ping_timeout=PING_TIMEOUT,
                                            close_timeout=CLOSE_TIMEOUT, max_size=None)
+        except OSError as error:
+            raise CannotConnect(why_not_connected(error, self.url)) from error
         except websockets.InvalidHandshake as error:
             if http_status(error) == 404:
                 raise ConfigError(f"{self.url} answered HTTP 404:\nno trading stream there; "
@@ -114,7 +125,9 @@ class TradingConnection:
         if (answer.get("data") or {}).get("status") != "authorized":
             raise AlpacaRefused(0, "unauthorized", advice=TRADING_UNAUTHORIZED)
         await websocket.send(json.dumps({"action": "listen", "data": {"streams": ["trade_updates"]}}))
-        log.info("listening to the account's order updates")
+        log.info("listening to the account's order updates%s", "" if "how to stop" in self.told else
+                 "; Ctrl+C to stop")
+        self.told.add("how to stop")
 
     async def hand_over(self, update: object, routes: dict[str, Route], session: Session) -> None:
         if not isinstance(update, dict):
@@ -140,8 +153,11 @@ class TradingConnection:
             status = str(order.get("status"))
             update = {"event": EVENT_OF_STATUS.get(status, status), "order": order, "recovered": True,
                       "timestamp": order.get("updated_at")}
-            if status in ("filled", "partially_filled"):
-                update["price"] = order.get("filled_avg_price")
+            if status in ("filled", "partially_filled"):  # what filled since the last update handed over
+                had = self.orders.states.get(str(order.get("id")), ("", "0"))[1]
+                with contextlib.suppress(ValueError, TypeError):
+                    update["qty"] = float(order.get("filled_qty") or 0) - float(had)
+                update["price"] = order.get("filled_avg_price")  # on average: the fills' own are not kept
             await self.hand_over(update, routes, session)
 
     def changed_orders(self, since: datetime) -> list[dict]:
@@ -183,4 +199,4 @@ class TradingUpdates:
         live = urlsplit(self.url).hostname == urlsplit(LIVE_API).hostname
         log.log(logging.WARNING if live else logging.INFO, "connecting to %s%s", stream_url(self.url),
                 ":\nthe LIVE account, real money" if live else "")
-        await keep_connected(TradingConnection(self.url, self.keys), routes, session)
+        await keep_connected(TradingConnection(self.url, self.keys, self.subscriptions.told), routes, session)
