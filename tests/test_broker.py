@@ -255,10 +255,10 @@ def test_a_bot_started_after_the_feeder_gets_each_order_books_whole_state_first(
     try:
         feeder = start_script("--demo", "BTC/USD", "ETH/USD", "--orderbooks", "--quiet", "--publish", broker.url)
         feeder.wait_for_stderr("subscribed to orderbooks")
-        time.sleep(1)  # the feeder's books change a while before the bot comes
+        time.sleep(0.5)  # the feeder's books change a while before the bot comes
         bot = start_bot(start_script, broker.url, "BTC/USD", "ETH/USD", "--orderbooks")
-        bot.wait_for(lambda: sum('"orderbook"' in line for line in list(bot.out_lines)) >= 40, 20,
-                     "the books and their changes")
+        bot.wait_for(lambda: {json.loads(line)["symbol"] for line in list(bot.out_lines)} == {"BTC/USD", "ETH/USD"}
+                     and len(bot.out_lines) >= 12, 20, "the books and their changes")
         assert bot.stop(signal.SIGINT)[0] == 0 and feeder.stop(signal.SIGINT)[0] == 0
     finally:
         broker.stop()
