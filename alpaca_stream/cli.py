@@ -113,7 +113,8 @@ class CommandLine:
         if settings.replay is not None:
             self.session.connected = False  # the summary counts no reconnects
             return [Recording(settings.replay, settings.replay_speed)]
-        check_alpaca_py()
+        if settings.channels:  # market data, through alpaca-py's streams: not the order updates alone
+            check_alpaca_py()
         # One stream per endpoint, each its own connection: stocks, crypto pairs (BTC/USD),
         # options (AAPL261218C00250000), news.
         crypto_channels = [channel for channel in settings.channels if channel in CRYPTO_CHANNELS]
