@@ -63,3 +63,16 @@ def wanted(subscriptions: Mapping[str, Collection[str]], messages: list, *, cont
                         any(symbol in symbols for symbol in message.get("symbols") or ())):  # an article's
             chosen.append(message)
     return chosen
+
+
+def market_of_symbol(symbol: str) -> str:
+    """The market a symbol is of: a pair has a slash (BTC/USD), an option is an OCC symbol
+    (longer than any stock's ten), the rest stocks."""
+    if "/" in symbol:
+        return "crypto"
+    return "options" if len(symbol) > 10 and OPTION.fullmatch(symbol) else "stocks"
+
+
+# The trading stream's events that say an order's state, and that state: a fill leaves it filled.
+STATUS_OF_EVENT = {"new": "new", "fill": "filled", "partial_fill": "partially_filled", "canceled": "canceled",
+                   "expired": "expired", "rejected": "rejected", "replaced": "replaced"}

@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 from uuid import UUID
 
 from alpaca_stream.books import Book
-from alpaca_stream.channels import OPTION
+from alpaca_stream.channels import market_of_symbol
 from alpaca_stream.times import rfc3339
 
 
@@ -453,13 +453,10 @@ def by_market(stocks: type[Record], crypto: type[Record], option: type[Record] |
     """For the messages of every market in one table (a recording, run_handlers()): crypto's
     record for a pair's message (its symbol has a slash: BTC/USD), an option's for an option's
     (AAPL250117C00200000: digits after its root), the stock's for the rest."""
+    of_market = {"stocks": stocks, "crypto": crypto, "options": option or stocks}
+
     def record(message: dict[str, Any]) -> Record:
-        symbol = str(message.get("S", ""))
-        if "/" in symbol:
-            return crypto(message)
-        if option and len(symbol) > 10 and OPTION.fullmatch(symbol):  # a stock's has 10 at most
-            return option(message)
-        return stocks(message)
+        return of_market[market_of_symbol(str(message.get("S", "")))](message)
     return record
 
 

@@ -8,6 +8,7 @@ import textwrap
 from collections.abc import Callable
 from typing import Any
 
+from alpaca_stream.channels import STATUS_OF_EVENT
 from alpaca_stream.logs import WIDTH
 from alpaca_stream.records import (
     KIND,
@@ -156,12 +157,9 @@ def trade_update(update: TradeUpdate) -> str:
         what += f" {quantity(update.qty)} @ {money(float(update.price or 0))}"
     limit = f" at {money(float(order.limit_price))}" if order.limit_price else ""
     # The order's state when the event does not say it already (a fill: filled), so the line fits.
-    state = "" if STATE_OF_EVENT.get(update.event) == order.status else f", {order.status}"
+    state = "" if STATUS_OF_EVENT.get(update.event) == order.status else f", {order.status}"
     return f"{what}; {order.side} {quantity(float(order.filled_qty or 0))}/{order.qty}{limit}{state}"
 
-
-STATE_OF_EVENT = {"new": "new", "fill": "filled", "partial_fill": "partially_filled", "canceled": "canceled",
-                  "expired": "expired", "rejected": "rejected", "replaced": "replaced"}
 
 
 def quantity(qty: float | None) -> str:

@@ -17,7 +17,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from alpaca_stream.books import Book
-from alpaca_stream.channels import OPTION, wanted
+from alpaca_stream.channels import market_of_symbol, wanted
 from alpaca_stream.server.protocol import ConnectionRecord, ProtocolServer, cut_as_slow, encode, log
 
 CLIENT_BUFFER = 4 * 2**20  # bytes of frames waiting for one Relay client before it is cut as slow (407)
@@ -135,14 +135,8 @@ class AllMarkets:
 
 
 def market_of(message: dict) -> str:
-    """The market of a message, by its kind and symbol: a pair's has a slash (BTC/USD), an
-    option's is an OCC symbol, an article is news, the rest stocks."""
-    symbol = str(message.get("S", ""))
-    if message.get("T") == "n":
-        return "news"
-    if "/" in symbol:
-        return "crypto"
-    return "options" if len(symbol) > 10 and OPTION.fullmatch(symbol) else "stocks"
+    """The market of a message: an article's is news, the others' their symbol's."""
+    return "news" if message.get("T") == "n" else market_of_symbol(str(message.get("S", "")))
 
 
 class Relay(ProtocolServer):
@@ -194,7 +188,7 @@ class Relay(ProtocolServer):
     @property
     def clients(self) -> dict[int, Client]:
         """Every market's clients."""
-        return {key: client for market in self.markets.values() for key, client in market.clients.items()}
+        return AllMarkets(self.markets).clients
 
     async def stop(self) -> None:
         """As ProtocolServer's, the clients first sent a close (1001, going away): to them, the

@@ -23,7 +23,7 @@ from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed, InvalidState
 from websockets.http11 import Request, Response
 
-from alpaca_stream.channels import SYMBOL
+from alpaca_stream.channels import STATUS_OF_EVENT, SYMBOL
 from alpaca_stream.server.market import start_price
 from alpaca_stream.server.protocol import Endpoint
 from alpaca_stream.times import rfc3339
@@ -103,8 +103,7 @@ class Account:
             data.update(execution_id=str(uuid.uuid4()), price=number(price), qty=number(qty),
                         position_qty=number(self.positions[order["symbol"]]))
         else:
-            order["status"] = status or {"canceled": "canceled", "expired": "expired", "rejected": "rejected",
-                                         "replaced": "replaced"}.get(event, order["status"])
+            order["status"] = status or STATUS_OF_EVENT.get(event, order["status"])
             if event in ("canceled", "expired"):
                 order[f"{event}_at"] = stamp
         data["order"] = dict(order)  # as it was then

@@ -23,6 +23,7 @@ from urllib.parse import urlencode, urlsplit
 import websockets
 from websockets.asyncio.client import ClientConnection, connect
 
+from alpaca_stream.channels import STATUS_OF_EVENT
 from alpaca_stream.connection import (
     CLOSE_TIMEOUT,
     CONNECT_TIMEOUT,
@@ -45,10 +46,8 @@ log = logging.getLogger("alpaca_stream")
 PAPER_API, LIVE_API = "https://paper-api.alpaca.markets", "https://api.alpaca.markets"
 TRADING_PATH = "/stream"
 RECOVER_LIMIT = 500  # the most orders one REST read gives: the newest, to find those that changed
+EVENT_OF_STATUS = {status: event for event, status in STATUS_OF_EVENT.items()}  # for a recovered order
 RECOVER_MARGIN = 60.0  # seconds before the loss too: an update in flight as it went was lost with it
-# The event an order's state stands for, when it is recovered rather than sent.
-EVENT_OF_STATUS = {"filled": "fill", "partially_filled": "partial_fill", "canceled": "canceled",
-                   "expired": "expired", "rejected": "rejected", "replaced": "replaced"}
 
 
 def stream_url(base: str) -> str:
