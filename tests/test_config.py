@@ -305,7 +305,8 @@ def test_the_script_copied_alone_into_a_folder_of_its_own_runs_on_the_installed_
     done = subprocess.run([sys.executable, "websocket_stream.py", "--replay", str(ROOT / "tests/data/session.jsonl")],
                           cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
-    assert len(done.stdout.splitlines()) == 60 and " trade " in done.stdout
+    # The summary, not the printout: it holds whatever the student's handlers print.
+    assert "received 55 trades, 2 corrections, 3 cancels" in done.stderr
 
 
 def test_without_the_package_the_script_says_in_one_line_what_to_install(tmp_path):

@@ -34,11 +34,12 @@ turnover: dict[str, float] = {}  # and what they were worth
 
 
 async def on_trade(trade: Trade) -> None:
-    volume[trade.symbol] = volume.get(trade.symbol, 0) + trade.size
-    turnover[trade.symbol] = turnover.get(trade.symbol, 0.0) + trade.price * trade.size
-    vwap = turnover[trade.symbol] / volume[trade.symbol]
+    symbol = trade.symbol
+    volume[symbol] = volume.get(symbol, 0) + trade.size
+    turnover[symbol] = turnover.get(symbol, 0.0) + trade.price * trade.size
+    vwap = turnover[symbol] / volume[symbol]
     if trade.size >= 10_000:
-        print(f"block: {trade.size} {trade.symbol} at {trade.price:.2f}, "
+        print(f"block: {trade.size} {symbol} at {trade.price:.2f}, "
               f"{trade.price / vwap - 1:+.3%} from the VWAP of {vwap:.2f}")
 
 
