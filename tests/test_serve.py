@@ -666,7 +666,7 @@ def test_two_alpaca_py_bots_and_a_typescript_sdk_bot_share_the_scripts_one_conne
     growing = start_bot([sys.executable, str(ALPACA_PY_BOT), url, "AAPL", "--then", "NVDA", "--count", "120"], env)
     # Another streams TSLA and leaves after 40 trades.
     leaving = start_bot([sys.executable, str(ALPACA_PY_BOT), url, "TSLA", "--count", "40"], env)
-    ts = start_bot([str(NODE), str(TS_SDK_CLIENT), url, "60"], env)  # SPY and TSLA's trades and imbalances
+    ts = start_bot([str(NODE), str(TS_SDK_CLIENT), url, "30"], env)  # 30 trades of SPY and of TSLA
     for bot in (growing, leaving, ts):
         assert bot.finish(timeout=60) == 0, bot.stderr
     feeder.wait_for(lambda: server.connections[0].subscriptions.get("trades") == ["SPY"],
