@@ -28,9 +28,8 @@ exit statuses:
 
 from __future__ import annotations
 
-import asyncio  # asyncio and time: for your handlers (the README's examples)
+import asyncio  # for your handlers (the README's examples)
 import sys
-import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -64,6 +63,7 @@ try:
         in_background,  # for your handlers: the README shows how
         show,
         subscribe,
+        trading_client,  # for your handlers: orders (the README shows how)
         unsubscribe,
     )
 except ModuleNotFoundError as missing:  # the package, or what it needs
@@ -164,12 +164,14 @@ HANDLERS: Handlers = {
 
 def run_handlers(messages: Iterable[dict[str, Any]],
                  handlers: Handlers | None = None, *,
-                 keep_going: bool = False) -> Session:
+                 keep_going: bool = False, trading: Any = None) -> Session:
     """For your own tests: messages to the handlers above (or, for the kinds
     given, to these), as the stream hands them over, with no network; if a
-    handler raised, HandlersFailed at the end lists every error."""
+    handler raised, HandlersFailed at the end lists every error. trading:
+    what trading_client() gives meanwhile (one that notes the orders)."""
     mine = {**HANDLERS, **(handlers or {})}
-    return alpaca_stream.run_handlers(messages, mine, keep_going=keep_going)
+    return alpaca_stream.run_handlers(messages, mine, keep_going=keep_going,
+                                      trading=trading)
 
 
 # The lesson's steps ---------------------------------------------------------

@@ -7,6 +7,7 @@ handlers. Data flows one way, and the folders say so:
                  server a feeder publishes to (nats.py), a recording (recording.py)
     records.py   what each kind of message holds
     handlers.py  records to your handlers, in order; in_background(); run_handlers()
+    orders.py    trading_client(): orders from a handler, to the run's account
     outputs/     where they go from there: the terminal (terminal.py), a NATS server
                  (nats.py), your other bots through --serve (serve.py)
 
@@ -19,17 +20,18 @@ ends a run and what is retried: one policy for every source), session.py (what a
 the summary, --heartbeat), logs.py (the log, within 80 columns). Over all of them:
 supervisor.py (sources side by side in one event loop), options.py (the command line's
 options) and cli.py (the command: Ctrl+C and SIGTERM, exit statuses). And server/: the server
-side of Alpaca's protocol, written once, with made-up data as the local server (--demo, the
-tests) or with this script's data for --serve's clients.
+side of Alpaca's protocol, written once, with made-up data and a paper broker as the local
+server (--demo, the tests) or with this script's data for --serve's clients.
 
 What a bot uses is here, one import away:
 
-    from alpaca_stream import Trade, show, in_background, subscribe, run_handlers
+    from alpaca_stream import Trade, show, in_background, subscribe, run_handlers, trading_client
 """
 
 from alpaca_stream.cli import CommandLine
 from alpaca_stream.handlers import Handler, Handlers, HandlersFailed, in_background, run_handlers
 from alpaca_stream.keys import Keys, check_keys, load_keys
+from alpaca_stream.orders import trading_client
 from alpaca_stream.outputs.terminal import show
 from alpaca_stream.records import (
     Bar,
@@ -71,5 +73,5 @@ __all__ = [
     "NewsStream", "OptionQuote", "OptionStream", "OptionTrade", "Order", "OrderImbalance", "Orderbook",
     "Quote", "Record", "Session", "StockStream", "Trade", "TradeCancel", "TradeCorrection", "TradeUpdate",
     "TradingStatus", "TradingUpdates", "UpdatedBar", "check_keys", "in_background", "load_keys",
-    "run_handlers", "show", "stream", "subscribe", "unsubscribe",
+    "run_handlers", "show", "stream", "subscribe", "trading_client", "unsubscribe",
 ]

@@ -5,6 +5,7 @@ hand-over with no stream, for tests of a strategy."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import inspect
 import logging
@@ -15,6 +16,7 @@ from typing import Any, NamedTuple
 
 import msgpack
 
+from alpaca_stream.orders import trading_through
 from alpaca_stream.records import KIND, MESSAGE_TYPES, TIMES, Record, RecordType, either_market_types, from_json
 from alpaca_stream.session import Session
 from alpaca_stream.times import rfc3339
@@ -152,7 +154,8 @@ class HandlersFailed(Exception):
     """run_handlers(): the handlers raised; every failure is listed, the first is the cause."""
 
 
-def run_handlers(messages: Iterable[dict[str, Any]], handlers: Handlers, *, keep_going: bool = False) -> Session:
+def run_handlers(messages: Iterable[dict[str, Any]], handlers: Handlers, *, keep_going: bool = False,
+                 trading: object = None) -> Session:
     """Hand messages to these handlers (by kind: {"trade": on_trade, ...}) as the stream does,
     with no network and no server: for your own tests. The same records, in the same order;
     work started with in_background() is waited for. A message is a dict as Alpaca sends it
@@ -160,7 +163,9 @@ def run_handlers(messages: Iterable[dict[str, Any]], handlers: Handlers, *, keep
     "symbol", "price", ...); one of a kind with no handler here is counted, and goes no
     further. A handler that raises is logged and the next message goes on, as on the stream;
     then, at the end, HandlersFailed lists every failure, so that a test of a strategy that
-    raises fails (keep_going=True: no raise, as the stream). Returns what the summary counts:
+    raises fails (keep_going=True: no raise, as the stream). trading: what trading_client()
+    gives the handlers meanwhile, for a strategy that places orders: an object with the methods
+    they call (submit_order, ...), that notes the orders. Returns what the summary counts:
 
         trade = {"type": "trade", "symbol": "SPY", "price": 600.5, "size": 100,
                  "timestamp": "2026-11-24T15:00:00+00:00", "exchange": "V", "id": 1}
@@ -194,7 +199,8 @@ def run_handlers(messages: Iterable[dict[str, Any]], handlers: Handlers, *, keep
         await deliver(wire, routes, session)
         await background_finished()
 
-    asyncio.run(hand_over())  # subscribe() in a handler changes nothing here: no stream runs
+    with trading_through(trading) if trading is not None else contextlib.nullcontext():
+        asyncio.run(hand_over())  # subscribe() in a handler changes nothing here: no stream runs
     if failures and not keep_going:
         listed = "\n".join(failure for failure, _ in failures)
         raise HandlersFailed(f"{len(failures)} of the messages made a handler raise:\n{listed}") from failures[0][1]

@@ -133,10 +133,22 @@ def test_the_recorded_session_replayed_reports_each_block_and_counts_every_trade
     assert [line.split(" at ")[0] for line in printed if line.startswith("block: ")] == blocks
 
 
+class NotedOrders:
+    """Stands in for alpaca-py's TradingClient in a test: trading_client() gives it to your
+    handlers (run_handlers(..., trading=...)), and it notes the orders they place."""
+
+    def __init__(self) -> None:
+        self.placed: list[object] = []
+
+    def submit_order(self, order: object) -> None:
+        self.placed.append(order)
+
+
 def test_the_handlers_in_websocket_stream_take_the_recorded_session_without_an_error(caplog):
-    # Your handlers, whatever they are now: none raises on a session recorded from --demo.
+    # Your handlers, whatever they are now: none raises on a session recorded from --demo, and
+    # the orders they place are noted, not sent (the README's order example buys 1 TSLA here).
     messages = [json.loads(line) for line in RECORDING.read_text(encoding="utf-8").splitlines()]
     with caplog.at_level(logging.WARNING):
-        session = run_handlers(messages)
+        session = run_handlers(messages, trading=NotedOrders())
     assert sum(session.received.values()) == len(messages)
     assert [record.getMessage() for record in caplog.records] == []

@@ -18,10 +18,12 @@ README = (ROOT / "README.md").read_text(encoding="utf-8")
 DOCS = sorted((ROOT / "docs").glob("*.md"))
 # An example is marked for this test by a comment the rendered README does not show, then its
 # code block: <!-- example: replaces on_trade, prints "block: " -->. One that builds on the
-# example before it says so: <!-- example: replaces on_cancel, with the one above, prints ... -->
-EXAMPLES = [(handlers.split(), bool(above), prints, code) for handlers, above, prints, code in re.findall(
-    r'<!-- example: replaces ([\w ]+?), (with the one above, )?prints "([^"]+)" -->\s*```python\n(.*?)```',
-    README, re.S)]
+# example before it says so: <!-- example: replaces on_cancel, with the one above, prints ... -->;
+# one that runs with other options than --demo alone says which: runs with --demo --trades, ...
+MARKED = re.findall(r'<!-- example: replaces ([\w ]+?), (with the one above, )?(?:runs with ([^,]+), )?'
+                    r'prints "([^"]+)" -->\s*```python\n(.*?)```', README, re.S)
+EXAMPLES = [(handlers.split(), bool(above), prints, code) for handlers, above, _, prints, code in MARKED]
+RUNS_WITH = [options or "--demo" for _, _, options, _, _ in MARKED]  # each example's command line
 MY_BOT = ROOT / "tests" / "test_my_bot.py"
 
 
@@ -72,7 +74,8 @@ def test_an_example_pasted_over_its_handlers_prints_within_30_s(number, make_ser
         script.wait_for_stderr("subscribed to trades")
         server.cue("correction", "cancel")
     else:  # as the README says: under --demo, which sends a block at least every 5 s
-        script = start_script("--demo", edit=edit, env=script_env(APCA_API_KEY_ID=None, APCA_API_SECRET_KEY=None))
+        script = start_script(*RUNS_WITH[number].split(), edit=edit,
+                              env=script_env(APCA_API_KEY_ID=None, APCA_API_SECRET_KEY=None))
     script.wait_for(lambda: any(line.startswith(prints) for line in script.out_lines), timeout=30,
                     what=f"a line starting {prints!r}")
     assert script.stop(signal.SIGINT)[0] == 0

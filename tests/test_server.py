@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import shutil
 import socket
 import subprocess
@@ -468,8 +469,9 @@ def test_run_alone_it_logs_each_connection_subscription_and_disconnection_on_one
         server.terminate()
         server.wait(timeout=10)
     lines = [line.split(" ", 1)[1] for line in logged]
-    assert lines[:2] == ["connection 1 opened on /v2/iex", "subscriptions: trades SPY, TSLA; quotes SPY, TSLA"]
-    assert lines[2].startswith("connection 1 closed after ")
+    assert re.fullmatch(r"trading API \(orders, their updates at /stream\): http://127\.0\.0\.1:\d+", lines[0])
+    assert lines[1:3] == ["connection 1 opened on /v2/iex", "subscriptions: trades SPY, TSLA; quotes SPY, TSLA"]
+    assert lines[3].startswith("connection 1 closed after ")
 
 
 def test_run_alone_with_sip_and_hold_dropped_it_serves_sip_and_holds_a_lost_place():

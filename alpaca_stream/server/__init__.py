@@ -1,7 +1,9 @@
 """Alpaca's stream protocol, served: the server side written once (protocol.py), with made-up
-market data (market.py, and crypto.py for the crypto stream) as the local server for --demo,
-the tests and the benchmark (local.py), or with the data of the script's one connection to Alpaca, for --serve's clients
-(relay.py). The facts it follows are in the project's ../shared/alpaca-stream-protocol.md.
+market data (market.py, crypto.py, options.py, news.py) and an account (trading.py: its
+orders and their updates; broker.py: the paper broker's REST API) as the local server for
+--demo, the tests and the benchmark (local.py), or with the data of the script's one
+connection to Alpaca, for --serve's clients (relay.py). The facts it follows are in the
+project's ../shared/alpaca-stream-protocol.md.
 
     python -m alpaca_stream.server --port 8765 --rate 50
 """

@@ -34,6 +34,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from alpaca_stream.channels import CRYPTO_PATH, NEWS_PATH, OPTIONS_PATH
+from alpaca_stream.server.broker import Broker
 from alpaca_stream.server.crypto import CryptoMarket
 from alpaca_stream.server.market import CUES, Market
 from alpaca_stream.server.news import NewsMarket
@@ -96,26 +97,31 @@ class AlpacaStreamServer(ProtocolServer):
         self.senders: dict[int, asyncio.Task] = {}  # by id() of the connection's record
         self.markets: dict[int, Market] = {}  # the market each sender streams, by id() of the record
         self.account = Account(self.keys_accepted)  # the trading API's side: orders, their updates
+        self.broker = Broker(self.account, self.prices, lambda: self.port)  # its REST, on threads of its own
         self.endpoints[TRADING_PATH] = TRADING
         self.orders_every = orders_every  # --demo: seconds between two orders made up (none if None)
         self.making_orders: asyncio.Task | None = None
 
     async def start(self) -> None:
         await super().start()
+        self.account.loop = asyncio.get_running_loop()
+        self.broker.start()
         if self.orders_every:
             self.making_orders = asyncio.create_task(self.account.make_up_orders(self.prices, self.rng,
-                                                                                self.orders_every))
+                                                                                self.orders_every,
+                                                                                lambda: self.broker.placed > 0))
 
     async def stop(self) -> None:
         if self.making_orders:
             self.making_orders.cancel()
+        await asyncio.to_thread(self.broker.stop)
         await super().stop()
 
     @property
     def trading_url(self) -> str:
-        """The trading API's base URL: http://127.0.0.1:PORT (its stream at /stream, as
-        trading_stream_url; its REST under /v2/)."""
-        return self.url_of("").replace("ws://", "http://", 1)
+        """The trading API's base URL, the paper broker's: http://127.0.0.1:PORT (its REST
+        under /v2/; its stream at /stream, passed to trading_stream_url)."""
+        return self.broker.url
 
     @property
     def trading_stream_url(self) -> str:
@@ -155,9 +161,6 @@ class AlpacaStreamServer(ProtocolServer):
         self.cued.extend(events)
 
     def _handshake(self, connection: ServerConnection, request: Request) -> Response | None:
-        rest = self.account.rest(request)  # the trading API's REST reads: not websockets
-        if rest:
-            return rest
         refused = super()._handshake(connection, request)
         if refused is None and self.slow_after is not None:
             # Loopback's send buffer grows to megabytes: a client would be minutes behind before a send waits.
@@ -320,6 +323,7 @@ async def main(argv: list[str] | None = None) -> int:
         print(f"port {args.port} is in use: choose another with --port (0 picks a free one)", file=sys.stderr)
         return 2
     print(server.url, flush=True)  # the benchmark reads the port from here
+    log.info("trading API (orders, their updates at /stream): %s", server.trading_url)
     try:
         await asyncio.Future()  # serve until interrupted
     finally:

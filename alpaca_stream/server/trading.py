@@ -1,10 +1,9 @@
-"""The trading API's side of the local server, enough for order updates (--trade-updates) and
-for alpaca-py's TradingStream and TradingClient's reads: the account's orders, its stream of
-trade updates at /stream (JSON in binary frames, as Alpaca's paper API sends them), and the
-REST reads that recovery needs, GET /v2/orders and GET /v2/orders/{id}. Its own protocol, not
-the market data's: no greeting, {"stream": ..., "data": ...} messages, a refusal as an answer.
-Orders are made here by the tests (and the demo) with place() and update(); placing them over
-REST is the paper broker's."""
+"""The trading API's side of the local server: the one account it plays, its orders and
+positions, and its stream of trade updates at /stream (JSON in binary frames, as Alpaca's paper
+API sends them), for --trade-updates and alpaca-py's TradingStream. Its own protocol, not the
+market data's: no greeting, {"stream": ..., "data": ...} messages, a refusal as an answer. The
+REST API that places and reads orders is the paper broker's (broker.py), on a thread of its own:
+the account is changed from both, under its lock, and its updates are sent from the loop."""
 
 from __future__ import annotations
 
@@ -12,29 +11,24 @@ import asyncio
 import json
 import logging
 import random
+import threading
 import uuid
 from collections.abc import Callable
 from datetime import datetime, timezone
-from http import HTTPStatus
-from urllib.parse import parse_qs, urlsplit
 
 from websockets.asyncio.server import ServerConnection
-from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed, InvalidState
-from websockets.http11 import Request, Response
 
 from alpaca_stream.channels import STATUS_OF_EVENT, SYMBOL
 from alpaca_stream.server.market import start_price
 from alpaca_stream.server.protocol import Endpoint
-from alpaca_stream.times import rfc3339
 
 log = logging.getLogger("local_alpaca_server")
 
 TRADING_PATH = "/stream"
 DEMO_SYMBOLS = ("SPY", "TSLA", "AAPL")  # what the demo's made-up orders trade
+CASH = 100_000.0  # dollars the account starts with, as a new paper account
 TRADING = Endpoint("trading", (), SYMBOL)  # what /stream serves: not market data, no channels
-ORDERS_PATH = "/v2/orders"
-EPOCH, FOREVER = datetime.min.replace(tzinfo=timezone.utc), datetime.max.replace(tzinfo=timezone.utc)
 CLOSED = ("filled", "canceled", "expired", "rejected", "replaced", "done_for_day")  # an order's end states
 # The fields of an order as the REST API gives it, and as an update's "order" holds it.
 ORDER_FIELDS = ("id", "client_order_id", "created_at", "updated_at", "submitted_at", "filled_at", "expired_at",
@@ -55,75 +49,120 @@ def frame(stream: str, data: dict) -> bytes:
 
 
 class Account:
-    """The orders of the one account the local server plays, and the trading stream's clients
-    that listen to its trade updates."""
+    """The orders, cash and positions of the one account the local server plays, and the
+    trading stream's clients that listen to its trade updates. Changed from the server's loop
+    and from the broker's threads: under lock; sent from loop, in the order of the changes."""
 
     def __init__(self, keys_accepted: Callable[[str, str], bool]) -> None:
         self.keys_accepted = keys_accepted
+        self.lock = threading.RLock()
+        self.loop: asyncio.AbstractEventLoop | None = None  # the server's, once it has started
         self.orders: dict[str, dict] = {}  # by id, in the order they were placed
         self.listening: set[ServerConnection] = set()
         self.updates: list[dict] = []  # every update sent, in order (for tests)
+        self.unsent: list[bytes] = []  # updates made in another thread, for the loop to send
+        self.cash = CASH
         self.positions: dict[str, float] = {}  # shares (coins) held, by symbol: what fills add up to
+        self.entry_prices: dict[str, float] = {}  # what a position's shares cost on average, by symbol
 
     # -- orders ---------------------------------------------------------------------------------
 
     def place(self, symbol: str, qty: float, side: str = "buy", order_type: str = "market",
-              limit_price: float | None = None) -> dict:
+              limit_price: float | None = None, client_order_id: str | None = None,
+              time_in_force: str = "day") -> dict:
         """A new order, accepted: its "new" update sent to the listeners."""
         order: dict = dict.fromkeys(ORDER_FIELDS)
         stamp, order_id = now(), str(uuid.uuid4())
-        order.update(id=order_id, client_order_id=str(uuid.uuid4()), created_at=stamp, updated_at=stamp,
+        order.update(id=order_id, client_order_id=client_order_id or str(uuid.uuid4()), created_at=stamp,
+                     updated_at=stamp,
                      submitted_at=stamp, asset_id=str(uuid.uuid5(uuid.NAMESPACE_URL, symbol)), symbol=symbol,
                      asset_class="crypto" if "/" in symbol else "us_equity", qty=number(qty), filled_qty="0",
-                     order_class="", order_type=order_type, type=order_type, side=side, time_in_force="day",
+                     order_class="", order_type=order_type, type=order_type, side=side, time_in_force=time_in_force,
                      limit_price=None if limit_price is None else number(limit_price), status="new",
                      extended_hours=False)
-        self.orders[order_id] = order
-        self.update("new", order_id)
-        return order
+        with self.lock:
+            self.orders[order_id] = order
+            self.update("new", order_id)
+            return dict(order)
 
     def update(self, event: str, order_id: str, *, price: float | None = None, qty: float | None = None,
                position_qty: float | None = None, status: str | None = None, send: bool = True) -> dict:
         """An event of an order: its state changed as the event says (a fill adds to filled_qty
-        at price), then sent to the listeners, unless send is False (a stream that is down)."""
-        order = self.orders[order_id]
-        stamp = now()
-        order["updated_at"] = stamp
-        data: dict = {"event": event, "timestamp": stamp, "order": order}
-        if event in ("fill", "partial_fill") and price is not None and qty is not None:
-            held = self.positions.get(order["symbol"], 0.0) + (qty if order["side"] == "buy" else -qty)
-            self.positions[order["symbol"]] = held if position_qty is None else position_qty
-            filled = float(order["filled_qty"]) + qty
-            average = float(order["filled_avg_price"] or 0)
-            order["filled_avg_price"] = number((average * float(order["filled_qty"]) + price * qty) / filled)
-            order["filled_qty"] = number(filled)
-            order["status"] = "filled" if filled >= float(order["qty"]) else "partially_filled"
-            if order["status"] == "filled":
-                order["filled_at"] = stamp
-            data.update(execution_id=str(uuid.uuid4()), price=number(price), qty=number(qty),
-                        position_qty=number(self.positions[order["symbol"]]))
-        else:
-            order["status"] = status or STATUS_OF_EVENT.get(event, order["status"])
-            if event in ("canceled", "expired"):
-                order[f"{event}_at"] = stamp
-        data["order"] = dict(order)  # as it was then
-        self.updates.append(data)
-        if send:
-            for client in list(self.listening):
-                try:  # in order, without waiting for a slow client
-                    client.protocol.send_binary(frame("trade_updates", data))
-                    client.send_data()
-                except InvalidState:  # it has gone
-                    self.listening.discard(client)
-        return data
+        at price, and to the position), then sent to the listeners, unless send is False (a
+        stream that is down)."""
+        with self.lock:
+            order = self.orders[order_id]
+            stamp = now()
+            order["updated_at"] = stamp
+            data: dict = {"event": event, "timestamp": stamp, "order": order}
+            if event in ("fill", "partial_fill") and price is not None and qty is not None:
+                self.fill(order, price, qty, position_qty)
+                if order["status"] == "filled":
+                    order["filled_at"] = stamp
+                data.update(execution_id=str(uuid.uuid4()), price=number(price), qty=number(qty),
+                            position_qty=number(self.positions.get(order["symbol"], 0.0)))
+            else:
+                order["status"] = status or STATUS_OF_EVENT.get(event, order["status"])
+                if event in ("canceled", "expired"):
+                    order[f"{event}_at"] = stamp
+            data["order"] = dict(order)  # as it was then
+            self.updates.append(data)
+            if send and self.loop is not None:
+                self.unsent.append(frame("trade_updates", data))
+                if in_loop(self.loop):
+                    self.send()
+                else:
+                    self.loop.call_soon_threadsafe(self.send)
+            return data
 
-    async def make_up_orders(self, prices: dict[str, float], rng: random.Random, every: float) -> None:
+    def fill(self, order: dict, price: float, qty: float, position_qty: float | None) -> None:
+        """What a fill changes: the order's filled quantity and average price, the cash, the
+        position and what its shares cost on average."""
+        symbol, signed = order["symbol"], qty if order["side"] == "buy" else -qty
+        held = self.positions.get(symbol, 0.0)
+        now_held = held + signed if position_qty is None else position_qty
+        if held * signed >= 0 and now_held:  # bought more of a long (sold more of a short): a new average
+            self.entry_prices[symbol] = (self.entry_prices.get(symbol, price) * held + price * signed) / now_held
+        elif held * now_held < 0:  # crossed zero: the rest is a new position at this price
+            self.entry_prices[symbol] = price
+        self.positions[symbol] = now_held
+        if not now_held:
+            del self.positions[symbol]
+            self.entry_prices.pop(symbol, None)
+        self.cash -= price * signed
+        filled = float(order["filled_qty"]) + qty
+        average = float(order["filled_avg_price"] or 0)
+        order["filled_avg_price"] = number((average * float(order["filled_qty"]) + price * qty) / filled)
+        order["filled_qty"] = number(filled)
+        order["status"] = "filled" if filled >= float(order["qty"]) else "partially_filled"
+
+    def send(self) -> None:
+        """The updates not sent yet to every listener, from the loop: in order, without waiting
+        for a slow one."""
+        with self.lock:
+            messages = list(self.unsent)
+            self.unsent.clear()
+        for client in list(self.listening):
+            try:
+                for message in messages:
+                    client.protocol.send_binary(message)
+                client.send_data()
+            except InvalidState:  # it has gone
+                self.listening.discard(client)
+
+    async def make_up_orders(self, prices: dict[str, float], rng: random.Random, every: float,
+                             bot_trades: Callable[[], bool]) -> None:
         """--demo: an order of a made-up bot every so often, filled a second later at the price
-        of the moment, so that --trade-updates has something to show on the demo."""
+        of the moment, so that --trade-updates has something to show on the demo; until a bot
+        places its own (bot_trades() is true), whose fills are then all it sees."""
         while True:
             await asyncio.sleep(every)
-            symbol, qty = rng.choice(DEMO_SYMBOLS), rng.choice((1, 5, 10))
-            order = self.place(symbol, qty, side=rng.choice(("buy", "sell")))
+            if bot_trades():
+                return
+            symbol, qty = rng.choice(DEMO_SYMBOLS), rng.choice((5, 10))  # not 1: the README's bot buys 1
+            # A cash account: it sells only what it holds.
+            side = rng.choice(("buy", "sell")) if self.positions.get(symbol, 0) >= qty else "buy"
+            order = self.place(symbol, qty, side=side)
             await asyncio.sleep(1.0)
             self.update("fill", order["id"], price=round(prices.get(symbol) or start_price(symbol), 2), qty=qty)
 
@@ -165,45 +204,16 @@ class Account:
         finally:
             self.listening.discard(ws)
 
-    # -- the REST reads -------------------------------------------------------------------------
 
-    def rest(self, request: Request) -> Response | None:
-        """GET /v2/orders (status open, closed or all; after, until; direction; limit) and GET
-        /v2/orders/{id}, with the keys in the headers; None for another path."""
-        url = urlsplit(request.path)
-        if url.path.rstrip("/") != ORDERS_PATH and not url.path.startswith(ORDERS_PATH + "/"):
-            return None
-        if not self.keys_accepted(request.headers.get("APCA-API-KEY-ID", ""),
-                                  request.headers.get("APCA-API-SECRET-KEY", "")):
-            return answer(HTTPStatus.UNAUTHORIZED, {"code": 40110000, "message": "request is not authorized"})
-        order_id = url.path[len(ORDERS_PATH) + 1:].strip("/")
-        if order_id:
-            order = self.orders.get(order_id)
-            return answer(HTTPStatus.OK, order) if order else \
-                answer(HTTPStatus.NOT_FOUND, {"code": 40410000, "message": "order not found"})
-        query = {name: values[-1] for name, values in parse_qs(url.query).items()}
-        status, symbols = query.get("status", "open"), query.get("symbols")
-        after, until = moment(query.get("after")), moment(query.get("until"))
-        orders = [order for order in self.orders.values()
-                  if (status == "all" or (order["status"] in CLOSED) == (status == "closed"))
-                  and (after or EPOCH) < rfc3339(order["submitted_at"]) <= (until or FOREVER)
-                  and (not symbols or order["symbol"] in symbols.split(","))
-                  and query.get("side", order["side"]) == order["side"]]
-        if query.get("direction", "desc") == "desc":
-            orders.reverse()
-        return answer(HTTPStatus.OK, orders[:min(int(query.get("limit", 50)), 500)])
-
-
-def moment(text: str | None) -> datetime | None:
-    return rfc3339(text) if text else None
+def in_loop(loop: asyncio.AbstractEventLoop) -> bool:
+    """Whether this is loop's own thread, in which it runs."""
+    try:
+        return asyncio.get_running_loop() is loop
+    except RuntimeError:
+        return False
 
 
 def number(value: float) -> str:
     """A number as the trading API writes it: a string, without a needless .0."""
     return f"{value:.10f}".rstrip("0").rstrip(".")
 
-
-def answer(status: HTTPStatus, body: object) -> Response:
-    data = json.dumps(body).encode()
-    return Response(status.value, status.phrase, Headers({"Content-Type": "application/json", "Connection": "close",
-                                                          "Content-Length": str(len(data))}), data)

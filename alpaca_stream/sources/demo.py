@@ -9,6 +9,7 @@ from collections.abc import Iterable
 from typing import TypeVar
 
 from alpaca_stream.keys import Keys
+from alpaca_stream.orders import trade_at
 from alpaca_stream.server import AlpacaStreamServer
 from alpaca_stream.sources.crypto import CryptoStream
 from alpaca_stream.sources.news import NewsStream
@@ -36,6 +37,7 @@ class Demo:
             await self.server.start()
             self.started_by = stream
             log.info("demo data from a local server, not the market")
+            trade_at(self.server.trading_url, DEMO_KEYS)  # its paper broker: trading_client()'s
         server = self.server
         return {"stocks": server.url, "crypto": server.crypto_url, "options": server.options_url,
                 "news": server.news_url, "trading": server.trading_url}[market]

@@ -1,0 +1,61 @@
+"""Orders from a handler: trading_client() gives alpaca-py's TradingClient, pointed where this
+run trades and logged in with its keys: Alpaca's paper API (the default), the live one
+(--live), another trading API (--trading-url), or the local server's paper broker (--demo). So
+a handler's orders go where the run's order updates come from, with the same code in all.
+
+alpaca-py's REST client blocks, with no timeout: call it in a thread through in_background(),
+so that the stream goes on while the order is on its way (the README's example):
+
+    in_background(asyncio.to_thread(trading_client().submit_order, order))
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from alpaca_stream.keys import Keys
+
+if TYPE_CHECKING:
+    from alpaca.trading.client import TradingClient
+
+
+class Account:
+    """Where this run trades: the trading API's base URL and the keys, once the run knows."""
+
+    url: str | None = None
+    keys: Keys | None = None
+    client: Any = None  # made at the first call
+
+
+account = Account()
+
+
+def trade_at(url: str, keys: Keys) -> None:
+    """Set by the run: where its orders go (the demo's broker, once it listens)."""
+    account.url, account.keys, account.client = url, keys, None
+
+
+def trading_client() -> TradingClient:
+    """alpaca-py's TradingClient for this run's account: the same one for every call."""
+    if account.client is None:
+        if account.url is None or account.keys is None:
+            raise RuntimeError("trading_client(): this run has no account to trade in "
+                               "(--source and --replay read data only; in a test, give "
+                               "run_handlers(..., trading=...) one)")
+        from alpaca.trading.client import TradingClient
+
+        account.client = TradingClient(account.keys.key, account.keys.secret, url_override=account.url)
+    return account.client  # type: ignore[no-any-return]
+
+
+@contextlib.contextmanager
+def trading_through(client: object) -> Iterator[None]:
+    """trading_client() gives this client meanwhile (run_handlers(..., trading=client))."""
+    before = account.client
+    account.client = client
+    try:
+        yield
+    finally:
+        account.client = before

@@ -1,0 +1,334 @@
+"""The paper broker of the local server: the trading API's REST as alpaca-py's TradingClient uses
+it (place, list, get and cancel orders; the account; its positions), for --demo and the tests.
+Market orders fill at the made-up market's price of the moment, limit orders once that price
+crosses them, more than PART shares in parts; each change goes out on /stream as a trade update.
+
+It runs on threads of its own, not in the server's event loop: under --demo that loop is the
+script's, and a handler that calls the blocking TradingClient.submit_order directly (alpaca-py's
+REST client has no timeout) holds it, so a broker in it could never answer. Its URL is the
+trading API's base: a websocket handshake for /stream there is passed through to the stream."""
+
+from __future__ import annotations
+
+import json
+import logging
+import select
+import socket
+import threading
+import uuid
+from collections.abc import Callable
+from datetime import datetime, timezone
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from alpaca_stream.server.market import start_price
+from alpaca_stream.server.trading import CASH, CLOSED, TRADING_PATH, Account, now, number
+from alpaca_stream.times import rfc3339
+
+log = logging.getLogger("local_alpaca_server")
+
+PART = 100  # shares (or coins) an order fills at most at once: a larger one fills in parts
+MATCH_EVERY = 0.2  # seconds between two looks at the open orders
+ORDER_TYPES = ("market", "limit")
+EPOCH, FOREVER = datetime.min.replace(tzinfo=timezone.utc), datetime.max.replace(tzinfo=timezone.utc)
+
+
+class Refused(Exception):
+    """A request the trading API refuses: its HTTP status, Alpaca's code and message."""
+
+    def __init__(self, status: HTTPStatus, code: int, message: str) -> None:
+        super().__init__(message)
+        self.status, self.body = status, {"code": code, "message": message}
+
+
+def not_found(what: str) -> Refused:
+    return Refused(HTTPStatus.NOT_FOUND, 40410000, f"{what} not found")
+
+
+def unprocessable(message: str) -> Refused:
+    return Refused(HTTPStatus.UNPROCESSABLE_ENTITY, 42210000, message)
+
+
+class Broker:
+    """The REST API of the account, at http://127.0.0.1:PORT (url), with the market's prices
+    (symbol -> price, as the server's markets leave them). stream_port: the port of the
+    websocket server that serves /stream. start() and stop() keep the port."""
+
+    def __init__(self, account: Account, prices: dict[str, float], stream_port: Callable[[], int]) -> None:
+        self.account, self.prices, self.stream_port = account, prices, stream_port
+        self.port = 0
+        self.matched: set[str] = set()  # the open orders placed here: the broker fills them
+        self.placed = 0  # orders placed here
+        self.http: ThreadingHTTPServer | None = None
+        self.stopping = threading.Event()
+        self.threads: list[threading.Thread] = []
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        self.http = ThreadingHTTPServer(("127.0.0.1", self.port), BrokerRequest)
+        self.http.broker = self  # type: ignore[attr-defined]
+        self.port = self.http.server_address[1]
+        self.stopping.clear()
+        self.threads = [threading.Thread(target=self.http.serve_forever, args=(0.05,), daemon=True),
+                        threading.Thread(target=self.keep_matching, daemon=True)]
+        for thread in self.threads:
+            thread.start()
+
+    def stop(self) -> None:
+        if self.http is None:
+            return
+        self.stopping.set()
+        self.http.shutdown()
+        self.http.server_close()
+        for thread in self.threads:
+            thread.join()
+        self.http = None
+
+    # -- what the requests do -------------------------------------------------------------------
+
+    def place(self, request: Any) -> dict:
+        """POST /v2/orders: a market or a limit order for a quantity, checked as Alpaca checks
+        it (buying power, shares held to sell: the account is a cash account)."""
+        if not isinstance(request, dict) or not isinstance(request.get("symbol"), str) or not request["symbol"]:
+            raise unprocessable("symbol is required")
+        order_type, side = request.get("type", "market"), request.get("side")
+        if order_type not in ORDER_TYPES:
+            raise unprocessable(f"the local broker takes market and limit orders, not {order_type}")
+        if side not in ("buy", "sell"):
+            raise unprocessable("side must be buy or sell")
+        qty, limit_price = positive(request, "qty"), None
+        if order_type == "limit":
+            limit_price = positive(request, "limit_price")
+        symbol = request["symbol"]
+        with self.account.lock:
+            if side == "buy" and qty * (limit_price or self.price(symbol)) > self.account.cash:
+                raise Refused(HTTPStatus.FORBIDDEN, 40310000, "insufficient buying power")
+            held = self.account.positions.get(symbol, 0.0) - self.selling(symbol)
+            if side == "sell" and qty > held:
+                raise Refused(HTTPStatus.FORBIDDEN, 40310000, "insufficient qty available for order "
+                              f"(requested: {number(qty)}, available: {number(max(held, 0))})")
+            order = self.account.place(symbol, qty, side, order_type, limit_price,
+                                       client_order_id=request.get("client_order_id"),
+                                       time_in_force=str(request.get("time_in_force", "day")))
+            self.matched.add(order["id"])
+            self.placed += 1
+        return order
+
+    def selling(self, symbol: str) -> float:
+        """What open sell orders of the symbol are still to sell."""
+        return sum(float(order["qty"]) - float(order["filled_qty"]) for order in self.account.orders.values()
+                   if order["symbol"] == symbol and order["side"] == "sell" and order["status"] not in CLOSED)
+
+    def cancel(self, order_id: str) -> None:
+        """DELETE /v2/orders/{id}: an open order canceled."""
+        with self.account.lock:
+            order = self.account.orders.get(order_id)
+            if order is None:
+                raise not_found("order")
+            if order["status"] in CLOSED:
+                raise unprocessable(f'order is already in "{order["status"]}" state')
+            self.account.update("canceled", order_id)
+
+    def cancel_all(self) -> list[dict]:
+        """DELETE /v2/orders: every open order canceled, each with its status, as Alpaca answers."""
+        with self.account.lock:
+            open_ids = [order_id for order_id, order in self.account.orders.items() if order["status"] not in CLOSED]
+            return [{"id": order_id, "status": 200, "body": self.account.update("canceled", order_id)["order"]}
+                    for order_id in open_ids]
+
+    def orders(self, query: dict[str, str]) -> list[dict]:
+        """GET /v2/orders: status open (the default), closed or all; after, until; symbols;
+        side; direction (desc, the newest first, by default); limit (50, at most 500)."""
+        status, symbols = query.get("status", "open"), query.get("symbols")
+        after, until = moment(query.get("after")), moment(query.get("until"))
+        with self.account.lock:
+            orders = [dict(order) for order in self.account.orders.values()
+                      if (status == "all" or (order["status"] in CLOSED) == (status == "closed"))
+                      and (after or EPOCH) < rfc3339(order["submitted_at"]) <= (until or FOREVER)
+                      and (not symbols or order["symbol"] in symbols.split(","))
+                      and query.get("side", order["side"]) == order["side"]]
+        if query.get("direction", "desc") == "desc":
+            orders.reverse()
+        return orders[:min(int(query.get("limit", 50)), 500)]
+
+    def order(self, order_id: str) -> dict:
+        with self.account.lock:
+            order = self.account.orders.get(order_id)
+            if order is None:
+                raise not_found("order")
+            return dict(order)
+
+    def positions(self) -> list[dict]:
+        with self.account.lock:
+            return [self.position(symbol) for symbol in self.account.positions]
+
+    def position(self, symbol: str) -> dict:
+        """A position as GET /v2/positions/{symbol} gives it (a pair with or without its slash)."""
+        with self.account.lock:
+            held = {name.replace("/", ""): name for name in self.account.positions}
+            name = held.get(symbol.replace("/", ""))
+            if name is None:
+                raise not_found("position")
+            qty, entry = self.account.positions[name], self.account.entry_prices[name]
+            price, crypto = self.price(name), "/" in name
+            return {"asset_id": str(uuid.uuid5(uuid.NAMESPACE_URL, name)), "symbol": name.replace("/", ""),
+                    "exchange": "CRYPTO" if crypto else "NASDAQ", "asset_class": "crypto" if crypto else "us_equity",
+                    "asset_marginable": False, "avg_entry_price": number(entry), "qty": number(qty),
+                    "qty_available": number(qty), "side": "long" if qty > 0 else "short",
+                    "market_value": number(qty * price), "cost_basis": number(qty * entry),
+                    "unrealized_pl": number(qty * (price - entry)),
+                    "unrealized_plpc": number((price - entry) / entry if entry else 0),
+                    "current_price": number(price)}
+
+    def whole_account(self) -> dict:
+        """GET /v2/account: a cash account (multiplier 1) that started with CASH dollars."""
+        with self.account.lock:
+            held = {symbol: qty * self.price(symbol) for symbol, qty in self.account.positions.items()}
+            cash = self.account.cash
+        long_value = sum(value for value in held.values() if value > 0)
+        short_value = sum(value for value in held.values() if value < 0)
+        equity = cash + long_value + short_value
+        return {"id": str(uuid.uuid5(uuid.NAMESPACE_URL, "local account")), "account_number": "PALOCAL01",
+                "status": "ACTIVE", "crypto_status": "ACTIVE", "currency": "USD", "buying_power": number(cash),
+                "regt_buying_power": number(cash), "daytrading_buying_power": "0",
+                "non_marginable_buying_power": number(cash), "cash": number(cash), "accrued_fees": "0",
+                "portfolio_value": number(equity), "equity": number(equity), "last_equity": number(CASH),
+                "long_market_value": number(long_value), "short_market_value": number(short_value),
+                "initial_margin": "0", "maintenance_margin": "0", "last_maintenance_margin": "0", "sma": "0",
+                "multiplier": "1", "shorting_enabled": False, "pattern_day_trader": False,
+                "trading_blocked": False, "transfers_blocked": False, "account_blocked": False,
+                "trade_suspended_by_user": False, "daytrade_count": 0, "created_at": now()}
+
+    # -- the fills ------------------------------------------------------------------------------
+
+    def price(self, symbol: str) -> float:
+        """The made-up market's price of the moment (a symbol it does not stream stays put)."""
+        price = self.prices.get(symbol) or start_price(symbol)
+        return round(price, 2 if price >= 1 else 6)
+
+    def keep_matching(self) -> None:
+        while not self.stopping.wait(MATCH_EVERY):
+            self.match()
+
+    def match(self) -> None:
+        """Fill what can be of each open order placed here: a market order at the price, a limit
+        order once the price is at its limit or better; PART at most at once."""
+        with self.account.lock:
+            for order_id in list(self.matched):
+                order = self.account.orders[order_id]
+                if order["status"] in CLOSED:
+                    self.matched.discard(order_id)
+                    continue
+                price, limit = self.price(order["symbol"]), order["limit_price"]
+                if limit is not None and (price > float(limit) if order["side"] == "buy" else price < float(limit)):
+                    continue
+                left = float(order["qty"]) - float(order["filled_qty"])
+                part = min(left, PART)
+                self.account.update("fill" if part == left else "partial_fill", order_id, price=price, qty=part)
+
+
+def positive(request: dict, field: str) -> float:
+    """A field of an order that must be a number over 0 (Alpaca's are strings or numbers)."""
+    try:
+        value = float(request[field])
+    except (KeyError, TypeError, ValueError):
+        raise unprocessable(f"{field} is required, a number") from None
+    if not value > 0:
+        raise unprocessable(f"{field} must be over 0")
+    return value
+
+
+def moment(text: str | None) -> datetime | None:
+    return rfc3339(text) if text else None
+
+
+class BrokerRequest(BaseHTTPRequestHandler):
+    """One request to the broker: keys checked, then the method and path to what it does."""
+
+    rbufsize = 0  # unbuffered: after a websocket handshake, the bytes that follow are the stream's
+    protocol_version = "HTTP/1.1"
+    server: ThreadingHTTPServer
+
+    def do_GET(self) -> None:
+        if self.headers.get("Upgrade", "").lower() == "websocket":
+            self.pass_to_stream()
+        else:
+            self.answer("GET")
+
+    def do_POST(self) -> None:
+        self.answer("POST")
+
+    def do_DELETE(self) -> None:
+        self.answer("DELETE")
+
+    def answer(self, method: str) -> None:
+        broker: Broker = self.server.broker  # type: ignore[attr-defined]
+        url = urlsplit(self.path)
+        path = unquote(url.path).rstrip("/")
+        query = {name: values[-1] for name, values in parse_qs(url.query).items()}
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else b""
+        try:
+            if not broker.account.keys_accepted(self.headers.get("APCA-API-KEY-ID", ""),
+                                                self.headers.get("APCA-API-SECRET-KEY", "")):
+                raise Refused(HTTPStatus.UNAUTHORIZED, 40110000, "request is not authorized")
+            status, result = HTTPStatus.OK, self.route(broker, method, path, query, body)
+            if method == "DELETE":
+                status = HTTPStatus.MULTI_STATUS if path == "/v2/orders" else HTTPStatus.NO_CONTENT
+        except Refused as refused:
+            status, result = refused.status, refused.body
+        except ValueError:  # a body that is not JSON, a limit that is not a number
+            status, result = HTTPStatus.UNPROCESSABLE_ENTITY, {"code": 42210000, "message": "malformed request"}
+        data = b"" if status == HTTPStatus.NO_CONTENT else json.dumps(result).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    @staticmethod
+    def route(broker: Broker, method: str, path: str, query: dict[str, str], body: bytes) -> object:
+        parts = path.split("/")[2:]  # "/v2/orders/ID" -> ["orders", "ID"]
+        resource, name = (parts[0] if parts else ""), "/".join(parts[1:])
+        if (method, resource) == ("GET", "account") and not name:
+            return broker.whole_account()
+        if resource == "orders":
+            if method == "POST" and not name:
+                return broker.place(json.loads(body or b"null"))
+            if method == "DELETE" and name:
+                broker.cancel(name)
+                return None
+            if method == "DELETE":
+                return broker.cancel_all()
+            return broker.order(name) if name else broker.orders(query)
+        if (method, resource) == ("GET", "positions"):
+            return broker.position(name) if name else broker.positions()
+        raise not_found(f"{method} {path}")
+
+    def pass_to_stream(self) -> None:
+        """A websocket handshake (for /stream) passed to the stream server, then the bytes both
+        ways until either side closes."""
+        broker: Broker = self.server.broker  # type: ignore[attr-defined]
+        if urlsplit(self.path).path != TRADING_PATH:
+            self.send_error(HTTPStatus.NOT_FOUND)
+            return
+        head = f"{self.requestline}\r\n" + "".join(f"{name}: {value}\r\n" for name, value in self.headers.items())
+        self.close_connection = True
+        with socket.create_connection(("127.0.0.1", broker.stream_port())) as stream:
+            stream.sendall(head.encode("latin-1") + b"\r\n")
+            other = {self.connection: stream, stream: self.connection}
+            while not broker.stopping.is_set():
+                ready, _, _ = select.select(list(other), [], [], 0.5)
+                for side in ready:
+                    data = side.recv(65536)
+                    if not data:
+                        return
+                    other[side].sendall(data)
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002  # the base class's name
+        log.debug("broker: " + format, *args)

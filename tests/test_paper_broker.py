@@ -1,0 +1,244 @@
+"""The local server's paper broker (#27): alpaca-py's TradingClient and TradingStream,
+unmodified, place, read and cancel orders and get their fills; trading_client() points a
+handler's orders where the run trades; a handler that calls the blocking submit_order without
+in_background() still gets its order placed and filled."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any, cast
+
+import pytest
+from conftest import FAKE_KEY, FAKE_SECRET, KEYS, within
+
+from alpaca_stream import orders
+from alpaca_stream.cli import CommandLine
+from alpaca_stream.handlers import run_handlers
+from alpaca_stream.keys import Keys
+from alpaca_stream.options import settings_from
+from alpaca_stream.records import Trade, TradeUpdate
+from alpaca_stream.server import AlpacaStreamServer
+from alpaca_stream.server.broker import PART
+from alpaca_stream.server.trading import CASH
+from alpaca_stream.session import Session
+from alpaca_stream.sources.demo import Demo, DemoStream, DemoTradingUpdates
+from alpaca_stream.supervisor import supervise
+
+
+def market_order(symbol: str, qty: float, side: str = "buy") -> Any:
+    from alpaca.trading.requests import MarketOrderRequest
+
+    return MarketOrderRequest(symbol=symbol, qty=qty, side=side, time_in_force="day")
+
+
+def limit_order(symbol: str, qty: float, limit_price: float, side: str = "buy") -> Any:
+    from alpaca.trading.requests import LimitOrderRequest
+
+    return LimitOrderRequest(symbol=symbol, qty=qty, side=side, time_in_force="day", limit_price=limit_price)
+
+
+@asynccontextmanager
+async def paper_broker(**prices: float) -> AsyncIterator[tuple[AlpacaStreamServer, Any]]:
+    """A local server whose prices stay as given (it streams no market data), and alpaca-py's
+    TradingClient pointed at its paper broker (its answers are alpaca-py's models)."""
+    from alpaca.trading.client import TradingClient
+
+    async with AlpacaStreamServer(rate=None, keys=(FAKE_KEY, FAKE_SECRET)) as server:
+        server.prices.update(prices)
+        yield server, TradingClient(FAKE_KEY, FAKE_SECRET, url_override=server.trading_url)
+
+
+async def updates_until(got: list[Any], done: Any, what: str) -> None:
+    deadline = asyncio.get_running_loop().time() + 10
+    while not done():
+        assert asyncio.get_running_loop().time() < deadline, f"not within 10 s: {what}: {got}"
+        await asyncio.sleep(0.02)
+
+
+def test_alpaca_pys_client_places_a_market_order_that_fills_at_the_price_in_parts_and_its_stream_gets_each():
+    from alpaca.trading.stream import TradingStream
+
+    got: list[Any] = []
+
+    async def keep(update: Any) -> None:
+        got.append(update)
+
+    async def scenario() -> None:
+        async with paper_broker(SPY=200.25) as (server, client):
+            # The stream through the broker's URL, as a trading API's: its /stream.
+            stream = TradingStream(FAKE_KEY, FAKE_SECRET,
+                                   url_override=server.trading_url.replace("http", "ws") + "/stream")
+            stream.subscribe_trade_updates(keep)
+            running = asyncio.create_task(stream._run_forever())
+            try:
+                await updates_until(got, lambda: server.account.listening, "alpaca-py listening")
+                order = await asyncio.to_thread(client.submit_order, market_order("SPY", 2 * PART + 50))
+                assert order.status == "new" and order.symbol == "SPY" and order.qty == str(2 * PART + 50)
+                await updates_until(got, lambda: got and got[-1].event == "fill", "the fill")
+                filled = await asyncio.to_thread(client.get_order_by_id, order.id)
+                positions = await asyncio.to_thread(client.get_all_positions)
+                spy = await asyncio.to_thread(client.get_open_position, "SPY")
+                account = await asyncio.to_thread(client.get_account)
+            finally:
+                await stream.stop_ws()
+                for listener in list(server.account.listening):  # else alpaca-py waits 5 s for a frame
+                    listener.transport.abort()
+                await asyncio.wait_for(running, 10)
+            assert [update.event for update in got] == ["new", "partial_fill", "partial_fill", "fill"]
+            assert [update.qty for update in got[1:]] == [PART, PART, 50]
+            assert [update.position_qty for update in got[1:]] == [PART, 2 * PART, 2 * PART + 50]
+            assert {update.price for update in got[1:]} == {200.25}
+            assert all(update.order.id == order.id for update in got)
+            assert (filled.status, filled.filled_qty, filled.filled_avg_price) == ("filled", "250", "200.25")
+            assert [(position.symbol, position.qty) for position in positions] == [("SPY", "250")]
+            assert (spy.avg_entry_price, spy.side, spy.cost_basis) == ("200.25", "long", "50062.5")
+            assert float(account.cash) == pytest.approx(CASH - 250 * 200.25)
+
+    within(scenario(), 30)
+
+
+def test_a_limit_order_fills_once_the_price_crosses_it_and_an_open_one_is_cancelled():
+    from alpaca.common.exceptions import APIError
+
+    async def scenario() -> None:
+        async with paper_broker(TSLA=350.0) as (server, client):
+            waiting = await asyncio.to_thread(client.submit_order, limit_order("TSLA", 10, 349.5))
+            never = await asyncio.to_thread(client.submit_order, limit_order("TSLA", 5, 300.0))
+            await asyncio.sleep(0.5)  # the broker looks at the orders every 0.2 s: above the limit, no fill
+            assert server.account.orders[str(waiting.id)]["status"] == "new"
+            server.prices["TSLA"] = 349.4  # crosses the first limit, not the second
+            await updates_until(server.account.updates, lambda: len(server.account.updates) == 3, "the fill")
+            assert [update["event"] for update in server.account.updates] == ["new", "new", "fill"]
+            assert server.account.orders[str(waiting.id)]["status"] == "filled"
+            assert server.account.updates[-1]["price"] == "349.4"
+            await asyncio.to_thread(client.cancel_order_by_id, never.id)
+            cancelled = await asyncio.to_thread(client.get_order_by_id, never.id)
+            assert cancelled.status == "canceled" and cancelled.canceled_at is not None
+            assert server.account.updates[-1]["event"] == "canceled"
+            with pytest.raises(APIError) as again:  # cancelled already
+                await asyncio.to_thread(client.cancel_order_by_id, never.id)
+            assert again.value.status_code == 422
+
+    within(scenario(), 30)
+
+
+def test_the_broker_refuses_what_alpaca_refuses_with_its_status_and_message():
+    from alpaca.common.exceptions import APIError
+    from alpaca.trading.client import TradingClient
+    from alpaca.trading.requests import StopOrderRequest
+
+    async def scenario() -> None:
+        async with paper_broker(SPY=600.0) as (server, client):
+
+            async def refusal(call: Any, *args: Any) -> tuple[int, str]:
+                with pytest.raises(APIError) as refused:
+                    await asyncio.to_thread(call, *args)
+                return refused.value.status_code, str(refused.value)
+
+            assert await refusal(client.submit_order, market_order("SPY", 1000)) == (
+                403, '{"code": 40310000, "message": "insufficient buying power"}')
+            assert await refusal(client.submit_order, market_order("SPY", 1, side="sell")) == (
+                403, '{"code": 40310000, "message": "insufficient qty available for order '
+                     '(requested: 1, available: 0)"}')
+            stop = StopOrderRequest(symbol="SPY", qty=1, side="buy", time_in_force="day", stop_price=610)
+            status, message = await refusal(client.submit_order, stop)
+            assert status == 422 and "market and limit orders, not stop" in message
+            wrong: Any = TradingClient("FAKE-OTHER-KEY-0001", FAKE_SECRET, url_override=server.trading_url)
+            assert (await refusal(wrong.get_account))[0] == 401
+            assert (await refusal(client.get_order_by_id, "00000000-0000-0000-0000-000000000000"))[0] == 404
+            assert (await refusal(client.get_open_position, "AAPL"))[0] == 404
+            assert server.account.orders == {}  # nothing placed by any of them
+            # Every open order cancelled at once: 207, a status for each.
+            first = await asyncio.to_thread(client.submit_order, limit_order("SPY", 1, 500.0))
+            second = await asyncio.to_thread(client.submit_order, limit_order("SPY", 2, 501.0))
+            cancelled = await asyncio.to_thread(client.cancel_orders)
+            assert sorted((str(answer.id), answer.status) for answer in cancelled) == sorted(
+                [(str(first.id), 200), (str(second.id), 200)])
+            assert await asyncio.to_thread(client.get_orders) == []  # none open
+
+    within(scenario(), 30)
+
+
+def test_trading_client_points_at_the_runs_account_paper_live_or_another_and_outside_a_run_says_why():
+    from alpaca.trading.client import TradingClient
+
+    for argv, url in ((["--trade-updates"], "https://paper-api.alpaca.markets"),
+                      (["--trade-updates", "--live"], "https://api.alpaca.markets"),
+                      (["--trade-updates", "--trading-url", "http://127.0.0.1:9"], "http://127.0.0.1:9"),
+                      (["SPY"], "https://paper-api.alpaca.markets")):
+        run = CommandLine(argv)
+        run.settings = settings_from(run.options)
+        run.streams(KEYS)
+        client = orders.trading_client()
+        assert isinstance(client, TradingClient) and client._base_url == url, argv
+        assert (client._api_key, client._secret_key) == (FAKE_KEY, FAKE_SECRET)
+        assert orders.trading_client() is client  # one client for the run
+    orders.account.url = orders.account.keys = orders.account.client = None  # no run
+    with pytest.raises(RuntimeError, match="this run has no account to trade in"):
+        orders.trading_client()
+
+
+def test_run_handlers_gives_trading_client_the_tests_own_client_and_waits_for_the_order():
+    placed: list[Any] = []
+
+    class NotedOrders:  # stands in for TradingClient in a test: notes the orders
+        def submit_order(self, order: Any) -> None:
+            placed.append(order)
+
+    async def on_trade(trade: Trade) -> None:
+        if trade.size >= 10_000:
+            client: Any = orders.trading_client()  # the test's own, here
+            await asyncio.to_thread(client.submit_order, ("buy", trade.symbol))
+
+    block = {"type": "trade", "symbol": "SPY", "price": 600.5, "size": 10_000,
+             "timestamp": "2026-12-05T15:00:00+00:00", "exchange": "V", "id": 1}
+    run_handlers([{**block, "size": 100}, block], {"trade": on_trade}, trading=NotedOrders())
+    assert placed == [("buy", "SPY")]
+
+
+def test_a_handler_that_calls_the_blocking_submit_order_directly_gets_its_fill_and_the_stream_goes_on():
+    # The mistake the README warns of: alpaca-py's blocking call in the handler, not in
+    # in_background(). The broker is on threads of its own, so it answers while the loop waits.
+    trades: list[Trade] = []
+    updates: list[TradeUpdate] = []
+    took: list[float] = []
+    placed: list[Any] = []
+
+    async def on_trade(trade: Trade) -> None:
+        trades.append(trade)
+        if len(trades) == 5:
+            started = asyncio.get_running_loop().time()
+            placed.append(orders.trading_client().submit_order(market_order(trade.symbol, 3)))  # blocks the loop
+            took.append(asyncio.get_running_loop().time() - started)
+
+    async def on_trade_update(update: TradeUpdate) -> None:
+        updates.append(update)
+
+    async def scenario() -> None:
+        demo = Demo()
+        sources: list[Any] = [DemoStream(["SPY"], ["trades"], demo=demo), DemoTradingUpdates(demo=demo)]
+        for source in sources:
+            await source.__aenter__()
+        running = asyncio.create_task(supervise(sources, {"trade": on_trade, "trade_update": on_trade_update},
+                                                Session()))
+        try:
+            await updates_until(updates, lambda: placed and any(
+                update.event == "fill" and update.order.id == placed[0].id for update in updates), "the fill")
+            after_fill = len(trades)
+            await updates_until(trades, lambda: len(trades) >= after_fill + 5, "trades after the fill")
+        finally:
+            running.cancel()
+            await asyncio.gather(running, return_exceptions=True)
+            for source in reversed(sources):
+                await source.__aexit__(None, None, None)
+
+    orders.trade_at("http://127.0.0.1:9", Keys("FAKE-UNUSED", "FAKE-UNUSED", "the tests"))  # the demo's own wins
+    within(scenario(), 30)
+    assert took and took[0] < 5, took  # answered while the loop was held
+    # Its updates, and no other order's but the demo's made-up ones, which stop once a bot trades.
+    mine = [update for update in updates if update.order.id == placed[0].id]
+    assert [(update.event, update.order.symbol, update.qty) for update in mine] == [
+        ("new", trades[4].symbol, None), ("fill", trades[4].symbol, 3.0)]
+    assert cast(Any, mine[-1]).order.status == "filled"
