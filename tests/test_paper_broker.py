@@ -6,12 +6,14 @@ in_background() still gets its order placed and filled."""
 from __future__ import annotations
 
 import asyncio
+import json
+import shutil
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any, cast
 
 import pytest
-from conftest import FAKE_KEY, FAKE_SECRET, KEYS, within
+from conftest import FAKE_KEY, FAKE_SECRET, KEYS, ROOT, script_env, within
 
 from alpaca_stream import orders
 from alpaca_stream.cli import CommandLine
@@ -97,6 +99,38 @@ def test_alpaca_pys_client_places_a_market_order_that_fills_at_the_price_in_part
             assert float(account.cash) == pytest.approx(CASH - 250 * 200.25)
 
     within(scenario(), 30)
+
+
+TS_SDK_TRADE_UPDATES = ROOT / "tests" / "js" / "ts_sdk_trade_updates.js"
+
+
+@pytest.mark.skipif(shutil.which("node") is None or not (TS_SDK_TRADE_UPDATES.parent / "node_modules").is_dir(),
+                    reason="Alpaca's TypeScript SDK is not installed: npm install --prefix tests/js")
+def test_alpacas_typescript_sdk_gets_the_updates_of_an_order_placed_with_alpaca_py_through_the_brokers_url():
+    updates: list[dict] = []
+
+    async def scenario() -> None:
+        async with paper_broker(SPY=200.0) as (server, client):
+            stream_url = server.trading_url.replace("http", "ws") + "/stream"
+            node = await asyncio.create_subprocess_exec(
+                "node", str(TS_SDK_TRADE_UPDATES), stream_url, "3", env=script_env(),
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+            try:
+                assert node.stdout is not None
+                assert await asyncio.wait_for(node.stdout.readline(), 15) == b"listening\n"
+                order = await asyncio.to_thread(client.submit_order, market_order("SPY", PART + 50))
+                out, err = await asyncio.wait_for(node.communicate(), 15)
+            finally:
+                if node.returncode is None:
+                    node.kill()
+                    await node.wait()
+            assert node.returncode == 0, err
+            updates.extend(json.loads(line) for line in out.decode().splitlines())
+            assert all(update["order"]["id"] == str(order.id) for update in updates)
+
+    within(scenario(), 30)
+    assert [(u["event"], u.get("qty"), u.get("positionQty")) for u in updates] == [
+        ("new", None, None), ("partial_fill", "100", "100"), ("fill", "50", "150")]
 
 
 def test_a_limit_order_fills_once_the_price_crosses_it_and_an_open_one_is_cancelled():
