@@ -161,7 +161,7 @@ def test_a_limit_order_fills_once_the_price_crosses_it_and_an_open_one_is_cancel
 def test_the_broker_refuses_what_alpaca_refuses_with_its_status_and_message():
     from alpaca.common.exceptions import APIError
     from alpaca.trading.client import TradingClient
-    from alpaca.trading.requests import StopOrderRequest
+    from alpaca.trading.requests import MarketOrderRequest, StopOrderRequest
 
     async def scenario() -> None:
         async with paper_broker(SPY=600.0) as (server, client):
@@ -179,6 +179,9 @@ def test_the_broker_refuses_what_alpaca_refuses_with_its_status_and_message():
             stop = StopOrderRequest(symbol="SPY", qty=1, side="buy", time_in_force="day", stop_price=610)
             status, message = await refusal(client.submit_order, stop)
             assert status == 422 and "market and limit orders, not stop" in message
+            notional = MarketOrderRequest(symbol="SPY", notional=100, side="buy", time_in_force="day")
+            assert (await refusal(client.submit_order, notional))[1].endswith('"the local broker takes orders '
+                                                                             'for a qty, not a notional amount"}')
             wrong: Any = TradingClient("FAKE-OTHER-KEY-0001", FAKE_SECRET, url_override=server.trading_url)
             assert (await refusal(wrong.get_account))[0] == 401
             assert (await refusal(client.get_order_by_id, "00000000-0000-0000-0000-000000000000"))[0] == 404

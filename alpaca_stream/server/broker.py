@@ -23,7 +23,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from alpaca_stream.server.market import start_price
+from alpaca_stream.server import crypto, market
 from alpaca_stream.server.trading import CASH, CLOSED, TRADING_PATH, Account, now, number
 from alpaca_stream.times import rfc3339
 
@@ -99,6 +99,10 @@ class Broker:
         order_type, side = request.get("type", "market"), request.get("side")
         if order_type not in ORDER_TYPES:
             raise unprocessable(f"the local broker takes market and limit orders, not {order_type}")
+        if request.get("order_class", "simple") not in ("simple", ""):
+            raise unprocessable(f"the local broker takes simple orders, not {request['order_class']}")
+        if "qty" not in request and "notional" in request:
+            raise unprocessable("the local broker takes orders for a qty, not a notional amount")
         if side not in ("buy", "sell"):
             raise unprocessable("side must be buy or sell")
         qty, limit_price = positive(request, "qty"), None
@@ -208,7 +212,7 @@ class Broker:
 
     def price(self, symbol: str) -> float:
         """The made-up market's price of the moment (a symbol it does not stream stays put)."""
-        price = self.prices.get(symbol) or start_price(symbol)
+        price = self.prices.get(symbol) or (crypto if "/" in symbol else market).start_price(symbol)
         return round(price, 2 if price >= 1 else 6)
 
     def keep_matching(self) -> None:
