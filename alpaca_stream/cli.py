@@ -42,7 +42,7 @@ from alpaca_stream.handlers import Handlers
 from alpaca_stream.keys import Keys, check_keys, load_keys
 from alpaca_stream.logs import JsonLogFormatter, LogFormatter, StderrHandler
 from alpaca_stream.options import Settings, parse_args, settings_from
-from alpaca_stream.orders import trade_at
+from alpaca_stream.orders import is_live, trade_at
 from alpaca_stream.outputs import terminal
 from alpaca_stream.outputs.serve import serving
 from alpaca_stream.server import FEEDS as SERVED_FEEDS
@@ -117,6 +117,8 @@ class CommandLine:
         if settings.channels:  # market data, through alpaca-py's streams: not the order updates alone
             check_alpaca_py()
         trade_at(settings.trading_url, keys)  # trading_client()'s account (the demo's is its own)
+        if is_live(settings.trading_url) and not settings.trade_updates:  # said loudly, from the start
+            log.warning("--live: orders placed with trading_client() go to the\nLIVE account, real money")
         # One stream per endpoint, each its own connection: stocks, crypto pairs (BTC/USD),
         # options (AAPL261218C00250000), news.
         crypto_channels = [channel for channel in settings.channels if channel in CRYPTO_CHANNELS]

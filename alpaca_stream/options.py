@@ -30,13 +30,13 @@ from alpaca_stream.channels import (
 )
 from alpaca_stream.errors import EXIT_USAGE
 from alpaca_stream.logs import fitted
+from alpaca_stream.orders import LIVE_API, PAPER_API
 from alpaca_stream.outputs.serve import is_loopback
 from alpaca_stream.session import NEW_YORK
 from alpaca_stream.sources.crypto import ALPACA_CRYPTO_STREAM
 from alpaca_stream.sources.news import ALPACA_NEWS_STREAM
 from alpaca_stream.sources.options import ALPACA_OPTIONS_STREAM
 from alpaca_stream.sources.stocks import ALPACA_STREAM, DEFAULT_SYMBOLS, FEEDS, TEST_STREAM_SYMBOL
-from alpaca_stream.sources.trading import LIVE_API, PAPER_API
 
 log = logging.getLogger("alpaca_stream")
 
@@ -125,10 +125,10 @@ def parse_args(argv: list[str] | None, doc: str | None = None) -> argparse.Names
                         "this one connection (HOST: 127.0.0.1 unless named)")
     parser.add_argument("--durable", metavar="NAME", help="with --source: resume where the bot of this name "
                         "stopped, missing nothing (needs nats-server -js)")
-    parser.add_argument("--live", action="store_true", help="with --trade-updates: the live account's "
-                        "(real money), not the paper one's")
-    parser.add_argument("--trading-url", metavar="URL", help="with --trade-updates: another trading API, "
-                        "http(s)://HOST:PORT (its stream at /stream)")
+    parser.add_argument("--live", action="store_true", help="your live account (real money), not the paper "
+                        "one: for --trade-updates and trading_client()'s orders")
+    parser.add_argument("--trading-url", metavar="URL", help="another trading API, http(s)://HOST:PORT (its "
+                        "stream at /stream): for --trade-updates and trading_client()'s orders")
     parser.add_argument("--json", action="store_true", help="one JSON object per message per line")
     parser.add_argument("--quiet", action="store_true", help="print no messages (the handlers still get them)")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging: each step of connecting")
@@ -242,11 +242,12 @@ def other_markets_checks(parser: argparse.ArgumentParser, args: argparse.Namespa
 
 
 def trading_checks(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    """--trade-updates and what goes with it: --live or --trading-url, your keys, a channel for
-    any symbol named beside it."""
+    """--trade-updates and where the run trades (--live or --trading-url: for the updates and
+    trading_client()'s orders), your keys, a channel for any symbol named beside it."""
     for option in ("live", "trading_url"):
-        if getattr(args, option) and not args.trade_updates:
-            parser.error(f"--{option.replace('_', '-')} goes with --trade-updates")
+        if getattr(args, option) and (args.source or args.replay is not None):
+            parser.error(f"--{option.replace('_', '-')} says where orders go: --source and --replay "
+                         "trade nowhere")
     if args.trading_url and not re.fullmatch(r"https?://[^/\s]+/?", args.trading_url):
         parser.error("--trading-url takes a trading API's base URL: http(s)://HOST:PORT")
     if args.trade_updates and (args.source or args.replay is not None):

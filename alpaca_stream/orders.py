@@ -12,13 +12,24 @@ so that the stream goes on while the order is on its way (the README's example):
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from alpaca_stream.keys import Keys
 
 if TYPE_CHECKING:
     from alpaca.trading.client import TradingClient
+
+log = logging.getLogger("alpaca_stream")
+
+PAPER_API, LIVE_API = "https://paper-api.alpaca.markets", "https://api.alpaca.markets"
+
+
+def is_live(url: str) -> bool:
+    """Whether a trading API's base URL is the live account's: real money."""
+    return urlsplit(url).hostname == urlsplit(LIVE_API).hostname
 
 
 class Account:
@@ -47,6 +58,9 @@ def trading_client() -> TradingClient:
         from alpaca.trading.client import TradingClient
 
         account.client = TradingClient(account.keys.key, account.keys.secret, url_override=account.url)
+        live = is_live(account.url)
+        log.log(logging.WARNING if live else logging.INFO, "trading_client()'s orders go to\n%s%s", account.url,
+                ": the LIVE account, real money" if live else "")
     return account.client  # type: ignore[no-any-return]
 
 

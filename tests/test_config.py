@@ -204,8 +204,10 @@ def test_channels_are_named_by_options_and_trades_are_the_default(argv, channels
     (["SPY", "BTC/USD", "--orderbooks"], "--orderbooks is crypto's alone: name a channel for SPY too, as --trades"),
     (["BTC/USD", "--feed", "sip"], "--feed picks the stock stream's feed, and this run streams no stocks"),
     (["--news", "SPY", "--feed", "sip"], "--feed picks the stock stream's feed, and this run streams no stocks"),
-    (["--live"], "--live goes with --trade-updates"),
-    (["--trading-url", "http://127.0.0.1:1"], "--trading-url goes with --trade-updates"),
+    (["--live", "--replay", "session.jsonl"], "--live says where orders go: --source and --replay trade nowhere"),
+    (["--trading-url", "http://127.0.0.1:1", "--source", "nats://127.0.0.1:4222"], "--trading-url says where "
+                                                                                    "orders go: --source and "
+                                                                                    "--replay trade nowhere"),
     (["--trade-updates", "--trading-url", "ws://127.0.0.1:1/stream"], "--trading-url takes a trading API's base "
                                                                      "URL: http(s)://HOST:PORT"),
     (["--trade-updates", "--source", "nats://127.0.0.1:4222"], "--trade-updates needs your keys and the trading "

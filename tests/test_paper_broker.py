@@ -158,6 +158,23 @@ def test_a_limit_order_fills_once_the_price_crosses_it_and_an_open_one_is_cancel
     within(scenario(), 30)
 
 
+def test_a_pairs_position_closed_is_sold_whole_at_the_price_and_the_clock_says_the_made_up_market_is_open():
+    async def scenario() -> None:
+        async with paper_broker(**{"BTC/USD": 90_000.0}) as (server, client):
+            await asyncio.to_thread(client.submit_order, market_order("BTC/USD", 0.5))
+            await updates_until(server.account.updates, lambda: len(server.account.updates) == 2, "the fill")
+            server.prices["BTC/USD"] = 91_000.0
+            closing = await asyncio.to_thread(client.close_position, "BTCUSD")  # as Alpaca names its position
+            assert (closing.side, closing.qty, closing.symbol) == ("sell", "0.5", "BTC/USD")
+            await updates_until(server.account.updates, lambda: len(server.account.updates) == 4, "its fill")
+            assert await asyncio.to_thread(client.get_all_positions) == []
+            account = await asyncio.to_thread(client.get_account)
+            assert float(account.cash) == pytest.approx(CASH + 0.5 * 1_000)  # bought at 90,000, sold at 91,000
+            assert (await asyncio.to_thread(client.get_clock)).is_open
+
+    within(scenario(), 30)
+
+
 def test_the_broker_refuses_what_alpaca_refuses_with_its_status_and_message():
     from alpaca.common.exceptions import APIError
     from alpaca.trading.client import TradingClient
@@ -186,6 +203,8 @@ def test_the_broker_refuses_what_alpaca_refuses_with_its_status_and_message():
             assert (await refusal(wrong.get_account))[0] == 401
             assert (await refusal(client.get_order_by_id, "00000000-0000-0000-0000-000000000000"))[0] == 404
             assert (await refusal(client.get_open_position, "AAPL"))[0] == 404
+            assert await refusal(client.get_asset, "SPY") == (
+                404, '{"code": 40410000, "message": "the local broker does not serve GET /v2/assets/SPY"}')
             assert server.account.orders == {}  # nothing placed by any of them
             # Every open order cancelled at once: 207, a status for each.
             first = await asyncio.to_thread(client.submit_order, limit_order("SPY", 1, 500.0))

@@ -1,5 +1,6 @@
 """The paper broker of the local server: the trading API's REST as alpaca-py's TradingClient uses
-it (place, list, get and cancel orders; the account; its positions), for --demo and the tests.
+it (place, list, get and cancel orders; the account; its positions, and closing one; the clock,
+always open, as the made-up market is), for --demo and the tests. It takes any symbol.
 Market orders fill at the made-up market's price of the moment, limit orders once that price
 crosses them, more than PART shares in parts; each change goes out on /stream as a trade update.
 
@@ -17,7 +18,7 @@ import socket
 import threading
 import uuid
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -171,23 +172,35 @@ class Broker:
         with self.account.lock:
             return [self.position(symbol) for symbol in self.account.positions]
 
+    def held(self, symbol: str) -> str:
+        """The name a position is held under: a pair's, with its slash or not (BTCUSD), as
+        Alpaca's positions name it."""
+        names = {name.replace("/", ""): name for name in self.account.positions}
+        if symbol.replace("/", "") not in names:
+            raise not_found("position")
+        return names[symbol.replace("/", "")]
+
     def position(self, symbol: str) -> dict:
-        """A position as GET /v2/positions/{symbol} gives it (a pair with or without its slash)."""
+        """A position as GET /v2/positions/{symbol} gives it."""
         with self.account.lock:
-            held = {name.replace("/", ""): name for name in self.account.positions}
-            name = held.get(symbol.replace("/", ""))
-            if name is None:
-                raise not_found("position")
+            name = self.held(symbol)
             qty, entry = self.account.positions[name], self.account.entry_prices[name]
-            price, crypto = self.price(name), "/" in name
+            price, pair = self.price(name), "/" in name
             return {"asset_id": str(uuid.uuid5(uuid.NAMESPACE_URL, name)), "symbol": name.replace("/", ""),
-                    "exchange": "CRYPTO" if crypto else "NASDAQ", "asset_class": "crypto" if crypto else "us_equity",
+                    "exchange": "CRYPTO" if pair else "NASDAQ", "asset_class": "crypto" if pair else "us_equity",
                     "asset_marginable": False, "avg_entry_price": number(entry), "qty": number(qty),
                     "qty_available": number(qty), "side": "long" if qty > 0 else "short",
                     "market_value": number(qty * price), "cost_basis": number(qty * entry),
                     "unrealized_pl": number(qty * (price - entry)),
                     "unrealized_plpc": number((price - entry) / entry if entry else 0),
                     "current_price": number(price)}
+
+    def close(self, symbol: str) -> dict:
+        """DELETE /v2/positions/{symbol}: a market order for the whole position, the other way."""
+        with self.account.lock:
+            name = self.held(symbol)
+            qty = self.account.positions[name]
+            return self.place({"symbol": name, "qty": abs(qty), "side": "sell" if qty > 0 else "buy"})
 
     def whole_account(self) -> dict:
         """GET /v2/account: a cash account (multiplier 1) that started with CASH dollars."""
@@ -247,6 +260,11 @@ def positive(request: dict, field: str) -> float:
     return value
 
 
+def rfc3339_in(days: float) -> str:
+    """A time this many days from now, as the trading API writes it."""
+    return (datetime.now(timezone.utc) + timedelta(days=days)).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def moment(text: str | None) -> datetime | None:
     return rfc3339(text) if text else None
 
@@ -281,9 +299,10 @@ class BrokerRequest(BaseHTTPRequestHandler):
             if not broker.account.keys_accepted(self.headers.get("APCA-API-KEY-ID", ""),
                                                 self.headers.get("APCA-API-SECRET-KEY", "")):
                 raise Refused(HTTPStatus.UNAUTHORIZED, 40110000, "request is not authorized")
-            status, result = HTTPStatus.OK, self.route(broker, method, path, query, body)
-            if method == "DELETE":
-                status = HTTPStatus.MULTI_STATUS if path == "/v2/orders" else HTTPStatus.NO_CONTENT
+            result = self.route(broker, method, path, query, body)
+            status = HTTPStatus.NO_CONTENT if result is None else HTTPStatus.OK
+            if (method, path) == ("DELETE", "/v2/orders"):  # a status for each order, as Alpaca answers
+                status = HTTPStatus.MULTI_STATUS
         except Refused as refused:
             status, result = refused.status, refused.body
         except ValueError:  # a body that is not JSON, a limit that is not a number
@@ -312,7 +331,11 @@ class BrokerRequest(BaseHTTPRequestHandler):
             return broker.order(name) if name else broker.orders(query)
         if (method, resource) == ("GET", "positions"):
             return broker.position(name) if name else broker.positions()
-        raise not_found(f"{method} {path}")
+        if (method, resource) == ("DELETE", "positions") and name:
+            return broker.close(name)
+        if (method, resource) == ("GET", "clock") and not name:
+            return {"timestamp": now(), "is_open": True, "next_open": now(), "next_close": rfc3339_in(days=1)}
+        raise Refused(HTTPStatus.NOT_FOUND, 40410000, f"the local broker does not serve {method} {path}")
 
     def pass_to_stream(self) -> None:
         """A websocket handshake (for /stream) passed to the stream server, then the bytes both

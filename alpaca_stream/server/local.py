@@ -295,8 +295,9 @@ class AlpacaStreamServer(ProtocolServer):
 
 async def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m alpaca_stream.server",
-                                     description="A local server speaking Alpaca's stock data stream "
-                                                 "(and its crypto stream at /v1beta3/crypto/us).")
+                                     description="A local server speaking Alpaca's stock, crypto, options and "
+                                                 "news streams with made-up data, and its trading API as a "
+                                                 "paper broker (docs/local-server.md).")
     parser.add_argument("--port", type=int, default=8765, help="port on 127.0.0.1 (0: any free one)")
     parser.add_argument("--rate", type=float, default=20.0, help="ticks per second; 0: as fast as the client reads")
     parser.add_argument("--batch", type=int, default=20, help="most ticks per frame")
@@ -307,7 +308,7 @@ async def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sip", action="store_true", help="the keys' plan has the paid feeds "
                         "(else 409 on /v2/sip and /v1beta1/opra)")
     parser.add_argument("--no-compression", action="store_true", help="no permessage-deflate (faster)")
-    parser.add_argument("--seed", type=int)
+    parser.add_argument("--seed", type=int, help="the same made-up data on every run with the same seed")
     parser.add_argument("-q", "--quiet", action="store_true", help="print only the URL, not each connection")
     args = parser.parse_args(argv)
     logging.basicConfig(stream=sys.stderr, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")

@@ -39,6 +39,9 @@ class Demo:
             log.info("demo data from a local server, not the market")
             trade_at(self.server.trading_url, DEMO_KEYS)  # its paper broker: trading_client()'s
         server = self.server
+        if market == "trading":
+            log.info("the demo's account: a made-up bot's order every %.0f s,\nuntil yours places one",
+                     DEMO_ORDERS_EVERY)
         return {"stocks": server.url, "crypto": server.crypto_url, "options": server.options_url,
                 "news": server.news_url, "trading": server.trading_url}[market]
 

@@ -18,7 +18,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Mapping
 from datetime import datetime, timedelta, timezone
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import urlencode
 
 import websockets
 from websockets.asyncio.client import ClientConnection, connect
@@ -35,6 +35,7 @@ from alpaca_stream.connection import (
 from alpaca_stream.errors import TRADING_UNAUTHORIZED, AlpacaRefused, CannotConnect, ConfigError
 from alpaca_stream.handlers import Route, deliver
 from alpaca_stream.keys import Keys
+from alpaca_stream.orders import PAPER_API, is_live
 from alpaca_stream.reconnect import keep_connected
 from alpaca_stream.records import TRADING_TYPES, RecordType
 from alpaca_stream.session import Session
@@ -43,7 +44,6 @@ from alpaca_stream.times import rfc3339
 
 log = logging.getLogger("alpaca_stream")
 
-PAPER_API, LIVE_API = "https://paper-api.alpaca.markets", "https://api.alpaca.markets"
 TRADING_PATH = "/stream"
 RECOVER_LIMIT = 500  # the most orders one REST read gives: the newest, to find those that changed
 EVENT_OF_STATUS = {status: event for event, status in STATUS_OF_EVENT.items()}  # for a recovered order
@@ -195,7 +195,7 @@ class TradingUpdates:
         pass
 
     async def run(self, routes: dict[str, Route], session: Session) -> None:
-        live = urlsplit(self.url).hostname == urlsplit(LIVE_API).hostname
+        live = is_live(self.url)
         log.log(logging.WARNING if live else logging.INFO, "connecting to %s%s", stream_url(self.url),
                 ":\nthe LIVE account, real money" if live else "")
         await keep_connected(TradingConnection(self.url, self.keys, self.subscriptions.told), routes, session)
