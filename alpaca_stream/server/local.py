@@ -1,5 +1,6 @@
-"""The local server: Alpaca's stock stream on ws://127.0.0.1:PORT/v2/{feed} and its crypto stream
-on ws://127.0.0.1:PORT/v1beta3/crypto/us, with market data made up here (market.py, crypto.py),
+"""The local server: Alpaca's stock stream on ws://127.0.0.1:PORT/v2/{feed}, its crypto, options
+and news streams beside it, with market data made up here (market.py, crypto.py, options.py,
+news.py), and its trading API on a port of its own (trading_url: the paper broker, broker.py),
 for --demo, the tests and the benchmark. It is a real peer for alpaca-py, not a mock: it speaks
 the protocol (protocol.py), compresses (permessage-deflate), allows one connection per key and
 feed (406), refuses sip to a plan without it (409) and cuts a client too slow to keep up (407),

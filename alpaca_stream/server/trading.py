@@ -51,7 +51,7 @@ def frame(stream: str, data: dict) -> bytes:
 class Account:
     """The orders, cash and positions of the one account the local server plays, and the
     trading stream's clients that listen to its trade updates. Changed from the server's loop
-    and from the broker's threads: under lock; sent from loop, in the order of the changes."""
+    and from the broker's threads: under its lock; sent from the loop, in the order made."""
 
     def __init__(self, keys_accepted: Callable[[str, str], bool]) -> None:
         self.keys_accepted = keys_accepted
@@ -60,7 +60,7 @@ class Account:
         self.orders: dict[str, dict] = {}  # by id, in the order they were placed
         self.listening: set[ServerConnection] = set()
         self.updates: list[dict] = []  # every update sent, in order (for tests)
-        self.unsent: list[bytes] = []  # updates made in another thread, for the loop to send
+        self.unsent: list[bytes] = []  # updates made, for the loop to send in order
         self.cash = CASH
         self.positions: dict[str, float] = {}  # shares (coins) held, by symbol: what fills add up to
         self.entry_prices: dict[str, float] = {}  # what a position's shares cost on average, by symbol
@@ -74,8 +74,7 @@ class Account:
         order: dict = dict.fromkeys(ORDER_FIELDS)
         stamp, order_id = now(), str(uuid.uuid4())
         order.update(id=order_id, client_order_id=client_order_id or str(uuid.uuid4()), created_at=stamp,
-                     updated_at=stamp,
-                     submitted_at=stamp, asset_id=str(uuid.uuid5(uuid.NAMESPACE_URL, symbol)), symbol=symbol,
+                     updated_at=stamp, submitted_at=stamp, asset_id=str(uuid.uuid5(uuid.NAMESPACE_URL, symbol)), symbol=symbol,
                      asset_class="crypto" if "/" in symbol else "us_equity", qty=number(qty), filled_qty="0",
                      order_class="", order_type=order_type, type=order_type, side=side, time_in_force=time_in_force,
                      limit_price=None if limit_price is None else number(limit_price), status="new",
