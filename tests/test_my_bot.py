@@ -50,11 +50,12 @@ def count(symbol: str, price: float, size: int) -> None:
 
 
 async def on_correction(correction: TradeCorrection) -> None:
-    count(correction.symbol, correction.original_price, -correction.original_size)  # out
-    count(correction.symbol, correction.corrected_price, correction.corrected_size)  # back in
-    if volume[correction.symbol] > 0:
-        print(f"VWAP of {correction.symbol} corrected: "
-              f"{turnover[correction.symbol] / volume[correction.symbol]:.2f}")
+    symbol = correction.symbol
+    count(symbol, correction.original_price, -correction.original_size)  # out
+    count(symbol, correction.corrected_price, correction.corrected_size)  # in
+    if volume[symbol] > 0:
+        print(f"VWAP of {symbol} corrected: "
+              f"{turnover[symbol] / volume[symbol]:.2f}")
 
 
 async def on_cancel(cancel: TradeCancel) -> None:

@@ -58,6 +58,12 @@ def test_the_readme_has_examples_for_async_and_blocking_slow_work_and_for_correc
     assert {"on_trade", "on_correction", "on_cancel"} <= {handler for handlers, *_ in EXAMPLES for handler in handlers}
 
 
+def test_every_example_fits_the_students_file_of_79_columns():
+    # Pasted, an example's lines are the script's, which tests/test_layout.py holds to 79.
+    too_wide = [line for *_, code in EXAMPLES for line in code.splitlines() if len(line) > 79]
+    assert too_wide == []
+
+
 @pytest.mark.skipif(sys.platform == "win32", reason="stops the script with SIGINT")
 @pytest.mark.parametrize("number", range(len(EXAMPLES)), ids=[f"example {n + 1}" for n in range(len(EXAMPLES))])
 def test_an_example_pasted_over_its_handlers_prints_within_30_s(number, make_server, start_script):
