@@ -95,7 +95,8 @@ def handler_failed(kind: str, handler: Handler, record: Record, error: Exception
         verbose = log.isEnabledFor(logging.DEBUG)
         log.warning("%s raised %s%s", name, failure, "" if verbose else "\n(-v shows where)", exc_info=verbose)
     elif now - told_at >= FAILURES_EVERY:
-        log.warning("%s raised %d times more:\nthe last, %s", name, count - told, failure)
+        log.warning("%s raised %d %s more:\nthe last, %s", name, count - told,
+                    "time" if count - told == 1 else "times", failure)
     else:
         return
     session.failures_told[name] = (count, now)
@@ -104,7 +105,15 @@ def handler_failed(kind: str, handler: Handler, record: Record, error: Exception
 def failed_on(kind: str, record: Record, error: Exception) -> str:
     """What a handler raised and on what: "ZeroDivisionError on a trade of SPY:\ndivision by
     zero", and what the message came without if it came broken."""
-    return f"{type(error).__name__} on a {kind} of {record.get('S', '?')}:\n{error}{lacking(record)}"
+    return f"{type(error).__name__} on a {kind} of {about(record)}:\n{error}{lacking(record)}"
+
+
+def about(record: Record) -> str:
+    """The symbol a message is about ("?" if it names none): an order update's is its order's."""
+    try:
+        return str(record.symbol or "?")
+    except (KeyError, AttributeError):  # a broken message, or a kind without one (news)
+        return "?"
 
 
 def lacking(record: Record) -> str:
@@ -113,7 +122,8 @@ def lacking(record: Record) -> str:
     missing = [name for name, wire in record.fields.items() if not wire.optional and wire.key not in record]
     if missing:
         return f"\n(the message came without {', '.join(missing)})"
-    return "" if isinstance(record.get("t"), datetime) else "\n(its timestamp is not a time)"
+    stamp = record.fields.get("timestamp")
+    return "" if stamp is None or isinstance(record.get(stamp.key), datetime) else "\n(its timestamp is not a time)"
 
 
 background_tasks: set[asyncio.Future] = set()  # asyncio keeps only a weak reference to a task

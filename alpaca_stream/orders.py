@@ -59,8 +59,9 @@ def trading_client() -> TradingClient:
 
         account.client = TradingClient(account.keys.key, account.keys.secret, url_override=account.url)
         live = is_live(account.url)
-        log.log(logging.WARNING if live else logging.INFO, "trading_client()'s orders go to\n%s%s", account.url,
-                ": the LIVE account, real money" if live else "")
+        where = ": the LIVE account, real money" if live else " (--trading-url for another)" \
+            if account.url == PAPER_API else ""
+        log.log(logging.WARNING if live else logging.INFO, "trading_client()'s orders go to\n%s%s", account.url, where)
     return account.client  # type: ignore[no-any-return]
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import shutil
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -217,8 +218,10 @@ def test_the_broker_refuses_what_alpaca_refuses_with_its_status_and_message():
     within(scenario(), 30)
 
 
-def test_trading_client_points_at_the_runs_account_paper_live_or_another_and_outside_a_run_says_why():
+def test_trading_client_points_at_the_runs_account_paper_live_or_another_and_outside_a_run_says_why(caplog):
     from alpaca.trading.client import TradingClient
+
+    caplog.set_level(logging.INFO, logger="alpaca_stream")
 
     for argv, url in ((["--trade-updates"], "https://paper-api.alpaca.markets"),
                       (["--trade-updates", "--live"], "https://api.alpaca.markets"),
@@ -231,6 +234,12 @@ def test_trading_client_points_at_the_runs_account_paper_live_or_another_and_out
         assert isinstance(client, TradingClient) and client._base_url == url, argv
         assert (client._api_key, client._secret_key) == (FAKE_KEY, FAKE_SECRET)
         assert orders.trading_client() is client  # one client for the run
+    said = [record.getMessage() for record in caplog.records if "orders go to" in record.getMessage()]
+    assert said == ["trading_client()'s orders go to\nhttps://paper-api.alpaca.markets (--trading-url for another)",
+                    "trading_client()'s orders go to\nhttps://api.alpaca.markets: the LIVE account, real money",
+                    "trading_client()'s orders go to\nhttp://127.0.0.1:9",
+                    "trading_client()'s orders go to\nhttps://paper-api.alpaca.markets (--trading-url for another)"]
+    assert [record.levelname for record in caplog.records if "LIVE" in record.getMessage()] == ["WARNING"]
     orders.account.url = orders.account.keys = orders.account.client = None  # no run
     with pytest.raises(RuntimeError, match="this run has no account to trade in"):
         orders.trading_client()
@@ -252,6 +261,19 @@ def test_run_handlers_gives_trading_client_the_tests_own_client_and_waits_for_th
              "timestamp": "2026-12-05T15:00:00+00:00", "exchange": "V", "id": 1}
     run_handlers([{**block, "size": 100}, block], {"trade": on_trade}, trading=NotedOrders())
     assert placed == [("buy", "SPY")]
+
+
+def test_a_failing_order_update_handler_is_told_with_its_orders_symbol_and_nothing_false(caplog):
+    async def on_trade_update(update: TradeUpdate) -> None:
+        _ = update.order.symbl  # type: ignore[attr-defined]  # a typo
+
+    fill = {"type": "trade_update", "event": "fill", "timestamp": "2026-12-05T15:00:00.123456789Z", "price": 600.5,
+            "qty": 1, "position_qty": 1, "order": {"id": "61e69015-8549-4bfd-b9c3-01e75843f47d", "symbol": "SPY"}}
+    session = run_handlers([fill], {"trade_update": on_trade_update}, keep_going=True)
+    assert session.failures == {"on_trade_update": 1}
+    told = [record.getMessage() for record in caplog.records if "raised" in record.getMessage()]
+    assert told == ["on_trade_update raised AttributeError on a trade_update of SPY:\n'Order' object has no "
+                    "attribute 'symbl'\n(-v shows where)"]  # before, "of ?" and "(its timestamp is not a time)"
 
 
 def test_a_handler_that_calls_the_blocking_submit_order_directly_gets_its_fill_and_the_stream_goes_on():

@@ -138,6 +138,7 @@ class AlpacaStreamServer(ProtocolServer):
             await self.account.serve(ws)
         finally:
             record.closed_at = time.monotonic()
+            self.log_closed(record)
 
     @property
     def crypto_url(self) -> str:

@@ -266,8 +266,11 @@ class ProtocolServer:
             if ws.protocol.close_rcvd is None and record.lost_at is None:  # no close frame from the client
                 record.lost_at = record.closed_at
             await self.ended(ws, record)
-            log.info("connection %d closed after %.1f s", self.connections.index(record) + 1,
-                     record.closed_at - record.opened_at)
+            self.log_closed(record)
+
+    def log_closed(self, record: ConnectionRecord) -> None:
+        log.info("connection %d closed after %.1f s", self.connections.index(record) + 1,
+                 (record.closed_at or time.monotonic()) - record.opened_at)
 
     async def _answer(self, ws: ServerConnection, record: ConnectionRecord, request: object) -> bool:
         """Answer one client message as Alpaca does. False: the connection is to be closed."""

@@ -74,9 +74,10 @@ class Account:
         order: dict = dict.fromkeys(ORDER_FIELDS)
         stamp, order_id = now(), str(uuid.uuid4())
         order.update(id=order_id, client_order_id=client_order_id or str(uuid.uuid4()), created_at=stamp,
-                     updated_at=stamp, submitted_at=stamp, asset_id=str(uuid.uuid5(uuid.NAMESPACE_URL, symbol)), symbol=symbol,
-                     asset_class="crypto" if "/" in symbol else "us_equity", qty=number(qty), filled_qty="0",
-                     order_class="", order_type=order_type, type=order_type, side=side, time_in_force=time_in_force,
+                     updated_at=stamp, submitted_at=stamp, asset_id=str(uuid.uuid5(uuid.NAMESPACE_URL, symbol)),
+                     symbol=symbol, asset_class="crypto" if "/" in symbol else "us_equity", qty=number(qty),
+                     filled_qty="0", order_class="", order_type=order_type, type=order_type, side=side,
+                     time_in_force=time_in_force,
                      limit_price=None if limit_price is None else number(limit_price), status="new",
                      extended_hours=False)
         with self.lock:
@@ -106,6 +107,8 @@ class Account:
                     order[f"{event}_at"] = stamp
             data["order"] = dict(order)  # as it was then
             self.updates.append(data)
+            log.info("order %s: %s %s %s (%s of %s filled)", order_id[:8], event, order["side"], order["symbol"],
+                     order["filled_qty"], order["qty"])
             if send and self.loop is not None:
                 self.unsent.append(frame("trade_updates", data))
                 if in_loop(self.loop):
