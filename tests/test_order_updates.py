@@ -221,7 +221,7 @@ def test_the_script_streams_order_updates_beside_trades_and_wrong_keys_exit_3_an
         make_server, start_script):
     server = make_server(rate=50, keys=(FAKE_KEY, FAKE_SECRET))
     host = server.url.rsplit("/v2/", 1)[0]
-    trading = host.replace("ws://", "http://")
+    trading = server.server.trading_url  # the paper broker's: its /stream, and the REST reads
     script = start_script("--url", host, "--trading-url", trading, "SPY", "--trades", "--trade-updates", bot=True)
     script.wait_for_stderr("listening to the account's order updates")
     script.wait_for_stderr("subscribed to trades of SPY")
