@@ -38,7 +38,7 @@ from alpaca_stream.errors import (
     AlpacaRefused,
     ConfigError,
 )
-from alpaca_stream.handlers import Handlers
+from alpaca_stream.handlers import Handlers, background_settled
 from alpaca_stream.keys import Keys, check_keys, load_keys
 from alpaca_stream.logs import JsonLogFormatter, LogFormatter, StderrHandler
 from alpaca_stream.options import Settings, parse_args, settings_from
@@ -165,6 +165,7 @@ class CommandLine:
         async with AsyncExitStack() as stack:  # what is opened here is closed in reverse, at the end
             for source in sources:
                 await stack.enter_async_context(source)  # a local server started, a recording checked
+            stack.push_async_callback(background_settled)  # before the sources close: an order on its way
             if settings.publish:
                 with needs_nats("--publish"):
                     from alpaca_stream.outputs.nats import Publisher

@@ -26,6 +26,7 @@ log = logging.getLogger("alpaca_stream")
 Handler = Callable[[Any], Awaitable[None]]
 Handlers = Mapping[str, Handler]  # by kind of message: "trade", "quote", ...
 FAILURES_EVERY = 10.0  # seconds between two lines about a handler that keeps raising
+BACKGROUND_GRACE = 3.0  # seconds in_background() work gets to finish when a run is stopped
 
 
 class Route(NamedTuple):
@@ -135,8 +136,8 @@ def in_background(work: Awaitable[object]) -> None:
         in_background(async_client.submit_order(order))               # an async client
         in_background(asyncio.to_thread(client.submit_order, order))   # a blocking one
 
-    A failure is logged. On exit, work still waiting is cancelled, and a blocking call
-    already running in its thread is waited for."""
+    A failure is logged. On exit, work gets BACKGROUND_GRACE seconds to finish; what still waits
+    then is cancelled, and a blocking call already running in its thread is waited for."""
     if not inspect.isawaitable(work):
         raise TypeError(f"in_background() needs an awaitable, not {type(work).__name__}: for a "
                         "blocking function, pass asyncio.to_thread(function, arguments...)")
@@ -151,6 +152,14 @@ def background_done(task: asyncio.Future) -> None:
         error = task.exception()
         log.warning("work started with in_background() failed: %s: %s", type(error).__name__, error,
                     exc_info=error if log.isEnabledFor(logging.DEBUG) else None)
+
+
+async def background_settled() -> None:
+    """At the end of a stream's run, before its sources close (the demo's paper broker among
+    them): the work started with in_background() gets BACKGROUND_GRACE seconds to finish, so
+    that an order on its way gets its answer; what still runs then is cancelled at exit."""
+    if background_tasks:
+        await asyncio.wait(set(background_tasks), timeout=BACKGROUND_GRACE)
 
 
 async def background_finished() -> None:

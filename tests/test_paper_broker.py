@@ -9,12 +9,14 @@ import asyncio
 import json
 import logging
 import shutil
+import signal
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any, cast
 
 import pytest
-from conftest import FAKE_KEY, FAKE_SECRET, KEYS, ROOT, script_env, within
+from conftest import FAKE_KEY, FAKE_SECRET, KEYS, POSIX_ONLY, ROOT, script_env, within
 
 from alpaca_stream import orders
 from alpaca_stream.cli import CommandLine
@@ -261,6 +263,65 @@ def test_run_handlers_gives_trading_client_the_tests_own_client_and_waits_for_th
              "timestamp": "2026-12-05T15:00:00+00:00", "exchange": "V", "id": 1}
     run_handlers([{**block, "size": 100}, block], {"trade": on_trade}, trading=NotedOrders())
     assert placed == [("buy", "SPY")]
+
+
+def test_a_stopped_run_gives_an_order_on_its_way_its_answer_before_the_broker_closes(monkeypatch):
+    # Stopped just after a handler sent an order (the README's example, stopped at its line):
+    # its request had no answer, the demo's broker having closed first (a CI dry run saw it).
+    from alpaca_stream import handlers
+
+    monkeypatch.setattr(handlers, "BACKGROUND_GRACE", 0.5)
+    done: list[str] = []
+
+    async def answered(after: float) -> None:
+        await asyncio.sleep(after)
+        done.append(f"{after}")
+
+    async def scenario() -> None:
+        handlers.in_background(answered(0.1))
+        handlers.in_background(answered(30))  # still waiting after the grace: cancelled at exit
+        started = asyncio.get_running_loop().time()
+        await handlers.background_settled()
+        assert asyncio.get_running_loop().time() - started < 5
+        for task in list(handlers.background_tasks):
+            task.cancel()
+
+    within(scenario())
+    assert done == ["0.1"]
+
+
+SLOW_ORDER = """import time
+
+sent: list[str] = []
+
+
+def slow_order() -> None:
+    time.sleep(1)  # still on its way when the run is stopped
+    trading_client().get_account()
+    print("answered", flush=True)
+
+
+async def on_trade(trade: Trade) -> None:
+    if not sent:
+        sent.append(trade.symbol)
+        print("sent", flush=True)
+        in_background(asyncio.to_thread(slow_order))
+"""
+
+
+@POSIX_ONLY
+def test_a_run_stopped_while_an_order_is_on_its_way_keeps_the_demos_broker_until_it_is_answered(start_script):
+    def edit(script: Path) -> None:
+        text = script.read_text(encoding="utf-8")
+        shipped = "async def on_trade(trade: Trade | CryptoTrade | OptionTrade) -> None:\n    show(trade)\n"
+        assert shipped in text
+        script.write_text(text.replace(shipped, SLOW_ORDER), encoding="utf-8")
+
+    script = start_script("--demo", edit=edit, env=script_env(APCA_API_KEY_ID=None, APCA_API_SECRET_KEY=None))
+    script.wait_for(lambda: "sent" in script.out_lines, what="the order sent")
+    assert script.stop(signal.SIGINT)[0] == 0
+    assert "answered" in script.out_lines, script.stderr  # before, the broker had closed: ConnectionError
+    assert "warning" not in script.stderr
 
 
 def test_a_failing_order_update_handler_is_told_with_its_orders_symbol_and_nothing_false(caplog):
