@@ -13,7 +13,8 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator, Mapping
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -91,9 +92,8 @@ async def stream_until(server: AlpacaStreamServer, handlers: dict[str, Handler],
     true; then stop. given: more of StockStream's options (data_timeout=5, say)."""
     source = StockStream(symbols, channels, keys=KEYS, url=url or server.url, **given)
     session = Session()
-    streaming = asyncio.create_task(supervise([source], handlers, session))
     deadline = time.monotonic() + timeout
-    try:
+    async with supervised([source], handlers, session) as streaming:
         while not done():
             if streaming.done():
                 streaming.result()  # raises what ended it
@@ -101,10 +101,20 @@ async def stream_until(server: AlpacaStreamServer, handlers: dict[str, Handler],
             if time.monotonic() > deadline:
                 raise AssertionError(f"not done within {timeout} s")
             await asyncio.sleep(0.01)
+    return session
+
+
+@asynccontextmanager
+async def supervised(sources: list[Any], handlers: Mapping[str, Handler],
+                     session: Session) -> AsyncIterator[asyncio.Task]:
+    """The package's supervisor running these sources with these handlers in this event loop
+    while in the block, then cancelled; the block gets its task (to see if it ended by itself)."""
+    streaming = asyncio.create_task(supervise(sources, handlers, session))
+    try:
+        yield streaming
     finally:
         streaming.cancel()
         await asyncio.gather(streaming, return_exceptions=True)
-    return session
 
 
 async def until(condition: Callable[[], object], what: str, timeout: float = 10) -> None:

@@ -13,7 +13,7 @@ from typing import Any, cast
 from uuid import UUID
 
 import pytest
-from conftest import FAKE_KEY, FAKE_SECRET, KEYS, script_env, until, within
+from conftest import FAKE_KEY, FAKE_SECRET, KEYS, script_env, supervised, until, within
 from websockets.asyncio.client import connect
 
 from alpaca_stream.handlers import run_handlers
@@ -22,7 +22,6 @@ from alpaca_stream.records import TradeUpdate
 from alpaca_stream.server import AlpacaStreamServer
 from alpaca_stream.session import Session
 from alpaca_stream.sources.trading import TradingUpdates
-from alpaca_stream.supervisor import supervise
 
 
 def test_alpaca_pys_own_trading_stream_gets_an_orders_updates_with_its_numbers_and_the_order():
@@ -135,13 +134,9 @@ async def updates_streaming(server: AlpacaStreamServer, got: list[TradeUpdate],
         got.append(update)
 
     source = TradingUpdates(keys=KEYS, url=server.trading_url)
-    streaming = asyncio.create_task(supervise([source], {"trade_update": keep}, session))
-    try:
+    async with supervised([source], {"trade_update": keep}, session) as streaming:
         await until(lambda: server.account.listening, "the script listening")
         yield streaming
-    finally:
-        streaming.cancel()
-        await asyncio.gather(streaming, return_exceptions=True)
 
 
 def test_order_updates_reach_the_handler_with_alpaca_pys_names_and_types_an_unknown_and_a_thin_one_too():

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, cast
 
 import pytest
-from conftest import FAKE_KEY, FAKE_SECRET, KEYS, POSIX_ONLY, ROOT, script_env, within
+from conftest import FAKE_KEY, FAKE_SECRET, KEYS, POSIX_ONLY, ROOT, script_env, supervised, until, within
 
 from alpaca_stream import orders
 from alpaca_stream.cli import CommandLine
@@ -29,7 +29,6 @@ from alpaca_stream.server.broker import PART
 from alpaca_stream.server.trading import CASH
 from alpaca_stream.session import Session
 from alpaca_stream.sources.demo import Demo, DemoStream, DemoTradingUpdates
-from alpaca_stream.supervisor import supervise
 
 
 def market_order(symbol: str, qty: float, side: str = "buy") -> Any:
@@ -55,13 +54,6 @@ async def paper_broker(**prices: float) -> AsyncIterator[tuple[AlpacaStreamServe
         yield server, TradingClient(FAKE_KEY, FAKE_SECRET, url_override=server.trading_url)
 
 
-async def updates_until(got: list[Any], done: Any, what: str) -> None:
-    deadline = asyncio.get_running_loop().time() + 10
-    while not done():
-        assert asyncio.get_running_loop().time() < deadline, f"not within 10 s: {what}: {got}"
-        await asyncio.sleep(0.02)
-
-
 def test_alpaca_pys_client_places_a_market_order_that_fills_at_the_price_in_parts_and_its_stream_gets_each():
     from alpaca.trading.stream import TradingStream
 
@@ -78,10 +70,10 @@ def test_alpaca_pys_client_places_a_market_order_that_fills_at_the_price_in_part
             stream.subscribe_trade_updates(keep)
             running = asyncio.create_task(stream._run_forever())
             try:
-                await updates_until(got, lambda: server.account.listening, "alpaca-py listening")
+                await until(lambda: server.account.listening, "alpaca-py listening")
                 order = await asyncio.to_thread(client.submit_order, market_order("SPY", 2 * PART + 50))
                 assert order.status == "new" and order.symbol == "SPY" and order.qty == str(2 * PART + 50)
-                await updates_until(got, lambda: got and got[-1].event == "fill", "the fill")
+                await until(lambda: got and got[-1].event == "fill", "the fill")
                 filled = await asyncio.to_thread(client.get_order_by_id, order.id)
                 positions = await asyncio.to_thread(client.get_all_positions)
                 spy = await asyncio.to_thread(client.get_open_position, "SPY")
@@ -146,7 +138,7 @@ def test_a_limit_order_fills_once_the_price_crosses_it_and_an_open_one_is_cancel
             await asyncio.sleep(0.5)  # the broker looks at the orders every 0.2 s: above the limit, no fill
             assert server.account.orders[str(waiting.id)]["status"] == "new"
             server.prices["TSLA"] = 349.4  # crosses the first limit, not the second
-            await updates_until(server.account.updates, lambda: len(server.account.updates) == 3, "the fill")
+            await until(lambda: len(server.account.updates) == 3, "the fill")
             assert [update["event"] for update in server.account.updates] == ["new", "new", "fill"]
             assert server.account.orders[str(waiting.id)]["status"] == "filled"
             assert server.account.updates[-1]["price"] == "349.4"
@@ -165,11 +157,11 @@ def test_a_pairs_position_closed_is_sold_whole_at_the_price_and_the_clock_says_t
     async def scenario() -> None:
         async with paper_broker(**{"BTC/USD": 90_000.0}) as (server, client):
             await asyncio.to_thread(client.submit_order, market_order("BTC/USD", 0.5))
-            await updates_until(server.account.updates, lambda: len(server.account.updates) == 2, "the fill")
+            await until(lambda: len(server.account.updates) == 2, "the fill")
             server.prices["BTC/USD"] = 91_000.0
             closing = await asyncio.to_thread(client.close_position, "BTCUSD")  # as Alpaca names its position
             assert (closing.side, closing.qty, closing.symbol) == ("sell", "0.5", "BTC/USD")
-            await updates_until(server.account.updates, lambda: len(server.account.updates) == 4, "its fill")
+            await until(lambda: len(server.account.updates) == 4, "its fill")
             assert await asyncio.to_thread(client.get_all_positions) == []
             account = await asyncio.to_thread(client.get_account)
             assert float(account.cash) == pytest.approx(CASH + 0.5 * 1_000)  # bought at 90,000, sold at 91,000
@@ -359,21 +351,12 @@ def test_a_handler_that_calls_the_blocking_submit_order_directly_gets_its_fill_a
         updates.append(update)
 
     async def scenario() -> None:
-        sources: list[Any] = [DemoStream(["SPY"], ["trades"], demo=demo), DemoTradingUpdates(demo=demo)]
-        for source in sources:
-            await source.__aenter__()
-        running = asyncio.create_task(supervise(sources, {"trade": on_trade, "trade_update": on_trade_update},
-                                                Session()))
-        try:
-            await updates_until(updates, lambda: placed and any(
+        async with DemoStream(["SPY"], ["trades"], demo=demo) as stocks, DemoTradingUpdates(demo=demo) as updating, \
+                supervised([stocks, updating], {"trade": on_trade, "trade_update": on_trade_update}, Session()):
+            await until(lambda: placed and any(
                 update.event == "fill" and update.order.id == placed[0].id for update in updates), "the fill")
             after_fill = len(trades)
-            await updates_until(trades, lambda: len(trades) >= after_fill + 5, "trades after the fill")
-        finally:
-            running.cancel()
-            await asyncio.gather(running, return_exceptions=True)
-            for source in reversed(sources):
-                await source.__aexit__(None, None, None)
+            await until(lambda: len(trades) >= after_fill + 5, "trades after the fill")
 
     orders.trade_at("http://127.0.0.1:9", Keys("FAKE-UNUSED", "FAKE-UNUSED", "the tests"))  # the demo's own wins
     within(scenario(), 30)

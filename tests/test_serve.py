@@ -32,6 +32,7 @@ from conftest import (
     ServerThread,
     run,
     script_env,
+    supervised,
     until,
     unwrapped,
 )
@@ -52,7 +53,6 @@ from alpaca_stream.session import Session
 from alpaca_stream.sources.crypto import CryptoStream
 from alpaca_stream.sources.stocks import StockStream
 from alpaca_stream.subscriptions import Subscriptions, subscribe, unsubscribe
-from alpaca_stream.supervisor import supervise
 
 MSGPACK = {"Content-Type": "application/msgpack"}  # as alpaca-py and the TypeScript SDK ask
 
@@ -79,15 +79,11 @@ async def feeding(symbols: tuple[str, ...] = ("SPY",), channels: tuple[str, ...]
     async with AlpacaStreamServer(**options) as server:
         source = StockStream(symbols, channels, keys=KEYS, url=server.url)
         session, recorder = Session(), Recorder()
-        async with serving("127.0.0.1", 0, {"/v2/iex": source.subscriptions}, session, keys=KEYS) as relay:
-            streaming = asyncio.create_task(supervise([source], recorder.handlers, session))
+        async with serving("127.0.0.1", 0, {"/v2/iex": source.subscriptions}, session, keys=KEYS) as relay, \
+                supervised([source], recorder.handlers, session) as streaming:
             feeder = Feeder(server, relay, recorder, session, streaming)
-            try:
-                await until(lambda: feeder.recorder.messages, "the script's own data")
-                yield feeder
-            finally:
-                streaming.cancel()
-                await asyncio.gather(streaming, return_exceptions=True)
+            await until(lambda: feeder.recorder.messages, "the script's own data")
+            yield feeder
     assert len(server.connections) == 1, "the script made another connection upstream"
 
 
@@ -353,20 +349,16 @@ def test_a_client_asking_for_an_order_book_the_script_streams_already_gets_the_w
         async with AlpacaStreamServer(rate=200, seed=31) as server:
             source = CryptoStream(["BTC/USD"], ["orderbooks"], keys=KEYS, url=server.crypto_url)
             session, recorder = Session(), Recorder()
-            async with serving("127.0.0.1", 0, {CRYPTO_PATH: source.subscriptions}, session, keys=KEYS) as relay:
-                streaming = asyncio.create_task(supervise([source], recorder.handlers, session))
-                try:
-                    await until(lambda: session.received["orderbook"] >= 5, "the script's own book and changes")
-                    bot = Bot(relay)
-                    await bot.log_in()
-                    assert (await bot.subscribe(orderbooks=["BTC/USD"]))["orderbooks"] == ["BTC/USD"]
-                    bot.read()
-                    await until(lambda: len(bot.data) >= 20, "the client's book and its changes")
-                    await bot.close()
-                    got.extend(bot.data)
-                finally:
-                    streaming.cancel()
-                    await asyncio.gather(streaming, return_exceptions=True)
+            async with serving("127.0.0.1", 0, {CRYPTO_PATH: source.subscriptions}, session, keys=KEYS) as relay, \
+                    supervised([source], recorder.handlers, session):
+                await until(lambda: session.received["orderbook"] >= 5, "the script's own book and changes")
+                bot = Bot(relay)
+                await bot.log_in()
+                assert (await bot.subscribe(orderbooks=["BTC/USD"]))["orderbooks"] == ["BTC/USD"]
+                bot.read()
+                await until(lambda: len(bot.data) >= 20, "the client's book and its changes")
+                await bot.close()
+                got.extend(bot.data)
             assert len(server.connections) == 1  # the client's book came from the relay, not a new one
 
     run(asyncio.wait_for(scenario(), 30))
@@ -479,15 +471,11 @@ def test_subscribe_from_a_handler_streams_more_without_reconnecting_and_a_refusa
         async with AlpacaStreamServer(rate=500, seed=5) as server:
             source = StockStream(["SPY"], ["trades"], keys=KEYS, url=server.url)
             handlers: dict[str, Handler] = {**dict.fromkeys(KINDS, on_quote), "trade": on_trade}
-            streaming = asyncio.create_task(supervise([source], handlers, Session()))
-            try:
+            async with supervised([source], handlers, Session()):
                 await until(lambda: server.connections and "SPY" not in server.connections[0].subscriptions.get(
                     "trades", ["SPY"]), "SPY unsubscribed")
                 quotes = sum(isinstance(m, Quote) for m in got)
                 await until(lambda: sum(isinstance(m, Quote) for m in got) > quotes + 50, "quotes streaming on")
-            finally:
-                streaming.cancel()
-                await asyncio.gather(streaming, return_exceptions=True)
         return server, got
 
     server, got = run(scenario())
