@@ -73,6 +73,8 @@ def market_of_symbol(symbol: str) -> str:
     return "options" if len(symbol) > 10 and OPTION.fullmatch(symbol) else "stocks"
 
 
-# The trading stream's events that say an order's state, and that state: a fill leaves it filled.
+# The trading API's stream of the account's order updates, at its base URL (its REST under /v2/);
+# its events that say an order's state, and that state: a fill leaves it filled.
+TRADING_PATH = "/stream"
 STATUS_OF_EVENT = {"new": "new", "fill": "filled", "partial_fill": "partially_filled", "canceled": "canceled",
                    "expired": "expired", "rejected": "rejected", "replaced": "replaced"}

@@ -58,10 +58,11 @@ def trading_client() -> TradingClient:
         from alpaca.trading.client import TradingClient
 
         account.client = TradingClient(account.keys.key, account.keys.secret, url_override=account.url)
-        live = is_live(account.url)
-        where = ": the LIVE account, real money" if live else " (--trading-url for another)" \
-            if account.url == PAPER_API else ""
-        log.log(logging.WARNING if live else logging.INFO, "trading_client()'s orders go to\n%s%s", account.url, where)
+        if is_live(account.url):
+            log.warning("trading_client()'s orders go to\n%s: the LIVE account, real money", account.url)
+        else:
+            log.info("trading_client()'s orders go to\n%s%s", account.url,
+                     " (--trading-url for another)" if account.url == PAPER_API else "")
     return account.client  # type: ignore[no-any-return]
 
 

@@ -161,7 +161,6 @@ def trade_update(update: TradeUpdate) -> str:
     return f"{what}; {order.side} {quantity(float(order.filled_qty or 0))}/{order.qty}{limit}{state}"
 
 
-
 def quantity(qty: float | None) -> str:
     """A quantity as few digits as it has: 100, 0.5."""
     return f"{qty:.9f}".rstrip("0").rstrip(".") if qty is not None else "?"

@@ -24,8 +24,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from alpaca_stream.channels import TRADING_PATH
 from alpaca_stream.server import crypto, market
-from alpaca_stream.server.trading import CASH, CLOSED, TRADING_PATH, Account, now, number
+from alpaca_stream.server.trading import CASH, CLOSED, Account, now, number
 from alpaca_stream.times import rfc3339
 
 log = logging.getLogger("local_alpaca_server")
@@ -260,11 +261,6 @@ def positive(request: dict, field: str) -> float:
     return value
 
 
-def rfc3339_in(days: float) -> str:
-    """A time this many days from now, as the trading API writes it."""
-    return (datetime.now(timezone.utc) + timedelta(days=days)).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def moment(text: str | None) -> datetime | None:
     return rfc3339(text) if text else None
 
@@ -334,7 +330,7 @@ class BrokerRequest(BaseHTTPRequestHandler):
         if (method, resource) == ("DELETE", "positions") and name:
             return broker.close(name)
         if (method, resource) == ("GET", "clock") and not name:
-            return {"timestamp": now(), "is_open": True, "next_open": now(), "next_close": rfc3339_in(days=1)}
+            return {"timestamp": now(), "is_open": True, "next_open": now(), "next_close": now(timedelta(days=1))}
         raise Refused(HTTPStatus.NOT_FOUND, 40410000, f"the local broker does not serve {method} {path}")
 
     def pass_to_stream(self) -> None:

@@ -34,7 +34,7 @@ from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from alpaca_stream.channels import CRYPTO_PATH, NEWS_PATH, OPTIONS_PATH
+from alpaca_stream.channels import CRYPTO_PATH, NEWS_PATH, OPTIONS_PATH, TRADING_PATH
 from alpaca_stream.server.broker import Broker
 from alpaca_stream.server.crypto import CryptoMarket
 from alpaca_stream.server.market import CUES, Market
@@ -49,7 +49,7 @@ from alpaca_stream.server.protocol import (
     log,
     send_error,
 )
-from alpaca_stream.server.trading import TRADING, TRADING_PATH, Account
+from alpaca_stream.server.trading import TRADING, Account
 
 SEND_BUFFER = 16_384  # bytes the kernel holds for a client, with a rate (Linux doubles it)
 MARKETS: dict[str, type[Market]] = {"stocks": Market, "crypto": CryptoMarket, "options": OptionMarket,

@@ -14,7 +14,7 @@ import random
 import threading
 import uuid
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed, InvalidState
@@ -25,7 +25,6 @@ from alpaca_stream.server.protocol import Endpoint
 
 log = logging.getLogger("local_alpaca_server")
 
-TRADING_PATH = "/stream"
 DEMO_SYMBOLS = ("SPY", "TSLA", "AAPL")  # what the demo's made-up orders trade
 CASH = 100_000.0  # dollars the account starts with, as a new paper account
 TRADING = Endpoint("trading", (), SYMBOL)  # what /stream serves: not market data, no channels
@@ -38,9 +37,9 @@ ORDER_FIELDS = ("id", "client_order_id", "created_at", "updated_at", "submitted_
                 "trail_percent", "trail_price", "hwm")
 
 
-def now() -> str:
-    """A time as the trading API writes it: RFC 3339 with nanoseconds, UTC."""
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f") + "000Z"
+def now(later: timedelta = timedelta()) -> str:
+    """A time as the trading API writes it, now or later by so much: RFC 3339 with nanoseconds, UTC."""
+    return (datetime.now(timezone.utc) + later).strftime("%Y-%m-%dT%H:%M:%S.%f") + "000Z"
 
 
 def frame(stream: str, data: dict) -> bytes:

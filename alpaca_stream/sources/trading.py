@@ -14,7 +14,6 @@ import contextlib
 import json
 import logging
 import time
-import urllib.error
 import urllib.request
 from collections.abc import Mapping
 from datetime import datetime, timedelta, timezone
@@ -23,7 +22,7 @@ from urllib.parse import urlencode
 import websockets
 from websockets.asyncio.client import ClientConnection, connect
 
-from alpaca_stream.channels import STATUS_OF_EVENT
+from alpaca_stream.channels import STATUS_OF_EVENT, TRADING_PATH
 from alpaca_stream.connection import (
     CLOSE_TIMEOUT,
     CONNECT_TIMEOUT,
@@ -44,7 +43,6 @@ from alpaca_stream.times import rfc3339
 
 log = logging.getLogger("alpaca_stream")
 
-TRADING_PATH = "/stream"
 RECOVER_LIMIT = 500  # the most orders one REST read gives: the newest, to find those that changed
 EVENT_OF_STATUS = {status: event for event, status in STATUS_OF_EVENT.items()}  # for a recovered order
 RECOVER_MARGIN = 60.0  # seconds before the loss too: an update in flight as it went was lost with it
