@@ -59,10 +59,10 @@ def write(path: Path, lines: list[str]) -> Path:
     return path
 
 
-def replay(path: Path, *options: str, before: str = "") -> subprocess.CompletedProcess:
-    """The script (SHOW_ALL) replaying path, with no keys; before: code to run first."""
+def replay(path: Path, *options: str) -> subprocess.CompletedProcess:
+    """The script (SHOW_ALL) replaying path, with no keys."""
     return subprocess.run(
-        [sys.executable, "-c", before + SHOW_ALL, "--replay", str(path), *options],
+        [sys.executable, "-c", SHOW_ALL, "--replay", str(path), *options],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -204,8 +204,19 @@ def test_a_missing_file_exits_2_saying_so(tmp_path):
 
 
 def test_replay_needs_no_keys_and_no_alpaca_py():
-    # alpaca-py made impossible to import: the stream would exit 2 saying so.
-    done = replay(SESSION, before="import sys; sys.modules['alpaca'] = None\n")
+    # alpaca-py made impossible to import: the stream would exit 2 saying so. The package's steps
+    # as main() runs them, not the student's file, which may import alpaca-py for its orders.
+    steps = """import sys
+from pathlib import Path
+from alpaca_stream import CommandLine, show
+from alpaca_stream.records import KIND
+async def shown(message): show(message)
+with CommandLine() as run:
+    run.until_stopped(run.streams(run.keys(folder=Path.cwd())), dict.fromkeys(KIND.values(), shown))
+sys.exit(run.exit_status)"""
+    done = subprocess.run([sys.executable, "-c", "import sys; sys.modules['alpaca'] = None\n" + steps,
+                           "--replay", str(SESSION)], cwd=ROOT, capture_output=True, text=True, env=NO_KEYS,
+                          timeout=30)
     assert done.returncode == 0, done.stderr
     assert len(done.stdout.splitlines()) == len(SESSION.read_text(encoding="utf-8").splitlines())
 
