@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import datetime, timezone
@@ -137,6 +138,35 @@ async def updates_streaming(server: AlpacaStreamServer, got: list[TradeUpdate],
     async with supervised([source], {"trade_update": keep}, session) as streaming:
         await until(lambda: server.account.listening, "the script listening")
         yield streaming
+
+
+def test_listening_is_logged_once_the_trading_api_answered_so_an_order_placed_then_is_seen(caplog):
+    got: list[TradeUpdate] = []
+    placed: list[dict] = []
+
+    class PlaceAnOrderAtTheLine(logging.Handler):  # as a test, or a user, does on reading it
+        def emit(self, record: logging.LogRecord) -> None:
+            if record.getMessage().startswith("listening to the account's order updates"):
+                placed.append(server.account.place("SPY", 1))
+
+    async def keep(update: TradeUpdate) -> None:
+        got.append(update)
+
+    server = AlpacaStreamServer(rate=None)
+
+    async def scenario() -> None:
+        async with server, supervised([TradingUpdates(keys=KEYS, url=server.trading_url)],
+                                      {"trade_update": keep}, Session()):
+            await until(lambda: got, "the update of the order placed at the line")
+
+    caplog.set_level(logging.INFO, logger="alpaca_stream")
+    watch = PlaceAnOrderAtTheLine()
+    logging.getLogger("alpaca_stream").addHandler(watch)
+    try:
+        within(scenario())
+    finally:
+        logging.getLogger("alpaca_stream").removeHandler(watch)
+    assert [str(update.order.id) for update in got] == [order["id"] for order in placed]
 
 
 def test_order_updates_reach_the_handler_with_alpaca_pys_names_and_types_an_unknown_and_a_thin_one_too():

@@ -48,6 +48,20 @@ EVENT_OF_STATUS = {status: event for event, status in STATUS_OF_EVENT.items()}  
 RECOVER_MARGIN = 60.0  # seconds before the loss too: an update in flight as it went was lost with it
 
 
+def decoded(frame: str | bytes) -> object:
+    """A frame of the trading stream: JSON in a binary (or text) frame; None if it is not."""
+    try:
+        return json.loads(frame)
+    except ValueError:
+        log.debug("skipped a trading frame that is not JSON: %r", frame[:80])
+        return None
+
+
+def is_listening(message: object) -> bool:
+    """Whether this is the answer to listen."""
+    return isinstance(message, dict) and message.get("stream") == "listening"
+
+
 def stream_url(base: str) -> str:
     """The trading API's stream at its base URL: https://HOST -> wss://HOST/stream."""
     return "ws" + base.rstrip("/").removeprefix("http") + TRADING_PATH
@@ -88,23 +102,26 @@ class TradingConnection:
         self.lost_at: datetime | None = None  # when the last connection ended; None before the first
 
     async def stream_once(self, routes: dict[str, Route], session: Session) -> None:
-        await asyncio.wait_for(self.connect(), CONNECT_TIMEOUT)
+        early = await asyncio.wait_for(self.connect(), CONNECT_TIMEOUT)
         websocket = self.websocket
         assert websocket is not None
         if self.lost_at is not None:  # what changed while it was down, and a while before: once each
             await self.recover(self.lost_at - timedelta(seconds=RECOVER_MARGIN), routes, session)
+        for message in early:
+            await self.take(message, routes, session)
         async for frame in websocket:
-            try:
-                message = json.loads(frame)
-            except ValueError:
-                log.debug("skipped a trading frame that is not JSON: %r", frame[:80])
-                continue
-            if isinstance(message, dict) and message.get("stream") == "trade_updates":
-                await self.hand_over(message.get("data"), routes, session)
-            else:
-                log.debug("trading stream: %r", message)
+            await self.take(decoded(frame), routes, session)
 
-    async def connect(self) -> None:
+    async def take(self, message: object, routes: dict[str, Route], session: Session) -> None:
+        """One message of the stream: an update handed over; anything else only logged."""
+        if isinstance(message, dict) and message.get("stream") == "trade_updates":
+            await self.hand_over(message.get("data"), routes, session)
+        else:
+            log.debug("trading stream: %r", message)
+
+    async def connect(self) -> list[object]:
+        """Open, log in and listen; what came before the answer to listen (Alpaca sends none:
+        kept, in case) is returned, to be taken first."""
         log.debug("opening the trading stream's websocket")
         try:
             self.websocket = await connect(self.url, ping_interval=PING_INTERVAL, ping_timeout=PING_TIMEOUT,
@@ -122,9 +139,15 @@ class TradingConnection:
         if (answer.get("data") or {}).get("status") != "authorized":
             raise AlpacaRefused(0, "unauthorized", advice=TRADING_UNAUTHORIZED)
         await websocket.send(json.dumps({"action": "listen", "data": {"streams": ["trade_updates"]}}))
+        early: list[object] = []
+        # Listening once the answer has come, not when asked: an order placed after this line
+        # is logged is one whose updates this run gets.
+        while not is_listening(message := decoded(await websocket.recv())):
+            early.append(message)
         log.info("listening to the account's order updates%s", "" if "how to stop" in self.told else
                  "; Ctrl+C to stop")
         self.told.add("how to stop")
+        return early
 
     async def hand_over(self, update: object, routes: dict[str, Route], session: Session) -> None:
         if not isinstance(update, dict):
