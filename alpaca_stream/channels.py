@@ -33,6 +33,17 @@ OPTION_CHANNELS = ("trades", "quotes")
 OPTION = re.compile(r"([A-Z]{1,6}\d?)(\d{6})([CP])(\d{8})")
 OPTION_FEEDS = ("indicative", "opra")
 OPTIONS_PATH = "/v1beta1/{feed}"
+STOCK_PATH_FEEDS = ("iex", "sip", "delayed_sip", "test")  # the stocks' paths, /v2/{feed}: with the test stream's
+
+
+def market_at(path: str) -> str | None:
+    """The market whose stream Alpaca serves at a path: "stocks" at /v2/{feed}, "crypto" at
+    /v1beta3/crypto/us, "options" at /v1beta1/indicative and opra, "news" at /v1beta1/news;
+    None for any other."""
+    if path.startswith("/v2/") and path.count("/") == 2:
+        return "stocks"
+    return {CRYPTO_PATH: "crypto", NEWS_PATH: "news",
+            **{OPTIONS_PATH.format(feed=feed): "options" for feed in OPTION_FEEDS}}.get(path)
 
 Channels = dict[str, set[str]]  # Alpaca's channel name -> symbols
 

@@ -26,6 +26,8 @@ from alpaca_stream.channels import (
     OPTION_CHANNELS,
     OPTION_FEEDS,
     OPTIONS_PATH,
+    STOCK_PATH_FEEDS,
+    market_at,
 )
 from alpaca_stream.connection import check_alpaca_py
 from alpaca_stream.errors import (
@@ -45,8 +47,6 @@ from alpaca_stream.options import Settings, parse_args, settings_from
 from alpaca_stream.orders import is_live, trade_at
 from alpaca_stream.outputs import terminal
 from alpaca_stream.outputs.serve import serving
-from alpaca_stream.server import FEEDS as SERVED_FEEDS
-from alpaca_stream.server.protocol import endpoint_at
 from alpaca_stream.session import Session, heartbeat
 from alpaca_stream.sources import Source
 from alpaca_stream.sources.crypto import CryptoStream
@@ -186,12 +186,12 @@ class CommandLine:
         settings = self.settings
         if settings.source:  # what the bot reads, of every market
             stocks = bool(settings.symbols and set(settings.channels) & set(ALPACA_CHANNELS))
-            paths = [f"/v2/{feed}" for feed in SERVED_FEEDS] * stocks
+            paths = [f"/v2/{feed}" for feed in STOCK_PATH_FEEDS] * stocks
             paths += [CRYPTO_PATH] * bool(settings.pairs) + [NEWS_PATH] * ("news" in settings.channels)
             paths += [OPTIONS_PATH.format(feed=feed) for feed in OPTION_FEEDS] * bool(settings.options)
             return dict.fromkeys(paths, sources[0].subscriptions)
         at = {urlsplit(getattr(source, "url", "")).path.rstrip("/"): source for source in sources}
-        return {path: source.subscriptions for path, source in at.items() if endpoint_at(path)}  # market data
+        return {path: source.subscriptions for path, source in at.items() if market_at(path)}  # market data
 
     def stop_when_stderr_goes(self, stop: Callable[[], None]) -> None:
         """The reader of the log gone, the run ends as when the reader of the data goes."""

@@ -9,13 +9,15 @@ import logging
 import os
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
 
 from alpaca_stream.errors import ConfigError
 from alpaca_stream.keys import Keys
-from alpaca_stream.server import Relay
-from alpaca_stream.server.relay import AllMarkets, MarketClients
 from alpaca_stream.session import Session
 from alpaca_stream.subscriptions import Subscriptions
+
+if TYPE_CHECKING:
+    from alpaca_stream.server.relay import MarketClients, Relay
 
 log = logging.getLogger("alpaca_stream")
 
@@ -27,6 +29,10 @@ async def serving(host: str, port: int, served: Mapping[str, Subscriptions], ses
     clients that log in with these keys (None: any will do, as with --demo or --source, which
     have no keys of Alpaca's to check); what they subscribe to at a path joins the
     subscriptions of the script's stream there."""
+    # Imported here, not with the module, as in sources/demo.py: the server's code is for
+    # the runs that serve.
+    from alpaca_stream.server.relay import AllMarkets, Relay
+
     relay = Relay(host=host, port=port, changed={path: subscriptions.update for path, subscriptions in served.items()},
                   keys=(keys.key, keys.secret) if keys else None)
     try:

@@ -40,7 +40,9 @@ from alpaca_stream.channels import (
     OPTION_FEEDS,
     OPTIONS_PATH,
     PAIR,
+    STOCK_PATH_FEEDS,
     SYMBOL,
+    market_at,
 )
 
 log = logging.getLogger("local_alpaca_server")
@@ -61,7 +63,7 @@ ERRORS = {
     413: "star subscription is not allowed for option quotes",
     500: "internal error",
 }
-FEEDS = ("iex", "sip", "delayed_sip", "test")  # the paths /v2/{feed}; any other path gets HTTP 404
+FEEDS = STOCK_PATH_FEEDS  # the paths /v2/{feed}; any other path gets HTTP 404
 # Alpaca's free plan: 30 symbols for trades and quotes; bars and statuses have no such limit.
 # Error 405 past that, and the existing subscriptions stay.
 FREE_PLAN_SYMBOL_LIMIT = 30
@@ -93,12 +95,8 @@ NEWS = Endpoint("news", ("news",), SYMBOL)  # crypto without the slash, as Alpac
 
 
 def endpoint_at(path: str) -> Endpoint | None:
-    """What Alpaca serves at a path: /v2/{feed} stocks, /v1beta3/crypto/us crypto, /v1beta1/
-    indicative and opra options, /v1beta1/news the news; None for any other."""
-    if path.startswith("/v2/") and path.count("/") == 2:
-        return STOCKS
-    return {CRYPTO_PATH: CRYPTO, NEWS_PATH: NEWS,
-            **{OPTIONS_PATH.format(feed=feed): OPTIONS for feed in OPTION_FEEDS}}.get(path)
+    """What Alpaca serves at a path (channels.market_at()); None for any other."""
+    return {"stocks": STOCKS, "crypto": CRYPTO, "options": OPTIONS, "news": NEWS}.get(market_at(path) or "")
 
 
 @dataclass
