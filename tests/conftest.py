@@ -328,3 +328,13 @@ def start_script(copy_script: Callable[..., Path]) -> Iterator[Callable[..., Scr
     for script in scripts:
         script.kill()
         script.finish()
+    # Whatever a test is about, each script's log fits a terminal of 80 columns.
+    too_wide = wider_than_80([line for script in scripts for line in script.err_lines])
+    assert not too_wide, "lines of the log wider than 80 columns:\n" + "\n".join(too_wide)
+
+
+def wider_than_80(log: list[str]) -> list[str]:
+    """The lines of a script's log that do not fit 80 columns. It breaks them at spaces, so a
+    word longer than that (a long path) may go past; a JSON log (--log-format json) is for
+    machines, an object a line."""
+    return [line for line in log if len(line) > 80 and " " in line.strip() and not line.startswith("{")]
