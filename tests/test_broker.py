@@ -216,11 +216,12 @@ class Feeder:
         async with StockStream(keys=KEYS, url=alpaca_url) as stocks, Publisher(broker_url, session) as publisher:
             streaming = asyncio.create_task(supervise([stocks], publisher.wrap(dict.fromkeys(KINDS, record)),
                                                       session))
-            await asyncio.wait([streaming, self.loop.create_task(self.stopping.wait())],
-                               return_when=asyncio.FIRST_COMPLETED)
-            streaming.cancel()  # as Ctrl+C does, then the publisher sends what it holds
-            with contextlib.suppress(asyncio.CancelledError):
-                await streaming
+            stop = asyncio.create_task(self.stopping.wait())
+            await asyncio.wait([streaming, stop], return_when=asyncio.FIRST_COMPLETED)
+            for task in (stop, streaming):  # as Ctrl+C does; then the publisher sends what it holds
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
 
     def wait_for_log(self, text: str, timeout: float = 15) -> None:
         wait_until(lambda: any(text in line for line in self.said.lines), timeout, f"the feeder's log: {text!r}")
