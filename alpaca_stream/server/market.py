@@ -25,6 +25,7 @@ EXCHANGES = "VVVPPKQQQZNDDDDXBJYAHUM"  # IEX (V), Nasdaq (Q) and the FINRA TRF (
 CONDITIONS = (["@"], ["@"], ["@", "I"], ["@", "F"], ["@", "F", "I"], ["@", "T"])
 BLOCK_SIZE = 10_000  # shares: a block trade
 BLOCK_EVERY = 4.9  # seconds: a trade stream sees a block at least this often (the clock's, within 0.05 s)
+FIRST_BLOCK_AFTER = 1.0  # seconds from the start: the README's block examples print at once, not in 5 s
 # Halts as Alpaca reports them, by tape: CTA (A, B) and UTP (C) use different codes.
 HALTS = {
     "B": [("2", "Trading Halt", "M", "Limit Up-Limit Down (LULD) Trading Pause", "3", "Resume"),
@@ -121,7 +122,7 @@ class Market:
         self.halted: dict[str, tuple[float, tuple[str, ...]]] = {}  # symbol -> (resume at, halt)
         self.bands: dict[str, float] = {}  # symbol -> LULD reference price
         self.recent: deque[dict] = deque(maxlen=50)  # trades sent, for corrections and cancels
-        self.last_block = now
+        self.last_block = now - BLOCK_EVERY + FIRST_BLOCK_AFTER
         self.last_clock = now
         self.pool: list[tuple[list[dict], bytes]] = []
         self.pool_key: tuple = ()
