@@ -47,23 +47,6 @@ def test_wrong_keys_exit_3_after_one_attempt_with_the_error_last(make_server, st
     assert_no_traceback(script)
 
 
-def test_feed_not_in_plan_exits_3_and_suggests_iex(make_server, start_script):
-    server = make_server()  # its keys' plan has no sip: Alpaca answers the auth with 409
-    script = start_script("--url", server.url.replace("/v2/iex", "/v2/sip"), bot=True)
-    assert script.finish(timeout=10) == 3
-    assert "409 insufficient subscription" in script.stderr and "--feed iex" in script.stderr
-    assert len(server.server.attempts) == 1
-    assert_no_traceback(script)
-
-
-def test_more_than_30_symbols_exits_3_naming_the_free_plan_limit(server, start_script):
-    symbols = [f"S{n:02d}" for n in range(31)]
-    script = start_script(*symbols, "--url", server.url, bot=True)
-    assert script.finish(timeout=10) == 3
-    assert "405 symbol limit exceeded" in script.stderr and "30 symbols" in script.stderr
-    assert_no_traceback(script)
-
-
 def test_a_wrong_path_exits_2_naming_the_url_and_the_http_status(server, start_script):
     url = server.url.replace("/v2/iex", "/v2/nosuchfeed")
     script = start_script("--url", url, bot=True)
