@@ -138,18 +138,31 @@ def within(coroutine: Coroutine[Any, Any, object], seconds: float = 15) -> None:
 # -- the server in a thread, for the script as a subprocess ---------------------------------------
 
 
-class ServerThread:
-    """An AlpacaStreamServer on its own event loop in a thread; stop() and start() keep the port."""
+class LoopThread:
+    """An event loop of its own in a thread, for what runs beside a test's blocking code (a
+    server, a NATS client, a feeder): call() runs a coroutine there and waits for its result."""
 
-    def __init__(self, **options: object) -> None:
+    def __init__(self) -> None:
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
+
+    def call(self, coroutine: Awaitable[T]) -> T:
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout=10)  # type: ignore[arg-type]
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(timeout=10)
+        self.loop.close()
+
+
+class ServerThread(LoopThread):
+    """An AlpacaStreamServer on its own event loop in a thread; stop() and start() keep the port."""
+
+    def __init__(self, **options: object) -> None:
+        super().__init__()
         self.server = AlpacaStreamServer(**options)  # type: ignore[arg-type]
         self.start()
-
-    def call(self, coroutine: Awaitable[object]) -> object:
-        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout=10)  # type: ignore[arg-type]
 
     def start(self) -> None:
         self.call(self.server.start())
@@ -159,9 +172,7 @@ class ServerThread:
 
     def close(self) -> None:
         self.stop()
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(timeout=10)
-        self.loop.close()
+        super().close()
 
     def plan(self, *faults: Faults) -> None:
         self.loop.call_soon_threadsafe(self.server.plan, *faults)

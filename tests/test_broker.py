@@ -26,7 +26,7 @@ from typing import Any
 
 import nats
 import pytest
-from conftest import KEYS, KINDS, POSIX_ONLY, ROOT, Script, script_env, until
+from conftest import KEYS, KINDS, POSIX_ONLY, ROOT, LoopThread, Script, script_env, until
 
 from alpaca_stream.books import Book
 from alpaca_stream.errors import EXIT_USAGE
@@ -98,16 +98,14 @@ def broker(tmp_path: Path) -> Iterator[NatsServer]:
     server.stop()
 
 
-class Listener:
+class Listener(LoopThread):
     """A NATS client of the test's own, in a thread: every message on alpaca.> in order (one
     subscription keeps the order), as (subject, payload as JSON, headers)."""
 
     def __init__(self, url: str) -> None:
+        super().__init__()
         self.got: list[tuple[str, dict, dict]] = []
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-        self.client = asyncio.run_coroutine_threadsafe(self._connect(url), self.loop).result(timeout=10)
+        self.client = self.call(self._connect(url))
 
     async def _connect(self, url: str):
         client = await nats.connect(url)
@@ -119,10 +117,8 @@ class Listener:
         self.got.append((message.subject, json.loads(message.data), message.headers or {}))
 
     def close(self) -> None:
-        asyncio.run_coroutine_threadsafe(self.client.close(), self.loop).result(timeout=10)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(timeout=10)
-        self.loop.close()
+        self.call(self.client.close())
+        super().close()
 
 
 @pytest.fixture
@@ -186,7 +182,7 @@ class ThreadLog(logging.Handler):
             self.lines.append(" ".join(record.getMessage().split()))
 
 
-class Feeder:
+class Feeder(LoopThread):
     """A feeder for the tests of the bots: the package's stock stream and --publish's Publisher,
     as `websocket_stream.py --url ALPACA --publish BROKER` runs them (SPY and TSLA, trades), in
     a thread of the test's own process. A feeder script imports alpaca-py, 1.3 s of CPU at each
@@ -194,10 +190,8 @@ class Feeder:
     recording_bot.py prints it (for recorded()); said: its log, a message a line."""
 
     def __init__(self, alpaca_url: str, broker_url: str) -> None:
+        super().__init__()
         self.got: list[dict] = []
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
         self.said = ThreadLog(self.thread)
         self.stopping = asyncio.Event()
         self.log = logging.getLogger("alpaca_stream")
@@ -236,9 +230,7 @@ class Feeder:
         self.feeding.result(timeout=10)
         self.log.removeHandler(self.said)
         self.log.setLevel(self.level)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(timeout=10)
-        self.loop.close()
+        self.close()
 
 
 @pytest.fixture
