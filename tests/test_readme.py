@@ -1,6 +1,7 @@
-"""The README and the pages of docs/ keep their word: each example of "Your own logic", pasted
-over the handlers it names (as a student does), prints what the README says it prints, within
-30 s; each page is linked, and each link leads somewhere."""
+"""The README and the pages of docs/ keep their word: each example of a handler, pasted over the
+handlers it names (as a student does), prints what the page says it prints, within 30 s; the
+README's test of the VWAP example and its script of the protocol by hand run as shown; each
+page is linked, and each link leads somewhere."""
 
 from __future__ import annotations
 
@@ -16,12 +17,15 @@ from conftest import ROOT, script_env
 
 README = (ROOT / "README.md").read_text(encoding="utf-8")
 DOCS = sorted((ROOT / "docs").glob("*.md"))
+PAGES = [ROOT / "README.md", *DOCS]
+# The README's examples first, then docs/handlers.md's and the others', as a student reads them.
+EXAMPLE_TEXT = "\n".join(page.read_text(encoding="utf-8") for page in PAGES)
 # An example is marked for this test by a comment the rendered README does not show, then its
 # code block: <!-- example: replaces on_trade, prints "block: " -->. One that builds on the
 # example before it says so: <!-- example: replaces on_cancel, with the one above, prints ... -->;
 # one that runs with other options than --demo alone says which: runs with --demo --trades, ...
 MARKED = re.findall(r'<!-- example: replaces ([\w ]+?), (with the one above, )?(?:runs with ([^,]+), )?'
-                    r'prints "([^"]+)" -->\s*```python\n(.*?)```', README, re.S)
+                    r'prints "([^"]+)" -->\s*```python\n(.*?)```', EXAMPLE_TEXT, re.S)
 EXAMPLES = [(handlers.split(), bool(above), prints, code) for handlers, above, _, prints, code in MARKED]
 RUNS_WITH = [options or "--demo" for _, _, options, _, _ in MARKED]  # each example's command line
 MY_BOT = ROOT / "tests" / "test_my_bot.py"
@@ -53,6 +57,9 @@ def pasted_with_what_it_needs(number: int) -> list[tuple[list[str], str]]:
 
 def test_the_readme_has_examples_for_async_and_blocking_slow_work_and_for_corrections():
     assert len(EXAMPLES) >= 4
+    # The lesson's own: the VWAP strategy and its corrections, in the README itself.
+    vwap = [code for *_, code in EXAMPLES if "turnover" in code]
+    assert len(vwap) == 2 and all(code in README for code in vwap)
     code = "\n".join(example for *_, example in EXAMPLES)
     assert "asyncio.to_thread(" in code and "in_background(" in code
     assert {"on_trade", "on_correction", "on_cancel"} <= {handler for handlers, *_ in EXAMPLES for handler in handlers}
@@ -94,28 +101,35 @@ def test_test_my_bot_tests_the_readmes_vwap_examples_word_for_word():
     assert len(vwap) == 2 and all(code in MY_BOT.read_text(encoding="utf-8") for code in vwap)
 
 
+def copy_project(folder: Path) -> None:
+    """What a student's own test needs of the project, in a folder of its own."""
+    for name in ("websocket_stream.py", "pyproject.toml",
+                 "tests/conftest.py", "tests/test_my_bot.py", "tests/data/session.jsonl"):
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(ROOT / name, folder / name)
+
+
+def pytest_in(folder: Path, test_file: str) -> subprocess.CompletedProcess:
+    """python -m pytest on one file of the folder, as the README says to run it, within 60 s."""
+    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", test_file]
+    return subprocess.run(command, cwd=folder, capture_output=True, text=True, timeout=60)
+
+
 # As shipped, tests/test_my_bot.py runs in this suite: here, with each example pasted.
 PASTED = [pasted_with_what_it_needs(number) for number in range(len(EXAMPLES))]
 
 
 @pytest.mark.parametrize("pastes", PASTED, ids=[f"example {n + 1} pasted" for n in range(len(EXAMPLES))])
 def test_test_my_bot_passes_with_each_example_pasted(pastes, tmp_path):
-    for name in ("websocket_stream.py", "pyproject.toml",
-                 "tests/conftest.py", "tests/test_my_bot.py", "tests/data/session.jsonl"):
-        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(ROOT / name, tmp_path / name)
+    copy_project(tmp_path)
     for handlers, code in pastes:
         paste(tmp_path / "websocket_stream.py", handlers, code)
-    pytest_my_bot = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_my_bot.py"]
-    done = subprocess.run(pytest_my_bot, cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    done = pytest_in(tmp_path, "tests/test_my_bot.py")
     assert done.returncode == 0, done.stdout + done.stderr
 
 
 def test_test_my_bot_passes_with_the_strategy_imported_in_place_of_its_copy_as_it_says(tmp_path):
-    for name in ("websocket_stream.py", "pyproject.toml",
-                 "tests/conftest.py", "tests/test_my_bot.py", "tests/data/session.jsonl"):
-        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(ROOT / name, tmp_path / name)
+    copy_project(tmp_path)
     vwap = next(number for number, (handlers, *_) in enumerate(EXAMPLES) if "on_cancel" in handlers)
     for handlers, code in pasted_with_what_it_needs(vwap):
         paste(tmp_path / "websocket_stream.py", handlers, code)
@@ -124,9 +138,46 @@ def test_test_my_bot_passes_with_the_strategy_imported_in_place_of_its_copy_as_i
     imported = re.search(r"^ +(from websocket_stream import .*)$", text, re.M)[1]  # as its docstring says
     copy = text[text.index("volume: dict[str, int] = {}"):text.index("# -- its tests")]
     my_bot.write_text(text.replace(copy, imported + "\n\n\n"), encoding="utf-8")
-    pytest_my_bot = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_my_bot.py"]
-    done = subprocess.run(pytest_my_bot, cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    done = pytest_in(tmp_path, "tests/test_my_bot.py")
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+# The README's own test of the VWAP example, as a student saves it beside the pasted strategy.
+TEST_OF_MINE = re.search(r"<!-- pytest example: .*?saved as (\S+) -->\s*```python\n(.*?)```", README, re.S)
+
+
+def test_the_readmes_test_of_the_vwap_example_runs_as_shown_with_the_example_pasted(tmp_path):
+    assert TEST_OF_MINE, "the README shows a test of the VWAP example"
+    saved_as, code = TEST_OF_MINE.groups()
+    copy_project(tmp_path)
+    vwap = next(number for number, (handlers, *_) in enumerate(EXAMPLES) if handlers == ["on_trade"])
+    paste(tmp_path / "websocket_stream.py", *pasted_with_what_it_needs(vwap)[0])
+    (tmp_path / saved_as).write_text(code, encoding="utf-8")
+    done = pytest_in(tmp_path, saved_as)
+    assert done.returncode == 0 and "1 passed" in done.stdout, done.stdout + done.stderr
+
+
+# "How it works": the protocol by hand, a script of the README's, against the local server.
+BY_HAND = re.search(r"<!-- raw example: .*? -->\s*```python\n(.*?)```", README, re.S)
+
+
+def test_the_readmes_script_of_the_protocol_authenticates_subscribes_and_gets_trades(server, tmp_path):
+    assert BY_HAND, "the README shows the protocol by hand"
+    code = BY_HAND.group(1)
+    assert 'URL = "ws://127.0.0.1:8765/v2/iex"' in code  # the local server run alone, by default
+    assert len(code.splitlines()) <= 40 and max(map(len, code.splitlines())) <= 79
+    (tmp_path / "raw_stream.py").write_text(code.replace("ws://127.0.0.1:8765/v2/iex", server.url),
+                                            encoding="utf-8")
+    done = subprocess.run([sys.executable, "raw_stream.py"], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=30)
+    assert done.returncode == 0, done.stderr
+    said = done.stdout
+    assert "{'T': 'success', 'msg': 'connected'}" in said
+    assert "{'T': 'success', 'msg': 'authenticated'}" in said
+    assert "'T': 'subscription'" in said and "'trades': ['SPY']" in said
+    assert "{'T': 't'," in said and "'S': 'SPY'" in said
+    assert max(map(len, said.splitlines())) <= 80
+    assert [connection.subscriptions.get("trades") for connection in server.connections] == [["SPY"]]
 
 
 # -- the pages of docs/, and the links ----------------------------------------------------------
@@ -145,7 +196,7 @@ def anchor(title: str) -> str:
     return re.sub(r"[^\w\- ]", "", title.strip().lower()).replace(" ", "-")
 
 
-@pytest.mark.parametrize("page", [ROOT / "README.md", *DOCS], ids=lambda page: page.name)
+@pytest.mark.parametrize("page", PAGES, ids=lambda page: page.name)
 def test_every_link_of_the_readme_and_docs_leads_to_a_file_and_a_title_there(page):
     text = page.read_text(encoding="utf-8")
     for target in re.findall(r"\]\(([^)\s]+)\)", text):
@@ -160,7 +211,7 @@ def test_every_link_of_the_readme_and_docs_leads_to_a_file_and_a_title_there(pag
 
 
 def test_the_readme_speaks_of_the_users_machine_never_of_ours():
-    for page in [ROOT / "README.md", *DOCS]:
+    for page in PAGES:
         text = page.read_text(encoding="utf-8")
         for said in ("CI here", "these machines", "These machines", "this project is built on", "on this machine",
                      "tried here"):
