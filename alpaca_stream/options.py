@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import ipaddress
 import logging
 import math
 import re
+import shlex
 import sys
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -49,6 +51,11 @@ DATA_TIMEOUT = 300.0
 STEADY_CHANNELS = ("trades", "quotes", "bars", "dailyBars")
 # BTCUSD, as news and some exchanges write BTC/USD: a US stock's symbol has five letters at most.
 UNSLASHED_PAIR = re.compile(r"([A-Z]{3,6})(USD|USDT|USDC|BTC)")
+# What each URL option takes: its schemes, and whether a path may follow the host (--url's is
+# the stock stream's; the others name a server alone).
+URL_OPTIONS = {"url": (("ws", "wss"), True), "trading_url": (("http", "https"), False),
+               "publish": (("nats", "tls"), False), "source": (("nats", "tls"), False)}
+HOST = re.compile(r"[\w.-]+")  # a name (in any letters) or an IPv4 address; an IPv6 one goes in [ ]
 
 
 @dataclass
@@ -157,8 +164,10 @@ def parse_args(argv: list[str] | None, doc: str | None = None) -> argparse.Names
             parser.error(f"{contract} is not an option:\n{why}")
     args.pairs = [symbol for symbol in args.symbols if "/" in symbol]
     args.symbols = [symbol for symbol in args.symbols if "/" not in symbol and symbol not in args.options]
-    if args.url and not re.match(r"wss?://", args.url):
-        parser.error("--url must start with ws:// or wss://")
+    for option, (schemes, path) in URL_OPTIONS.items():
+        url = getattr(args, option)
+        if url is not None and (fault := url_fault(url, schemes, path)):
+            parser.error(f"--{option.replace('_', '-')} {shlex.quote(url)}: {fault}")
     host_alone = bool(args.url) and urlsplit(args.url).path in ("", "/")
     if args.pairs or args.news or args.options:
         other_markets_checks(parser, args, host_alone)
@@ -168,9 +177,6 @@ def parse_args(argv: list[str] | None, doc: str | None = None) -> argparse.Names
     if args.feed and (args.demo or args.url and not host_alone or args.test_stream or args.source):
         parser.error("--feed picks one of Alpaca's feeds: it has no effect with --demo, --url with a path, "
                      "--test-stream or --source")
-    for option, url in (("--publish", args.publish), ("--source", args.source)):
-        if url is not None and not re.fullmatch(r"(nats|tls)://[^/\s]+", url):
-            parser.error(f"{option} takes a NATS server's URL: nats://HOST:PORT")
     if args.publish and args.source:
         parser.error("--publish and --source: one feeder publishes, the bots read (--source)")
     if args.serve is not None:
@@ -248,8 +254,6 @@ def trading_checks(parser: argparse.ArgumentParser, args: argparse.Namespace) ->
         if getattr(args, option) and (args.source or args.replay is not None):
             parser.error(f"--{option.replace('_', '-')} says where orders go: --source and --replay "
                          "trade nowhere")
-    if args.trading_url and not re.fullmatch(r"https?://[^/\s]+/?", args.trading_url):
-        parser.error("--trading-url takes a trading API's base URL: http(s)://HOST:PORT")
     if args.trade_updates and (args.source or args.replay is not None):
         parser.error("--trade-updates needs your keys and the trading API:\n"
                      "not --source or --replay (a recording has the updates it recorded)")
@@ -276,21 +280,57 @@ def option_fault(contract: str) -> str:
     return "its strike (the last 8 digits) is 0" if int(strike) == 0 else ""
 
 
+def url_fault(url: str, schemes: tuple[str, ...], path: bool = False) -> str:
+    """What is wrong with url, for an option that takes these schemes (and a path after the
+    host, if path); "" if nothing. Checked before any connection, which would take these faults
+    for the network's and retry for ever."""
+    if not url.startswith(tuple(f"{scheme}://" for scheme in schemes)):
+        return "it must start with " + " or ".join(f"{scheme}://" for scheme in schemes)
+    if any(character.isspace() for character in url):
+        return "it has a space"
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname
+        if host and "[" in parts.netloc:
+            ipaddress.IPv6Address(host)  # Python 3.10's urlsplit() does not check it
+    except ValueError:  # a [ without its ], or no IPv6 address in them
+        return "an IPv6 address goes whole in brackets, as [::1]"
+    try:
+        parts.port  # noqa: B018  (a port that is not a number of 0 to 65535 raises ValueError)
+    except ValueError:
+        return "its port is not a number from 0 to 65535"
+    if not host:
+        return f"it has no host: {schemes[0]}://HOST:PORT"
+    if "[" not in parts.netloc and not HOST.fullmatch(host):
+        return f"its host, {host}, is not a name or an address"
+    if parts.fragment:
+        return "it has a #fragment, which means nothing to a server"
+    if not path and (parts.path not in ("", "/") or parts.query):
+        return f"the server alone, as {schemes[0]}://HOST:PORT: no path after it"
+    return ""
+
+
 def serve_address(parser: argparse.ArgumentParser, address: str, keyless: bool) -> tuple[str, int]:
     """--serve's [HOST:]PORT. Another address than this machine's own (loopback) only where the
     clients must log in with the script's keys: not with --demo or --source, which have none."""
     host, _, port = address.rpartition(":")
-    host = host.strip("[]") or "127.0.0.1"
-    if not port.isdigit() or int(port) > 65535:
-        parser.error(f"--serve takes a port (0 to 65535), or HOST:PORT: {address}")
+    if ":" in host and not host.startswith("["):  # ::1:8765, as [::1]:8765
+        host = f"[{host}]"
+    url = f"ws://{host or '127.0.0.1'}:{port}"
+    if not port:
+        parser.error(f"--serve takes [HOST:]PORT: no port in {shlex.quote(address)}")
+    if fault := url_fault(url, ("ws",)):
+        parser.error(f"--serve {shlex.quote(address)}: {fault}")
+    parts = urlsplit(url)
+    assert parts.hostname is not None and parts.port is not None  # as url_fault() found
     try:
-        loopback = is_loopback(host)
+        loopback = is_loopback(parts.hostname)
     except ValueError:
-        parser.error(f"--serve takes an IP address, or localhost: {host}")
+        parser.error(f"--serve takes an IP address, or localhost: {parts.hostname}")
     if not loopback and keyless:
         parser.error(f"--serve {address}: with --demo or --source, clients need no "
                      "keys, so only this machine may connect: use 127.0.0.1")
-    return host, int(port)
+    return parts.hostname, parts.port
 
 
 def settings_from(args: argparse.Namespace) -> Settings:

@@ -4,7 +4,9 @@ and what each bad argument says."""
 from __future__ import annotations
 
 import logging
+import shlex
 import shutil
+import socket
 import subprocess
 import sys
 
@@ -208,15 +210,12 @@ def test_channels_are_named_by_options_and_trades_are_the_default(argv, channels
     (["--trading-url", "http://127.0.0.1:1", "--source", "nats://127.0.0.1:4222"], "--trading-url says where "
                                                                                     "orders go: --source and "
                                                                                     "--replay trade nowhere"),
-    (["--trade-updates", "--trading-url", "ws://127.0.0.1:1/stream"], "--trading-url takes a trading API's base "
-                                                                     "URL: http(s)://HOST:PORT"),
     (["--trade-updates", "--source", "nats://127.0.0.1:4222"], "--trade-updates needs your keys and the trading "
                                                               "API: not --source"),
     (["--trade-updates", "--live", "--demo"], "--live is Alpaca's live account: not with --demo"),
     (["SPY", "--trade-updates"], "SPY would get nothing: --trade-updates alone streams the order updates; name a "
                                  "channel too, as --trades"),
     (["spy,tsla", "aapl"], "separate symbols with spaces, not commas: SPY TSLA"),
-    (["--url", "http://example.invalid"], "--url must start with ws:// or wss://"),
     (["--feed", "otc"], "invalid choice"),
     (["--demo", "--url", "ws://127.0.0.1:1"], "not allowed with"),
     (["--test-stream", "--demo"], "not allowed with"),
@@ -224,8 +223,6 @@ def test_channels_are_named_by_options_and_trades_are_the_default(argv, channels
     (["--url", "ws://127.0.0.1:1/v2/iex", "--feed", "iex"], "no effect with --demo, --url with a path, "
                                                            "--test-stream or --source"),
     (["--source", "nats://127.0.0.1:4222", "--feed", "sip"], "no effect with --demo, --url with a path"),
-    (["--publish", "http://127.0.0.1:4222"], "--publish takes a NATS server's URL: nats://HOST:PORT"),
-    (["--source", "127.0.0.1:4222"], "--source takes a NATS server's URL: nats://HOST:PORT"),
     (["--source", "nats://127.0.0.1:4222", "--demo"], "not allowed with"),
     (["--publish", "nats://127.0.0.1:4222", "--source", "nats://127.0.0.1:4222"], "one feeder publishes"),
     (["--durable", "bot-1"], "--durable NAME goes with --source"),
@@ -242,6 +239,93 @@ def test_bad_arguments_exit_2_saying_what_is_wrong_within_80_columns(argv, says,
     lines = capsys.readouterr().err.splitlines()
     assert says in " ".join(line.strip() for line in lines)  # the lines after the first indented
     assert [line for line in lines if len(line) > 80] == []
+
+
+# Each URL option, the command line that gives it, its scheme; and what a bad URL there is told.
+URL_OPTIONS = [(["--url"], "ws"), (["--trade-updates", "--trading-url"], "http"),
+               (["--demo", "--publish"], "nats"), (["--source"], "nats")]
+BAD_URLS = [("[::1", "an IPv6 address goes whole in brackets, as [::1]"),
+            ("[abc]:1", "an IPv6 address goes whole in brackets, as [::1]"),
+            ("", "it has no host: {scheme}://HOST:PORT"),
+            ("127.0.0.1:abc", "its port is not a number from 0 to 65535"),
+            ("127.0.0.1:99999", "its port is not a number from 0 to 65535"),
+            ("a b:1", "it has a space"),
+            ("a<b:1", "its host, a<b, is not a name or an address"),
+            ("127.0.0.1:1/v2/iex#here", "it has a #fragment, which means nothing to a server")]
+
+
+@pytest.fixture
+def connections(monkeypatch) -> list:
+    """Every connection this process's sockets try: noted, and refused."""
+    tried = []
+
+    def connect(sock, address):
+        tried.append(address)
+        raise ConnectionRefusedError
+
+    monkeypatch.setattr(socket.socket, "connect", connect)
+    monkeypatch.setattr(socket.socket, "connect_ex", connect)
+    return tried
+
+
+def exits_2_before_connecting(argv, says, capsys, connections):
+    """main(argv) ends at once with exit status 2 and says this, in 80 columns, no traceback."""
+    with pytest.raises(SystemExit) as exited:
+        ws.main(argv)
+    assert exited.value.code == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert f"error: {says}\n" in unwrapped(err)
+    assert "Traceback" not in err and [line for line in err.splitlines() if len(line) > 80] == []
+    assert connections == []
+
+
+@pytest.mark.parametrize(("given", "scheme"), URL_OPTIONS)
+@pytest.mark.parametrize(("form", "fault"), BAD_URLS)
+def test_a_url_that_cannot_be_connected_to_exits_2_saying_what_is_wrong(given, scheme, form, fault, capsys,
+                                                                       connections):
+    url = f"{scheme}://{form}"
+    says = f"{given[-1]} {shlex.quote(url)}: {fault.format(scheme=scheme)}"
+    exits_2_before_connecting([*given, url], says, capsys, connections)
+
+
+@pytest.mark.parametrize(("argv", "says"), [
+    (["--url", "http://example.invalid"], "--url http://example.invalid: it must start with ws:// or wss://"),
+    (["--url", "example.invalid:80"], "--url example.invalid:80: it must start with ws:// or wss://"),
+    (["--trade-updates", "--trading-url", "ws://127.0.0.1:1/stream"],
+     "--trading-url ws://127.0.0.1:1/stream: it must start with http:// or https://"),
+    (["--trade-updates", "--trading-url", "http://127.0.0.1:1/v2"],
+     "--trading-url http://127.0.0.1:1/v2: the server alone, as http://HOST:PORT: no path after it"),
+    (["--demo", "--publish", "http://127.0.0.1:4222"],
+     "--publish http://127.0.0.1:4222: it must start with nats:// or tls://"),
+    (["--source", "127.0.0.1:4222"], "--source 127.0.0.1:4222: it must start with nats:// or tls://"),
+    (["--source", "nats://127.0.0.1:4222/bots"],
+     "--source nats://127.0.0.1:4222/bots: the server alone, as nats://HOST:PORT: no path after it"),
+])
+def test_a_url_of_another_scheme_or_with_a_path_where_none_goes_exits_2(argv, says, capsys, connections):
+    exits_2_before_connecting(argv, says, capsys, connections)
+
+
+@pytest.mark.parametrize(("address", "says"), [
+    ("[::1:8765", "--serve '[::1:8765': an IPv6 address goes whole in brackets, as [::1]"),
+    ("127.0.0.1:abc", "--serve 127.0.0.1:abc: its port is not a number from 0 to 65535"),
+    ("99999", "--serve 99999: its port is not a number from 0 to 65535"),
+    ("a b:8765", "--serve 'a b:8765': it has a space"),
+    ("127.0.0.1:", "--serve takes [HOST:]PORT: no port in 127.0.0.1:"),
+])
+def test_a_serve_address_that_cannot_be_listened_on_exits_2_saying_what_is_wrong(address, says, capsys,
+                                                                                 connections):
+    exits_2_before_connecting(["--demo", "--serve", address], says, capsys, connections)
+
+
+@pytest.mark.parametrize("argv", [
+    ["--url", "ws://[::1]:8765/v2/iex"], ["--url", "wss://user:password@example.com/v2/iex?x=1"],
+    ["--url", "ws://münchen.example:8765"], ["--url", "ws://my_proxy:8765/"],
+    ["--trade-updates", "--trading-url", "http://127.0.0.1:1/"], ["--source", "nats://bot:secret@127.0.0.1:4222"],
+    ["--demo", "--publish", "tls://[::1]:4222"], ["--demo", "--serve", "::1:8765"],
+    ["--demo", "--serve", "[::1]:0"], ["--demo", "--serve", "localhost:8765"],
+])
+def test_urls_and_addresses_of_every_form_that_works_are_taken(argv):
+    parse_args(argv)
 
 
 def test_a_star_expanded_by_the_shell_is_recognised(tmp_path, monkeypatch, capsys):
