@@ -147,6 +147,8 @@ def parse_args(argv: list[str] | None, doc: str | None = None) -> argparse.Names
     parser.add_argument("--log-format", choices=("text", "json"), default="text",
                         help="json: one object per log line on stderr, for log collectors")
     args = parser.parse_intermixed_args(argv)  # symbols after options too: SPY --quotes TSLA
+    if any(not symbol.strip() for symbol in args.symbols):  # '' names the folder: not the shell's *
+        parser.error("a symbol is empty (''): leave it out, or name one, as SPY")
     if args.symbols and all(Path(name).exists() for name in args.symbols) and \
             not all(SYMBOL.fullmatch(name.upper()) for name in args.symbols):
         parser.error("the shell expanded * into the file names here: quote it, '*'")

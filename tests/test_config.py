@@ -337,6 +337,14 @@ def test_a_star_expanded_by_the_shell_is_recognised(tmp_path, monkeypatch, capsy
     assert "the shell expanded * into the file names here: quote it, '*'" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("argv", [["--demo", ""], ["--demo", "SPY", ""], ["SPY", " "]])
+def test_an_empty_symbol_is_said_to_be_empty(argv, capsys):
+    with pytest.raises(SystemExit) as exited:
+        parse_args(argv)
+    assert exited.value.code == EXIT_USAGE
+    assert "error: a symbol is empty ('')" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize(("typed", "meant"), [("--qoutes", "--quotes"), ("--jsno", "--json"),
                                               ("--replay-sped", "--replay-speed")])
 def test_a_misspelt_option_is_answered_with_the_one_meant(typed, meant, capsys):
