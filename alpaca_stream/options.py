@@ -36,6 +36,7 @@ from alpaca_stream.orders import LIVE_API, PAPER_API
 from alpaca_stream.outputs.serve import is_loopback
 from alpaca_stream.session import NEW_YORK
 from alpaca_stream.sources.crypto import ALPACA_CRYPTO_STREAM
+from alpaca_stream.sources.demo import warn_of_unknown
 from alpaca_stream.sources.news import ALPACA_NEWS_STREAM
 from alpaca_stream.sources.options import ALPACA_OPTIONS_STREAM
 from alpaca_stream.sources.stocks import ALPACA_STREAM, DEFAULT_SYMBOLS, FEEDS, TEST_STREAM_SYMBOL
@@ -350,11 +351,13 @@ def settings_from(args: argparse.Namespace) -> Settings:
     if not args.test_stream:
         symbols = args.symbols or ([] if args.pairs or args.options else list(DEFAULT_SYMBOLS))
     here = args.demo or args.source or args.replay is not None  # no URL: they make or need none
-    if not here:
-        for contract in args.options:  # live, Alpaca sends nothing for it
+    if args.demo:
+        warn_of_unknown(symbols, args.pairs, args.options)
+    if not (args.source or args.replay is not None):  # a --demo too, which makes its data up all the same
+        for contract in args.options:
             expiry = datetime.strptime(contract[-15:-9], "%y%m%d").date()
             if expiry < datetime.now(NEW_YORK).date():
-                log.warning("%s expired on %s: no trades or quotes will come for it", contract, expiry)
+                log.warning("%s expired on %s: Alpaca sends no trades or quotes for it", contract, expiry)
     if any(channel in ALPACA_CHANNELS for channel in args.channels):
         for symbol in symbols:
             if pair := UNSLASHED_PAIR.fullmatch(symbol):  # no stock's symbol is that long

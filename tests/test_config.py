@@ -432,10 +432,31 @@ def test_the_broker_options_without_nats_py_exit_2_saying_what_to_install(monkey
                                       "the crypto pair is ETH/USDT"]),
     (["BTCUSD", "--news"], []),  # the news names BTC/USD so
     (["SPY", "FAKEPACA", "AAPL"], []),
-    (["AAPL200117C00250000"], ["AAPL200117C00250000 expired on 2020-01-17: no trades or quotes will come for it"]),
-    (["AAPL200117C00250000", "--demo"], []),  # the demo makes it up all the same
+    (["AAPL200117C00250000"], ["AAPL200117C00250000 expired on 2020-01-17: Alpaca sends no trades or quotes for it"]),
+    (["AAPL200117C00250000", "--demo"],  # the demo makes it up all the same, but the student goes live next
+     ["AAPL200117C00250000 expired on 2020-01-17: Alpaca sends no trades or quotes for it"]),
 ])
 def test_a_pair_written_without_its_slash_and_an_expired_option_are_warned_of(argv, warned, caplog):
+    assert warnings_of(argv, caplog) == warned
+
+
+@pytest.mark.parametrize(("argv", "warned"), [
+    (["--demo", "APPL", "SPY", "APPL261218C00250000", "AAPL261218C00250000"],
+     ["the demo does not know APPL, APPL261218C00250000: it makes the data up all the same, but live, a symbol "
+      "Alpaca does not have gets nothing. The demo's stocks: SPY, TSLA, AAPL, NVDA, QQQ, AMZN, MSFT, FAKEPACA"]),
+    (["--demo", "BTC/USD", "LINK/USD", "--news"],
+     ["the demo does not know LINK/USD: it makes the data up all the same, but live, a symbol Alpaca does not "
+      "have gets nothing. The demo's pairs: BTC/USD, ETH/USD, SOL/USD, DOGE/USD, BTC/USDT, ETH/USDT, ETH/BTC"]),
+    (["--demo", "*", "BTC/USD", "--quotes"], []),
+    (["--demo"], []),  # SPY and TSLA
+    (["APPL"], []),  # live: a symbol that gets nothing for a while is named as it goes
+])
+def test_the_demo_says_once_which_symbols_it_does_not_know(argv, warned, caplog):
+    assert warnings_of(argv, caplog) == warned
+
+
+def warnings_of(argv, caplog) -> list[str]:
+    """The warnings of the log as the command line's settings are made."""
     caplog.set_level(logging.INFO, logger="alpaca_stream")
     settings_from(parse_args(argv))
-    assert [record.getMessage() for record in caplog.records if record.levelname == "WARNING"] == warned
+    return [record.getMessage() for record in caplog.records if record.levelname == "WARNING"]
