@@ -28,6 +28,7 @@ from alpaca_stream.channels import (
     OPTION_FEEDS,
     OPTIONS_PATH,
     PAIR,
+    SAID,
     SYMBOL,
 )
 from alpaca_stream.errors import EXIT_USAGE
@@ -246,7 +247,8 @@ def other_markets_checks(parser: argparse.ArgumentParser, args: argparse.Namespa
                                                  ("an options", args.options, OPTION_CHANNELS, "--trades or --quotes")):
         if contracts and named and not any(name in channels for name in named.values()):
             kind = f"is not {market} channel" if len(named) == 1 else f"are not {market.split()[1]} channels"
-            parser.error(f"{', '.join(contracts)} would get nothing:\n{', '.join(named.values())} {kind};\n"
+            said = ", ".join(SAID[name] for name in named.values())
+            parser.error(f"{', '.join(contracts)} would get nothing:\n{said} {kind};\n"
                          f"name {market} channel too, as {example}")
 
 
@@ -377,7 +379,7 @@ def data_timeout(args: argparse.Namespace) -> float:
     if any(channel in STEADY_CHANNELS for channel in args.channels):
         return DATA_TIMEOUT if args.data_timeout is None else args.data_timeout
     if args.data_timeout:
-        log.info("--data-timeout is off: %s can be silent all day", ", ".join(args.channels))
+        log.info("--data-timeout is off: %s can be silent all day", ", ".join(SAID[name] for name in args.channels))
     return 0.0
 
 

@@ -38,7 +38,32 @@ def test_config_example_copied_as_is_reads_the_environment(tmp_path, monkeypatch
     (tmp_path / "config.py").write_text((ROOT / "config.example.py").read_text())
     monkeypatch.setenv(KEY_ENV, FAKE_KEY)
     monkeypatch.setenv(SECRET_ENV, FAKE_SECRET)
-    assert check_keys(load_keys(tmp_path)) == (FAKE_KEY, FAKE_SECRET, "config.py")
+    assert check_keys(load_keys(tmp_path)) == (FAKE_KEY, FAKE_SECRET, "the environment")  # read by config.py
+
+
+@pytest.mark.parametrize(("config_py", "env", "dotenv", "said"), [
+    (True, {}, {KEY_ENV: "YOUR_KEY_HERE", SECRET_ENV: FAKE_SECRET},
+     f"{KEY_ENV} from .env\nlooks like a placeholder, not a key\n(YOUR_..., <...>, xxx..., ...HERE).\n"
+     f"Put your key in .env, beside the script: {KEY_ENV}=..."),
+    (False, {}, {KEY_ENV: "YOUR_KEY_HERE", SECRET_ENV: FAKE_SECRET}, f"{KEY_ENV} from .env\nlooks like a placeholder"),
+    (True, {KEY_ENV: "xxxxxxxxxxxx", SECRET_ENV: FAKE_SECRET}, {},
+     f"{KEY_ENV} from the environment\nlooks like a placeholder, not a key\n(YOUR_..., <...>, xxx..., ...HERE).\n"
+     f"Set {KEY_ENV} to your key, in the environment."),
+    (True, {KEY_ENV: FAKE_KEY}, {},  # config.example.py's placeholder stands for the secret not set
+     f"{SECRET_ENV} from the environment\nis missing or empty.\nSet {SECRET_ENV} to your key, in the environment."),
+])
+def test_a_wrong_key_is_said_to_be_where_it_is_even_read_through_config_py(config_py, env, dotenv, said, tmp_path,
+                                                                          clean_env, monkeypatch):
+    if config_py:
+        (tmp_path / "config.py").write_text((ROOT / "config.example.py").read_text())
+    for name in (KEY_ENV, SECRET_ENV):
+        monkeypatch.setenv(name, env.get(name, ""))  # noted, so that what config.py's load_dotenv() sets is undone
+        if name not in env:
+            monkeypatch.delenv(name)
+    (tmp_path / ".env").write_text("".join(f"{name}={value}\n" for name, value in dotenv.items()))
+    with pytest.raises(ConfigError) as refused:
+        check_keys(load_keys(tmp_path))
+    assert str(refused.value).startswith(said)
 
 
 @pytest.mark.parametrize(("typed", "problem"), [
@@ -84,6 +109,7 @@ def test_without_config_py_or_environment_a_dotenv_file_is_used(tmp_path, clean_
 
 
 def test_no_keys_anywhere_says_how_to_set_them_on_linux_macos_and_windows(tmp_path, clean_env):
+    shutil.copy(ROOT / "config.example.py", tmp_path)  # as in the project's folder
     with pytest.raises(ConfigError) as refused:
         check_keys(load_keys(tmp_path))
     message = str(refused.value)
@@ -183,6 +209,8 @@ def test_channels_are_named_by_options_and_trades_are_the_default(argv, channels
     (["AAPL261218C00250000", "--news"], "AAPL261218C00250000 would get nothing: news is not an options channel"),
     (["SPY", "AAPL261218C00250000", "--bars"], "AAPL261218C00250000 would get nothing: bars is not an options "
                                                "channel; name an options channel too"),
+    (["SPY", "AAPL261218C00250000", "--updated-bars", "--daily-bars"],
+     "AAPL261218C00250000 would get nothing: updated bars, daily bars are not options channels"),
     (["AAPL261218C00250000", "--url", "ws://127.0.0.1:1/v2/iex"], "has a path, so it is taken as the stock "
                                                                   "stream's; for AAPL261218C00250000, give the host"),
     (["AAPL261218C00250000", "--source", "nats://127.0.0.1:4222", "--options-feed", "opra"],
@@ -453,6 +481,12 @@ def test_a_pair_written_without_its_slash_and_an_expired_option_are_warned_of(ar
 ])
 def test_the_demo_says_once_which_symbols_it_does_not_know(argv, warned, caplog):
     assert warnings_of(argv, caplog) == warned
+
+
+def test_a_data_timeout_for_channels_that_can_be_silent_all_day_is_off_saying_them_as_the_options_do(caplog):
+    caplog.set_level(logging.INFO, logger="alpaca_stream")
+    assert settings_from(parse_args(["--updated-bars", "--statuses", "--data-timeout", "5"])).data_timeout == 0
+    assert caplog.records[-1].getMessage() == "--data-timeout is off: updated bars, statuses can be silent all day"
 
 
 def warnings_of(argv, caplog) -> list[str]:
