@@ -13,6 +13,8 @@ from typing import Any
 CHANNELS = {"trades": "trades", "quotes": "quotes", "bars": "bars", "updated_bars": "updatedBars",
             "daily_bars": "dailyBars", "statuses": "statuses", "lulds": "lulds", "imbalances": "imbalances",
             "orderbooks": "orderbooks", "news": "news"}
+# Each of Alpaca's channels in words, as the options name it (updatedBars: updated bars), for the log.
+SAID = {channel: option.replace("_", " ") for option, channel in CHANNELS.items()}
 # The stock stream's: every channel but crypto's order books, and the news (a stream of its own).
 ALPACA_CHANNELS = tuple(channel for channel in CHANNELS.values() if channel not in ("orderbooks", "news"))
 # Alpaca's "T" of each kind of data message -> the channel that brings it.

@@ -155,7 +155,7 @@ class Connection:
         # Our own subscribe message, not alpaca-py's subscribe_trades() & co.: those register a
         # handler for alpaca-py's run loop, which stream_once() replaces.
         request = self.subscriptions.first_request(websocket)  # the options', subscribe()'s, the clients'
-        log.debug("authenticated; subscribing: %s", request)
+        log.debug("subscribing: %s", request)  # "authenticated" was Alpaca's answer, logged
         await websocket.send(msgpack.packb(request))
 
     @property

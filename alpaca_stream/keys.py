@@ -15,19 +15,31 @@ from dotenv import dotenv_values
 from alpaca_stream.errors import ConfigError
 
 KEY_ENV, SECRET_ENV = "APCA_API_KEY_ID", "APCA_API_SECRET_KEY"
-PLACEHOLDERS = {"your_api_key_here", "your_secret_key_here"}  # what config.example.py ships
+# What config.example.py ships; a tuple, as config.py's values, of any type, are looked up in it.
+PLACEHOLDERS = ("your_api_key_here", "your_secret_key_here")
 # The shapes people type for "put your key here": YOUR_KEY, <secret>, xxxxxxxx, PASTE_IT_HERE.
 # Alpaca's keys are random letters and digits: one of these shapes by chance is vanishingly rare.
 PLACEHOLDER_SHAPE = re.compile(r"(?i)your.*|<.*>|x{3,}[x\W_]*|.*here")
 KEYS_IN_QUOTES = 'Keys go in quotes: API_KEY = "..."'
 KEY_CHARACTERS = re.compile(r"[A-Za-z0-9+/=_.-]{10,}")  # anything else plainly is not a key
-HOW_TO_SET_KEYS = f"""\
-Put your Alpaca API keys in config.py, a copy of config.example.py:
-    cp config.example.py config.py        (Linux, macOS)
-    copy config.example.py config.py      (Windows)
-or set {KEY_ENV} and {SECRET_ENV}
-in the environment or in a .env file beside the script.
-No keys yet? See it work with demo data: python websocket_stream.py --demo"""
+# What to do, as a value from each source is wrong (the name, where it is wrong, goes before it).
+FIX = {"config.py": "Paste your key in place of it, in quotes.",
+       ".env": "Put your key in .env, beside the script: {name}=...",
+       "the environment": "Set {name} to your key, in the environment."}
+
+
+def how_to_set_keys(folder: Path) -> str:
+    """Where keys go, for a script in folder: a copy of config.example.py in the project's
+    folder; in another, where a student copied the script alone, the environment or a .env."""
+    if (folder / "config.example.py").exists():
+        where = ("Put your Alpaca API keys in config.py, a copy of config.example.py:\n"
+                 "    cp config.example.py config.py        (Linux, macOS)\n"
+                 "    copy config.example.py config.py      (Windows)\n"
+                 f"or set {KEY_ENV} and {SECRET_ENV}\nin the environment or in a .env file beside the script.")
+    else:
+        where = (f"Set {KEY_ENV} and {SECRET_ENV} in the environment,\n"
+                 f"or in a .env file beside the script, a line each:\n    {KEY_ENV}=...\n    {SECRET_ENV}=...")
+    return f"{where}\nNo keys yet? See it work with demo data: python websocket_stream.py --demo"
 
 
 class Keys(NamedTuple):
@@ -39,9 +51,11 @@ class Keys(NamedTuple):
 
 
 def load_keys(folder: Path) -> Keys:
-    """The keys from config.py in `folder`, else the environment, else a .env file there."""
+    """The keys from config.py in `folder`, else the environment, else a .env file there;
+    ConfigError, saying where keys go, if none of them has any."""
     config_file = folder / "config.py"
     if config_file.exists():
+        environment = {name: os.environ.get(name) for name in (KEY_ENV, SECRET_ENV)}  # before config.py runs
         try:
             config = runpy.run_path(str(config_file))
         except SyntaxError as error:
@@ -55,10 +69,20 @@ def load_keys(folder: Path) -> Keys:
         except Exception as error:
             line = traceback.extract_tb(error.__traceback__)[-1].lineno
             raise ConfigError(f"config.py failed on line {line}: {type(error).__name__}: {error}") from None
-        return Keys(config.get("API_KEY", ""), config.get("SECRET_KEY", ""), "config.py")
+        key, secret = config.get("API_KEY", ""), config.get("SECRET_KEY", "")
+        # config.example.py's copy reads the environment, or the .env beside it: a wrong key is there,
+        # and its placeholder stands for a key missing there.
+        for source, values in (("the environment", environment), (".env", dotenv_values(folder / ".env"))):
+            if key and key == values.get(KEY_ENV) or secret and secret == values.get(SECRET_ENV):
+                key, secret = ("" if value in PLACEHOLDERS else value for value in (key, secret))
+                return Keys(key, secret, source)
+        return Keys(key, secret, "config.py")
     if os.environ.get(KEY_ENV) or os.environ.get(SECRET_ENV):
         return Keys(os.environ.get(KEY_ENV, ""), os.environ.get(SECRET_ENV, ""), "the environment")
     dotenv = dotenv_values(folder / ".env")
+    if not (dotenv.get(KEY_ENV) or dotenv.get(SECRET_ENV)):
+        raise ConfigError(f"No Alpaca API keys found: no config.py,\nand no {KEY_ENV} "
+                          f"in the environment or in .env.\n{how_to_set_keys(folder)}")
     return Keys(dotenv.get(KEY_ENV) or "", dotenv.get(SECRET_ENV) or "", ".env")
 
 
@@ -66,9 +90,6 @@ def check_keys(keys: Keys) -> Keys:
     """Refuse, before any connection, keys that cannot work; return them without stray spaces."""
     names = ("API_KEY", "SECRET_KEY") if keys.source == "config.py" else (KEY_ENV, SECRET_ENV)
     key, secret = (str(value or "").strip() for value in (keys.key, keys.secret))
-    if keys.source == ".env" and not (key or secret):
-        raise ConfigError(f"No Alpaca API keys found: no config.py,\nand no {KEY_ENV} "
-                          f"in the environment or in .env.\n{HOW_TO_SET_KEYS}")
     for name, value in zip(names, (key, secret)):
         if not value:
             problem = "is missing or empty"
@@ -80,6 +101,6 @@ def check_keys(keys: Keys) -> Keys:
             problem = "looks like a placeholder, not a key\n(YOUR_..., <...>, xxx..., ...HERE)"
         else:
             continue
-        fix = "Paste your key in place of it, in quotes." if keys.source == "config.py" else HOW_TO_SET_KEYS
-        raise ConfigError(f"{name} from {keys.source}\n{problem}.\n{fix}")  # a line each: 80 columns
+        fix = FIX.get(keys.source, "").format(name=name)
+        raise ConfigError(f"{name} from {keys.source}\n{problem}.\n{fix}".rstrip())  # a line each: 80 columns
     return Keys(key, secret, keys.source)

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import ipaddress
 import logging
 import math
 import re
+import shlex
 import sys
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -26,6 +28,7 @@ from alpaca_stream.channels import (
     OPTION_FEEDS,
     OPTIONS_PATH,
     PAIR,
+    SAID,
     SYMBOL,
 )
 from alpaca_stream.errors import EXIT_USAGE
@@ -34,6 +37,7 @@ from alpaca_stream.orders import LIVE_API, PAPER_API
 from alpaca_stream.outputs.serve import is_loopback
 from alpaca_stream.session import NEW_YORK
 from alpaca_stream.sources.crypto import ALPACA_CRYPTO_STREAM
+from alpaca_stream.sources.demo import warn_of_unknown
 from alpaca_stream.sources.news import ALPACA_NEWS_STREAM
 from alpaca_stream.sources.options import ALPACA_OPTIONS_STREAM
 from alpaca_stream.sources.stocks import ALPACA_STREAM, DEFAULT_SYMBOLS, FEEDS, TEST_STREAM_SYMBOL
@@ -49,6 +53,11 @@ DATA_TIMEOUT = 300.0
 STEADY_CHANNELS = ("trades", "quotes", "bars", "dailyBars")
 # BTCUSD, as news and some exchanges write BTC/USD: a US stock's symbol has five letters at most.
 UNSLASHED_PAIR = re.compile(r"([A-Z]{3,6})(USD|USDT|USDC|BTC)")
+# What each URL option takes: its schemes, and whether a path may follow the host (--url's is
+# the stock stream's; the others name a server alone).
+URL_OPTIONS = {"url": (("ws", "wss"), True), "trading_url": (("http", "https"), False),
+               "publish": (("nats", "tls"), False), "source": (("nats", "tls"), False)}
+HOST = re.compile(r"[\w.-]+")  # a name (in any letters) or an IPv4 address; an IPv6 one goes in [ ]
 
 
 @dataclass
@@ -140,6 +149,8 @@ def parse_args(argv: list[str] | None, doc: str | None = None) -> argparse.Names
     parser.add_argument("--log-format", choices=("text", "json"), default="text",
                         help="json: one object per log line on stderr, for log collectors")
     args = parser.parse_intermixed_args(argv)  # symbols after options too: SPY --quotes TSLA
+    if any(not symbol.strip() for symbol in args.symbols):  # '' names the folder: not the shell's *
+        parser.error("a symbol is empty (''): leave it out, or name one, as SPY")
     if args.symbols and all(Path(name).exists() for name in args.symbols) and \
             not all(SYMBOL.fullmatch(name.upper()) for name in args.symbols):
         parser.error("the shell expanded * into the file names here: quote it, '*'")
@@ -157,8 +168,10 @@ def parse_args(argv: list[str] | None, doc: str | None = None) -> argparse.Names
             parser.error(f"{contract} is not an option:\n{why}")
     args.pairs = [symbol for symbol in args.symbols if "/" in symbol]
     args.symbols = [symbol for symbol in args.symbols if "/" not in symbol and symbol not in args.options]
-    if args.url and not re.match(r"wss?://", args.url):
-        parser.error("--url must start with ws:// or wss://")
+    for option, (schemes, path) in URL_OPTIONS.items():
+        url = getattr(args, option)
+        if url is not None and (fault := url_fault(url, schemes, path)):
+            parser.error(f"--{option.replace('_', '-')} {shlex.quote(url)}: {fault}")
     host_alone = bool(args.url) and urlsplit(args.url).path in ("", "/")
     if args.pairs or args.news or args.options:
         other_markets_checks(parser, args, host_alone)
@@ -168,9 +181,6 @@ def parse_args(argv: list[str] | None, doc: str | None = None) -> argparse.Names
     if args.feed and (args.demo or args.url and not host_alone or args.test_stream or args.source):
         parser.error("--feed picks one of Alpaca's feeds: it has no effect with --demo, --url with a path, "
                      "--test-stream or --source")
-    for option, url in (("--publish", args.publish), ("--source", args.source)):
-        if url is not None and not re.fullmatch(r"(nats|tls)://[^/\s]+", url):
-            parser.error(f"{option} takes a NATS server's URL: nats://HOST:PORT")
     if args.publish and args.source:
         parser.error("--publish and --source: one feeder publishes, the bots read (--source)")
     if args.serve is not None:
@@ -237,7 +247,8 @@ def other_markets_checks(parser: argparse.ArgumentParser, args: argparse.Namespa
                                                  ("an options", args.options, OPTION_CHANNELS, "--trades or --quotes")):
         if contracts and named and not any(name in channels for name in named.values()):
             kind = f"is not {market} channel" if len(named) == 1 else f"are not {market.split()[1]} channels"
-            parser.error(f"{', '.join(contracts)} would get nothing:\n{', '.join(named.values())} {kind};\n"
+            said = ", ".join(SAID[name] for name in named.values())
+            parser.error(f"{', '.join(contracts)} would get nothing:\n{said} {kind};\n"
                          f"name {market} channel too, as {example}")
 
 
@@ -248,8 +259,6 @@ def trading_checks(parser: argparse.ArgumentParser, args: argparse.Namespace) ->
         if getattr(args, option) and (args.source or args.replay is not None):
             parser.error(f"--{option.replace('_', '-')} says where orders go: --source and --replay "
                          "trade nowhere")
-    if args.trading_url and not re.fullmatch(r"https?://[^/\s]+/?", args.trading_url):
-        parser.error("--trading-url takes a trading API's base URL: http(s)://HOST:PORT")
     if args.trade_updates and (args.source or args.replay is not None):
         parser.error("--trade-updates needs your keys and the trading API:\n"
                      "not --source or --replay (a recording has the updates it recorded)")
@@ -276,21 +285,57 @@ def option_fault(contract: str) -> str:
     return "its strike (the last 8 digits) is 0" if int(strike) == 0 else ""
 
 
+def url_fault(url: str, schemes: tuple[str, ...], path: bool = False) -> str:
+    """What is wrong with url, for an option that takes these schemes (and a path after the
+    host, if path); "" if nothing. Checked before any connection, which would take these faults
+    for the network's and retry for ever."""
+    if not url.startswith(tuple(f"{scheme}://" for scheme in schemes)):
+        return "it must start with " + " or ".join(f"{scheme}://" for scheme in schemes)
+    if any(character.isspace() for character in url):
+        return "it has a space"
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname
+        if host and "[" in parts.netloc:
+            ipaddress.IPv6Address(host)  # Python 3.10's urlsplit() does not check it
+    except ValueError:  # a [ without its ], or no IPv6 address in them
+        return "an IPv6 address goes whole in brackets, as [::1]"
+    try:
+        parts.port  # noqa: B018  (a port that is not a number of 0 to 65535 raises ValueError)
+    except ValueError:
+        return "its port is not a number from 0 to 65535"
+    if not host:
+        return f"it has no host: {schemes[0]}://HOST:PORT"
+    if "[" not in parts.netloc and not HOST.fullmatch(host):
+        return f"its host, {host}, is not a name or an address"
+    if parts.fragment:
+        return "it has a #fragment, which means nothing to a server"
+    if not path and (parts.path not in ("", "/") or parts.query):
+        return f"the server alone, as {schemes[0]}://HOST:PORT: no path after it"
+    return ""
+
+
 def serve_address(parser: argparse.ArgumentParser, address: str, keyless: bool) -> tuple[str, int]:
     """--serve's [HOST:]PORT. Another address than this machine's own (loopback) only where the
     clients must log in with the script's keys: not with --demo or --source, which have none."""
     host, _, port = address.rpartition(":")
-    host = host.strip("[]") or "127.0.0.1"
-    if not port.isdigit() or int(port) > 65535:
-        parser.error(f"--serve takes a port (0 to 65535), or HOST:PORT: {address}")
+    if ":" in host and not host.startswith("["):  # ::1:8765, as [::1]:8765
+        host = f"[{host}]"
+    url = f"ws://{host or '127.0.0.1'}:{port}"
+    if not port:
+        parser.error(f"--serve takes [HOST:]PORT: no port in {shlex.quote(address)}")
+    if fault := url_fault(url, ("ws",)):
+        parser.error(f"--serve {shlex.quote(address)}: {fault}")
+    parts = urlsplit(url)
+    assert parts.hostname is not None and parts.port is not None  # as url_fault() found
     try:
-        loopback = is_loopback(host)
+        loopback = is_loopback(parts.hostname)
     except ValueError:
-        parser.error(f"--serve takes an IP address, or localhost: {host}")
+        parser.error(f"--serve takes an IP address, or localhost: {parts.hostname}")
     if not loopback and keyless:
         parser.error(f"--serve {address}: with --demo or --source, clients need no "
                      "keys, so only this machine may connect: use 127.0.0.1")
-    return host, int(port)
+    return parts.hostname, parts.port
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
@@ -308,11 +353,13 @@ def settings_from(args: argparse.Namespace) -> Settings:
     if not args.test_stream:
         symbols = args.symbols or ([] if args.pairs or args.options else list(DEFAULT_SYMBOLS))
     here = args.demo or args.source or args.replay is not None  # no URL: they make or need none
-    if not here:
-        for contract in args.options:  # live, Alpaca sends nothing for it
+    if args.demo:
+        warn_of_unknown(symbols, args.pairs, args.options)
+    if not (args.source or args.replay is not None):  # a --demo too, which makes its data up all the same
+        for contract in args.options:
             expiry = datetime.strptime(contract[-15:-9], "%y%m%d").date()
             if expiry < datetime.now(NEW_YORK).date():
-                log.warning("%s expired on %s: no trades or quotes will come for it", contract, expiry)
+                log.warning("%s expired on %s: Alpaca sends no trades or quotes for it", contract, expiry)
     if any(channel in ALPACA_CHANNELS for channel in args.channels):
         for symbol in symbols:
             if pair := UNSLASHED_PAIR.fullmatch(symbol):  # no stock's symbol is that long
@@ -332,7 +379,7 @@ def data_timeout(args: argparse.Namespace) -> float:
     if any(channel in STEADY_CHANNELS for channel in args.channels):
         return DATA_TIMEOUT if args.data_timeout is None else args.data_timeout
     if args.data_timeout:
-        log.info("--data-timeout is off: %s can be silent all day", ", ".join(args.channels))
+        log.info("--data-timeout is off: %s can be silent all day", ", ".join(SAID[name] for name in args.channels))
     return 0.0
 
 

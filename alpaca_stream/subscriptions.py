@@ -15,7 +15,7 @@ from typing import Any, Protocol
 import msgpack
 import websockets
 
-from alpaca_stream.channels import CHANNELS, PAIR, SYMBOL, Channels, difference, request, wanted
+from alpaca_stream.channels import CHANNELS, PAIR, SAID, SYMBOL, Channels, difference, request, wanted
 from alpaca_stream.errors import AlpacaRefused
 
 log = logging.getLogger("alpaca_stream")
@@ -221,9 +221,9 @@ def log_subscription(message: dict, how_to_stop: bool = True) -> None:
     same symbols together ("trades of SPY, TSLA; quotes of TSLA" when they differ); how to stop
     only if how_to_stop (the first time)."""
     groups: dict[frozenset[str], tuple[list[str], list[str]]] = {}  # symbols -> (them, their channels)
-    for channel in CHANNELS.values():
+    for channel, said in SAID.items():  # in words: updated bars
         if message.get(channel):
-            groups.setdefault(frozenset(message[channel]), (message[channel], []))[1].append(channel)
+            groups.setdefault(frozenset(message[channel]), (message[channel], []))[1].append(said)
     named = "; ".join(f"{', '.join(channels)} of " + (", ".join(symbols) if len(symbols) <= 6 else
                                                        f"{len(symbols)} symbols")
                       for symbols, channels in groups.values())

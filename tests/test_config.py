@@ -4,7 +4,9 @@ and what each bad argument says."""
 from __future__ import annotations
 
 import logging
+import shlex
 import shutil
+import socket
 import subprocess
 import sys
 
@@ -36,7 +38,32 @@ def test_config_example_copied_as_is_reads_the_environment(tmp_path, monkeypatch
     (tmp_path / "config.py").write_text((ROOT / "config.example.py").read_text())
     monkeypatch.setenv(KEY_ENV, FAKE_KEY)
     monkeypatch.setenv(SECRET_ENV, FAKE_SECRET)
-    assert check_keys(load_keys(tmp_path)) == (FAKE_KEY, FAKE_SECRET, "config.py")
+    assert check_keys(load_keys(tmp_path)) == (FAKE_KEY, FAKE_SECRET, "the environment")  # read by config.py
+
+
+@pytest.mark.parametrize(("config_py", "env", "dotenv", "said"), [
+    (True, {}, {KEY_ENV: "YOUR_KEY_HERE", SECRET_ENV: FAKE_SECRET},
+     f"{KEY_ENV} from .env\nlooks like a placeholder, not a key\n(YOUR_..., <...>, xxx..., ...HERE).\n"
+     f"Put your key in .env, beside the script: {KEY_ENV}=..."),
+    (False, {}, {KEY_ENV: "YOUR_KEY_HERE", SECRET_ENV: FAKE_SECRET}, f"{KEY_ENV} from .env\nlooks like a placeholder"),
+    (True, {KEY_ENV: "xxxxxxxxxxxx", SECRET_ENV: FAKE_SECRET}, {},
+     f"{KEY_ENV} from the environment\nlooks like a placeholder, not a key\n(YOUR_..., <...>, xxx..., ...HERE).\n"
+     f"Set {KEY_ENV} to your key, in the environment."),
+    (True, {KEY_ENV: FAKE_KEY}, {},  # config.example.py's placeholder stands for the secret not set
+     f"{SECRET_ENV} from the environment\nis missing or empty.\nSet {SECRET_ENV} to your key, in the environment."),
+])
+def test_a_wrong_key_is_said_to_be_where_it_is_even_read_through_config_py(config_py, env, dotenv, said, tmp_path,
+                                                                          clean_env, monkeypatch):
+    if config_py:
+        (tmp_path / "config.py").write_text((ROOT / "config.example.py").read_text())
+    for name in (KEY_ENV, SECRET_ENV):
+        monkeypatch.setenv(name, env.get(name, ""))  # noted, so that what config.py's load_dotenv() sets is undone
+        if name not in env:
+            monkeypatch.delenv(name)
+    (tmp_path / ".env").write_text("".join(f"{name}={value}\n" for name, value in dotenv.items()))
+    with pytest.raises(ConfigError) as refused:
+        check_keys(load_keys(tmp_path))
+    assert str(refused.value).startswith(said)
 
 
 @pytest.mark.parametrize(("typed", "problem"), [
@@ -82,6 +109,7 @@ def test_without_config_py_or_environment_a_dotenv_file_is_used(tmp_path, clean_
 
 
 def test_no_keys_anywhere_says_how_to_set_them_on_linux_macos_and_windows(tmp_path, clean_env):
+    shutil.copy(ROOT / "config.example.py", tmp_path)  # as in the project's folder
     with pytest.raises(ConfigError) as refused:
         check_keys(load_keys(tmp_path))
     message = str(refused.value)
@@ -181,6 +209,8 @@ def test_channels_are_named_by_options_and_trades_are_the_default(argv, channels
     (["AAPL261218C00250000", "--news"], "AAPL261218C00250000 would get nothing: news is not an options channel"),
     (["SPY", "AAPL261218C00250000", "--bars"], "AAPL261218C00250000 would get nothing: bars is not an options "
                                                "channel; name an options channel too"),
+    (["SPY", "AAPL261218C00250000", "--updated-bars", "--daily-bars"],
+     "AAPL261218C00250000 would get nothing: updated bars, daily bars are not options channels"),
     (["AAPL261218C00250000", "--url", "ws://127.0.0.1:1/v2/iex"], "has a path, so it is taken as the stock "
                                                                   "stream's; for AAPL261218C00250000, give the host"),
     (["AAPL261218C00250000", "--source", "nats://127.0.0.1:4222", "--options-feed", "opra"],
@@ -208,15 +238,12 @@ def test_channels_are_named_by_options_and_trades_are_the_default(argv, channels
     (["--trading-url", "http://127.0.0.1:1", "--source", "nats://127.0.0.1:4222"], "--trading-url says where "
                                                                                     "orders go: --source and "
                                                                                     "--replay trade nowhere"),
-    (["--trade-updates", "--trading-url", "ws://127.0.0.1:1/stream"], "--trading-url takes a trading API's base "
-                                                                     "URL: http(s)://HOST:PORT"),
     (["--trade-updates", "--source", "nats://127.0.0.1:4222"], "--trade-updates needs your keys and the trading "
                                                               "API: not --source"),
     (["--trade-updates", "--live", "--demo"], "--live is Alpaca's live account: not with --demo"),
     (["SPY", "--trade-updates"], "SPY would get nothing: --trade-updates alone streams the order updates; name a "
                                  "channel too, as --trades"),
     (["spy,tsla", "aapl"], "separate symbols with spaces, not commas: SPY TSLA"),
-    (["--url", "http://example.invalid"], "--url must start with ws:// or wss://"),
     (["--feed", "otc"], "invalid choice"),
     (["--demo", "--url", "ws://127.0.0.1:1"], "not allowed with"),
     (["--test-stream", "--demo"], "not allowed with"),
@@ -224,8 +251,6 @@ def test_channels_are_named_by_options_and_trades_are_the_default(argv, channels
     (["--url", "ws://127.0.0.1:1/v2/iex", "--feed", "iex"], "no effect with --demo, --url with a path, "
                                                            "--test-stream or --source"),
     (["--source", "nats://127.0.0.1:4222", "--feed", "sip"], "no effect with --demo, --url with a path"),
-    (["--publish", "http://127.0.0.1:4222"], "--publish takes a NATS server's URL: nats://HOST:PORT"),
-    (["--source", "127.0.0.1:4222"], "--source takes a NATS server's URL: nats://HOST:PORT"),
     (["--source", "nats://127.0.0.1:4222", "--demo"], "not allowed with"),
     (["--publish", "nats://127.0.0.1:4222", "--source", "nats://127.0.0.1:4222"], "one feeder publishes"),
     (["--durable", "bot-1"], "--durable NAME goes with --source"),
@@ -244,6 +269,93 @@ def test_bad_arguments_exit_2_saying_what_is_wrong_within_80_columns(argv, says,
     assert [line for line in lines if len(line) > 80] == []
 
 
+# Each URL option, the command line that gives it, its scheme; and what a bad URL there is told.
+URL_OPTIONS = [(["--url"], "ws"), (["--trade-updates", "--trading-url"], "http"),
+               (["--demo", "--publish"], "nats"), (["--source"], "nats")]
+BAD_URLS = [("[::1", "an IPv6 address goes whole in brackets, as [::1]"),
+            ("[abc]:1", "an IPv6 address goes whole in brackets, as [::1]"),
+            ("", "it has no host: {scheme}://HOST:PORT"),
+            ("127.0.0.1:abc", "its port is not a number from 0 to 65535"),
+            ("127.0.0.1:99999", "its port is not a number from 0 to 65535"),
+            ("a b:1", "it has a space"),
+            ("a<b:1", "its host, a<b, is not a name or an address"),
+            ("127.0.0.1:1/v2/iex#here", "it has a #fragment, which means nothing to a server")]
+
+
+@pytest.fixture
+def connections(monkeypatch) -> list:
+    """Every connection this process's sockets try: noted, and refused."""
+    tried = []
+
+    def connect(sock, address):
+        tried.append(address)
+        raise ConnectionRefusedError
+
+    monkeypatch.setattr(socket.socket, "connect", connect)
+    monkeypatch.setattr(socket.socket, "connect_ex", connect)
+    return tried
+
+
+def exits_2_before_connecting(argv, says, capsys, connections):
+    """main(argv) ends at once with exit status 2 and says this, in 80 columns, no traceback."""
+    with pytest.raises(SystemExit) as exited:
+        ws.main(argv)
+    assert exited.value.code == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert f"error: {says}\n" in unwrapped(err)
+    assert "Traceback" not in err and [line for line in err.splitlines() if len(line) > 80] == []
+    assert connections == []
+
+
+@pytest.mark.parametrize(("given", "scheme"), URL_OPTIONS)
+@pytest.mark.parametrize(("form", "fault"), BAD_URLS)
+def test_a_url_that_cannot_be_connected_to_exits_2_saying_what_is_wrong(given, scheme, form, fault, capsys,
+                                                                       connections):
+    url = f"{scheme}://{form}"
+    says = f"{given[-1]} {shlex.quote(url)}: {fault.format(scheme=scheme)}"
+    exits_2_before_connecting([*given, url], says, capsys, connections)
+
+
+@pytest.mark.parametrize(("argv", "says"), [
+    (["--url", "http://example.invalid"], "--url http://example.invalid: it must start with ws:// or wss://"),
+    (["--url", "example.invalid:80"], "--url example.invalid:80: it must start with ws:// or wss://"),
+    (["--trade-updates", "--trading-url", "ws://127.0.0.1:1/stream"],
+     "--trading-url ws://127.0.0.1:1/stream: it must start with http:// or https://"),
+    (["--trade-updates", "--trading-url", "http://127.0.0.1:1/v2"],
+     "--trading-url http://127.0.0.1:1/v2: the server alone, as http://HOST:PORT: no path after it"),
+    (["--demo", "--publish", "http://127.0.0.1:4222"],
+     "--publish http://127.0.0.1:4222: it must start with nats:// or tls://"),
+    (["--source", "127.0.0.1:4222"], "--source 127.0.0.1:4222: it must start with nats:// or tls://"),
+    (["--source", "nats://127.0.0.1:4222/bots"],
+     "--source nats://127.0.0.1:4222/bots: the server alone, as nats://HOST:PORT: no path after it"),
+])
+def test_a_url_of_another_scheme_or_with_a_path_where_none_goes_exits_2(argv, says, capsys, connections):
+    exits_2_before_connecting(argv, says, capsys, connections)
+
+
+@pytest.mark.parametrize(("address", "says"), [
+    ("[::1:8765", "--serve '[::1:8765': an IPv6 address goes whole in brackets, as [::1]"),
+    ("127.0.0.1:abc", "--serve 127.0.0.1:abc: its port is not a number from 0 to 65535"),
+    ("99999", "--serve 99999: its port is not a number from 0 to 65535"),
+    ("a b:8765", "--serve 'a b:8765': it has a space"),
+    ("127.0.0.1:", "--serve takes [HOST:]PORT: no port in 127.0.0.1:"),
+])
+def test_a_serve_address_that_cannot_be_listened_on_exits_2_saying_what_is_wrong(address, says, capsys,
+                                                                                 connections):
+    exits_2_before_connecting(["--demo", "--serve", address], says, capsys, connections)
+
+
+@pytest.mark.parametrize("argv", [
+    ["--url", "ws://[::1]:8765/v2/iex"], ["--url", "wss://user:password@example.com/v2/iex?x=1"],
+    ["--url", "ws://münchen.example:8765"], ["--url", "ws://my_proxy:8765/"],
+    ["--trade-updates", "--trading-url", "http://127.0.0.1:1/"], ["--source", "nats://bot:secret@127.0.0.1:4222"],
+    ["--demo", "--publish", "tls://[::1]:4222"], ["--demo", "--serve", "::1:8765"],
+    ["--demo", "--serve", "[::1]:0"], ["--demo", "--serve", "localhost:8765"],
+])
+def test_urls_and_addresses_of_every_form_that_works_are_taken(argv):
+    parse_args(argv)
+
+
 def test_a_star_expanded_by_the_shell_is_recognised(tmp_path, monkeypatch, capsys):
     for name in ("config.example.py", "README.md", "websocket_stream.py"):
         (tmp_path / name).write_text("")
@@ -251,6 +363,14 @@ def test_a_star_expanded_by_the_shell_is_recognised(tmp_path, monkeypatch, capsy
     with pytest.raises(SystemExit):
         parse_args(["config.example.py", "README.md", "websocket_stream.py"])  # what `*` became
     assert "the shell expanded * into the file names here: quote it, '*'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv", [["--demo", ""], ["--demo", "SPY", ""], ["SPY", " "]])
+def test_an_empty_symbol_is_said_to_be_empty(argv, capsys):
+    with pytest.raises(SystemExit) as exited:
+        parse_args(argv)
+    assert exited.value.code == EXIT_USAGE
+    assert "error: a symbol is empty ('')" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(("typed", "meant"), [("--qoutes", "--quotes"), ("--jsno", "--json"),
@@ -340,10 +460,37 @@ def test_the_broker_options_without_nats_py_exit_2_saying_what_to_install(monkey
                                       "the crypto pair is ETH/USDT"]),
     (["BTCUSD", "--news"], []),  # the news names BTC/USD so
     (["SPY", "FAKEPACA", "AAPL"], []),
-    (["AAPL200117C00250000"], ["AAPL200117C00250000 expired on 2020-01-17: no trades or quotes will come for it"]),
-    (["AAPL200117C00250000", "--demo"], []),  # the demo makes it up all the same
+    (["AAPL200117C00250000"], ["AAPL200117C00250000 expired on 2020-01-17: Alpaca sends no trades or quotes for it"]),
+    (["AAPL200117C00250000", "--demo"],  # the demo makes it up all the same, but the student goes live next
+     ["AAPL200117C00250000 expired on 2020-01-17: Alpaca sends no trades or quotes for it"]),
 ])
 def test_a_pair_written_without_its_slash_and_an_expired_option_are_warned_of(argv, warned, caplog):
+    assert warnings_of(argv, caplog) == warned
+
+
+@pytest.mark.parametrize(("argv", "warned"), [
+    (["--demo", "APPL", "SPY", "APPL261218C00250000", "AAPL261218C00250000"],
+     ["the demo does not know APPL, APPL261218C00250000: it makes the data up all the same, but live, a symbol "
+      "Alpaca does not have gets nothing. The demo's stocks: SPY, TSLA, AAPL, NVDA, QQQ, AMZN, MSFT, FAKEPACA"]),
+    (["--demo", "BTC/USD", "LINK/USD", "--news"],
+     ["the demo does not know LINK/USD: it makes the data up all the same, but live, a symbol Alpaca does not "
+      "have gets nothing. The demo's pairs: BTC/USD, ETH/USD, SOL/USD, DOGE/USD, BTC/USDT, ETH/USDT, ETH/BTC"]),
+    (["--demo", "*", "BTC/USD", "--quotes"], []),
+    (["--demo"], []),  # SPY and TSLA
+    (["APPL"], []),  # live: a symbol that gets nothing for a while is named as it goes
+])
+def test_the_demo_says_once_which_symbols_it_does_not_know(argv, warned, caplog):
+    assert warnings_of(argv, caplog) == warned
+
+
+def test_a_data_timeout_for_channels_that_can_be_silent_all_day_is_off_saying_them_as_the_options_do(caplog):
+    caplog.set_level(logging.INFO, logger="alpaca_stream")
+    assert settings_from(parse_args(["--updated-bars", "--statuses", "--data-timeout", "5"])).data_timeout == 0
+    assert caplog.records[-1].getMessage() == "--data-timeout is off: updated bars, statuses can be silent all day"
+
+
+def warnings_of(argv, caplog) -> list[str]:
+    """The warnings of the log as the command line's settings are made."""
     caplog.set_level(logging.INFO, logger="alpaca_stream")
     settings_from(parse_args(argv))
-    assert [record.getMessage() for record in caplog.records if record.levelname == "WARNING"] == warned
+    return [record.getMessage() for record in caplog.records if record.levelname == "WARNING"]

@@ -59,7 +59,10 @@ def test_a_wrong_path_exits_2_naming_the_url_and_the_http_status(server, start_s
 def test_missing_keys_exit_2_before_any_connection(server, start_script):
     script = start_script("--url", server.url, bot=True, env=script_env(**NO_KEYS))
     assert script.finish() == 2
-    assert "cp config.example.py config.py" in script.stderr and "copy config.example.py" in script.stderr
+    # A copy of the script alone, as a student starts a bot: no config.example.py beside it to copy.
+    assert "config.example.py" not in script.stderr
+    assert "Set APCA_API_KEY_ID and APCA_API_SECRET_KEY in the environment, or in a .env file beside the " \
+           "script" in script.said
     assert server.server.attempts == []
     assert_no_traceback(script)
 
@@ -279,8 +282,8 @@ def test_the_log_fits_80_columns_with_every_stock_channel_an_unknown_host_and_no
         script.stop(signal.SIGINT)
         lines += script.err_lines
     lines += no_keys.err_lines
-    assert ("subscribed to trades, quotes, bars, updatedBars, dailyBars, statuses, lulds, imbalances of AAPL, MSFT, "
-            "NVDA") in every_channel.said
+    assert ("subscribed to trades, quotes, bars, updated bars, daily bars, statuses, lulds, imbalances of AAPL, "
+            "MSFT, NVDA") in every_channel.said
     assert "cannot find nonexistent.invalid" in unknown_host.said and "No Alpaca API keys found" in no_keys.said
     assert not wider_than_80(lines), "\n".join(wider_than_80(lines))
 

@@ -181,19 +181,29 @@ def test_broken_lines_are_skipped_and_counted_with_one_warning_and_the_rest_repl
 
 
 @pytest.mark.parametrize(
-    "content",
-    [b"", b"hello\nworld\n", b"\x00\x01\x02" * 100, b'{"kind": "trade"}\n'],
-    ids=["empty", "text", "binary", "JSON, not of --json"],
+    ("content", "says"),
+    [(b"", "notes.txt is empty"), (b"hello\nworld\n", "notes.txt is not a recording: 2 of its first 2 lines"),
+     (b"\x00\x01\x02" * 100, "is not a recording"), (b'{"kind": "trade"}\n', "is not a recording"),
+     # A README with two messages in its examples: its other lines are not a recording's broken ones.
+     (f"# A README\n\n{trade_line(1)}\nSome text.\n{trade_line(2)}\n```\n".encode(),
+      "notes.txt is not a recording: 4 of its first 6 lines are not messages as --json prints them")],
+    ids=["empty", "text", "binary", "JSON, not of --json", "more text than messages"],
 )
-def test_a_file_that_is_not_a_recording_exits_2_saying_so_and_handles_nothing(tmp_path, content):
+def test_a_file_that_is_not_a_recording_exits_2_saying_so_and_handles_nothing(tmp_path, content, says):
     recording = tmp_path / "notes.txt"
     recording.write_bytes(content)
     done = replay(recording)
     assert done.returncode == 2
-    assert (
-        "it is not a recording" in done.stderr and "--demo --json > session.jsonl" in done.stderr
-    )
+    assert says in unwrapped(done.stderr) and "--demo --json > session.jsonl" in done.stderr
     assert done.stdout == "" and "received" not in done.stderr and "Traceback" not in done.stderr
+
+
+def test_an_empty_files_message_fits_80_columns_unbroken(start_script):
+    script = start_script("--replay", "session.jsonl", env=NO_KEYS, edit=lambda script: (
+        script.with_name("session.jsonl").write_text("")))
+    assert script.finish() == 2
+    assert re.fullmatch(r"\S+ \S+ error: --replay: session.jsonl is empty\. To record one:", script.err_lines[0])
+    assert script.err_lines[1:] == ["  python websocket_stream.py --demo --json > session.jsonl"]
 
 
 def test_a_missing_file_exits_2_saying_so(tmp_path):

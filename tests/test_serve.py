@@ -539,7 +539,7 @@ def test_subscribe_with_a_wrong_channel_or_symbol_says_what_is_wrong(call, error
 
 
 @pytest.mark.parametrize(("arguments", "message"), [
-    (["--serve", "99999"], "--serve takes a port (0 to 65535), or HOST:PORT: 99999"),
+    (["--serve", "99999"], "--serve 99999: its port is not a number from 0 to 65535"),
     (["--serve", "here:8765"], "--serve takes an IP address, or localhost: here"),
     (["--demo", "--serve", "0.0.0.0:8765"], "with --demo or --source, clients need no"),
     (["--replay", "x.jsonl", "--serve", "8765"], "--serve goes with a stream"),

@@ -47,8 +47,9 @@ class Recording:
 
 
 def open_recording(path: str) -> TextIO:
-    """--replay's file of --json lines, open at its start; ConfigError if it cannot be read or
-    if no line of it is a message."""
+    """--replay's file of --json lines, open at its start; ConfigError if it cannot be read, or
+    if it is empty or most of its first lines (a batch of them) are not messages: a file of
+    another kind, with a line or two of JSON in it (a README with an example)."""
     try:
         with open(path, "rb") as file:
             head = file.read(2)
@@ -59,10 +60,13 @@ def open_recording(path: str) -> TextIO:
         recording = open(path, encoding=encoding, errors="replace")  # noqa: SIM115
     except OSError as error:
         raise ConfigError(f"--replay: cannot read {path}:\n{error.strerror}") from None
-    if not any(from_json_line(line) for line in recording):
+    first = list(itertools.islice(recording, REPLAY_BATCH))
+    messages, broken = from_json_lines(first)
+    if not first or len(broken) > len(messages):
         recording.close()
-        raise ConfigError(f"--replay: no line of {path} is a message as --json prints\n"
-                          "them: it is not a recording. To record one:\n"
+        why = "is empty" if not first else (f"is not a recording: {len(broken)} of its first {len(first)} "
+                                            "lines are not messages as --json prints them")
+        raise ConfigError(f"--replay: {path} {why}. To record one:\n"
                           "python websocket_stream.py --demo --json > session.jsonl")
     recording.seek(0)
     return recording
