@@ -206,22 +206,15 @@ def command_lines() -> dict[str, list[str]]:
 
 
 COMMANDS = command_lines()
-# Fixed in another change of issue 31 (an option's --news): remove this mark once it is merged.
-KNOWN_FAILING = {
-    "python websocket_stream.py --url ws://127.0.0.1:8765 SPY BTC/USD AAPL261218C00250000 --news":
-        "docs/local-server.md's command of every market exits 2 (issue 31, fixed in the code by another change)",
-}
 
 
 def as_params(commands: list[str]) -> list:
-    return [pytest.param(command, id=command.removeprefix("python websocket_stream.py").strip() or "(none)",
-                         marks=[pytest.mark.xfail(strict=True, reason=KNOWN_FAILING[command])]
-                         if command in KNOWN_FAILING else []) for command in commands]
+    return [pytest.param(command, id=command.removeprefix("python websocket_stream.py").strip() or "(none)")
+            for command in commands]
 
 
 def test_the_pages_write_many_commands_of_the_script():
     assert len(COMMANDS) >= 30
-    assert set(KNOWN_FAILING) <= set(COMMANDS)
 
 
 @pytest.mark.parametrize("command", as_params(list(COMMANDS)))
