@@ -190,15 +190,19 @@ class ServerThread(LoopThread):
 
 
 @pytest.fixture
-def make_server() -> Iterator[Callable[..., ServerThread]]:
-    servers: list[ServerThread] = []
+def made_servers() -> list[ServerThread]:
+    """The local servers a test has made (make_server), the first first."""
+    return []
 
+
+@pytest.fixture
+def make_server(made_servers: list[ServerThread]) -> Iterator[Callable[..., ServerThread]]:
     def make(**options: object) -> ServerThread:
-        servers.append(ServerThread(**options))
-        return servers[-1]
+        made_servers.append(ServerThread(**options))
+        return made_servers[-1]
 
     yield make
-    for server in servers:
+    for server in made_servers:
         server.close()
 
 
@@ -315,12 +319,27 @@ def copy_script(tmp_path: Path) -> Callable[..., Path]:
     return copy
 
 
+# Options after which the script trades nowhere, or where the test says: else at its default,
+# Alpaca's paper API.
+TRADING_ELSEWHERE = ("--demo", "--trading-url", "--live", "--source", "--replay")
+
+
 @pytest.fixture
-def start_script(copy_script: Callable[..., Path]) -> Iterator[Callable[..., Script]]:
+def start_script(copy_script: Callable[..., Path], make_server: Callable[..., ServerThread],
+                 made_servers: list[ServerThread]) -> Iterator[Callable[..., Script]]:
     """Start the script with arguments, fake keys in the environment unless env says otherwise.
     bot=True runs it with the tests' own handlers (tests/recording_bot.py): one JSON line each.
-    edit(path) may change the copy of the script before it starts."""
+    edit(path) may change the copy of the script before it starts. A run that would trade at
+    Alpaca's paper API trades at a local server's paper broker (the test's first, or one made
+    for it): a handler of the student's that places orders (the README's example pasted) sends
+    them there, so that the suite needs no network whatever the handlers do."""
     scripts: list[Script] = []
+
+    def trading_here(args: tuple[str, ...]) -> list[str]:
+        if any(arg.partition("=")[0] in TRADING_ELSEWHERE for arg in args):
+            return []
+        broker = made_servers[0] if made_servers else make_server(rate=None)
+        return ["--trading-url", broker.server.trading_url]
 
     def start(*args: str, bot: bool = False, env: dict[str, str] | None = None,
               edit: Callable[[Path], None] | None = None,
@@ -329,7 +348,7 @@ def start_script(copy_script: Callable[..., Path]) -> Iterator[Callable[..., Scr
         if edit:
             edit(folder / "websocket_stream.py")  # as a student edits their copy
         program = folder / ("recording_bot.py" if bot else "websocket_stream.py")
-        process = subprocess.Popen([sys.executable, str(program), *args], cwd=folder,
+        process = subprocess.Popen([sys.executable, str(program), *args, *trading_here(args)], cwd=folder,
                                    env=env if env is not None else script_env(), stdin=stdin,
                                    stdout=stdout, stderr=stderr, text=True, **popen)
         scripts.append(Script(process))

@@ -21,6 +21,7 @@ from alpaca_stream.handlers import run_handlers
 from alpaca_stream.outputs.terminal import format_json, format_text
 from alpaca_stream.records import TradeUpdate
 from alpaca_stream.server import AlpacaStreamServer
+from alpaca_stream.server.trading import Account
 from alpaca_stream.session import Session
 from alpaca_stream.sources.trading import TradingUpdates
 
@@ -212,6 +213,38 @@ def test_order_updates_reach_the_handler_with_alpaca_pys_names_and_types_an_unkn
     assert replayed == got and isinstance(replayed[1].order.id, UUID) and replayed[1].price == 600.25
 
 
+def test_an_update_that_leaves_its_order_as_it_was_reaches_the_handler_a_rejected_cancel_say():
+    # A cancel or a replace that came too late leaves the order as the update before it left it:
+    # only its update tells the student that the order is still there, or filled anyway.
+    got: list[TradeUpdate] = []
+
+    async def scenario() -> None:
+        async with AlpacaStreamServer(rate=None, keys=(FAKE_KEY, FAKE_SECRET)) as server, \
+                updates_streaming(server, got, Session()):
+            account = server.account
+            filled = account.place("SPY", 10)
+            account.update("fill", filled["id"], price=600.0, qty=10)
+            account.update("order_cancel_rejected", filled["id"])  # it filled first
+            resting = account.place("TSLA", 5, order_type="limit", limit_price=300.0)
+            account.update("order_replace_rejected", resting["id"])
+            account.update("order_cancel_rejected", resting["id"])
+            account.update("a_review_of_the_future", resting["id"])  # an event Alpaca adds, the order as it was
+            await until(lambda: len(got) >= 7, "the seven updates")
+
+    within(scenario())
+    assert [(update.event, update.order.symbol, update.order.status, update.order.filled_qty) for update in got] == [
+        ("new", "SPY", "new", "0"), ("fill", "SPY", "filled", "10"), ("order_cancel_rejected", "SPY", "filled", "10"),
+        ("new", "TSLA", "new", "0"), ("order_replace_rejected", "TSLA", "new", "0"),
+        ("order_cancel_rejected", "TSLA", "new", "0"), ("a_review_of_the_future", "TSLA", "new", "0")]
+    assert not any(update.recovered for update in got)
+
+
+def drop_the_stream(account: Account) -> None:
+    """The network fails: every listener's connection cut, with no close."""
+    for client in list(account.listening):
+        client.transport.abort()
+
+
 def test_an_order_filled_while_the_stream_was_down_is_recovered_once_and_its_late_update_passed_over():
     got: list[TradeUpdate] = []
 
@@ -221,25 +254,33 @@ def test_an_order_filled_while_the_stream_was_down_is_recovered_once_and_its_lat
             async with updates_streaming(server, got, Session()):
                 order = account.place("SPY", 10)
                 await until(lambda: len(got) == 1, "the new order's update")
-                for client in list(account.listening):  # the network fails
-                    client.transport.abort()
+                drop_the_stream(account)
                 await until(lambda: not account.listening, "the stream down")
                 filled = account.update("fill", order["id"], price=600.0, qty=10)  # nobody listening
                 await until(lambda: account.listening and len(got) == 2, "the stream back, the fill recovered", 15)
-                for client in account.listening:  # the fill's own update, late: it says nothing new
+                for client in account.listening:  # the fill's own update, late: handed over already
                     client.protocol.send_binary(json.dumps({"stream": "trade_updates", "data": filled}).encode())
                     client.send_data()
-                later = account.place("TSLA", 5)  # and the stream goes on
-                await until(lambda: len(got) == 3, "the next order's update")
-                assert got[2].order.symbol == "TSLA" and str(got[2].order.id) == later["id"]
+                account.update("order_cancel_rejected", order["id"])  # the same state, but news
+                await until(lambda: len(got) >= 3, "the rejected cancel's update")
+                drop_the_stream(account)  # and again, with nothing changed meanwhile: nothing recovered
+                await until(lambda: not account.listening, "the stream down again")
+                await until(lambda: account.listening, "the stream back again", 15)
+                # The stream goes on. An order placed as it comes back may be recovered as well as
+                # sent (the REST read follows listen): its update is handed over once, either way.
+                account.place("TSLA", 5)
+                await until(lambda: len(got) >= 4, "the next order's update")
+                account.place("AAPL", 1)  # in the stream's order, after anything sent before it
+                await until(lambda: got[-1].order.symbol == "AAPL", "the order after it")
 
-    within(scenario(), 30)
-    new, recovered, _ = got
-    assert new.event == "new" and not new.recovered
-    assert (recovered.event, recovered.recovered, recovered.order.status, recovered.order.filled_qty) == (
-        "fill", True, "filled", "10")
+    within(scenario(), 40)
+    assert [(update.event, update.order.symbol) for update in got] == [
+        ("new", "SPY"), ("fill", "SPY"), ("order_cancel_rejected", "SPY"), ("new", "TSLA"), ("new", "AAPL")]
+    new, recovered, rejected = got[:3]
+    assert (new.recovered, recovered.recovered, rejected.recovered) == (None, True, None)
+    assert (recovered.order.status, recovered.order.filled_qty) == ("filled", "10")
     assert (recovered.qty, recovered.price, recovered.position_qty) == (10.0, 600.0, None)  # on average
-    assert recovered.order.id == new.order.id
+    assert recovered.order.id == new.order.id == rejected.order.id
 
 
 def test_the_script_streams_order_updates_beside_trades_and_wrong_keys_exit_3_and_no_trading_api_exit_2(

@@ -18,7 +18,7 @@ import pytest
 from conftest import KINDS, POSIX_ONLY, ROOT, as_received
 
 from alpaca_stream.outputs.terminal import format_json, format_text, money
-from alpaca_stream.records import MESSAGE_TYPES, News, Record, Trade
+from alpaca_stream.records import MESSAGE_TYPES, CryptoQuote, CryptoTrade, News, OptionTrade, Record, Trade
 
 WHEN = msgpack.Timestamp.from_unix_nano(1_764_000_000_123_456_789)  # 2025-11-24 16:00:00.123456789 UTC
 SAMPLES: dict[str, dict] = {  # one message of each kind, as Alpaca's documentation shows them
@@ -41,7 +41,7 @@ SAMPLES: dict[str, dict] = {  # one message of each kind, as Alpaca's documentat
 }
 PREFIX = "16:00:00.123Z "  # the time of day in UTC, to the millisecond
 LINES = {
-    "trade": "trade       SPY       100 @   601.23  V",
+    "trade": "trade       SPY                    100 @    601.23  V",
     "quote": "quote       AMD   bid    87.66 x 100    ask    87.68 x 400",
     "bar": "bar         SPY    388.985   389.13  388.975   389.12 V 49378",
     "updated_bar": "updated_bar SPY    388.985   389.13  388.975   389.11 V 49410",
@@ -99,6 +99,40 @@ def test_printout_the_longest_line_of_each_kind_fits_80_columns(kind):
         assert len(lines) == 1 or kind == "status"
         assert all(line.startswith(" " * len(PREFIX + f"{kind:<12}{longest['S']:<6}")) for line in lines[1:])
         assert longest["S"] in lines[0]
+
+
+def test_printout_a_trades_at_sign_stands_in_one_column_for_stocks_pairs_and_options_of_any_length():
+    def trade_of(kind: type[Record], **message: object) -> str:
+        return format_text(kind(as_received({"T": "t", "t": WHEN, "i": 1, "x": "C", **message})))
+
+    lines = [format_text(record("trade")), format_text(record("trade", S="BRK.B", p=12345.67, s=1_000_000)),
+             trade_of(CryptoTrade, S="BTC/USD", p=89971.34, s=0.4549, tks="B"),
+             trade_of(CryptoTrade, S="SHIB/USD", p=0.00001234, s=12_345_678.5, tks="S"),
+             trade_of(OptionTrade, S="AAPL261218C00250000", p=15.38, s=1, c="I"),
+             trade_of(OptionTrade, S="GOOGL1261218C00250000", p=1234.5, s=9999, c="f")]  # OCC's longest
+    assert len({line.index(" @ ") for line in lines}) == 1, "\n".join(lines)
+    assert all(len(line) <= WIDTH for line in lines), "\n".join(lines)
+
+
+def test_printout_a_crypto_quote_is_padded_as_a_stocks_its_sides_in_columns_whatever_the_pair():
+    def quote_of(pair: str, bid: tuple[float, float], ask: tuple[float, float]) -> str:
+        return format_text(CryptoQuote(as_received({"T": "q", "S": pair, "t": WHEN, "bp": bid[0], "bs": bid[1],
+                                                    "ap": ask[0], "as": ask[1]})))
+
+    lines = [quote_of("BTC/USD", (89970.0, 0.1142), (89980.0, 0.329)),
+             quote_of("SHIB/USD", (0.0000123, 12_345_678), (0.0000124, 5.5)),
+             quote_of("ETH/USD", (3012.5, 1.5), (3012.75, 0.012345))]
+    for text in ("bid ", "@", "ask "):
+        assert len({line.index(text) for line in lines}) == 1, "\n".join(lines)
+    assert len({line.rindex("@") for line in lines}) == 1, "\n".join(lines)
+    assert all(len(line) <= WIDTH for line in lines), "\n".join(lines)
+
+
+def test_printout_an_articles_headline_keeps_its_gap_after_a_pair_as_after_a_stock():
+    lines = [format_text(News({"T": "n", "id": 1, "created_at": WHEN.to_datetime(), "symbols": [symbol],
+                               "headline": f"{symbol} Announces New Product Line"})) for symbol in ("SPY", "SHIBUSD")]
+    assert len({line.index(" Announces") - len(symbol) for line, symbol in zip(lines, ("SPY", "SHIBUSD"))}) == 1
+    assert "SHIBUSD  SHIBUSD Announces" in lines[1], lines
 
 
 def test_printout_a_status_with_a_short_reason_is_one_line():
@@ -293,31 +327,36 @@ def test_printout_demo_news_of_a_stock_and_a_crypto_pair_is_a_line_of_80_each_th
     assert max(map(len, script.out_lines)) <= 80 and "<p>" not in script.stdout  # not its HTML
 
 
-def test_printout_demo_shows_a_crypto_pair_and_an_option_beside_a_stock_each_trade_and_quote_on_a_line_of_80(
+def test_printout_demo_shows_pairs_and_an_option_beside_a_stock_each_trade_and_quote_on_a_line_of_80_aligned(
         start_script):
     from conftest import script_env
 
     option = "AAPL261218C00250000"
-    script = start_script("--demo", "SPY", "BTC/USD", option, "--trades", "--quotes",
+    script = start_script("--demo", "SPY", "BTC/USD", "SHIB/USD", option, "--trades", "--quotes",
                           env=script_env(APCA_API_KEY_ID=None, APCA_API_SECRET_KEY=None))
     script.wait_for_stderr("subscribed to trades, quotes of SPY")  # the start can be slow: not the printing
-    script.wait_for_stderr("subscribed to trades, quotes of BTC/USD")
+    script.wait_for_stderr("subscribed to trades, quotes of BTC/USD, SHIB/USD")
     script.wait_for_stderr(f"subscribed to trades, quotes of {option}")
-    script.wait_for(lambda: sum(" BTC/USD " in line for line in script.out_lines) >= 4
-                    and sum(f" {option} " in line for line in script.out_lines) >= 4
+    script.wait_for(lambda: all(sum(f" {symbol} " in line for line in script.out_lines) >= 4
+                                for symbol in ("BTC/USD", "SHIB/USD", option))
                     and any(" SPY " in line for line in script.out_lines), PRINTED_WITHIN, "the markets' lines")
     assert script.stop(signal.SIGINT)[0] == 0
     crypto = [line for line in script.out_lines if " BTC/USD " in line]
     # A fraction of a coin at a price, and the taker's side; a quote's sizes in coins.
     assert any(re.search(r"Z trade +BTC/USD +\d+\.\d+ @ +\d+\.\d\d  [BS]$", line) for line in crypto), crypto
-    assert any(re.search(r"Z quote +BTC/USD bid \d\.\d+@\d+\.\d\d ask \d\.\d+@", line) for line in crypto), crypto
+    assert any(re.search(r"Z quote +BTC/USD +bid +\d\.\d+@\d+\.\d\d +ask +\d\.\d+@", line) for line in crypto), crypto
     # Contracts at a price, the exchange and the condition; a quote's sizes in contracts.
     options = [line for line in script.out_lines if f" {option} " in line]
     assert any(re.search(rf"Z trade +{option} +\d+ @ +\d+\.\d\d  [A-Z] \w$", line) for line in options), options
     assert any(re.search(rf"Z quote +{option} bid +\d+\.\d\d x \d+ +ask +\d+\.\d\d x \d+$", line)
                for line in options), options
     assert max(map(len, script.out_lines)) <= 80
-
+    # In one stream, a trade's "@" in one column whatever its market; a pair's quotes' in theirs.
+    trades = [line for line in script.out_lines if "Z trade " in line]
+    assert {line.split()[2] for line in trades} == {"SPY", "BTC/USD", "SHIB/USD", option}, script.stdout
+    assert len({line.index(" @ ") for line in trades}) == 1, "\n".join(trades)
+    pairs = [line for line in script.out_lines if re.search(r"Z quote +(BTC|SHIB)/USD ", line)]
+    assert len({(line.index("@"), line.index(" ask "), line.rindex("@")) for line in pairs}) == 1, "\n".join(pairs)
 
 
 @pytest.mark.parametrize("columns", ["80", None], ids=["an 80-column terminal", "a pipe"])

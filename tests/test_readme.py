@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, script_env
+from conftest import ROOT, ServerThread, script_env
 
 from alpaca_stream.options import parse_args, settings_from
 
@@ -97,6 +97,37 @@ def test_an_example_pasted_over_its_handlers_prints_within_30_s(number, make_ser
                     what=f"a line starting {prints!r}")
     assert script.stop(signal.SIGINT)[0] == 0
     assert "Traceback" not in script.stderr and "warning" not in script.stderr, script.stderr
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="stops the script with SIGINT")
+@pytest.mark.parametrize("fed_by", ["the test's local server", "a server the fixtures did not make"])
+def test_a_test_run_of_the_script_with_the_order_example_pasted_orders_at_a_local_broker_never_alpacas(
+        fed_by, make_server, made_servers, start_script):
+    # As the printout's tests run the script: --url of a local server, no --trading-url. Before,
+    # its orders went to Alpaca's paper API, and the suite needed the network.
+    number = next(number for number, (*_, code) in enumerate(EXAMPLES) if "submit_order" in code)
+    server = make_server(rate=50, seed=3) if fed_by == "the test's local server" else ServerThread(rate=50, seed=3)
+
+    def edit(script: Path) -> None:
+        for names, code in pasted_with_what_it_needs(number):
+            paste(script, names, code)
+
+    def placed() -> list[tuple[str, str]]:  # at a local server's broker: the first one the test made
+        orders = made_servers[0].server.account.orders.values() if made_servers else []
+        return [(order["symbol"], order["qty"]) for order in orders]
+
+    try:
+        script = start_script("--url", server.url, edit=edit)
+        script.wait_for_stderr("subscribed to trades")
+        server.cue("block")
+        script.wait_for(lambda: "orders go to" in script.said and (placed() or "in_background() failed" in script.said),
+                        what="the order")
+        assert script.stop(signal.SIGINT)[0] == 0
+    finally:
+        if server not in made_servers:
+            server.close()
+    assert placed() == [(script.out_lines[0].split()[2], "1")], script.stderr  # "buying 1 SPY after a block of ..."
+    assert re.search(r"orders go to http://127\.0\.0\.1:\d+", script.said) and "warning" not in script.stderr
 
 
 def test_test_my_bot_tests_the_readmes_vwap_examples_word_for_word():

@@ -37,6 +37,12 @@ from alpaca_stream.records import (
 )
 
 OUTPUT = "text"  # what show() prints: "text", "json" with --json, "none" with --quiet; the command line sets it
+SYMBOL_COLUMN = len("00:00:00.000Z trade       ")  # where a line's symbol starts, after its time and kind
+# Where a trade's "@" stands, in every market: after the longest symbol, an option's (21 characters
+# at most, OCC's: a root of 6), and 4 digits of contracts. A stock's size and a pair's have room.
+AT_COLUMN = SYMBOL_COLUMN + 21 + 1 + 4 + 1
+PAIR = len("SHIB/USD")  # a crypto quote's symbol column: its bid and ask stand where other pairs' do
+NEWS_SYMBOLS = len("SHIBUSD")  # an article's symbols' column: the longest pair as the news names it
 
 
 def show(message: Record) -> None:
@@ -61,9 +67,15 @@ def format_text(message: Record) -> str:
 
 
 def line(message: Record, kind: str = "") -> str:
-    """The line of a market's message: its time, kind and symbol, then DETAILS of its kind."""
-    start = f"{message.timestamp.strftime('%H:%M:%S.%f')[:12]}Z {kind or KIND[type(message)]:<11} {message.symbol:<5} "
+    """The line of a market's message: its time, kind and symbol, then DETAILS of its kind. A
+    trade's "@" stands in one column (AT_COLUMN) whatever its market and symbol."""
+    width = PAIR if isinstance(message, CryptoQuote) else 5
+    start = (f"{message.timestamp.strftime('%H:%M:%S.%f')[:12]}Z {kind or KIND[type(message)]:<11} "
+             f"{message.symbol:<{width}} ")
     details = DETAILS[type(message)](message)
+    if type(message) in TRADES:
+        size, _, price = details.partition(" @ ")
+        details = f"{size.rjust(AT_COLUMN - len(start) - 1)} @ {price}"
     if len(start) + len(details) <= WIDTH:
         return start + details
     return start + f"\n{' ' * len(start)}".join(textwrap.wrap(details, WIDTH - len(start)))
@@ -92,10 +104,11 @@ def crypto_price(price: float) -> str:
     return text + "0" * (2 - len(text.partition(".")[2]))
 
 
-# The end of each kind's line, after its symbol.
+# The end of each kind's line, after its symbol. A trade's is its size, " @ " and the price, right
+# aligned in the same width in every market; line() sets its "@" at AT_COLUMN.
 
 def trade(trade: Trade) -> str:
-    return f"{trade.size:>7} @ {money(trade.price):>8}  {trade.exchange}"
+    return f"{trade.size} @ {money(trade.price):>9}  {trade.exchange}"
 
 
 def quote(quote: Quote) -> str:
@@ -104,9 +117,8 @@ def quote(quote: Quote) -> str:
 
 
 def option_trade(trade: OptionTrade) -> str:
-    """Contracts at a price per share, the exchange and the condition: an option's symbol takes
-    19 columns or more, so the sizes have less room than a stock's."""
-    return f"{trade.size:>4} @ {money(trade.price):>7}  {trade.exchange} {trade.conditions or ''}".rstrip()
+    """Contracts at a price per share, the exchange and the condition."""
+    return f"{trade.size} @ {money(trade.price):>9}  {trade.exchange} {trade.conditions or ''}".rstrip()
 
 
 def option_quote(quote: OptionQuote) -> str:
@@ -127,7 +139,7 @@ def bar(bar: Bar | CryptoBar) -> str:
 def crypto_trade(trade: CryptoTrade) -> str:
     """The size in coins, the price, and the taker's side (B: the buyer took the offer, S:
     the seller hit the bid) when Alpaca gives it."""
-    return f"{coins(trade.size):>10} @ {crypto_price(trade.price):>9}  {trade.get('tks', '')}".rstrip()
+    return f"{coins(trade.size)} @ {crypto_price(trade.price):>9}  {trade.get('tks', '')}".rstrip()
 
 
 def orderbook(orderbook: Orderbook) -> str:
@@ -142,7 +154,9 @@ def orderbook(orderbook: Orderbook) -> str:
 def news(article: News) -> str:
     """When it was written, the symbols it is about and its headline, cut to fit WIDTH; not
     its content (HTML, kilobytes)."""
-    start = f"{article.created_at.strftime('%H:%M:%S.%f')[:12]}Z news        {','.join(article.symbols):<5} "
+    symbols = ",".join(article.symbols)
+    # A gap of two after the symbols: after a pair's (SHIBUSD), one was read as the headline's.
+    start = f"{article.created_at.strftime('%H:%M:%S.%f')[:12]}Z news        {symbols:<{NEWS_SYMBOLS}}  "
     room = max(WIDTH - len(start), 20)
     return start + (article.headline if len(article.headline) <= room else article.headline[:room - 3] + "...")
 
@@ -168,9 +182,11 @@ def quantity(qty: float | None) -> str:
 
 def crypto_quote(quote: CryptoQuote) -> str:
     """Size@price, as traders write it: with "x" and spaces, BTC/USD's line with sizes of six
-    decimals was 81 columns."""
-    return (f"bid {coins(quote.bid_size)}@{crypto_price(quote.bid_price)} "
-            f"ask {coins(quote.ask_size)}@{crypto_price(quote.ask_price)}")
+    decimals was 81 columns. Padded as a stock's, each "@" in a column of its own: sizes of 8
+    characters and prices of 9 (0.123456@101234.56, 12345678@0.0000123) fill 80 columns; a
+    longer one pushes the rest."""
+    return (f"bid {coins(quote.bid_size):>8}@{crypto_price(quote.bid_price):<9} "
+            f"ask {coins(quote.ask_size):>8}@{crypto_price(quote.ask_price)}")
 
 
 def status(status: TradingStatus) -> str:
@@ -202,5 +218,6 @@ DETAILS: dict[type[Record], Callable[[Any], str]] = {
     CryptoTrade: crypto_trade, CryptoQuote: crypto_quote, CryptoBar: bar, CryptoUpdatedBar: bar, CryptoDailyBar: bar,
     Orderbook: orderbook, OptionTrade: option_trade, OptionQuote: option_quote, TradeUpdate: trade_update,
 }
+TRADES = (Trade, CryptoTrade, OptionTrade)  # the kinds whose "@" line() sets at AT_COLUMN
 # The kinds whose line is not line()'s: an article's, and an order's with "order" for its kind.
 LINES: dict[type[Record], Callable[[Any], str]] = {News: news, TradeUpdate: lambda update: line(update, "order")}

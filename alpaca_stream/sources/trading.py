@@ -68,21 +68,31 @@ def stream_url(base: str) -> str:
 
 
 class Orders:
-    """What this run has handed over of each order (its status and filled quantity): an update
-    that says nothing new (one recovered already, then sent) is passed over."""
+    """What this run has handed over of each order: its last state (status, filled quantity),
+    and the updates the recovery after a reconnect made of the orders' states. Every update of
+    the stream is handed over, one that leaves its order as it was too (order_cancel_rejected,
+    order_replace_rejected, an event Alpaca adds), but the stream's own of one recovered: the
+    same order, event and state, sent late."""
 
     def __init__(self) -> None:
         self.states: dict[str, tuple[str, str]] = {}  # order id -> (status, filled_qty) handed over
+        self.recovered: set[tuple[str, str, tuple[str, str]]] = set()  # (order id, event, state)
 
     def new(self, update: dict) -> bool:
-        """Whether this update says something new of its order; noted if so."""
+        """Whether this update is still to be handed over; noted if so."""
         order = update.get("order")
         if not isinstance(order, dict) or "id" not in order:
             return True  # a thin update: handed over as it is
-        state = (str(order.get("status")), str(order.get("filled_qty")))
-        if self.states.get(str(order["id"])) == state:
+        order_id, state = str(order["id"]), (str(order.get("status")), str(order.get("filled_qty")))
+        handed = (order_id, str(update.get("event")), state)
+        if update.get("recovered"):
+            if self.states.get(order_id) == state:  # the REST API says nothing newer than what was handed over
+                return False
+            self.recovered.add(handed)
+        elif handed in self.recovered:
+            self.recovered.discard(handed)
             return False
-        self.states[str(order["id"])] = state
+        self.states[order_id] = state
         return True
 
 
@@ -154,7 +164,7 @@ class TradingConnection:
             log.debug("skipped a trade update that is not an object: %r", update)
             return
         if not self.orders.new(update):
-            log.debug("passed over an update that says nothing new: %s", update.get("event"))
+            log.debug("passed over an update handed over already: %s", update.get("event"))
             return
         update["T"] = "trade_update"
         session.order_events[str(update.get("event"))] += 1
