@@ -105,8 +105,8 @@ def handler_failed(kind: str, handler: Handler, record: Record, error: Exception
 
 def failed_on(kind: str, record: Record, error: Exception) -> str:
     """What a handler raised and on what: "ZeroDivisionError on a trade of SPY:\ndivision by
-    zero", and what the message came without if it came broken."""
-    return f"{type(error).__name__} on a {kind} of {about(record)}:\n{error}{lacking(record)}"
+    zero", and what the message came without if it came broken and that may be the cause."""
+    return f"{type(error).__name__} on a {kind} of {about(record)}:\n{error}{lacking(record, error)}"
 
 
 def about(record: Record) -> str:
@@ -117,14 +117,24 @@ def about(record: Record) -> str:
         return "?"
 
 
-def lacking(record: Record) -> str:
-    """What a broken message lacks, to go under its handler's error; "" for a whole one.
-    (Checked only once a handler has raised: a check of every message costs 10% of the speed.)"""
-    missing = [name for name, wire in record.fields.items() if not wire.optional and wire.key not in record]
-    if missing:
-        return f"\n(the message came without {', '.join(missing)})"
+def lacking(record: Record, error: Exception) -> str:
+    """What a broken message lacks, to go under its handler's error when the handler may have
+    tripped on it: a KeyError of a field it came without, a TypeError or an AttributeError of a
+    timestamp that is not a time; else "". (Checked only once a handler has raised: a check of
+    every message costs 10% of the speed.)"""
+    if isinstance(error, KeyError):
+        missing = [(wire.key, name) for name, wire in record.fields.items()
+                   if not wire.optional and wire.key not in record]
+        if any(error.args[:1] == (key,) for key, _ in missing):  # the key it came without
+            return f"\n(the message came without {', '.join(name for _, name in missing)})"
+        return ""
     stamp = record.fields.get("timestamp")
-    return "" if stamp is None or isinstance(record.get(stamp.key), datetime) else "\n(its timestamp is not a time)"
+    when = record.get(stamp.key) if stamp else None
+    if when is None or isinstance(when, datetime):
+        return ""
+    if isinstance(error, TypeError) or isinstance(error, AttributeError) and error.obj is when:
+        return "\n(its timestamp is not a time)"
+    return ""
 
 
 background_tasks: set[asyncio.Future] = set()  # asyncio keeps only a weak reference to a task

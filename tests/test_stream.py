@@ -35,7 +35,7 @@ from alpaca_stream.errors import (
     AlpacaRefused,
     ConfigError,
 )
-from alpaca_stream.handlers import Handler, in_background
+from alpaca_stream.handlers import Handler, in_background, run_handlers
 from alpaca_stream.keys import KEY_ENV, SECRET_ENV
 from alpaca_stream.logs import LogFormatter
 from alpaca_stream.options import DATA_TIMEOUT, parse_args, settings_from
@@ -191,6 +191,31 @@ def test_broken_frames_and_messages_cost_only_themselves(caplog):
     # The broken trade's failure, told like any other, with what the trade came without.
     warned = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
     assert warned == ["reads_every_field raised KeyError on a trade of SPY:\n'p'\n(the message came without price)"]
+
+
+def test_a_handlers_error_says_what_the_message_came_without_only_if_the_handler_tripped_on_that(caplog):
+    async def typo(trade: Trade) -> None:
+        print(symbl)  # type: ignore[name-defined]  # noqa: F821
+
+    async def reads_the_exchange(trade: Trade) -> None:
+        _ = trade.exchange
+
+    async def reads_the_hour(trade: Trade) -> None:
+        _ = trade.timestamp.hour
+
+    no_exchange = {"type": "trade", "symbol": "SPY", "price": 600.5, "size": 100, "timestamp": "2026-11-24T15:00:00Z",
+                   "id": 1}
+    a_number_for_a_time = {**no_exchange, "exchange": "V", "timestamp": 1764000000}
+    for message, handler in ((no_exchange, typo), (no_exchange, reads_the_exchange),
+                             (a_number_for_a_time, typo), (a_number_for_a_time, reads_the_hour)):
+        run_handlers([message], {"trade": handler}, keep_going=True)
+    told = [r.getMessage().removesuffix("\n(-v shows where)") for r in caplog.records if " raised " in r.getMessage()]
+    assert told == [
+        "typo raised NameError on a trade of SPY:\nname 'symbl' is not defined",  # not "(... without exchange)"
+        "reads_the_exchange raised KeyError on a trade of SPY:\n'x'\n(the message came without exchange)",
+        "typo raised NameError on a trade of SPY:\nname 'symbl' is not defined",
+        "reads_the_hour raised AttributeError on a trade of SPY:\n'int' object has no attribute 'hour'\n"
+        "(its timestamp is not a time)"]
 
 
 # -- how each fault is handled --------------------------------------------------------------------
