@@ -12,6 +12,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from datetime import datetime
+from types import TracebackType
 from typing import Any, NamedTuple
 
 import msgpack
@@ -206,7 +207,7 @@ def run_handlers(messages: Iterable[dict[str, Any]], handlers: Handlers, *, keep
     unknown = set(handlers) - set(kinds)
     if unknown:
         raise ValueError(f"no such kind of message: {', '.join(sorted(unknown))} (one of {', '.join(kinds)})")
-    failures: list[tuple[str, Exception]] = []
+    failures: list[tuple[str, Exception, TracebackType | None]] = []  # each with its traceback from the handler on
 
     def noting(kind: str, handler: Handler) -> Handler:
         @functools.wraps(handler)  # its name, for the log
@@ -215,7 +216,8 @@ def run_handlers(messages: Iterable[dict[str, Any]], handlers: Handlers, *, keep
                 await handler(record)
             except Exception as error:
                 name = getattr(handler, "__name__", "the handler")
-                failures.append((f"{name} raised {failed_on(kind, record, error)}".replace("\n", " "), error))
+                failure = f"{name} raised {failed_on(kind, record, error)}".replace("\n", " ")
+                failures.append((failure, error, error.__traceback__.tb_next if error.__traceback__ else None))
                 raise  # to deliver(), which logs it and goes on, as on the stream
 
         return noted
@@ -231,8 +233,12 @@ def run_handlers(messages: Iterable[dict[str, Any]], handlers: Handlers, *, keep
     with trading_through(trading) if trading is not None else contextlib.nullcontext():
         asyncio.run(hand_over())  # subscribe() in a handler changes nothing here: no stream runs
     if failures and not keep_going:
-        listed = "\n".join(failure for failure, _ in failures)
-        raise HandlersFailed(f"{len(failures)} of the messages made a handler raise:\n{listed}") from failures[0][1]
+        listed = "\n".join(failure for failure, _, _ in failures)
+        _, first, raised_at = failures[0]
+        # Its traceback from the handler's frame on, not through deliver(): the student's line
+        # is what pytest shows first (and Python's own format, --tb=native, too).
+        raise HandlersFailed(f"{len(failures)} of the messages made a handler raise:\n{listed}") from \
+            first.with_traceback(raised_at)
     return session
 
 
