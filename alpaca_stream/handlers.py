@@ -27,6 +27,7 @@ log = logging.getLogger("alpaca_stream")
 Handler = Callable[[Any], Awaitable[None]]
 Handlers = Mapping[str, Handler]  # by kind of message: "trade", "quote", ...
 FAILURES_EVERY = 10.0  # seconds between two lines about a handler that keeps raising
+SLOW_HANDLER = 1.0  # seconds a handler may hold the stream before the log names it
 BACKGROUND_GRACE = 3.0  # seconds in_background() work gets to finish when a run is stopped
 
 
@@ -58,12 +59,16 @@ async def deliver(messages: Iterable[Any], routes: dict[str, Route], session: Se
                   control: Callable[[object], None] = skip) -> bool:
     """Hand each message of a frame to its handler, in order; what is not market data, to
     control (a source's: Alpaca's answers and errors). A broken message, or a handler that
-    raises, costs that message only: the rest of the frame and the stream carry on. True if
-    any message was market data. (One function for the whole frame, not one call a message:
-    it is the hot loop.)"""
+    raises, costs that message only: the rest of the frame and the stream carry on. Once the
+    run is stopping (Ctrl+C), nothing more is handed over. True if any message was market
+    data. (One function for the whole frame, not one call a message: it is the hot loop.)"""
     received, markets = session.received, session.markets
     delivered = False
+    clock = time.monotonic
+    since = clock()  # when the last handler returned
     for message in messages:
+        if session.stopping:  # set by the signal handler, maybe while a handler held the loop
+            break
         try:
             kind, record_type, handler = routes[message["T"]]
         except (KeyError, TypeError):  # not market data
@@ -79,9 +84,23 @@ async def deliver(messages: Iterable[Any], routes: dict[str, Route], session: Se
             raise  # the reader has gone: main() ends quietly
         except Exception as error:
             handler_failed(kind, handler, record, error, session)
+        now = clock()
+        if now - since > SLOW_HANDLER:
+            held_the_stream(handler, now - since, session)
+        since = now
     if delivered:
-        session.last_message = time.monotonic()
+        session.last_message = since
     return delivered
+
+
+def held_the_stream(handler: Handler, seconds: float, session: Session) -> None:
+    """Name, once a run, a handler that held the stream: the next messages waited for it (and
+    if it blocked, Ctrl+C too)."""
+    name = getattr(handler, "__name__", "the handler")
+    if name not in session.slow_told:
+        session.slow_told.add(name)
+        log.warning("%s held the stream for %.1f s:\nthe messages after it waited. Start slow work "
+                    "with\nin_background() and return at once (see the README)", name, seconds)
 
 
 def handler_failed(kind: str, handler: Handler, record: Record, error: Exception, session: Session) -> None:

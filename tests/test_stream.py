@@ -218,6 +218,21 @@ def test_a_handlers_error_says_what_the_message_came_without_only_if_the_handler
         "(its timestamp is not a time)"]
 
 
+def test_a_handler_that_holds_the_stream_is_named_once_with_how_long_and_the_advice(monkeypatch, caplog):
+    monkeypatch.setattr("alpaca_stream.handlers.SLOW_HANDLER", 0.1)  # a second on the stream; a tenth here
+    trades = [{"type": "trade", "symbol": "SPY", "price": 600.5, "size": 100, "id": n} for n in range(3)]
+
+    async def on_trade(trade: Trade) -> None:
+        time.sleep(0.2)  # a blocking call, as a student's may be: it holds the event loop
+
+    run_handlers(trades, {"trade": on_trade})
+    told = [r.getMessage() for r in caplog.records if "held the stream" in r.getMessage()]
+    assert len(told) == 1, told  # once, not every message
+    assert re.fullmatch(r"on_trade held the stream for 0\.\d s:\nthe messages after it waited\. Start slow work "
+                        r"with\nin_background\(\) and return at once \(see the README\)", told[0])
+    assert fits_80_columns("warning: ", told[0])
+
+
 # -- how each fault is handled --------------------------------------------------------------------
 
 
@@ -654,19 +669,31 @@ def test_in_background_given_the_result_of_a_blocking_call_says_what_to_pass():
 # -- signals --------------------------------------------------------------------------------------
 
 
+class Forced(Exception):
+    """os._exit(), in a test that must go on."""
+
+
 def test_first_signal_stops_second_forces_exit_and_old_handlers_come_back(monkeypatch):
     stops: list[str] = []
-    forced: list[int] = []
-    monkeypatch.setattr(os, "_exit", forced.append)
+    told: list[tuple[int, bool]] = []
+    session = Session()
+
+    def forced(status: int) -> None:
+        raise Forced(status)
+
+    monkeypatch.setattr(os, "_exit", forced)
     before = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
 
     async def scenario():
-        with stop_on_signals(lambda: stops.append("stop")):
+        with stop_on_signals(lambda: stops.append("stop"), session, lambda signum, again: told.append((signum, again))):
             signal.raise_signal(signal.SIGTERM)
-            await asyncio.sleep(0.05)  # the stop is scheduled on the loop, not run in the handler
-            assert stops == ["stop"] and forced == []
-            signal.raise_signal(signal.SIGINT)
-            assert forced == [EXIT_FORCED]
+            # In the signal handler itself, as a handler may hold the loop: told, and no message after it.
+            assert told == [(signal.SIGTERM, False)] and session.stopping and stops == []
+            await asyncio.sleep(0.05)  # the stop is scheduled on the loop
+            assert stops == ["stop"]
+            with pytest.raises(Forced, match=str(EXIT_FORCED)):
+                signal.raise_signal(signal.SIGINT)
+            assert told[-1] == (signal.SIGINT, True)  # the summary, before the exit
 
     asyncio.run(scenario())
     assert {sig: signal.getsignal(sig) for sig in before} == before
@@ -685,9 +712,9 @@ def test_a_stop_whose_cancel_is_lost_still_stops():
         await asyncio.sleep(30)
 
     async def scenario() -> float:
-        asyncio.get_running_loop().call_later(0.1, signal.raise_signal, signal.SIGTERM)
         started = time.monotonic()
-        await until_stopped(loses_the_first_cancel(), Session())
+        await until_stopped(loses_the_first_cancel(), Session(),
+                            also=lambda stop: asyncio.get_running_loop().call_later(0.1, stop))
         return time.monotonic() - started
 
     took = asyncio.run(asyncio.wait_for(scenario(), 20))
