@@ -6,6 +6,7 @@ fault that can be expected. The summary at exit goes to the log."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -81,6 +82,7 @@ class CommandLine:
         self.session = Session()
         self.exit_status = EXIT_OK
         self.keys_given: Keys | None = None  # for --serve's clients to log in with
+        self.stop: Callable[[], None] = lambda: None  # what ends the stream, once it runs
 
     def __enter__(self) -> CommandLine:
         options = self.options
@@ -163,6 +165,8 @@ class CommandLine:
     async def run(self, sources: list[Source], handlers: Handlers) -> None:
         settings = self.settings
         async with AsyncExitStack() as stack:  # what is opened here is closed in reverse, at the end
+            # Ctrl+C and SIGTERM until the very end, clean-up included: a second one forces the exit.
+            stack.enter_context(stop_on_signals(lambda: self.stop(), self.session, self.signalled))
             for source in sources:
                 await stack.enter_async_context(source)  # a local server started, a recording checked
             stack.push_async_callback(background_settled)  # before the sources close: an order on its way
@@ -177,7 +181,7 @@ class CommandLine:
                 await stack.enter_async_context(serving(host, port, self.served(sources), self.session,
                                                         keys=None if keyless else self.keys_given))
             await until_stopped(supervise(sources, handlers, self.session), self.session, settings.heartbeat,
-                                also=self.stop_when_stderr_goes)
+                                also=self.streaming)
 
     def served(self, sources: list[Source]) -> dict[str, Subscriptions]:
         """--serve's paths, each with the subscriptions of the stream there: each stream's at
@@ -193,11 +197,23 @@ class CommandLine:
         at = {urlsplit(getattr(source, "url", "")).path.rstrip("/"): source for source in sources}
         return {path: source.subscriptions for path, source in at.items() if market_at(path)}  # market data
 
-    def stop_when_stderr_goes(self, stop: Callable[[], None]) -> None:
-        """The reader of the log gone, the run ends as when the reader of the data goes."""
-        self.stderr.gone = stop
-        if self.stderr.reader_gone:  # gone already, before the stream started
+    def streaming(self, stop: Callable[[], None]) -> None:
+        """The stream has started, and stop() ends it: at Ctrl+C or SIGTERM, and when the reader
+        of the log has gone (as when the reader of the data goes). Either may have come before."""
+        self.stop = self.stderr.gone = stop
+        if self.session.stopping or self.stderr.reader_gone:
             stop()
+
+    def signalled(self, signum: int, again: bool) -> None:
+        """Said at once, as a handler may hold the event loop: at the first Ctrl+C or SIGTERM,
+        that the run is stopping; at a second, the summary, before the forced exit."""
+        with self.stderr.written_at_once():
+            if again:
+                self.summarize()
+            elif signum == signal.SIGINT:
+                log.info("stopping; a second Ctrl+C forces it")
+            else:
+                log.info("stopping (SIGTERM); a second one forces it")
 
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
                  traceback: TracebackType | None) -> bool:
@@ -254,10 +270,10 @@ def needs_nats(option: str) -> Iterator[None]:
 
 
 async def until_stopped(work: Coroutine[Any, Any, None], session: Session, every: float = 0.0,
-                        also: Callable[[Callable[[], None]], None] | None = None) -> None:
-    """Run work until it ends, or until Ctrl+C or SIGTERM; every: seconds between two
-    --heartbeat lines (0: none); also: given the function that stops the run, for whatever
-    else may need to stop it."""
+                        also: Callable[[Callable[[], None]], object] | None = None) -> None:
+    """Run work until it ends, or until it is stopped; every: seconds between two --heartbeat
+    lines (0: none); also: given the function that stops the run, for whatever may stop it
+    (Ctrl+C and SIGTERM, see stop_on_signals)."""
     session.started = time.monotonic()
     streaming = asyncio.create_task(work)
     beating = asyncio.create_task(heartbeat(session, every)) if every else None
@@ -275,8 +291,7 @@ async def until_stopped(work: Coroutine[Any, Any, None], session: Session, every
     if also:
         also(stop)
     try:
-        with stop_on_signals(stop):
-            await streaming
+        await streaming
     except asyncio.CancelledError:
         # Ctrl+C cancelled the stream task, and the cancel reached us through `await streaming`.
         # That is how the user asks us to stop: finish normally.
@@ -287,26 +302,29 @@ async def until_stopped(work: Coroutine[Any, Any, None], session: Session, every
 
 
 @contextmanager
-def stop_on_signals(stop: Callable[[], object]) -> Iterator[None]:
-    """Ctrl+C or SIGTERM calls stop(); a second one exits at once. Restores the old handlers.
+def stop_on_signals(stop: Callable[[], object], session: Session,
+                    told: Callable[[int, bool], None]) -> Iterator[None]:
+    """Ctrl+C or SIGTERM: no message is handed over from then on (session.stopping), told() says
+    so, and stop() ends the run; a second one: told() again (the summary), and exit 130 at once.
+    Restores the old handlers.
 
-    signal.signal, not loop.add_signal_handler, which Windows lacks. The handler runs between
-    two bytecodes of the main thread, so it only schedules the stop on the event loop."""
+    signal.signal, not loop.add_signal_handler, which Windows lacks, and which would wait for
+    the event loop: a handler that blocks (time.sleep, a blocking HTTP call) holds it, while
+    Python runs this between two bytecodes of the main thread, even in the middle of a sleep.
+    So this says what it has to say itself, and schedules the stop on the loop."""
     loop = asyncio.get_running_loop()
     signals = [signal.SIGINT, signal.SIGTERM]
-    stopping = False
 
     def handle(signum: int, frame: object) -> None:
-        nonlocal stopping
-        if stopping:
+        if signum == signal.SIGINT and sys.stderr.isatty():  # the terminal echoed ^C:
+            with contextlib.suppress(OSError):  # what follows starts a line of its own
+                os.write(sys.stderr.fileno(), b"\n")
+        if session.stopping:
+            told(signum, True)
             os._exit(EXIT_FORCED)  # the first stop is stuck: skip all clean-up
-        stopping = True
-        loop.call_soon_threadsafe(stop_for, signum)
-
-    def stop_for(signum: int) -> None:
-        if signum == signal.SIGINT and sys.stderr.isatty():
-            print(file=sys.stderr)  # the terminal echoed ^C: what follows starts a line of its own
-        stop()
+        session.stopping = True
+        told(signum, False)
+        loop.call_soon_threadsafe(stop)
 
     originals = {sig: signal.signal(sig, handle) for sig in signals}
     try:

@@ -8,7 +8,8 @@ import logging
 import os
 import sys
 import textwrap
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 from datetime import datetime, timezone
 
 WIDTH = 80  # columns of a terminal: a longer line wraps, and the screen is unreadable
@@ -59,6 +60,26 @@ class StderrHandler(logging.StreamHandler):
         super().__init__(sys.stderr)
         self.reader_gone = False
         self.gone: Callable[[], object] = lambda: None
+        self.at_once = False
+
+    @contextmanager
+    def written_at_once(self) -> Iterator[None]:
+        """In the block, lines go straight to stderr's file descriptor, past the stream's
+        buffer: for a signal handler (cli.py's), which may have cut into a write to that buffer,
+        where a second write raises RuntimeError (reentrant call)."""
+        self.at_once = True
+        try:
+            yield
+        finally:
+            self.at_once = False
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if not self.at_once:
+            super().emit(record)
+            return
+        with suppress(OSError):  # the reader gone: nothing to tell
+            os.write(self.stream.fileno(), (self.format(record) + self.terminator).encode(
+                self.stream.encoding or "utf-8", errors="replace"))
 
     def handleError(self, record: logging.LogRecord) -> None:
         if isinstance(sys.exc_info()[1], BrokenPipeError) and not self.reader_gone:

@@ -42,6 +42,8 @@ class Session:
     slow_clients: int = 0  # and those cut for reading too slowly (407)
     failures: dict[str, int] = field(default_factory=dict)  # handler name -> exceptions it raised
     failures_told: dict[str, tuple[int, float]] = field(default_factory=dict)  # the count and time last logged
+    slow_told: set[str] = field(default_factory=set)  # handlers named for holding the stream
+    stopping: bool = False  # Ctrl+C or SIGTERM came: no message is handed over after it
 
     def summary(self) -> str:
         took = time.monotonic() - (self.started or time.monotonic())

@@ -9,12 +9,17 @@ they pass whatever a student writes in its handlers.
 import json
 import os
 import sys
+import time
 
 import websocket_stream
 from alpaca_stream.records import KIND, Record, Trade, as_json
 
 # A handler that fails on one trade id, to show that this costs that message only.
 FAIL_ON_TRADE = int(os.environ.get("RECORDING_BOT_FAIL_ON_TRADE", "0"))
+# A handler that blocks the event loop this many seconds on each message, as time.sleep in a
+# student's handler does; its lines then say when it got the message and when it returned
+# (time.monotonic(), the machine's clock, the same in the test).
+BLOCK = float(os.environ.get("RECORDING_BOT_BLOCK", "0"))
 
 
 async def record(message: Record) -> None:
@@ -22,6 +27,11 @@ async def record(message: Record) -> None:
     if isinstance(message, Trade) and message.id == FAIL_ON_TRADE:
         raise RuntimeError(f"the test handler fails on trade {FAIL_ON_TRADE}")
     # Every field it has, those Alpaca added without a name here too, times as --json has them.
+    if BLOCK:
+        print(json.dumps({"kind": kind, "got_at": time.monotonic()}), flush=True)
+        time.sleep(BLOCK)
+        print(json.dumps({"kind": "returned", "at": time.monotonic()}), flush=True)
+        return
     print(json.dumps({"kind": kind, **message.named()}, default=as_json))
 
 

@@ -239,6 +239,46 @@ def test_sigterm_while_messages_pour_in_exits_0_with_the_summary_last(make_serve
 
 
 @POSIX_ONLY
+@pytest.mark.parametrize(("stop_with", "told"), [(signal.SIGINT, "stopping; a second Ctrl+C forces it"),
+                                                 (signal.SIGTERM, "stopping (SIGTERM); a second one forces it")])
+def test_a_stop_while_a_handler_blocks_is_told_at_once_hands_nothing_more_over_and_exits_once_it_returns(
+        stop_with, told, server, start_script):
+    # The handler sleeps 5 s on each message with time.sleep, holding the event loop, while
+    # the server sends 200 trades a second: its frames pile up behind it.
+    script = start_script("--url", server.url, bot=True, env=script_env(RECORDING_BOT_BLOCK="5"))
+    script.wait_for_lines(1)  # it has the first message, and sleeps
+    sent = time.monotonic()  # the machine's clock, as the handler's times are
+    script.process.send_signal(stop_with)
+    script.wait_for_stderr(told)
+    told_by = time.monotonic()
+    code = script.finish()
+    exited = time.monotonic()
+    lines = received(script)
+    got = [line["got_at"] for line in lines if "got_at" in line]
+    returned = [line["at"] for line in lines if line["kind"] == "returned"]
+    assert code == 0
+    assert told_by < returned[-1]  # said while the handler slept, not once it returned
+    assert max(got) < sent  # no message after the signal: not the rest of its frame, nor the next
+    assert exited - returned[-1] < 4  # not another message's 5 s (the fix: well under a second)
+    assert len(re.findall(r"record held the stream for 5\.\d s", script.said)) == 1
+    assert re.search(rf"Z received {len(got)} \w+ in [\d.]+ s; reconnects: 0$", script.err_lines[-1])
+    assert_no_traceback(script)
+
+
+@POSIX_ONLY
+def test_a_second_ctrl_c_while_a_handler_blocks_forces_the_exit_130_with_the_summary(server, start_script):
+    script = start_script("--url", server.url, bot=True, env=script_env(RECORDING_BOT_BLOCK="30"))
+    script.wait_for_lines(1)  # it has the first message, and sleeps for longer than the test waits
+    script.process.send_signal(signal.SIGINT)
+    script.wait_for_stderr("stopping; a second Ctrl+C forces it")
+    code, _ = script.stop(signal.SIGINT)
+    assert code == 130
+    assert [line["kind"] for line in received(script)] == ["trade"]  # the handler never returned
+    assert re.search(r"Z received 1 trade in [\d.]+ s; reconnects: 0$", script.err_lines[-1])
+    assert_no_traceback(script)
+
+
+@POSIX_ONLY
 def test_ctrl_c_during_a_reconnect_wait_exits_at_once_counting_every_announced_reconnect(make_server, start_script):
     server = make_server(faults=Faults(auth_error=406))
     script = start_script("--url", server.url, bot=True)

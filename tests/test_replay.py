@@ -416,11 +416,33 @@ def test_run_handlers_raises_at_the_end_listing_every_error_even_of_a_message_wi
     assert got == [1.0, 2.0, 3.0]  # each message was handed over, as on the stream
     assert str(failed.value) == (
         "2 of the messages made a handler raise:\n"
-        "divides raised ZeroDivisionError on a trade of SPY: division by zero"
-        " (the message came without timestamp, exchange, id)\n"
-        "divides raised ZeroDivisionError on a trade of TSLA: division by zero"
-        " (the message came without timestamp, exchange, id)")
+        "divides raised ZeroDivisionError on a trade of SPY: division by zero\n"
+        "divides raised ZeroDivisionError on a trade of TSLA: division by zero")  # not what they came without
     assert isinstance(failed.value.__cause__, ZeroDivisionError)
+
+
+@pytest.mark.parametrize("style", ["auto", "native"])
+def test_a_pytest_failure_of_run_handlers_shows_the_handlers_line_first_not_the_packages(style, copy_script):
+    folder = copy_script()
+    # The handler in a module of its own, as a student's is in websocket_stream.py, and the test
+    # through the script's run_handlers(), as the README shows.
+    (folder / "strategy.py").write_text("async def on_trade(trade):\n    print(symbl)\n")
+    (folder / "test_strategy.py").write_text(
+        "import websocket_stream\nfrom strategy import on_trade\n\n\ndef test_on_trade():\n"
+        "    websocket_stream.run_handlers([{'type': 'trade', 'symbol': 'SPY', 'price': 1.0, 'size': 1}],\n"
+        "                                  {'trade': on_trade})\n")
+    env = {name: value for name, value in script_env().items() if not name.startswith("PYTEST")}
+    pytest_run = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", f"--tb={style}",
+                                 "test_strategy.py"], cwd=folder, env=env, capture_output=True, text=True, timeout=60)
+    shown = pytest_run.stdout
+    assert pytest_run.returncode == 1 and "name 'symbl' is not defined" in shown, shown
+    if style == "native":  # Python's own format: the first frame is the handler's
+        first = next(line for line in shown.splitlines() if line.startswith('  File "'))
+        assert "strategy.py" in first and "in on_trade" in first, shown
+    else:  # pytest's: the handler's line marked first, and none of the package's frames
+        first = next(line for line in shown.splitlines() if line.startswith(">"))
+        assert first.split() == [">", "print(symbl)"], shown
+        assert "alpaca_stream/" not in shown and "alpaca_stream\\" not in shown, shown
 
 
 def test_run_handlers_waits_for_the_work_a_handler_started_in_the_background():

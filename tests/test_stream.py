@@ -35,7 +35,7 @@ from alpaca_stream.errors import (
     AlpacaRefused,
     ConfigError,
 )
-from alpaca_stream.handlers import Handler, in_background
+from alpaca_stream.handlers import Handler, in_background, run_handlers
 from alpaca_stream.keys import KEY_ENV, SECRET_ENV
 from alpaca_stream.logs import LogFormatter
 from alpaca_stream.options import DATA_TIMEOUT, parse_args, settings_from
@@ -191,6 +191,46 @@ def test_broken_frames_and_messages_cost_only_themselves(caplog):
     # The broken trade's failure, told like any other, with what the trade came without.
     warned = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
     assert warned == ["reads_every_field raised KeyError on a trade of SPY:\n'p'\n(the message came without price)"]
+
+
+def test_a_handlers_error_says_what_the_message_came_without_only_if_the_handler_tripped_on_that(caplog):
+    async def typo(trade: Trade) -> None:
+        print(symbl)  # type: ignore[name-defined]  # noqa: F821
+
+    async def reads_the_exchange(trade: Trade) -> None:
+        _ = trade.exchange
+
+    async def reads_the_hour(trade: Trade) -> None:
+        _ = trade.timestamp.hour
+
+    no_exchange = {"type": "trade", "symbol": "SPY", "price": 600.5, "size": 100, "timestamp": "2026-11-24T15:00:00Z",
+                   "id": 1}
+    a_number_for_a_time = {**no_exchange, "exchange": "V", "timestamp": 1764000000}
+    for message, handler in ((no_exchange, typo), (no_exchange, reads_the_exchange),
+                             (a_number_for_a_time, typo), (a_number_for_a_time, reads_the_hour)):
+        run_handlers([message], {"trade": handler}, keep_going=True)
+    told = [r.getMessage().removesuffix("\n(-v shows where)") for r in caplog.records if " raised " in r.getMessage()]
+    assert told == [
+        "typo raised NameError on a trade of SPY:\nname 'symbl' is not defined",  # not "(... without exchange)"
+        "reads_the_exchange raised KeyError on a trade of SPY:\n'x'\n(the message came without exchange)",
+        "typo raised NameError on a trade of SPY:\nname 'symbl' is not defined",
+        "reads_the_hour raised AttributeError on a trade of SPY:\n'int' object has no attribute 'hour'\n"
+        "(its timestamp is not a time)"]
+
+
+def test_a_handler_that_holds_the_stream_is_named_once_with_how_long_and_the_advice(monkeypatch, caplog):
+    monkeypatch.setattr("alpaca_stream.handlers.SLOW_HANDLER", 0.1)  # a second on the stream; a tenth here
+    trades = [{"type": "trade", "symbol": "SPY", "price": 600.5, "size": 100, "id": n} for n in range(3)]
+
+    async def on_trade(trade: Trade) -> None:
+        time.sleep(0.2)  # a blocking call, as a student's may be: it holds the event loop
+
+    run_handlers(trades, {"trade": on_trade})
+    told = [r.getMessage() for r in caplog.records if "held the stream" in r.getMessage()]
+    assert len(told) == 1, told  # once, not every message
+    assert re.fullmatch(r"on_trade held the stream for 0\.\d s:\nthe messages after it waited\. Start slow work "
+                        r"with\nin_background\(\) and return at once \(see the README\)", told[0])
+    assert fits_80_columns("warning: ", told[0])
 
 
 # -- how each fault is handled --------------------------------------------------------------------
@@ -630,19 +670,31 @@ def test_in_background_given_the_result_of_a_blocking_call_says_what_to_pass():
 # -- signals --------------------------------------------------------------------------------------
 
 
+class Forced(Exception):
+    """os._exit(), in a test that must go on."""
+
+
 def test_first_signal_stops_second_forces_exit_and_old_handlers_come_back(monkeypatch):
     stops: list[str] = []
-    forced: list[int] = []
-    monkeypatch.setattr(os, "_exit", forced.append)
+    told: list[tuple[int, bool]] = []
+    session = Session()
+
+    def forced(status: int) -> None:
+        raise Forced(status)
+
+    monkeypatch.setattr(os, "_exit", forced)
     before = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
 
     async def scenario():
-        with stop_on_signals(lambda: stops.append("stop")):
+        with stop_on_signals(lambda: stops.append("stop"), session, lambda signum, again: told.append((signum, again))):
             signal.raise_signal(signal.SIGTERM)
-            await asyncio.sleep(0.05)  # the stop is scheduled on the loop, not run in the handler
-            assert stops == ["stop"] and forced == []
-            signal.raise_signal(signal.SIGINT)
-            assert forced == [EXIT_FORCED]
+            # In the signal handler itself, as a handler may hold the loop: told, and no message after it.
+            assert told == [(signal.SIGTERM, False)] and session.stopping and stops == []
+            await asyncio.sleep(0.05)  # the stop is scheduled on the loop
+            assert stops == ["stop"]
+            with pytest.raises(Forced, match=str(EXIT_FORCED)):
+                signal.raise_signal(signal.SIGINT)
+            assert told[-1] == (signal.SIGINT, True)  # the summary, before the exit
 
     asyncio.run(scenario())
     assert {sig: signal.getsignal(sig) for sig in before} == before
@@ -661,9 +713,9 @@ def test_a_stop_whose_cancel_is_lost_still_stops():
         await asyncio.sleep(30)
 
     async def scenario() -> float:
-        asyncio.get_running_loop().call_later(0.1, signal.raise_signal, signal.SIGTERM)
         started = time.monotonic()
-        await until_stopped(loses_the_first_cancel(), Session())
+        await until_stopped(loses_the_first_cancel(), Session(),
+                            also=lambda stop: asyncio.get_running_loop().call_later(0.1, stop))
         return time.monotonic() - started
 
     took = asyncio.run(asyncio.wait_for(scenario(), 20))
