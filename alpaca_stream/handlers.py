@@ -100,7 +100,7 @@ def held_the_stream(handler: Handler, seconds: float, session: Session) -> None:
     if name not in session.slow_told:
         session.slow_told.add(name)
         log.warning("%s held the stream for %.1f s:\nthe messages after it waited. Start slow work "
-                    "with\nin_background() and return at once (see the README)", name, seconds)
+                    "with\nin_background() and return at once (docs/handlers.md)", name, seconds)
 
 
 def handler_failed(kind: str, handler: Handler, record: Record, error: Exception, session: Session) -> None:

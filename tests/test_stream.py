@@ -229,7 +229,7 @@ def test_a_handler_that_holds_the_stream_is_named_once_with_how_long_and_the_adv
     told = [r.getMessage() for r in caplog.records if "held the stream" in r.getMessage()]
     assert len(told) == 1, told  # once, not every message
     assert re.fullmatch(r"on_trade held the stream for 0\.\d s:\nthe messages after it waited\. Start slow work "
-                        r"with\nin_background\(\) and return at once \(see the README\)", told[0])
+                        r"with\nin_background\(\) and return at once \(docs/handlers\.md\)", told[0])
     assert fits_80_columns("warning: ", told[0])
 
 
