@@ -282,6 +282,11 @@ def test_every_command_that_needs_no_keys_runs_as_written(command, start_script,
 # -- the pages of docs/, and the links ----------------------------------------------------------
 
 
+def test_the_readme_keeps_to_the_lessons_path_in_under_300_lines():
+    # Install, run, edit a handler, test it, replay it, deploy it; the reference is in docs/.
+    assert len(README.splitlines()) < 300
+
+
 def test_every_page_of_docs_is_linked_from_the_readmes_where_to_go_next():
     where_next = README[README.index("## Where to go next"):]
     where_next = where_next[:where_next.find("\n## ", 1) if "\n## " in where_next[1:] else None]
