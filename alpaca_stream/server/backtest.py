@@ -8,7 +8,7 @@ none yet is refused, as the backtest cannot read ahead."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -20,28 +20,32 @@ from alpaca_stream.session import CLOSES, OPENS, market_open, next_on_a_weekday
 log = logging.getLogger("alpaca_stream")
 
 FILLED = ("fill", "partial_fill")
+PRICED = ("q", "t", "b", "u", "d")  # the kinds that tell a price, the best first
 
 
 class Backtest(Broker):
-    """The paper broker of a recording: last, the last message of each symbol that tells a price
-    (a quote, a trade, a bar); quoted, traded: the symbols with a quote, a trade so far;
-    latest(): the recording's time, the latest timestamp of the messages handed over so far;
-    keys: those it takes (fake: the broker is the run's own)."""
+    """The paper broker of a recording: last, the last message of each kind ("q", "t", ...) and
+    symbol handed over so far; latest(): the recording's time, the latest timestamp of those
+    messages; keys: those it takes (fake: the broker is the run's own)."""
 
     matches_by_itself = False
     called = "the backtest"
 
-    def __init__(self, last: Mapping[str, dict[str, Any]], quoted: Collection[str], traded: Collection[str],
-                 latest: Callable[[], datetime], keys: tuple[str, str]) -> None:
+    def __init__(self, last: Mapping[tuple[str, str], dict[str, Any]], latest: Callable[[], datetime],
+                 keys: tuple[str, str]) -> None:
         account = Account(lambda key, secret: (key, secret) == keys, clock=lambda: stamp(latest()))
         super().__init__(account, {}, lambda: 0)
-        self.last, self.quoted, self.traded, self.latest = last, quoted, traded, latest
+        self.last, self.latest = last, latest
 
     def price(self, symbol: str) -> float:
-        message = self.last.get(symbol)
-        if message is None:
-            raise unprocessable(f"no price of {symbol} yet in the recording: the backtest cannot read ahead")
-        return price_of(message)
+        """The symbol's price as the recording has told it so far: its last quote's midpoint,
+        else its last trade's price, else its last bar's close (the same order the fills go
+        by); a refusal if it has told none."""
+        for kind in PRICED:
+            message = self.last.get((kind, symbol))
+            if message is not None:
+                return price_of(message)
+        raise unprocessable(f"no price of {symbol} yet in the recording: the backtest cannot read ahead")
 
     def clock(self) -> dict:
         """GET /v2/clock: the recording's time, and regular hours then (holidays aside)."""
@@ -65,7 +69,8 @@ class Backtest(Broker):
                 elif order["symbol"] == symbol:
                     orders.append(order)
             if orders:
-                for order_id, price, qty in fills(orders, message, symbol in self.quoted, symbol in self.traded):
+                quoted, traded = ("q", symbol) in self.last, ("t", symbol) in self.last
+                for order_id, price, qty in fills(orders, message, quoted, traded):
                     self.fill(order_id, price, qty)
 
     def tally(self) -> tuple[int, int, int]:

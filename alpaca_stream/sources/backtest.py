@@ -17,6 +17,7 @@ import logging
 import threading
 from collections.abc import Generator, Iterator
 from datetime import datetime, timedelta, timezone
+from operator import itemgetter
 from typing import TYPE_CHECKING, Any
 
 from alpaca_stream.handlers import Route, background_finished, background_tasks, deliver
@@ -29,25 +30,25 @@ if TYPE_CHECKING:
 log = logging.getLogger("alpaca_stream")
 
 BACKTEST_KEYS = Keys("backtest-key-id", "backtest-secret-key", "--replay")  # fake: the run's own broker
-PRICED = frozenset("qtbud")  # the kinds of message that tell a symbol's price: quotes, trades, bars
+KIND_AND_SYMBOL, TIME, KIND = itemgetter("T", "S"), itemgetter("t"), itemgetter("T")
 # A minute bar's timestamp is the start of its minute: it is known a minute later. A daily bar's
 # is its day's start, and it comes every minute of the day: it does not move the clock.
-MINUTE, MINUTE_BARS = timedelta(minutes=1), frozenset("bu")
+MINUTE, MINUTE_BARS, BARS = timedelta(minutes=1), frozenset("bu"), frozenset("bud")
 EPOCH = datetime.min.replace(tzinfo=timezone.utc)
 
 
 class Feed:
     """A recording's messages through the backtest, batch after batch: what the broker needs to
-    know of them (the last price of each symbol, whether it had quotes or trades, the latest
-    time) and, once it has started, the matching and the updates before each message."""
+    know of them (the last message of each kind and symbol, for its prices; the latest time)
+    and, once it has started, the matching and the updates before each message."""
 
     def __init__(self) -> None:
-        self.last: dict[str, dict[str, Any]] = {}  # symbol -> its last quote, trade or bar
-        self.quoted: set[str] = set()
-        self.traded: set[str] = set()
+        self.last: dict[tuple[str, str], dict[str, Any]] = {}  # (kind, symbol) -> its last message
         self.latest = EPOCH  # the recording's time: the latest of the messages handed over
         self.broker: Backtest | None = None
         self.starting = threading.Lock()  # trading_client() may be called from two threads at once
+        self.batch: list[dict[str, Any]] = []
+        self.rest: Iterator[dict[str, Any]] = iter(self.batch)  # what of it is still to hand over
         self.handed = 0  # the account's updates handed over
         self.waiting: dict[str, Any] | None = None  # a message matched, still to be handed over
         self.paused = False  # the last hand-over stopped for a handler's background work
@@ -55,18 +56,37 @@ class Feed:
     async def replay(self, messages: list[dict[str, Any]], routes: dict[str, Route], session: Session) -> None:
         """A batch of the recording to the handlers, each message after its updates; after a
         message whose handler left work in the background, that work is waited for."""
-        batch = iter(messages)
+        kinds = set(map(KIND, messages))
+        if "trade_update" in kinds:  # the recording's account's: the backtest's makes its own
+            kept = [message for message in messages if message["T"] != "trade_update"]
+            session.passed_over += len(messages) - len(kept)
+            messages = kept
+        self.batch, self.rest = messages, iter(messages)
+        traded_before = self.broker is not None
         while True:
             self.paused = False
-            await deliver(self.handing_over(batch, session), routes, session)
+            await deliver(self.handing_over(session), routes, session)
             if not self.paused or session.stopping:
-                return
+                break
             await background_finished()
+        if not traded_before and self.broker is None:  # else it has seen each one
+            self.see(messages, kinds)
 
-    def handing_over(self, batch: Iterator[dict[str, Any]], session: Session) -> Iterator[dict[str, Any]]:
-        """The messages of the batch, each told to the broker first, its updates before it; it
-        stops after a message that left work in the background (paused), to go on from there.
-        (The hot loop of a replay: a run that places no order must not be slowed by it.)"""
+    def handing_over(self, session: Session) -> Iterator[dict[str, Any]]:
+        """The rest of the batch; with the broker started, each message told to it first and its
+        updates before it. It stops after a message that left work in the background (paused),
+        to go on from there. (The hot loop of a replay: without a broker, it does nothing more
+        than hand over; what the broker will need is seen after the batch, in bulk.)"""
+        if self.broker is None:
+            for message in self.rest:
+                yield message
+                if background_tasks:
+                    self.paused = True
+                    return
+                if self.broker is not None:  # started by this message's handler
+                    break
+            else:
+                return
         if self.waiting is not None:  # paused among the updates before it
             if (yield from self.updates(session)):
                 return
@@ -75,35 +95,37 @@ class Feed:
             if background_tasks:
                 self.paused = True
                 return
-        last, quoted, traded, latest = self.last, self.quoted, self.traded, self.latest
-        for message in batch:
-            kind = message["T"]
-            if kind in PRICED:
-                symbol = message["S"]
-                last[symbol] = message
-                if kind == "q":
-                    quoted.add(symbol)
-                elif kind == "t":
-                    traded.add(symbol)
-            elif kind == "trade_update":  # the recording's account's: the backtest's makes its own
-                session.passed_over += 1
-                continue
-            when = message.get("t")
-            if when.__class__ is datetime and when.tzinfo is not None and kind != "d":
-                if kind in MINUTE_BARS:
-                    when += MINUTE
-                if when > latest:
-                    latest = self.latest = when
-            if self.broker is not None:
-                self.broker.match_on(message)
-                self.waiting = message
-                if (yield from self.updates(session)):
-                    return
-                self.waiting = None
+        for message in self.rest:
+            self.see([message])
+            self.broker.match_on(message)
+            self.waiting = message
+            if (yield from self.updates(session)):
+                return
+            self.waiting = None
             yield message
             if background_tasks:
                 self.paused = True
                 return
+
+    def see(self, messages: list[dict[str, Any]], kinds: set[str] | None = None) -> None:
+        """What the broker needs to know of these messages, handed over: the last of each kind
+        and symbol, the latest time. In bulk where it can (every message with a symbol and an
+        aware time, no bar: a recording of trades and quotes), else one by one. kinds: theirs,
+        if known."""
+        try:
+            if not (set(map(KIND, messages)) if kinds is None else kinds) & BARS:
+                latest = max(map(TIME, messages), default=self.latest)
+                self.last.update(zip(map(KIND_AND_SYMBOL, messages), messages))
+                self.latest = max(self.latest, latest)
+                return
+        except (KeyError, TypeError):  # news (no symbol), a time missing or with no zone
+            pass
+        for message in messages:
+            kind, when = message["T"], message.get("t")
+            if "S" in message:
+                self.last[kind, message["S"]] = message
+            if isinstance(when, datetime) and when.tzinfo is not None and kind != "d":
+                self.latest = max(self.latest, when + MINUTE if kind in MINUTE_BARS else when)
 
     def updates(self, session: Session) -> Generator[dict[str, Any], None, bool]:
         """The account's updates not handed over yet, as the trading stream's source hands them;
@@ -136,8 +158,10 @@ class Feed:
             if self.broker is None:
                 from alpaca_stream.server.backtest import Backtest
 
-                broker = Backtest(self.last, self.quoted, self.traded, lambda: self.latest,
-                                  keys=(BACKTEST_KEYS.key, BACKTEST_KEYS.secret))
+                # What came before: the batch up to the message being handled, as the rest of it
+                # is now seen one by one.
+                self.see(self.batch[:len(self.batch) - self.rest.__length_hint__()])  # type: ignore[attr-defined]
+                broker = Backtest(self.last, lambda: self.latest, keys=(BACKTEST_KEYS.key, BACKTEST_KEYS.secret))
                 broker.start()
                 self.broker = broker
                 log.info("a backtest: orders fill at the recording's prices,\non its clock (docs/backtest.md)")
