@@ -50,7 +50,8 @@ class Feed:
         self.batch: list[dict[str, Any]] = []
         self.rest: Iterator[dict[str, Any]] = iter(self.batch)  # what of it is still to hand over
         self.handed = 0  # the account's updates handed over
-        self.waiting: dict[str, Any] | None = None  # a message matched, still to be handed over
+        self.waiting: dict[str, Any] | None = None  # a message still to be handed over, its updates first
+        self.matched = False  # whether the waiting one has been matched
         self.paused = False  # the last hand-over stopped for a handler's background work
 
     async def replay(self, messages: list[dict[str, Any]], routes: dict[str, Route], session: Session) -> None:
@@ -87,25 +88,34 @@ class Feed:
                     break
             else:
                 return
-        if self.waiting is not None:  # paused among the updates before it
-            if (yield from self.updates(session)):
-                return
-            message, self.waiting = self.waiting, None
-            yield message
-            if background_tasks:
-                self.paused = True
-                return
+        if self.waiting is not None and (yield from self.hand_over(self.waiting, session)):
+            return  # paused again
         for message in self.rest:
+            if (yield from self.hand_over(message, session)):
+                return
+
+    def hand_over(self, message: dict[str, Any], session: Session) -> Generator[dict[str, Any], None, bool]:
+        """A message with the broker started: first the updates of the orders the handlers
+        placed since the last one, then it is seen and matched, then the fills it made, then
+        itself. True if it paused for work a handler left in the background (resumed with the
+        message waiting)."""
+        assert self.broker is not None
+        if self.waiting is None:
+            self.waiting, self.matched = message, False
+        if not self.matched:
+            if (yield from self.updates(session)):
+                return True
             self.see([message])
             self.broker.match_on(message)
-            self.waiting = message
-            if (yield from self.updates(session)):
-                return
-            self.waiting = None
-            yield message
-            if background_tasks:
-                self.paused = True
-                return
+            self.matched = True
+        if (yield from self.updates(session)):
+            return True
+        self.waiting = None
+        yield message
+        if background_tasks:
+            self.paused = True
+            return True
+        return False
 
     def see(self, messages: list[dict[str, Any]], kinds: set[str] | None = None) -> None:
         """What the broker needs to know of these messages, handed over: the last of each kind
