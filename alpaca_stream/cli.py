@@ -254,6 +254,9 @@ class CommandLine:
             **({"served": session.served, "slow_clients": session.slow_clients}
                if session.served is not None else {}),
             **({"skipped": session.skipped} if session.skipped else {}),
+            **({"passed_over": session.passed_over} if session.passed_over else {}),
+            **({"backtest": dict(zip(("orders", "fills", "open"), session.backtest, strict=True))}
+               if session.backtest else {}),
             **({"handler_errors": session.failures} if session.failures else {})}})
 
 

@@ -257,11 +257,11 @@ def trading_checks(parser: argparse.ArgumentParser, args: argparse.Namespace) ->
     trading_client()'s orders), your keys, a channel for any symbol named beside it."""
     for option in ("live", "trading_url"):
         if getattr(args, option) and (args.source or args.replay is not None):
-            parser.error(f"--{option.replace('_', '-')} says where orders go: --source and --replay "
-                         "trade nowhere")
+            parser.error(f"--{option.replace('_', '-')} says where orders go: --source trades nowhere, "
+                         "and --replay in a backtest of its own")
     if args.trade_updates and (args.source or args.replay is not None):
         parser.error("--trade-updates needs your keys and the trading API:\n"
-                     "not --source or --replay (a recording has the updates it recorded)")
+                     "not --source or --replay (a replay's backtest hands over its own)")
     if args.live and (args.demo or args.trading_url):
         parser.error("--live is Alpaca's live account: not with --demo or --trading-url")
     if args.trading_url and args.demo:

@@ -1,7 +1,8 @@
 """Orders from a handler: trading_client() gives alpaca-py's TradingClient, pointed where this
 run trades and logged in with its keys: Alpaca's paper API (the default), the live one
-(--live), another trading API (--trading-url), or the local server's paper broker (--demo). So
-a handler's orders go where the run's order updates come from, with the same code in all.
+(--live), another trading API (--trading-url), the local server's paper broker (--demo), or a
+backtest's, filled at a recording's prices (--replay). So a handler's orders go where the
+run's order updates come from, with the same code in all.
 
 alpaca-py's REST client blocks, with no timeout: call it in a thread through in_background(),
 so that the stream goes on while the order is on its way (the README's example):
@@ -13,7 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -33,11 +34,13 @@ def is_live(url: str) -> bool:
 
 
 class Account:
-    """Where this run trades: the trading API's base URL and the keys, once the run knows."""
+    """Where this run trades: the trading API's base URL and the keys, once the run knows; or
+    what opens an account at the first call, and gives them (a backtest's broker)."""
 
     url: str | None = None
     keys: Keys | None = None
     client: Any = None  # made at the first call
+    opens: Callable[[], tuple[str, Keys]] | None = None
 
 
 account = Account()
@@ -45,15 +48,24 @@ account = Account()
 
 def trade_at(url: str, keys: Keys) -> None:
     """Set by the run: where its orders go (the demo's broker, once it listens)."""
-    account.url, account.keys, account.client = url, keys, None
+    account.url, account.keys, account.client, account.opens = url, keys, None, None
+
+
+def trade_on_demand(opens: Callable[[], tuple[str, Keys]] | None) -> None:
+    """Set by the run (--replay): opens() starts the account at the first call of
+    trading_client(), and gives its URL and keys; None: no account again."""
+    account.url = account.keys = account.client = None
+    account.opens = opens
 
 
 def trading_client() -> TradingClient:
     """alpaca-py's TradingClient for this run's account: the same one for every call."""
     if account.client is None:
+        if account.url is None and account.opens is not None:
+            account.url, account.keys = account.opens()
         if account.url is None or account.keys is None:
             raise RuntimeError("trading_client(): this run has no account to trade in "
-                               "(--source and --replay read data only; in a test, give "
+                               "(--source reads data only; in a test, give "
                                "run_handlers(..., trading=...) one)")
         from alpaca.trading.client import TradingClient
 

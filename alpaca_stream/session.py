@@ -9,7 +9,7 @@ import textwrap
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from datetime import time as time_of_day
 from zoneinfo import ZoneInfo
 
@@ -38,6 +38,8 @@ class Session:
     published: int = 0  # messages sent to the broker
     unpublished: int = 0  # and those that could not be, its buffer full or it gone at exit
     skipped: int = 0  # with --replay: lines of the file that are not messages
+    passed_over: int = 0  # and its own order updates: a backtest's account makes its own
+    backtest: tuple[int, int, int] | None = None  # a backtest's orders placed, fills, orders left open
     served: int | None = None  # with --serve: clients that logged in
     slow_clients: int = 0  # and those cut for reading too slowly (407)
     failures: dict[str, int] = field(default_factory=dict)  # handler name -> exceptions it raised
@@ -65,6 +67,11 @@ class Session:
         if self.skipped:
             plural = "s" if self.skipped > 1 else ""
             lines.append(f"skipped {self.skipped} broken line{plural} of the recording")
+        if self.passed_over:
+            lines.append(f"passed over the recording's {self.passed_over} order updates")
+        if self.backtest:
+            placed, fills, still_open = self.backtest
+            lines.append(f"backtest: orders {placed}, fills {fills}, open at the end {still_open}")
         if self.failures:
             lines += textwrap.wrap("handlers that raised: " + ", ".join(
                 f"{name} {count} time{'s' if count > 1 else ''}" for name, count in self.failures.items()), 58)
@@ -103,7 +110,21 @@ async def heartbeat(session: Session, every: float) -> None:
                      "market": market}})
 
 
+OPENS, CLOSES = time_of_day(9, 30), time_of_day(16)  # regular hours, New York time
+
+
 def market_open(now: datetime | None = None) -> bool:
     """Regular hours, 9:30 to 16:00 New York time on weekdays (holidays are not known here)."""
     there = (now or datetime.now(timezone.utc)).astimezone(NEW_YORK)
-    return there.weekday() < 5 and time_of_day(9, 30) <= there.time() < time_of_day(16)
+    return there.weekday() < 5 and OPENS <= there.time() < CLOSES
+
+
+def next_on_a_weekday(after: datetime, at: time_of_day) -> datetime:
+    """The first weekday's `at` (New York time) later than `after`: the next open (OPENS) or
+    close (CLOSES) of regular hours, as the trading API's clock says them (holidays aside)."""
+    there = after.astimezone(NEW_YORK)
+    for days in range(8):
+        moment = datetime.combine(there.date() + timedelta(days=days), at, NEW_YORK)
+        if moment.weekday() < 5 and moment > there:
+            return moment
+    raise AssertionError("a week has weekdays")

@@ -234,10 +234,12 @@ def test_channels_are_named_by_options_and_trades_are_the_default(argv, channels
     (["SPY", "BTC/USD", "--orderbooks"], "--orderbooks is crypto's alone: name a channel for SPY too, as --trades"),
     (["BTC/USD", "--feed", "sip"], "--feed picks the stock stream's feed, and this run streams no stocks"),
     (["--news", "SPY", "--feed", "sip"], "--feed picks the stock stream's feed, and this run streams no stocks"),
-    (["--live", "--replay", "session.jsonl"], "--live says where orders go: --source and --replay trade nowhere"),
+    (["--live", "--replay", "session.jsonl"], "--live says where orders go: --source trades nowhere, and --replay "
+                                              "in a backtest of its own"),
     (["--trading-url", "http://127.0.0.1:1", "--source", "nats://127.0.0.1:4222"], "--trading-url says where "
-                                                                                    "orders go: --source and "
-                                                                                    "--replay trade nowhere"),
+                                                                                    "orders go: --source trades "
+                                                                                    "nowhere, and --replay in a "
+                                                                                    "backtest of its own"),
     (["--trade-updates", "--source", "nats://127.0.0.1:4222"], "--trade-updates needs your keys and the trading "
                                                               "API: not --source"),
     (["--trade-updates", "--live", "--demo"], "--live is Alpaca's live account: not with --demo"),

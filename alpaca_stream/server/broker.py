@@ -17,7 +17,7 @@ import select
 import socket
 import threading
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta, timezone
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -26,6 +26,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from alpaca_stream.channels import TRADING_PATH
 from alpaca_stream.server import crypto, market
+from alpaca_stream.server.fills import left
 from alpaca_stream.server.trading import CASH, CLOSED, Account, now, number
 from alpaca_stream.times import rfc3339
 
@@ -58,10 +59,13 @@ class Broker:
     (symbol -> price, as the server's markets leave them). stream_port: the port of the
     websocket server that serves /stream. start() and stop() keep the port."""
 
-    def __init__(self, account: Account, prices: dict[str, float], stream_port: Callable[[], int]) -> None:
+    matches_by_itself = True  # a thread looks at the open orders every MATCH_EVERY seconds
+    called = "the local broker"  # in its refusals
+
+    def __init__(self, account: Account, prices: Mapping[str, float], stream_port: Callable[[], int]) -> None:
         self.account, self.prices, self.stream_port = account, prices, stream_port
         self.port = 0
-        self.matched: set[str] = set()  # the open orders placed here: the broker fills them
+        self.matched: dict[str, None] = {}  # the open orders placed here, in that order: the broker fills them
         self.placed = 0  # orders placed here
         self.http: ThreadingHTTPServer | None = None
         self.stopping = threading.Event()
@@ -76,8 +80,9 @@ class Broker:
         self.http.broker = self  # type: ignore[attr-defined]
         self.port = self.http.server_address[1]
         self.stopping.clear()
-        self.threads = [threading.Thread(target=self.http.serve_forever, args=(0.05,), daemon=True),
-                        threading.Thread(target=self.keep_matching, daemon=True)]
+        self.threads = [threading.Thread(target=self.http.serve_forever, args=(0.05,), daemon=True)]
+        if self.matches_by_itself:
+            self.threads.append(threading.Thread(target=self.keep_matching, daemon=True))
         for thread in self.threads:
             thread.start()
 
@@ -100,11 +105,11 @@ class Broker:
             raise unprocessable("symbol is required")
         order_type, side = request.get("type", "market"), request.get("side")
         if order_type not in ORDER_TYPES:
-            raise unprocessable(f"the local broker takes market and limit orders, not {order_type}")
+            raise unprocessable(f"{self.called} takes market and limit orders, not {order_type}")
         if request.get("order_class", "simple") not in ("simple", ""):
-            raise unprocessable(f"the local broker takes simple orders, not {request['order_class']}")
+            raise unprocessable(f"{self.called} takes simple orders, not {request['order_class']}")
         if "qty" not in request and "notional" in request:
-            raise unprocessable("the local broker takes orders for a qty, not a notional amount")
+            raise unprocessable(f"{self.called} takes orders for a qty, not a notional amount")
         if side not in ("buy", "sell"):
             raise unprocessable("side must be buy or sell")
         qty, limit_price = positive(request, "qty"), None
@@ -112,7 +117,8 @@ class Broker:
             limit_price = positive(request, "limit_price")
         symbol = request["symbol"]
         with self.account.lock:
-            if side == "buy" and qty * (limit_price or self.price(symbol)) > self.account.cash:
+            price = self.price(symbol)
+            if side == "buy" and qty * (limit_price or price) > self.account.cash:
                 raise Refused(HTTPStatus.FORBIDDEN, 40310000, "insufficient buying power")
             held = self.account.positions.get(symbol, 0.0) - self.selling(symbol)
             if side == "sell" and qty > held:
@@ -121,7 +127,7 @@ class Broker:
             order = self.account.place(symbol, qty, side, order_type, limit_price,
                                        client_order_id=request.get("client_order_id"),
                                        time_in_force=str(request.get("time_in_force", "day")))
-            self.matched.add(order["id"])
+            self.matched[order["id"]] = None
             self.placed += 1
         return order
 
@@ -220,7 +226,11 @@ class Broker:
                 "initial_margin": "0", "maintenance_margin": "0", "last_maintenance_margin": "0", "sma": "0",
                 "multiplier": "1", "shorting_enabled": False, "pattern_day_trader": False,
                 "trading_blocked": False, "transfers_blocked": False, "account_blocked": False,
-                "trade_suspended_by_user": False, "daytrade_count": 0, "created_at": now()}
+                "trade_suspended_by_user": False, "daytrade_count": 0, "created_at": self.account.clock()}
+
+    def clock(self) -> dict:
+        """GET /v2/clock: the made-up market is always open."""
+        return {"timestamp": now(), "is_open": True, "next_open": now(), "next_close": now(timedelta(days=1))}
 
     # -- the fills ------------------------------------------------------------------------------
 
@@ -240,14 +250,17 @@ class Broker:
             for order_id in list(self.matched):
                 order = self.account.orders[order_id]
                 if order["status"] in CLOSED:
-                    self.matched.discard(order_id)
+                    del self.matched[order_id]
                     continue
                 price, limit = self.price(order["symbol"]), order["limit_price"]
                 if limit is not None and (price > float(limit) if order["side"] == "buy" else price < float(limit)):
                     continue
-                left = float(order["qty"]) - float(order["filled_qty"])
-                part = min(left, PART)
-                self.account.update("fill" if part == left else "partial_fill", order_id, price=price, qty=part)
+                self.fill(order_id, price, min(left(order), PART))
+
+    def fill(self, order_id: str, price: float, qty: float) -> None:
+        """qty of an open order filled at price: the order's fill, or a part of it."""
+        event = "fill" if qty >= left(self.account.orders[order_id]) else "partial_fill"
+        self.account.update(event, order_id, price=price, qty=qty)
 
 
 def positive(request: dict, field: str) -> float:
@@ -330,8 +343,8 @@ class BrokerRequest(BaseHTTPRequestHandler):
         if (method, resource) == ("DELETE", "positions") and name:
             return broker.close(name)
         if (method, resource) == ("GET", "clock") and not name:
-            return {"timestamp": now(), "is_open": True, "next_open": now(), "next_close": now(timedelta(days=1))}
-        raise Refused(HTTPStatus.NOT_FOUND, 40410000, f"the local broker does not serve {method} {path}")
+            return broker.clock()
+        raise Refused(HTTPStatus.NOT_FOUND, 40410000, f"{broker.called} does not serve {method} {path}")
 
     def pass_to_stream(self) -> None:
         """A websocket handshake (for /stream) passed to the stream server, then the bytes both

@@ -39,7 +39,12 @@ ORDER_FIELDS = ("id", "client_order_id", "created_at", "updated_at", "submitted_
 
 def now(later: timedelta = timedelta()) -> str:
     """A time as the trading API writes it, now or later by so much: RFC 3339 with nanoseconds, UTC."""
-    return (datetime.now(timezone.utc) + later).strftime("%Y-%m-%dT%H:%M:%S.%f") + "000Z"
+    return stamp(datetime.now(timezone.utc) + later)
+
+
+def stamp(when: datetime) -> str:
+    """A time as the trading API writes it: RFC 3339 with nanoseconds, UTC."""
+    return when.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f") + "000Z"
 
 
 def frame(stream: str, data: dict) -> bytes:
@@ -50,10 +55,11 @@ def frame(stream: str, data: dict) -> bytes:
 class Account:
     """The orders, cash and positions of the one account the local server plays, and the
     trading stream's clients that listen to its trade updates. Changed from the server's loop
-    and from the broker's threads: under its lock; sent from the loop, in the order made."""
+    and from the broker's threads: under its lock; sent from the loop, in the order made. Its
+    times are clock()'s: the wall clock's, or a backtest's, the recording's."""
 
-    def __init__(self, keys_accepted: Callable[[str, str], bool]) -> None:
-        self.keys_accepted = keys_accepted
+    def __init__(self, keys_accepted: Callable[[str, str], bool], clock: Callable[[], str] = now) -> None:
+        self.keys_accepted, self.clock = keys_accepted, clock
         self.lock = threading.RLock()
         self.loop: asyncio.AbstractEventLoop | None = None  # the server's, once it has started
         self.orders: dict[str, dict] = {}  # by id, in the order they were placed
@@ -71,9 +77,9 @@ class Account:
               time_in_force: str = "day") -> dict:
         """A new order, accepted: its "new" update sent to the listeners."""
         order: dict = dict.fromkeys(ORDER_FIELDS)
-        stamp, order_id = now(), str(uuid.uuid4())
-        order.update(id=order_id, client_order_id=client_order_id or str(uuid.uuid4()), created_at=stamp,
-                     updated_at=stamp, submitted_at=stamp, asset_id=str(uuid.uuid5(uuid.NAMESPACE_URL, symbol)),
+        placed_at, order_id = self.clock(), str(uuid.uuid4())
+        order.update(id=order_id, client_order_id=client_order_id or str(uuid.uuid4()), created_at=placed_at,
+                     updated_at=placed_at, submitted_at=placed_at, asset_id=str(uuid.uuid5(uuid.NAMESPACE_URL, symbol)),
                      symbol=symbol, asset_class="crypto" if "/" in symbol else "us_equity", qty=number(qty),
                      filled_qty="0", order_class="", order_type=order_type, type=order_type, side=side,
                      time_in_force=time_in_force,
@@ -91,19 +97,19 @@ class Account:
         stream that is down)."""
         with self.lock:
             order = self.orders[order_id]
-            stamp = now()
-            order["updated_at"] = stamp
-            data: dict = {"event": event, "timestamp": stamp, "order": order}
+            happened_at = self.clock()
+            order["updated_at"] = happened_at
+            data: dict = {"event": event, "timestamp": happened_at, "order": order}
             if event in ("fill", "partial_fill") and price is not None and qty is not None:
                 self.fill(order, price, qty, position_qty)
                 if order["status"] == "filled":
-                    order["filled_at"] = stamp
+                    order["filled_at"] = happened_at
                 data.update(execution_id=str(uuid.uuid4()), price=number(price), qty=number(qty),
                             position_qty=number(self.positions.get(order["symbol"], 0.0)))
             else:
                 order["status"] = status or STATUS_OF_EVENT.get(event, order["status"])
                 if event in ("canceled", "expired"):
-                    order[f"{event}_at"] = stamp
+                    order[f"{event}_at"] = happened_at
             data["order"] = dict(order)  # as it was then
             self.updates.append(data)
             log.info("order %s: %s %s %s (%s of %s filled)", order_id[:8], event, order["side"], order["symbol"],

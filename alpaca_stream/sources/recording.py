@@ -1,6 +1,7 @@
 """--replay: a recording of --json lines (python websocket_stream.py --json > FILE), read into
 the same handlers as the stream's messages, in its order: as fast as they take them, or at the
-pace of their timestamps."""
+pace of their timestamps. Through a backtest (backtest.py): trading_client() gives the
+handlers an account whose orders fill at the recording's prices."""
 
 from __future__ import annotations
 
@@ -15,9 +16,11 @@ from datetime import datetime
 from typing import Any, TextIO
 
 from alpaca_stream.errors import ConfigError
-from alpaca_stream.handlers import Route, background_finished, deliver
+from alpaca_stream.handlers import Route, background_finished
+from alpaca_stream.orders import trade_on_demand
 from alpaca_stream.records import either_market_types, from_json, from_json_line
 from alpaca_stream.session import Session
+from alpaca_stream.sources.backtest import Feed
 from alpaca_stream.subscriptions import Subscriptions
 
 log = logging.getLogger("alpaca_stream")
@@ -34,16 +37,20 @@ class Recording:
         self.path, self.speed = path, speed
         self.types = either_market_types()  # a recording of stocks and crypto pairs alike
         self.subscriptions = Subscriptions(offline=True)  # subscribe() changes nothing here
+        self.feed = Feed()
 
     async def __aenter__(self) -> Recording:
         self.file = open_recording(self.path)  # a bad file: exit 2, before anything streams
+        trade_on_demand(self.feed.open_account)  # a backtest's account, at trading_client()'s first call
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
         self.file.close()
+        trade_on_demand(None)
+        await self.feed.close()
 
     async def run(self, routes: dict[str, Route], session: Session) -> None:
-        await replay(self.file, self.speed, routes, session)
+        await replay(self.file, self.speed, routes, session, self.feed)
 
 
 def open_recording(path: str) -> TextIO:
@@ -72,11 +79,12 @@ def open_recording(path: str) -> TextIO:
     return recording
 
 
-async def replay(recording: TextIO, speed: float, routes: dict[str, Route],
-                 session: Session) -> None:
-    """--replay: the messages of a --json recording, in its order, to the same handlers; as fast
-    as they take them, or with a speed, at the pace of their timestamps times that. A broken
-    line is skipped and counted. Then it waits for the work started with in_background()."""
+async def replay(recording: TextIO, speed: float, routes: dict[str, Route], session: Session,
+                 feed: Feed) -> None:
+    """--replay: the messages of a --json recording, in its order, to the same handlers, through
+    the feed of its backtest; as fast as they take them, or with a speed, at the pace of their
+    timestamps times that. A broken line is skipped and counted. Then it waits for the work
+    started with in_background(), and the backtest's last updates are handed over."""
     log.info("replaying %s%s; Ctrl+C to stop", recording.name, f" at {speed:g}x" if speed else "")
     start: tuple[float, datetime] | None = None  # the first paced message: when, and its timestamp
     read = 0  # lines
@@ -91,10 +99,11 @@ async def replay(recording: TextIO, speed: float, routes: dict[str, Route],
             read += len(lines)
             if speed and messages:
                 start = await keep_pace(messages[0], speed, start)
-            await deliver(messages, routes, session)
+            await feed.replay(messages, routes, session)
             sys.stdout.flush()
             await asyncio.sleep(0)  # so that a Ctrl+C gets in between two batches
     await background_finished()
+    await feed.finish(routes, session)
 
 
 def from_json_lines(lines: list[str]) -> tuple[list[dict[str, Any]], list[int]]:

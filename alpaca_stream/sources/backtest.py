@@ -1,0 +1,182 @@
+"""--replay as a backtest: the recording's messages on their way to the handlers, each first
+told to the backtest's broker (server/backtest.py), if a handler has started it with
+trading_client(), so that the open orders of its symbol fill against it; then the order
+updates this made, as the trading stream's source hands them over, then the message. So an
+order placed while a handler handles a message fills on the messages after it, at their
+prices, on the recording's clock (docs/backtest.md). A replay whose handlers place no order
+starts no broker, and imports none.
+
+Work a handler leaves in the background (in_background()) is waited for before the next
+message: a recording has no wall clock to race, so an order placed that way fills where the
+same order placed in the handler itself does."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Generator, Iterator
+from datetime import datetime, timedelta, timezone
+from operator import itemgetter
+from typing import TYPE_CHECKING, Any
+
+from alpaca_stream.handlers import Route, background_finished, background_tasks, deliver
+from alpaca_stream.keys import Keys
+from alpaca_stream.session import Session
+
+if TYPE_CHECKING:
+    from alpaca_stream.server.backtest import Backtest
+
+log = logging.getLogger("alpaca_stream")
+
+BACKTEST_KEYS = Keys("backtest-key-id", "backtest-secret-key", "--replay")  # fake: the run's own broker
+KIND_AND_SYMBOL, TIME, KIND = itemgetter("T", "S"), itemgetter("t"), itemgetter("T")
+# A minute bar's timestamp is the start of its minute: it is known a minute later. A daily bar's
+# is its day's start, and it comes every minute of the day: it does not move the clock.
+MINUTE, MINUTE_BARS, BARS = timedelta(minutes=1), frozenset("bu"), frozenset("bud")
+EPOCH = datetime.min.replace(tzinfo=timezone.utc)
+
+
+class Feed:
+    """A recording's messages through the backtest, batch after batch: what the broker needs to
+    know of them (the last message of each kind and symbol, for its prices; the latest time)
+    and, once it has started, the matching and the updates before each message."""
+
+    def __init__(self) -> None:
+        self.last: dict[tuple[str, str], dict[str, Any]] = {}  # (kind, symbol) -> its last message
+        self.latest = EPOCH  # the recording's time: the latest of the messages handed over
+        self.broker: Backtest | None = None
+        self.starting = threading.Lock()  # trading_client() may be called from two threads at once
+        self.batch: list[dict[str, Any]] = []
+        self.rest: Iterator[dict[str, Any]] = iter(self.batch)  # what of it is still to hand over
+        self.handed = 0  # the account's updates handed over
+        self.waiting: dict[str, Any] | None = None  # a message still to be handed over, its updates first
+        self.matched = False  # whether the waiting one has been matched
+        self.paused = False  # the last hand-over stopped for a handler's background work
+
+    async def replay(self, messages: list[dict[str, Any]], routes: dict[str, Route], session: Session) -> None:
+        """A batch of the recording to the handlers, each message after its updates; after a
+        message whose handler left work in the background, that work is waited for."""
+        kinds = set(map(KIND, messages))
+        if "trade_update" in kinds:  # the recording's account's: the backtest's makes its own
+            kept = [message for message in messages if message["T"] != "trade_update"]
+            session.passed_over += len(messages) - len(kept)
+            messages = kept
+        self.batch, self.rest = messages, iter(messages)
+        traded_before = self.broker is not None
+        while True:
+            self.paused = False
+            await deliver(self.handing_over(session), routes, session)
+            if not self.paused or session.stopping:
+                break
+            await background_finished()
+        if not traded_before and self.broker is None:  # else it has seen each one
+            self.see(messages, kinds)
+
+    def handing_over(self, session: Session) -> Iterator[dict[str, Any]]:
+        """The rest of the batch; with the broker started, each message told to it first and its
+        updates before it. It stops after a message that left work in the background (paused),
+        to go on from there. (The hot loop of a replay: without a broker, it does nothing more
+        than hand over; what the broker will need is seen after the batch, in bulk.)"""
+        if self.broker is None:
+            for message in self.rest:
+                yield message
+                if background_tasks:
+                    self.paused = True
+                    return
+                if self.broker is not None:  # started by this message's handler
+                    break
+            else:
+                return
+        if self.waiting is not None and (yield from self.hand_over(self.waiting, session)):
+            return  # paused again
+        for message in self.rest:
+            if (yield from self.hand_over(message, session)):
+                return
+
+    def hand_over(self, message: dict[str, Any], session: Session) -> Generator[dict[str, Any], None, bool]:
+        """A message with the broker started: first the updates of the orders the handlers
+        placed since the last one, then it is seen and matched, then the fills it made, then
+        itself. True if it paused for work a handler left in the background (resumed with the
+        message waiting)."""
+        assert self.broker is not None
+        if self.waiting is None:
+            self.waiting, self.matched = message, False
+        if not self.matched:
+            if (yield from self.updates(session)):
+                return True
+            self.see([message])
+            self.broker.match_on(message)
+            self.matched = True
+        if (yield from self.updates(session)):
+            return True
+        self.waiting = None
+        yield message
+        if background_tasks:
+            self.paused = True
+            return True
+        return False
+
+    def see(self, messages: list[dict[str, Any]], kinds: set[str] | None = None) -> None:
+        """What the broker needs to know of these messages, handed over: the last of each kind
+        and symbol, the latest time. In bulk where it can (every message with a symbol and an
+        aware time, no bar: a recording of trades and quotes), else one by one. kinds: theirs,
+        if known."""
+        try:
+            if not (set(map(KIND, messages)) if kinds is None else kinds) & BARS:
+                latest = max(map(TIME, messages), default=self.latest)
+                self.last.update(zip(map(KIND_AND_SYMBOL, messages), messages))
+                self.latest = max(self.latest, latest)
+                return
+        except (KeyError, TypeError):  # news (no symbol), a time missing or with no zone
+            pass
+        for message in messages:
+            kind, when = message["T"], message.get("t")
+            if "S" in message:
+                self.last[kind, message["S"]] = message
+            if isinstance(when, datetime) and when.tzinfo is not None and kind != "d":
+                self.latest = max(self.latest, when + MINUTE if kind in MINUTE_BARS else when)
+
+    def updates(self, session: Session) -> Generator[dict[str, Any], None, bool]:
+        """The account's updates not handed over yet, as the trading stream's source hands them;
+        True if it stopped after one that left work in the background."""
+        assert self.broker is not None
+        made = self.broker.account.updates
+        while self.handed < len(made):
+            update = {**made[self.handed], "T": "trade_update"}
+            self.handed += 1
+            session.order_events[update["event"]] += 1
+            yield update
+            if background_tasks:
+                self.paused = True
+                return True
+        return False
+
+    async def finish(self, routes: dict[str, Route], session: Session) -> None:
+        """At the recording's end: the updates of the orders the last handlers placed (and of
+        those their handlers place in turn), then the backtest's tally for the summary."""
+        if self.broker is None:
+            return
+        while self.handed < len(self.broker.account.updates) and not session.stopping:
+            await deliver(self.updates(session), routes, session)
+            await background_finished()
+        session.backtest = self.broker.tally()
+
+    def open_account(self) -> tuple[str, Keys]:
+        """trading_client()'s first call: the backtest's broker started, its URL and keys."""
+        with self.starting:
+            if self.broker is None:
+                from alpaca_stream.server.backtest import Backtest
+
+                # What came before: the batch up to the message being handled, as the rest of it
+                # is now seen one by one.
+                self.see(self.batch[:len(self.batch) - self.rest.__length_hint__()])  # type: ignore[attr-defined]
+                broker = Backtest(self.last, lambda: self.latest, keys=(BACKTEST_KEYS.key, BACKTEST_KEYS.secret))
+                broker.start()
+                self.broker = broker
+                log.info("a backtest: orders fill at the recording's prices,\non its clock (docs/backtest.md)")
+            return self.broker.url, BACKTEST_KEYS
+
+    async def close(self) -> None:
+        if self.broker is not None:
+            await asyncio.to_thread(self.broker.stop)
