@@ -149,8 +149,9 @@ def parse_args(argv: list[str] | None, doc: str | None = None) -> argparse.Names
     parser.add_argument("--log-format", choices=("text", "json"), default="text",
                         help="json: one object per log line on stderr, for log collectors")
     args = parser.parse_intermixed_args(argv)  # symbols after options too: SPY --quotes TSLA
-    if any(not symbol.strip() for symbol in args.symbols):  # '' names the folder: not the shell's *
-        parser.error("a symbol is empty (''): leave it out, or name one, as SPY")
+    # '' names the folder, which exists: said here, not taken below for what the shell made of *
+    for blank in (symbol for symbol in args.symbols if not symbol.strip()):
+        parser.error(f"a symbol is empty ({shlex.quote(blank)}): leave it out, or name one, as SPY")
     if args.symbols and all(Path(name).exists() for name in args.symbols) and \
             not all(SYMBOL.fullmatch(name.upper()) for name in args.symbols):
         parser.error("the shell expanded * into the file names here: quote it, '*'")
@@ -285,10 +286,11 @@ def option_fault(contract: str) -> str:
     return "its strike (the last 8 digits) is 0" if int(strike) == 0 else ""
 
 
-def url_fault(url: str, schemes: tuple[str, ...], path: bool = False) -> str:
+def url_fault(url: str, schemes: tuple[str, ...], path: bool = False, listening: bool = False) -> str:
     """What is wrong with url, for an option that takes these schemes (and a path after the
     host, if path); "" if nothing. Checked before any connection, which would take these faults
-    for the network's and retry for ever."""
+    for the network's and retry for ever. listening: the address of a server of ours (--serve),
+    where port 0 means any free port; a server to connect to has none."""
     if not url.startswith(tuple(f"{scheme}://" for scheme in schemes)):
         return "it must start with " + " or ".join(f"{scheme}://" for scheme in schemes)
     if any(character.isspace() for character in url):
@@ -304,6 +306,8 @@ def url_fault(url: str, schemes: tuple[str, ...], path: bool = False) -> str:
         parts.port  # noqa: B018  (a port that is not a number of 0 to 65535 raises ValueError)
     except ValueError:
         return "its port is not a number from 0 to 65535"
+    if parts.port == 0 and not listening:
+        return "its port is 0: a server's port is a number from 1 to 65535"
     if not host:
         return f"it has no host: {schemes[0]}://HOST:PORT"
     if "[" not in parts.netloc and not HOST.fullmatch(host):
@@ -324,7 +328,7 @@ def serve_address(parser: argparse.ArgumentParser, address: str, keyless: bool) 
     url = f"ws://{host or '127.0.0.1'}:{port}"
     if not port:
         parser.error(f"--serve takes [HOST:]PORT: no port in {shlex.quote(address)}")
-    if fault := url_fault(url, ("ws",)):
+    if fault := url_fault(url, ("ws",), listening=True):
         parser.error(f"--serve {shlex.quote(address)}: {fault}")
     parts = urlsplit(url)
     assert parts.hostname is not None and parts.port is not None  # as url_fault() found

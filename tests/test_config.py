@@ -279,6 +279,7 @@ BAD_URLS = [("[::1", "an IPv6 address goes whole in brackets, as [::1]"),
             ("", "it has no host: {scheme}://HOST:PORT"),
             ("127.0.0.1:abc", "its port is not a number from 0 to 65535"),
             ("127.0.0.1:99999", "its port is not a number from 0 to 65535"),
+            ("127.0.0.1:0", "its port is 0: a server's port is a number from 1 to 65535"),
             ("a b:1", "it has a space"),
             ("a<b:1", "its host, a<b, is not a name or an address"),
             ("127.0.0.1:1/v2/iex#here", "it has a #fragment, which means nothing to a server")]
@@ -367,12 +368,13 @@ def test_a_star_expanded_by_the_shell_is_recognised(tmp_path, monkeypatch, capsy
     assert "the shell expanded * into the file names here: quote it, '*'" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("argv", [["--demo", ""], ["--demo", "SPY", ""], ["SPY", " "]])
-def test_an_empty_symbol_is_said_to_be_empty(argv, capsys):
+@pytest.mark.parametrize(("argv", "shown"), [(["--demo", ""], "''"), (["--demo", "SPY", ""], "''"),
+                                             (["SPY", " "], "' '")])
+def test_an_empty_symbol_is_said_to_be_empty(argv, shown, capsys):
     with pytest.raises(SystemExit) as exited:
         parse_args(argv)
     assert exited.value.code == EXIT_USAGE
-    assert "error: a symbol is empty ('')" in capsys.readouterr().err
+    assert f"error: a symbol is empty ({shown})" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(("typed", "meant"), [("--qoutes", "--quotes"), ("--jsno", "--json"),

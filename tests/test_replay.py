@@ -186,8 +186,10 @@ def test_broken_lines_are_skipped_and_counted_with_one_warning_and_the_rest_repl
      (b"\x00\x01\x02" * 100, "is not a recording"), (b'{"kind": "trade"}\n', "is not a recording"),
      # A README with two messages in its examples: its other lines are not a recording's broken ones.
      (f"# A README\n\n{trade_line(1)}\nSome text.\n{trade_line(2)}\n```\n".encode(),
-      "notes.txt is not a recording: 4 of its first 6 lines are not messages as --json prints them")],
-    ids=["empty", "text", "binary", "JSON, not of --json", "more text than messages"],
+      "notes.txt is not a recording: 4 of its first 6 lines are not messages as --json prints them"),
+     # Recorded with the README's VWAP example in on_trade: its lines, not the messages.
+     (b"block: 28700 TSLA at 350.12, +0.013% from the VWAP of 350.07\n", "with handlers that call show()")],
+    ids=["empty", "text", "binary", "JSON, not of --json", "more text than messages", "a bot's own printout"],
 )
 def test_a_file_that_is_not_a_recording_exits_2_saying_so_and_handles_nothing(tmp_path, content, says):
     recording = tmp_path / "notes.txt"

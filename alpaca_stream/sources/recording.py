@@ -71,10 +71,11 @@ def open_recording(path: str) -> TextIO:
     messages, broken = from_json_lines(first)
     if not first or len(broken) > len(messages):
         recording.close()
-        why = "is empty" if not first else (f"is not a recording: {len(broken)} of its first {len(first)} "
-                                            "lines are not messages as --json prints them")
-        raise ConfigError(f"--replay: {path} {why}. To record one:\n"
-                          "python websocket_stream.py --demo --json > session.jsonl")
+        why = "is empty. To record one:" if not first else (
+            f"is not a recording: {len(broken)} of its first {len(first)} lines are not messages as "
+            "--json prints them. To record one, with handlers that call show() (as the script's own "
+            "do: what yours print is recorded in their place):")
+        raise ConfigError(f"--replay: {path} {why}\npython websocket_stream.py --demo --json > session.jsonl")
     recording.seek(0)
     return recording
 
