@@ -491,7 +491,10 @@ def from_json(fields: dict[str, Any]) -> dict[str, Any]:
     message["T"] = wire_type
     for key in TIMES:
         if isinstance(message.get(key), str):  # an order book's "r" is its reset, not a time
-            message[key] = datetime.fromisoformat(message[key])
+            try:
+                message[key] = datetime.fromisoformat(message[key])
+            except ValueError:  # a Z, which Python 3.10 does not read: a message a student wrote
+                message[key] = rfc3339(message[key])
     return message
 
 
