@@ -105,7 +105,7 @@ class Backtest(Broker):
             raise Refused(HTTPStatus.FORBIDDEN, 40310000, "insufficient buying power")
 
     def margin(self, cash: float, equity: float, exposure: float) -> dict[str, float | str | bool]:
-        """A margin account, as Alpaca paper's (Reg T, multiplier 2): half of what it holds,
+        """A margin account, by Reg T's rule (multiplier 2): half of what it holds,
         long or short, is its initial margin, and its buying power twice the equity beyond
         that; a pair or an option is bought with cash (not marginable)."""
         power = max(MARGIN * equity - exposure, 0.0)
