@@ -33,7 +33,7 @@ from alpaca_stream.channels import (
 )
 from alpaca_stream.errors import EXIT_USAGE
 from alpaca_stream.logs import fitted
-from alpaca_stream.orders import LIVE_API, PAPER_API
+from alpaca_stream.orders import LIVE_API, PAPER_API, Costs
 from alpaca_stream.outputs.serve import is_loopback
 from alpaca_stream.session import NEW_YORK
 from alpaca_stream.sources.crypto import ALPACA_CRYPTO_STREAM
@@ -84,6 +84,7 @@ class Settings:
     serve: tuple[str, int] | None = None  # a host and port to serve Alpaca's protocol on
     trade_updates: bool = False  # the account's order updates, from the trading API at trading_url
     trading_url: str = PAPER_API  # its base: https://HOST (its stream at /stream, its REST under /v2/)
+    costs: Costs = field(default_factory=Costs)  # with replay: the backtest's cash, latency, slippage, fee
 
 
 def parse_args(argv: list[str] | None, doc: str | None = None) -> argparse.Namespace:
@@ -127,6 +128,15 @@ def parse_args(argv: list[str] | None, doc: str | None = None) -> argparse.Names
                        "(no keys needed)")
     parser.add_argument("--replay-speed", type=float, metavar="N", help="with --replay: N times "
                         "the recorded pace (1: as recorded); default: as fast as it goes")
+    backtest = parser.add_argument_group("a backtest (--replay with handlers that place orders)")
+    backtest.add_argument("--cash", type=float, metavar="DOLLARS",
+                          help=f"the account's cash to start with (default {Costs.cash:,.0f})")
+    backtest.add_argument("--latency", type=float, metavar="MS", help="an order reaches the market this "
+                          "much later, in the recording's time (default 0)")
+    backtest.add_argument("--slippage", type=float, metavar="BPS", help="fills worse by so many basis "
+                          "points, never beyond a limit (default 0)")
+    backtest.add_argument("--fee-bps", type=float, metavar="BPS", help="a fee on each fill's value, in "
+                          "basis points, from the cash (default 0)")
     parser.add_argument("--publish", metavar="NATS_URL", help="also publish every message to a NATS server, "
                         "for more bots on one Alpaca connection: nats://127.0.0.1:4222")
     parser.add_argument("--serve", metavar="[HOST:]PORT",
@@ -202,6 +212,7 @@ def parse_args(argv: list[str] | None, doc: str | None = None) -> argparse.Names
     if args.replay_speed is not None and not 0 < args.replay_speed < math.inf:
         parser.error("--replay-speed takes a number above 0:\n"
                      "1 is the recorded pace, 2 twice as fast")
+    backtest_checks(parser, args)
     # Trades unless channels are named; --trade-updates alone streams the order updates alone.
     args.channels = [name for option, name in CHANNELS.items() if getattr(args, option)] or (
         [] if args.trade_updates else ["trades"])
@@ -251,6 +262,25 @@ def other_markets_checks(parser: argparse.ArgumentParser, args: argparse.Namespa
             said = ", ".join(SAID[name] for name in named.values())
             parser.error(f"{', '.join(contracts)} would get nothing:\n{said} {kind};\n"
                          f"name {market} channel too, as {example}")
+
+
+# A backtest's options: each one's range, and what it is said to be.
+COSTS = {"cash": (0.0, math.inf, False, "a number of dollars above 0"),
+         "latency": (0.0, math.inf, True, "a number of milliseconds, 0 or more"),
+         "slippage": (0.0, 1000.0, True, "a number of basis points from 0 to 1000"),
+         "fee_bps": (0.0, 1000.0, True, "a number of basis points from 0 to 1000")}
+
+
+def backtest_checks(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """--cash, --latency, --slippage and --fee-bps: with --replay, each a number in its range."""
+    for option, (low, high, low_taken, said) in COSTS.items():
+        value, name = getattr(args, option), f"--{option.replace('_', '-')}"
+        if value is None:
+            continue
+        if args.replay is None:
+            parser.error(f"{name} goes with --replay FILE: it is a backtest's")
+        if not (low <= value if low_taken else low < value) or not value <= high or value == math.inf:
+            parser.error(f"{name} takes {said}")
 
 
 def trading_checks(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
@@ -375,7 +405,9 @@ def settings_from(args: argparse.Namespace) -> Settings:
                         args.demo or args.test_stream), publish=args.publish or "", source=args.source or "",
                     durable=args.durable or "", replay=args.replay, trade_updates=args.trade_updates,
                     trading_url=args.trading_url or (LIVE_API if args.live else PAPER_API),
-                    replay_speed=args.replay_speed or 0.0, serve=args.serve)
+                    replay_speed=args.replay_speed or 0.0, serve=args.serve, costs=Costs(
+                        cash=Costs.cash if args.cash is None else args.cash, latency=(args.latency or 0.0) / 1000,
+                        slippage_bps=args.slippage or 0.0, fee_bps=args.fee_bps or 0.0))
 
 
 def data_timeout(args: argparse.Namespace) -> float:

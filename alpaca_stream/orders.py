@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -26,6 +27,17 @@ if TYPE_CHECKING:
 log = logging.getLogger("alpaca_stream")
 
 PAPER_API, LIVE_API = "https://paper-api.alpaca.markets", "https://api.alpaca.markets"
+
+
+@dataclass(frozen=True)
+class Costs:
+    """What a backtest's account starts with and what its orders cost beyond their price:
+    --cash, --latency, --slippage and --fee-bps."""
+
+    cash: float = 100_000.0  # dollars, as a new paper account of Alpaca's
+    latency: float = 0.0  # seconds of the recording's time an order takes to reach the market
+    slippage_bps: float = 0.0  # basis points a fill is worse than the recording's price
+    fee_bps: float = 0.0  # basis points of a fill's notional taken from the cash
 
 
 def is_live(url: str) -> bool:

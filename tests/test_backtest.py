@@ -24,6 +24,7 @@ import websocket_stream as ws
 from alpaca_stream import in_background, orders
 from alpaca_stream.records import KIND, Record, TradeUpdate
 from alpaca_stream.server.fills import fills
+from alpaca_stream.session import NEW_YORK
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -51,16 +52,17 @@ def bar(minute: int, open: float, high: float, low: float, close: float) -> dict
             "close": close, "volume": 1000}
 
 
-def market(qty: float, side: str = "buy", symbol: str = "SPY") -> Any:
+def market(qty: float, side: str = "buy", symbol: str = "SPY", **terms: Any) -> Any:
     from alpaca.trading.requests import MarketOrderRequest
 
-    return MarketOrderRequest(symbol=symbol, qty=qty, side=side, time_in_force="day")
+    return MarketOrderRequest(symbol=symbol, qty=qty, side=side, **{"time_in_force": "day", **terms})
 
 
-def limit(qty: float, price: float, side: str = "buy", symbol: str = "SPY") -> Any:
+def limit(qty: float, price: float, side: str = "buy", symbol: str = "SPY", **terms: Any) -> Any:
     from alpaca.trading.requests import LimitOrderRequest
 
-    return LimitOrderRequest(symbol=symbol, qty=qty, side=side, time_in_force="day", limit_price=price)
+    return LimitOrderRequest(symbol=symbol, qty=qty, side=side, limit_price=price,
+                             **{"time_in_force": "day", **terms})
 
 
 Plan = dict[int, Callable[[Any], object]]  # the market message's number -> what its handler does with the client
@@ -96,12 +98,14 @@ class Bot:
         return {**dict.fromkeys(KIND.values(), self.market), "trade_update": self.trade_update}
 
 
-def backtest(tmp_path: Path, lines: list[dict], plan: Plan, background: bool = False) -> Bot:
-    """The script, in this process, replaying these lines through a Bot with this plan."""
+def backtest(tmp_path: Path, lines: list[dict], plan: Plan, background: bool = False,
+             options: tuple[str, ...] = ()) -> Bot:
+    """The script, in this process, replaying these lines through a Bot with this plan (and
+    these options of the command line)."""
     recording = tmp_path / "recording.jsonl"
     recording.write_text("".join(json.dumps(line) + "\n" for line in lines), encoding="utf-8")
     bot = Bot(plan, background)
-    assert ws.main(["--replay", str(recording), "--quiet"], handlers=bot.handlers) == 0
+    assert ws.main(["--replay", str(recording), "--quiet", *options], handlers=bot.handlers) == 0
     return bot
 
 
@@ -259,6 +263,162 @@ def test_the_fill_model_shares_a_quotes_size_among_the_orders_in_the_order_they_
     assert fills(orders_, message, quoted=True, traded=False) == [("a", 1.1, 30), ("b", 1.1, 10)]
     before = {**message, "t": datetime(2025, 10, 31, 15, tzinfo=timezone.utc), "as": 1}  # one round lot then
     assert fills(orders_, before, quoted=True, traded=False) == [("a", 1.1, 30), ("b", 1.1, 30)]
+
+
+# -- stops, time in force, hours ----------------------------------------------------------------
+
+
+def stop(qty: float, price: float, side: str = "buy", limit_at: float | None = None) -> Any:
+    from alpaca.trading.requests import StopLimitOrderRequest, StopOrderRequest
+
+    if limit_at is None:
+        return StopOrderRequest(symbol="SPY", qty=qty, side=side, time_in_force="day", stop_price=price)
+    return StopLimitOrderRequest(symbol="SPY", qty=qty, side=side, time_in_force="day", stop_price=price,
+                                 limit_price=limit_at)
+
+
+def test_a_stop_triggered_by_a_trade_at_or_through_it_fills_as_a_market_order_from_the_next_message(tmp_path):
+    trades = [trade(0, 10.0, 100), trade(1, 10.3, 100), trade(2, 10.4, 100), trade(3, 10.6, 100)]
+    bot = backtest(tmp_path, trades, {1: lambda client: client.submit_order(stop(10, 10.4))})
+    # 10.3 is below the stop; 10.4 reaches it, and gives no fill itself: the next trade does.
+    assert filled(bot) == [("fill", 10.6, 10, WHEN + timedelta(seconds=3))]
+
+
+def test_with_quotes_alone_a_sell_stop_limit_triggers_on_the_bid_then_fills_as_a_limit(tmp_path):
+    quotes = [quote(0, 100.0, 100, 100.1, 100), quote(1, 99.6, 100, 99.7, 100), quote(2, 99.1, 100, 99.2, 100),
+              quote(3, 99.3, 100, 99.4, 100)]
+    bot = backtest(tmp_path, quotes, {1: lambda client: client.submit_order(stop(10, 99.6, "sell", 99.25))})
+    # 99.6 triggers it; 99.1 is under its limit; 99.3 is over it: a short sale of 10 at that bid.
+    assert filled(bot) == [("fill", 99.3, 10, WHEN + timedelta(seconds=3))]
+
+
+def test_a_trailing_stop_and_a_bracket_are_refused_with_what_the_backtest_takes(tmp_path):
+    from alpaca.common.exceptions import APIError
+    from alpaca.trading.requests import StopLossRequest, TakeProfitRequest, TrailingStopOrderRequest
+
+    refusals: list[tuple[int, str]] = []
+
+    def place(client: Any) -> None:
+        for order in (TrailingStopOrderRequest(symbol="SPY", qty=1, side="buy", time_in_force="day",
+                                               trail_percent=1.0),
+                      market(1, order_class="bracket", take_profit=TakeProfitRequest(limit_price=700.0),
+                             stop_loss=StopLossRequest(stop_price=500.0)),
+                      market(1, time_in_force="opg")):
+            with pytest.raises(APIError) as refused:
+                client.submit_order(order)
+            refusals.append((refused.value.status_code, json.loads(str(refused.value))["message"]))
+
+    bot = backtest(tmp_path, QUOTES[:2], {1: place})
+    assert refusals == [
+        (422, "the backtest takes market, limit, stop and stop_limit orders, not trailing_stop"),
+        (422, "the backtest takes simple orders, not bracket"),
+        (422, "the backtest takes time in force day, gtc, ioc and fok, not opg")]
+    assert bot.updates == []
+
+
+def test_ioc_fills_what_the_next_quote_offers_and_is_canceled_and_fok_all_or_nothing(tmp_path):
+    quotes = [quote(0, 599.9, 100, 600.1, 50), quote(1, 599.95, 100, 600.2, 30), quote(2, 600.0, 100, 600.3, 100)]
+    bot = backtest(tmp_path, quotes, {1: lambda client: (client.submit_order(market(20, time_in_force="ioc")),
+                                                         client.submit_order(market(20, time_in_force="fok")))})
+    one_second = WHEN + timedelta(seconds=1)
+    assert [(seen[0], seen[2]) for seen in bot.seen if seen[0] != "message"] == [
+        ("new", None), ("new", None), ("fill", 20), ("canceled", None)]  # 10 left of 30: fok takes none
+    assert bot.updates[-1].timestamp == one_second
+    bot = backtest(tmp_path, quotes, {1: lambda client: client.submit_order(market(40, time_in_force="ioc"))})
+    assert [(seen[0], seen[2], seen[3]) for seen in bot.seen if seen[0] != "message"] == [
+        ("new", None, WHEN), ("partial_fill", 30, one_second), ("canceled", None, one_second)]
+
+
+def new_york(hour: int, minute: int = 0, day: int = 2) -> datetime:
+    return datetime(2026, 12, day, hour, minute, tzinfo=NEW_YORK)
+
+
+def quote_at(when: datetime, bid: float, ask: float, symbol: str = "SPY") -> dict:
+    return {**quote(0, bid, 100, ask, 100, symbol), "timestamp": when.isoformat()}
+
+
+def test_a_day_order_expires_at_the_close_when_a_message_after_it_comes_stamped_at_the_close(tmp_path):
+    quotes = [quote_at(new_york(10), 599.9, 600.1), quote_at(new_york(15, 30), 599.9, 600.1),
+              quote_at(new_york(16, 5), 598.0, 598.1), quote_at(new_york(9, 45, day=3), 589.0, 589.1)]
+    bot = backtest(tmp_path, quotes, {1: lambda client: (client.submit_order(limit(5, 590.0)),
+                                                         client.submit_order(limit(5, 590.0, time_in_force="gtc")))})
+    assert bot.seen[3:] == [("message", 2), ("expired", None, None, new_york(16)), ("message", 3),
+                            ("fill", 589.1, 5, new_york(9, 45, day=3)), ("message", 4)]  # the gtc, the next day
+
+
+def test_outside_regular_hours_a_market_order_waits_for_the_open_an_extended_hours_limit_does_not(tmp_path):
+    quotes = [quote_at(new_york(8), 90_000, 90_010, "BTC/USD"), quote_at(new_york(8), 599.0, 599.2),
+              quote_at(new_york(8, 30), 599.4, 599.5), quote_at(new_york(8, 30), 90_000, 90_010, "BTC/USD"),
+              quote_at(new_york(9, 30), 600.0, 600.1)]
+
+    def place(client: Any) -> None:
+        client.submit_order(market(1))
+        client.submit_order(limit(2, 599.6))
+        client.submit_order(limit(3, 599.6, extended_hours=True))
+        client.submit_order(market(0.1, symbol="BTC/USD", time_in_force="gtc"))  # a pair trades at any hour
+
+    bot = backtest(tmp_path, quotes, {2: place})
+    # The limit without extended hours waits too: at 8:30 the ask is under its 599.6, at 9:30 over.
+    assert [(price, qty, when) for _, price, qty, when in filled(bot)] == [
+        (599.5, 3, new_york(8, 30)), (90_010, 0.1, new_york(8, 30)), (600.1, 1, new_york(9, 30))]
+
+
+# -- the account: short sales, buying power, options, the costs ----------------------------------
+
+
+def test_a_stock_is_sold_short_in_a_margin_account_a_pair_is_not_and_buying_power_is_enforced(tmp_path):
+    from alpaca.common.exceptions import APIError
+
+    lines = [quote(0, 99.9, 100, 100.1, 100), quote(1, 99.9, 100, 100.1, 100, "BTC/USD"),
+             quote(2, 100.0, 1000, 100.2, 1000), quote(3, 99.8, 1000, 100.0, 1000)]
+    got: dict[str, Any] = {}
+
+    def place(client: Any) -> None:
+        got["before"] = client.get_account()
+        client.submit_order(market(10, "sell"))
+        for order in (market(1, "sell", "BTC/USD"), market(2001, "buy")):  # 2001 * 100 > 200,000
+            with pytest.raises(APIError) as refused:
+                client.submit_order(order)
+            got.setdefault("refused", []).append((refused.value.status_code, json.loads(str(refused.value))["message"]))
+
+    bot = backtest(tmp_path, lines, {2: place, 4: lambda client: got.update(after=client.get_account())})
+    before, after = got["before"], got["after"]
+    assert (before.multiplier, before.shorting_enabled, float(before.buying_power)) == ("2", True, 200_000)
+    assert got["refused"] == [(403, "insufficient qty available for order (requested: 1, available: 0)"),
+                              (403, "insufficient buying power")]
+    assert filled(bot) == [("fill", 100.0, 10, WHEN + timedelta(seconds=2))]
+    # Reg T: twice the equity, less what is held short (10 at the midpoint of 99.8 and 100.0)
+    assert float(after.cash) == 101_000 and float(after.short_market_value) == pytest.approx(-999)
+    assert float(after.buying_power) == pytest.approx(2 * (101_000 - 999) - 999)
+
+
+def test_an_options_premium_moves_a_hundred_times_its_price_in_cash_and_in_its_positions_value(tmp_path):
+    contract = "AAPL261218C00250000"
+    lines = [quote(0, 2.4, 10, 2.5, 10, contract), quote(1, 2.4, 10, 2.5, 10, contract)]
+    got: dict[str, Any] = {}
+    backtest(tmp_path, lines, {1: lambda client: client.submit_order(market(1, symbol=contract)),
+                               2: lambda client: got.update(account=client.get_account(),
+                                                            position=client.get_open_position(contract))})
+    assert float(got["account"].cash) == 100_000 - 250
+    assert (got["position"].asset_class, float(got["position"].market_value)) == ("us_option", 245)
+
+
+def test_cash_latency_slippage_and_fee_options_change_the_fills_and_the_summary_says_so(tmp_path, caplog):
+    got: list[Any] = []
+    bot = backtest(tmp_path, QUOTES[:5], {1: lambda client: (got.append(client.get_account()),
+                                                             client.submit_order(market(10)),
+                                                             client.submit_order(limit(10, 600.125))),
+                                          5: lambda client: got.append(client.get_account())},
+                   options=("--cash", "25000", "--latency", "1500", "--slippage", "10", "--fee-bps", "5"))
+    assert float(got[0].cash) == 25_000
+    # placed at 0 s, at the market at 1.5 s: the quote of 2 s, its ask 600.12, 10 bps worse; the
+    # limit at its limit, never beyond
+    assert filled(bot) == [("fill", pytest.approx(600.12 * 1.001), 10, WHEN + timedelta(seconds=2)),
+                           ("fill", 600.125, 10, WHEN + timedelta(seconds=2))]
+    bought = (600.12 * 1.001 + 600.125) * 10
+    assert float(got[1].cash) == pytest.approx(25_000 - bought - bought * 5 / 10_000)  # $6.00 of fees
+    said = " ".join(caplog.text.split())
+    assert "backtest: orders 2, fills 2, open at the end 0, fees $6.00 (5 bps), slippage 10 bps" in said
 
 
 # -- the script ---------------------------------------------------------------------------------

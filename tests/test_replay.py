@@ -251,6 +251,14 @@ sys.exit(run.exit_status)"""
         (["--replay", "x", "--replay-speed", "-1"], "--replay-speed takes a number above 0"),
         (["--replay", "x", "--replay-speed", "inf"], "--replay-speed takes a number above 0"),
         (["--replay", "x", "--replay-speed", "nan"], "--replay-speed takes a number above 0"),
+        # a backtest's options (tests/test_backtest.py)
+        (["--cash", "1000"], "--cash goes with --replay FILE: it is a backtest's"),
+        (["--replay", "x", "--cash", "0"], "--cash takes a number of dollars above 0"),
+        (["--replay", "x", "--cash", "inf"], "--cash takes a number of dollars above 0"),
+        (["--replay", "x", "--latency", "-1"], "--latency takes a number of milliseconds, 0 or more"),
+        (["--replay", "x", "--slippage", "1001"], "--slippage takes a number of basis points from 0 to 1000"),
+        (["--replay", "x", "--fee-bps", "nan"], "--fee-bps takes a number of basis points from 0 to 1000"),
+        (["--replay", "x", "--fee-bps", "ten"], "--fee-bps: invalid float value: 'ten'"),
     ],
 )
 def test_replay_options_used_wrongly_exit_2_saying_why(arguments, error, capsys):

@@ -9,33 +9,57 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from http import HTTPStatus
 from typing import Any
 
-from alpaca_stream.server.broker import Broker, unprocessable
-from alpaca_stream.server.fills import fills, price_of
-from alpaca_stream.server.trading import CLOSED, Account, stamp
+from alpaca_stream.channels import market_of_symbol
+from alpaca_stream.orders import Costs
+from alpaca_stream.server.broker import Broker, Refused, listed, short_of, unprocessable
+from alpaca_stream.server.fills import book, fills, price_of, slipped, triggered
+from alpaca_stream.server.trading import CLOSED, Account, contract_size, stamp
 from alpaca_stream.session import CLOSES, OPENS, market_open, next_on_a_weekday
 
 log = logging.getLogger("alpaca_stream")
 
 FILLED = ("fill", "partial_fill")
 PRICED = ("q", "t", "b", "u", "d")  # the kinds that tell a price, the best first
+TIMES_IN_FORCE = ("day", "gtc", "ioc", "fok")
+MARGIN = 2.0  # Reg T: a margin account buys stocks for twice its equity, less what it holds
+
+
+@dataclass
+class Terms:
+    """What the backtest keeps of an order beside what the account does: when it reaches the
+    market (placed, plus the latency), when it expires (a day order, at the close), and whether
+    its stop has been triggered."""
+
+    reaches: datetime
+    expires: datetime | None
+    triggered: bool = False
 
 
 class Backtest(Broker):
     """The paper broker of a recording: last, the last message of each kind ("q", "t", ...) and
     symbol handed over so far; latest(): the recording's time, the latest timestamp of those
-    messages; keys: those it takes (fake: the broker is the run's own)."""
+    messages; keys: those it takes (fake: the broker is the run's own); costs: its cash, and
+    what its orders cost beyond their price. A margin account, which may sell stocks short."""
 
     matches_by_itself = False
     called = "the backtest"
+    order_types = ("market", "limit", "stop", "stop_limit")
 
     def __init__(self, last: Mapping[tuple[str, str], dict[str, Any]], latest: Callable[[], datetime],
-                 keys: tuple[str, str]) -> None:
+                 keys: tuple[str, str], costs: Costs | None = None) -> None:
+        costs = costs or Costs()
         account = Account(lambda key, secret: (key, secret) == keys, clock=lambda: stamp(latest()))
+        account.cash = costs.cash
         super().__init__(account, {}, lambda: 0)
-        self.last, self.latest = last, latest
+        self.last, self.latest, self.costs = last, latest, costs
+        self.terms: dict[str, Terms] = {}  # by order id
+        self.fees = 0.0  # dollars taken from the cash
+        self.next_expiry: datetime | None = None  # the earliest close an open day order expires at
 
     def price(self, symbol: str) -> float:
         """The symbol's price as the recording has told it so far: its last quote's midpoint,
@@ -54,28 +78,127 @@ class Backtest(Broker):
                 "next_open": stamp(next_on_a_weekday(when, OPENS)),
                 "next_close": stamp(next_on_a_weekday(when, CLOSES))}
 
+    # -- the orders it takes ------------------------------------------------------------------
+
+    def check_terms(self, order_type: str, time_in_force: str, extended_hours: bool) -> None:
+        if time_in_force not in TIMES_IN_FORCE:
+            raise unprocessable(f"{self.called} takes time in force {listed(TIMES_IN_FORCE)}, not {time_in_force}")
+        if extended_hours and (order_type, time_in_force) != ("limit", "day"):
+            raise unprocessable("extended hours order must be DAY limit orders")
+
+    def check_funds(self, symbol: str, side: str, qty: float, price: float) -> None:
+        """Refuses an order beyond the buying power (margin()), as Alpaca does; a stock may be
+        sold short, a pair or an option only as far as it is held. What an order closes of a
+        position needs no buying power."""
+        held = self.account.positions.get(symbol, 0.0)
+        if side == "sell":
+            held -= self.selling(symbol)
+            if qty > held and market_of_symbol(symbol) != "stocks":
+                raise short_of(qty, held)
+        opening = qty - max(held if side == "sell" else -held, 0.0)
+        if opening <= 0:
+            return
+        account = self.whole_account()
+        marginable = market_of_symbol(symbol) == "stocks"
+        power = float(account["buying_power" if marginable else "non_marginable_buying_power"])
+        if opening * price * contract_size(symbol) > power:
+            raise Refused(HTTPStatus.FORBIDDEN, 40310000, "insufficient buying power")
+
+    def margin(self, cash: float, equity: float, exposure: float) -> dict[str, float | str | bool]:
+        """A margin account, by Reg T's rule (multiplier 2): half of what it holds,
+        long or short, is its initial margin, and its buying power twice the equity beyond
+        that; a pair or an option is bought with cash (not marginable)."""
+        power = max(MARGIN * equity - exposure, 0.0)
+        return {"buying_power": power, "regt_buying_power": power,
+                "non_marginable_buying_power": max(min(cash, power), 0.0), "initial_margin": exposure / MARGIN,
+                "multiplier": "2", "shorting_enabled": True}
+
+    def accepted(self, order: dict) -> None:
+        """Its terms noted: when it reaches the market, and when a day order of a stock or an
+        option expires (the first close after it is placed; a pair trades at any hour)."""
+        placed = self.latest()
+        expires = None
+        if order["time_in_force"] == "day" and market_of_symbol(order["symbol"]) != "crypto":
+            expires = next_on_a_weekday(placed, CLOSES)
+            self.next_expiry = min(self.next_expiry or expires, expires)
+        self.terms[order["id"]] = Terms(placed + timedelta(seconds=self.costs.latency), expires)
+
+    # -- the fills ----------------------------------------------------------------------------
+
     def match_on(self, message: dict[str, Any]) -> None:
         """The open orders of the message's symbol, placed before it, matched against it: each
-        fill booked, and its update made, for the feed to hand over before the message."""
+        fill booked, and its update made, for the feed to hand over before the message. First,
+        the day orders of any symbol whose close this message is at or after expire."""
         if not self.matched:
             return
+        now = self.latest()
         symbol = message.get("S")
         with self.account.lock:
+            if self.next_expiry is not None and now >= self.next_expiry:
+                self.expire(now)
             orders = []
             for order_id in list(self.matched):
                 order = self.account.orders[order_id]
                 if order["status"] in CLOSED:
                     del self.matched[order_id]
-                elif order["symbol"] == symbol:
+                elif order["symbol"] == symbol and self.terms[order_id].reaches <= now and in_its_hours(order, now):
                     orders.append(order)
             if orders:
-                quoted, traded = ("q", symbol) in self.last, ("t", symbol) in self.last
-                for order_id, price, qty in fills(orders, message, quoted, traded):
-                    self.fill(order_id, price, qty)
+                self.match_ready(orders, message)
 
-    def tally(self) -> tuple[int, int, int]:
-        """The orders placed, their fills (parts too), and the orders still open."""
+    def match_ready(self, orders: list[dict], message: dict[str, Any]) -> None:
+        """The orders that can fill on this message matched against it: a stop triggered by it
+        fills from the next message on (no look-ahead inside the message that triggered it); an
+        order immediate-or-cancel ("ioc") or fill-or-kill ("fok") is canceled on the first
+        message that prices it, once it has taken what it could."""
+        symbol = message["S"]
+        quoted, traded = ("q", symbol) in self.last, ("t", symbol) in self.last
+        ready = []
+        for order in orders:
+            terms = self.terms[order["id"]]
+            if order["stop_price"] is None or terms.triggered:
+                ready.append(order)
+            else:
+                terms.triggered = triggered(order, message, quoted, traded)
+        for order_id, price, qty in fills(ready, message, quoted, traded):
+            order = self.account.orders[order_id]
+            self.fill(order_id, slipped(price, order, self.costs.slippage_bps), qty)
+        if book(message, quoted, traded) is not None:
+            for order in ready:
+                if order["time_in_force"] in ("ioc", "fok") and order["status"] not in CLOSED:
+                    self.account.update("canceled", order["id"])
+
+    def fill(self, order_id: str, price: float, qty: float) -> None:
+        """A fill, and its fee taken from the cash."""
+        fee = price * qty * contract_size(self.account.orders[order_id]["symbol"]) * self.costs.fee_bps / 10_000
+        self.account.cash -= fee
+        self.fees += fee
+        super().fill(order_id, price, qty)
+
+    def expire(self, now: datetime) -> None:
+        """The open day orders whose close has come expire, stamped at that close."""
+        self.next_expiry = None
+        for order_id in list(self.matched):
+            order, expires = self.account.orders[order_id], self.terms[order_id].expires
+            if order["status"] in CLOSED or expires is None:
+                continue
+            if expires <= now:
+                self.account.update("expired", order_id, at=stamp(expires))
+            else:
+                self.next_expiry = min(self.next_expiry or expires, expires)
+
+    def tally(self) -> tuple[int, int, int, float, float, float]:
+        """The orders placed, their fills (parts too), the orders still open, the fees paid
+        (dollars), and the costs asked: the fee and the slippage, in basis points."""
         with self.account.lock:
             filled = sum(update["event"] in FILLED for update in self.account.updates)
             still_open = sum(order["status"] not in CLOSED for order in self.account.orders.values())
-        return self.placed, filled, still_open
+        return self.placed, filled, still_open, round(self.fees, 2), self.costs.fee_bps, self.costs.slippage_bps
+
+
+def in_its_hours(order: dict, now: datetime) -> bool:
+    """Whether an order may fill now: a pair's at any hour, a limit order for extended hours's
+    at any hour of the recording, the others in regular hours alone (one placed outside them
+    waits for the open, as Alpaca's does)."""
+    return order["asset_class"] == "crypto" or bool(order["extended_hours"]) and order["type"] == "limit" \
+        or market_open(now)

@@ -24,17 +24,16 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from alpaca_stream.channels import TRADING_PATH
+from alpaca_stream.channels import TRADING_PATH, market_of_symbol
 from alpaca_stream.server import crypto, market
 from alpaca_stream.server.fills import left
-from alpaca_stream.server.trading import CASH, CLOSED, Account, now, number
+from alpaca_stream.server.trading import ASSET_CLASSES, CLOSED, Account, contract_size, now, number
 from alpaca_stream.times import rfc3339
 
 log = logging.getLogger("local_alpaca_server")
 
 PART = 100  # shares (or coins) an order fills at most at once: a larger one fills in parts
 MATCH_EVERY = 0.2  # seconds between two looks at the open orders
-ORDER_TYPES = ("market", "limit")
 EPOCH, FOREVER = datetime.min.replace(tzinfo=timezone.utc), datetime.max.replace(tzinfo=timezone.utc)
 
 
@@ -60,6 +59,7 @@ class Broker:
     websocket server that serves /stream. start() and stop() keep the port."""
 
     matches_by_itself = True  # a thread looks at the open orders every MATCH_EVERY seconds
+    order_types: tuple[str, ...] = ("market", "limit")
     called = "the local broker"  # in its refusals
 
     def __init__(self, account: Account, prices: Mapping[str, float], stream_port: Callable[[], int]) -> None:
@@ -67,6 +67,7 @@ class Broker:
         self.port = 0
         self.matched: dict[str, None] = {}  # the open orders placed here, in that order: the broker fills them
         self.placed = 0  # orders placed here
+        self.cash_at_start = account.cash
         self.http: ThreadingHTTPServer | None = None
         self.stopping = threading.Event()
         self.threads: list[threading.Thread] = []
@@ -99,37 +100,49 @@ class Broker:
     # -- what the requests do -------------------------------------------------------------------
 
     def place(self, request: Any) -> dict:
-        """POST /v2/orders: a market or a limit order for a quantity, checked as Alpaca checks
-        it (buying power, shares held to sell: the account is a cash account)."""
+        """POST /v2/orders: an order for a quantity, of the types this broker takes, checked as
+        Alpaca checks it (buying power, shares held to sell)."""
         if not isinstance(request, dict) or not isinstance(request.get("symbol"), str) or not request["symbol"]:
             raise unprocessable("symbol is required")
         order_type, side = request.get("type", "market"), request.get("side")
-        if order_type not in ORDER_TYPES:
-            raise unprocessable(f"{self.called} takes market and limit orders, not {order_type}")
+        if order_type not in self.order_types:
+            raise unprocessable(f"{self.called} takes {listed(self.order_types)} orders, not {order_type}")
         if request.get("order_class", "simple") not in ("simple", ""):
             raise unprocessable(f"{self.called} takes simple orders, not {request['order_class']}")
         if "qty" not in request and "notional" in request:
             raise unprocessable(f"{self.called} takes orders for a qty, not a notional amount")
         if side not in ("buy", "sell"):
             raise unprocessable("side must be buy or sell")
-        qty, limit_price = positive(request, "qty"), None
-        if order_type == "limit":
-            limit_price = positive(request, "limit_price")
+        qty = positive(request, "qty")
+        limit_price = positive(request, "limit_price") if order_type in ("limit", "stop_limit") else None
+        stop_price = positive(request, "stop_price") if order_type in ("stop", "stop_limit") else None
+        time_in_force, extended_hours = str(request.get("time_in_force", "day")), bool(request.get("extended_hours"))
+        self.check_terms(order_type, time_in_force, extended_hours)
         symbol = request["symbol"]
         with self.account.lock:
-            price = self.price(symbol)
-            if side == "buy" and qty * (limit_price or price) > self.account.cash:
-                raise Refused(HTTPStatus.FORBIDDEN, 40310000, "insufficient buying power")
-            held = self.account.positions.get(symbol, 0.0) - self.selling(symbol)
-            if side == "sell" and qty > held:
-                raise Refused(HTTPStatus.FORBIDDEN, 40310000, "insufficient qty available for order "
-                              f"(requested: {number(qty)}, available: {number(max(held, 0))})")
+            self.check_funds(symbol, side, qty, limit_price or stop_price or self.price(symbol))
             order = self.account.place(symbol, qty, side, order_type, limit_price,
-                                       client_order_id=request.get("client_order_id"),
-                                       time_in_force=str(request.get("time_in_force", "day")))
+                                       client_order_id=request.get("client_order_id"), time_in_force=time_in_force,
+                                       stop_price=stop_price, extended_hours=extended_hours)
             self.matched[order["id"]] = None
             self.placed += 1
+            self.accepted(order)
         return order
+
+    def check_terms(self, order_type: str, time_in_force: str, extended_hours: bool) -> None:
+        """Refuses the terms of an order this broker cannot keep (none here: it fills at once)."""
+
+    def check_funds(self, symbol: str, side: str, qty: float, price: float) -> None:
+        """Refuses an order the account cannot pay for, as Alpaca does: a cash account buys with
+        its cash, and sells only what it holds (and has not offered already)."""
+        if side == "buy" and qty * price * contract_size(symbol) > self.account.cash:
+            raise Refused(HTTPStatus.FORBIDDEN, 40310000, "insufficient buying power")
+        held = self.account.positions.get(symbol, 0.0) - self.selling(symbol)
+        if side == "sell" and qty > held:
+            raise short_of(qty, held)
+
+    def accepted(self, order: dict) -> None:
+        """What the broker notes of an order it has just placed (nothing here)."""
 
     def selling(self, symbol: str) -> float:
         """What open sell orders of the symbol are still to sell."""
@@ -192,13 +205,13 @@ class Broker:
         with self.account.lock:
             name = self.held(symbol)
             qty, entry = self.account.positions[name], self.account.entry_prices[name]
-            price, pair = self.price(name), "/" in name
+            price, pair, size = self.price(name), "/" in name, contract_size(name)
             return {"asset_id": str(uuid.uuid5(uuid.NAMESPACE_URL, name)), "symbol": name.replace("/", ""),
-                    "exchange": "CRYPTO" if pair else "NASDAQ", "asset_class": "crypto" if pair else "us_equity",
+                    "exchange": "CRYPTO" if pair else "NASDAQ", "asset_class": ASSET_CLASSES[market_of_symbol(name)],
                     "asset_marginable": False, "avg_entry_price": number(entry), "qty": number(qty),
                     "qty_available": number(qty), "side": "long" if qty > 0 else "short",
-                    "market_value": number(qty * price), "cost_basis": number(qty * entry),
-                    "unrealized_pl": number(qty * (price - entry)),
+                    "market_value": number(qty * price * size), "cost_basis": number(qty * entry * size),
+                    "unrealized_pl": number(qty * (price - entry) * size),
                     "unrealized_plpc": number((price - entry) / entry if entry else 0),
                     "current_price": number(price)}
 
@@ -210,23 +223,31 @@ class Broker:
             return self.place({"symbol": name, "qty": abs(qty), "side": "sell" if qty > 0 else "buy"})
 
     def whole_account(self) -> dict:
-        """GET /v2/account: a cash account (multiplier 1) that started with CASH dollars."""
+        """GET /v2/account: what it holds, valued at the prices of the moment, and what it may
+        buy (margin())."""
         with self.account.lock:
-            held = {symbol: qty * self.price(symbol) for symbol, qty in self.account.positions.items()}
+            held = {symbol: qty * self.price(symbol) * contract_size(symbol)
+                    for symbol, qty in self.account.positions.items()}
             cash = self.account.cash
         long_value = sum(value for value in held.values() if value > 0)
         short_value = sum(value for value in held.values() if value < 0)
         equity = cash + long_value + short_value
         return {"id": str(uuid.uuid5(uuid.NAMESPACE_URL, "local account")), "account_number": "PALOCAL01",
-                "status": "ACTIVE", "crypto_status": "ACTIVE", "currency": "USD", "buying_power": number(cash),
-                "regt_buying_power": number(cash), "daytrading_buying_power": "0",
-                "non_marginable_buying_power": number(cash), "cash": number(cash), "accrued_fees": "0",
-                "portfolio_value": number(equity), "equity": number(equity), "last_equity": number(CASH),
+                "status": "ACTIVE", "crypto_status": "ACTIVE", "currency": "USD", "daytrading_buying_power": "0",
+                "cash": number(cash), "accrued_fees": "0",
+                "portfolio_value": number(equity), "equity": number(equity), "last_equity": number(self.cash_at_start),
                 "long_market_value": number(long_value), "short_market_value": number(short_value),
-                "initial_margin": "0", "maintenance_margin": "0", "last_maintenance_margin": "0", "sma": "0",
-                "multiplier": "1", "shorting_enabled": False, "pattern_day_trader": False,
-                "trading_blocked": False, "transfers_blocked": False, "account_blocked": False,
-                "trade_suspended_by_user": False, "daytrade_count": 0, "created_at": self.account.clock()}
+                "maintenance_margin": "0", "last_maintenance_margin": "0", "sma": "0",
+                "pattern_day_trader": False, "trading_blocked": False, "transfers_blocked": False,
+                "account_blocked": False, "trade_suspended_by_user": False, "daytrade_count": 0,
+                "created_at": self.account.clock(),
+                **{name: number(value) if isinstance(value, float) else value
+                   for name, value in self.margin(cash, equity, long_value - short_value).items()}}
+
+    def margin(self, cash: float, equity: float, exposure: float) -> dict[str, float | str | bool]:
+        """The account's fields of margin: a cash account (multiplier 1) buys with its cash."""
+        return {"buying_power": cash, "regt_buying_power": cash, "non_marginable_buying_power": cash,
+                "initial_margin": 0.0, "multiplier": "1", "shorting_enabled": False}
 
     def clock(self) -> dict:
         """GET /v2/clock: the made-up market is always open."""
@@ -261,6 +282,17 @@ class Broker:
         """qty of an open order filled at price: the order's fill, or a part of it."""
         event = "fill" if qty >= left(self.account.orders[order_id]) else "partial_fill"
         self.account.update(event, order_id, price=price, qty=qty)
+
+
+def short_of(qty: float, held: float) -> Refused:
+    """Alpaca's refusal of a sell of more than is held, in an account that cannot sell short."""
+    return Refused(HTTPStatus.FORBIDDEN, 40310000, "insufficient qty available for order "
+                   f"(requested: {number(qty)}, available: {number(max(held, 0))})")
+
+
+def listed(names: tuple[str, ...]) -> str:
+    """ "a, b and c"."""
+    return ", ".join(names[:-1]) + " and " + names[-1] if len(names) > 1 else names[0]
 
 
 def positive(request: dict, field: str) -> float:

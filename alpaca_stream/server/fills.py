@@ -44,37 +44,75 @@ def left(order: dict) -> float:
 Fill = tuple[str, float, float]  # an order's id, the price, the qty
 
 
-def fills(orders: Iterable[dict], message: dict[str, Any], quoted: bool, traded: bool) -> list[Fill]:
-    """(order id, price, qty) of each fill that a message of the orders' symbol makes, the
-    orders in the order they were placed: the first takes what it can, the next the rest.
+Book = tuple[dict[str, float], dict[str, float]]  # by side: the price, and the size there
+
+
+def book(message: dict[str, Any], quoted: bool, traded: bool) -> Book | None:
+    """What a message offers the orders of its symbol, by side (the price, the size), or None if
+    it does not price them: a trade of a symbol quoted, a bar of one quoted or traded.
     quoted, traded: whether the recording had a quote, a trade of the symbol before it."""
     kind = message["T"]
-    made: list[Fill] = []
     if kind == "q":
-        sizes = {"buy": quote_size(message, "as"), "sell": quote_size(message, "bs")}
-        prices = {"buy": message["ap"], "sell": message["bp"]}
-    elif kind == "t" and not quoted:
-        sizes = {"buy": float(message["s"]), "sell": float(message["s"])}
-        prices = {"buy": message["p"], "sell": message["p"]}
-    elif kind == "b" and not quoted and not traded:
-        sizes = {"buy": float("inf"), "sell": float("inf")}
-        prices = {"buy": message["o"], "sell": message["o"]}
-    else:
+        return {"buy": message["ap"], "sell": message["bp"]}, {"buy": quote_size(message, "as"),
+                                                                "sell": quote_size(message, "bs")}
+    if kind == "t" and not quoted:
+        return {"buy": message["p"], "sell": message["p"]}, {"buy": float(message["s"]), "sell": float(message["s"])}
+    if kind == "b" and not quoted and not traded:
+        return {"buy": message["o"], "sell": message["o"]}, {"buy": float("inf"), "sell": float("inf")}
+    return None
+
+
+def fills(orders: Iterable[dict], message: dict[str, Any], quoted: bool, traded: bool) -> list[Fill]:
+    """(order id, price, qty) of each fill that a message of the orders' symbol makes, the
+    orders in the order they were placed: the first takes what it can, the next the rest. An
+    order fill-or-kill ("fok") takes all it needs or nothing."""
+    offered = book(message, quoted, traded)
+    made: list[Fill] = []
+    if offered is None:
         return made
+    prices, sizes = offered
     for order in orders:
         side = order["side"]
         price, size = prices[side], sizes[side]
-        if not (price > 0 and size > 0):
+        if not (price > 0 and size > 0) or order.get("time_in_force") == "fok" and size < left(order):
             continue
-        limit = None if order["limit_price"] is None else float(order["limit_price"])
-        if limit is not None:
-            price = limit_price(kind, side, price, limit, message)
-            if price is None:
+        if order["limit_price"] is not None:
+            at_limit = limit_price(message["T"], side, price, float(order["limit_price"]), message)
+            if at_limit is None:
                 continue
+            price = at_limit
         qty = min(left(order), size)
         sizes[side] -= qty
         made.append((order["id"], float(price), qty))
     return made
+
+
+def triggered(order: dict, message: dict[str, Any], quoted: bool, traded: bool) -> bool:
+    """Whether a message of its symbol triggers a stop order: a trade at or through the stop
+    (a buy stop's at or above it, a sell stop's at or below); for a symbol never traded, a
+    quote's ask (a buy's) or bid (a sell's) there; for one with bars alone, a bar's high or low."""
+    kind, buy, stop = message["T"], order["side"] == "buy", float(order["stop_price"])
+    if kind == "t":
+        price = message["p"]
+    elif kind == "q" and not traded:
+        price = message["ap" if buy else "bp"]
+    elif kind == "b" and not quoted and not traded:
+        price = message["h" if buy else "l"]
+    else:
+        return False
+    return bool(price > 0 and (price >= stop if buy else price <= stop))
+
+
+def slipped(price: float, order: dict, bps: float) -> float:
+    """A fill's price made worse by so many basis points (a buy's higher, a sell's lower), never
+    beyond a limit order's limit."""
+    if not bps:
+        return price
+    buy, limit = order["side"] == "buy", order["limit_price"]
+    worse = price * (1 + bps / 10_000 if buy else 1 - bps / 10_000)
+    if limit is None:
+        return worse
+    return min(worse, float(limit)) if buy else max(worse, float(limit))
 
 
 def limit_price(kind: str, side: str, price: float, limit: float, message: dict[str, Any]) -> float | None:

@@ -19,7 +19,7 @@ from datetime import datetime, timedelta, timezone
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed, InvalidState
 
-from alpaca_stream.channels import STATUS_OF_EVENT, SYMBOL
+from alpaca_stream.channels import STATUS_OF_EVENT, SYMBOL, market_of_symbol
 from alpaca_stream.server.market import start_price
 from alpaca_stream.server.protocol import Endpoint
 
@@ -45,6 +45,15 @@ def now(later: timedelta = timedelta()) -> str:
 def stamp(when: datetime) -> str:
     """A time as the trading API writes it: RFC 3339 with nanoseconds, UTC."""
     return when.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f") + "000Z"
+
+
+def contract_size(symbol: str) -> int:
+    """What a unit of the symbol's price is paid for: an option's premium is per share, and a
+    contract is for 100 shares; a share (a coin) is one."""
+    return 100 if market_of_symbol(symbol) == "options" else 1
+
+
+ASSET_CLASSES = {"stocks": "us_equity", "crypto": "crypto", "options": "us_option"}
 
 
 def frame(stream: str, data: dict) -> bytes:
@@ -74,30 +83,32 @@ class Account:
 
     def place(self, symbol: str, qty: float, side: str = "buy", order_type: str = "market",
               limit_price: float | None = None, client_order_id: str | None = None,
-              time_in_force: str = "day") -> dict:
+              time_in_force: str = "day", stop_price: float | None = None, extended_hours: bool = False) -> dict:
         """A new order, accepted: its "new" update sent to the listeners."""
         order: dict = dict.fromkeys(ORDER_FIELDS)
         placed_at, order_id = self.clock(), str(uuid.uuid4())
         order.update(id=order_id, client_order_id=client_order_id or str(uuid.uuid4()), created_at=placed_at,
                      updated_at=placed_at, submitted_at=placed_at, asset_id=str(uuid.uuid5(uuid.NAMESPACE_URL, symbol)),
-                     symbol=symbol, asset_class="crypto" if "/" in symbol else "us_equity", qty=number(qty),
+                     symbol=symbol, asset_class=ASSET_CLASSES[market_of_symbol(symbol)], qty=number(qty),
                      filled_qty="0", order_class="", order_type=order_type, type=order_type, side=side,
                      time_in_force=time_in_force,
-                     limit_price=None if limit_price is None else number(limit_price), status="new",
-                     extended_hours=False)
+                     limit_price=None if limit_price is None else number(limit_price),
+                     stop_price=None if stop_price is None else number(stop_price), status="new",
+                     extended_hours=extended_hours)
         with self.lock:
             self.orders[order_id] = order
             self.update("new", order_id)
             return dict(order)
 
     def update(self, event: str, order_id: str, *, price: float | None = None, qty: float | None = None,
-               position_qty: float | None = None, status: str | None = None, send: bool = True) -> dict:
+               position_qty: float | None = None, status: str | None = None, send: bool = True,
+               at: str | None = None) -> dict:
         """An event of an order: its state changed as the event says (a fill adds to filled_qty
         at price, and to the position), then sent to the listeners, unless send is False (a
-        stream that is down)."""
+        stream that is down). at: when it happened, if not now (a day order's expiry)."""
         with self.lock:
             order = self.orders[order_id]
-            happened_at = self.clock()
+            happened_at = at or self.clock()
             order["updated_at"] = happened_at
             data: dict = {"event": event, "timestamp": happened_at, "order": order}
             if event in ("fill", "partial_fill") and price is not None and qty is not None:
@@ -136,7 +147,7 @@ class Account:
         if not now_held:
             del self.positions[symbol]
             self.entry_prices.pop(symbol, None)
-        self.cash -= price * signed
+        self.cash -= price * signed * contract_size(symbol)
         filled = float(order["filled_qty"]) + qty
         average = float(order["filled_avg_price"] or 0)
         order["filled_avg_price"] = number((average * float(order["filled_qty"]) + price * qty) / filled)

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from alpaca_stream.handlers import Route, background_finished, background_tasks, deliver
 from alpaca_stream.keys import Keys
+from alpaca_stream.orders import Costs
 from alpaca_stream.session import Session
 
 if TYPE_CHECKING:
@@ -40,9 +41,11 @@ EPOCH = datetime.min.replace(tzinfo=timezone.utc)
 class Feed:
     """A recording's messages through the backtest, batch after batch: what the broker needs to
     know of them (the last message of each kind and symbol, for its prices; the latest time)
-    and, once it has started, the matching and the updates before each message."""
+    and, once it has started, the matching and the updates before each message. costs: the
+    broker's cash, and what its orders cost beyond their price."""
 
-    def __init__(self) -> None:
+    def __init__(self, costs: Costs | None = None) -> None:
+        self.costs = costs
         self.last: dict[tuple[str, str], dict[str, Any]] = {}  # (kind, symbol) -> its last message
         self.latest = EPOCH  # the recording's time: the latest of the messages handed over
         self.broker: Backtest | None = None
@@ -171,7 +174,8 @@ class Feed:
                 # What came before: the batch up to the message being handled, as the rest of it
                 # is now seen one by one.
                 self.see(self.batch[:len(self.batch) - self.rest.__length_hint__()])  # type: ignore[attr-defined]
-                broker = Backtest(self.last, lambda: self.latest, keys=(BACKTEST_KEYS.key, BACKTEST_KEYS.secret))
+                broker = Backtest(self.last, lambda: self.latest, keys=(BACKTEST_KEYS.key, BACKTEST_KEYS.secret),
+                                  costs=self.costs)
                 broker.start()
                 self.broker = broker
                 log.info("a backtest: orders fill at the recording's prices,\non its clock (docs/backtest.md)")

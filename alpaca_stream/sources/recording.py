@@ -17,7 +17,7 @@ from typing import Any, TextIO
 
 from alpaca_stream.errors import ConfigError
 from alpaca_stream.handlers import Route, background_finished
-from alpaca_stream.orders import trade_on_demand
+from alpaca_stream.orders import Costs, trade_on_demand
 from alpaca_stream.records import either_market_types, from_json, from_json_line
 from alpaca_stream.session import Session
 from alpaca_stream.sources.backtest import Feed
@@ -31,13 +31,13 @@ PERIOD_STARTS = ("b", "u", "d")  # bars: their timestamp is the start of their m
 
 class Recording:
     """The recording in the file at path; speed: times the recorded pace, 0 as fast as the
-    handlers take it. It ends when the file does."""
+    handlers take it; costs: its backtest's. It ends when the file does."""
 
-    def __init__(self, path: str, speed: float = 0.0) -> None:
+    def __init__(self, path: str, speed: float = 0.0, costs: Costs | None = None) -> None:
         self.path, self.speed = path, speed
         self.types = either_market_types()  # a recording of stocks and crypto pairs alike
         self.subscriptions = Subscriptions(offline=True)  # subscribe() changes nothing here
-        self.feed = Feed()
+        self.feed = Feed(costs)
 
     async def __aenter__(self) -> Recording:
         self.file = open_recording(self.path)  # a bad file: exit 2, before anything streams
