@@ -4,7 +4,8 @@ handlers. Data flows one way, and the folders say so:
     sources/     where records come from, a module each: Alpaca's stock stream (stocks.py),
                  crypto stream (crypto.py) and news stream (news.py), the demo (demo.py:
                  the local server's made-up data, through the same streams), a NATS
-                 server a feeder publishes to (nats.py), a recording (recording.py)
+                 server a feeder publishes to (nats.py), a recording (recording.py),
+                 through a backtest of the orders your handlers place (backtest.py)
     records.py   what each kind of message holds
     handlers.py  records to your handlers, in order; in_background(); run_handlers()
     orders.py    trading_client(): orders from a handler, to the run's account
@@ -21,7 +22,8 @@ the summary, --heartbeat), logs.py (the log, within 80 columns). Over all of the
 supervisor.py (sources side by side in one event loop), options.py (the command line's
 options) and cli.py (the command: Ctrl+C and SIGTERM, exit statuses). And server/: the server
 side of Alpaca's protocol, written once, with made-up data and a paper broker as the local
-server (--demo, the tests) or with this script's data for --serve's clients.
+server (--demo, the tests) or with this script's data for --serve's clients; its broker on a
+recording's clock is a backtest's (server/backtest.py, its fill model in server/fills.py).
 
 What a bot uses is here, one import away:
 
