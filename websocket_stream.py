@@ -168,7 +168,9 @@ def run_handlers(messages: Iterable[dict[str, Any]],
     """For your own tests: messages to the handlers above (or, for the kinds
     given, to these), as the stream hands them over, with no network; if a
     handler raised, HandlersFailed at the end lists every error. trading:
-    what trading_client() gives meanwhile (one that notes the orders)."""
+    "simulated", a backtest's account, its orders filled at the messages'
+    prices (session.backtest: its fills, P&L...); or what trading_client()
+    gives meanwhile (one that notes the orders)."""
     mine = {**HANDLERS, **(handlers or {})}
     return alpaca_stream.run_handlers(messages, mine, keep_going=keep_going,
                                       trading=trading)

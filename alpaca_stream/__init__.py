@@ -7,7 +7,8 @@ handlers. Data flows one way, and the folders say so:
                  server a feeder publishes to (nats.py), a recording (recording.py),
                  through a backtest of the orders your handlers place (backtest.py)
     records.py   what each kind of message holds
-    handlers.py  records to your handlers, in order; in_background(); run_handlers()
+    handlers.py  records to your handlers, in order; in_background()
+    testing.py   run_handlers(): your handlers on your messages, for your tests
     orders.py    trading_client(): orders from a handler, to the run's account
     outputs/     where they go from there: the terminal (terminal.py), a NATS server
                  (nats.py), your other bots through --serve (serve.py)
@@ -18,9 +19,10 @@ subscriptions.py (what a stream asks for, subscribe() from a handler, and Alpaca
 it, its errors among them); channels.py (Alpaca's channels, for both ends); nats_common.py
 (what both NATS ends share). What a run is told and tells: keys.py (your keys), errors.py (what
 ends a run and what is retried: one policy for every source), session.py (what a run counts:
-the summary, --heartbeat), logs.py (the log, within 80 columns). Over all of them:
-supervisor.py (sources side by side in one event loop), options.py (the command line's
-options) and cli.py (the command: Ctrl+C and SIGTERM, exit statuses). And server/: the server
+the summary, --heartbeat), result.py (a backtest's result: P&L, drawdown), logs.py (the log,
+within 80 columns). Over all of them: supervisor.py (sources side by side in one event loop),
+options.py (the command line's options) and cli.py (the command: Ctrl+C and SIGTERM, exit
+statuses). And server/: the server
 side of Alpaca's protocol, written once, with made-up data and a paper broker as the local
 server (--demo, the tests) or with this script's data for --serve's clients; its broker on a
 recording's clock is a backtest's (server/backtest.py, its fill model in server/fills.py).
@@ -31,7 +33,7 @@ What a bot uses is here, one import away:
 """
 
 from alpaca_stream.cli import CommandLine
-from alpaca_stream.handlers import Handler, Handlers, HandlersFailed, in_background, run_handlers
+from alpaca_stream.handlers import Handler, Handlers, in_background
 from alpaca_stream.keys import Keys, check_keys, load_keys
 from alpaca_stream.orders import trading_client
 from alpaca_stream.outputs.terminal import show
@@ -68,6 +70,7 @@ from alpaca_stream.sources.stocks import StockStream
 from alpaca_stream.sources.trading import TradingUpdates
 from alpaca_stream.subscriptions import subscribe, unsubscribe
 from alpaca_stream.supervisor import stream
+from alpaca_stream.testing import HandlersFailed, run_handlers
 
 __all__ = [
     "Bar", "Book", "CommandLine", "CryptoBar", "CryptoDailyBar", "CryptoQuote", "CryptoStream", "CryptoTrade",

@@ -115,7 +115,7 @@ class CommandLine:
                                pairs=settings.pairs, options=settings.options)]
         if settings.replay is not None:
             self.session.connected = False  # the summary counts no reconnects
-            return [Recording(settings.replay, settings.replay_speed, settings.costs)]
+            return [Recording(settings.replay, settings.replay_speed, settings.costs, fills=settings.fills)]
         if settings.channels:  # market data, through alpaca-py's streams: not the order updates alone
             check_alpaca_py()
         trade_at(settings.trading_url, keys)  # trading_client()'s account (the demo's is its own)
@@ -255,9 +255,7 @@ class CommandLine:
                if session.served is not None else {}),
             **({"skipped": session.skipped} if session.skipped else {}),
             **({"passed_over": session.passed_over} if session.passed_over else {}),
-            **({"backtest": dict(zip(("orders", "fills", "open", "fees", "fee_bps", "slippage_bps"),
-                                       session.backtest, strict=True))}
-               if session.backtest else {}),
+            **({"backtest": session.backtest.fields()} if session.backtest else {}),
             **({"handler_errors": session.failures} if session.failures else {})}})
 
 

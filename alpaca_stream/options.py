@@ -81,6 +81,7 @@ class Settings:
     durable: str = ""  # with source: a name to resume from where it stopped (JetStream)
     replay: str | None = None  # a file of --json lines to read, instead of Alpaca
     replay_speed: float = 0.0  # with replay: times the recorded pace; 0: as fast as it goes
+    fills: str | None = None  # with replay: a CSV file to write its backtest's fills to
     serve: tuple[str, int] | None = None  # a host and port to serve Alpaca's protocol on
     trade_updates: bool = False  # the account's order updates, from the trading API at trading_url
     trading_url: str = PAPER_API  # its base: https://HOST (its stream at /stream, its REST under /v2/)
@@ -137,6 +138,8 @@ def parse_args(argv: list[str] | None, doc: str | None = None) -> argparse.Names
                           "points, never beyond a limit (default 0)")
     backtest.add_argument("--fee-bps", type=float, metavar="BPS", help="a fee on each fill's value, in "
                           "basis points, from the cash (default 0)")
+    backtest.add_argument("--fills", metavar="FILE.csv", help="write each fill of the backtest to "
+                          "FILE.csv as it happens")
     parser.add_argument("--publish", metavar="NATS_URL", help="also publish every message to a NATS server, "
                         "for more bots on one Alpaca connection: nats://127.0.0.1:4222")
     parser.add_argument("--serve", metavar="[HOST:]PORT",
@@ -209,6 +212,8 @@ def parse_args(argv: list[str] | None, doc: str | None = None) -> argparse.Names
                      "symbols, channel options and --feed have no effect with it")
     if args.replay_speed is not None and args.replay is None:
         parser.error("--replay-speed goes with --replay FILE")
+    if args.fills is not None and args.replay is None:
+        parser.error("--fills goes with --replay FILE: the fills of its backtest")
     if args.replay_speed is not None and not 0 < args.replay_speed < math.inf:
         parser.error("--replay-speed takes a number above 0:\n"
                      "1 is the recorded pace, 2 twice as fast")
@@ -405,7 +410,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
                         args.demo or args.test_stream), publish=args.publish or "", source=args.source or "",
                     durable=args.durable or "", replay=args.replay, trade_updates=args.trade_updates,
                     trading_url=args.trading_url or (LIVE_API if args.live else PAPER_API),
-                    replay_speed=args.replay_speed or 0.0, serve=args.serve, costs=Costs(
+                    replay_speed=args.replay_speed or 0.0, fills=args.fills, serve=args.serve, costs=Costs(
                         cash=Costs.cash if args.cash is None else args.cash, latency=(args.latency or 0.0) / 1000,
                         slippage_bps=args.slippage or 0.0, fee_bps=args.fee_bps or 0.0))
 

@@ -14,6 +14,7 @@ from datetime import time as time_of_day
 from zoneinfo import ZoneInfo
 
 from alpaca_stream.records import KIND
+from alpaca_stream.result import Result
 
 log = logging.getLogger("alpaca_stream")
 
@@ -39,8 +40,7 @@ class Session:
     unpublished: int = 0  # and those that could not be, its buffer full or it gone at exit
     skipped: int = 0  # with --replay: lines of the file that are not messages
     passed_over: int = 0  # and its own order updates: a backtest's account makes its own
-    # A backtest's orders placed, fills, orders left open, fees paid ($), --fee-bps, --slippage.
-    backtest: tuple[int, int, int, float, float, float] | None = None
+    backtest: Result | None = None  # a backtest's: its orders, fills, P&L, drawdown (result.py)
     served: int | None = None  # with --serve: clients that logged in
     slow_clients: int = 0  # and those cut for reading too slowly (407)
     failures: dict[str, int] = field(default_factory=dict)  # handler name -> exceptions it raised
@@ -71,11 +71,7 @@ class Session:
         if self.passed_over:
             lines.append(f"passed over the recording's {self.passed_over} order updates")
         if self.backtest:
-            placed, fills, still_open, fees, fee_bps, slippage_bps = self.backtest
-            costs = (f", fees ${fees:,.2f} ({fee_bps:g} bps)" if fee_bps else "") + (
-                f", slippage {slippage_bps:g} bps" if slippage_bps else "")
-            lines += textwrap.wrap(f"backtest: orders {placed}, fills {fills}, open at the end {still_open}{costs}",
-                                   58)
+            lines += self.backtest.lines()
         if self.failures:
             lines += textwrap.wrap("handlers that raised: " + ", ".join(
                 f"{name} {count} time{'s' if count > 1 else ''}" for name, count in self.failures.items()), 58)

@@ -418,7 +418,8 @@ def test_cash_latency_slippage_and_fee_options_change_the_fills_and_the_summary_
     bought = (600.12 * 1.001 + 600.125) * 10
     assert float(got[1].cash) == pytest.approx(25_000 - bought - bought * 5 / 10_000)  # $6.00 of fees
     said = " ".join(caplog.text.split())
-    assert "backtest: orders 2, fills 2, open at the end 0, fees $6.00 (5 bps), slippage 10 bps" in said
+    assert "backtest: orders 2, fills 2, open at the end 0, fee 5 bps, slippage 10 bps" in said
+    assert "(-12.66, fees 6.00 in it)" in said
 
 
 # -- the script ---------------------------------------------------------------------------------
@@ -434,7 +435,9 @@ def test_the_order_example_of_docs_handlers_pasted_runs_on_the_shipped_recording
     assert done.returncode == 0, done.stderr
     assert "buying 1 TSLA after a block of 48800" in done.stdout
     assert "filled: bought 1 TSLA at 350.28" in done.stdout and "position in TSLA: 1" in done.stdout
-    assert re.search(r"backtest: orders 1, fills 1, open at the end 0$", done.stderr.rstrip()), done.stderr
+    assert re.search(r"backtest: orders 1, fills 1, open at the end 0\n  TSLA: realized \+0.00, unrealized -0.18, "
+                     r"holding 1\n  equity 99,999.82 \(-0.18\); largest drawdown 0.18 \(0.00%\)\n"
+                     r"  buy and hold TSLA: equity 100,031.43 \(\+31.43\)$", done.stderr.rstrip()), done.stderr
     assert "warning" not in done.stderr and max(map(len, done.stderr.splitlines())) <= 80
 
 
@@ -447,3 +450,37 @@ sys.exit(code)"""
                           capture_output=True, text=True, env=NO_KEYS, timeout=30)
     assert done.returncode == 0, done.stderr
     assert "backtest:" not in done.stderr and "orders go to" not in done.stderr
+
+
+def test_run_handlers_with_a_simulated_account_fills_a_students_orders_and_gives_the_result():
+    from alpaca.trading.requests import MarketOrderRequest
+
+    from alpaca_stream import trading_client
+
+    bought: list[float] = []
+    fills: list[tuple] = []
+
+    async def on_trade(trade: Any) -> None:  # buy on the first trade, sell once it is up 2%
+        if not bought:
+            bought.append(trade.price)
+            side = "buy"
+        elif len(bought) == 1 and trade.price >= bought[0] * 1.02:
+            bought.append(trade.price)
+            side = "sell"
+        else:
+            return
+        order = MarketOrderRequest(symbol=trade.symbol, qty=5, side=side, time_in_force="day")
+        in_background(asyncio.to_thread(trading_client().submit_order, order))
+
+    async def on_trade_update(update: TradeUpdate) -> None:
+        if update.event in ("fill", "partial_fill"):
+            fills.append((update.order.side, update.qty, update.price))
+
+    trades = [trade(0, 10.00, 100), trade(1, 10.10, 100), trade(2, 10.30, 100), trade(3, 10.25, 100),
+              trade(4, 10.40, 100)]
+    session = ws.run_handlers(trades, {"trade": on_trade, "trade_update": on_trade_update}, trading="simulated")
+    assert fills == [("buy", 5, 10.10), ("sell", 5, 10.25)]  # each at the trade after its order
+    result = session.backtest
+    assert result is not None and [fill.price for fill in result.fills] == [10.10, 10.25]
+    assert result.symbols["SPY"].realized == 0.75  # (10.25 - 10.10) x 5
+    assert result.equity == 100_000.75 and result.symbols["SPY"].position == 0

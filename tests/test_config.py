@@ -256,6 +256,7 @@ def test_channels_are_named_by_options_and_trades_are_the_default(argv, channels
     (["--source", "nats://127.0.0.1:4222", "--demo"], "not allowed with"),
     (["--publish", "nats://127.0.0.1:4222", "--source", "nats://127.0.0.1:4222"], "one feeder publishes"),
     (["--durable", "bot-1"], "--durable NAME goes with --source"),
+    (["--fills", "fills.csv"], "--fills goes with --replay FILE: the fills of its backtest"),
     (["--source", "nats://127.0.0.1:4222", "--durable", "my.bot"], "--durable takes a name of letters, digits"),
     (["--log-format", "xml"], "argument --log-format: invalid choice: 'xml' (choose from 'text', 'json')"),
     (["--serve", "192.0.2.1:8765", "--demo"], "--serve 192.0.2.1:8765: with --demo or --source, clients need no "

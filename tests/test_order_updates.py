@@ -17,13 +17,13 @@ import pytest
 from conftest import FAKE_KEY, FAKE_SECRET, KEYS, script_env, supervised, until, within
 from websockets.asyncio.client import connect
 
-from alpaca_stream.handlers import run_handlers
 from alpaca_stream.outputs.terminal import format_json, format_text
 from alpaca_stream.records import TradeUpdate
 from alpaca_stream.server import AlpacaStreamServer
 from alpaca_stream.server.trading import Account
 from alpaca_stream.session import Session
 from alpaca_stream.sources.trading import TradingUpdates
+from alpaca_stream.testing import run_handlers
 
 
 def test_alpaca_pys_own_trading_stream_gets_an_orders_updates_with_its_numbers_and_the_order():

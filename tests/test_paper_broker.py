@@ -21,7 +21,6 @@ from conftest import FAKE_KEY, FAKE_SECRET, KEYS, POSIX_ONLY, ROOT, Script, scri
 
 from alpaca_stream import orders
 from alpaca_stream.cli import CommandLine
-from alpaca_stream.handlers import run_handlers
 from alpaca_stream.keys import Keys
 from alpaca_stream.options import settings_from
 from alpaca_stream.records import Trade, TradeUpdate
@@ -30,6 +29,7 @@ from alpaca_stream.server.broker import PART
 from alpaca_stream.server.trading import CASH
 from alpaca_stream.session import Session
 from alpaca_stream.sources.demo import Demo, DemoStream, DemoTradingUpdates
+from alpaca_stream.testing import run_handlers
 
 
 def market_order(symbol: str, qty: float, side: str = "buy") -> Any:

@@ -21,12 +21,13 @@ import pytest
 from conftest import KINDS, POSIX_ONLY, ROOT, Recorder, Script, script_env, unwrapped
 
 from alpaca_stream.channels import ALPACA_CHANNELS, CHANNELS
-from alpaca_stream.handlers import HandlersFailed, in_background, run_handlers
+from alpaca_stream.handlers import in_background
 from alpaca_stream.options import parse_args
 from alpaca_stream.outputs.terminal import format_json
 from alpaca_stream.records import KIND, CryptoTrade, News, OptionQuote, OptionTrade, Orderbook, Record, Trade
 from alpaca_stream.sources.recording import Recording
 from alpaca_stream.supervisor import stream
+from alpaca_stream.testing import HandlersFailed, run_handlers
 
 SESSION = ROOT / "tests" / "data" / "session.jsonl"  # recorded from --demo --json
 NO_KEYS = script_env(APCA_API_KEY_ID=None, APCA_API_SECRET_KEY=None)

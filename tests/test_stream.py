@@ -35,7 +35,7 @@ from alpaca_stream.errors import (
     AlpacaRefused,
     ConfigError,
 )
-from alpaca_stream.handlers import Handler, in_background, run_handlers
+from alpaca_stream.handlers import Handler, in_background
 from alpaca_stream.keys import KEY_ENV, SECRET_ENV
 from alpaca_stream.logs import LogFormatter
 from alpaca_stream.options import DATA_TIMEOUT, parse_args, settings_from
@@ -44,6 +44,7 @@ from alpaca_stream.records import KIND, Bar, Record, Trade, UpdatedBar
 from alpaca_stream.server import CUES, ERRORS, AlpacaStreamServer, Faults
 from alpaca_stream.session import Session
 from alpaca_stream.subscriptions import Subscriptions, log_subscription, streaming
+from alpaca_stream.testing import run_handlers
 
 ALL_CHANNELS = ALPACA_CHANNELS  # the stock stream's
 # alpaca-py's model for each kind (LULDs have none): our records must carry its names.

@@ -3,7 +3,8 @@ broker (broker.py), with the account on the recording's clock and no thread of i
 fills orders: the recording's feed (sources/backtest.py) tells it each message before the
 handlers get it, and the open orders of its symbol are matched against it (fills.py). Its
 prices are the recording's last up to the message being handled: an order for a symbol with
-none yet is refused, as the backtest cannot read ahead."""
+none yet is refused, as the backtest cannot read ahead. Each fill is noted in the ledger, and
+equity marked at each price of a symbol held, for the result (result.py)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from typing import Any
 
 from alpaca_stream.channels import market_of_symbol
 from alpaca_stream.orders import Costs
+from alpaca_stream.result import Fill, Ledger, Result, result
 from alpaca_stream.server.broker import Broker, Refused, listed, short_of, unprocessable
 from alpaca_stream.server.fills import book, fills, price_of, slipped, triggered
 from alpaca_stream.server.trading import CLOSED, Account, contract_size, stamp
@@ -23,7 +25,6 @@ from alpaca_stream.session import CLOSES, OPENS, market_open, next_on_a_weekday
 
 log = logging.getLogger("alpaca_stream")
 
-FILLED = ("fill", "partial_fill")
 PRICED = ("q", "t", "b", "u", "d")  # the kinds that tell a price, the best first
 TIMES_IN_FORCE = ("day", "gtc", "ioc", "fok")
 MARGIN = 2.0  # Reg T: a margin account buys stocks for twice its equity, less what it holds
@@ -44,14 +45,16 @@ class Backtest(Broker):
     """The paper broker of a recording: last, the last message of each kind ("q", "t", ...) and
     symbol handed over so far; latest(): the recording's time, the latest timestamp of those
     messages; keys: those it takes (fake: the broker is the run's own); costs: its cash, and
-    what its orders cost beyond their price. A margin account, which may sell stocks short."""
+    what its orders cost beyond their price, a margin account, which may sell stocks short;
+    first: the first message of each kind and symbol; ledger: where its fills are noted."""
 
     matches_by_itself = False
     called = "the backtest"
     order_types = ("market", "limit", "stop", "stop_limit")
 
     def __init__(self, last: Mapping[tuple[str, str], dict[str, Any]], latest: Callable[[], datetime],
-                 keys: tuple[str, str], costs: Costs | None = None) -> None:
+                 keys: tuple[str, str], costs: Costs | None = None, *,
+                 first: Mapping[tuple[str, str], dict[str, Any]], ledger: Ledger) -> None:
         costs = costs or Costs()
         account = Account(lambda key, secret: (key, secret) == keys, clock=lambda: stamp(latest()))
         account.cash = costs.cash
@@ -60,13 +63,20 @@ class Backtest(Broker):
         self.terms: dict[str, Terms] = {}  # by order id
         self.fees = 0.0  # dollars taken from the cash
         self.next_expiry: datetime | None = None  # the earliest close an open day order expires at
+        self.first = first  # for buying and holding
+        self.ledger = ledger
 
     def price(self, symbol: str) -> float:
         """The symbol's price as the recording has told it so far: its last quote's midpoint,
         else its last trade's price, else its last bar's close (the same order the fills go
         by); a refusal if it has told none."""
+        return self.price_in(self.last, symbol)
+
+    @staticmethod
+    def price_in(messages: Mapping[tuple[str, str], dict[str, Any]], symbol: str) -> float:
+        """The symbol's price by these messages, by (kind, symbol): price()'s order."""
         for kind in PRICED:
-            message = self.last.get((kind, symbol))
+            message = messages.get((kind, symbol))
             if message is not None:
                 return price_of(message)
         raise unprocessable(f"no price of {symbol} yet in the recording: the backtest cannot read ahead")
@@ -169,11 +179,19 @@ class Backtest(Broker):
                     self.account.update("canceled", order["id"])
 
     def fill(self, order_id: str, price: float, qty: float) -> None:
-        """A fill, and its fee taken from the cash."""
-        fee = price * qty * contract_size(self.account.orders[order_id]["symbol"]) * self.costs.fee_bps / 10_000
-        self.account.cash -= fee
-        self.fees += fee
-        super().fill(order_id, price, qty)
+        """A fill booked, its fee taken from the cash, then noted in the ledger, with equity
+        after it."""
+        account = self.account
+        with account.lock:
+            symbol, side = account.orders[order_id]["symbol"], account.orders[order_id]["side"]
+            size, cash = contract_size(symbol), account.cash
+            fee = price * qty * size * self.costs.fee_bps / 10_000
+            account.cash -= fee
+            self.fees += fee
+            super().fill(order_id, price, qty)
+            held = account.positions.get(symbol, 0.0)
+            self.ledger.filled(Fill(self.latest(), symbol, side, qty, price, order_id, account.updates[-1]["event"],
+                                    held, account.cash), cash, held * self.price(symbol) * size)
 
     def expire(self, now: datetime) -> None:
         """The open day orders whose close has come expire, stamped at that close."""
@@ -187,13 +205,34 @@ class Backtest(Broker):
             else:
                 self.next_expiry = min(self.next_expiry or expires, expires)
 
-    def tally(self) -> tuple[int, int, int, float, float, float]:
-        """The orders placed, their fills (parts too), the orders still open, the fees paid
-        (dollars), and the costs asked: the fee and the slippage, in basis points."""
-        with self.account.lock:
-            filled = sum(update["event"] in FILLED for update in self.account.updates)
-            still_open = sum(order["status"] not in CLOSED for order in self.account.orders.values())
-        return self.placed, filled, still_open, round(self.fees, 2), self.costs.fee_bps, self.costs.slippage_bps
+    def mark(self, message: dict[str, Any]) -> None:
+        """A message that moves the price of a symbol held: equity at it, for the drawdown.
+        (Cash moves only with a fill, on this thread: read without the lock.)"""
+        symbol = message.get("S", "")
+        if symbol not in self.ledger.values:  # not held (the account's positions are these)
+            return
+        kind, last = message["T"], self.last
+        if kind == "q" or kind == "t" and ("q", symbol) not in last:  # price()'s, sooner
+            price = price_of(message)
+        elif kind in PRICED and ("q", symbol) not in last and ("t", symbol) not in last:  # a bar's
+            price = self.price(symbol)
+        else:  # a trade of a symbol quoted, a status: the price has not moved
+            return
+        self.ledger.moved(symbol, self.account.positions[symbol] * price * contract_size(symbol), self.account.cash)
+
+    def result(self) -> Result:
+        """What the backtest made, at the recording's end (result.py)."""
+        account = self.account
+        with account.lock:
+            ordered = {order["symbol"] for order in account.orders.values()}
+            still_open = sum(order["status"] not in CLOSED for order in account.orders.values())
+            # Prices per unit held: an option's premium times its 100 shares.
+            entry = {symbol: price * contract_size(symbol) for symbol, price in account.entry_prices.items()}
+            first = {symbol: self.price_in(self.first, symbol) * contract_size(symbol) for symbol in ordered}
+            last = {symbol: self.price(symbol) * contract_size(symbol) for symbol in ordered}
+            return result(account.orders.values(), still_open, account.cash, account.positions, entry, first,
+                          last, self.ledger, fees=self.fees, fee_bps=self.costs.fee_bps,
+                          slippage_bps=self.costs.slippage_bps)
 
 
 def in_its_hours(order: dict, now: datetime) -> bool:

@@ -22,7 +22,8 @@ from typing import TYPE_CHECKING, Any
 
 from alpaca_stream.handlers import Route, background_finished, background_tasks, deliver
 from alpaca_stream.keys import Keys
-from alpaca_stream.orders import Costs
+from alpaca_stream.orders import Costs, trade_on_demand
+from alpaca_stream.result import Ledger
 from alpaca_stream.session import Session
 
 if TYPE_CHECKING:
@@ -47,6 +48,8 @@ class Feed:
     def __init__(self, costs: Costs | None = None) -> None:
         self.costs = costs
         self.last: dict[tuple[str, str], dict[str, Any]] = {}  # (kind, symbol) -> its last message
+        self.first: dict[tuple[str, str], dict[str, Any]] = {}  # and its first
+        self.ledger = Ledger()  # the backtest's fills, for its result
         self.latest = EPOCH  # the recording's time: the latest of the messages handed over
         self.broker: Backtest | None = None
         self.starting = threading.Lock()  # trading_client() may be called from two threads at once
@@ -109,6 +112,8 @@ class Feed:
             if (yield from self.updates(session)):
                 return True
             self.see([message])
+            if self.ledger.values:  # a position held: equity moves with its price
+                self.broker.mark(message)
             self.broker.match_on(message)
             self.matched = True
         if (yield from self.updates(session)):
@@ -121,10 +126,19 @@ class Feed:
         return False
 
     def see(self, messages: list[dict[str, Any]], kinds: set[str] | None = None) -> None:
-        """What the broker needs to know of these messages, handed over: the last of each kind
-        and symbol, the latest time. In bulk where it can (every message with a symbol and an
-        aware time, no bar: a recording of trades and quotes), else one by one. kinds: theirs,
-        if known."""
+        """What the broker needs to know of these messages, handed over: the last and the first
+        of each kind and symbol, the latest time. kinds: theirs, if known."""
+        known = len(self.last)
+        self.see_last(messages, kinds)
+        if len(self.last) > known:  # a kind of a symbol new to the recording: its first message
+            for message in messages:
+                if "S" in message:
+                    self.first.setdefault((message["T"], message["S"]), message)
+
+    def see_last(self, messages: list[dict[str, Any]], kinds: set[str] | None) -> None:
+        """The last of each kind and symbol, the latest time: in bulk where it can (every
+        message with a symbol and an aware time, no bar: a recording of trades and quotes),
+        else one by one."""
         try:
             if not (set(map(KIND, messages)) if kinds is None else kinds) & BARS:
                 latest = max(map(TIME, messages), default=self.latest)
@@ -156,14 +170,16 @@ class Feed:
         return False
 
     async def finish(self, routes: dict[str, Route], session: Session) -> None:
-        """At the recording's end: the updates of the orders the last handlers placed (and of
-        those their handlers place in turn), then the backtest's tally for the summary."""
+        """At the recording's end: the work the handlers started in the background, then the
+        updates of the orders the last handlers placed (and of those their handlers place in
+        turn), then the backtest's result for the summary."""
+        await background_finished()
         if self.broker is None:
             return
         while self.handed < len(self.broker.account.updates) and not session.stopping:
             await deliver(self.updates(session), routes, session)
             await background_finished()
-        session.backtest = self.broker.tally()
+        session.backtest = self.broker.result()
 
     def open_account(self) -> tuple[str, Keys]:
         """trading_client()'s first call: the backtest's broker started, its URL and keys."""
@@ -175,12 +191,20 @@ class Feed:
                 # is now seen one by one.
                 self.see(self.batch[:len(self.batch) - self.rest.__length_hint__()])  # type: ignore[attr-defined]
                 broker = Backtest(self.last, lambda: self.latest, keys=(BACKTEST_KEYS.key, BACKTEST_KEYS.secret),
-                                  costs=self.costs)
+                                  costs=self.costs, first=self.first, ledger=self.ledger)
                 broker.start()
                 self.broker = broker
                 log.info("a backtest: orders fill at the recording's prices,\non its clock (docs/backtest.md)")
             return self.broker.url, BACKTEST_KEYS
 
+    def open(self) -> None:
+        """trading_client() opens the backtest's account from now on, at its first call."""
+        trade_on_demand(self.open_account)
+
     async def close(self) -> None:
+        """No account for trading_client() any more; the broker stopped, --fills' file closed."""
+        trade_on_demand(None)
         if self.broker is not None:
             await asyncio.to_thread(self.broker.stop)
+        if self.ledger.csv is not None:
+            self.ledger.csv.close()

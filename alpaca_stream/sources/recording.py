@@ -10,15 +10,17 @@ import codecs
 import itertools
 import json
 import logging
+import os
 import sys
 import time
 from datetime import datetime
 from typing import Any, TextIO
 
 from alpaca_stream.errors import ConfigError
-from alpaca_stream.handlers import Route, background_finished
-from alpaca_stream.orders import Costs, trade_on_demand
+from alpaca_stream.handlers import Route
+from alpaca_stream.orders import Costs
 from alpaca_stream.records import either_market_types, from_json, from_json_line
+from alpaca_stream.result import FillsCsv
 from alpaca_stream.session import Session
 from alpaca_stream.sources.backtest import Feed
 from alpaca_stream.subscriptions import Subscriptions
@@ -31,22 +33,28 @@ PERIOD_STARTS = ("b", "u", "d")  # bars: their timestamp is the start of their m
 
 class Recording:
     """The recording in the file at path; speed: times the recorded pace, 0 as fast as the
-    handlers take it; costs: its backtest's. It ends when the file does."""
+    handlers take it; costs: its backtest's; fills: --fills's file. It ends when the file does."""
 
-    def __init__(self, path: str, speed: float = 0.0, costs: Costs | None = None) -> None:
-        self.path, self.speed = path, speed
+    def __init__(self, path: str, speed: float = 0.0, costs: Costs | None = None,
+                 fills: str | None = None) -> None:
+        self.path, self.speed, self.fills = path, speed, fills
         self.types = either_market_types()  # a recording of stocks and crypto pairs alike
         self.subscriptions = Subscriptions(offline=True)  # subscribe() changes nothing here
         self.feed = Feed(costs)
 
     async def __aenter__(self) -> Recording:
         self.file = open_recording(self.path)  # a bad file: exit 2, before anything streams
-        trade_on_demand(self.feed.open_account)  # a backtest's account, at trading_client()'s first call
+        if self.fills is not None:
+            try:
+                self.feed.ledger.csv = open_fills(self.fills, self.path)
+            except ConfigError:
+                self.file.close()
+                raise
+        self.feed.open()  # a backtest's account, at trading_client()'s first call
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
         self.file.close()
-        trade_on_demand(None)
         await self.feed.close()
 
     async def run(self, routes: dict[str, Route], session: Session) -> None:
@@ -103,8 +111,18 @@ async def replay(recording: TextIO, speed: float, routes: dict[str, Route], sess
             await feed.replay(messages, routes, session)
             sys.stdout.flush()
             await asyncio.sleep(0)  # so that a Ctrl+C gets in between two batches
-    await background_finished()
     await feed.finish(routes, session)
+
+
+def open_fills(path: str, recording: str) -> FillsCsv:
+    """--fills' CSV file, with its header; ConfigError if it cannot be written (or is the
+    recording, which it would overwrite)."""
+    try:
+        if os.path.exists(path) and os.path.samefile(path, recording):
+            raise ConfigError(f"--fills {path} is the recording: it would be overwritten")
+        return FillsCsv(open(path, "w", encoding="utf-8", newline=""))  # noqa: SIM115  # closed by the feed
+    except OSError as error:
+        raise ConfigError(f"--fills: cannot write {path}:\n{error.strerror}") from None
 
 
 def from_json_lines(lines: list[str]) -> tuple[list[dict[str, Any]], list[int]]:
