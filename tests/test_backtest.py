@@ -484,3 +484,82 @@ def test_run_handlers_with_a_simulated_account_fills_a_students_orders_and_gives
     assert result is not None and [fill.price for fill in result.fills] == [10.10, 10.25]
     assert result.symbols["SPY"].realized == 0.75  # (10.25 - 10.10) x 5
     assert result.equity == 100_000.75 and result.symbols["SPY"].position == 0
+
+
+# -- fractional and notional orders --------------------------------------------------------------
+
+
+def dollars(amount: float, side: str = "buy", symbol: str = "SPY", **terms: Any) -> Any:
+    from alpaca.trading.requests import MarketOrderRequest
+
+    return MarketOrderRequest(symbol=symbol, notional=amount, side=side, **{"time_in_force": "day", **terms})
+
+
+def test_a_fractional_buy_fills_half_a_share_and_a_notional_buy_its_dollars_at_each_ask_in_parts(tmp_path):
+    quotes = [quote(second, 399.9, 10, 400.0, 1) for second in range(5)]
+    got: list[Any] = []
+    bot = backtest(tmp_path, quotes, {1: lambda client: got.append(client.submit_order(market(0.5))),
+                                      2: lambda client: got.append(client.submit_order(dollars(1000)))})
+    assert (got[1].notional, got[1].qty) == ("1000", None)  # known as it fills, as Alpaca's
+    assert filled(bot) == [("fill", 400.0, 0.5, WHEN + timedelta(seconds=1)),
+                           ("partial_fill", 400.0, 1, WHEN + timedelta(seconds=2)),  # the ask's size: 1
+                           ("partial_fill", 400.0, 1, WHEN + timedelta(seconds=3)),
+                           ("fill", 400.0, 0.5, WHEN + timedelta(seconds=4))]
+    order = bot.updates[-1].order
+    assert (order.status, order.notional, order.qty, order.filled_qty) == ("filled", "1000", None, "2.5")
+
+
+def test_a_notional_round_trip_sells_its_dollars_worth_and_realizes_on_fractional_shares():
+    bought = [quote(second, 399.9, 100, 400.0, 100) for second in range(2)]
+    sold = [quote(second, 420.0, 1, 420.2, 100) for second in range(2, 6)]
+    bot = Bot({1: lambda client: client.submit_order(dollars(1000)),  # 2.5 shares at 400.00
+               3: lambda client: client.submit_order(dollars(840, "sell"))})  # 2 at 420.00, a share a quote
+    session = ws.run_handlers(bought + sold, bot.handlers, trading="simulated")
+    assert [(event, price, qty) for event, price, qty, _ in filled(bot)] == [
+        ("fill", 400.0, 2.5), ("partial_fill", 420.0, 1), ("fill", 420.0, 1)]
+    result = session.backtest
+    assert result is not None and result.symbols["SPY"].position == 0.5
+    assert result.symbols["SPY"].realized == 40.0  # (420 - 400) x 2
+    assert result.symbols["SPY"].unrealized == 10.05  # 0.5 held, marked at the midpoint 420.10
+
+
+def test_fractional_and_notional_orders_are_refused_where_alpaca_refuses_them(tmp_path):
+    from alpaca.common.exceptions import APIError
+
+    contract = "AAPL261218C00250000"
+    lines = [quote(0, 399.9, 100, 400.0, 100), quote(1, 2.4, 10, 2.5, 10, contract),
+             quote(2, 399.9, 100, 400.0, 100)]
+    refusals: list[tuple[int, str]] = []
+
+    def place(client: Any) -> None:
+        for order in (limit(0.5, 400.0), market(0.5, time_in_force="gtc"), market(0.5, "sell"),
+                      market(0.5, symbol=contract), dollars(100, symbol=contract), dollars(250_000),
+                      stop(0.5, 410.0)):
+            with pytest.raises(APIError) as refused:
+                client.submit_order(order)
+            refusals.append((refused.value.status_code, json.loads(str(refused.value))["message"]))
+        from alpaca.trading.requests import LimitOrderRequest
+
+        with pytest.raises(APIError) as refused:  # alpaca-py sends a notional limit order as it is
+            client.submit_order(LimitOrderRequest(symbol="SPY", notional=100, side="buy", time_in_force="day",
+                                                  limit_price=400.0))
+        refusals.append((refused.value.status_code, json.loads(str(refused.value))["message"]))
+
+    bot = backtest(tmp_path, lines, {2: place})
+    assert refusals == [(422, "fractional orders must be market orders"),
+                        (422, "fractional orders must be DAY orders"),
+                        (422, "fractional orders cannot be sold short"),
+                        (422, "qty must be integer"),
+                        (422, "options are ordered in whole contracts"),
+                        (403, "insufficient buying power"),  # $250,000 beyond the $200,000 of a margin account
+                        (422, "fractional orders must be market orders"),
+                        (422, "notional orders must be market orders")]
+    assert bot.updates == []
+
+
+def test_a_pairs_fractional_qty_is_taken_in_a_limit_order_and_its_notional_in_a_market_order(tmp_path):
+    pair = [quote(second, 90_000, 1, 90_010 - 10 * second, 1, "BTC/USD") for second in range(4)]
+    bot = backtest(tmp_path, pair, {1: lambda client: (
+        client.submit_order(limit(0.25, 90_000.0, symbol="BTC/USD", time_in_force="gtc")),
+        client.submit_order(dollars(900, symbol="BTC/USD", time_in_force="ioc")))})
+    assert [(price, qty) for _, price, qty, _ in filled(bot)] == [(90_000, 0.25), (90_000, 0.01)]

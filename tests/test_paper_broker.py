@@ -174,7 +174,7 @@ def test_a_pairs_position_closed_is_sold_whole_at_the_price_and_the_clock_says_t
 def test_the_broker_refuses_what_alpaca_refuses_with_its_status_and_message():
     from alpaca.common.exceptions import APIError
     from alpaca.trading.client import TradingClient
-    from alpaca.trading.requests import MarketOrderRequest, StopOrderRequest
+    from alpaca.trading.requests import LimitOrderRequest, StopOrderRequest
 
     async def scenario() -> None:
         async with paper_broker(SPY=600.0) as (server, client):
@@ -192,9 +192,9 @@ def test_the_broker_refuses_what_alpaca_refuses_with_its_status_and_message():
             stop = StopOrderRequest(symbol="SPY", qty=1, side="buy", time_in_force="day", stop_price=610)
             status, message = await refusal(client.submit_order, stop)
             assert status == 422 and "market and limit orders, not stop" in message
-            notional = MarketOrderRequest(symbol="SPY", notional=100, side="buy", time_in_force="day")
-            assert (await refusal(client.submit_order, notional))[1].endswith('"the local broker takes orders '
-                                                                             'for a qty, not a notional amount"}')
+            fraction = LimitOrderRequest(symbol="SPY", qty=0.5, side="buy", time_in_force="day", limit_price=600)
+            assert await refusal(client.submit_order, fraction) == (
+                422, '{"code": 42210000, "message": "fractional orders must be market orders"}')
             wrong: Any = TradingClient("FAKE-OTHER-KEY-0001", FAKE_SECRET, url_override=server.trading_url)
             assert (await refusal(wrong.get_account))[0] == 401
             assert (await refusal(client.get_order_by_id, "00000000-0000-0000-0000-000000000000"))[0] == 404
@@ -209,6 +209,22 @@ def test_the_broker_refuses_what_alpaca_refuses_with_its_status_and_message():
             assert sorted((str(answer.id), answer.status) for answer in cancelled) == sorted(
                 [(str(first.id), 200), (str(second.id), 200)])
             assert await asyncio.to_thread(client.get_orders) == []  # none open
+
+    within(scenario(), 30)
+
+
+def test_the_demos_broker_fills_a_notional_buy_for_as_many_shares_as_its_dollars_buy_at_the_price():
+    from alpaca.trading.requests import MarketOrderRequest
+
+    async def scenario() -> None:
+        async with paper_broker(SPY=400.0) as (server, client):
+            notional = MarketOrderRequest(symbol="SPY", notional=1000, side="buy", time_in_force="day")
+            order = await asyncio.to_thread(client.submit_order, notional)
+            assert (order.notional, order.qty) == ("1000", None)  # its qty known as it fills, as Alpaca's
+            await until(lambda: len(server.account.updates) == 2, "the fill")
+            filled = await asyncio.to_thread(client.get_order_by_id, order.id)
+            assert (filled.status, filled.filled_qty, filled.filled_avg_price) == ("filled", "2.5", "400")
+            assert float((await asyncio.to_thread(client.get_account)).cash) == CASH - 1000
 
     within(scenario(), 30)
 

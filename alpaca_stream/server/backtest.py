@@ -19,7 +19,7 @@ from alpaca_stream.channels import market_of_symbol
 from alpaca_stream.orders import Costs
 from alpaca_stream.result import Fill, Ledger, Result, result
 from alpaca_stream.server.broker import Broker, Refused, listed, short_of, unprocessable
-from alpaca_stream.server.fills import book, fills, price_of, slipped, triggered
+from alpaca_stream.server.fills import book, fills, left, price_of, slipped, triggered
 from alpaca_stream.server.trading import CLOSED, Account, contract_size, stamp
 from alpaca_stream.session import CLOSES, OPENS, market_open, next_on_a_weekday
 
@@ -172,7 +172,8 @@ class Backtest(Broker):
                 terms.triggered = triggered(order, message, quoted, traded)
         for order_id, price, qty in fills(ready, message, quoted, traded):
             order = self.account.orders[order_id]
-            self.fill(order_id, slipped(price, order, self.costs.slippage_bps), qty)
+            paid = slipped(price, order, self.costs.slippage_bps)
+            self.fill(order_id, paid, min(qty, left(order, paid)))  # a notional buy's dollars buy less then
         if book(message, quoted, traded) is not None:
             for order in ready:
                 if order["time_in_force"] in ("ioc", "fok") and order["status"] not in CLOSED:

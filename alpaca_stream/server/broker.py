@@ -26,7 +26,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from alpaca_stream.channels import TRADING_PATH, market_of_symbol
 from alpaca_stream.server import crypto, market
-from alpaca_stream.server.fills import left
+from alpaca_stream.server.fills import fills_up, left
 from alpaca_stream.server.trading import ASSET_CLASSES, CLOSED, Account, contract_size, now, number
 from alpaca_stream.times import rfc3339
 
@@ -100,8 +100,9 @@ class Broker:
     # -- what the requests do -------------------------------------------------------------------
 
     def place(self, request: Any) -> dict:
-        """POST /v2/orders: an order for a quantity, of the types this broker takes, checked as
-        Alpaca checks it (buying power, shares held to sell)."""
+        """POST /v2/orders: an order for a quantity or a notional amount (dollars), of the types
+        this broker takes, checked as Alpaca checks it (check_fraction(); buying power, shares
+        held to sell)."""
         if not isinstance(request, dict) or not isinstance(request.get("symbol"), str) or not request["symbol"]:
             raise unprocessable("symbol is required")
         order_type, side = request.get("type", "market"), request.get("side")
@@ -109,21 +110,31 @@ class Broker:
             raise unprocessable(f"{self.called} takes {listed(self.order_types)} orders, not {order_type}")
         if request.get("order_class", "simple") not in ("simple", ""):
             raise unprocessable(f"{self.called} takes simple orders, not {request['order_class']}")
-        if "qty" not in request and "notional" in request:
-            raise unprocessable(f"{self.called} takes orders for a qty, not a notional amount")
         if side not in ("buy", "sell"):
             raise unprocessable("side must be buy or sell")
-        qty = positive(request, "qty")
+        if (request.get("qty") is None) == (request.get("notional") is None):
+            raise unprocessable("qty or notional is required, not both")
+        by_dollars = request.get("qty") is None  # a notional amount
+        amount = positive(request, "notional" if by_dollars else "qty")
         limit_price = positive(request, "limit_price") if order_type in ("limit", "stop_limit") else None
         stop_price = positive(request, "stop_price") if order_type in ("stop", "stop_limit") else None
         time_in_force, extended_hours = str(request.get("time_in_force", "day")), bool(request.get("extended_hours"))
         self.check_terms(order_type, time_in_force, extended_hours)
         symbol = request["symbol"]
+        fractional = by_dollars or not amount.is_integer()
+        if fractional:
+            check_fraction(symbol, order_type, time_in_force, by_dollars)
         with self.account.lock:
-            self.check_funds(symbol, side, qty, limit_price or stop_price or self.price(symbol))
-            order = self.account.place(symbol, qty, side, order_type, limit_price,
+            # A notional order's shares are known as it fills: checked at the price of the moment.
+            shares = amount / self.price(symbol) if by_dollars else amount
+            self.check_funds(symbol, side, shares, limit_price or stop_price or self.price(symbol))
+            if fractional and side == "sell" \
+                    and shares > self.account.positions.get(symbol, 0.0) - self.selling(symbol):
+                raise unprocessable("fractional orders cannot be sold short")
+            order = self.account.place(symbol, None if by_dollars else amount, side, order_type, limit_price,
                                        client_order_id=request.get("client_order_id"), time_in_force=time_in_force,
-                                       stop_price=stop_price, extended_hours=extended_hours)
+                                       stop_price=stop_price, extended_hours=extended_hours,
+                                       notional=amount if by_dollars else None)
             self.matched[order["id"]] = None
             self.placed += 1
             self.accepted(order)
@@ -145,8 +156,9 @@ class Broker:
         """What the broker notes of an order it has just placed (nothing here)."""
 
     def selling(self, symbol: str) -> float:
-        """What open sell orders of the symbol are still to sell."""
-        return sum(float(order["qty"]) - float(order["filled_qty"]) for order in self.account.orders.values()
+        """What open sell orders of the symbol are still to sell (a notional one's at the price now)."""
+        return sum(left(order, self.price(symbol) if order["notional"] else 0.0)
+                   for order in self.account.orders.values()
                    if order["symbol"] == symbol and order["side"] == "sell" and order["status"] not in CLOSED)
 
     def cancel(self, order_id: str) -> None:
@@ -276,11 +288,11 @@ class Broker:
                 price, limit = self.price(order["symbol"]), order["limit_price"]
                 if limit is not None and (price > float(limit) if order["side"] == "buy" else price < float(limit)):
                     continue
-                self.fill(order_id, price, min(left(order), PART))
+                self.fill(order_id, price, min(left(order, price), PART))
 
     def fill(self, order_id: str, price: float, qty: float) -> None:
         """qty of an open order filled at price: the order's fill, or a part of it."""
-        event = "fill" if qty >= left(self.account.orders[order_id]) else "partial_fill"
+        event = "fill" if fills_up(self.account.orders[order_id], price, qty) else "partial_fill"
         self.account.update(event, order_id, price=price, qty=qty)
 
 
@@ -288,6 +300,20 @@ def short_of(qty: float, held: float) -> Refused:
     """Alpaca's refusal of a sell of more than is held, in an account that cannot sell short."""
     return Refused(HTTPStatus.FORBIDDEN, 40310000, "insufficient qty available for order "
                    f"(requested: {number(qty)}, available: {number(max(held, 0))})")
+
+
+def check_fraction(symbol: str, order_type: str, time_in_force: str, by_dollars: bool) -> None:
+    """Refuses a fractional qty, or a notional amount (by_dollars), where Alpaca does: a
+    stock's only in a market order for the day, an option's never (whole contracts); a pair's
+    qty in any order, its notional in a market order. The messages are the broker's own, but
+    for Alpaca's "qty must be integer" and "fractional orders must be DAY orders"."""
+    asset = market_of_symbol(symbol)
+    if asset == "options":
+        raise unprocessable("options are ordered in whole contracts" if by_dollars else "qty must be integer")
+    if order_type != "market" and (by_dollars or asset == "stocks"):
+        raise unprocessable(f"{'notional' if by_dollars else 'fractional'} orders must be market orders")
+    if asset == "stocks" and time_in_force != "day":
+        raise unprocessable("fractional orders must be DAY orders")
 
 
 def listed(names: tuple[str, ...]) -> str:

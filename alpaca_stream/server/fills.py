@@ -11,6 +11,8 @@ order fills only on what came after it was placed (docs/backtest.md).
   the order), a sell the other way.
 - A minute bar, for a symbol with neither: whole, at its open; a limit buy once its low is
   below the limit, at the limit, a sell the other way.
+- A notional order (dollars, not a qty): at each fill, as many shares as its dollars left buy
+  (or sell) at that fill's price, within the size; filled once they are spent, to the cent.
 """
 
 from __future__ import annotations
@@ -36,9 +38,29 @@ def price_of(message: dict[str, Any]) -> float:
     return float(message["p"] if kind == "t" else message["c"])
 
 
-def left(order: dict) -> float:
-    """What of an order is still to fill (rounded: parts in floats add up to a hair less)."""
-    return round(float(order["qty"]) - float(order["filled_qty"]), 9)
+HALF_CENT = 0.005  # a notional order is filled once less than this is left of its dollars
+
+
+def left(order: dict, price: float) -> float:
+    """What of an order is still to fill, in shares (coins) at this price: its qty less what
+    has filled; for a notional order, its dollars not spent yet, over the price (Alpaca's
+    quantities have 9 decimals; rounded too as parts in floats add up to a hair less)."""
+    if order.get("notional") is None:
+        return round(float(order["qty"]) - float(order["filled_qty"]), 9)
+    dollars = unspent(order)
+    return round(dollars / price, 9) if dollars >= HALF_CENT else 0.0
+
+
+def unspent(order: dict) -> float:
+    """What of a notional order's dollars its fills have not spent yet."""
+    return float(order["notional"]) - float(order["filled_qty"]) * float(order["filled_avg_price"] or 0)
+
+
+def fills_up(order: dict, price: float, qty: float) -> bool:
+    """Whether qty at price is what is left of the order (of a notional one, to the cent)."""
+    if order.get("notional") is None:
+        return qty >= left(order, price)
+    return unspent(order) - qty * price < HALF_CENT
 
 
 Fill = tuple[str, float, float]  # an order's id, the price, the qty
@@ -74,14 +96,17 @@ def fills(orders: Iterable[dict], message: dict[str, Any], quoted: bool, traded:
     for order in orders:
         side = order["side"]
         price, size = prices[side], sizes[side]
-        if not (price > 0 and size > 0) or order.get("time_in_force") == "fok" and size < left(order):
+        if not (price > 0 and size > 0):
             continue
         if order["limit_price"] is not None:
             at_limit = limit_price(message["T"], side, price, float(order["limit_price"]), message)
             if at_limit is None:
                 continue
             price = at_limit
-        qty = min(left(order), size)
+        wanted = left(order, price)
+        if order.get("time_in_force") == "fok" and size < wanted:
+            continue
+        qty = min(wanted, size)
         sizes[side] -= qty
         made.append((order["id"], float(price), qty))
     return made

@@ -20,6 +20,7 @@ from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed, InvalidState
 
 from alpaca_stream.channels import STATUS_OF_EVENT, SYMBOL, market_of_symbol
+from alpaca_stream.server.fills import fills_up
 from alpaca_stream.server.market import start_price
 from alpaca_stream.server.protocol import Endpoint
 
@@ -81,15 +82,18 @@ class Account:
 
     # -- orders ---------------------------------------------------------------------------------
 
-    def place(self, symbol: str, qty: float, side: str = "buy", order_type: str = "market",
+    def place(self, symbol: str, qty: float | None, side: str = "buy", order_type: str = "market",
               limit_price: float | None = None, client_order_id: str | None = None,
-              time_in_force: str = "day", stop_price: float | None = None, extended_hours: bool = False) -> dict:
-        """A new order, accepted: its "new" update sent to the listeners."""
+              time_in_force: str = "day", stop_price: float | None = None, extended_hours: bool = False,
+              notional: float | None = None) -> dict:
+        """A new order, accepted: its "new" update sent to the listeners. An order for a
+        notional amount (dollars) has no qty, as Alpaca's: it is known as the order fills."""
         order: dict = dict.fromkeys(ORDER_FIELDS)
         placed_at, order_id = self.clock(), str(uuid.uuid4())
         order.update(id=order_id, client_order_id=client_order_id or str(uuid.uuid4()), created_at=placed_at,
                      updated_at=placed_at, submitted_at=placed_at, asset_id=str(uuid.uuid5(uuid.NAMESPACE_URL, symbol)),
-                     symbol=symbol, asset_class=ASSET_CLASSES[market_of_symbol(symbol)], qty=number(qty),
+                     symbol=symbol, asset_class=ASSET_CLASSES[market_of_symbol(symbol)],
+                     qty=None if qty is None else number(qty), notional=None if notional is None else number(notional),
                      filled_qty="0", order_class="", order_type=order_type, type=order_type, side=side,
                      time_in_force=time_in_force,
                      limit_price=None if limit_price is None else number(limit_price),
@@ -124,7 +128,7 @@ class Account:
             data["order"] = dict(order)  # as it was then
             self.updates.append(data)
             log.info("order %s: %s %s %s (%s of %s filled)", order_id[:8], event, order["side"], order["symbol"],
-                     order["filled_qty"], order["qty"])
+                     order["filled_qty"], order["qty"] or f"${order['notional']}")
             if send and self.loop is not None:
                 self.unsent.append(frame("trade_updates", data))
                 if in_loop(self.loop):
@@ -137,6 +141,7 @@ class Account:
         """What a fill changes: the order's filled quantity and average price, the cash, the
         position and what its shares cost on average."""
         symbol, signed = order["symbol"], qty if order["side"] == "buy" else -qty
+        done = fills_up(order, price, qty)
         held = self.positions.get(symbol, 0.0)
         now_held = held + signed if position_qty is None else position_qty
         if held * signed >= 0 and now_held:  # bought more of a long (sold more of a short): a new average
@@ -152,7 +157,7 @@ class Account:
         average = float(order["filled_avg_price"] or 0)
         order["filled_avg_price"] = number((average * float(order["filled_qty"]) + price * qty) / filled)
         order["filled_qty"] = number(filled)
-        order["status"] = "filled" if filled >= float(order["qty"]) else "partially_filled"
+        order["status"] = "filled" if done else "partially_filled"
 
     def send(self) -> None:
         """The updates not sent yet to every listener, from the loop: in order, without waiting
