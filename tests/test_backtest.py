@@ -563,3 +563,11 @@ def test_a_pairs_fractional_qty_is_taken_in_a_limit_order_and_its_notional_in_a_
         client.submit_order(limit(0.25, 90_000.0, symbol="BTC/USD", time_in_force="gtc")),
         client.submit_order(dollars(900, symbol="BTC/USD", time_in_force="ioc")))})
     assert [(price, qty) for _, price, qty, _ in filled(bot)] == [(90_000, 0.25), (90_000, 0.01)]
+
+
+def test_with_slippage_a_notional_buy_spends_its_dollars_at_the_worse_price_not_more(tmp_path):
+    quotes = [quote(second, 399.9, 100, 400.0, 100) for second in range(3)]
+    bot = backtest(tmp_path, quotes, {1: lambda client: client.submit_order(dollars(1000))},
+                   options=("--slippage", "100"))
+    assert filled(bot) == [("fill", pytest.approx(404.0), pytest.approx(1000 / 404), WHEN + timedelta(seconds=1))]
+    assert float(bot.updates[-1].order.filled_qty) * 404.0 == pytest.approx(1000, abs=0.005)
