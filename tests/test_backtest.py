@@ -22,6 +22,7 @@ from test_readme import EXAMPLES, paste, pasted_with_what_it_needs
 
 import websocket_stream as ws
 from alpaca_stream import in_background, orders
+from alpaca_stream.outputs.terminal import format_text
 from alpaca_stream.records import KIND, Record, TradeUpdate
 from alpaca_stream.server.fills import fills
 from alpaca_stream.session import NEW_YORK
@@ -507,6 +508,7 @@ def test_a_fractional_buy_fills_half_a_share_and_a_notional_buy_its_dollars_at_e
                            ("fill", 400.0, 0.5, WHEN + timedelta(seconds=4))]
     order = bot.updates[-1].order
     assert (order.status, order.notional, order.qty, order.filled_qty) == ("filled", "1000", None, "2.5")
+    assert format_text(bot.updates[-1]).endswith("fill 0.5 @ 400.00; buy 2.5 of $1,000.00")  # no qty to show
 
 
 def test_a_notional_round_trip_sells_its_dollars_worth_and_realizes_on_fractional_shares():

@@ -172,7 +172,9 @@ def trade_update(update: TradeUpdate) -> str:
     limit = f" at {money(float(order.limit_price))}" if order.limit_price else ""
     # The order's state when the event does not say it already (a fill: filled), so the line fits.
     state = "" if STATUS_OF_EVENT.get(update.event) == order.status else f", {order.status}"
-    return f"{what}; {order.side} {quantity(float(order.filled_qty or 0))}/{order.qty}{limit}{state}"
+    # A notional order has no qty: what it is for is its dollars.
+    whole = f"/{order.qty}" if order.notional is None else f" of ${float(order.notional):,.2f}"
+    return f"{what}; {order.side} {quantity(float(order.filled_qty or 0))}{whole}{limit}{state}"
 
 
 def quantity(qty: float | None) -> str:
