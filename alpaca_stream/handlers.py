@@ -153,6 +153,28 @@ def lacking(record: Record, error: Exception) -> str:
 background_tasks: set[asyncio.Future] = set()  # asyncio keeps only a weak reference to a task
 
 
+class Turns:
+    """In a replay, work started with in_background() runs one at a time, in the order started
+    (one_at_a_time()): a recording has no wall clock to race, so two orders placed from one
+    handler reach a backtest's broker in that order on every run."""
+
+    on = False
+    last: asyncio.Future | None = None  # the work started last, which the next waits for
+
+
+turns = Turns()
+
+
+def one_at_a_time(on: bool) -> None:
+    turns.on, turns.last = on, None
+
+
+async def after(before: asyncio.Future | None, work: Awaitable[object]) -> object:
+    if before is not None:
+        await asyncio.wait([before])  # its failure is its own, logged by background_done()
+    return await work
+
+
 def in_background(work: Awaitable[object]) -> None:
     """Start slow work and return at once, so that the next messages do not wait for it:
 
@@ -164,7 +186,9 @@ def in_background(work: Awaitable[object]) -> None:
     if not inspect.isawaitable(work):
         raise TypeError(f"in_background() needs an awaitable, not {type(work).__name__}: for a "
                         "blocking function, pass asyncio.to_thread(function, arguments...)")
-    task = asyncio.ensure_future(work)
+    task = asyncio.ensure_future(after(turns.last, work) if turns.on else work)
+    if turns.on:
+        turns.last = task
     background_tasks.add(task)
     task.add_done_callback(background_done)
 

@@ -23,7 +23,7 @@ from test_readme import EXAMPLES, paste, pasted_with_what_it_needs
 import websocket_stream as ws
 from alpaca_stream import in_background, orders
 from alpaca_stream.outputs.terminal import format_text
-from alpaca_stream.records import KIND, Record, TradeUpdate
+from alpaca_stream.records import KIND, Quote, Record, TradeUpdate
 from alpaca_stream.server.fills import fills
 from alpaca_stream.session import NEW_YORK
 
@@ -206,6 +206,39 @@ def test_two_runs_and_an_order_placed_in_the_background_give_the_same_updates_at
     assert len(filled(first)) >= 4
     assert first.seen == again.seen == background.seen
 
+
+def test_orders_one_handler_starts_in_the_background_reach_the_broker_in_the_order_started(tmp_path):
+    import time
+
+    def slow_market_buy(client: Any) -> None:
+        time.sleep(0.3)  # it would lose the race to the limit order below, started after it
+        client.submit_order(market(100))
+
+    lines = [quote(second, 600.00 + second / 10, 100, 600.02 + second / 10, 100) for second in range(5)]
+    recording = tmp_path / "recording.jsonl"
+    recording.write_text("".join(json.dumps(line) + "\n" for line in lines), encoding="utf-8")
+
+    def run() -> list[tuple]:
+        updates: list[TradeUpdate] = []
+
+        async def on_quote(quote: Quote) -> None:
+            if quote.bid_price == 600.00:  # the first
+                client = orders.trading_client()
+                in_background(asyncio.to_thread(slow_market_buy, client))
+                in_background(asyncio.to_thread(client.submit_order, limit(100, 601.0)))
+
+        async def on_trade_update(update: TradeUpdate) -> None:
+            updates.append(update)
+
+        assert ws.main(["--replay", str(recording), "--quiet"],
+                       handlers={"quote": on_quote, "trade_update": on_trade_update}) == 0
+        return [(update.event, update.order.type, update.price, update.order.id) for update in updates]
+
+    first, again = run(), run()
+    # The market order first, at the next quote's ask; the limit at the one after; the same ids.
+    assert first == again
+    assert [(event, kind, price) for event, kind, price, _ in first] == [
+        ("new", "market", None), ("new", "limit", None), ("fill", "market", 600.12), ("fill", "limit", 600.22)]
 
 def test_alpaca_pys_trading_client_against_the_backtest_pair_position_read_and_closed_as_alpaca_py_sends_it(
         tmp_path):

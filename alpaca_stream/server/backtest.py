@@ -9,6 +9,8 @@ equity marked at each price of a symbol held, for the result (result.py)."""
 from __future__ import annotations
 
 import logging
+import random
+import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -56,7 +58,9 @@ class Backtest(Broker):
                  keys: tuple[str, str], costs: Costs | None = None, *,
                  first: Mapping[tuple[str, str], dict[str, Any]], ledger: Ledger) -> None:
         costs = costs or Costs()
-        account = Account(lambda key, secret: (key, secret) == keys, clock=lambda: stamp(latest()))
+        ids = random.Random(0)  # the same ids every run, as the same orders and fills
+        account = Account(lambda key, secret: (key, secret) == keys, clock=lambda: stamp(latest()),
+                          ids=lambda: uuid.UUID(int=ids.getrandbits(128), version=4))
         account.cash = costs.cash
         super().__init__(account, {}, lambda: 0)
         self.last, self.latest, self.costs = last, latest, costs

@@ -68,8 +68,10 @@ class Account:
     and from the broker's threads: under its lock; sent from the loop, in the order made. Its
     times are clock()'s: the wall clock's, or a backtest's, the recording's."""
 
-    def __init__(self, keys_accepted: Callable[[str, str], bool], clock: Callable[[], str] = now) -> None:
+    def __init__(self, keys_accepted: Callable[[str, str], bool], clock: Callable[[], str] = now,
+                 ids: Callable[[], uuid.UUID] = uuid.uuid4) -> None:
         self.keys_accepted, self.clock = keys_accepted, clock
+        self.ids = ids  # of orders and their executions: a backtest's are the same every run
         self.lock = threading.RLock()
         self.loop: asyncio.AbstractEventLoop | None = None  # the server's, once it has started
         self.orders: dict[str, dict] = {}  # by id, in the order they were placed
@@ -89,8 +91,8 @@ class Account:
         """A new order, accepted: its "new" update sent to the listeners. An order for a
         notional amount (dollars) has no qty, as Alpaca's: it is known as the order fills."""
         order: dict = dict.fromkeys(ORDER_FIELDS)
-        placed_at, order_id = self.clock(), str(uuid.uuid4())
-        order.update(id=order_id, client_order_id=client_order_id or str(uuid.uuid4()), created_at=placed_at,
+        placed_at, order_id = self.clock(), str(self.ids())
+        order.update(id=order_id, client_order_id=client_order_id or str(self.ids()), created_at=placed_at,
                      updated_at=placed_at, submitted_at=placed_at, asset_id=str(uuid.uuid5(uuid.NAMESPACE_URL, symbol)),
                      symbol=symbol, asset_class=ASSET_CLASSES[market_of_symbol(symbol)],
                      qty=None if qty is None else number(qty), notional=None if notional is None else number(notional),
@@ -119,7 +121,7 @@ class Account:
                 self.fill(order, price, qty, position_qty)
                 if order["status"] == "filled":
                     order["filled_at"] = happened_at
-                data.update(execution_id=str(uuid.uuid4()), price=number(price), qty=number(qty),
+                data.update(execution_id=str(self.ids()), price=number(price), qty=number(qty),
                             position_qty=number(self.positions.get(order["symbol"], 0.0)))
             else:
                 order["status"] = status or STATUS_OF_EVENT.get(event, order["status"])

@@ -20,7 +20,7 @@ from datetime import datetime, timedelta, timezone
 from operator import itemgetter
 from typing import TYPE_CHECKING, Any
 
-from alpaca_stream.handlers import Route, background_finished, background_tasks, deliver
+from alpaca_stream.handlers import Route, background_finished, background_tasks, deliver, one_at_a_time
 from alpaca_stream.keys import Keys
 from alpaca_stream.orders import Costs, trade_on_demand
 from alpaca_stream.result import Ledger
@@ -198,12 +198,15 @@ class Feed:
             return self.broker.url, BACKTEST_KEYS
 
     def open(self) -> None:
-        """trading_client() opens the backtest's account from now on, at its first call."""
+        """trading_client() opens the backtest's account from now on, at its first call; work
+        started with in_background() runs one at a time, in the order started."""
         trade_on_demand(self.open_account)
+        one_at_a_time(True)
 
     async def close(self) -> None:
         """No account for trading_client() any more; the broker stopped, --fills' file closed."""
         trade_on_demand(None)
+        one_at_a_time(False)
         if self.broker is not None:
             await asyncio.to_thread(self.broker.stop)
         if self.ledger.csv is not None:
