@@ -118,7 +118,7 @@ class Feed:
         if not self.matched:
             if (yield from self.updates(session)):
                 return True
-            self.see([message])
+            self.see_one(message)
             if self.ledger.values:  # a position held: equity moves with its price
                 self.broker.mark(message)
             self.broker.match_on(message)
@@ -135,35 +135,35 @@ class Feed:
     def see(self, messages: list[dict[str, Any]], kinds: set[str] | None = None,
             keys: set[tuple[str, str]] | None = None) -> None:
         """What the broker needs to know of these messages, handed over: the last and the first
-        of each kind and symbol, the latest time. kinds, keys: their kinds and their pairs of a
-        kind and a symbol, if known."""
-        known = len(self.last)
-        self.see_last(messages, kinds, keys)
-        if len(self.last) > known:  # a kind of a symbol new to the recording: its first message
-            for message in messages:
-                if "S" in message:
-                    self.first.setdefault((message["T"], message["S"]), message)
-
-    def see_last(self, messages: list[dict[str, Any]], kinds: set[str] | None,
-                 keys: set[tuple[str, str]] | None) -> None:
-        """The last of each kind and symbol, the latest time: in bulk where it can (every
-        message with a symbol and an aware time, no bar: a recording of trades and quotes),
-        else one by one."""
+        of each kind and symbol, the latest time: in bulk where it can (every message with a
+        symbol and an aware time, no bar: a recording of trades and quotes), else one by one.
+        kinds, keys: their kinds and their pairs of a kind and a symbol, if known."""
         try:
             keys = set(map(KIND_AND_SYMBOL, messages)) if keys is None else keys  # KeyError: news
             if not (kinds or {kind for kind, _ in keys}) & BARS:
                 latest = max(map(TIME, messages), default=self.latest)
+                known = len(self.last)
                 self.see_last_of_each(messages, len(keys))
                 self.latest = max(self.latest, latest)
+                if len(self.last) > known:  # a kind of a symbol new to the recording: its first message
+                    for message in messages:
+                        self.first.setdefault(KIND_AND_SYMBOL(message), message)
                 return
         except (KeyError, TypeError):  # news (no symbol), a time missing or with no zone
             pass
         for message in messages:
-            kind, when = message["T"], message.get("t")
-            if "S" in message:
-                self.last[kind, message["S"]] = message
-            if isinstance(when, datetime) and when.tzinfo is not None and kind != "d":
-                self.latest = max(self.latest, when + MINUTE if kind in MINUTE_BARS else when)
+            self.see_one(message)
+
+    def see_one(self, message: dict[str, Any]) -> None:
+        """see() for one message: the hand-over's, once the broker has started."""
+        kind, when = message["T"], message.get("t")
+        if "S" in message:
+            key = kind, message["S"]
+            if key not in self.last:
+                self.first[key] = message
+            self.last[key] = message
+        if isinstance(when, datetime) and when.tzinfo is not None and kind != "d":
+            self.latest = max(self.latest, when + MINUTE if kind in MINUTE_BARS else when)
 
     def see_last_of_each(self, messages: list[dict[str, Any]], pairs: int) -> None:
         """The last message of each kind and symbol of these (pairs: how many they hold): found
