@@ -39,16 +39,16 @@ class LogFormatter(logging.Formatter):
 
 class JsonLogFormatter(logging.Formatter):
     """--log-format json: one object a line, for log collectors: time, level, message, and the
-    fields the message is about (a heartbeat's counts, say)."""
+    fields the message is about (a heartbeat's counts, say). The message on one line: its
+    breaks are for a terminal's 80 columns."""
 
     def format(self, record: logging.LogRecord) -> str:
+        message = " ".join(line.strip() for line in record.getMessage().splitlines())
         entry = {"time": datetime.fromtimestamp(record.created, timezone.utc).isoformat(timespec="milliseconds"),
-                 "level": record.levelname.lower(), "message": record.getMessage(), **getattr(record, "fields", {})}
+                 "level": record.levelname.lower(), "message": message, **getattr(record, "fields", {})}
         if record.exc_info:
             entry["traceback"] = self.formatException(record.exc_info)
         return json.dumps(entry)
-
-
 
 
 class StderrHandler(logging.StreamHandler):

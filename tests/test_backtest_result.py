@@ -108,6 +108,7 @@ def test_the_json_summary_carries_the_result(tmp_path, caplog):
     assert run(tmp_path, "--log-format", "json") == 0
     summary = next(record for record in caplog.records if record.getMessage().startswith("received"))
     line = json.loads(JsonLogFormatter().format(summary))
+    assert line["message"].startswith("received ") and "\n" not in line["message"]  # a terminal's breaks
     assert line["backtest"] == {
         "orders": 3, "fills": 2, "open_orders": 1,
         "symbols": {"SPY": {"realized": 4.0, "unrealized": -3.0, "position": 6},
