@@ -177,9 +177,10 @@ def test_no_look_ahead_an_order_placed_on_the_days_best_price_fills_on_what_came
     assert filled(bot) == [("fill", 10.2, 10, WHEN + timedelta(seconds=2))]
 
 
-def test_an_order_for_a_symbol_with_no_price_yet_is_refused_and_the_run_goes_on(tmp_path, caplog):
+@pytest.mark.parametrize("order", [market(1, symbol="TSLA"), limit(1, 19.0, symbol="TSLA")], ids=["market", "limit"])
+def test_an_order_for_a_symbol_with_no_price_yet_is_refused_and_the_run_goes_on(tmp_path, caplog, order):
     bot = backtest(tmp_path, [trade(0, 10.0, 100), trade(1, 10.1, 100), trade(2, 20.0, 100, "TSLA")],
-                   {1: lambda client: client.submit_order(market(1, symbol="TSLA"))})
+                   {1: lambda client: client.submit_order(order)})
     assert [seen for seen in bot.seen if seen[0] == "message"] == [("message", 1), ("message", 2), ("message", 3)]
     assert bot.updates == []
     said = unwrapped(caplog.text)

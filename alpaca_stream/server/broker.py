@@ -125,9 +125,11 @@ class Broker:
         if fractional:
             check_fraction(symbol, order_type, time_in_force, by_dollars)
         with self.account.lock:
-            # A notional order's shares are known as it fills: checked at the price of the moment.
-            shares = amount / self.price(symbol) if by_dollars else amount
-            self.check_funds(symbol, side, shares, limit_price or stop_price or self.price(symbol))
+            # The price of the moment, for every order: a backtest refuses a symbol it has none of
+            # yet. A notional order's shares are known as it fills: checked at this price.
+            price = self.price(symbol)
+            shares = amount / price if by_dollars else amount
+            self.check_funds(symbol, side, shares, limit_price or stop_price or price)
             if fractional and side == "sell" \
                     and shares > self.account.positions.get(symbol, 0.0) - self.selling(symbol):
                 raise unprocessable("fractional orders cannot be sold short")
