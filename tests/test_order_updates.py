@@ -22,7 +22,7 @@ from alpaca_stream.records import TradeUpdate
 from alpaca_stream.server import AlpacaStreamServer
 from alpaca_stream.server.trading import Account
 from alpaca_stream.session import Session
-from alpaca_stream.sources.trading import TradingUpdates
+from alpaca_stream.sources.trading import Orders, TradingUpdates
 from alpaca_stream.testing import run_handlers
 
 
@@ -332,3 +332,21 @@ def test_the_demo_account_places_an_order_now_and_then_and_fills_it_with_the_pos
         symbol = fill["order"]["symbol"]
         held[symbol] = held.get(symbol, 0.0) + float(fill["qty"]) * (1 if fill["order"]["side"] == "buy" else -1)
         assert float(fill["position_qty"]) == held[symbol] and fill["order"]["status"] == "filled"
+
+
+def test_the_streams_late_news_of_an_order_recovered_never_leaves_it_as_it_was_before():
+    def update(event: str, status: str, filled: str, recovered: bool = False) -> dict:
+        return {"event": event, "order": {"id": "o1", "status": status, "filled_qty": filled},
+                **({"recovered": True} if recovered else {})}
+
+    orders = Orders()
+    assert orders.new(update("new", "new", "0"))
+    # Filled in part, then whole, while the stream was down: the recovery says filled.
+    assert orders.new(update("fill", "filled", "10", recovered=True))
+    assert not orders.new(update("partial_fill", "partially_filled", "5"))  # older: it would undo the fill
+    assert not orders.new(update("fill", "filled", "10"))  # the recovered one, late
+    # Once the stream has caught up, an update that leaves the order as it was is handed over.
+    other = Orders()
+    assert other.new(update("partial_fill", "partially_filled", "5", recovered=True))
+    assert other.new(update("order_cancel_rejected", "partially_filled", "5"))
+    assert other.new(update("order_cancel_rejected", "partially_filled", "5"))

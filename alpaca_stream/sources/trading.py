@@ -69,14 +69,15 @@ def stream_url(base: str) -> str:
 
 class Orders:
     """What this run has handed over of each order: its last state (status, filled quantity),
-    and the updates the recovery after a reconnect made of the orders' states. Every update of
-    the stream is handed over, one that leaves its order as it was too (order_cancel_rejected,
-    order_replace_rejected, an event Alpaca adds), but the stream's own of one recovered: the
-    same order, event and state, sent late."""
+    and what the recovery after a reconnect handed over of an order (its event and state), until
+    the stream catches up with it. Every update of the stream is handed over, one that leaves its
+    order as it was too (order_cancel_rejected, order_replace_rejected, an event Alpaca adds),
+    but the stream's late news of an order recovered: the same event and state, or an older
+    state (less filled), which would leave the handler with the order as it was before."""
 
     def __init__(self) -> None:
         self.states: dict[str, tuple[str, str]] = {}  # order id -> (status, filled_qty) handed over
-        self.recovered: set[tuple[str, str, tuple[str, str]]] = set()  # (order id, event, state)
+        self.recovered: dict[str, tuple[str, tuple[str, str]]] = {}  # order id -> (event, state)
 
     def new(self, update: dict) -> bool:
         """Whether this update is still to be handed over; noted if so."""
@@ -84,14 +85,18 @@ class Orders:
         if not isinstance(order, dict) or "id" not in order:
             return True  # a thin update: handed over as it is
         order_id, state = str(order["id"]), (str(order.get("status")), str(order.get("filled_qty")))
-        handed = (order_id, str(update.get("event")), state)
+        event = str(update.get("event"))
         if update.get("recovered"):
             if self.states.get(order_id) == state:  # the REST API says nothing newer than what was handed over
                 return False
-            self.recovered.add(handed)
-        elif handed in self.recovered:
-            self.recovered.discard(handed)
-            return False
+            self.recovered[order_id] = event, state
+        elif order_id in self.recovered:
+            handed_event, handed_state = self.recovered[order_id]
+            if float(state[1] or 0) < float(handed_state[1] or 0):  # older than what was recovered
+                return False
+            del self.recovered[order_id]  # the stream has caught up with the order
+            if (event, state) == (handed_event, handed_state):  # the recovered update itself, late
+                return False
         self.states[order_id] = state
         return True
 
