@@ -363,11 +363,16 @@ def timed_run(command: list[str], env: dict[str, str]) -> tuple[float, float]:
     return took, peak
 
 
+def status_mb(pid: int, field: str) -> float:
+    """A memory figure of a process's /proc status, MB: VmRSS (resident now), VmHWM (its peak)."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(next(line for line in status.splitlines() if line.startswith(field)).split()[1]) / 1024
+
+
 def high_water_mb(pid: int) -> float:
     """A process's peak resident memory so far, MB; 0 once it has exited."""
     try:
-        status = Path(f"/proc/{pid}/status").read_text()
-        return int(next(line for line in status.splitlines() if line.startswith("VmHWM")).split()[1]) / 1024
+        return status_mb(pid, "VmHWM")
     except (OSError, StopIteration):
         return 0.0
 
@@ -533,14 +538,9 @@ def memory(client: str, command: Command, env: dict[str, str]) -> tuple[float, f
         sizes = []
         for mark in MEMORY_TRADES:
             reader.wait_for_lines(mark, timeout=600)
-            sizes.append(resident_mb(reader.process.pid))
+            sizes.append(status_mb(reader.process.pid, "VmRSS"))
         reader.stop()
     return sizes[0], sizes[1]
-
-
-def resident_mb(pid: int) -> float:
-    status = Path(f"/proc/{pid}/status").read_text()
-    return int(next(line for line in status.splitlines() if line.startswith("VmRSS")).split()[1]) / 1024
 
 
 PRINTERS = ("ours", "ours --json", "bare script")  # clients that print a line per trade
