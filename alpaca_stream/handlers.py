@@ -59,13 +59,18 @@ async def deliver(messages: Iterable[Any], routes: dict[str, Route], session: Se
     delivered = False
     clock = time.monotonic
     since = clock()  # when the last handler returned
+    # Stopping (set by the signal handler, maybe while a handler held the loop) is looked at
+    # before a message is taken, never after: a source that notes what it has handed over as it
+    # is taken (a --durable bot's acknowledgement) must not count one that goes to no handler.
+    if session.stopping:
+        return False
     for message in messages:
-        if session.stopping:  # set by the signal handler, maybe while a handler held the loop
-            break
         try:
             kind, record_type, handler = routes[message["T"]]
         except (KeyError, TypeError):  # not market data
             control(message)
+            if session.stopping:
+                break
             continue
         record = record_type(message)
         received[kind] += 1
@@ -81,6 +86,8 @@ async def deliver(messages: Iterable[Any], routes: dict[str, Route], session: Se
         if now - since > SLOW_HANDLER:
             held_the_stream(handler, now - since, session)
         since = now
+        if session.stopping:
+            break
     if delivered:
         session.last_message = since
     return delivered

@@ -317,8 +317,9 @@ async def acknowledged(batches: AsyncGenerator[list[Msg], None], start: int,
                         log.debug("NATS consumer check: %r", error)
                     continue
                 yield taken(batch)
-                await batch[-1].ack()
-                unacknowledged = None
+                if unacknowledged is not None:  # the last handed on: a stop may leave the rest untaken
+                    await unacknowledged.ack()
+                    unacknowledged = None
     finally:
         if unacknowledged is not None:
             try:
