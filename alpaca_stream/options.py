@@ -133,11 +133,11 @@ def parse_args(argv: list[str] | None, doc: str | None = None) -> argparse.Names
     backtest.add_argument("--cash", type=float, metavar="DOLLARS",
                           help=f"the account's cash to start with (default {Costs.cash:,.0f})")
     backtest.add_argument("--latency", type=float, metavar="MS", help="an order reaches the market this "
-                          "much later, in the recording's time (default 0)")
+                          f"much later, in the recording's time (default {Costs.latency * MS_PER_S:g})")
     backtest.add_argument("--slippage", type=float, metavar="BPS", help="fills worse by so many basis "
-                          "points, never beyond a limit (default 0)")
+                          f"points, never beyond a limit (default {Costs.slippage_bps:g})")
     backtest.add_argument("--fee-bps", type=float, metavar="BPS", help="a fee on each fill's value, in "
-                          "basis points, from the cash (default 0)")
+                          f"basis points, from the cash (default {Costs.fee_bps:g})")
     backtest.add_argument("--fills", metavar="FILE.csv", help="write each fill of the backtest to "
                           "FILE.csv as it happens")
     parser.add_argument("--publish", metavar="NATS_URL", help="also publish every message to a NATS server, "
@@ -210,10 +210,10 @@ def parse_args(argv: list[str] | None, doc: str | None = None) -> argparse.Names
     if args.replay is not None and chosen:
         parser.error("--replay plays the recording as it is:\n"
                      "symbols, channel options and --feed have no effect with it")
-    if args.replay_speed is not None and args.replay is None:
-        parser.error("--replay-speed goes with --replay FILE")
-    if args.fills is not None and args.replay is None:
-        parser.error("--fills goes with --replay FILE: the fills of its backtest")
+    if args.replay is None:
+        for option, why in WITH_REPLAY.items():
+            if getattr(args, option) is not None:
+                parser.error(f"--{option.replace('_', '-')} goes with --replay FILE{why}")
     if args.replay_speed is not None and not 0 < args.replay_speed < math.inf:
         parser.error("--replay-speed takes a number above 0:\n"
                      "1 is the recorded pace, 2 twice as fast")
@@ -269,23 +269,47 @@ def other_markets_checks(parser: argparse.ArgumentParser, args: argparse.Namespa
                          f"name {market} channel too, as {example}")
 
 
-# A backtest's options: each one's range, and what it is said to be.
-COSTS = {"cash": (0.0, math.inf, False, "a number of dollars above 0"),
-         "latency": (0.0, math.inf, True, "a number of milliseconds, 0 or more"),
-         "slippage": (0.0, 1000.0, True, "a number of basis points from 0 to 1000"),
-         "fee_bps": (0.0, 1000.0, True, "a number of basis points from 0 to 1000")}
+MS_PER_S = 1000.0  # --latency is in milliseconds, Costs.latency in seconds
+
+
+@dataclass(frozen=True)
+class CostOption:
+    """A backtest's option: the field of Costs it sets (its value divided by per, for the
+    field's unit), its range, and what it is said to take."""
+
+    field: str
+    low: float
+    high: float
+    low_taken: bool
+    said: str
+    per: float = 1.0
+
+
+# A backtest's options, by their names in args (--fee-bps: fee_bps).
+COSTS = {"cash": CostOption("cash", 0.0, math.inf, False, "a number of dollars above 0"),
+         "latency": CostOption("latency", 0.0, math.inf, True, "a number of milliseconds, 0 or more", MS_PER_S),
+         "slippage": CostOption("slippage_bps", 0.0, 1000.0, True, "a number of basis points from 0 to 1000"),
+         "fee_bps": CostOption("fee_bps", 0.0, 1000.0, True, "a number of basis points from 0 to 1000")}
+# The options that go with --replay FILE alone, and why (after "goes with --replay FILE").
+WITH_REPLAY = {"replay_speed": "", "fills": ": the fills of its backtest",
+               **dict.fromkeys(COSTS, ": it is a backtest's")}
 
 
 def backtest_checks(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    """--cash, --latency, --slippage and --fee-bps: with --replay, each a number in its range."""
-    for option, (low, high, low_taken, said) in COSTS.items():
-        value, name = getattr(args, option), f"--{option.replace('_', '-')}"
+    """--cash, --latency, --slippage and --fee-bps: each a number in its range."""
+    for option, cost in COSTS.items():
+        value = getattr(args, option)
         if value is None:
             continue
-        if args.replay is None:
-            parser.error(f"{name} goes with --replay FILE: it is a backtest's")
-        if not (low <= value if low_taken else low < value) or not value <= high or value == math.inf:
-            parser.error(f"{name} takes {said}")
+        if not (cost.low <= value if cost.low_taken else cost.low < value) or not value <= cost.high \
+                or value == math.inf:
+            parser.error(f"--{option.replace('_', '-')} takes {cost.said}")
+
+
+def costs_from(args: argparse.Namespace) -> Costs:
+    """The backtest's Costs: those of the options given, Costs' defaults for the others."""
+    return Costs(**{cost.field: getattr(args, option) / cost.per
+                    for option, cost in COSTS.items() if getattr(args, option) is not None})
 
 
 def trading_checks(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
@@ -410,9 +434,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
                         args.demo or args.test_stream), publish=args.publish or "", source=args.source or "",
                     durable=args.durable or "", replay=args.replay, trade_updates=args.trade_updates,
                     trading_url=args.trading_url or (LIVE_API if args.live else PAPER_API),
-                    replay_speed=args.replay_speed or 0.0, fills=args.fills, serve=args.serve, costs=Costs(
-                        cash=Costs.cash if args.cash is None else args.cash, latency=(args.latency or 0.0) / 1000,
-                        slippage_bps=args.slippage or 0.0, fee_bps=args.fee_bps or 0.0))
+                    replay_speed=args.replay_speed or 0.0, fills=args.fills, serve=args.serve, costs=costs_from(args))
 
 
 def data_timeout(args: argparse.Namespace) -> float:

@@ -22,7 +22,8 @@ from conftest import KINDS, POSIX_ONLY, ROOT, Recorder, Script, script_env, unwr
 
 from alpaca_stream.channels import ALPACA_CHANNELS, CHANNELS
 from alpaca_stream.handlers import in_background
-from alpaca_stream.options import parse_args
+from alpaca_stream.options import parse_args, settings_from
+from alpaca_stream.orders import Costs
 from alpaca_stream.outputs.terminal import format_json
 from alpaca_stream.records import KIND, CryptoTrade, News, OptionQuote, OptionTrade, Orderbook, Record, Trade
 from alpaca_stream.sources.recording import Recording
@@ -254,6 +255,9 @@ sys.exit(run.exit_status)"""
         (["--replay", "x", "--replay-speed", "nan"], "--replay-speed takes a number above 0"),
         # a backtest's options (tests/test_backtest.py)
         (["--cash", "1000"], "--cash goes with --replay FILE: it is a backtest's"),
+        (["--latency", "0"], "--latency goes with --replay FILE: it is a backtest's"),
+        (["--slippage", "5"], "--slippage goes with --replay FILE: it is a backtest's"),
+        (["--fee-bps", "1"], "--fee-bps goes with --replay FILE: it is a backtest's"),
         (["--replay", "x", "--cash", "0"], "--cash takes a number of dollars above 0"),
         (["--replay", "x", "--cash", "inf"], "--cash takes a number of dollars above 0"),
         (["--replay", "x", "--latency", "-1"], "--latency takes a number of milliseconds, 0 or more"),
@@ -267,6 +271,14 @@ def test_replay_options_used_wrongly_exit_2_saying_why(arguments, error, capsys)
         parse_args(arguments)
     assert exited.value.code == 2
     assert error in capsys.readouterr().err
+
+
+def test_a_backtests_costs_are_the_options_given_in_costs_units_and_its_defaults_for_the_rest():
+    assert settings_from(parse_args(["--replay", "x"])).costs == Costs()
+    given = settings_from(parse_args(["--replay", "x", "--latency", "1500", "--fee-bps", "5"])).costs
+    assert given == Costs(latency=1.5, fee_bps=5.0)  # --latency in milliseconds, Costs' in seconds
+    assert settings_from(parse_args(["--replay", "x", "--cash", "25000", "--slippage", "10"])).costs == \
+        Costs(cash=25_000.0, slippage_bps=10.0)
 
 
 # -- the pace, and Ctrl+C ----------------------------------------------------------------------
