@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("alpaca_stream")
 
 PAPER_API, LIVE_API = "https://paper-api.alpaca.markets", "https://api.alpaca.markets"
+PAPER_CASH = 100_000.0  # dollars a new paper account of Alpaca's starts with
 
 
 @dataclass(frozen=True)
@@ -34,7 +35,7 @@ class Costs:
     """What a backtest's account starts with and what its orders cost beyond their price:
     --cash, --latency, --slippage and --fee-bps."""
 
-    cash: float = 100_000.0  # dollars, as a new paper account of Alpaca's
+    cash: float = PAPER_CASH  # dollars
     latency: float = 0.0  # seconds of the recording's time an order takes to reach the market
     slippage_bps: float = 0.0  # basis points a fill is worse than the recording's price
     fee_bps: float = 0.0  # basis points of a fill's notional taken from the cash

@@ -23,10 +23,10 @@ from alpaca_stream import orders
 from alpaca_stream.cli import CommandLine
 from alpaca_stream.keys import Keys
 from alpaca_stream.options import settings_from
+from alpaca_stream.orders import PAPER_CASH
 from alpaca_stream.records import Trade, TradeUpdate
 from alpaca_stream.server import AlpacaStreamServer
 from alpaca_stream.server.broker import PART
-from alpaca_stream.server.trading import CASH
 from alpaca_stream.session import Session
 from alpaca_stream.sources.demo import Demo, DemoStream, DemoTradingUpdates
 from alpaca_stream.testing import run_handlers
@@ -92,7 +92,7 @@ def test_alpaca_pys_client_places_a_market_order_that_fills_at_the_price_in_part
             assert (filled.status, filled.filled_qty, filled.filled_avg_price) == ("filled", "250", "200.25")
             assert [(position.symbol, position.qty) for position in positions] == [("SPY", "250")]
             assert (spy.avg_entry_price, spy.side, spy.cost_basis) == ("200.25", "long", "50062.5")
-            assert float(account.cash) == pytest.approx(CASH - 250 * 200.25)
+            assert float(account.cash) == pytest.approx(PAPER_CASH - 250 * 200.25)
 
     within(scenario(), 30)
 
@@ -165,7 +165,7 @@ def test_a_pairs_position_closed_is_sold_whole_at_the_price_and_the_clock_says_t
             await until(lambda: len(server.account.updates) == 4, "its fill")
             assert await asyncio.to_thread(client.get_all_positions) == []
             account = await asyncio.to_thread(client.get_account)
-            assert float(account.cash) == pytest.approx(CASH + 0.5 * 1_000)  # bought at 90,000, sold at 91,000
+            assert float(account.cash) == pytest.approx(PAPER_CASH + 0.5 * 1_000)  # bought at 90,000, sold at 91,000
             assert (await asyncio.to_thread(client.get_clock)).is_open
 
     within(scenario(), 30)
@@ -224,7 +224,7 @@ def test_the_demos_broker_fills_a_notional_buy_for_as_many_shares_as_its_dollars
             await until(lambda: len(server.account.updates) == 2, "the fill")
             filled = await asyncio.to_thread(client.get_order_by_id, order.id)
             assert (filled.status, filled.filled_qty, filled.filled_avg_price) == ("filled", "2.5", "400")
-            assert float((await asyncio.to_thread(client.get_account)).cash) == CASH - 1000
+            assert float((await asyncio.to_thread(client.get_account)).cash) == PAPER_CASH - 1000
 
     within(scenario(), 30)
 

@@ -20,6 +20,7 @@ from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed, InvalidState
 
 from alpaca_stream.channels import STATUS_OF_EVENT, SYMBOL, market_of_symbol
+from alpaca_stream.orders import PAPER_CASH
 from alpaca_stream.server.fills import fills_up
 from alpaca_stream.server.market import start_price
 from alpaca_stream.server.protocol import Endpoint
@@ -27,7 +28,6 @@ from alpaca_stream.server.protocol import Endpoint
 log = logging.getLogger("local_alpaca_server")
 
 DEMO_SYMBOLS = ("SPY", "TSLA", "AAPL")  # what the demo's made-up orders trade
-CASH = 100_000.0  # dollars the account starts with, as a new paper account
 TRADING = Endpoint("trading", (), SYMBOL)  # what /stream serves: not market data, no channels
 CLOSED = ("filled", "canceled", "expired", "rejected", "replaced", "done_for_day")  # an order's end states
 # The fields of an order as the REST API gives it, and as an update's "order" holds it.
@@ -78,7 +78,7 @@ class Account:
         self.listening: set[ServerConnection] = set()
         self.updates: list[dict] = []  # every update sent, in order (for tests)
         self.unsent: list[bytes] = []  # updates made, for the loop to send in order
-        self.cash = CASH
+        self.cash = PAPER_CASH  # as a new paper account
         self.positions: dict[str, float] = {}  # shares (coins) held, by symbol: what fills add up to
         self.entry_prices: dict[str, float] = {}  # what a position's shares cost on average, by symbol
 
