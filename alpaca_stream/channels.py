@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Collection, Mapping
-from typing import Any
+from datetime import date, datetime
+from typing import Any, NamedTuple
 
 # The command line's name for each channel (--updated-bars, subscribe(channel="updated_bars"))
 # -> Alpaca's. Subscribing to trades brings their corrections and cancels too.
@@ -84,6 +85,28 @@ def market_of_symbol(symbol: str) -> str:
     if "/" in symbol:
         return "crypto"
     return "options" if len(symbol) > 10 and OPTION.fullmatch(symbol) else "stocks"
+
+
+class OptionSymbol(NamedTuple):
+    """An option's OCC symbol taken apart, in OPTION's four parts."""
+
+    underlying: str  # the stock's symbol: AAPL
+    expiry: str  # as written, yymmdd: 250117 (expires() reads it)
+    right: str  # C, a call, or P, a put
+    strike: float  # in dollars: its 8 digits are the strike times 1000
+
+    def expires(self) -> date:
+        """The expiry's date; ValueError if its six digits are none (261318)."""
+        return datetime.strptime(self.expiry, "%y%m%d").date()
+
+
+def option_symbol(contract: str) -> OptionSymbol:
+    """An option's symbol taken apart; ValueError if it is not OCC's shape."""
+    shape = OPTION.fullmatch(contract)
+    if shape is None:
+        raise ValueError(f"not an option's symbol: {contract}")
+    underlying, expiry, right, strike = shape.groups()
+    return OptionSymbol(underlying, expiry, right, int(strike) / 1000)
 
 
 # The trading API's stream of the account's order updates, at its base URL (its REST under /v2/);

@@ -30,6 +30,7 @@ from alpaca_stream.channels import (
     PAIR,
     SAID,
     SYMBOL,
+    option_symbol,
 )
 from alpaca_stream.errors import EXIT_USAGE
 from alpaca_stream.logs import fitted
@@ -335,14 +336,12 @@ def trading_checks(parser: argparse.ArgumentParser, args: argparse.Namespace) ->
 def option_fault(contract: str) -> str:
     """What is wrong with an option symbol of the right shape (OCC's: root, yymmdd, C or P, the
     strike times 1000): an expiry that is not a date, a strike of 0; "" if nothing is."""
-    shape = OPTION.fullmatch(contract)
-    assert shape is not None
-    expiry, strike = shape.group(2), shape.group(4)
+    option = option_symbol(contract)
     try:
-        datetime.strptime(expiry, "%y%m%d")
+        option.expires()
     except ValueError:
-        return f"its expiry, {expiry}, is not a date (yymmdd)"
-    return "its strike (the last 8 digits) is 0" if int(strike) == 0 else ""
+        return f"its expiry, {option.expiry}, is not a date (yymmdd)"
+    return "its strike (the last 8 digits) is 0" if option.strike == 0 else ""
 
 
 def url_fault(url: str, schemes: tuple[str, ...], path: bool = False, listening: bool = False) -> str:
@@ -420,7 +419,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
         warn_of_unknown(symbols, args.pairs, args.options)
     if not (args.source or args.replay is not None):  # a --demo too, which makes its data up all the same
         for contract in args.options:
-            expiry = datetime.strptime(contract[-15:-9], "%y%m%d").date()
+            expiry = option_symbol(contract).expires()
             if expiry < datetime.now(NEW_YORK).date():
                 log.warning("%s expired on %s: Alpaca sends no trades or quotes for it", contract, expiry)
     if any(channel in ALPACA_CHANNELS for channel in args.channels):

@@ -9,11 +9,13 @@ import shutil
 import socket
 import subprocess
 import sys
+from datetime import date
 
 import pytest
 from conftest import FAKE_KEY, FAKE_SECRET, ROOT, unwrapped
 
 import websocket_stream as ws
+from alpaca_stream.channels import OptionSymbol, option_symbol
 from alpaca_stream.errors import EXIT_USAGE, ConfigError
 from alpaca_stream.keys import KEY_ENV, SECRET_ENV, Keys, check_keys, load_keys
 from alpaca_stream.options import parse_args, settings_from
@@ -195,6 +197,16 @@ def test_every_symbol_is_a_quoted_star():
 ])
 def test_channels_are_named_by_options_and_trades_are_the_default(argv, channels):
     assert parse_args(argv).channels == channels
+
+
+def test_an_option_symbol_is_taken_apart_into_its_stock_expiry_call_or_put_and_strike():
+    option = option_symbol("BRKB261218P00487500")
+    assert option == OptionSymbol("BRKB", "261218", "P", 487.5) and option.expires() == date(2026, 12, 18)
+    assert option_symbol("AAPL1261218C00250000").underlying == "AAPL1"  # an adjusted contract's root
+    with pytest.raises(ValueError):
+        option_symbol("AAPL261318C00250000").expires()  # month 13
+    with pytest.raises(ValueError):
+        option_symbol("AAPL")
 
 
 @pytest.mark.parametrize(("argv", "says"), [

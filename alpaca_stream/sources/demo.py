@@ -8,7 +8,7 @@ import logging
 from collections.abc import Iterable
 from typing import TypeVar
 
-from alpaca_stream.channels import OPTION
+from alpaca_stream.channels import option_symbol
 from alpaca_stream.keys import Keys
 from alpaca_stream.orders import trade_at
 from alpaca_stream.sources.crypto import CryptoStream
@@ -30,20 +30,13 @@ def warn_of_unknown(symbols: Iterable[str], pairs: Iterable[str], contracts: Ite
     from alpaca_stream.server.market import START_PRICES as KNOWN_STOCKS
 
     stocks = [symbol for symbol in symbols if symbol not in {*KNOWN_STOCKS, "*"}]
-    stocks += [contract for contract in contracts if underlying(contract) not in KNOWN_STOCKS]
+    stocks += [contract for contract in contracts if option_symbol(contract).underlying not in KNOWN_STOCKS]
     for unknown, market, known in ((stocks, "stocks", KNOWN_STOCKS),
                                    ([pair for pair in pairs if pair not in KNOWN_PAIRS], "pairs", KNOWN_PAIRS)):
         if unknown:
             log.warning("the demo does not know %s: it makes the data up all the same, but live, a "
                         "symbol Alpaca does not have gets nothing. The demo's %s: %s",
                         ", ".join(unknown), market, ", ".join(known))
-
-
-def underlying(contract: str) -> str:
-    """An option's underlying stock: AAPL of AAPL261218C00250000."""
-    shape = OPTION.fullmatch(contract)
-    assert shape is not None
-    return shape.group(1)
 
 
 class Demo:
