@@ -68,14 +68,16 @@ def format_text(message: Record) -> str:
 
 def line(message: Record, kind: str = "") -> str:
     """The line of a market's message: its time, kind and symbol, then DETAILS of its kind. A
-    trade's "@" stands in one column (AT_COLUMN) whatever its market and symbol."""
+    trade's "@" stands in one column (AT_COLUMN) whatever its market and symbol: its parts
+    (TRADES) on each side of it."""
     width = PAIR if isinstance(message, CryptoQuote) else 5
     start = (f"{message.timestamp.strftime('%H:%M:%S.%f')[:12]}Z {kind or KIND[type(message)]:<11} "
              f"{message.symbol:<{width}} ")
-    details = DETAILS[type(message)](message)
     if type(message) in TRADES:
-        size, _, price = details.partition(" @ ")
-        details = f"{size.rjust(AT_COLUMN - len(start) - 1)} @ {price}"
+        size, priced = TRADES[type(message)](message)
+        details = f"{size.rjust(AT_COLUMN - len(start) - 1)} @ {priced}"
+    else:
+        details = DETAILS[type(message)](message)
     if len(start) + len(details) <= WIDTH:
         return start + details
     return start + f"\n{' ' * len(start)}".join(textwrap.wrap(details, WIDTH - len(start)))
@@ -104,11 +106,11 @@ def crypto_price(price: float) -> str:
     return text + "0" * (2 - len(text.partition(".")[2]))
 
 
-# The end of each kind's line, after its symbol. A trade's is its size, " @ " and the price, right
-# aligned in the same width in every market; line() sets its "@" at AT_COLUMN.
+# The end of each kind's line, after its symbol. A trade's in two parts, its size and what follows
+# its "@" (the price, right aligned in the same width in every market): line() sets the "@" at AT_COLUMN.
 
-def trade(trade: Trade) -> str:
-    return f"{trade.size} @ {money(trade.price):>9}  {trade.exchange}"
+def trade(trade: Trade) -> tuple[str, str]:
+    return str(trade.size), f"{money(trade.price):>9}  {trade.exchange}"
 
 
 def quote(quote: Quote) -> str:
@@ -116,9 +118,9 @@ def quote(quote: Quote) -> str:
             f"ask {money(quote.ask_price):>8} x {quote.ask_size}")
 
 
-def option_trade(trade: OptionTrade) -> str:
+def option_trade(trade: OptionTrade) -> tuple[str, str]:
     """Contracts at a price per share, the exchange and the condition."""
-    return f"{trade.size} @ {money(trade.price):>9}  {trade.exchange} {trade.conditions or ''}".rstrip()
+    return str(trade.size), f"{money(trade.price):>9}  {trade.exchange} {trade.conditions or ''}".rstrip()
 
 
 def option_quote(quote: OptionQuote) -> str:
@@ -136,10 +138,10 @@ def bar(bar: Bar | CryptoBar) -> str:
     return " ".join(f"{money(price):>8}" for price in prices) + f" V {bar.volume}"
 
 
-def crypto_trade(trade: CryptoTrade) -> str:
+def crypto_trade(trade: CryptoTrade) -> tuple[str, str]:
     """The size in coins, the price, and the taker's side (B: the buyer took the offer, S:
     the seller hit the bid) when Alpaca gives it."""
-    return f"{coins(trade.size)} @ {crypto_price(trade.price):>9}  {trade.get('tks', '')}".rstrip()
+    return coins(trade.size), f"{crypto_price(trade.price):>9}  {trade.get('tks', '')}".rstrip()
 
 
 def orderbook(orderbook: Orderbook) -> str:
@@ -215,11 +217,13 @@ def cancel(cancel: TradeCancel) -> str:
 
 
 DETAILS: dict[type[Record], Callable[[Any], str]] = {
-    Trade: trade, Quote: quote, Bar: bar, UpdatedBar: bar, DailyBar: bar, TradingStatus: status, Luld: luld,
+    Quote: quote, Bar: bar, UpdatedBar: bar, DailyBar: bar, TradingStatus: status, Luld: luld,
     TradeCorrection: correction, OrderImbalance: imbalance, TradeCancel: cancel,
-    CryptoTrade: crypto_trade, CryptoQuote: crypto_quote, CryptoBar: bar, CryptoUpdatedBar: bar, CryptoDailyBar: bar,
-    Orderbook: orderbook, OptionTrade: option_trade, OptionQuote: option_quote, TradeUpdate: trade_update,
+    CryptoQuote: crypto_quote, CryptoBar: bar, CryptoUpdatedBar: bar, CryptoDailyBar: bar,
+    Orderbook: orderbook, OptionQuote: option_quote, TradeUpdate: trade_update,
 }
-TRADES = (Trade, CryptoTrade, OptionTrade)  # the kinds whose "@" line() sets at AT_COLUMN
+# The kinds whose "@" line() sets at AT_COLUMN, in their two parts.
+TRADES: dict[type[Record], Callable[[Any], tuple[str, str]]] = {
+    Trade: trade, CryptoTrade: crypto_trade, OptionTrade: option_trade}
 # The kinds whose line is not line()'s: an article's, and an order's with "order" for its kind.
 LINES: dict[type[Record], Callable[[Any], str]] = {News: news, TradeUpdate: lambda update: line(update, "order")}
