@@ -41,6 +41,13 @@ class Costs:
     fee_bps: float = 0.0  # basis points of a fill's notional taken from the cash
 
 
+def number(value: float) -> str:
+    """A number as the trading API writes it: a string, with no exponent and no needless
+    zeros (100, 0.5). Beside the orders, not in the server, so that a backtest's result has it
+    without importing the server (result.py)."""
+    return f"{value:.10f}".rstrip("0").rstrip(".")
+
+
 def is_live(url: str) -> bool:
     """Whether a trading API's base URL is the live account's: real money."""
     return urlsplit(url).hostname == urlsplit(LIVE_API).hostname

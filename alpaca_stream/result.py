@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import NamedTuple, TextIO
 
+from alpaca_stream.orders import number
+
 WIDTH = 58  # the summary's lines, as session.py wraps them: 80 columns with the log's time
 
 
@@ -42,11 +44,6 @@ class Fill(NamedTuple):
     cash_after: float
 
 
-def plain(value: float) -> str:
-    """A number as the trading API writes it: no exponent, no needless zeros."""
-    return f"{value:.10f}".rstrip("0").rstrip(".")
-
-
 class FillsCsv:
     """--fills FILE.csv: a header, then a row for each fill as the broker books it."""
 
@@ -55,9 +52,9 @@ class FillsCsv:
         self.writer.writerow(Fill._fields)
 
     def write(self, fill: Fill) -> None:
-        self.writer.writerow((fill.time.isoformat(), fill.symbol, fill.side, plain(fill.qty), plain(fill.price),
-                              fill.order_id, fill.event, plain(fill.position_after),
-                              plain(round(fill.cash_after, 6))))
+        self.writer.writerow((fill.time.isoformat(), fill.symbol, fill.side, number(fill.qty), number(fill.price),
+                              fill.order_id, fill.event, number(fill.position_after),
+                              number(round(fill.cash_after, 6))))
 
     def close(self) -> None:
         self.file.close()

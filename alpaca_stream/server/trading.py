@@ -20,7 +20,7 @@ from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed, InvalidState
 
 from alpaca_stream.channels import STATUS_OF_EVENT, SYMBOL, market_of_symbol
-from alpaca_stream.orders import PAPER_CASH
+from alpaca_stream.orders import PAPER_CASH, number
 from alpaca_stream.server.fills import fills_up
 from alpaca_stream.server.market import start_price
 from alpaca_stream.server.protocol import Endpoint
@@ -236,9 +236,4 @@ def in_loop(loop: asyncio.AbstractEventLoop) -> bool:
         return asyncio.get_running_loop() is loop
     except RuntimeError:
         return False
-
-
-def number(value: float) -> str:
-    """A number as the trading API writes it: a string, without a needless .0."""
-    return f"{value:.10f}".rstrip("0").rstrip(".")
 
