@@ -17,13 +17,13 @@ from datetime import datetime, timedelta
 from http import HTTPStatus
 from typing import Any
 
+from alpaca_stream.calendar import market_open, next_close, next_open
 from alpaca_stream.channels import market_of_symbol
 from alpaca_stream.orders import Costs
 from alpaca_stream.result import Fill, Ledger, Result, result
 from alpaca_stream.server.broker import Broker, Refused, listed, short_of, unprocessable
 from alpaca_stream.server.fills import book, fills, left, price_of, slipped, triggered
 from alpaca_stream.server.trading import CLOSED, Account, contract_size, stamp
-from alpaca_stream.session import CLOSES, OPENS, market_open, next_on_a_weekday
 
 log = logging.getLogger("alpaca_stream")
 
@@ -86,11 +86,11 @@ class Backtest(Broker):
         raise unprocessable(f"no price of {symbol} yet in the recording: the backtest cannot read ahead")
 
     def clock(self) -> dict:
-        """GET /v2/clock: the recording's time, and regular hours then (holidays aside)."""
+        """GET /v2/clock: the recording's time, and the market's regular hours then, by its
+        calendar (calendar.py)."""
         when = self.latest()
-        return {"timestamp": stamp(when), "is_open": market_open(when),
-                "next_open": stamp(next_on_a_weekday(when, OPENS)),
-                "next_close": stamp(next_on_a_weekday(when, CLOSES))}
+        return {"timestamp": stamp(when), "is_open": market_open(when), "next_open": stamp(next_open(when)),
+                "next_close": stamp(next_close(when))}
 
     # -- the orders it takes ------------------------------------------------------------------
 
@@ -133,7 +133,7 @@ class Backtest(Broker):
         placed = self.latest()
         expires = None
         if order["time_in_force"] == "day" and market_of_symbol(order["symbol"]) != "crypto":
-            expires = next_on_a_weekday(placed, CLOSES)
+            expires = next_close(placed)
             self.next_expiry = min(self.next_expiry or expires, expires)
         self.terms[order["id"]] = Terms(placed + timedelta(seconds=self.costs.latency), expires)
 
