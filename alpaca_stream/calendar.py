@@ -1,8 +1,9 @@
 """The US stock market's calendar, as a table: no network needed (Alpaca's /v2/calendar is not
 in reach of every machine that replays a recording). A trading day's regular hours are 9:30 to
-16:00 New York time, to 13:00 on a half day. The holidays and half days are NYSE's, as it
-published them, from 2016 to 2027; before and after those years, every weekday is a trading
-day of full hours."""
+16:00 New York time, to 13:00 on a half day; its extended hours, Alpaca's, 4:00 to 20:00, to
+17:00 on a half day (NYSE Arca's late session closes then). The holidays and half days are
+NYSE's, as it published them, from 2016 to 2027; before and after those years, every weekday is
+a trading day of full hours."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ NEW_YORK = ZoneInfo("America/New_York")  # the market's clock
 
 # (open, close, close on a half day), New York time
 REGULAR_HOURS = (time(9, 30), time(16), time(13))
+EXTENDED_HOURS = (time(4), time(20), time(17))
 
 
 def days(by_year: dict[int, str]) -> frozenset[date]:
@@ -59,29 +61,30 @@ HALF_DAYS = days({
 })
 
 
-def hours_of(day: date) -> tuple[time, time] | None:
-    """The day's open and close of regular hours, New York time; None if the market is closed
-    all day."""
+def hours_of(day: date, extended: bool = False) -> tuple[time, time] | None:
+    """The day's open and close (of extended hours if asked), New York time; None if the market
+    is closed all day."""
     if day.weekday() >= 5 or day in HOLIDAYS:
         return None
-    opens, closes, closes_early = REGULAR_HOURS
+    opens, closes, closes_early = EXTENDED_HOURS if extended else REGULAR_HOURS
     return opens, closes_early if day in HALF_DAYS else closes
 
 
-def market_open(now: datetime | None = None) -> bool:
-    """Whether the market is open at this time (now, if not given), in regular hours. (Compared
-    as New York's times of day, not as datetimes made for the day: a backtest asks it for each
-    message of a symbol with an open order, and those took twice as long.)"""
+def market_open(now: datetime | None = None, extended: bool = False) -> bool:
+    """Whether the market is open at this time (now, if not given): in regular hours, or in
+    extended hours if asked. (Compared as New York's times of day, not as datetimes made for the
+    day: a backtest asks it for each message of a symbol with an open order, and those took
+    twice as long.)"""
     there = (now or datetime.now(timezone.utc)).astimezone(NEW_YORK)
-    hours = hours_of(there.date())
+    hours = hours_of(there.date(), extended)
     return hours is not None and hours[0] <= there.time() < hours[1]
 
 
-def trading_days_from(moment: datetime) -> Iterator[tuple[datetime, datetime]]:
+def trading_days_from(moment: datetime, extended: bool = False) -> Iterator[tuple[datetime, datetime]]:
     """The open and close of each trading day from the moment's own day on (New York's)."""
     day = moment.astimezone(NEW_YORK).date()
     while True:
-        hours = hours_of(day)
+        hours = hours_of(day, extended)
         if hours is not None:
             yield datetime.combine(day, hours[0], NEW_YORK), datetime.combine(day, hours[1], NEW_YORK)
         day += timedelta(days=1)
@@ -92,7 +95,7 @@ def next_open(after: datetime) -> datetime:
     return next(opens for opens, _ in trading_days_from(after) if opens > after)
 
 
-def next_close(after: datetime) -> datetime:
-    """The first close of regular hours later than this moment: when a day order placed then
-    expires."""
-    return next(closes for _, closes in trading_days_from(after) if closes > after)
+def next_close(after: datetime, extended: bool = False) -> datetime:
+    """The first close later than this moment (of extended hours if asked): when a day order
+    placed then expires."""
+    return next(closes for _, closes in trading_days_from(after, extended) if closes > after)

@@ -451,6 +451,19 @@ def test_get_clock_on_a_holiday_says_closed_and_the_next_trading_days_open_and_c
         True, new_york(9, 30, day=30, month=11), new_york(13, day=27, month=11))
 
 
+def test_an_extended_hours_limit_fills_from_4_to_20_and_expires_at_20(tmp_path):
+    quotes = [quote_at(new_york(19), 599.9, 600.1), quote_at(new_york(20, 15), 599.4, 599.5),
+              quote_at(new_york(20, 30), 599.4, 599.5), quote_at(new_york(3, day=3), 599.4, 599.5),
+              quote_at(new_york(5, day=3), 599.4, 599.5)]
+    extended = limit(5, 599.6, extended_hours=True)
+    bot = backtest(tmp_path, quotes, {1: lambda client: client.submit_order(extended),
+                                      2: lambda client: client.submit_order(extended)})
+    assert bot.seen == [
+        ("message", 1), ("new", None, None, new_york(19)),
+        ("expired", None, None, new_york(20)), ("message", 2),  # placed at 19:00, for the day
+        ("new", None, None, new_york(20, 15)), ("message", 3), ("message", 4),  # for the next day, from 4:00
+        ("fill", 599.5, 5, new_york(5, day=3)), ("message", 5)]
+
 
 # -- the account: short sales, buying power, options, the costs ----------------------------------
 

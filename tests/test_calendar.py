@@ -1,6 +1,6 @@
 """The market's calendar (alpaca_stream/calendar.py): NYSE's holidays and half days as it
-published them, 2016 to 2027, and beyond them every weekday; regular hours; the next open and
-close, as the trading API's clock says them."""
+published them, 2016 to 2027, and beyond them every weekday; regular and extended hours; the
+next open and close, as the trading API's clock says them."""
 
 from __future__ import annotations
 
@@ -45,12 +45,21 @@ def test_the_table_holds_weekdays_each_once_and_every_year_its_holidays_and_half
 
 def test_the_market_is_closed_on_a_holiday_and_from_13_on_a_half_day():
     assert market_open(new_york("2026-11-27", 12, 59)) and not market_open(new_york("2026-11-27", 13))
-    assert not market_open(new_york("2026-12-25", 10))
+    assert not market_open(new_york("2026-12-25", 10)) and not market_open(new_york("2026-12-25", 10), extended=True)
+
+
+def test_extended_hours_are_4_to_20_and_to_17_on_a_half_day():
+    assert hours_of(date(2026, 12, 2), extended=True) == (time(4), time(20))
+    assert hours_of(date(2026, 11, 27), extended=True) == (time(4), time(17))
+    assert market_open(new_york("2026-12-02", 5), extended=True) and not market_open(new_york("2026-12-02", 5))
+    assert not market_open(new_york("2026-12-02", 3), extended=True)
+    assert not market_open(new_york("2026-12-02", 20), extended=True)
 
 
 def test_the_next_open_and_close_skip_weekends_and_holidays_and_keep_new_yorks_summer_time():
     assert next_open(new_york("2026-12-24", 10)) == new_york("2026-12-28", 9, 30)  # past Christmas
     assert next_close(new_york("2026-12-24", 10)) == new_york("2026-12-24", 13)  # a half day
     assert next_close(new_york("2026-12-24", 13)) == new_york("2026-12-28", 16)
+    assert next_close(new_york("2026-12-24", 13), extended=True) == new_york("2026-12-24", 17)
     # 2026-03-08, a Sunday, begins summer time: 9:30 in New York is 13:30 UTC from then on.
     assert next_open(new_york("2026-03-06", 17)).isoformat() == "2026-03-09T09:30:00-04:00"

@@ -129,11 +129,12 @@ class Backtest(Broker):
 
     def accepted(self, order: dict) -> None:
         """Its terms noted: when it reaches the market, and when a day order of a stock or an
-        option expires (the first close after it is placed; a pair trades at any hour)."""
+        option expires: at the first close after it is placed, of extended hours for an order
+        that may fill in them (Alpaca's day is over then); a pair trades at any hour."""
         placed = self.latest()
         expires = None
         if order["time_in_force"] == "day" and market_of_symbol(order["symbol"]) != "crypto":
-            expires = next_close(placed)
+            expires = next_close(placed, extended=order["extended_hours"])
             self.next_expiry = min(self.next_expiry or expires, expires)
         self.terms[order["id"]] = Terms(placed + timedelta(seconds=self.costs.latency), expires)
 
@@ -241,8 +242,8 @@ class Backtest(Broker):
 
 
 def in_its_hours(order: dict, now: datetime) -> bool:
-    """Whether an order may fill now: a pair's at any hour, a limit order for extended hours's
-    at any hour of the recording, the others in regular hours alone (one placed outside them
-    waits for the open, as Alpaca's does)."""
-    return order["asset_class"] == "crypto" or bool(order["extended_hours"]) and order["type"] == "limit" \
-        or market_open(now)
+    """Whether an order may fill now: a pair's at any hour, the others in the market's hours of
+    a trading day, extended hours for an order placed for them (a day limit order alone, as
+    check_terms() takes it), regular hours else (one placed outside them waits for the open,
+    as Alpaca's does)."""
+    return order["asset_class"] == "crypto" or market_open(now, extended=order["extended_hours"])
