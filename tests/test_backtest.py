@@ -626,6 +626,15 @@ def test_a_notional_round_trip_sells_its_dollars_worth_and_realizes_on_fractiona
     assert result.symbols["SPY"].unrealized == 10.05  # 0.5 held, marked at the midpoint 420.10
 
 
+def test_a_notional_sale_fills_for_its_dollars_over_the_fills_price_so_a_fall_sells_short(tmp_path):
+    quotes = [quote(0, 99.9, 100, 100.1, 100), quote(1, 99.9, 100, 100.1, 100), quote(2, 50.0, 100, 50.2, 100)]
+    bot = backtest(tmp_path, quotes, {1: lambda client: client.submit_order(market(10)),
+                                      2: lambda client: client.submit_order(dollars(1000, "sell"))})
+    # Taken: $1,000 at 100.00, the price when placed, is the 10 shares held; filled at a bid of
+    # 50.00, it sells 20 (docs/backtest.md, "The account": written down, not prevented).
+    assert [(price, qty) for _, price, qty, _ in filled(bot)] == [(100.1, 10), (50.0, 20)]
+    assert bot.updates[-1].position_qty == -10
+
 
 def test_fractional_and_notional_orders_are_refused_where_alpaca_refuses_them(tmp_path):
     from alpaca.common.exceptions import APIError
