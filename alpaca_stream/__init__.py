@@ -19,12 +19,12 @@ subscriptions.py (what a stream asks for, subscribe() from a handler, and Alpaca
 it, its errors among them); channels.py (Alpaca's channels, for both ends); nats_common.py
 (what both NATS ends share). What a run is told and tells: keys.py (your keys), errors.py (what
 ends a run and what is retried: one policy for every source), session.py (what a run counts:
-the summary, --heartbeat), result.py (a backtest's result: P&L, drawdown), logs.py (the log,
-within 80 columns). Over all of them: supervisor.py (sources side by side in one event loop),
-options.py (the command line's options) and cli.py (the command: Ctrl+C and SIGTERM, exit
-statuses). And server/: the server
-side of Alpaca's protocol, written once, with made-up data and a paper broker as the local
-server (--demo, the tests) or with this script's data for --serve's clients; its broker on a
+the summary, --heartbeat), calendar.py (the market's trading days and hours), result.py (a
+backtest's result: P&L, drawdown), logs.py (the log, within 80 columns). Over all of them:
+supervisor.py (sources side by side in one event loop), options.py (the command line's options)
+and cli.py (the command: Ctrl+C and SIGTERM, exit statuses). And server/: the server side of
+Alpaca's protocol, written once, with made-up data and a paper broker as the local server
+(--demo, the tests) or with this script's data for --serve's clients; its broker on a
 recording's clock is a backtest's (server/backtest.py, its fill model in server/fills.py).
 
 What a bot uses is here, one import away:

@@ -20,10 +20,11 @@ from urllib.parse import urlsplit
 import msgpack
 import websockets
 
+from alpaca_stream.calendar import market_open
 from alpaca_stream.errors import PERMANENT_HTTP, CannotConnect, ConfigError, NoData
 from alpaca_stream.handlers import Route, deliver
 from alpaca_stream.keys import Keys
-from alpaca_stream.session import Session, market_open
+from alpaca_stream.session import Session
 from alpaca_stream.subscriptions import Subscriptions
 
 if TYPE_CHECKING:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import NoReturn
 from urllib.parse import urlsplit
 
+from alpaca_stream.calendar import NEW_YORK
 from alpaca_stream.channels import (
     ALPACA_CHANNELS,
     CHANNELS,
@@ -36,7 +37,6 @@ from alpaca_stream.errors import EXIT_USAGE
 from alpaca_stream.logs import fitted
 from alpaca_stream.orders import LIVE_API, PAPER_API, Costs
 from alpaca_stream.outputs.serve import is_loopback
-from alpaca_stream.session import NEW_YORK
 from alpaca_stream.sources.crypto import ALPACA_CRYPTO_STREAM
 from alpaca_stream.sources.demo import warn_of_unknown
 from alpaca_stream.sources.news import ALPACA_NEWS_STREAM

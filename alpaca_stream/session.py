@@ -9,16 +9,13 @@ import textwrap
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
-from datetime import time as time_of_day
-from zoneinfo import ZoneInfo
 
+from alpaca_stream.calendar import market_open
 from alpaca_stream.records import KIND
 from alpaca_stream.result import Result
 
 log = logging.getLogger("alpaca_stream")
 
-NEW_YORK = ZoneInfo("America/New_York")  # the market's clock
 NOUNS = {"news": "article", "trade_update": "order update"}  # 3 articles, not 3 newses
 MARKETS = ("stocks", "crypto", "options", "news", "trading")  # the order the heartbeat counts them in
 
@@ -108,23 +105,3 @@ async def heartbeat(session: Session, every: float) -> None:
                      "received": counts, "seconds": every, **({"by_market": by_market} if markets else {}),
                      "last_message_age": age, **({"reconnects": session.reconnects} if session.connected else {}),
                      "market": market}})
-
-
-OPENS, CLOSES = time_of_day(9, 30), time_of_day(16)  # regular hours, New York time
-
-
-def market_open(now: datetime | None = None) -> bool:
-    """Regular hours, 9:30 to 16:00 New York time on weekdays (holidays are not known here)."""
-    there = (now or datetime.now(timezone.utc)).astimezone(NEW_YORK)
-    return there.weekday() < 5 and OPENS <= there.time() < CLOSES
-
-
-def next_on_a_weekday(after: datetime, at: time_of_day) -> datetime:
-    """The first weekday's `at` (New York time) later than `after`: the next open (OPENS) or
-    close (CLOSES) of regular hours, as the trading API's clock says them (holidays aside)."""
-    there = after.astimezone(NEW_YORK)
-    for days in range(8):
-        moment = datetime.combine(there.date() + timedelta(days=days), at, NEW_YORK)
-        if moment.weekday() < 5 and moment > there:
-            return moment
-    raise AssertionError("a week has weekdays")

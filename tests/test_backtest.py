@@ -22,10 +22,10 @@ from test_readme import EXAMPLES, paste, pasted_with_what_it_needs
 
 import websocket_stream as ws
 from alpaca_stream import in_background, orders
+from alpaca_stream.calendar import NEW_YORK
 from alpaca_stream.outputs.terminal import format_text
 from alpaca_stream.records import KIND, Quote, Record, TradeUpdate
 from alpaca_stream.server.fills import fills
-from alpaca_stream.session import NEW_YORK
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -385,8 +385,8 @@ def test_ioc_fills_what_the_next_quote_offers_and_is_canceled_and_fok_all_or_not
         ("new", None, WHEN), ("partial_fill", 30, one_second), ("canceled", None, one_second)]
 
 
-def new_york(hour: int, minute: int = 0, day: int = 2) -> datetime:
-    return datetime(2026, 12, day, hour, minute, tzinfo=NEW_YORK)
+def new_york(hour: int, minute: int = 0, day: int = 2, month: int = 12) -> datetime:
+    return datetime(2026, month, day, hour, minute, tzinfo=NEW_YORK)
 
 
 def quote_at(when: datetime, bid: float, ask: float, symbol: str = "SPY") -> dict:
@@ -417,6 +417,52 @@ def test_outside_regular_hours_a_market_order_waits_for_the_open_an_extended_hou
     # The limit without extended hours waits too: at 8:30 the ask is under its 599.6, at 9:30 over.
     assert [(price, qty, when) for _, price, qty, when in filled(bot)] == [
         (599.5, 3, new_york(8, 30)), (90_010, 0.1, new_york(8, 30)), (600.1, 1, new_york(9, 30))]
+
+
+# The market's calendar (calendar.py): 2026-11-27 and 12-24 are half days, closed at 13:00;
+# 12-25, a Friday, is a holiday; 12-28 is the Monday after it.
+
+
+def test_a_day_order_expires_at_13_on_a_half_day(tmp_path):
+    quotes = [quote_at(new_york(10, day=27, month=11), 599.9, 600.1),
+              quote_at(new_york(12, 30, day=27, month=11), 599.9, 600.1),
+              quote_at(new_york(13, 5, day=27, month=11), 589.0, 589.1)]
+    bot = backtest(tmp_path, quotes, {1: lambda client: client.submit_order(limit(5, 590.0))})
+    assert bot.seen[2:] == [("message", 2), ("expired", None, None, new_york(13, day=27, month=11)),
+                            ("message", 3)]
+
+
+def test_a_market_order_placed_after_a_half_days_close_waits_past_the_holiday_for_the_next_open(tmp_path):
+    quotes = [quote_at(new_york(13, 30, day=24), 599.9, 600.1), quote_at(new_york(14, day=24), 599.9, 600.1),
+              quote_at(new_york(10, day=25), 600.9, 601.1), quote_at(new_york(9, 45, day=28), 601.9, 602.1)]
+    bot = backtest(tmp_path, quotes, {1: lambda client: client.submit_order(market(1))})
+    assert filled(bot) == [("fill", 602.1, 1, new_york(9, 45, day=28))]
+
+
+def test_get_clock_on_a_holiday_says_closed_and_the_next_trading_days_open_and_close(tmp_path):
+    clocks: list[Any] = []
+    quotes = [quote_at(new_york(10, day=27, month=11), 599.9, 600.1), quote_at(new_york(10, day=25), 599.9, 600.1)]
+    backtest(tmp_path, quotes, {1: lambda client: clocks.append(client.get_clock()),
+                                2: lambda client: clocks.append(client.get_clock())})
+    half_day, holiday = clocks
+    assert (holiday.is_open, holiday.next_open, holiday.next_close) == (
+        False, new_york(9, 30, day=28), new_york(16, day=28))
+    assert (half_day.is_open, half_day.next_open, half_day.next_close) == (
+        True, new_york(9, 30, day=30, month=11), new_york(13, day=27, month=11))
+
+
+def test_an_extended_hours_limit_fills_from_4_to_20_and_expires_at_20(tmp_path):
+    quotes = [quote_at(new_york(19), 599.9, 600.1), quote_at(new_york(20, 15), 599.4, 599.5),
+              quote_at(new_york(20, 30), 599.4, 599.5), quote_at(new_york(3, day=3), 599.4, 599.5),
+              quote_at(new_york(5, day=3), 599.4, 599.5)]
+    extended = limit(5, 599.6, extended_hours=True)
+    bot = backtest(tmp_path, quotes, {1: lambda client: client.submit_order(extended),
+                                      2: lambda client: client.submit_order(extended)})
+    assert bot.seen == [
+        ("message", 1), ("new", None, None, new_york(19)),
+        ("expired", None, None, new_york(20)), ("message", 2),  # placed at 19:00, for the day
+        ("new", None, None, new_york(20, 15)), ("message", 3), ("message", 4),  # for the next day, from 4:00
+        ("fill", 599.5, 5, new_york(5, day=3)), ("message", 5)]
 
 
 # -- the account: short sales, buying power, options, the costs ----------------------------------
@@ -578,6 +624,16 @@ def test_a_notional_round_trip_sells_its_dollars_worth_and_realizes_on_fractiona
     assert result is not None and result.symbols["SPY"].position == 0.5
     assert result.symbols["SPY"].realized == 40.0  # (420 - 400) x 2
     assert result.symbols["SPY"].unrealized == 10.05  # 0.5 held, marked at the midpoint 420.10
+
+
+def test_a_notional_sale_fills_for_its_dollars_over_the_fills_price_so_a_fall_sells_short(tmp_path):
+    quotes = [quote(0, 99.9, 100, 100.1, 100), quote(1, 99.9, 100, 100.1, 100), quote(2, 50.0, 100, 50.2, 100)]
+    bot = backtest(tmp_path, quotes, {1: lambda client: client.submit_order(market(10)),
+                                      2: lambda client: client.submit_order(dollars(1000, "sell"))})
+    # Taken: $1,000 at 100.00, the price when placed, is the 10 shares held; filled at a bid of
+    # 50.00, it sells 20 (docs/backtest.md, "The account": written down, not prevented).
+    assert [(price, qty) for _, price, qty, _ in filled(bot)] == [(100.1, 10), (50.0, 20)]
+    assert bot.updates[-1].position_qty == -10
 
 
 def test_fractional_and_notional_orders_are_refused_where_alpaca_refuses_them(tmp_path):

@@ -18,10 +18,11 @@ from pathlib import Path
 import pytest
 from conftest import FAKE_KEY, FAKE_SECRET, POSIX_ONLY, ROOT, script_env, within
 
+from alpaca_stream.calendar import market_open
 from alpaca_stream.handlers import deliver, routes_for
 from alpaca_stream.records import crypto_types
 from alpaca_stream.server import Faults
-from alpaca_stream.session import Session, heartbeat, market_open
+from alpaca_stream.session import Session, heartbeat
 
 UNIT = ROOT / "deploy" / "websocket-stream.service"
 

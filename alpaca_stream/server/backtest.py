@@ -17,13 +17,13 @@ from datetime import datetime, timedelta
 from http import HTTPStatus
 from typing import Any
 
+from alpaca_stream.calendar import market_open, next_close, next_open
 from alpaca_stream.channels import market_of_symbol
 from alpaca_stream.orders import Costs
 from alpaca_stream.result import Fill, Ledger, Result, result
 from alpaca_stream.server.broker import Broker, Refused, listed, short_of, unprocessable
 from alpaca_stream.server.fills import book, fills, left, price_of, slipped, triggered
 from alpaca_stream.server.trading import CLOSED, Account, contract_size, stamp
-from alpaca_stream.session import CLOSES, OPENS, market_open, next_on_a_weekday
 
 log = logging.getLogger("alpaca_stream")
 
@@ -86,11 +86,11 @@ class Backtest(Broker):
         raise unprocessable(f"no price of {symbol} yet in the recording: the backtest cannot read ahead")
 
     def clock(self) -> dict:
-        """GET /v2/clock: the recording's time, and regular hours then (holidays aside)."""
+        """GET /v2/clock: the recording's time, and the market's regular hours then, by its
+        calendar (calendar.py)."""
         when = self.latest()
-        return {"timestamp": stamp(when), "is_open": market_open(when),
-                "next_open": stamp(next_on_a_weekday(when, OPENS)),
-                "next_close": stamp(next_on_a_weekday(when, CLOSES))}
+        return {"timestamp": stamp(when), "is_open": market_open(when), "next_open": stamp(next_open(when)),
+                "next_close": stamp(next_close(when))}
 
     # -- the orders it takes ------------------------------------------------------------------
 
@@ -129,11 +129,12 @@ class Backtest(Broker):
 
     def accepted(self, order: dict) -> None:
         """Its terms noted: when it reaches the market, and when a day order of a stock or an
-        option expires (the first close after it is placed; a pair trades at any hour)."""
+        option expires: at the first close after it is placed, of extended hours for an order
+        that may fill in them (Alpaca's day is over then); a pair trades at any hour."""
         placed = self.latest()
         expires = None
         if order["time_in_force"] == "day" and market_of_symbol(order["symbol"]) != "crypto":
-            expires = next_on_a_weekday(placed, CLOSES)
+            expires = next_close(placed, extended=order["extended_hours"])
             self.next_expiry = min(self.next_expiry or expires, expires)
         self.terms[order["id"]] = Terms(placed + timedelta(seconds=self.costs.latency), expires)
 
@@ -241,8 +242,8 @@ class Backtest(Broker):
 
 
 def in_its_hours(order: dict, now: datetime) -> bool:
-    """Whether an order may fill now: a pair's at any hour, a limit order for extended hours's
-    at any hour of the recording, the others in regular hours alone (one placed outside them
-    waits for the open, as Alpaca's does)."""
-    return order["asset_class"] == "crypto" or bool(order["extended_hours"]) and order["type"] == "limit" \
-        or market_open(now)
+    """Whether an order may fill now: a pair's at any hour, the others in the market's hours of
+    a trading day, extended hours for an order placed for them (a day limit order alone, as
+    check_terms() takes it), regular hours else (one placed outside them waits for the open,
+    as Alpaca's does)."""
+    return order["asset_class"] == "crypto" or market_open(now, extended=order["extended_hours"])
