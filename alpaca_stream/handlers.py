@@ -72,7 +72,8 @@ async def deliver(messages: Iterable[Any], routes: dict[str, Route], session: Se
             if session.stopping:
                 break
             continue
-        record = record_type(message)
+        # A message read from --json comes as its record already (records.from_json()).
+        record = message if isinstance(message, Record) else record_type(message)
         received[kind] += 1
         markets[record.market] += 1
         delivered = True

@@ -7,11 +7,12 @@ converted back here for --replay, --source and run_handlers()."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 from collections.abc import Callable
 from datetime import datetime
 from operator import itemgetter
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 from uuid import UUID
 
 from alpaca_stream.books import Book
@@ -440,7 +441,7 @@ TRADING_TYPES: dict[str, tuple[str, type[Record]]] = {"trade_update": ("trade_up
 KIND = {record: kind for types in (MESSAGE_TYPES, CRYPTO_TYPES, OPTION_TYPES, NEWS_TYPES, TRADING_TYPES)
         for kind, record in types.values()}
 KIND[Orderbook] = "orderbook"
-RecordType = Callable[[dict[str, Any]], Record]  # a record class, by_market()'s choice of one, or OrderBooks
+RecordType = Callable[[dict[str, Any]], Record]  # a record class, by_market(), or OrderBooks
 
 
 def crypto_types() -> dict[str, tuple[str, RecordType]]:
@@ -449,28 +450,32 @@ def crypto_types() -> dict[str, tuple[str, RecordType]]:
     return {**CRYPTO_TYPES, "o": ("orderbook", OrderBooks())}
 
 
-def by_market(stocks: type[Record], crypto: type[Record], option: type[Record] | None) -> RecordType:
-    """For the messages of every market in one table (a recording, run_handlers()): crypto's
-    record for a pair's message (its symbol has a slash: BTC/USD), an option's for an option's
-    (AAPL250117C00200000: digits after its root), the stock's for the rest."""
-    of_market = {"stocks": stocks, "crypto": crypto, "options": option or stocks}
+# Each "T" of a market's message -> its record in each market (the record of the stock's kind
+# where a market has no such kind: a pair's status, an option's bar), for a recording of them all.
+RECORD_IN_MARKET: dict[str, dict[str, type[Record]]] = {
+    wire_type: {"stocks": record, "crypto": CRYPTO_TYPES.get(wire_type, (kind, record))[1],
+                "options": OPTION_TYPES.get(wire_type, (kind, record))[1]}
+    for wire_type, (kind, record) in {**MESSAGE_TYPES, **NEWS_TYPES, **TRADING_TYPES}.items()}
 
-    def record(message: dict[str, Any]) -> Record:
-        return of_market[market_of_symbol(str(message.get("S", "")))](message)
-    return record
+
+@functools.lru_cache(maxsize=4096)  # a replay's hot loop: a recording holds a few symbols
+def record_in_market(wire_type: str, symbol: str) -> type[Record]:
+    """The record of a message of every market in one table (a recording, run_handlers()):
+    crypto's for a pair's message (its symbol has a slash: BTC/USD), an option's for an
+    option's (AAPL250117C00200000: digits after its root), the stock's for the rest."""
+    return RECORD_IN_MARKET[wire_type][market_of_symbol(symbol)]
+
+
+def by_market(message: dict[str, Any]) -> Record:
+    return record_in_market(message["T"], str(message.get("S", "")))(message)
 
 
 def either_market_types() -> dict[str, tuple[str, RecordType]]:
     """The record table of messages of every market (a recording, run_handlers()), with order
     books of its own."""
-    table: dict[str, tuple[str, RecordType]] = {}
-    for wire_type, (kind, record) in MESSAGE_TYPES.items():
-        if wire_type in CRYPTO_TYPES:
-            option = OPTION_TYPES[wire_type][1] if wire_type in OPTION_TYPES else None
-            table[wire_type] = (kind, by_market(record, CRYPTO_TYPES[wire_type][1], option))
-        else:
-            table[wire_type] = (kind, record)
-    return {**table, "o": ("orderbook", OrderBooks()), **NEWS_TYPES, **TRADING_TYPES}
+    return {**{wire_type: (kind, by_market) for wire_type, (kind, _) in {**MESSAGE_TYPES, **NEWS_TYPES,
+                                                                         **TRADING_TYPES}.items()},
+            "o": ("orderbook", OrderBooks())}
 
 # --json's "type" -> Alpaca's "T", and the kind's field names -> their wire keys.
 JSON_TYPES: dict[str, tuple[str, type[Record]]] = {**MESSAGE_TYPES, "o": ("orderbook", Orderbook), **NEWS_TYPES,
@@ -481,20 +486,47 @@ WIRE_NAMES = {kind: (wire_type, {name: wire.key for name, wire in record.fields.
 TIMES = ("t", "r", "created_at", "updated_at")
 
 
+class Layout(NamedTuple):
+    """How a --json line of one kind, its fields in one order, becomes the message Alpaca sent:
+    its "T", the wire key of each field in the line's order ("T" for "type"), those of times."""
+
+    wire_type: str
+    keys: tuple[str, ...]
+    times: tuple[str, ...]
+
+
+# The layouts of the --json lines read so far, by kind and field names; a file (or a feeder)
+# holds a few, one for each kind and its optional fields. Bounded, for a file of many.
+LAYOUTS: dict[tuple[str, tuple[str, ...]], Layout] = {}
+MOST_LAYOUTS = 1000
+
+
+def layout_of(kind: str, names: tuple[str, ...]) -> Layout:
+    wire_type, keys = WIRE_NAMES[kind]
+    wire_keys = tuple("T" if name == "type" else keys.get(name, name) for name in names)
+    layout = Layout(wire_type, wire_keys, tuple(key for key in wire_keys if key in TIMES))
+    if len(LAYOUTS) < MOST_LAYOUTS:
+        LAYOUTS[kind, names] = layout
+    return layout
+
+
 def from_json(fields: dict[str, Any]) -> dict[str, Any]:
     """A message as --json prints it (and --publish sends it) back as Alpaca sent it: "T", the
     wire keys, times as datetimes, and a field the records do not name ("tks") under its own
-    key. KeyError, TypeError or ValueError for an object that is not one."""
-    wire_type, keys = WIRE_NAMES[fields["type"]]
-    message = {keys.get(name, name): value for name, value in fields.items()}
-    del message["type"]
+    key; its record already (the one of its market), but for an order book's (OrderBooks makes
+    that, with the pair's book). KeyError, TypeError or ValueError for an object that is not
+    one. (A replay's hot loop: the line's layout is looked up, not worked out each time.)"""
+    kind, names = fields["type"], tuple(fields)
+    wire_type, keys, times = LAYOUTS.get((kind, names)) or layout_of(kind, names)
+    values = zip(keys, fields.values())
+    message = dict(values) if wire_type == "o" else record_in_market(wire_type, str(fields.get("symbol", "")))(values)
     message["T"] = wire_type
-    for key in TIMES:
-        if isinstance(message.get(key), str):  # an order book's "r" is its reset, not a time
+    for key in times:
+        if isinstance(when := message[key], str):  # an order book's "r" is its reset, not a time
             try:
-                message[key] = datetime.fromisoformat(message[key])
+                message[key] = datetime.fromisoformat(when)
             except ValueError:  # a Z, which Python 3.10 does not read: a message a student wrote
-                message[key] = rfc3339(message[key])
+                message[key] = rfc3339(when)
     return message
 
 
