@@ -25,7 +25,18 @@ from alpaca_stream.handlers import in_background
 from alpaca_stream.options import parse_args, settings_from
 from alpaca_stream.orders import Costs
 from alpaca_stream.outputs.terminal import format_json
-from alpaca_stream.records import KIND, CryptoTrade, News, OptionQuote, OptionTrade, Orderbook, Record, Trade
+from alpaca_stream.records import (
+    KIND,
+    Bar,
+    CryptoTrade,
+    News,
+    OptionQuote,
+    OptionTrade,
+    Orderbook,
+    Record,
+    Trade,
+    UpdatedBar,
+)
 from alpaca_stream.sources.recording import Recording
 from alpaca_stream.supervisor import stream
 from alpaca_stream.testing import HandlersFailed, run_handlers
@@ -378,6 +389,30 @@ def test_a_crypto_pairs_messages_replayed_or_handed_over_become_crypto_records_b
     assert [type(message) for message in recorder.messages] == [CryptoTrade, Trade, CryptoTrade]
     assert recorder.messages[0] == recorder.messages[2] == CryptoTrade(crypto)
 
+
+
+def test_lines_read_the_same_whatever_their_fields_order_and_kinds_with_the_same_fields_stay_apart(tmp_path):
+    # A replay looks each line's layout up (its kind and field names in order): a line of
+    # another order, or with a field more, is read as itself, and a bar is not taken for an
+    # updated bar, whose fields are the same.
+    when = datetime(2026, 12, 5, 15, 0, tzinfo=timezone.utc)
+    trade = {"T": "t", "S": "SPY", "p": 600.5, "s": 100, "t": when, "x": "V", "c": ["@"], "i": 1, "z": "B"}
+    bar = {"T": "b", "S": "SPY", "o": 600.0, "h": 601.0, "l": 599.5, "c": 600.5, "v": 1200, "t": when}
+    lines = [format_json(Trade(trade)), json.dumps(dict(reversed(json.loads(format_json(Trade(trade))).items()))),
+             format_json(Trade({**trade, "tks": "B"})), format_json(Bar(bar)),
+             format_json(UpdatedBar({**bar, "T": "u", "c": 600.75})), format_json(Bar(bar))]
+    replayed = [message for _, message in arrivals(write(tmp_path / "layouts.jsonl", lines), 0)]
+    assert replayed == [trade, trade, {**trade, "tks": "B"}, bar, {**bar, "T": "u", "c": 600.75}, bar]
+    assert [type(message) for message in replayed] == [Trade, Trade, Trade, Bar, UpdatedBar, Bar]
+
+
+def test_a_line_with_nan_as_the_json_module_writes_it_is_replayed_not_skipped(tmp_path):
+    # orjson, which reads the batches, refuses NaN; the json module, which reads them then,
+    # takes it, as it writes it.
+    lines = [trade_line(1), json.dumps({**json.loads(trade_line(2)), "price": float("nan")}), trade_line(3)]
+    replayed = [message for _, message in arrivals(write(tmp_path / "nan.jsonl", lines), 0)]
+    assert [message.id for message in replayed] == [1, 2, 3]
+    assert replayed[1].price != replayed[1].price  # NaN
 
 
 def test_an_options_messages_replayed_or_handed_over_become_option_records_beside_stock_ones(tmp_path):
