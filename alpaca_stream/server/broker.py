@@ -343,6 +343,10 @@ class BrokerRequest(BaseHTTPRequestHandler):
     """One request to the broker: keys checked, then the method and path to what it does."""
 
     rbufsize = 0  # unbuffered: after a websocket handshake, the bytes that follow are the stream's
+    # An answer's headers and body go in two writes: with Nagle's algorithm, the body waited for
+    # the client's delayed acknowledgement of the headers, 40 ms an order (measured: 43.6 ms
+    # through alpaca-py's TradingClient, the median of 50; 1.8 ms without it).
+    disable_nagle_algorithm = True
     protocol_version = "HTTP/1.1"
     server: ThreadingHTTPServer
 
