@@ -216,6 +216,35 @@ def test_an_order_batches_later_knows_the_prices_and_the_time_of_every_message_b
     # Bought and held from TSLA's first price (its first quote's midpoint) to its last.
     assert "buy and hold TSLA: equity 101,000.00 (+1,000.00)" in unwrapped(caplog.text)
 
+def test_with_no_order_open_a_call_knows_the_message_being_handled_and_equity_is_marked_at_each_price(
+        tmp_path, caplog):
+    from alpaca_stream.sources.recording import REPLAY_BATCH
+
+    # Between orders the messages go straight to the handlers and the broker sees them when
+    # asked: a call on message 1,500 (the second batch) knows its time and price, no later one,
+    # and the drawdown counts each price of the share held, the peak at message 700 and the
+    # trough at 1,200 among them.
+    def mid(number: int) -> float:
+        return 600 + (number if number <= 700 else 1400 - number if number <= 1200 else number - 1000) / 100
+
+    lines = [quote(number / 100, mid(number) - 0.01, 100, mid(number) + 0.01, 100)
+             for number in range(1, 2 * REPLAY_BATCH + 1)]
+    got: dict[str, Any] = {}
+
+    def later(client: Any) -> None:
+        got["clock"], got["account"] = client.get_clock().timestamp, client.get_account()
+        client.submit_order(market(1, "sell"))
+
+    bot = backtest(tmp_path, lines, {2: lambda client: client.submit_order(market(1)), 1500: later})
+    bought, sold = 600.03 + 0.01, mid(1501) - 0.01  # the asks and bids of the messages after
+    assert filled(bot) == [("fill", round(bought, 2), 1, WHEN + timedelta(seconds=0.03)),
+                           ("fill", round(sold, 2), 1, WHEN + timedelta(seconds=15.01))]
+    assert got["clock"] == WHEN + timedelta(seconds=15)
+    assert float(got["account"].equity) == pytest.approx(100_000 - bought + mid(1500))
+    peak, trough = 100_000 - bought + mid(700), 100_000 - bought + mid(1200)
+    assert f"largest drawdown {peak - trough:,.2f}" in unwrapped(caplog.text)
+
+
 QUOTES = [quote(second, 600 + second / 100, 100, 600.1 + second / 100, 25 + second) for second in range(12)]
 PLAN: Plan = {2: lambda client: client.submit_order(market(80)),
               5: lambda client: client.submit_order(limit(30, 600.14)),

@@ -48,7 +48,8 @@ class Backtest(Broker):
     symbol handed over so far; latest(): the recording's time, the latest timestamp of those
     messages; keys: those it takes (fake: the broker is the run's own); costs: its cash, and
     what its orders cost beyond their price, a margin account, which may sell stocks short;
-    first: the first message of each kind and symbol; ledger: where its fills are noted."""
+    first: the first message of each kind and symbol; ledger: where its fills are noted;
+    catch_up(): makes last and latest() those of the messages handed over so far."""
 
     matches_by_itself = False
     called = "the backtest"
@@ -56,7 +57,8 @@ class Backtest(Broker):
 
     def __init__(self, last: Mapping[tuple[str, str], dict[str, Any]], latest: Callable[[], datetime],
                  keys: tuple[str, str], costs: Costs | None = None, *,
-                 first: Mapping[tuple[str, str], dict[str, Any]], ledger: Ledger) -> None:
+                 first: Mapping[tuple[str, str], dict[str, Any]], ledger: Ledger,
+                 catch_up: Callable[[], None] = lambda: None) -> None:
         costs = costs or Costs()
         ids = random.Random(0)  # the same ids every run, as the same orders and fills
         account = Account(lambda key, secret: (key, secret) == keys, clock=lambda: stamp(latest()),
@@ -69,6 +71,12 @@ class Backtest(Broker):
         self.next_expiry: datetime | None = None  # the earliest close an open day order expires at
         self.first = first  # for buying and holding
         self.ledger = ledger
+        self.catch_up = catch_up
+
+    def answering(self) -> None:
+        """The recording seen up to the message being handled: the feed sees it only when
+        needed, and before a request (docs/performance.md)."""
+        self.catch_up()
 
     def price(self, symbol: str) -> float:
         """The symbol's price as the recording has told it so far: its last quote's midpoint,

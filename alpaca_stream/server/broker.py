@@ -100,6 +100,9 @@ class Broker:
 
     # -- what the requests do -------------------------------------------------------------------
 
+    def answering(self) -> None:
+        """Before a request is answered, on its thread (a backtest's catches up with its feed)."""
+
     def place(self, request: Any) -> dict:
         """POST /v2/orders: an order for a quantity or a notional amount (dollars), of the types
         this broker takes, checked as Alpaca checks it (check_fraction(); buying power, shares
@@ -369,6 +372,7 @@ class BrokerRequest(BaseHTTPRequestHandler):
         query = {name: values[-1] for name, values in parse_qs(url.query).items()}
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
+        broker.answering()
         try:
             if not broker.account.keys_accepted(self.headers.get("APCA-API-KEY-ID", ""),
                                                 self.headers.get("APCA-API-SECRET-KEY", "")):

@@ -1,10 +1,12 @@
-"""--replay as a backtest: the recording's messages on their way to the handlers, each first
-told to the backtest's broker (server/backtest.py), if a handler has started it with
-trading_client(), so that the open orders of its symbol fill against it; then the order
-updates this made, as the trading stream's source hands them over, then the message. So an
-order placed while a handler handles a message fills on the messages after it, at their
-prices, on the recording's clock (docs/backtest.md). A replay whose handlers place no order
-starts no broker, and imports none.
+"""--replay as a backtest: the recording's messages on their way to the handlers, through the
+backtest's broker (server/backtest.py) once a handler has started it with trading_client().
+While an order is open, each message is matched against the open orders of its symbol before
+it is handed over, after the order updates made since the last, as the trading stream's source
+hands them over. Else the messages go straight to the handlers, and the broker sees them in
+bulk, up to the one being handled, when it needs to: before it answers a request. So an order
+placed while a handler handles a message fills on the messages after it, at their prices, on
+the recording's clock (docs/backtest.md). A replay whose handlers place no order starts no
+broker, and imports none.
 
 Work a handler leaves in the background (in_background()) is waited for before the next
 message: a recording has no wall clock to race, so an order placed that way fills where the
@@ -45,102 +47,110 @@ EPOCH = datetime.min.replace(tzinfo=timezone.utc)
 
 class Feed:
     """A recording's messages through the backtest, batch after batch: what the broker needs to
-    know of them (the last message of each kind and symbol, for its prices; the latest time)
-    and, once it has started, the matching and the updates before each message. costs: the
-    broker's cash, and what its orders cost beyond their price."""
+    know of them (the last message of each kind and symbol, for its prices; the latest time;
+    equity at each price of a symbol held), seen in bulk up to the message being handled when
+    it is needed; and, while an order is open, each message matched before it is handed over,
+    with the updates this made. costs: the broker's cash, and what its orders cost beyond
+    their price."""
 
     def __init__(self, costs: Costs | None = None) -> None:
         self.costs = costs
         self.last: dict[tuple[str, str], dict[str, Any]] = {}  # (kind, symbol) -> its last message
         self.first: dict[tuple[str, str], dict[str, Any]] = {}  # and its first
         self.ledger = Ledger()  # the backtest's fills, for its result
-        self.latest = EPOCH  # the recording's time: the latest of the messages handed over
+        self.latest = EPOCH  # the recording's time: the latest of the messages seen
         self.broker: Backtest | None = None
-        self.starting = threading.Lock()  # trading_client() may be called from two threads at once
+        self.lock = threading.Lock()  # the broker's requests come on its own threads
         self.batch: list[dict[str, Any]] = []
-        self.rest: Iterator[dict[str, Any]] = iter(self.batch)  # what of it is still to hand over
+        self.at = 0  # the batch's next message to hand over
+        self.seen = 0  # and the first not seen yet
         self.handed = 0  # the account's updates handed over
-        self.waiting: dict[str, Any] | None = None  # a message still to be handed over, its updates first
-        self.matched = False  # whether the waiting one has been matched
+        self.met = False  # whether the message at `at` has met the open orders (a hand-over paused after)
         self.paused = False  # the last hand-over stopped for a handler's background work
 
     async def replay(self, messages: list[dict[str, Any]], routes: dict[str, Route], session: Session) -> None:
         """A batch of the recording to the handlers, each message after its updates; after a
         message whose handler left work in the background, that work is waited for."""
-        # Their pairs of a kind and a symbol, and so their kinds, in one pass (a pass over a
-        # batch costs a replay about 80 ns a message: measured).
-        keys = pairs_in(messages)
-        kinds = set(map(KIND, messages)) if keys is None else {kind for kind, _ in keys}
-        if "trade_update" in kinds:  # the recording's account's: the backtest's makes its own
+        if "trade_update" in set(map(KIND, messages)):  # the recording's account's: the backtest makes its own
             kept = [message for message in messages if message["T"] != "trade_update"]
             session.passed_over += len(messages) - len(kept)
             messages = kept
-        self.batch, self.rest = messages, iter(messages)
-        traded_before = self.broker is not None
+        self.batch, self.at, self.seen = messages, 0, 0
         while True:
             self.paused = False
             await deliver(self.handing_over(session), routes, session)
             if not self.paused or session.stopping:
                 break
             await background_finished()
-        if not traded_before and self.broker is None:  # else it has seen each one
-            self.see(messages, kinds, keys)
+        self.catch_up()
 
     def handing_over(self, session: Session) -> Iterator[dict[str, Any]]:
-        """The rest of the batch; with the broker started, each message told to it first and its
-        updates before it. It stops after a message that left work in the background (paused),
-        to go on from there. (The hot loop of a replay: without a broker, it does nothing more
-        than hand over; what the broker will need is seen after the batch, in bulk.)"""
-        if self.broker is None:
-            for message in self.rest:
-                yield message
-                if background_tasks:
-                    self.paused = True
+        """The rest of the batch; while the broker has an order open or an update to hand
+        over, each message matched first and its updates before it. It stops after a message
+        that left work in the background (paused), to go on from there. (The hot loop of a
+        replay: with no order open, it does nothing more than hand over.)"""
+        batch = self.batch
+        while self.at < len(batch):
+            broker = self.broker
+            if broker is not None and (self.met or broker.matched or self.handed < len(broker.account.updates)):
+                if (yield from self.hand_over(broker, session)):
                     return
-                if self.broker is not None:  # started by this message's handler
-                    break
-            else:
-                return
-        if self.waiting is not None and (yield from self.hand_over(self.waiting, session)):
-            return  # paused again
-        for message in self.rest:
-            if (yield from self.hand_over(message, session)):
+                continue
+            self.at += 1
+            yield batch[self.at - 1]
+            if background_tasks:
+                self.paused = True
                 return
 
-    def hand_over(self, message: dict[str, Any], session: Session) -> Generator[dict[str, Any], None, bool]:
-        """A message with the broker started: first the updates of the orders the handlers
-        placed since the last one, then it is seen and matched, then the fills it made, then
-        itself. True if it paused for work a handler left in the background (resumed with the
-        message waiting)."""
-        assert self.broker is not None
-        if self.waiting is None:
-            self.waiting, self.matched = message, False
-        if not self.matched:
-            if (yield from self.updates(session)):
+    def hand_over(self, broker: Backtest, session: Session) -> Generator[dict[str, Any], None, bool]:
+        """The message at `at`, with the broker started: first the updates of the orders the
+        handlers placed since the last one, then what came before it is seen, then it is seen
+        and matched, then the fills it made, then itself. True if it paused for work a handler
+        left in the background (resumed at the same message)."""
+        message = self.batch[self.at]
+        if not self.met:
+            if (yield from self.updates(broker, session)):
                 return True
-            self.see_one(message)
-            if self.ledger.values:  # a position held: equity moves with its price
-                self.broker.mark(message)
-            self.broker.match_on(message)
-            self.matched = True
-        if (yield from self.updates(session)):
+            with self.lock:
+                self.catch_up()
+                self.see_one(message)
+                self.seen += 1
+                if self.ledger.values:  # a position held: equity moves with its price
+                    broker.mark(message)
+                broker.match_on(message)
+            self.met = True
+        if (yield from self.updates(broker, session)):
             return True
-        self.waiting = None
+        self.met = False
+        self.at += 1
         yield message
         if background_tasks:
             self.paused = True
             return True
         return False
 
-    def see(self, messages: list[dict[str, Any]], kinds: set[str] | None = None,
-            keys: set[tuple[str, str]] | None = None) -> None:
+    def catch_up(self) -> None:
+        """The messages handed over and not seen yet, seen now, with equity marked at the
+        prices of a symbol held: before the broker answers a request, before a message is
+        matched, at the batch's end."""
+        if self.seen < self.at:
+            messages = self.batch[self.seen:self.at]
+            self.seen = self.at
+            held = self.ledger.values
+            if self.broker is not None and held:  # equity at each price of a symbol held, in order
+                for message in messages:
+                    if message.get("S") in held:
+                        self.see_one(message)
+                        self.broker.mark(message)
+            self.see(messages)  # the rest (those seen already are seen again: the same)
+
+    def see(self, messages: list[dict[str, Any]]) -> None:
         """What the broker needs to know of these messages, handed over: the last and the first
         of each kind and symbol, the latest time: in bulk where it can (every message with a
-        symbol and an aware time, no bar: a recording of trades and quotes), else one by one.
-        kinds, keys: their kinds and their pairs of a kind and a symbol, if known."""
+        symbol and an aware time, no bar: a recording of trades and quotes), else one by one."""
         try:
-            keys = set(map(KIND_AND_SYMBOL, messages)) if keys is None else keys  # KeyError: news
-            if not (kinds or {kind for kind, _ in keys}) & BARS:
+            keys = set(map(KIND_AND_SYMBOL, messages))  # KeyError: news
+            if not {kind for kind, _ in keys} & BARS:
                 latest = max(map(TIME, messages), default=self.latest)
                 known = len(self.last)
                 self.see_last_of_each(messages, len(keys))
@@ -177,11 +187,10 @@ class Feed:
                 return
         self.last.update(zip(map(KIND_AND_SYMBOL, messages), messages))
 
-    def updates(self, session: Session) -> Generator[dict[str, Any], None, bool]:
+    def updates(self, broker: Backtest, session: Session) -> Generator[dict[str, Any], None, bool]:
         """The account's updates not handed over yet, as the trading stream's source hands them;
         True if it stopped after one that left work in the background."""
-        assert self.broker is not None
-        made = self.broker.account.updates
+        made = broker.account.updates
         while self.handed < len(made):
             update = {**made[self.handed], "T": "trade_update"}
             self.handed += 1
@@ -197,28 +206,34 @@ class Feed:
         updates of the orders the last handlers placed (and of those their handlers place in
         turn), then the backtest's result for the summary."""
         await background_finished()
-        if self.broker is None:
+        broker = self.broker
+        if broker is None:
             return
-        while self.handed < len(self.broker.account.updates) and not session.stopping:
-            await deliver(self.updates(session), routes, session)
+        while self.handed < len(broker.account.updates) and not session.stopping:
+            await deliver(self.updates(broker, session), routes, session)
             await background_finished()
-        session.backtest = self.broker.result()
+        session.backtest = broker.result()
 
     def open_account(self) -> tuple[str, Keys]:
         """trading_client()'s first call: the backtest's broker started, its URL and keys."""
-        with self.starting:
+        with self.lock:
             if self.broker is None:
                 from alpaca_stream.server.backtest import Backtest
 
-                # What came before: the batch up to the message being handled, as the rest of it
-                # is now seen one by one.
-                self.see(self.batch[:len(self.batch) - self.rest.__length_hint__()])  # type: ignore[attr-defined]
+                self.catch_up()  # what came before: the batch up to the message being handled
                 broker = Backtest(self.last, lambda: self.latest, keys=(BACKTEST_KEYS.key, BACKTEST_KEYS.secret),
-                                  costs=self.costs, first=self.first, ledger=self.ledger)
+                                  costs=self.costs, first=self.first, ledger=self.ledger,
+                                  catch_up=self.caught_up)
                 broker.start()
                 self.broker = broker
                 log.info("a backtest: orders fill at the recording's prices,\non its clock (docs/backtest.md)")
             return self.broker.url, BACKTEST_KEYS
+
+    def caught_up(self) -> None:
+        """Before the broker answers a request (on its thread, while the handler that made it
+        waits, or its work in the background, which the hand-over waits for)."""
+        with self.lock:
+            self.catch_up()
 
     def open(self) -> None:
         """trading_client() opens the backtest's account from now on, at its first call; work
@@ -235,11 +250,3 @@ class Feed:
         if self.ledger.csv is not None:
             self.ledger.csv.close()
 
-
-def pairs_in(messages: list[dict[str, Any]]) -> set[tuple[str, str]] | None:
-    """The pairs of a kind and a symbol these messages hold; None if one has no symbol (news, a
-    recording's own order updates)."""
-    try:
-        return set(map(KIND_AND_SYMBOL, messages))
-    except KeyError:
-        return None
