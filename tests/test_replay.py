@@ -6,6 +6,7 @@ these pass whatever a student writes in the handlers."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import logging
 import re
@@ -20,6 +21,7 @@ import msgpack
 import pytest
 from conftest import KINDS, POSIX_ONLY, ROOT, Recorder, Script, script_env, unwrapped
 
+import websocket_stream as ws
 from alpaca_stream.channels import ALPACA_CHANNELS, CHANNELS
 from alpaca_stream.handlers import in_background
 from alpaca_stream.options import parse_args, settings_from
@@ -404,6 +406,14 @@ def test_lines_read_the_same_whatever_their_fields_order_and_kinds_with_the_same
     replayed = [message for _, message in arrivals(write(tmp_path / "layouts.jsonl", lines), 0)]
     assert replayed == [trade, trade, {**trade, "tks": "B"}, bar, {**bar, "T": "u", "c": 600.75}, bar]
     assert [type(message) for message in replayed] == [Trade, Trade, Trade, Bar, UpdatedBar, Bar]
+
+
+def test_main_leaves_the_garbage_collector_as_it_found_it_for_a_caller_in_the_same_process():
+    # main() freezes what start-up made for the run (cli.py); a test or a notebook that calls it
+    # gets its process back as it was.
+    frozen = gc.get_freeze_count()
+    assert ws.main(["--replay", str(SESSION), "--quiet"]) == 0
+    assert gc.get_freeze_count() == frozen
 
 
 def test_a_line_with_nan_as_the_json_module_writes_it_is_replayed_not_skipped(tmp_path):
