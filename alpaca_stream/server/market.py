@@ -228,8 +228,9 @@ class Market:
 
     def count(self, symbol: str, price: float, size: float, bar: BarBuilder | None = None) -> None:
         """Count a trade in its bars: of this minute unless `bar` is given, and of the day."""
-        (bar or self.bars.setdefault(symbol, BarBuilder(self.minute * 60))).add(price, size)
-        self.days.setdefault(symbol, BarBuilder(start_of_day())).add(price, size)
+        # get() first: a builder (and the day's start) is made once a symbol, not for each trade.
+        (bar or self.bars.get(symbol) or self.bars.setdefault(symbol, BarBuilder(self.minute * 60))).add(price, size)
+        (self.days.get(symbol) or self.days.setdefault(symbol, BarBuilder(start_of_day()))).add(price, size)
 
     def quote(self, symbol: str, *, step: bool = True) -> dict:
         rng = self.rng
