@@ -25,7 +25,8 @@ supervisor.py (sources side by side in one event loop), options.py (the command 
 and cli.py (the command: Ctrl+C and SIGTERM, exit statuses). And server/: the server side of
 Alpaca's protocol, written once, with made-up data and a paper broker as the local server
 (--demo, the tests) or with this script's data for --serve's clients; its broker on a
-recording's clock is a backtest's (server/backtest.py, its fill model in server/fills.py).
+recording's clock is a backtest's (server/backtest.py, its fill model in server/fills.py); the
+local server answers Alpaca's historical data API too, with made-up days (server/history.py).
 
 What a bot uses is here, one import away:
 

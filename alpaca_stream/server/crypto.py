@@ -89,13 +89,13 @@ class CryptoMarket(Market):
         return [{"T": "t", "S": symbol, "p": price, "s": size, "t": timestamp(at), "i": next(self.ids),
                  "tks": self.rng.choice("BS")}]
 
-    def quote(self, symbol: str, *, step: bool = True) -> dict:
+    def quote(self, symbol: str, *, step: bool = True, at: float | None = None) -> dict:
         """The best bid and ask around the price: the top of the pair's book."""
         price = self.step(symbol) if step else self.last_price(symbol)
         gap, places = level_gap(price), decimals(price)
         best_bid = math.floor(price / gap)
         return {"T": "q", "S": symbol, "bp": round(best_bid * gap, places), "bs": self.small_size(),
-                "ap": round((best_bid + 1) * gap, places), "as": self.small_size(), "t": timestamp()}
+                "ap": round((best_bid + 1) * gap, places), "as": self.small_size(), "t": timestamp(at)}
 
     def events_due(self, now: float, elapsed: float) -> list[dict]:
         """None: a crypto market has no blocks, halts, LULD bands or imbalances."""

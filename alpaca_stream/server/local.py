@@ -12,6 +12,8 @@ and point the script at it:  python websocket_stream.py --url ws://127.0.0.1:876
 (any keys are accepted, so made-up ones do). A connection lost without a close keeps its place
 --hold-dropped seconds (90, as Alpaca; 0 lets a client reconnect at once); --sip serves /v2/sip
 and /v1beta1/opra as to a paid plan; --no-compression sends frames as they are (faster, for a benchmark).
+On the same port, over plain HTTP, it answers Alpaca's historical data API (history.py): made-up
+days of --history-trades trades a symbol (and as many quotes), paged as Alpaca pages them.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from websockets.http11 import Request, Response
 from alpaca_stream.channels import CRYPTO_PATH, NEWS_PATH, OPTIONS_PATH, TRADING_PATH
 from alpaca_stream.server.broker import Broker
 from alpaca_stream.server.crypto import CryptoMarket
+from alpaca_stream.server.history import DEFAULT_TRADES, History, RateLimit
 from alpaca_stream.server.market import CUES, Market
 from alpaca_stream.server.news import NewsMarket
 from alpaca_stream.server.options import OptionMarket
@@ -74,13 +77,17 @@ class AlpacaStreamServer(ProtocolServer):
     and /v1beta1/opra). compression: offer permessage-deflate. slow_after: with a rate, a send
     that waits this many seconds for the client to read gets error 407 and the connection
     closed; None never does (as rate=None).
+
+    Alpaca's historical data API on the same port (history_url), plain HTTP: history_trades a
+    symbol a day, and as many quotes; history_rate_limit: Alpaca's 429 past so many calls.
     """
 
     def __init__(self, *, port: int = 0, rate: float | None = 20.0, batch: int = 20,
                  total: int | None = None, keys: tuple[str, str] | None = None,
                  faults: Faults | None = None, auth_timeout: float = 10.0, seed: int | None = None,
                  record: bool = True, hold_dropped: float = 0.0, sip: bool = False, compression: bool = True,
-                 slow_after: float | None = 5.0, orders_every: float | None = None) -> None:
+                 slow_after: float | None = 5.0, orders_every: float | None = None,
+                 history_trades: int = DEFAULT_TRADES, history_rate_limit: RateLimit | None = None) -> None:
         # Our own pings are off: a client must be able to test its keepalive against us.
         super().__init__(port=port, all_markets=True, faults=faults, auth_timeout=auth_timeout, compression=compression)
         self.rate = rate
@@ -102,6 +109,7 @@ class AlpacaStreamServer(ProtocolServer):
         self.endpoints[TRADING_PATH] = TRADING
         self.orders_every = orders_every  # --demo: seconds between two orders made up (none if None)
         self.making_orders: asyncio.Task | None = None
+        self.history = History(self.keys_accepted, trades=history_trades, sip=sip, rate_limit=history_rate_limit)
 
     async def start(self) -> None:
         await super().start()
@@ -139,6 +147,14 @@ class AlpacaStreamServer(ProtocolServer):
         finally:
             record.closed_at = time.monotonic()
             self.log_closed(record)
+
+    @property
+    def history_url(self) -> str:
+        """The historical data API's base URL, for alpaca-py's url_override: http://127.0.0.1:PORT."""
+        return self.url_of("").replace("ws://", "http://", 1)
+
+    async def http(self, request: Request) -> Response | None:
+        return await self.history.answer(request)
 
     @property
     def crypto_url(self) -> str:
@@ -310,14 +326,22 @@ async def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sip", action="store_true", help="the keys' plan has the paid feeds "
                         "(else 409 on /v2/sip and /v1beta1/opra)")
     parser.add_argument("--no-compression", action="store_true", help="no permessage-deflate (faster)")
+    parser.add_argument("--history-trades", type=int, default=DEFAULT_TRADES, metavar="N",
+                        help=f"the historical API's trades a symbol a day, and as many quotes "
+                             f"(default {DEFAULT_TRADES})")
+    parser.add_argument("--history-rate-limit", type=int, metavar="CALLS",
+                        help="the historical API answers 429 past this many calls a minute (Alpaca's free plan: 200)")
     parser.add_argument("--seed", type=int, help="the same made-up data on every run with the same seed")
     parser.add_argument("-q", "--quiet", action="store_true", help="print only the URL, not each connection")
     args = parser.parse_args(argv)
+    rate_limit = RateLimit(args.history_rate_limit) if args.history_rate_limit else None
     logging.basicConfig(stream=sys.stderr, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     log.setLevel(logging.WARNING if args.quiet else logging.INFO)
     server = AlpacaStreamServer(port=args.port, rate=args.rate or None, batch=args.batch, total=args.total,
                                 faults=Faults(drop_after=args.drop_after), seed=args.seed, record=False,
-                                hold_dropped=args.hold_dropped, sip=args.sip, compression=not args.no_compression)
+                                hold_dropped=args.hold_dropped, sip=args.sip, compression=not args.no_compression,
+                                history_trades=args.history_trades,
+                                history_rate_limit=rate_limit)
     try:
         await server.start()
     except OSError as error:

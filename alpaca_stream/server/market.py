@@ -228,10 +228,13 @@ class Market:
 
     def count(self, symbol: str, price: float, size: float, bar: BarBuilder | None = None) -> None:
         """Count a trade in its bars: of this minute unless `bar` is given, and of the day."""
-        (bar or self.bars.setdefault(symbol, BarBuilder(self.minute * 60))).add(price, size)
-        self.days.setdefault(symbol, BarBuilder(start_of_day())).add(price, size)
+        # get() first: a builder (and the day's start) is made once a symbol, not for each trade.
+        (bar or self.bars.get(symbol) or self.bars.setdefault(symbol, BarBuilder(self.minute * 60))).add(price, size)
+        (self.days.get(symbol) or self.days.setdefault(symbol, BarBuilder(start_of_day()))).add(price, size)
 
-    def quote(self, symbol: str, *, step: bool = True) -> dict:
+    def quote(self, symbol: str, *, step: bool = True, at: float | None = None) -> dict:
+        """A quote around the price (moved a step first, unless `step` is false), of now or at
+        `at` (seconds since the epoch)."""
         rng = self.rng
         price = self.step(symbol) if step else self.prices[symbol]
         spread = 0.01 * rng.choice((1, 1, 1, 2, 2, 3))
@@ -239,7 +242,7 @@ class Market:
         lot = round_lot(price)
         quote = {"T": "q", "S": symbol, "bx": rng.choice(EXCHANGES), "bp": bid, "bs": lot * rng.randint(1, 12),
                  "ax": rng.choice(EXCHANGES), "ap": round(bid + spread, 2), "as": lot * rng.randint(1, 12),
-                 "c": ["R"], "t": timestamp(), "z": TAPES.get(symbol, "C")}
+                 "c": ["R"], "t": timestamp(at), "z": TAPES.get(symbol, "C")}
         return self.received(quote)
 
     def received(self, message: dict) -> dict:

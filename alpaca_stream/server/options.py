@@ -42,10 +42,10 @@ class OptionMarket(Market):
         return [{"T": "t", "S": symbol, "t": timestamp(at), "p": price, "s": size, "x": self.rng.choice(EXCHANGES),
                  "c": self.rng.choice("IIIaSf")}]
 
-    def quote(self, symbol: str, *, step: bool = True) -> dict:
+    def quote(self, symbol: str, *, step: bool = True, at: float | None = None) -> dict:
         price = self.step(symbol) if step else self.last_price(symbol)
         bid = max(0.01, round(price - 0.05, 2))
-        return {"T": "q", "S": symbol, "t": timestamp(), "bx": self.rng.choice(EXCHANGES), "bp": bid,
+        return {"T": "q", "S": symbol, "t": timestamp(at), "bx": self.rng.choice(EXCHANGES), "bp": bid,
                 "bs": self.rng.randint(1, 200), "ax": self.rng.choice(EXCHANGES), "ap": round(bid + 0.1, 2),
                 "as": self.rng.randint(1, 200), "c": "A"}
 

@@ -201,7 +201,7 @@ class ProtocolServer:
 
     async def start(self) -> None:
         self._server = await serve(self._session, self.host, self.port, ping_interval=self.ping_interval,
-                                   process_request=self._handshake,
+                                   process_request=self._request,
                                    compression="deflate" if self.compression else None)
         self.port = self._server.sockets[0].getsockname()[1]
 
@@ -220,6 +220,20 @@ class ProtocolServer:
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.stop()
+
+    async def _request(self, connection: ServerConnection, request: Request) -> Response | None:
+        """A request that is not a websocket upgrade is answered by http(), if it answers it;
+        any other goes on to the handshake."""
+        if "Upgrade" not in request.headers:
+            answer = await self.http(request)
+            if answer is not None:
+                return answer
+        return self._handshake(connection, request)
+
+    async def http(self, request: Request) -> Response | None:
+        """The answer to a plain HTTP request (not an upgrade), or None to take it as a
+        handshake (which refuses it): the local server answers Alpaca's historical API here."""
+        return None
 
     def _handshake(self, connection: ServerConnection, request: Request) -> Response | None:
         self.attempts.append(time.monotonic())
