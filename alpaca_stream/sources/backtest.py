@@ -82,7 +82,8 @@ class Feed:
             if not self.paused or session.stopping:
                 break
             await background_finished()
-        self.catch_up()
+        with self.lock:  # a thread a handler started may be asking the broker
+            self.catch_up()
 
     def handing_over(self, session: Session) -> Iterator[dict[str, Any]]:
         """The rest of the batch; while the broker has an order open or an update to hand
