@@ -18,6 +18,7 @@ from alpaca_stream.records import Record
 from alpaca_stream.server.history import RateLimit
 from alpaca_stream.session import Session
 from alpaca_stream.sources import history
+from alpaca_stream.sources.cache import PageCache
 from alpaca_stream.sources.history import History, queries
 from alpaca_stream.times import rfc3339
 
@@ -30,10 +31,11 @@ TWO = {"stocks": ["TSLA", "SPY"]}
 
 
 def played(server: ServerThread, channels: list[str], markets: dict[str, list[str]] = TWO, limit: int = 10_000,
-           start: datetime = START, end: datetime = END, **given: str) -> list[Record]:
+           start: datetime = START, end: datetime = END, cache: PageCache | None = None, **given: str) -> list[Record]:
     """What the handlers get of a history from the server."""
     recorder = Recorder()
-    source = History(server.server.history_url, KEYS, queries(markets, channels, start, end, **given), limit=limit)
+    source = History(server.server.history_url, KEYS, queries(markets, channels, start, end, **given), limit=limit,
+                     cache=cache)
 
     async def play() -> None:
         async with source:
@@ -108,3 +110,34 @@ def test_the_progress_line_says_the_time_reached_and_fits_the_log(server, caplog
     lines = [record.getMessage() for record in caplog.records if record.getMessage().startswith("history 2025")]
     assert lines and all(len(line) <= 58 for line in lines)  # 80 columns with the log's time
     assert lines[-1].startswith(f"history {messages[-1].timestamp:%Y-%m-%d %H:%M}Z: {len(messages):,} messages")
+
+
+@pytest.fixture
+def counted(make_server) -> tuple[ServerThread, RateLimit]:
+    """A server, and its count of the requests it was asked (a rate limit never reached)."""
+    requests_made = RateLimit(calls=10**9, window=3600)
+    return make_server(rate=None, history_trades=TRADES, history_rate_limit=requests_made), requests_made
+
+
+def test_a_second_run_of_the_same_span_reads_the_cache_and_asks_the_server_nothing(counted, tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    server, made = counted
+    first = played(server, ["trades", "quotes", "bars"], limit=1_000, cache=PageCache())
+    asked = made.used
+    assert asked == 2 * 2 * 2 + 2  # 2 pages of each symbol's trades and quotes, 1 of its bars
+    assert len(list((tmp_path / "alpaca-stream" / "history").rglob("*.json.z"))) == asked
+    assert played(server, ["trades", "quotes", "bars"], limit=1_000, cache=PageCache()) == first
+    assert made.used == asked  # no request at all
+    played(server, ["trades"], limit=1_000, cache=PageCache(), feed="sip")  # another feed: not the same pages
+    assert made.used == asked + 4
+
+
+def test_the_last_page_of_a_day_not_over_is_not_kept_and_is_asked_again(counted, tmp_path):
+    server, made = counted
+    now = datetime.now(timezone.utc)
+    hour = {"markets": {"crypto": ["BTC/USD"]}, "start": now - timedelta(hours=2), "end": now, "limit": 20}
+    first = played(server, ["trades"], cache=PageCache(tmp_path), **hour)  # type: ignore[arg-type]
+    asked = made.used
+    assert asked > 3 and len(first) > 60
+    second = played(server, ["trades"], cache=PageCache(tmp_path), **hour)  # type: ignore[arg-type]
+    assert made.used == asked + 1 and second == first  # the last page again; the others are whole

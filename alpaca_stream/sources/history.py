@@ -34,6 +34,7 @@ from alpaca_stream.keys import Keys
 from alpaca_stream.orders import Costs
 from alpaca_stream.records import record_in_market
 from alpaca_stream.session import Session
+from alpaca_stream.sources.cache import PageCache
 from alpaca_stream.sources.recording import REPLAY_BATCH, Played
 from alpaca_stream.times import rfc3339
 
@@ -109,12 +110,13 @@ class History(Played):
     ends when the last query's last page has been handed over."""
 
     def __init__(self, url: str, keys: Keys, asked: list[Query], costs: Costs | None = None,
-                 fills: str | None = None, limit: int = LIMIT) -> None:
+                 fills: str | None = None, limit: int = LIMIT, cache: PageCache | None = None) -> None:
         super().__init__(costs, fills)
-        self.url, self.keys, self.queries, self.limit = url.rstrip("/"), keys, asked, limit
+        self.url, self.keys, self.queries, self.limit, self.cache = url.rstrip("/"), keys, asked, limit, cache
         self.stopped = threading.Event()
         self.slots = threading.Semaphore(AHEAD)
-        self.pages = 0  # fetched, for the progress line
+        self.pages = 0  # read, for the progress line
+        self.kept = 0  # of them, read from the cache
         self.lock = threading.Lock()
 
     async def __aenter__(self) -> History:
@@ -143,6 +145,8 @@ class History(Played):
                 self.slots.release()
                 progress.show(batch, self.pages)
                 yield batch
+            log.info("history: %s messages from %d pages,\n%d of them from the cache", f"{progress.messages:,}",
+                     self.pages, self.kept)
         finally:
             self.stopped.set()
             progress.done()
@@ -211,11 +215,17 @@ class History(Played):
         say, and after a network fault or a server's error (5xx) with a longer wait each time.
         AlpacaRefused for what retrying cannot cure."""
         params = {**dict(query.params), "limit": str(limit), **({"page_token": token} if token else {})}
+        url = self.url + query.path
+        if self.cache and (kept := self.cache.get(url, params)) is not None:
+            with self.lock:
+                self.pages += 1
+                self.kept += 1
+            return orjson.loads(kept)  # type: ignore[no-any-return]
         headers = {"APCA-API-KEY-ID": self.keys.key, "APCA-API-SECRET-KEY": self.keys.secret}
         retry = RETRY_FIRST
         while True:
             try:
-                answer = http.get(self.url + query.path, params=params, headers=headers, timeout=TIMEOUT)
+                answer = http.get(url, params=params, headers=headers, timeout=TIMEOUT)
             except requests.RequestException as error:
                 log.warning("the historical data API: %s; trying again in %.0f s", type(error).__name__, retry)
                 retry = self.pause(retry)
@@ -224,6 +234,9 @@ class History(Played):
                 with self.lock:
                     self.pages += 1
                 page: dict = orjson.loads(answer.content)
+                if self.cache:
+                    end = rfc3339(dict(query.params)["end"])
+                    self.cache.keep(url, params, answer.content, not page.get("next_page_token"), end)
                 return page
             if answer.status_code == 429:
                 seconds = rate_wait(answer.headers)
