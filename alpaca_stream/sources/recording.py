@@ -12,6 +12,7 @@ import logging
 import os
 import sys
 import time
+from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Any, TextIO
 
@@ -32,34 +33,63 @@ REPLAY_BATCH = 1000  # lines of a --replay file handed over at a time, as a fram
 PERIOD_STARTS = ("b", "u", "d")  # bars: their timestamp is the start of their minute or day
 
 
-class Recording:
+class Played:
+    """What a replay of past messages is, whatever they come from: a source with no connection,
+    of every market, whose messages go through the feed of its backtest (costs: its; fills:
+    --fills's file) batch by batch, each a frame (batches()). It ends when its messages do."""
+
+    def __init__(self, costs: Costs | None = None, fills: str | None = None) -> None:
+        self.fills = fills
+        self.types = either_market_types()  # a recording of stocks and crypto pairs alike
+        self.subscriptions = Subscriptions(offline=True)  # subscribe() changes nothing here
+        self.feed = Feed(costs)
+
+    def open_feed(self, read_from: str = "") -> None:
+        """--fills' file (not read_from, the file played), and the backtest's account, at
+        trading_client()'s first call; ConfigError if the file cannot be written."""
+        if self.fills is not None:
+            self.feed.ledger.csv = open_fills(self.fills, read_from)
+        self.feed.open()
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.feed.close()
+
+    async def run(self, routes: dict[str, Route], session: Session) -> None:
+        """Each batch through the feed to the handlers, as a frame; then the feed's end."""
+        async for messages in self.batches(session):
+            await self.feed.replay(messages, routes, session)
+            sys.stdout.flush()
+            await asyncio.sleep(0)  # so that a Ctrl+C gets in between two batches
+        await self.feed.finish(routes, session)
+
+    def batches(self, session: Session) -> AsyncIterator[list[dict[str, Any]]]:
+        raise NotImplementedError
+
+
+class Recording(Played):
     """The recording in the file at path; speed: times the recorded pace, 0 as fast as the
     handlers take it; costs: its backtest's; fills: --fills's file. It ends when the file does."""
 
     def __init__(self, path: str, speed: float = 0.0, costs: Costs | None = None,
                  fills: str | None = None) -> None:
-        self.path, self.speed, self.fills = path, speed, fills
-        self.types = either_market_types()  # a recording of stocks and crypto pairs alike
-        self.subscriptions = Subscriptions(offline=True)  # subscribe() changes nothing here
-        self.feed = Feed(costs)
+        super().__init__(costs, fills)
+        self.path, self.speed = path, speed
 
     async def __aenter__(self) -> Recording:
         self.file = open_recording(self.path)  # a bad file: exit 2, before anything streams
-        if self.fills is not None:
-            try:
-                self.feed.ledger.csv = open_fills(self.fills, self.path)
-            except ConfigError:
-                self.file.close()
-                raise
-        self.feed.open()  # a backtest's account, at trading_client()'s first call
+        try:
+            self.open_feed(self.path)
+        except ConfigError:
+            self.file.close()
+            raise
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
         self.file.close()
-        await self.feed.close()
+        await super().__aexit__()
 
-    async def run(self, routes: dict[str, Route], session: Session) -> None:
-        await replay(self.file, self.speed, routes, session, self.feed)
+    def batches(self, session: Session) -> AsyncIterator[list[dict[str, Any]]]:
+        return replayed(self.file, self.speed, session)
 
 
 def open_recording(path: str) -> TextIO:
@@ -72,7 +102,7 @@ def open_recording(path: str) -> TextIO:
         # Windows PowerShell 5.1's > writes UTF-16, with a byte order mark; the rest UTF-8.
         encoding = "utf-16" if head in (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE) else "utf-8-sig"
         # errors="replace": an undecodable line is a broken line, skipped, not a traceback;
-        # replay() closes the file.
+        # replayed() closes the file.
         recording = open(path, encoding=encoding, errors="replace")  # noqa: SIM115
     except OSError as error:
         raise ConfigError(f"--replay: cannot read {path}:\n{error.strerror}") from None
@@ -89,12 +119,10 @@ def open_recording(path: str) -> TextIO:
     return recording
 
 
-async def replay(recording: TextIO, speed: float, routes: dict[str, Route], session: Session,
-                 feed: Feed) -> None:
-    """--replay: the messages of a --json recording, in its order, to the same handlers, through
-    the feed of its backtest; as fast as they take them, or with a speed, at the pace of their
-    timestamps times that. A broken line is skipped and counted. Then it waits for the work
-    started with in_background(), and the backtest's last updates are handed over."""
+async def replayed(recording: TextIO, speed: float, session: Session) -> AsyncIterator[list[dict[str, Any]]]:
+    """--replay: the messages of a --json recording, in its order, a batch at a time; as fast as
+    they are taken, or with a speed, at the pace of their timestamps times that. A broken line
+    is skipped and counted."""
     log.info("replaying %s%s; Ctrl+C to stop", recording.name, f" at {speed:g}x" if speed else "")
     start: tuple[float, datetime] | None = None  # the first paced message: when, and its timestamp
     read = 0  # lines
@@ -109,17 +137,14 @@ async def replay(recording: TextIO, speed: float, routes: dict[str, Route], sess
             read += len(lines)
             if speed and messages:
                 start = await keep_pace(messages[0], speed, start)
-            await feed.replay(messages, routes, session)
-            sys.stdout.flush()
-            await asyncio.sleep(0)  # so that a Ctrl+C gets in between two batches
-    await feed.finish(routes, session)
+            yield messages
 
 
 def open_fills(path: str, recording: str) -> FillsCsv:
     """--fills' CSV file, with its header; ConfigError if it cannot be written (or is the
     recording, which it would overwrite)."""
     try:
-        if os.path.exists(path) and os.path.samefile(path, recording):
+        if recording and os.path.exists(path) and os.path.samefile(path, recording):
             raise ConfigError(f"--fills {path} is the recording: it would be overwritten")
         return FillsCsv(open(path, "w", encoding="utf-8", newline=""))  # noqa: SIM115  # closed by the feed
     except OSError as error:

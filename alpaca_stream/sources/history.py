@@ -1,0 +1,338 @@
+"""--history: a span of past days from Alpaca's historical data API, into the handlers as a
+--replay reads a recording (recording.py's Played: a backtest too, when they place orders).
+
+One paged query per symbol and channel (news: one for all the symbols), each read a page ahead
+on a thread of its own; the queries merged by time on another thread as their pages arrive,
+into batches for the event loop, which never waits on the network. A query holds at most three
+pages (one merged, one waiting, one on its way), never a whole day. Each row becomes the message
+the stream would have sent: its "T" and "S", its time a datetime."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import email.utils
+import functools
+import heapq
+import itertools
+import logging
+import queue
+import sys
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from operator import itemgetter
+from typing import Any
+
+import orjson
+import requests
+
+from alpaca_stream.errors import AlpacaRefused
+from alpaca_stream.keys import Keys
+from alpaca_stream.orders import Costs
+from alpaca_stream.records import record_in_market
+from alpaca_stream.session import Session
+from alpaca_stream.sources.cache import PageCache
+from alpaca_stream.sources.recording import REPLAY_BATCH, Played
+from alpaca_stream.times import rfc3339
+
+log = logging.getLogger("alpaca_stream")
+
+ALPACA_HISTORY = "https://data.alpaca.markets"
+LIMIT = 10_000  # rows a page: Alpaca's most
+NEWS_LIMIT = 50  # articles a page: Alpaca's most for news
+# Each channel's path (after the market's), its wire type, and its place among messages of the
+# same time (ties go by channel, then by symbol).
+CHANNELS = {"trades": "t", "quotes": "q", "bars": "b", "news": "n"}
+MARKET_PATHS = {"stocks": "/v2/stocks/", "crypto": "/v1beta3/crypto/us/", "options": "/v1beta1/options/"}
+NEWS_PATH = "/v1beta1/news"
+# A minute bar's time is its minute's start; the stream sends it once the minute is over, and a
+# backtest must not see its close before then: merged at its minute's end.
+BAR_DUE = timedelta(minutes=1)
+AHEAD = 4  # batches merged ahead of the handlers
+TIMEOUT = 30.0  # seconds for an answer
+RETRY_FIRST, RETRY_MOST = 1.0, 30.0  # seconds between two tries after a network fault: doubling
+RATE_WAIT_LEAST = 0.25  # seconds, whatever the headers say: a clock a little ahead of Alpaca's
+RATE_WAIT_DEFAULT = 3.0  # seconds, for a 429 with no header to say (alpaca-py's wait)
+WAITING = 0.5  # seconds a thread waits at a time before it looks whether the run has stopped
+PROGRESS_ON_TERMINAL, PROGRESS_IN_LOG = 0.25, 10.0  # seconds between two progress lines
+RECENT_SIP = ("Alpaca's free plan has no SIP data of the last 15 minutes\n({status} {message}):\n"
+              "use --feed iex, or a time at least 15 minutes old.")
+KEYS_REFUSED = ("Alpaca's historical data API refused the keys\n({status} {message}).\n"
+                "They came from {{source}}.")
+QUERY_REFUSED = "Alpaca's historical data API refused a query\n({status} {message}):\n{path}"
+DUE = itemgetter(0)
+Batch = list[dict[str, Any]]  # of records
+
+
+class Stopped(Exception):
+    """The run stopped while a thread waited: it ends quietly."""
+
+
+@dataclass(frozen=True)
+class Query:
+    """One paged query: its path, the key its rows are under (its channel), its parameters
+    (without the page token)."""
+
+    path: str
+    channel: str
+    params: tuple[tuple[str, str], ...]
+
+
+def queries(markets: dict[str, list[str]], channels: list[str], start: datetime, end: datetime,
+            feed: str = "iex") -> list[Query]:
+    """The queries of the channels asked (trades, quotes, bars, news) for the symbols of each
+    market ("stocks", "crypto", "options"), from start to end (both included): one a symbol and
+    channel, in the order ties are broken in; one for the news of all the symbols."""
+    span = (("start", rfc3339_text(start)), ("end", rfc3339_text(end)), ("sort", "asc"))
+    made = []
+    for channel in (name for name in CHANNELS if name in channels and name != "news"):
+        extra = (("timeframe", "1Min"), ("adjustment", "raw")) if channel == "bars" else ()
+        for market, symbols in markets.items():
+            market_extra = (("feed", feed),) if market == "stocks" else ()
+            made += [Query(MARKET_PATHS[market] + channel, channel,
+                           (("symbols", symbol), *span, *extra, *market_extra)) for symbol in sorted(symbols)]
+    if "news" in channels:
+        every = ",".join(sorted(itertools.chain(*markets.values())))
+        made.append(Query(NEWS_PATH, "news", (("symbols", every), *span, ("include_content", "true"))))
+    return made
+
+
+def rfc3339_text(when: datetime) -> str:
+    return when.isoformat().replace("+00:00", "Z")
+
+
+class History(Played):
+    """The queries' messages from the historical API at url (Alpaca's, or a local server's),
+    with these keys, merged by time; limit: rows a page; costs and fills: its backtest's. It
+    ends when the last query's last page has been handed over."""
+
+    def __init__(self, url: str, keys: Keys, asked: list[Query], costs: Costs | None = None,
+                 fills: str | None = None, limit: int = LIMIT, cache: PageCache | None = None) -> None:
+        super().__init__(costs, fills)
+        self.url, self.keys, self.queries, self.limit, self.cache = url.rstrip("/"), keys, asked, limit, cache
+        self.stopped = threading.Event()
+        self.slots = threading.Semaphore(AHEAD)
+        self.pages = 0  # read, for the progress line
+        self.kept = 0  # of them, read from the cache
+        self.lock = threading.Lock()
+
+    async def __aenter__(self) -> History:
+        self.open_feed()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self.stopped.set()  # every thread ends at its next look
+        await super().__aexit__()
+
+    async def batches(self, session: Session) -> AsyncIterator[list[dict[str, Any]]]:
+        """The merged messages, a batch at a time, as the merging thread makes them."""
+        log.info("history from %s: %d queries; Ctrl+C to stop", self.url, len(self.queries))
+        loop = asyncio.get_running_loop()
+        ready: asyncio.Queue[Batch | BaseException | None] = asyncio.Queue()
+
+        def hand(batch: Batch | BaseException | None) -> None:
+            loop.call_soon_threadsafe(ready.put_nowait, batch)  # RuntimeError once the loop has closed
+
+        threading.Thread(target=self.merge, args=(hand,), daemon=True, name="history merge").start()
+        progress = Progress()
+        try:
+            while (batch := await ready.get()) is not None:
+                if isinstance(batch, BaseException):
+                    raise batch
+                self.slots.release()
+                progress.show(batch, self.pages)
+                yield batch
+            log.info("history: %s messages from %d pages,\n%d of them from the cache", f"{progress.messages:,}",
+                     self.pages, self.kept)
+        finally:
+            self.stopped.set()
+            progress.done()
+
+    def merge(self, hand: Callable[[Batch | BaseException | None], None]) -> None:
+        """On its own thread: the queries' rows merged by time (ties by the queries' order),
+        handed over in batches, at most AHEAD of them waiting; then None, or what went wrong."""
+        try:
+            merged = heapq.merge(*map(self.rows, self.queries), key=DUE)
+            while batch := [record for _, record in itertools.islice(merged, REPLAY_BATCH)]:
+                while not self.slots.acquire(timeout=WAITING):
+                    if self.stopped.is_set():
+                        return
+                hand(batch)
+            hand(None)
+        except Stopped:
+            pass
+        except Exception as error:  # to the event loop, which raises it
+            with contextlib.suppress(RuntimeError):  # the loop has closed: nobody to tell
+                hand(error)
+
+    def rows(self, query: Query) -> Iterator[tuple[datetime, dict[str, Any]]]:
+        """The query's rows as records, each after the time it is merged at, page after page;
+        the next page fetched, on a thread of its own, while this one is merged."""
+        pages: queue.Queue[dict | BaseException] = queue.Queue(maxsize=1)
+        threading.Thread(target=self.fetch, args=(query, pages), daemon=True, name="history fetch").start()
+        while True:
+            page = self.waited(pages.get)
+            if isinstance(page, BaseException):
+                raise page
+            yield from made(query.channel, page)
+            if not page.get("next_page_token"):
+                return
+
+    def fetch(self, query: Query, pages: queue.Queue[dict | BaseException]) -> None:
+        """On its own thread: the query's pages, in turn, each put as soon as the one before it
+        is taken; what went wrong, put in place of a page."""
+        http = requests.Session()
+        limit = min(self.limit, NEWS_LIMIT) if query.channel == "news" else self.limit
+        token: str | None = None
+        try:
+            while True:
+                page = self.page(http, query, limit, token)
+                self.waited(functools.partial(pages.put, page))
+                token = page.get("next_page_token")
+                if not token:
+                    return
+        except Stopped:
+            pass
+        except Exception as error:
+            pages.put(error)
+        finally:
+            http.close()
+
+    def waited(self, wait: Callable[..., Any]) -> Any:
+        """wait(timeout=) (a queue's get or put) again until it is done, or until the run stops."""
+        while True:
+            try:
+                return wait(timeout=WAITING)
+            except (queue.Empty, queue.Full):
+                if self.stopped.is_set():
+                    raise Stopped from None
+
+    def page(self, http: requests.Session, query: Query, limit: int, token: str | None) -> dict:
+        """One page, as Alpaca answers it; past a rate limit (429) after the wait its headers
+        say, and after a network fault or a server's error (5xx) with a longer wait each time.
+        AlpacaRefused for what retrying cannot cure."""
+        params = {**dict(query.params), "limit": str(limit), **({"page_token": token} if token else {})}
+        url = self.url + query.path
+        if self.cache and (kept := self.cache.get(url, params)) is not None:
+            with self.lock:
+                self.pages += 1
+                self.kept += 1
+            return orjson.loads(kept)  # type: ignore[no-any-return]
+        headers = {"APCA-API-KEY-ID": self.keys.key, "APCA-API-SECRET-KEY": self.keys.secret}
+        retry = RETRY_FIRST
+        while True:
+            try:
+                answer = http.get(url, params=params, headers=headers, timeout=TIMEOUT)
+            except requests.RequestException as error:
+                log.warning("the historical data API: %s; trying again in %.0f s", type(error).__name__, retry)
+                retry = self.pause(retry)
+                continue
+            if answer.status_code == 200:
+                with self.lock:
+                    self.pages += 1
+                page: dict = orjson.loads(answer.content)
+                if self.cache:
+                    end = rfc3339(dict(query.params)["end"])
+                    self.cache.keep(url, params, answer.content, not page.get("next_page_token"), end)
+                return page
+            if answer.status_code == 429:
+                seconds = rate_wait(answer.headers)
+                log.info("Alpaca's rate limit: going on in %.1f s", seconds)
+                self.pause(seconds)
+            elif answer.status_code >= 500:
+                log.warning("the historical data API answered %d; trying again in %.0f s", answer.status_code, retry)
+                retry = self.pause(retry)
+            else:
+                raise refusal(answer, query.path)
+
+    def pause(self, seconds: float) -> float:
+        """Wait, unless the run stops (Stopped); the next wait after a fault: twice as long."""
+        if self.stopped.wait(seconds):
+            raise Stopped
+        return min(2 * seconds, RETRY_MOST)
+
+
+def made(channel: str, page: dict) -> Iterator[tuple[datetime, dict[str, Any]]]:
+    """A page's rows as the stream's records, each after the time it is merged at."""
+    if channel == "news":
+        for row in page.get("news") or ():
+            row.pop("images", None)  # not in the stream's articles
+            row["T"] = "n"
+            row["created_at"], row["updated_at"] = rfc3339(row["created_at"]), rfc3339(row["updated_at"])
+            yield row["created_at"], record_in_market("n", "")(row)
+        return
+    wire_type = CHANNELS[channel]
+    due = BAR_DUE if wire_type == "b" else timedelta(0)
+    for symbol, rows in (page.get(channel) or {}).items():
+        record = record_in_market(wire_type, symbol)
+        for row in rows:
+            row["T"], row["S"], row["t"] = wire_type, symbol, rfc3339(row["t"])
+            yield row["t"] + due, record(row)
+
+
+def rate_wait(headers: Any) -> float:
+    """Seconds to wait after a 429: until X-RateLimit-Reset (Unix seconds), or Retry-After
+    (seconds, or an HTTP date)."""
+    if reset := headers.get("X-RateLimit-Reset"):
+        try:
+            return max(float(reset) - time.time(), RATE_WAIT_LEAST)
+        except ValueError:
+            pass
+    if after := headers.get("Retry-After"):
+        try:
+            return max(float(after), RATE_WAIT_LEAST)
+        except ValueError:
+            when = email.utils.parsedate_to_datetime(after)
+            return max(when.timestamp() - time.time(), RATE_WAIT_LEAST)
+    return RATE_WAIT_DEFAULT
+
+
+def refusal(answer: requests.Response, path: str) -> AlpacaRefused:
+    """What to tell of an answer that no retry cures: exit status 3, with the advice."""
+    try:
+        message = str(orjson.loads(answer.content)["message"])
+    except (ValueError, KeyError, TypeError):
+        message = answer.reason or "no reason given"
+    status = answer.status_code
+    said = {"status": status, "message": message.replace("{", "{{").replace("}", "}}"), "path": path}
+    if status == 403 and "SIP" in message:
+        return AlpacaRefused(status, message, RECENT_SIP.format(**said))
+    if status in (401, 403):
+        return AlpacaRefused(status, message, KEYS_REFUSED.format(**said))
+    return AlpacaRefused(status, message, QUERY_REFUSED.format(**said))
+
+
+class Progress:
+    """The progress line on stderr: the time reached, messages, pages; in place on a terminal
+    (when the data goes elsewhere), else a line in the log every PROGRESS_IN_LOG seconds."""
+
+    def __init__(self) -> None:
+        self.in_place = sys.stderr.isatty() and not sys.stdout.isatty()
+        self.every = PROGRESS_ON_TERMINAL if self.in_place else PROGRESS_IN_LOG
+        self.shown = time.monotonic()
+        self.messages = 0
+        self.line = ""
+
+    def show(self, batch: Batch, pages: int) -> None:
+        self.messages += len(batch)
+        now = time.monotonic()
+        if now - self.shown < self.every:
+            return
+        self.shown = now
+        last = batch[-1]
+        when = last.get("t") or last.get("created_at")
+        reached = f"{when:%Y-%m-%d %H:%M}Z" if isinstance(when, datetime) else "?"
+        self.line = f"history {reached}: {self.messages:,} messages, {pages:,} pages"
+        if self.in_place:
+            sys.stderr.write("\r" + self.line.ljust(79))
+            sys.stderr.flush()
+        else:
+            log.info("%s", self.line)
+
+    def done(self) -> None:
+        if self.in_place and self.line:
+            sys.stderr.write("\n")
+            sys.stderr.flush()
