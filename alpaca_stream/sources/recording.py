@@ -40,7 +40,7 @@ class Played:
 
     def __init__(self, costs: Costs | None = None, fills: str | None = None) -> None:
         self.fills = fills
-        self.types = either_market_types()  # a recording of stocks and crypto pairs alike
+        self.types = either_market_types()  # messages of every market alike
         self.subscriptions = Subscriptions(offline=True)  # subscribe() changes nothing here
         self.feed = Feed(costs)
 
@@ -59,7 +59,7 @@ class Played:
         async for messages in self.batches(session):
             await self.feed.replay(messages, routes, session)
             sys.stdout.flush()
-            await asyncio.sleep(0)  # so that a Ctrl+C gets in between two batches
+            await asyncio.sleep(0)  # the loop's other tasks (the heartbeat, the clients of --serve) run
         await self.feed.finish(routes, session)
 
     def batches(self, session: Session) -> AsyncIterator[list[dict[str, Any]]]:
