@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import re
@@ -25,16 +26,20 @@ from pathlib import Path
 from typing import Any
 
 import nats
+import nats.js.errors
 import pytest
 from conftest import KEYS, KINDS, POSIX_ONLY, ROOT, LoopThread, Script, script_env, until
 
 from alpaca_stream.books import Book
+from alpaca_stream.cli import stop_on_signals, until_stopped
 from alpaca_stream.errors import EXIT_USAGE
 from alpaca_stream.nats_common import STREAM
 from alpaca_stream.outputs.nats import Publisher
 from alpaca_stream.outputs.terminal import show
 from alpaca_stream.records import KIND, MESSAGE_TYPES, Record, Trade, as_json
 from alpaca_stream.session import Session
+from alpaca_stream.sources import nats as nats_source
+from alpaca_stream.sources.nats import NatsSource
 from alpaca_stream.sources.stocks import StockStream
 from alpaca_stream.supervisor import supervise
 
@@ -612,6 +617,84 @@ def test_a_durable_bot_stopped_and_started_again_misses_nothing_and_gets_nothing
     wait_until(lambda: len(got) + len(runs[2].out_lines) >= len(sent) - first, 10, "the rest, after the restarts")
     assert runs[2].stop(signal.SIGINT)[0] == 0
     assert got + recorded(runs[2]) == sent[first:]  # JetStream keeps the feeder's order, across subjects
+
+
+async def durable_bot_until_ctrl_c(url: str, ctrl_c_at: int,
+                                   on_trade: Callable[[Trade], Awaitable[None]] | None = None) -> list[int]:
+    """`--source URL SPY --trades --durable strategy-1`, run as cli.py's run() runs it, in this
+    process's main thread, until Ctrl+C, which its handler presses (raises SIGINT) once it has
+    had the trade of id ctrl_c_at; the ids of the trades it had. on_trade: more for the handler."""
+    session = Session()
+    got: list[int] = []
+    stops: list[Callable[[], None]] = []
+
+    async def handler(trade: Trade) -> None:
+        got.append(trade.id)
+        if on_trade:
+            await on_trade(trade)
+        if trade.id == ctrl_c_at and not session.stopping:  # once: a second one ends this process
+            signal.raise_signal(signal.SIGINT)
+
+    with stop_on_signals(lambda: stops[0](), session, lambda signum, again: None):
+        async with NatsSource(url, ["SPY"], ["trades"], "strategy-1") as source:
+            await until_stopped(supervise([source], {"trade": handler}, session), session, also=stops.append)
+    return got
+
+
+def test_ctrl_c_in_a_durable_bots_handler_mid_batch_leaves_it_the_rest_of_the_batch_when_started_again(
+        broker, monkeypatch):
+    # Ctrl+C in the handler of trade 4, in a batch of trades 2 to 8: started again, the bot gets 5 to 9
+    # (9, published while it was stopped, stops it). Without 6c16207's change to sources/nats.py, it
+    # got 9 alone (the batch's last message was acknowledged); without the one to handlers.py, 6 to 9
+    # (trade 5 was taken, so counted as had, before the stop was looked at).
+    batch, ctrl_c_at, last = [2, 3, 4, 5, 6, 7, 8], 4, 9
+    # A batch is what has come when the source asks for one: trade 1, alone in its batch, has its
+    # handler wait until the consumer has all of the next (noted as they come), so that it is one
+    # batch every time, whatever the timing.
+    came: list[object] = []
+    all_came = asyncio.Event()
+
+    def note(message: object) -> None:
+        came.append(message)
+        if len(came) == 1 + len(batch):
+            all_came.set()
+
+    monkeypatch.setattr("alpaca_stream.sources.nats.inbox", functools.partial(nats_source.inbox, note))
+
+    async def stop_mid_batch_then_start_again() -> tuple[list[int], list[int]]:
+        holding = asyncio.Event()
+
+        async def hold_the_first(trade: Trade) -> None:
+            if trade.id == 1:
+                holding.set()
+                await all_came.wait()
+
+        async with Publisher(broker.url, Session()) as publisher:  # it makes the stream
+            async def publish(*ids: int) -> None:
+                for number in ids:
+                    await publisher.publish("trade", Trade({"T": "t", "S": "SPY", "p": 600.5, "s": 100, "x": "V",
+                                                            "t": datetime.now(timezone.utc), "i": number}))
+                await publisher.client.flush()
+
+            bot = asyncio.create_task(durable_bot_until_ctrl_c(broker.url, ctrl_c_at, hold_the_first))
+            manager = publisher.client.jsm()
+            while True:  # until the bot has made its consumer (within the deadline of the whole)
+                try:
+                    await manager.consumer_info(STREAM, "strategy-1")
+                    break
+                except nats.js.errors.NotFoundError:
+                    await asyncio.sleep(0.02)
+            await publish(1)
+            await holding.wait()
+            await publish(*batch)
+            first = await bot
+            await publish(last)
+            again = await durable_bot_until_ctrl_c(broker.url, last)
+        return first, again
+
+    first, again = asyncio.run(asyncio.wait_for(stop_mid_batch_then_start_again(), 30))
+    assert first == [1, 2, 3, 4]  # nothing handed over after Ctrl+C
+    assert again == [5, 6, 7, 8, 9]  # none missing, none twice
 
 
 def durable_bot_losing(lose: Callable[[Any], Awaitable[object]], alpaca, broker, start_script,
