@@ -177,6 +177,9 @@ class CommandLine:
         async with AsyncExitStack() as stack:  # what is opened here is closed in reverse, at the end
             # Ctrl+C and SIGTERM until the very end, clean-up included: a second one forces the exit.
             stack.enter_context(stop_on_signals(lambda: self.stop(), self.session, self.signalled))
+            # Last before the signals are given back: the threads of asyncio.to_thread() are
+            # waited for here (else asyncio.run() would, where a second Ctrl+C is a traceback).
+            stack.push_async_callback(asyncio.get_running_loop().shutdown_default_executor)
             for source in sources:
                 await stack.enter_async_context(source)  # a local server started, a recording checked
             stack.push_async_callback(background_settled)  # before the sources close: an order on its way

@@ -212,9 +212,14 @@ def background_done(task: asyncio.Future) -> None:
 async def background_settled() -> None:
     """At the end of a stream's run, before its sources close (the demo's paper broker among
     them): the work started with in_background() gets BACKGROUND_GRACE seconds to finish, so
-    that an order on its way gets its answer; what still runs then is cancelled at exit."""
+    that an order on its way gets its answer; what still runs then is cancelled at exit, but a
+    blocking call in a thread cannot be: the exit waits for it, and says so."""
     if background_tasks:
-        await asyncio.wait(set(background_tasks), timeout=BACKGROUND_GRACE)
+        _, running = await asyncio.wait(set(background_tasks), timeout=BACKGROUND_GRACE)
+        if running:
+            log.warning("%d of the work started with in_background() still runs after %g s:\n"
+                        "a blocking call (asyncio.to_thread) is waited for to its end;\n"
+                        "a second Ctrl+C forces the exit", len(running), BACKGROUND_GRACE)
 
 
 async def background_finished() -> None:

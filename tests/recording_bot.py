@@ -6,6 +6,7 @@ they pass whatever a student writes in its handlers.
     python recording_bot.py [the script's arguments]
 """
 
+import asyncio
 import json
 import os
 import sys
@@ -20,10 +21,18 @@ FAIL_ON_TRADE = int(os.environ.get("RECORDING_BOT_FAIL_ON_TRADE", "0"))
 # student's handler does; its lines then say when it got the message and when it returned
 # (time.monotonic(), the machine's clock, the same in the test).
 BLOCK = float(os.environ.get("RECORDING_BOT_BLOCK", "0"))
+# A handler that starts, on the first message, a blocking call of this many seconds with
+# in_background(asyncio.to_thread(...)), as a student's order through a blocking client does.
+BACKGROUND_BLOCK = float(os.environ.get("RECORDING_BOT_BACKGROUND_BLOCK", "0"))
+started = False
 
 
 async def record(message: Record) -> None:
+    global started
     kind = KIND[type(message)]
+    if BACKGROUND_BLOCK and not started:
+        started = True
+        websocket_stream.in_background(asyncio.to_thread(time.sleep, BACKGROUND_BLOCK))
     if isinstance(message, Trade) and message.id == FAIL_ON_TRADE:
         raise RuntimeError(f"the test handler fails on trade {FAIL_ON_TRADE}")
     # Every field it has, those Alpaca added without a name here too, times as --json has them.

@@ -279,6 +279,21 @@ def test_a_second_ctrl_c_while_a_handler_blocks_forces_the_exit_130_with_the_sum
 
 
 @POSIX_ONLY
+def test_a_second_ctrl_c_while_the_exit_waits_for_a_blocking_call_forces_it_130_with_the_summary(
+        server, start_script):
+    # A blocking call started with in_background() outlives the grace the stop gives it: the
+    # exit waits for its thread, says so, and a second Ctrl+C still forces it, no traceback.
+    script = start_script("--url", server.url, bot=True, env=script_env(RECORDING_BOT_BACKGROUND_BLOCK="60"))
+    script.wait_for_lines(1)
+    script.process.send_signal(signal.SIGINT)
+    script.wait_for_stderr("a blocking call (asyncio.to_thread) is waited for to its end")
+    code, _ = script.stop(signal.SIGINT)
+    assert code == 130
+    assert re.search(r"Z received \d+ trades? in [\d.]+ s; reconnects: 0$", script.err_lines[-1])
+    assert_no_traceback(script)
+
+
+@POSIX_ONLY
 def test_ctrl_c_during_a_reconnect_wait_exits_at_once_counting_every_announced_reconnect(make_server, start_script):
     server = make_server(faults=Faults(auth_error=406))
     script = start_script("--url", server.url, bot=True)
