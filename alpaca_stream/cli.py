@@ -48,6 +48,7 @@ from alpaca_stream.logs import JsonLogFormatter, LogFormatter, StderrHandler
 from alpaca_stream.options import Settings, parse_args, settings_from
 from alpaca_stream.orders import is_live, trade_at
 from alpaca_stream.outputs import terminal
+from alpaca_stream.outputs.chart import Chart
 from alpaca_stream.outputs.serve import serving
 from alpaca_stream.session import Session, heartbeat
 from alpaca_stream.sources import Source
@@ -160,7 +161,8 @@ class CommandLine:
 
     def until_stopped(self, sources: list[Source], handlers: Handlers) -> None:
         """Step 3, each message to its handler, until Ctrl+C or SIGTERM (or a recording's end),
-        each stream reconnecting after every fault; with --publish and --serve, to more bots."""
+        each stream reconnecting after every fault; with --publish and --serve, to more bots;
+        with --chart, to a page in the browser."""
         # What start-up made (alpaca-py, pandas and pydantic, when imported, most of it) lives to
         # the exit: frozen, the garbage collector no longer walks it at each full pass. A replay
         # of 1,000,000 messages with alpaca-py imported took 0.83 times as long (measured).
@@ -193,6 +195,10 @@ class CommandLine:
                 keyless = settings.demo or settings.source  # no keys of Alpaca's to check: any will do
                 await stack.enter_async_context(serving(host, port, self.served(sources), self.session,
                                                         keys=None if keyless else self.keys_given))
+            if settings.chart:  # the run's symbols from the start; a recording's as they come
+                named = [] if settings.replay is not None else [*settings.symbols, *settings.pairs, *settings.options]
+                chart = await stack.enter_async_context(Chart(*settings.chart, named))
+                handlers = chart.wrap(handlers)
             await until_stopped(supervise(sources, handlers, self.session), self.session, settings.heartbeat,
                                 also=self.streaming)
 

@@ -84,6 +84,7 @@ class Settings:
     replay_speed: float = 0.0  # with replay: times the recorded pace; 0: as fast as it goes
     fills: str | None = None  # with replay: a CSV file to write its backtest's fills to
     serve: tuple[str, int] | None = None  # a host and port to serve Alpaca's protocol on
+    chart: tuple[str, int] | None = None  # a host and port to serve the chart's page on (outputs/chart.py)
     trade_updates: bool = False  # the account's order updates, from the trading API at trading_url
     trading_url: str = PAPER_API  # its base: https://HOST (its stream at /stream, its REST under /v2/)
     costs: Costs = field(default_factory=Costs)  # with replay: the backtest's cash, latency, slippage, fee
@@ -146,6 +147,9 @@ def parse_args(argv: list[str] | None, doc: str | None = None) -> argparse.Names
     parser.add_argument("--serve", metavar="[HOST:]PORT",
                         help="also serve Alpaca's stream to your other bots, unchanged, on "
                         "this one connection (HOST: 127.0.0.1 unless named)")
+    parser.add_argument("--chart", metavar="[HOST:]PORT", nargs="?", const="0",
+                        help="also chart the prices, your fills and P&L on a page for your browser "
+                        "(HOST: 127.0.0.1, PORT: any free one, unless named)")
     parser.add_argument("--durable", metavar="NAME", help="with --source: resume where the bot of this name "
                         "stopped, missing nothing (needs nats-server -js)")
     parser.add_argument("--live", action="store_true", help="your live account (real money), not the paper "
@@ -202,6 +206,8 @@ def parse_args(argv: list[str] | None, doc: str | None = None) -> argparse.Names
         args.serve = serve_address(parser, args.serve, keyless=args.demo or bool(args.source))
         if args.replay is not None:
             parser.error("--serve goes with a stream (Alpaca, --url, --demo or --source),\nnot with --replay")
+    if args.chart is not None:  # beyond this machine, the page asks for a token: any run may
+        args.chart = serve_address(parser, args.chart, keyless=False, option="--chart")
     if args.durable is not None and not args.source:
         parser.error("--durable NAME goes with --source")
     if args.durable is not None and not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", args.durable):
@@ -377,23 +383,25 @@ def url_fault(url: str, schemes: tuple[str, ...], path: bool = False, listening:
     return ""
 
 
-def serve_address(parser: argparse.ArgumentParser, address: str, keyless: bool) -> tuple[str, int]:
-    """--serve's [HOST:]PORT. Another address than this machine's own (loopback) only where the
-    clients must log in with the script's keys: not with --demo or --source, which have none."""
+def serve_address(parser: argparse.ArgumentParser, address: str, keyless: bool,
+                  option: str = "--serve") -> tuple[str, int]:
+    """--serve's [HOST:]PORT (or --chart's). Another address than this machine's own (loopback)
+    only where the clients must log in with the script's keys: not with --demo or --source,
+    which have none."""
     host, _, port = address.rpartition(":")
     if ":" in host and not host.startswith("["):  # ::1:8765, as [::1]:8765
         host = f"[{host}]"
     url = f"ws://{host or '127.0.0.1'}:{port}"
     if not port:
-        parser.error(f"--serve takes [HOST:]PORT: no port in {shlex.quote(address)}")
+        parser.error(f"{option} takes [HOST:]PORT: no port in {shlex.quote(address)}")
     if fault := url_fault(url, ("ws",), listening=True):
-        parser.error(f"--serve {shlex.quote(address)}: {fault}")
+        parser.error(f"{option} {shlex.quote(address)}: {fault}")
     parts = urlsplit(url)
     assert parts.hostname is not None and parts.port is not None  # as url_fault() found
     try:
         loopback = is_loopback(parts.hostname)
     except ValueError:
-        parser.error(f"--serve takes an IP address, or localhost: {parts.hostname}")
+        parser.error(f"{option} takes an IP address, or localhost: {parts.hostname}")
     if not loopback and keyless:
         parser.error(f"--serve {address}: with --demo or --source, clients need no "
                      "keys, so only this machine may connect: use 127.0.0.1")
@@ -431,9 +439,12 @@ def settings_from(args: argparse.Namespace) -> Settings:
                     news_url, demo=args.demo,
                     heartbeat=args.heartbeat, data_timeout=data_timeout(args), market_hours=not (
                         args.demo or args.test_stream), publish=args.publish or "", source=args.source or "",
-                    durable=args.durable or "", replay=args.replay, trade_updates=args.trade_updates,
+                    durable=args.durable or "", replay=args.replay,
+                    # --demo's paper account: its fills for the chart (a backtest hands over its own)
+                    trade_updates=args.trade_updates or args.demo and args.chart is not None,
                     trading_url=args.trading_url or (LIVE_API if args.live else PAPER_API),
-                    replay_speed=args.replay_speed or 0.0, fills=args.fills, serve=args.serve, costs=costs_from(args))
+                    replay_speed=args.replay_speed or 0.0, fills=args.fills, serve=args.serve, costs=costs_from(args),
+                    chart=args.chart)
 
 
 def data_timeout(args: argparse.Namespace) -> float:

@@ -38,10 +38,7 @@ async def serving(host: str, port: int, served: Mapping[str, Subscriptions], ses
     try:
         await relay.start()
     except OSError as error:
-        # asyncio's strerror is a sentence with the address in it: the system's is enough.
-        reason = os.strerror(error.errno) if error.errno else str(error)
-        raise ConfigError(f"--serve: cannot listen on {host}:{port}:\n{reason}; "
-                          "another port? (0 picks a free one)") from None
+        raise cannot_listen("--serve", host, port, error) from None
     log.info("serving Alpaca's stream to more bots, at\n%s (%s)", "\n".join(map(relay.url_of, served)),
              "they log in with this script's keys" if keys else "any keys will do")
     if not is_loopback(host):
@@ -61,6 +58,13 @@ async def serving(host: str, port: int, served: Mapping[str, Subscriptions], ses
             subscriptions.relay = None
         session.served, session.slow_clients = relay.served, relay.slow
         await relay.stop()
+
+
+def cannot_listen(option: str, host: str, port: int, error: OSError) -> ConfigError:
+    """The usage error of a server of ours that cannot listen (a port in use, say)."""
+    # asyncio's strerror is a sentence with the address in it: the system's is enough.
+    reason = os.strerror(error.errno) if error.errno else str(error)
+    return ConfigError(f"{option}: cannot listen on {host}:{port}:\n{reason}; another port? (0 picks a free one)")
 
 
 def is_loopback(host: str) -> bool:
