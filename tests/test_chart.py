@@ -13,6 +13,7 @@ import re
 import signal
 import socket
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -247,13 +248,14 @@ def test_a_demo_runs_page_has_a_candle_for_each_minute_with_trades_up_to_the_las
         for symbol, made in candles_of(trades).items()}
 
 
-def test_a_backtests_page_has_the_fill_at_its_price_and_time_and_the_position(start_script):
+def order_example(script: Path) -> None:
+    """docs/handlers.md's order example pasted into a copy of the script, and its fills printed."""
     number = next(number for number, (*_, code) in enumerate(EXAMPLES) if "submit_order" in code)
+    for handlers, code in pasted_with_what_it_needs(number + 1):
+        paste(script, handlers, code)
 
-    def order_example(script: Any) -> None:
-        for handlers, code in pasted_with_what_it_needs(number + 1):  # the order, and its fills printed
-            paste(script, handlers, code)
 
+def test_a_backtests_page_has_the_fill_at_its_price_and_time_and_the_position(start_script):
     script = start_script("--replay", str(SESSION), "--replay-speed", "2", "--chart", edit=order_example)
     shown = run(asyncio.wait_for(whole_run(page_of(script), script, stop=False), 20))
     assert script.finish() == 0, script.stderr
