@@ -207,6 +207,9 @@ def parse_args(argv: list[str] | None, doc: str | None = None) -> argparse.Names
         if args.replay is not None:
             parser.error("--serve goes with a stream (Alpaca, --url, --demo or --source),\nnot with --replay")
     if args.chart is not None:  # beyond this machine, the page asks for a token: any run may
+        if ":" not in args.chart and not args.chart.isdigit():  # a symbol, taken for the port
+            parser.error(f"--chart takes [HOST:]PORT or nothing, not {shlex.quote(args.chart)}: put the "
+                         f"symbols before it\n(python websocket_stream.py {shlex.quote(args.chart)} --chart)")
         args.chart = serve_address(parser, args.chart, keyless=False, option="--chart")
     if args.durable is not None and not args.source:
         parser.error("--durable NAME goes with --source")
@@ -403,7 +406,7 @@ def serve_address(parser: argparse.ArgumentParser, address: str, keyless: bool,
     except ValueError:
         parser.error(f"{option} takes an IP address, or localhost: {parts.hostname}")
     if not loopback and keyless:
-        parser.error(f"--serve {address}: with --demo or --source, clients need no "
+        parser.error(f"{option} {address}: with --demo or --source, clients need no "
                      "keys, so only this machine may connect: use 127.0.0.1")
     return parts.hostname, parts.port
 

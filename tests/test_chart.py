@@ -276,6 +276,9 @@ def test_a_backtests_page_has_the_fill_at_its_price_and_time_and_the_position(st
     (["--chart", "99999"], "--chart 99999: its port is not a number from 0 to 65535"),
     (["--chart", "here:8765"], "--chart takes an IP address, or localhost: here"),
     (["--chart", "127.0.0.1:"], "--chart takes [HOST:]PORT: no port in 127.0.0.1:"),
+    # A symbol after --chart is taken for its address: the message says where symbols go.
+    (["--chart", "SPY"], "--chart takes [HOST:]PORT or nothing, not SPY: put the symbols before it "
+                         "(python websocket_stream.py SPY --chart)"),
 ])
 def test_a_chart_address_that_is_not_host_port_exits_2_naming_it(arguments, message, capsys):
     with pytest.raises(SystemExit) as exited:
