@@ -5,6 +5,7 @@ refusal."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from datetime import datetime, timedelta, timezone
 
@@ -141,3 +142,23 @@ def test_the_last_page_of_a_day_not_over_is_not_kept_and_is_asked_again(counted,
     assert asked > 3 and len(first) > 60
     second = played(server, ["trades"], cache=PageCache(tmp_path), **hour)  # type: ignore[arg-type]
     assert made.used == asked + 1 and second == first  # the last page again; the others are whole
+
+
+def test_no_more_than_eight_requests_are_on_their_way_at_once_whatever_the_queries(server):
+    ten = {"stocks": ["AAPL", "AMD", "AMZN", "GOOG", "META", "MSFT", "NFLX", "NVDA", "SPY", "TSLA"]}
+    answer, asking = server.server.history.answer, [0, 0]  # now, and the most
+
+    async def slowly(request):  # an answer takes long enough that every query's first request overlaps
+        asking[0] += 1
+        asking[1] = max(asking)
+        try:
+            await asyncio.sleep(0.2)
+            return await answer(request)
+        finally:
+            asking[0] -= 1
+
+    server.server.history.answer = slowly
+    messages = played(server, ["trades", "quotes"], ten)
+    assert len(messages) == 2 * 10 * TRADES
+    assert asking[1] == history.ASKING == 8  # 20 queries: without the cap, 20 at once
+

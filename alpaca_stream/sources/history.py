@@ -52,6 +52,9 @@ NEWS_PATH = "/v1beta1/news"
 # backtest must not see its close before then: merged at its minute's end.
 BAR_DUE = timedelta(minutes=1)
 AHEAD = 4  # batches merged ahead of the handlers
+# Requests on their way at once, whatever the queries: Alpaca's free plan takes 200 a minute, and
+# 30 symbols' trades and quotes would ask 60 at once.
+ASKING = 8
 TIMEOUT = 30.0  # seconds for an answer
 RETRY_FIRST, RETRY_MOST = 1.0, 30.0  # seconds between two tries after a network fault: doubling
 RATE_WAIT_LEAST = 0.25  # seconds, whatever the headers say: a clock a little ahead of Alpaca's
@@ -118,6 +121,7 @@ class History(Played):
         self.pages = 0  # read, for the progress line
         self.kept = 0  # of them, read from the cache
         self.lock = threading.Lock()
+        self.asking = threading.BoundedSemaphore(ASKING)
 
     async def __aenter__(self) -> History:
         self.open_feed()
@@ -170,14 +174,20 @@ class History(Played):
 
     def rows(self, query: Query) -> Iterator[tuple[datetime, dict[str, Any]]]:
         """The query's rows as records, each after the time it is merged at, page after page;
-        the next page fetched, on a thread of its own, while this one is merged."""
+        its pages fetched from now on, on a thread of its own, the next while this one is merged.
+        (Not a generator itself: each query's first page is asked at once, not when the merge
+        first reads it, which would ask them one after the other.)"""
         pages: queue.Queue[dict | BaseException] = queue.Queue(maxsize=1)
         threading.Thread(target=self.fetch, args=(query, pages), daemon=True, name="history fetch").start()
+        return self.read(query.channel, pages)
+
+    def read(self, channel: str, pages: queue.Queue[dict | BaseException]) -> Iterator[tuple[datetime, dict[str, Any]]]:
+        """The rows of the pages as fetch() puts them; what went wrong there, raised here."""
         while True:
             page = self.waited(pages.get)
             if isinstance(page, BaseException):
                 raise page
-            yield from made(query.channel, page)
+            yield from made(channel, page)
             if not page.get("next_page_token"):
                 return
 
@@ -225,7 +235,10 @@ class History(Played):
         retry = RETRY_FIRST
         while True:
             try:
-                answer = http.get(url, params=params, headers=headers, timeout=TIMEOUT)
+                with self.asking:
+                    if self.stopped.is_set():  # while it waited for its turn
+                        raise Stopped
+                    answer = http.get(url, params=params, headers=headers, timeout=TIMEOUT)
             except requests.RequestException as error:
                 log.warning("the historical data API: %s; trying again in %.0f s", type(error).__name__, retry)
                 retry = self.pause(retry)
