@@ -162,3 +162,8 @@ def test_no_more_than_eight_requests_are_on_their_way_at_once_whatever_the_queri
     assert len(messages) == 2 * 10 * TRADES
     assert asking[1] == history.ASKING == 8  # 20 queries: without the cap, 20 at once
 
+
+def test_the_news_is_asked_of_the_stocks_and_pairs_not_of_the_options():
+    asked = queries({"stocks": ["SPY"], "crypto": ["BTC/USD"], "options": ["AAPL261218C00250000"]}, ["news"],
+                    START, END)
+    assert [dict(query.params)["symbols"] for query in asked] == ["BTC/USD,SPY"]

@@ -88,7 +88,8 @@ def queries(markets: dict[str, list[str]], channels: list[str], start: datetime,
             feed: str = "iex") -> list[Query]:
     """The queries of the channels asked (trades, quotes, bars, news) for the symbols of each
     market ("stocks", "crypto", "options"), from start to end (both included): one a symbol and
-    channel, in the order ties are broken in; one for the news of all the symbols."""
+    channel, in the order ties are broken in; one for the news of the stocks and pairs, as the
+    news stream's (news is about stocks and coins: the local server refuses an option's symbol)."""
     span = (("start", rfc3339_text(start)), ("end", rfc3339_text(end)), ("sort", "asc"))
     made = []
     for channel in (name for name in CHANNELS if name in channels and name != "news"):
@@ -98,7 +99,7 @@ def queries(markets: dict[str, list[str]], channels: list[str], start: datetime,
             made += [Query(MARKET_PATHS[market] + channel, channel,
                            (("symbols", symbol), *span, *extra, *market_extra)) for symbol in sorted(symbols)]
     if "news" in channels:
-        every = ",".join(sorted(itertools.chain(*markets.values())))
+        every = ",".join(sorted(itertools.chain(markets.get("stocks", ()), markets.get("crypto", ()))))
         made.append(Query(NEWS_PATH, "news", (("symbols", every), *span, ("include_content", "true"))))
     return made
 
