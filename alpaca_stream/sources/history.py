@@ -134,7 +134,7 @@ class History(Played):
 
     async def batches(self, session: Session) -> AsyncIterator[list[dict[str, Any]]]:
         """The merged messages, a batch at a time, as the merging thread makes them."""
-        log.info("history from %s: %d queries; Ctrl+C to stop", self.url, len(self.queries))
+        log.info("history from %s: %s; Ctrl+C to stop", self.url, plural(len(self.queries), "query", "queries"))
         loop = asyncio.get_running_loop()
         ready: asyncio.Queue[Batch | BaseException | None] = asyncio.Queue()
 
@@ -150,8 +150,8 @@ class History(Played):
                 self.slots.release()
                 progress.show(batch, self.pages)
                 yield batch
-            log.info("history: %s messages from %d pages,\n%d of them from the cache", f"{progress.messages:,}",
-                     self.pages, self.kept)
+            log.info("history: %s from %s%s", plural(progress.messages, "message"), plural(self.pages, "page"),
+                     f",\n{self.kept:,} of them from the cache" if self.cache else "")
         finally:
             self.stopped.set()
             progress.done()
@@ -269,6 +269,32 @@ class History(Played):
         return min(2 * seconds, RETRY_MOST)
 
 
+class DemoHistory(History):
+    """--demo --history: the made-up days of a local server started here (server/history.py), with
+    no keys, no network, and no cache (its port, which the pages are kept under, is new each run)."""
+
+    def __init__(self, asked: list[Query], costs: Costs | None = None, fills: str | None = None) -> None:
+        # Imported here, as Demo does: the server's code is for --demo and --serve.
+        from alpaca_stream.server import AlpacaStreamServer
+        from alpaca_stream.sources.demo import DEMO_KEYS
+
+        super().__init__("", DEMO_KEYS, asked, costs, fills)
+        self.server = AlpacaStreamServer(rate=None, record=False)
+
+    async def __aenter__(self) -> DemoHistory:
+        await super().__aenter__()  # --fills' file first: if it cannot be written, no server is left running
+        await self.server.start()
+        self.url = self.server.history_url
+        log.info("demo history from a local server, not the market")
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        try:
+            await super().__aexit__(*exc_info)
+        finally:
+            await self.server.stop()
+
+
 def made(channel: str, page: dict) -> Iterator[tuple[datetime, dict[str, Any]]]:
     """A page's rows as the stream's records, each after the time it is merged at."""
     if channel == "news":
@@ -285,6 +311,11 @@ def made(channel: str, page: dict) -> Iterator[tuple[datetime, dict[str, Any]]]:
         for row in rows:
             row["T"], row["S"], row["t"] = wire_type, symbol, rfc3339(row["t"])
             yield row["t"] + due, record(row)
+
+
+def plural(count: int, one: str, many: str = "") -> str:
+    """1 page, 2 pages, 10,000 pages."""
+    return f"{count:,} {one if count == 1 else many or one + 's'}"
 
 
 def rate_wait(headers: Any) -> float:
