@@ -11,7 +11,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 import requests
-from conftest import KEYS, Recorder, ServerThread, within
+from conftest import KEYS, Recorder, ServerThread, until, within
 
 from alpaca_stream.errors import AlpacaRefused
 from alpaca_stream.handlers import routes_for
@@ -148,11 +148,12 @@ def test_no_more_than_eight_requests_are_on_their_way_at_once_whatever_the_queri
     ten = {"stocks": ["AAPL", "AMD", "AMZN", "GOOG", "META", "MSFT", "NFLX", "NVDA", "SPY", "TSLA"]}
     answer, asking = server.server.history.answer, [0, 0]  # now, and the most
 
-    async def slowly(request):  # an answer takes long enough that every query's first request overlaps
+    async def slowly(request):  # held until 8 are on their way at once (or 5 s), whatever the load
         asking[0] += 1
         asking[1] = max(asking)
         try:
-            await asyncio.sleep(0.2)
+            await until(lambda: asking[1] >= 8, "8 requests at once", timeout=5)
+            await asyncio.sleep(0.1)  # time for more to come, if more could
             return await answer(request)
         finally:
             asking[0] -= 1
