@@ -4,8 +4,10 @@ handlers. Data flows one way, and the folders say so:
     sources/     where records come from, a module each: Alpaca's stock stream (stocks.py),
                  crypto stream (crypto.py) and news stream (news.py), the demo (demo.py:
                  the local server's made-up data, through the same streams), a NATS
-                 server a feeder publishes to (nats.py), a recording (recording.py),
-                 through a backtest of the orders your handlers place (backtest.py)
+                 server a feeder publishes to (nats.py), a recording (recording.py), past
+                 days of Alpaca's historical data (history.py, its pages kept on disk by
+                 cache.py), the last two through a backtest of the orders your handlers
+                 place (backtest.py)
     records.py   what each kind of message holds
     handlers.py  records to your handlers, in order; in_background()
     testing.py   run_handlers(): your handlers on your messages, for your tests
@@ -20,8 +22,9 @@ subscriptions.py (what a stream asks for, subscribe() from a handler, and Alpaca
 it, its errors among them); channels.py (Alpaca's channels, for both ends); nats_common.py
 (what both NATS ends share). What a run is told and tells: keys.py (your keys), errors.py (what
 ends a run and what is retried: one policy for every source), session.py (what a run counts:
-the summary, --heartbeat), calendar.py (the market's trading days and hours), result.py (a
-backtest's result: P&L, drawdown), logs.py (the log, within 80 columns). Over all of them:
+the summary, --heartbeat), calendar.py (the market's trading days and hours), span.py
+(--history's days or times), result.py (a backtest's result: P&L, drawdown), logs.py (the log,
+within 80 columns). Over all of them:
 supervisor.py (sources side by side in one event loop), options.py (the command line's options)
 and cli.py (the command: Ctrl+C and SIGTERM, exit statuses). And server/: the server side of
 Alpaca's protocol, written once, with made-up data and a paper broker as the local server

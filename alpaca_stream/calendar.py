@@ -61,6 +61,26 @@ HALF_DAYS = days({
 })
 
 
+# Each holiday's name, by its month (New Year's Day in January too, on the 1st or the 2nd); the
+# days of mourning by their date.
+HOLIDAY_OF_MONTH = {1: "Martin Luther King Jr. Day", 2: "Washington's Birthday", 3: "Good Friday", 4: "Good Friday",
+                    5: "Memorial Day", 6: "Juneteenth", 7: "Independence Day", 9: "Labor Day", 11: "Thanksgiving",
+                    12: "Christmas"}
+MOURNING = {date(2018, 12, 5): "a day of mourning for President Bush",
+            date(2025, 1, 9): "a day of mourning for President Carter"}
+
+
+def closed_because(day: date) -> str | None:
+    """Why the market is closed all day, in words ("a Saturday", "Thanksgiving"); None if it opens."""
+    if day.weekday() >= 5:
+        return ("a Saturday", "a Sunday")[day.weekday() - 5]
+    if day not in HOLIDAYS:
+        return None
+    if day in MOURNING:
+        return MOURNING[day]
+    return "New Year's Day" if day.month == 1 and day.day <= 2 else HOLIDAY_OF_MONTH[day.month]
+
+
 def hours_of(day: date, extended: bool = False) -> tuple[time, time] | None:
     """The day's open and close (of extended hours if asked), New York time; None if the market
     is closed all day."""

@@ -108,7 +108,8 @@ class CommandLine:
 
     def streams(self, keys: Keys) -> list[Source]:
         """Step 2, the streams for the symbols and channels asked: Alpaca's (or --demo's, from
-        a local server), or a NATS broker (--source), or a recording (--replay)."""
+        a local server), or a NATS broker (--source), or a recording (--replay), or Alpaca's
+        historical data (--history)."""
         settings = self.settings
         if settings.source:
             with needs_nats("--source"):
@@ -118,6 +119,9 @@ class CommandLine:
         if settings.replay is not None:
             self.session.connected = False  # the summary counts no reconnects
             return [Recording(settings.replay, settings.replay_speed, settings.costs, fills=settings.fills)]
+        if settings.history is not None:
+            self.session.connected = False
+            return [self.history(keys)]
         if settings.channels:  # market data, through alpaca-py's streams: not the order updates alone
             check_alpaca_py()
         trade_at(settings.trading_url, keys)  # trading_client()'s account (the demo's is its own)
@@ -158,6 +162,23 @@ class CommandLine:
         if settings.trade_updates:
             streams.append(TradingUpdates(keys=keys, url=settings.trading_url))
         return streams
+
+    def history(self, keys: Keys) -> Source:
+        """--history's source: the queries of the symbols and channels asked, from Alpaca's
+        historical data API (or --url's host's), or from --demo's local server."""
+        # Imported here: requests, which a replay does not need, takes 70 ms to import (measured).
+        from alpaca_stream.sources.cache import PageCache
+        from alpaca_stream.sources.history import ALPACA_HISTORY, DemoHistory, History, queries
+
+        settings = self.settings
+        assert settings.history is not None
+        markets = {"stocks": settings.symbols, "crypto": settings.pairs, "options": settings.options}
+        asked = queries({market: symbols for market, symbols in markets.items() if symbols}, settings.channels,
+                        *settings.history, feed=settings.feed)
+        if settings.demo:
+            return DemoHistory(asked, settings.costs, settings.fills)
+        return History(settings.history_url or ALPACA_HISTORY, keys, asked, settings.costs, settings.fills,
+                       cache=PageCache() if settings.cache else None)
 
     def until_stopped(self, sources: list[Source], handlers: Handlers) -> None:
         """Step 3, each message to its handler, until Ctrl+C or SIGTERM (or a recording's end),

@@ -42,6 +42,7 @@ from alpaca_stream.sources.demo import warn_of_unknown
 from alpaca_stream.sources.news import ALPACA_NEWS_STREAM
 from alpaca_stream.sources.options import ALPACA_OPTIONS_STREAM
 from alpaca_stream.sources.stocks import ALPACA_STREAM, DEFAULT_SYMBOLS, FEEDS, TEST_STREAM_SYMBOL
+from alpaca_stream.span import read_span
 
 log = logging.getLogger("alpaca_stream")
 
@@ -59,6 +60,16 @@ UNSLASHED_PAIR = re.compile(r"([A-Z]{3,6})(USD|USDT|USDC|BTC)")
 URL_OPTIONS = {"url": (("ws", "wss"), True), "trading_url": (("http", "https"), False),
                "publish": (("nats", "tls"), False), "source": (("nats", "tls"), False)}
 HOST = re.compile(r"[\w.-]+")  # a name (in any letters) or an IPv4 address; an IPv6 one goes in [ ]
+# The channels Alpaca's historical data API keeps none of, and why (--history refuses them).
+NO_HISTORY = {"statuses": "trading halts", "lulds": "LULD bands", "imbalances": "order imbalances",
+              "orderbooks": "crypto order books (the latest only)",
+              "updatedBars": "updated bars (its bars are final, late trades in)",
+              "dailyBars": "daily bars each minute (one a day, at its end)"}
+# What else --history cannot go with, and why (--serve, --live, --trading-url and --trade-updates:
+# with --replay's reasons, below).
+NOT_WITH_HISTORY = {"replay": "one past at a time: Alpaca's, or a recording",
+                    "source": "the history is Alpaca's, not a NATS server's",
+                    "test_stream": "Alpaca's test stream keeps no history"}
 
 
 @dataclass
@@ -87,7 +98,11 @@ class Settings:
     chart: tuple[str, int] | None = None  # a host and port to serve the chart's page on (outputs/chart.py)
     trade_updates: bool = False  # the account's order updates, from the trading API at trading_url
     trading_url: str = PAPER_API  # its base: https://HOST (its stream at /stream, its REST under /v2/)
-    costs: Costs = field(default_factory=Costs)  # with replay: the backtest's cash, latency, slippage, fee
+    costs: Costs = field(default_factory=Costs)  # with replay or history: the backtest's cash, latency, ...
+    history: tuple[datetime, datetime] | None = None  # the past to read from Alpaca's history: first, last moment
+    history_url: str = ""  # its historical data API: --url's host over http(s); "" for Alpaca's (or the demo's)
+    cache: bool = True  # with history: its pages kept on disk, and read from there
+    feed: str = "iex"  # the stocks' feed (--feed), for the history's queries (the stream's is in its URL)
 
 
 def parse_args(argv: list[str] | None, doc: str | None = None) -> argparse.Namespace:
@@ -131,7 +146,13 @@ def parse_args(argv: list[str] | None, doc: str | None = None) -> argparse.Names
                        "(no keys needed)")
     parser.add_argument("--replay-speed", type=float, metavar="N", help="with --replay: N times "
                         "the recorded pace (1: as recorded); default: as fast as it goes")
-    backtest = parser.add_argument_group("a backtest (--replay with handlers that place orders)")
+    parser.add_argument("--history", metavar="SPAN", help="read past days from Alpaca's historical data "
+                        "instead of the stream, as --replay reads a recording: a day (2026-12-01), days "
+                        "(2026-12-01..2026-12-03) or a time range (2026-12-01T14:30..15:00 in UTC; "
+                        "2026-12-01T09:30NY..10:00 in New York's time); docs/history.md")
+    parser.add_argument("--no-cache", action="store_true", help="with --history: ask Alpaca again, and keep "
+                        "nothing on disk")
+    backtest = parser.add_argument_group("a backtest (--replay or --history with handlers that place orders)")
     backtest.add_argument("--cash", type=float, metavar="DOLLARS",
                           help=f"the account's cash to start with (default {Costs.cash:,.0f})")
     backtest.add_argument("--latency", type=float, metavar="MS", help="an order reaches the market this "
@@ -204,8 +225,9 @@ def parse_args(argv: list[str] | None, doc: str | None = None) -> argparse.Names
         parser.error("--publish and --source: one feeder publishes, the bots read (--source)")
     if args.serve is not None:
         args.serve = serve_address(parser, args.serve, keyless=args.demo or bool(args.source))
-        if args.replay is not None:
-            parser.error("--serve goes with a stream (Alpaca, --url, --demo or --source),\nnot with --replay")
+        if args.replay is not None or args.history is not None:
+            parser.error("--serve goes with a stream (Alpaca, --url, --demo or --source),\n"
+                         "not with --replay or --history")
     if args.chart is not None:  # beyond this machine, the page asks for a token: any run may
         if ":" not in args.chart and not args.chart.isdigit():  # a symbol, taken for the port
             parser.error(f"--chart takes [HOST:]PORT or nothing, not {shlex.quote(args.chart)}: put the "
@@ -220,10 +242,14 @@ def parse_args(argv: list[str] | None, doc: str | None = None) -> argparse.Names
     if args.replay is not None and chosen:
         parser.error("--replay plays the recording as it is:\n"
                      "symbols, channel options and --feed have no effect with it")
-    if args.replay is None:
+    if args.replay_speed is not None and args.replay is None:
+        parser.error("--replay-speed goes with --replay FILE")
+    if args.no_cache and args.history is None:
+        parser.error("--no-cache goes with --history SPAN: its pages are what is kept")
+    if args.replay is None and args.history is None:
         for option, why in WITH_REPLAY.items():
             if getattr(args, option) is not None:
-                parser.error(f"--{option.replace('_', '-')} goes with --replay FILE{why}")
+                parser.error(f"--{option.replace('_', '-')} goes with --replay FILE or --history SPAN{why}")
     if args.replay_speed is not None and not 0 < args.replay_speed < math.inf:
         parser.error("--replay-speed takes a number above 0:\n"
                      "1 is the recorded pace, 2 twice as fast")
@@ -232,6 +258,7 @@ def parse_args(argv: list[str] | None, doc: str | None = None) -> argparse.Names
     args.channels = [name for option, name in CHANNELS.items() if getattr(args, option)] or (
         [] if args.trade_updates else ["trades"])
     trading_checks(parser, args)
+    args.history_span = None if args.history is None else history_checks(parser, args, host_alone)
     if args.orderbooks and not args.pairs:
         parser.error("--orderbooks is a crypto channel: name a pair, as BTC/USD")
     stock_channels = any(channel in ALPACA_CHANNELS for channel in args.channels)
@@ -260,8 +287,9 @@ def other_markets_checks(parser: argparse.ArgumentParser, args: argparse.Namespa
     if args.test_stream:
         parser.error(f"--test-stream is Alpaca's test stream of stocks (FAKEPACA):\nstream {what} without it")
     stocks = bool(args.symbols) or not (args.pairs or args.options)  # else SPY and TSLA, by default
+    option_channels = (*OPTION_CHANNELS, "bars") if args.history else OPTION_CHANNELS  # Alpaca keeps their bars
     taken = {*(ALPACA_CHANNELS if stocks else ()), *(CRYPTO_CHANNELS if args.pairs else ()),
-             *(OPTION_CHANNELS if args.options else ()), "news"}
+             *(option_channels if args.options else ()), "news"}
     named = {option: name for option, name in CHANNELS.items() if getattr(args, option)}
     untaken = [option.replace("_", "-") for option, name in named.items() if name not in taken]
     if untaken:
@@ -271,7 +299,7 @@ def other_markets_checks(parser: argparse.ArgumentParser, args: argparse.Namespa
         parser.error(f"--{untaken[0]}: not a channel of {what};\nname {takers} to stream it for")
     # A pair's news comes with --news; an option's does not (the news is about stocks and coins).
     for market, contracts, channels, example in (("a crypto", args.pairs, (*CRYPTO_CHANNELS, "news"), "--trades"),
-                                                 ("an options", args.options, OPTION_CHANNELS, "--trades or --quotes")):
+                                                 ("an options", args.options, option_channels, "--trades or --quotes")):
         if contracts and named and not any(name in channels for name in named.values()):
             kind = f"is not {market} channel" if len(named) == 1 else f"are not {market.split()[1]} channels"
             said = ", ".join(SAID[name] for name in named.values())
@@ -300,9 +328,8 @@ COSTS = {"cash": CostOption("cash", 0.0, math.inf, False, "a number of dollars a
          "latency": CostOption("latency", 0.0, math.inf, True, "a number of milliseconds, 0 or more", MS_PER_S),
          "slippage": CostOption("slippage_bps", 0.0, 1000.0, True, "a number of basis points from 0 to 1000"),
          "fee_bps": CostOption("fee_bps", 0.0, 1000.0, True, "a number of basis points from 0 to 1000")}
-# The options that go with --replay FILE alone, and why (after "goes with --replay FILE").
-WITH_REPLAY = {"replay_speed": "", "fills": ": the fills of its backtest",
-               **dict.fromkeys(COSTS, ": it is a backtest's")}
+# The options of a backtest, which go with --replay FILE or --history SPAN alone, and why.
+WITH_REPLAY = {"fills": ": the fills of its backtest", **dict.fromkeys(COSTS, ": it is a backtest's")}
 
 
 def backtest_checks(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
@@ -325,13 +352,14 @@ def costs_from(args: argparse.Namespace) -> Costs:
 def trading_checks(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """--trade-updates and where the run trades (--live or --trading-url: for the updates and
     trading_client()'s orders), your keys, a channel for any symbol named beside it."""
+    played = args.replay is not None or args.history is not None
     for option in ("live", "trading_url"):
-        if getattr(args, option) and (args.source or args.replay is not None):
+        if getattr(args, option) and (args.source or played):
             parser.error(f"--{option.replace('_', '-')} says where orders go: --source trades nowhere, "
-                         "and --replay in a backtest of its own")
-    if args.trade_updates and (args.source or args.replay is not None):
+                         "and --replay or --history in a backtest of its own")
+    if args.trade_updates and (args.source or played):
         parser.error("--trade-updates needs your keys and the trading API:\n"
-                     "not --source or --replay (a replay's backtest hands over its own)")
+                     "not --source, --replay or --history (a backtest hands over its own)")
     if args.live and (args.demo or args.trading_url):
         parser.error("--live is Alpaca's live account: not with --demo or --trading-url")
     if args.trading_url and args.demo:
@@ -340,6 +368,35 @@ def trading_checks(parser: argparse.ArgumentParser, args: argparse.Namespace) ->
     if named and not args.channels and not args.news:
         parser.error(f"{', '.join(named)} would get nothing: --trade-updates alone\n"
                      "streams the order updates; name a channel too, as --trades")
+
+
+def history_checks(parser: argparse.ArgumentParser, args: argparse.Namespace, host_alone: bool) -> \
+        tuple[datetime, datetime]:
+    """--history: what it cannot go with, the channels Alpaca keeps no history of; its span,
+    read (span.py), the first and the last moment its queries ask."""
+    for option, why in NOT_WITH_HISTORY.items():
+        if getattr(args, option):
+            parser.error(f"--history and --{option.replace('_', '-')}: {why}")
+    if args.url and not host_alone:
+        parser.error(f"--history reads the historical data API on --url's host: give the host alone, "
+                     f"{urlsplit(args.url).scheme}://{urlsplit(args.url).netloc}")
+    if "*" in args.symbols + args.pairs:
+        parser.error("--history: name the symbols: Alpaca's historical data has no '*'")
+    for channel, what in NO_HISTORY.items():
+        if channel in args.channels:
+            option = next(option for option, name in CHANNELS.items() if name == channel).replace("_", "-")
+            parser.error(f"--history: Alpaca keeps no history of {what}: leave out --{option}")
+    if args.options and "quotes" in args.channels:
+        parser.error("--history: Alpaca keeps no history of option quotes (of options, trades and bars): "
+                     "leave out --quotes, or the options")
+    if args.options_feed:
+        parser.error("--options-feed picks the options stream's feed; Alpaca's option history has none: "
+                     "leave it out")
+    stocks = bool(args.symbols) or not (args.pairs or args.options)  # else SPY and TSLA, by default
+    try:
+        return read_span(args.history, new_york=stocks or bool(args.options), every_day=bool(args.pairs) or args.news)
+    except ValueError as error:
+        parser.error(str(error))
 
 
 def option_fault(contract: str) -> str:
@@ -428,7 +485,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
     here = args.demo or args.source or args.replay is not None  # no URL: they make or need none
     if args.demo:
         warn_of_unknown(symbols, args.pairs, args.options)
-    if not (args.source or args.replay is not None):  # a --demo too, which makes its data up all the same
+    if not (args.source or args.replay is not None or args.history):  # a --demo too: it makes its data up all the same
         for contract in args.options:
             expiry = option_symbol(contract).expires()
             if expiry < datetime.now(NEW_YORK).date():
@@ -447,7 +504,9 @@ def settings_from(args: argparse.Namespace) -> Settings:
                     trade_updates=args.trade_updates or args.demo and args.chart is not None,
                     trading_url=args.trading_url or (LIVE_API if args.live else PAPER_API),
                     replay_speed=args.replay_speed or 0.0, fills=args.fills, serve=args.serve, costs=costs_from(args),
-                    chart=args.chart)
+                    chart=args.chart, history=args.history_span,
+                    history_url=args.url.replace("ws", "http", 1) if args.url else "",
+                    cache=not args.no_cache, feed=feed)
 
 
 def data_timeout(args: argparse.Namespace) -> float:

@@ -321,7 +321,7 @@ def copy_script(tmp_path: Path) -> Callable[..., Path]:
 
 # Options after which the script trades nowhere, or where the test says: else at its default,
 # Alpaca's paper API.
-TRADING_ELSEWHERE = ("--demo", "--trading-url", "--live", "--source", "--replay")
+TRADING_ELSEWHERE = ("--demo", "--trading-url", "--live", "--source", "--replay", "--history")
 
 
 @pytest.fixture

@@ -8,7 +8,16 @@ from datetime import date, datetime, time
 
 import pytest
 
-from alpaca_stream.calendar import HALF_DAYS, HOLIDAYS, NEW_YORK, hours_of, market_open, next_close, next_open
+from alpaca_stream.calendar import (
+    HALF_DAYS,
+    HOLIDAYS,
+    NEW_YORK,
+    closed_because,
+    hours_of,
+    market_open,
+    next_close,
+    next_open,
+)
 
 pytestmark = pytest.mark.timeout(10)
 
@@ -41,6 +50,21 @@ def test_the_table_holds_weekdays_each_once_and_every_year_its_holidays_and_half
     for year in range(2016, 2028):
         assert 9 <= sum(day.year == year for day in HOLIDAYS) <= 11, year
         assert 1 <= sum(day.year == year for day in HALF_DAYS) <= 3, year
+
+
+def test_each_holiday_is_named_and_each_year_has_each_name_once_as_nyse_closes_for_it():
+    every_year = ["Martin Luther King Jr. Day", "Washington's Birthday", "Good Friday", "Memorial Day",
+                  "Independence Day", "Labor Day", "Thanksgiving", "Christmas"]
+    for year in range(2016, 2028):
+        named = sorted(closed_because(day) or "" for day in HOLIDAYS if day.year == year)
+        expected = every_year + ["New Year's Day"] * (year != 2022) + ["Juneteenth"] * (year >= 2022) + \
+            ["a day of mourning for President Bush"] * (year == 2018) + \
+            ["a day of mourning for President Carter"] * (year == 2025)
+        assert named == sorted(expected), year
+    assert closed_because(date(2026, 11, 26)) == "Thanksgiving"
+    assert closed_because(date(2027, 1, 1)) == "New Year's Day" and closed_because(date(2023, 1, 2)) == "New Year's Day"
+    assert (closed_because(date(2026, 11, 28)), closed_because(date(2026, 11, 29))) == ("a Saturday", "a Sunday")
+    assert closed_because(date(2026, 11, 27)) is None  # a half day opens
 
 
 def test_the_market_is_closed_on_a_holiday_and_from_13_on_a_half_day():

@@ -247,11 +247,12 @@ def test_an_option_symbol_is_taken_apart_into_its_stock_expiry_call_or_put_and_s
     (["BTC/USD", "--feed", "sip"], "--feed picks the stock stream's feed, and this run streams no stocks"),
     (["--news", "SPY", "--feed", "sip"], "--feed picks the stock stream's feed, and this run streams no stocks"),
     (["--live", "--replay", "session.jsonl"], "--live says where orders go: --source trades nowhere, and --replay "
-                                              "in a backtest of its own"),
+                                              "or --history in a backtest of its own"),
     (["--trading-url", "http://127.0.0.1:1", "--source", "nats://127.0.0.1:4222"], "--trading-url says where "
                                                                                     "orders go: --source trades "
-                                                                                    "nowhere, and --replay in a "
-                                                                                    "backtest of its own"),
+                                                                                    "nowhere, and --replay or "
+                                                                                    "--history in a backtest of "
+                                                                                    "its own"),
     (["--trade-updates", "--source", "nats://127.0.0.1:4222"], "--trade-updates needs your keys and the trading "
                                                               "API: not --source"),
     (["--trade-updates", "--live", "--demo"], "--live is Alpaca's live account: not with --demo"),
@@ -268,7 +269,7 @@ def test_an_option_symbol_is_taken_apart_into_its_stock_expiry_call_or_put_and_s
     (["--source", "nats://127.0.0.1:4222", "--demo"], "not allowed with"),
     (["--publish", "nats://127.0.0.1:4222", "--source", "nats://127.0.0.1:4222"], "one feeder publishes"),
     (["--durable", "bot-1"], "--durable NAME goes with --source"),
-    (["--fills", "fills.csv"], "--fills goes with --replay FILE: the fills of its backtest"),
+    (["--fills", "fills.csv"], "--fills goes with --replay FILE or --history SPAN: the fills of its backtest"),
     (["--source", "nats://127.0.0.1:4222", "--durable", "my.bot"], "--durable takes a name of letters, digits"),
     (["--log-format", "xml"], "argument --log-format: invalid choice: 'xml' (choose from 'text', 'json')"),
     (["--serve", "192.0.2.1:8765", "--demo"], "--serve 192.0.2.1:8765: with --demo or --source, clients need no "

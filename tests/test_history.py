@@ -5,12 +5,13 @@ refusal."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from datetime import datetime, timedelta, timezone
 
 import pytest
 import requests
-from conftest import KEYS, Recorder, ServerThread, within
+from conftest import KEYS, Recorder, ServerThread, until, within
 
 from alpaca_stream.errors import AlpacaRefused
 from alpaca_stream.handlers import routes_for
@@ -141,3 +142,29 @@ def test_the_last_page_of_a_day_not_over_is_not_kept_and_is_asked_again(counted,
     assert asked > 3 and len(first) > 60
     second = played(server, ["trades"], cache=PageCache(tmp_path), **hour)  # type: ignore[arg-type]
     assert made.used == asked + 1 and second == first  # the last page again; the others are whole
+
+
+def test_no_more_than_eight_requests_are_on_their_way_at_once_whatever_the_queries(server):
+    ten = {"stocks": ["AAPL", "AMD", "AMZN", "GOOG", "META", "MSFT", "NFLX", "NVDA", "SPY", "TSLA"]}
+    answer, asking = server.server.history.answer, [0, 0]  # now, and the most
+
+    async def slowly(request):  # held until 8 are on their way at once (or 5 s), whatever the load
+        asking[0] += 1
+        asking[1] = max(asking)
+        try:
+            await until(lambda: asking[1] >= 8, "8 requests at once", timeout=5)
+            await asyncio.sleep(0.1)  # time for more to come, if more could
+            return await answer(request)
+        finally:
+            asking[0] -= 1
+
+    server.server.history.answer = slowly
+    messages = played(server, ["trades", "quotes"], ten)
+    assert len(messages) == 2 * 10 * TRADES
+    assert asking[1] == history.ASKING == 8  # 20 queries: without the cap, 20 at once
+
+
+def test_the_news_is_asked_of_the_stocks_and_pairs_not_of_the_options():
+    asked = queries({"stocks": ["SPY"], "crypto": ["BTC/USD"], "options": ["AAPL261218C00250000"]}, ["news"],
+                    START, END)
+    assert [dict(query.params)["symbols"] for query in asked] == ["BTC/USD,SPY"]

@@ -267,10 +267,10 @@ sys.exit(run.exit_status)"""
         (["--replay", "x", "--replay-speed", "inf"], "--replay-speed takes a number above 0"),
         (["--replay", "x", "--replay-speed", "nan"], "--replay-speed takes a number above 0"),
         # a backtest's options (tests/test_backtest.py)
-        (["--cash", "1000"], "--cash goes with --replay FILE: it is a backtest's"),
-        (["--latency", "0"], "--latency goes with --replay FILE: it is a backtest's"),
-        (["--slippage", "5"], "--slippage goes with --replay FILE: it is a backtest's"),
-        (["--fee-bps", "1"], "--fee-bps goes with --replay FILE: it is a backtest's"),
+        (["--cash", "1000"], "--cash goes with --replay FILE or --history SPAN: it is a backtest's"),
+        (["--latency", "0"], "--latency goes with --replay FILE or --history SPAN: it is a backtest's"),
+        (["--slippage", "5"], "--slippage goes with --replay FILE or --history SPAN: it is a backtest's"),
+        (["--fee-bps", "1"], "--fee-bps goes with --replay FILE or --history SPAN: it is a backtest's"),
         (["--replay", "x", "--cash", "0"], "--cash takes a number of dollars above 0"),
         (["--replay", "x", "--cash", "inf"], "--cash takes a number of dollars above 0"),
         (["--replay", "x", "--latency", "-1"], "--latency takes a number of milliseconds, 0 or more"),
@@ -283,7 +283,7 @@ def test_replay_options_used_wrongly_exit_2_saying_why(arguments, error, capsys)
     with pytest.raises(SystemExit) as exited:
         parse_args(arguments)
     assert exited.value.code == 2
-    assert error in capsys.readouterr().err
+    assert error in unwrapped(capsys.readouterr().err)
 
 
 def test_a_backtests_costs_are_the_options_given_in_costs_units_and_its_defaults_for_the_rest():

@@ -52,6 +52,9 @@ NEWS_PATH = "/v1beta1/news"
 # backtest must not see its close before then: merged at its minute's end.
 BAR_DUE = timedelta(minutes=1)
 AHEAD = 4  # batches merged ahead of the handlers
+# Requests on their way at once, whatever the queries: Alpaca's free plan takes 200 a minute, and
+# 30 symbols' trades and quotes would ask 60 at once.
+ASKING = 8
 TIMEOUT = 30.0  # seconds for an answer
 RETRY_FIRST, RETRY_MOST = 1.0, 30.0  # seconds between two tries after a network fault: doubling
 RATE_WAIT_LEAST = 0.25  # seconds, whatever the headers say: a clock a little ahead of Alpaca's
@@ -85,7 +88,8 @@ def queries(markets: dict[str, list[str]], channels: list[str], start: datetime,
             feed: str = "iex") -> list[Query]:
     """The queries of the channels asked (trades, quotes, bars, news) for the symbols of each
     market ("stocks", "crypto", "options"), from start to end (both included): one a symbol and
-    channel, in the order ties are broken in; one for the news of all the symbols."""
+    channel, in the order ties are broken in; one for the news of the stocks and pairs, as the
+    news stream's (news is about stocks and coins: the local server refuses an option's symbol)."""
     span = (("start", rfc3339_text(start)), ("end", rfc3339_text(end)), ("sort", "asc"))
     made = []
     for channel in (name for name in CHANNELS if name in channels and name != "news"):
@@ -95,7 +99,7 @@ def queries(markets: dict[str, list[str]], channels: list[str], start: datetime,
             made += [Query(MARKET_PATHS[market] + channel, channel,
                            (("symbols", symbol), *span, *extra, *market_extra)) for symbol in sorted(symbols)]
     if "news" in channels:
-        every = ",".join(sorted(itertools.chain(*markets.values())))
+        every = ",".join(sorted(itertools.chain(markets.get("stocks", ()), markets.get("crypto", ()))))
         made.append(Query(NEWS_PATH, "news", (("symbols", every), *span, ("include_content", "true"))))
     return made
 
@@ -118,6 +122,7 @@ class History(Played):
         self.pages = 0  # read, for the progress line
         self.kept = 0  # of them, read from the cache
         self.lock = threading.Lock()
+        self.asking = threading.BoundedSemaphore(ASKING)
 
     async def __aenter__(self) -> History:
         self.open_feed()
@@ -129,7 +134,7 @@ class History(Played):
 
     async def batches(self, session: Session) -> AsyncIterator[list[dict[str, Any]]]:
         """The merged messages, a batch at a time, as the merging thread makes them."""
-        log.info("history from %s: %d queries; Ctrl+C to stop", self.url, len(self.queries))
+        log.info("history from %s: %s; Ctrl+C to stop", self.url, plural(len(self.queries), "query", "queries"))
         loop = asyncio.get_running_loop()
         ready: asyncio.Queue[Batch | BaseException | None] = asyncio.Queue()
 
@@ -145,8 +150,8 @@ class History(Played):
                 self.slots.release()
                 progress.show(batch, self.pages)
                 yield batch
-            log.info("history: %s messages from %d pages,\n%d of them from the cache", f"{progress.messages:,}",
-                     self.pages, self.kept)
+            log.info("history: %s from %s%s", plural(progress.messages, "message"), plural(self.pages, "page"),
+                     f",\n{self.kept:,} of them from the cache" if self.cache else "")
         finally:
             self.stopped.set()
             progress.done()
@@ -170,14 +175,20 @@ class History(Played):
 
     def rows(self, query: Query) -> Iterator[tuple[datetime, dict[str, Any]]]:
         """The query's rows as records, each after the time it is merged at, page after page;
-        the next page fetched, on a thread of its own, while this one is merged."""
+        its pages fetched from now on, on a thread of its own, the next while this one is merged.
+        (Not a generator itself: each query's first page is asked at once, not when the merge
+        first reads it, which would ask them one after the other.)"""
         pages: queue.Queue[dict | BaseException] = queue.Queue(maxsize=1)
         threading.Thread(target=self.fetch, args=(query, pages), daemon=True, name="history fetch").start()
+        return self.read(query.channel, pages)
+
+    def read(self, channel: str, pages: queue.Queue[dict | BaseException]) -> Iterator[tuple[datetime, dict[str, Any]]]:
+        """The rows of the pages as fetch() puts them; what went wrong there, raised here."""
         while True:
             page = self.waited(pages.get)
             if isinstance(page, BaseException):
                 raise page
-            yield from made(query.channel, page)
+            yield from made(channel, page)
             if not page.get("next_page_token"):
                 return
 
@@ -225,7 +236,10 @@ class History(Played):
         retry = RETRY_FIRST
         while True:
             try:
-                answer = http.get(url, params=params, headers=headers, timeout=TIMEOUT)
+                with self.asking:
+                    if self.stopped.is_set():  # while it waited for its turn
+                        raise Stopped
+                    answer = http.get(url, params=params, headers=headers, timeout=TIMEOUT)
             except requests.RequestException as error:
                 log.warning("the historical data API: %s; trying again in %.0f s", type(error).__name__, retry)
                 retry = self.pause(retry)
@@ -255,6 +269,32 @@ class History(Played):
         return min(2 * seconds, RETRY_MOST)
 
 
+class DemoHistory(History):
+    """--demo --history: the made-up days of a local server started here (server/history.py), with
+    no keys, no network, and no cache (its port, which the pages are kept under, is new each run)."""
+
+    def __init__(self, asked: list[Query], costs: Costs | None = None, fills: str | None = None) -> None:
+        # Imported here, as Demo does: the server's code is for --demo and --serve.
+        from alpaca_stream.server import AlpacaStreamServer
+        from alpaca_stream.sources.demo import DEMO_KEYS
+
+        super().__init__("", DEMO_KEYS, asked, costs, fills)
+        self.server = AlpacaStreamServer(rate=None, record=False)
+
+    async def __aenter__(self) -> DemoHistory:
+        await super().__aenter__()  # --fills' file first: if it cannot be written, no server is left running
+        await self.server.start()
+        self.url = self.server.history_url
+        log.info("demo history from a local server, not the market")
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        try:
+            await super().__aexit__(*exc_info)
+        finally:
+            await self.server.stop()
+
+
 def made(channel: str, page: dict) -> Iterator[tuple[datetime, dict[str, Any]]]:
     """A page's rows as the stream's records, each after the time it is merged at."""
     if channel == "news":
@@ -271,6 +311,11 @@ def made(channel: str, page: dict) -> Iterator[tuple[datetime, dict[str, Any]]]:
         for row in rows:
             row["T"], row["S"], row["t"] = wire_type, symbol, rfc3339(row["t"])
             yield row["t"] + due, record(row)
+
+
+def plural(count: int, one: str, many: str = "") -> str:
+    """1 page, 2 pages, 10,000 pages."""
+    return f"{count:,} {one if count == 1 else many or one + 's'}"
 
 
 def rate_wait(headers: Any) -> float:
