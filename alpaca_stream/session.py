@@ -78,7 +78,7 @@ class Session:
 def counted(received: dict[str, int]) -> str:
     """ "12 trades, 1 status, 3 articles", or "nothing"."""
     named = ((count, NOUNS.get(kind, kind)) for kind, count in received.items() if count)
-    return ", ".join(f"{count} {noun}{'' if count == 1 else 'es' if noun.endswith('s') else 's'}"
+    return ", ".join(f"{count:,} {noun}{'' if count == 1 else 'es' if noun.endswith('s') else 's'}"
                      for count, noun in named) or "nothing"
 
 

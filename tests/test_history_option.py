@@ -41,7 +41,7 @@ def test_a_demo_history_run_hands_a_past_days_messages_in_time_order_and_ends_wi
     assert utc("2025-12-02T09:00") <= times[0] and times[-1] <= utc("2025-12-03T01:00")
     assert {(message["kind"], message["symbol"]) for message in messages} == {
         (kind, symbol) for kind in ("trade", "quote") for symbol in ("SPY", "TSLA")}
-    assert f"received {2 * DEFAULT_TRADES} trades, {2 * DEFAULT_TRADES} quotes in" in script.said
+    assert f"received {2 * DEFAULT_TRADES:,} trades, {2 * DEFAULT_TRADES:,} quotes in" in script.said
     assert "Traceback" not in script.stderr
 
 

@@ -788,7 +788,7 @@ def test_the_summary_fits_80_columns_whatever_arrived():
     session = Session(started=time.monotonic())
     session.received.update(dict.fromkeys(KINDS, 123456) | {"status": 1})
     first, *rest = session.summary().splitlines()
-    assert first.startswith("received 123456 trades, 123456 quotes") and "1 status," in session.summary()
+    assert first.startswith("received 123,456 trades, 123,456 quotes") and "1 status," in session.summary()
     assert len("2026-11-24 23:00:53Z " + first) <= 80 and all(len("  " + line) <= 80 for line in rest)
     assert rest[-1].endswith("; reconnects: 0")
 
