@@ -523,6 +523,33 @@ def test_a_stock_is_sold_short_in_a_margin_account_a_pair_is_not_and_buying_powe
     assert float(after.buying_power) == pytest.approx(2 * (101_000 - 999) - 999)
 
 
+def test_a_pair_is_bought_with_cash_alone_and_what_closes_a_position_needs_no_buying_power(tmp_path):
+    from alpaca.common.exceptions import APIError
+
+    lines = [quote(0, 99.9, 10_000, 100.1, 10_000), quote(1, 89_990, 10, 90_010, 10, "BTC/USD"),
+             *(quote(second, 99.9, 10_000, 100.1, 10_000) for second in range(2, 6))]
+    got: dict[str, Any] = {}
+
+    def refused(client: Any, order: Any) -> str:
+        with pytest.raises(APIError) as refusal:
+            client.submit_order(order)
+        return str(json.loads(str(refusal.value))["message"])
+
+    def short(client: Any) -> None:
+        got["pair"] = refused(client, market(2, symbol="BTC/USD"))  # $180,000: beyond the cash, not the margin
+        client.submit_order(market(1900, "sell"))  # $190,000 of the $200,000 of buying power
+
+    def cover(client: Any) -> None:
+        got["account"] = client.get_account()
+        got["more"] = refused(client, market(2000))  # 100 shares beyond closing the short
+        client.submit_order(market(1900))
+
+    bot = backtest(tmp_path, lines, {2: short, 4: cover})
+    assert got["pair"] == got["more"] == "insufficient buying power"
+    assert float(got["account"].buying_power) == pytest.approx(2 * (100_000 - 1900 * 0.1) - 1900 * 100)  # 9,620
+    assert [(price, qty) for _, price, qty, _ in filled(bot)] == [(99.9, 1900), (100.1, 1900)]
+
+
 def test_an_options_premium_moves_a_hundred_times_its_price_in_cash_and_in_its_positions_value(tmp_path):
     contract = "AAPL261218C00250000"
     lines = [quote(0, 2.4, 10, 2.5, 10, contract), quote(1, 2.4, 10, 2.5, 10, contract)]

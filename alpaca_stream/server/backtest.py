@@ -14,14 +14,13 @@ import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from http import HTTPStatus
 from typing import Any
 
 from alpaca_stream.calendar import market_open, next_close, next_open
 from alpaca_stream.channels import market_of_symbol
 from alpaca_stream.orders import Costs
 from alpaca_stream.result import Fill, Ledger, Result, result
-from alpaca_stream.server.broker import Broker, Refused, listed, short_of, unprocessable
+from alpaca_stream.server.broker import Broker, listed, unprocessable
 from alpaca_stream.server.fills import book, fills, left, price_of, slipped, triggered
 from alpaca_stream.server.trading import CLOSED, Account, contract_size, stamp
 
@@ -108,28 +107,11 @@ class Backtest(Broker):
         if extended_hours and (order_type, time_in_force) != ("limit", "day"):
             raise unprocessable("extended hours order must be DAY limit orders")
 
-    def check_funds(self, symbol: str, side: str, qty: float, price: float) -> None:
-        """Refuses an order beyond the buying power (margin()), as Alpaca does; a stock may be
-        sold short, a pair or an option only as far as it is held. What an order closes of a
-        position needs no buying power."""
-        held = self.account.positions.get(symbol, 0.0)
-        if side == "sell":
-            held -= self.selling(symbol)
-            if qty > held and market_of_symbol(symbol) != "stocks":
-                raise short_of(qty, held)
-        opening = qty - max(held if side == "sell" else -held, 0.0)
-        if opening <= 0:
-            return
-        account = self.whole_account()
-        marginable = market_of_symbol(symbol) == "stocks"
-        power = float(account["buying_power" if marginable else "non_marginable_buying_power"])
-        if opening * price * contract_size(symbol) > power:
-            raise Refused(HTTPStatus.FORBIDDEN, 40310000, "insufficient buying power")
-
     def margin(self, cash: float, equity: float, exposure: float) -> dict[str, float | str | bool]:
         """A margin account, by Reg T's rule (multiplier 2): half of what it holds,
         long or short, is its initial margin, and its buying power twice the equity beyond
-        that; a pair or an option is bought with cash (not marginable)."""
+        that; a pair or an option is bought with cash (not marginable). A stock may be sold
+        short (check_funds())."""
         power = max(MARGIN * equity - exposure, 0.0)
         return {"buying_power": power, "regt_buying_power": power,
                 "non_marginable_buying_power": max(min(cash, power), 0.0), "initial_margin": exposure / MARGIN,

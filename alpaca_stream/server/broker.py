@@ -150,13 +150,21 @@ class Broker:
         """Refuses the terms of an order this broker cannot keep (none here: it fills at once)."""
 
     def check_funds(self, symbol: str, side: str, qty: float, price: float) -> None:
-        """Refuses an order the account cannot pay for, as Alpaca does: a cash account buys with
-        its cash, and sells only what it holds (and has not offered already)."""
-        if side == "buy" and qty * price * contract_size(symbol) > self.account.cash:
+        """Refuses an order the account cannot pay for, as Alpaca does, by what GET /v2/account
+        says of its margin (margin()): a sale of more than it holds (and has not offered
+        already), unless it may sell short and the symbol is a stock (a pair or an option,
+        never); what the order opens or adds to a position, beyond its buying power (a pair's
+        or an option's: its non-marginable buying power). What it closes of one needs none."""
+        funds, stock = self.whole_account(), market_of_symbol(symbol) == "stocks"
+        held = self.account.positions.get(symbol, 0.0)
+        if side == "sell":
+            held -= self.selling(symbol)
+            if qty > held and not (stock and funds["shorting_enabled"]):
+                raise short_of(qty, held)
+        opening = qty - max(held if side == "sell" else -held, 0.0)
+        power = float(funds["buying_power" if stock else "non_marginable_buying_power"])
+        if opening > 0 and opening * price * contract_size(symbol) > power:
             raise Refused(HTTPStatus.FORBIDDEN, 40310000, "insufficient buying power")
-        held = self.account.positions.get(symbol, 0.0) - self.selling(symbol)
-        if side == "sell" and qty > held:
-            raise short_of(qty, held)
 
     def accepted(self, order: dict) -> None:
         """What the broker notes of an order it has just placed (nothing here)."""
