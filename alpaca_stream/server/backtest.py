@@ -27,6 +27,7 @@ from alpaca_stream.server.trading import CLOSED, Account, contract_size, stamp
 log = logging.getLogger("alpaca_stream")
 
 PRICED = ("q", "t", "b", "u", "d")  # the kinds that tell a price, the best first
+BETTER = {kind: PRICED[:rank] for rank, kind in enumerate(PRICED)}  # what price() reads before each kind
 TIMES_IN_FORCE = ("day", "gtc", "ioc", "fok")
 MARGIN = 2.0  # Reg T: a margin account buys stocks for twice its equity, less what it holds
 
@@ -202,19 +203,22 @@ class Backtest(Broker):
                 self.next_expiry = min(self.next_expiry or expires, expires)
 
     def mark(self, message: dict[str, Any]) -> None:
-        """A message that moves the price of a symbol held: equity at it, for the drawdown.
-        (Cash moves only with a fill, on this thread: read without the lock.)"""
+        """A message that moves the price of a symbol held, the last seen of its kind: equity
+        at it, for the drawdown. It moves the price if price() reads it now: if no kind that
+        price() reads before its kind is known. (Cash and positions move only with a fill, on
+        this thread: read without the lock.)"""
         symbol = message.get("S", "")
-        if symbol not in self.ledger.values:  # not held (the account's positions are these)
+        held = self.account.positions.get(symbol)
+        if held is None:  # not held
             return
-        kind, last = message["T"], self.last
-        if kind == "q" or kind == "t" and ("q", symbol) not in last:  # price()'s, sooner
-            price = price_of(message)
-        elif kind in PRICED and ("q", symbol) not in last and ("t", symbol) not in last:  # a bar's
-            price = self.price(symbol)
-        else:  # a trade of a symbol quoted, a status: the price has not moved
-            return
-        self.ledger.moved(symbol, self.account.positions[symbol] * price * contract_size(symbol), self.account.cash)
+        kind = message["T"]
+        if kind != PRICED[0]:  # a quote moves it: nothing is read before it (asked first: a hot path)
+            # A message of no price (a status) is as if read after every kind: a symbol held has
+            # one known, its fills'.
+            for known in BETTER.get(kind, PRICED):
+                if (known, symbol) in self.last:  # price() reads that one: a trade of a symbol quoted, say
+                    return
+        self.ledger.moved(symbol, held * price_of(message) * contract_size(symbol), self.account.cash)
 
     def result(self) -> Result:
         """What the backtest made, at the recording's end (result.py)."""

@@ -8,6 +8,7 @@ the account is changed from both, under its lock, and its updates are sent from 
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import random
@@ -47,6 +48,7 @@ def stamp(when: datetime) -> str:
     return when.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f") + "000Z"
 
 
+@functools.cache
 def contract_size(symbol: str) -> int:
     """What a unit of the symbol's price is paid for: an option's premium is per share, and a
     contract is for 100 shares; a share (a coin) is one."""
