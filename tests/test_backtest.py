@@ -25,7 +25,7 @@ from alpaca_stream import in_background, orders
 from alpaca_stream.calendar import NEW_YORK
 from alpaca_stream.outputs.terminal import format_text
 from alpaca_stream.records import KIND, Quote, Record, TradeUpdate
-from alpaca_stream.server.fills import fills
+from alpaca_stream.server.fills import Book, book, fills
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -345,9 +345,16 @@ def test_get_account_in_on_trade_update_already_counts_the_fill(tmp_path):
 def test_the_fill_model_shares_a_quotes_size_among_the_orders_in_the_order_they_were_placed():
     orders_ = [{"id": id, "side": "buy", "qty": "30", "filled_qty": "0", "limit_price": None} for id in "ab"]
     message = {"T": "q", "S": "SPY", "t": WHEN, "bp": 1.0, "bs": 10, "ap": 1.1, "as": 40}
-    assert fills(orders_, message, quoted=True, traded=False) == [("a", 1.1, 30), ("b", 1.1, 10)]
+    assert fills(orders_, message, offered(message)) == [("a", 1.1, 30), ("b", 1.1, 10)]
     before = {**message, "t": datetime(2025, 10, 31, 15, tzinfo=timezone.utc), "as": 1}  # one round lot then
-    assert fills(orders_, before, quoted=True, traded=False) == [("a", 1.1, 30), ("b", 1.1, 30)]
+    assert fills(orders_, before, offered(before)) == [("a", 1.1, 30), ("b", 1.1, 30)]
+
+
+def offered(message: dict[str, Any]) -> Book:
+    """What a quote offers (book()), the recording having quoted its symbol."""
+    made = book(message, quoted=True, traded=False)
+    assert made is not None
+    return made
 
 
 # -- stops, time in force, hours ----------------------------------------------------------------

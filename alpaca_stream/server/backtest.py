@@ -166,14 +166,16 @@ class Backtest(Broker):
                 ready.append(order)
             else:
                 terms.triggered = triggered(order, message, quoted, traded)
-        for order_id, price, qty in fills(ready, message, quoted, traded):
+        offered = book(message, quoted, traded)
+        if offered is None:  # it prices no order: a trade of a symbol quoted, say
+            return
+        for order_id, price, qty in fills(ready, message, offered):
             order = self.account.orders[order_id]
             paid = slipped(price, order, self.costs.slippage_bps)
             self.fill(order_id, paid, min(qty, left(order, paid)))  # a notional buy's dollars buy less then
-        if book(message, quoted, traded) is not None:
-            for order in ready:
-                if order["time_in_force"] in ("ioc", "fok") and order["status"] not in CLOSED:
-                    self.account.update("canceled", order["id"])
+        for order in ready:
+            if order["time_in_force"] in ("ioc", "fok") and order["status"] not in CLOSED:
+                self.account.update("canceled", order["id"])
 
     def fill(self, order_id: str, price: float, qty: float) -> None:
         """A fill booked, its fee taken from the cash, then noted in the ledger, with equity
