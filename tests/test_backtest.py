@@ -438,6 +438,15 @@ def test_a_day_order_expires_at_the_close_when_a_message_after_it_comes_stamped_
                             ("fill", 589.1, 5, new_york(9, 45, day=3)), ("message", 4)]  # the gtc, the next day
 
 
+def test_a_day_order_expires_at_the_close_on_a_message_of_another_symbol(tmp_path):
+    quotes = [quote_at(new_york(10), 599.9, 600.1), quote_at(new_york(10), 299.9, 300.1, "TSLA"),
+              quote_at(new_york(16, 5), 598.0, 598.1), quote_at(new_york(9, 45, day=3), 289.0, 289.1, "TSLA")]
+    bot = backtest(tmp_path, quotes, {2: lambda client: client.submit_order(limit(5, 290.0, symbol="TSLA"))})
+    # SPY's quote after the close ends TSLA's day; TSLA's the next day, under its limit, fills nothing.
+    assert bot.seen[2:] == [("new", None, None, new_york(10)), ("expired", None, None, new_york(16)),
+                            ("message", 3), ("message", 4)]
+
+
 def test_outside_regular_hours_a_market_order_waits_for_the_open_an_extended_hours_limit_does_not(tmp_path):
     quotes = [quote_at(new_york(8), 90_000, 90_010, "BTC/USD"), quote_at(new_york(8), 599.0, 599.2),
               quote_at(new_york(8, 30), 599.4, 599.5), quote_at(new_york(8, 30), 90_000, 90_010, "BTC/USD"),

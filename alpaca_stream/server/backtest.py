@@ -67,6 +67,7 @@ class Backtest(Broker):
         super().__init__(account, {}, lambda: 0)
         self.last, self.latest, self.costs = last, latest, costs
         self.terms: dict[str, Terms] = {}  # by order id
+        self.open_by_symbol: dict[str, dict[str, None]] = {}  # matched, by symbol: a message meets its own
         self.fees = 0.0  # dollars taken from the cash
         self.next_expiry: datetime | None = None  # the earliest close an open day order expires at
         self.first = first  # for buying and holding
@@ -128,6 +129,15 @@ class Backtest(Broker):
             expires = next_close(placed, extended=order["extended_hours"])
             self.next_expiry = min(self.next_expiry or expires, expires)
         self.terms[order["id"]] = Terms(placed + timedelta(seconds=self.costs.latency), expires)
+        self.open_by_symbol.setdefault(order["symbol"], {})[order["id"]] = None
+
+    def unmatched(self, order: dict) -> None:
+        """An order placed here, closed: matched no more, nor among its symbol's."""
+        super().unmatched(order)
+        of_symbol = self.open_by_symbol[order["symbol"]]
+        del of_symbol[order["id"]]
+        if not of_symbol:
+            del self.open_by_symbol[order["symbol"]]
 
     # -- the fills ----------------------------------------------------------------------------
 
@@ -138,17 +148,12 @@ class Backtest(Broker):
         if not self.matched:
             return
         now = self.latest()
-        symbol = message.get("S")
         with self.account.lock:
             if self.next_expiry is not None and now >= self.next_expiry:
                 self.expire(now)
-            orders = []
-            for order_id in list(self.matched):
-                order = self.account.orders[order_id]
-                if order["status"] in CLOSED:
-                    del self.matched[order_id]
-                elif order["symbol"] == symbol and self.terms[order_id].reaches <= now and in_its_hours(order, now):
-                    orders.append(order)
+            placed = self.account.orders
+            orders = [placed[order_id] for order_id in self.open_by_symbol.get(message.get("S", ""), ())
+                      if self.terms[order_id].reaches <= now and in_its_hours(placed[order_id], now)]
             if orders:
                 self.match_ready(orders, message)
 
@@ -175,7 +180,7 @@ class Backtest(Broker):
             self.fill(order_id, paid, min(qty, left(order, paid)))  # a notional buy's dollars buy less then
         for order in ready:
             if order["time_in_force"] in ("ioc", "fok") and order["status"] not in CLOSED:
-                self.account.update("canceled", order["id"])
+                self.update("canceled", order["id"])
 
     def fill(self, order_id: str, price: float, qty: float) -> None:
         """A fill booked, its fee taken from the cash, then noted in the ledger, with equity
@@ -195,12 +200,12 @@ class Backtest(Broker):
     def expire(self, now: datetime) -> None:
         """The open day orders whose close has come expire, stamped at that close."""
         self.next_expiry = None
-        for order_id in list(self.matched):
-            order, expires = self.account.orders[order_id], self.terms[order_id].expires
-            if order["status"] in CLOSED or expires is None:
+        for order_id in list(self.matched):  # every symbol's, in the order placed
+            expires = self.terms[order_id].expires
+            if expires is None:
                 continue
             if expires <= now:
-                self.account.update("expired", order_id, at=stamp(expires))
+                self.update("expired", order_id, at=stamp(expires))
             else:
                 self.next_expiry = min(self.next_expiry or expires, expires)
 

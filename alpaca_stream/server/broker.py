@@ -66,7 +66,8 @@ class Broker:
     def __init__(self, account: Account, prices: Mapping[str, float], stream_port: Callable[[], int]) -> None:
         self.account, self.prices, self.stream_port = account, prices, stream_port
         self.port = 0
-        self.matched: dict[str, None] = {}  # the open orders placed here, in that order: the broker fills them
+        # The open orders placed here, in that order: the broker fills them (update() drops one it closes).
+        self.matched: dict[str, None] = {}
         self.placed = 0  # orders placed here
         self.cash_at_start = account.cash
         self.http: ThreadingHTTPServer | None = None
@@ -183,13 +184,13 @@ class Broker:
                 raise not_found("order")
             if order["status"] in CLOSED:
                 raise unprocessable(f'order is already in "{order["status"]}" state')
-            self.account.update("canceled", order_id)
+            self.update("canceled", order_id)
 
     def cancel_all(self) -> list[dict]:
         """DELETE /v2/orders: every open order canceled, each with its status, as Alpaca answers."""
         with self.account.lock:
             open_ids = [order_id for order_id, order in self.account.orders.items() if order["status"] not in CLOSED]
-            return [{"id": order_id, "status": 200, "body": self.account.update("canceled", order_id)["order"]}
+            return [{"id": order_id, "status": 200, "body": self.update("canceled", order_id)["order"]}
                     for order_id in open_ids]
 
     def orders(self, query: dict[str, str]) -> list[dict]:
@@ -296,9 +297,6 @@ class Broker:
         with self.account.lock:
             for order_id in list(self.matched):
                 order = self.account.orders[order_id]
-                if order["status"] in CLOSED:
-                    del self.matched[order_id]
-                    continue
                 price, limit = self.price(order["symbol"]), order["limit_price"]
                 if limit is not None and (price > float(limit) if order["side"] == "buy" else price < float(limit)):
                     continue
@@ -307,7 +305,19 @@ class Broker:
     def fill(self, order_id: str, price: float, qty: float) -> None:
         """qty of an open order filled at price: the order's fill, or a part of it."""
         event = "fill" if fills_up(self.account.orders[order_id], price, qty) else "partial_fill"
-        self.account.update(event, order_id, price=price, qty=qty)
+        self.update(event, order_id, price=price, qty=qty)
+
+    def update(self, event: str, order_id: str, **details: Any) -> dict:
+        """An event of an order, made by the account (Account.update()); an order placed here
+        that it closes is matched no more (the demo's made-up orders are not placed here)."""
+        data = self.account.update(event, order_id, **details)
+        if data["order"]["status"] in CLOSED and order_id in self.matched:
+            self.unmatched(data["order"])
+        return data
+
+    def unmatched(self, order: dict) -> None:
+        """An order placed here, closed: the broker fills it no more."""
+        del self.matched[order["id"]]
 
 
 def short_of(qty: float, held: float) -> Refused:
