@@ -82,18 +82,14 @@ class Ledger:
         self.cash_moved[symbol] = self.cash_moved.get(symbol, 0.0) + fill.cash_after - cash_before
         if self.peak is None:
             self.peak = cash_before  # equity until the first fill: nothing was held
-        if fill.position_after:
-            self.values[symbol] = value
-        else:
-            self.values.pop(symbol, None)
-        self.mark(fill.cash_after)
+        self.moved(symbol, value, fill.cash_after)  # a position closed is worth 0
+        if not fill.position_after:
+            del self.values[symbol]  # held no more
 
     def moved(self, symbol: str, value: float, cash: float) -> None:
-        """A symbol held has a new price: its position is worth value."""
+        """A symbol held has a new price: its position is worth value. Equity marked: cash and
+        the positions at their prices."""
         self.values[symbol] = value
-        self.mark(cash)
-
-    def mark(self, cash: float) -> None:
         equity = cash + sum(self.values.values())
         assert self.peak is not None  # marked only after a fill
         if equity > self.peak:

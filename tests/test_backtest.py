@@ -25,7 +25,7 @@ from alpaca_stream import in_background, orders
 from alpaca_stream.calendar import NEW_YORK
 from alpaca_stream.outputs.terminal import format_text
 from alpaca_stream.records import KIND, Quote, Record, TradeUpdate
-from alpaca_stream.server.fills import fills
+from alpaca_stream.server.fills import Book, book, fills
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -345,9 +345,16 @@ def test_get_account_in_on_trade_update_already_counts_the_fill(tmp_path):
 def test_the_fill_model_shares_a_quotes_size_among_the_orders_in_the_order_they_were_placed():
     orders_ = [{"id": id, "side": "buy", "qty": "30", "filled_qty": "0", "limit_price": None} for id in "ab"]
     message = {"T": "q", "S": "SPY", "t": WHEN, "bp": 1.0, "bs": 10, "ap": 1.1, "as": 40}
-    assert fills(orders_, message, quoted=True, traded=False) == [("a", 1.1, 30), ("b", 1.1, 10)]
+    assert fills(orders_, message, offered(message)) == [("a", 1.1, 30), ("b", 1.1, 10)]
     before = {**message, "t": datetime(2025, 10, 31, 15, tzinfo=timezone.utc), "as": 1}  # one round lot then
-    assert fills(orders_, before, quoted=True, traded=False) == [("a", 1.1, 30), ("b", 1.1, 30)]
+    assert fills(orders_, before, offered(before)) == [("a", 1.1, 30), ("b", 1.1, 30)]
+
+
+def offered(message: dict[str, Any]) -> Book:
+    """What a quote offers (book()), the recording having quoted its symbol."""
+    made = book(message, quoted=True, traded=False)
+    assert made is not None
+    return made
 
 
 # -- stops, time in force, hours ----------------------------------------------------------------
@@ -429,6 +436,15 @@ def test_a_day_order_expires_at_the_close_when_a_message_after_it_comes_stamped_
                                                          client.submit_order(limit(5, 590.0, time_in_force="gtc")))})
     assert bot.seen[3:] == [("message", 2), ("expired", None, None, new_york(16)), ("message", 3),
                             ("fill", 589.1, 5, new_york(9, 45, day=3)), ("message", 4)]  # the gtc, the next day
+
+
+def test_a_day_order_expires_at_the_close_on_a_message_of_another_symbol(tmp_path):
+    quotes = [quote_at(new_york(10), 599.9, 600.1), quote_at(new_york(10), 299.9, 300.1, "TSLA"),
+              quote_at(new_york(16, 5), 598.0, 598.1), quote_at(new_york(9, 45, day=3), 289.0, 289.1, "TSLA")]
+    bot = backtest(tmp_path, quotes, {2: lambda client: client.submit_order(limit(5, 290.0, symbol="TSLA"))})
+    # SPY's quote after the close ends TSLA's day; TSLA's the next day, under its limit, fills nothing.
+    assert bot.seen[2:] == [("new", None, None, new_york(10)), ("expired", None, None, new_york(16)),
+                            ("message", 3), ("message", 4)]
 
 
 def test_outside_regular_hours_a_market_order_waits_for_the_open_an_extended_hours_limit_does_not(tmp_path):
@@ -521,6 +537,33 @@ def test_a_stock_is_sold_short_in_a_margin_account_a_pair_is_not_and_buying_powe
     # Reg T: twice the equity, less what is held short (10 at the midpoint of 99.8 and 100.0)
     assert float(after.cash) == 101_000 and float(after.short_market_value) == pytest.approx(-999)
     assert float(after.buying_power) == pytest.approx(2 * (101_000 - 999) - 999)
+
+
+def test_a_pair_is_bought_with_cash_alone_and_what_closes_a_position_needs_no_buying_power(tmp_path):
+    from alpaca.common.exceptions import APIError
+
+    lines = [quote(0, 99.9, 10_000, 100.1, 10_000), quote(1, 89_990, 10, 90_010, 10, "BTC/USD"),
+             *(quote(second, 99.9, 10_000, 100.1, 10_000) for second in range(2, 6))]
+    got: dict[str, Any] = {}
+
+    def refused(client: Any, order: Any) -> str:
+        with pytest.raises(APIError) as refusal:
+            client.submit_order(order)
+        return str(json.loads(str(refusal.value))["message"])
+
+    def short(client: Any) -> None:
+        got["pair"] = refused(client, market(2, symbol="BTC/USD"))  # $180,000: beyond the cash, not the margin
+        client.submit_order(market(1900, "sell"))  # $190,000 of the $200,000 of buying power
+
+    def cover(client: Any) -> None:
+        got["account"] = client.get_account()
+        got["more"] = refused(client, market(2000))  # 100 shares beyond closing the short
+        client.submit_order(market(1900))
+
+    bot = backtest(tmp_path, lines, {2: short, 4: cover})
+    assert got["pair"] == got["more"] == "insufficient buying power"
+    assert float(got["account"].buying_power) == pytest.approx(2 * (100_000 - 1900 * 0.1) - 1900 * 100)  # 9,620
+    assert [(price, qty) for _, price, qty, _ in filled(bot)] == [(99.9, 1900), (100.1, 1900)]
 
 
 def test_an_options_premium_moves_a_hundred_times_its_price_in_cash_and_in_its_positions_value(tmp_path):

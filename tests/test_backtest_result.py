@@ -11,7 +11,7 @@ import logging
 from pathlib import Path
 
 import pytest
-from test_backtest import SESSION, WHEN, Bot, Plan, at, limit, market, trade
+from test_backtest import SESSION, WHEN, Bot, Plan, at, bar, limit, market, quote, trade
 
 import websocket_stream as ws
 from alpaca_stream.logs import JsonLogFormatter
@@ -50,6 +50,15 @@ def test_equity_is_cash_and_positions_at_their_last_prices_and_the_drawdown_its_
     result = simulated(LINES, PLAN)
     assert result.equity == 100_001.00  # 99,398.00 in cash, 6 SPY at 100.50
     assert (result.drawdown, result.drawdown_pct) == (25.00, 0.025)  # 100,000.00 to 99,975.00, at no fill
+
+
+def test_the_drawdown_goes_by_the_price_the_account_knows_a_quotes_midpoint_not_a_trade_or_a_bar_after_it():
+    # 10 bought at the ask of 100.10: equity 99,999.00 at the midpoint of 100.00; a trade at 50.00
+    # and a bar's close of 40.00 are not the price of a symbol quoted; the midpoint of 99.90 is.
+    lines = [quote(0, 99.9, 100, 100.1, 100), quote(1, 99.9, 100, 100.1, 100), trade(2, 50.0, 100),
+             bar(0, 40.0, 40.0, 40.0, 40.0), quote(3, 99.8, 100, 100.0, 100)]
+    result = simulated(lines, {1: lambda client: client.submit_order(market(10))})
+    assert result.drawdown == 2.00  # from the 100,000.00 before the fill to 99,998.00
 
 
 def test_buying_and_holding_splits_the_cash_across_the_symbols_ordered_at_their_first_prices():

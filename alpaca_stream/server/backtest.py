@@ -14,20 +14,20 @@ import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from http import HTTPStatus
 from typing import Any
 
 from alpaca_stream.calendar import market_open, next_close, next_open
 from alpaca_stream.channels import market_of_symbol
 from alpaca_stream.orders import Costs
 from alpaca_stream.result import Fill, Ledger, Result, result
-from alpaca_stream.server.broker import Broker, Refused, listed, short_of, unprocessable
+from alpaca_stream.server.broker import Broker, listed, unprocessable
 from alpaca_stream.server.fills import book, fills, left, price_of, slipped, triggered
 from alpaca_stream.server.trading import CLOSED, Account, contract_size, stamp
 
 log = logging.getLogger("alpaca_stream")
 
 PRICED = ("q", "t", "b", "u", "d")  # the kinds that tell a price, the best first
+BETTER = {kind: PRICED[:rank] for rank, kind in enumerate(PRICED)}  # what price() reads before each kind
 TIMES_IN_FORCE = ("day", "gtc", "ioc", "fok")
 MARGIN = 2.0  # Reg T: a margin account buys stocks for twice its equity, less what it holds
 
@@ -67,6 +67,7 @@ class Backtest(Broker):
         super().__init__(account, {}, lambda: 0)
         self.last, self.latest, self.costs = last, latest, costs
         self.terms: dict[str, Terms] = {}  # by order id
+        self.open_by_symbol: dict[str, dict[str, None]] = {}  # matched, by symbol: a message meets its own
         self.fees = 0.0  # dollars taken from the cash
         self.next_expiry: datetime | None = None  # the earliest close an open day order expires at
         self.first = first  # for buying and holding
@@ -108,28 +109,11 @@ class Backtest(Broker):
         if extended_hours and (order_type, time_in_force) != ("limit", "day"):
             raise unprocessable("extended hours order must be DAY limit orders")
 
-    def check_funds(self, symbol: str, side: str, qty: float, price: float) -> None:
-        """Refuses an order beyond the buying power (margin()), as Alpaca does; a stock may be
-        sold short, a pair or an option only as far as it is held. What an order closes of a
-        position needs no buying power."""
-        held = self.account.positions.get(symbol, 0.0)
-        if side == "sell":
-            held -= self.selling(symbol)
-            if qty > held and market_of_symbol(symbol) != "stocks":
-                raise short_of(qty, held)
-        opening = qty - max(held if side == "sell" else -held, 0.0)
-        if opening <= 0:
-            return
-        account = self.whole_account()
-        marginable = market_of_symbol(symbol) == "stocks"
-        power = float(account["buying_power" if marginable else "non_marginable_buying_power"])
-        if opening * price * contract_size(symbol) > power:
-            raise Refused(HTTPStatus.FORBIDDEN, 40310000, "insufficient buying power")
-
     def margin(self, cash: float, equity: float, exposure: float) -> dict[str, float | str | bool]:
         """A margin account, by Reg T's rule (multiplier 2): half of what it holds,
         long or short, is its initial margin, and its buying power twice the equity beyond
-        that; a pair or an option is bought with cash (not marginable)."""
+        that; a pair or an option is bought with cash (not marginable). A stock may be sold
+        short (check_funds())."""
         power = max(MARGIN * equity - exposure, 0.0)
         return {"buying_power": power, "regt_buying_power": power,
                 "non_marginable_buying_power": max(min(cash, power), 0.0), "initial_margin": exposure / MARGIN,
@@ -145,6 +129,15 @@ class Backtest(Broker):
             expires = next_close(placed, extended=order["extended_hours"])
             self.next_expiry = min(self.next_expiry or expires, expires)
         self.terms[order["id"]] = Terms(placed + timedelta(seconds=self.costs.latency), expires)
+        self.open_by_symbol.setdefault(order["symbol"], {})[order["id"]] = None
+
+    def unmatched(self, order: dict) -> None:
+        """An order placed here, closed: matched no more, nor among its symbol's."""
+        super().unmatched(order)
+        of_symbol = self.open_by_symbol[order["symbol"]]
+        del of_symbol[order["id"]]
+        if not of_symbol:
+            del self.open_by_symbol[order["symbol"]]
 
     # -- the fills ----------------------------------------------------------------------------
 
@@ -155,17 +148,12 @@ class Backtest(Broker):
         if not self.matched:
             return
         now = self.latest()
-        symbol = message.get("S")
         with self.account.lock:
             if self.next_expiry is not None and now >= self.next_expiry:
                 self.expire(now)
-            orders = []
-            for order_id in list(self.matched):
-                order = self.account.orders[order_id]
-                if order["status"] in CLOSED:
-                    del self.matched[order_id]
-                elif order["symbol"] == symbol and self.terms[order_id].reaches <= now and in_its_hours(order, now):
-                    orders.append(order)
+            placed = self.account.orders
+            orders = [placed[order_id] for order_id in self.open_by_symbol.get(message.get("S", ""), ())
+                      if self.terms[order_id].reaches <= now and in_its_hours(placed[order_id], now)]
             if orders:
                 self.match_ready(orders, message)
 
@@ -183,14 +171,16 @@ class Backtest(Broker):
                 ready.append(order)
             else:
                 terms.triggered = triggered(order, message, quoted, traded)
-        for order_id, price, qty in fills(ready, message, quoted, traded):
+        offered = book(message, quoted, traded)
+        if offered is None:  # it prices no order: a trade of a symbol quoted, say
+            return
+        for order_id, price, qty in fills(ready, message, offered):
             order = self.account.orders[order_id]
             paid = slipped(price, order, self.costs.slippage_bps)
             self.fill(order_id, paid, min(qty, left(order, paid)))  # a notional buy's dollars buy less then
-        if book(message, quoted, traded) is not None:
-            for order in ready:
-                if order["time_in_force"] in ("ioc", "fok") and order["status"] not in CLOSED:
-                    self.account.update("canceled", order["id"])
+        for order in ready:
+            if order["time_in_force"] in ("ioc", "fok") and order["status"] not in CLOSED:
+                self.update("canceled", order["id"])
 
     def fill(self, order_id: str, price: float, qty: float) -> None:
         """A fill booked, its fee taken from the cash, then noted in the ledger, with equity
@@ -210,29 +200,32 @@ class Backtest(Broker):
     def expire(self, now: datetime) -> None:
         """The open day orders whose close has come expire, stamped at that close."""
         self.next_expiry = None
-        for order_id in list(self.matched):
-            order, expires = self.account.orders[order_id], self.terms[order_id].expires
-            if order["status"] in CLOSED or expires is None:
+        for order_id in list(self.matched):  # every symbol's, in the order placed
+            expires = self.terms[order_id].expires
+            if expires is None:
                 continue
             if expires <= now:
-                self.account.update("expired", order_id, at=stamp(expires))
+                self.update("expired", order_id, at=stamp(expires))
             else:
                 self.next_expiry = min(self.next_expiry or expires, expires)
 
     def mark(self, message: dict[str, Any]) -> None:
-        """A message that moves the price of a symbol held: equity at it, for the drawdown.
-        (Cash moves only with a fill, on this thread: read without the lock.)"""
+        """A message that moves the price of a symbol held, the last seen of its kind: equity
+        at it, for the drawdown. It moves the price if price() reads it now: if no kind that
+        price() reads before its kind is known. (Cash and positions move only with a fill, on
+        this thread: read without the lock.)"""
         symbol = message.get("S", "")
-        if symbol not in self.ledger.values:  # not held (the account's positions are these)
+        held = self.account.positions.get(symbol)
+        if held is None:  # not held
             return
-        kind, last = message["T"], self.last
-        if kind == "q" or kind == "t" and ("q", symbol) not in last:  # price()'s, sooner
-            price = price_of(message)
-        elif kind in PRICED and ("q", symbol) not in last and ("t", symbol) not in last:  # a bar's
-            price = self.price(symbol)
-        else:  # a trade of a symbol quoted, a status: the price has not moved
-            return
-        self.ledger.moved(symbol, self.account.positions[symbol] * price * contract_size(symbol), self.account.cash)
+        kind = message["T"]
+        if kind != PRICED[0]:  # a quote moves it: nothing is read before it (asked first: a hot path)
+            # A message of no price (a status) is as if read after every kind: a symbol held has
+            # one known, its fills'.
+            for known in BETTER.get(kind, PRICED):
+                if (known, symbol) in self.last:  # price() reads that one: a trade of a symbol quoted, say
+                    return
+        self.ledger.moved(symbol, held * price_of(message) * contract_size(symbol), self.account.cash)
 
     def result(self) -> Result:
         """What the backtest made, at the recording's end (result.py)."""

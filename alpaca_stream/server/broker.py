@@ -66,7 +66,8 @@ class Broker:
     def __init__(self, account: Account, prices: Mapping[str, float], stream_port: Callable[[], int]) -> None:
         self.account, self.prices, self.stream_port = account, prices, stream_port
         self.port = 0
-        self.matched: dict[str, None] = {}  # the open orders placed here, in that order: the broker fills them
+        # The open orders placed here, in that order: the broker fills them (update() drops one it closes).
+        self.matched: dict[str, None] = {}
         self.placed = 0  # orders placed here
         self.cash_at_start = account.cash
         self.http: ThreadingHTTPServer | None = None
@@ -150,13 +151,21 @@ class Broker:
         """Refuses the terms of an order this broker cannot keep (none here: it fills at once)."""
 
     def check_funds(self, symbol: str, side: str, qty: float, price: float) -> None:
-        """Refuses an order the account cannot pay for, as Alpaca does: a cash account buys with
-        its cash, and sells only what it holds (and has not offered already)."""
-        if side == "buy" and qty * price * contract_size(symbol) > self.account.cash:
+        """Refuses an order the account cannot pay for, as Alpaca does, by what GET /v2/account
+        says of its margin (margin()): a sale of more than it holds (and has not offered
+        already), unless it may sell short and the symbol is a stock (a pair or an option,
+        never); what the order opens or adds to a position, beyond its buying power (a pair's
+        or an option's: its non-marginable buying power). What it closes of one needs none."""
+        funds, stock = self.whole_account(), market_of_symbol(symbol) == "stocks"
+        held = self.account.positions.get(symbol, 0.0)
+        if side == "sell":
+            held -= self.selling(symbol)
+            if qty > held and not (stock and funds["shorting_enabled"]):
+                raise short_of(qty, held)
+        opening = qty - max(held if side == "sell" else -held, 0.0)
+        power = float(funds["buying_power" if stock else "non_marginable_buying_power"])
+        if opening > 0 and opening * price * contract_size(symbol) > power:
             raise Refused(HTTPStatus.FORBIDDEN, 40310000, "insufficient buying power")
-        held = self.account.positions.get(symbol, 0.0) - self.selling(symbol)
-        if side == "sell" and qty > held:
-            raise short_of(qty, held)
 
     def accepted(self, order: dict) -> None:
         """What the broker notes of an order it has just placed (nothing here)."""
@@ -175,13 +184,13 @@ class Broker:
                 raise not_found("order")
             if order["status"] in CLOSED:
                 raise unprocessable(f'order is already in "{order["status"]}" state')
-            self.account.update("canceled", order_id)
+            self.update("canceled", order_id)
 
     def cancel_all(self) -> list[dict]:
         """DELETE /v2/orders: every open order canceled, each with its status, as Alpaca answers."""
         with self.account.lock:
             open_ids = [order_id for order_id, order in self.account.orders.items() if order["status"] not in CLOSED]
-            return [{"id": order_id, "status": 200, "body": self.account.update("canceled", order_id)["order"]}
+            return [{"id": order_id, "status": 200, "body": self.update("canceled", order_id)["order"]}
                     for order_id in open_ids]
 
     def orders(self, query: dict[str, str]) -> list[dict]:
@@ -288,9 +297,6 @@ class Broker:
         with self.account.lock:
             for order_id in list(self.matched):
                 order = self.account.orders[order_id]
-                if order["status"] in CLOSED:
-                    del self.matched[order_id]
-                    continue
                 price, limit = self.price(order["symbol"]), order["limit_price"]
                 if limit is not None and (price > float(limit) if order["side"] == "buy" else price < float(limit)):
                     continue
@@ -299,7 +305,19 @@ class Broker:
     def fill(self, order_id: str, price: float, qty: float) -> None:
         """qty of an open order filled at price: the order's fill, or a part of it."""
         event = "fill" if fills_up(self.account.orders[order_id], price, qty) else "partial_fill"
-        self.account.update(event, order_id, price=price, qty=qty)
+        self.update(event, order_id, price=price, qty=qty)
+
+    def update(self, event: str, order_id: str, **details: Any) -> dict:
+        """An event of an order, made by the account (Account.update()); an order placed here
+        that it closes is matched no more (the demo's made-up orders are not placed here)."""
+        data = self.account.update(event, order_id, **details)
+        if data["order"]["status"] in CLOSED and order_id in self.matched:
+            self.unmatched(data["order"])
+        return data
+
+    def unmatched(self, order: dict) -> None:
+        """An order placed here, closed: the broker fills it no more."""
+        del self.matched[order["id"]]
 
 
 def short_of(qty: float, held: float) -> Refused:

@@ -84,14 +84,12 @@ def book(message: dict[str, Any], quoted: bool, traded: bool) -> Book | None:
     return None
 
 
-def fills(orders: Iterable[dict], message: dict[str, Any], quoted: bool, traded: bool) -> list[Fill]:
-    """(order id, price, qty) of each fill that a message of the orders' symbol makes, the
-    orders in the order they were placed: the first takes what it can, the next the rest. An
-    order fill-or-kill ("fok") takes all it needs or nothing."""
-    offered = book(message, quoted, traded)
+def fills(orders: Iterable[dict], message: dict[str, Any], offered: Book) -> list[Fill]:
+    """(order id, price, qty) of each fill that a message of the orders' symbol makes, from what
+    it offers (book(); its sizes are taken as they fill), the orders in the order they were
+    placed: the first takes what it can, the next the rest. An order fill-or-kill ("fok") takes
+    all it needs or nothing."""
     made: list[Fill] = []
-    if offered is None:
-        return made
     prices, sizes = offered
     for order in orders:
         side = order["side"]

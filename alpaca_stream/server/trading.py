@@ -8,6 +8,7 @@ the account is changed from both, under its lock, and its updates are sent from 
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import random
@@ -21,7 +22,6 @@ from websockets.exceptions import ConnectionClosed, InvalidState
 
 from alpaca_stream.channels import STATUS_OF_EVENT, SYMBOL, market_of_symbol
 from alpaca_stream.orders import PAPER_CASH, number
-from alpaca_stream.server.fills import fills_up
 from alpaca_stream.server.market import start_price
 from alpaca_stream.server.protocol import Endpoint
 
@@ -48,6 +48,7 @@ def stamp(when: datetime) -> str:
     return when.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f") + "000Z"
 
 
+@functools.cache
 def contract_size(symbol: str) -> int:
     """What a unit of the symbol's price is paid for: an option's premium is per share, and a
     contract is for 100 shares; a share (a coin) is one."""
@@ -107,26 +108,26 @@ class Account:
             return dict(order)
 
     def update(self, event: str, order_id: str, *, price: float | None = None, qty: float | None = None,
-               position_qty: float | None = None, status: str | None = None, send: bool = True,
-               at: str | None = None) -> dict:
-        """An event of an order: its state changed as the event says (a fill adds to filled_qty
-        at price, and to the position), then sent to the listeners, unless send is False (a
-        stream that is down). at: when it happened, if not now (a day order's expiry)."""
+               position_qty: float | None = None, send: bool = True, at: str | None = None) -> dict:
+        """An event of an order: its state changed as the event says (its status the event's; a
+        fill adds to filled_qty at price, and to the position), then sent to the listeners,
+        unless send is False (a stream that is down). at: when it happened, if not now (a day
+        order's expiry)."""
         with self.lock:
             order = self.orders[order_id]
             happened_at = at or self.clock()
             order["updated_at"] = happened_at
+            # A fill's too: its maker chose "fill" or "partial_fill" (the broker, by fills_up()).
+            order["status"] = STATUS_OF_EVENT.get(event, order["status"])
             data: dict = {"event": event, "timestamp": happened_at, "order": order}
             if event in ("fill", "partial_fill") and price is not None and qty is not None:
                 self.fill(order, price, qty, position_qty)
-                if order["status"] == "filled":
+                if event == "fill":
                     order["filled_at"] = happened_at
                 data.update(execution_id=str(self.ids()), price=number(price), qty=number(qty),
                             position_qty=number(self.positions.get(order["symbol"], 0.0)))
-            else:
-                order["status"] = status or STATUS_OF_EVENT.get(event, order["status"])
-                if event in ("canceled", "expired"):
-                    order[f"{event}_at"] = happened_at
+            elif event in ("canceled", "expired"):
+                order[f"{event}_at"] = happened_at
             data["order"] = dict(order)  # as it was then
             self.updates.append(data)
             log.info("order %s: %s %s %s (%s of %s filled)", order_id[:8], event, order["side"], order["symbol"],
@@ -143,7 +144,6 @@ class Account:
         """What a fill changes: the order's filled quantity and average price, the cash, the
         position and what its shares cost on average."""
         symbol, signed = order["symbol"], qty if order["side"] == "buy" else -qty
-        done = fills_up(order, price, qty)
         held = self.positions.get(symbol, 0.0)
         now_held = held + signed if position_qty is None else position_qty
         if held * signed >= 0 and now_held:  # bought more of a long (sold more of a short): a new average
@@ -159,7 +159,6 @@ class Account:
         average = float(order["filled_avg_price"] or 0)
         order["filled_avg_price"] = number((average * float(order["filled_qty"]) + price * qty) / filled)
         order["filled_qty"] = number(filled)
-        order["status"] = "filled" if done else "partially_filled"
 
     def send(self) -> None:
         """The updates not sent yet to every listener, from the loop: in order, without waiting
