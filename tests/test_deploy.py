@@ -75,7 +75,7 @@ def test_started_as_the_unit_starts_it_then_stopped_by_sigterm_it_exits_0_with_t
     script.wait_for(lambda: len(server.connections[0].trade_ids) >= 20, what="20 trades sent")
     code, took = script.stop(signal.SIGTERM)
     assert code == 0 and took < 3
-    assert re.search(r"Z received \d+ trades[^Z]* in [\d.]+ s; reconnects: 0$", "\n".join(script.err_lines[-3:]))
+    assert re.search(r"Z received [\d,]+ trades[^Z]* in [\d.]+ s; reconnects: 0$", "\n".join(script.err_lines[-3:]))
 
 
 @POSIX_ONLY
@@ -103,7 +103,7 @@ def test_heartbeat_lines_count_what_arrived_since_the_last_one_and_how_long_ago_
     assert counted == summary["received"] and counted["trade"] == sum('"trade"' in line for line in script.out_lines)
     for beat in beats:
         assert beat["seconds"] == 1 and beat["reconnects"] == 0 and beat["market"] in ("open", "closed")
-        assert re.fullmatch(r"alive: (nothing|\d+ .*) in 1 s; last \d+\.\d s ago; reconnects 0; market (open|closed)",
+        assert re.fullmatch(r"alive: (nothing|[\d,]+.*) in 1 s; last \d+\.\d s ago; reconnects 0; market (open|closed)",
                             beat["message"])
         assert f"; last {beat['last_message_age']:.1f} s ago;" in beat["message"] and beat["last_message_age"] >= 0
     last_counting = max(n for n, beat in enumerate(beats) if beat["received"])

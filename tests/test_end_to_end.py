@@ -222,7 +222,7 @@ def test_ctrl_c_in_a_terminal_exits_0_at_once_with_the_summary_on_a_line_of_its_
     after_ctrl_c = seen[seen.rindex(b"^C"):].decode()
     if stream == "gone quiet":
         assert re.match(r"\^C\r?\n", after_ctrl_c), after_ctrl_c[:200]  # not "^C2026-11-24 ... received"
-    assert re.search(r"\n\d{4}-\d\d-\d\d \d\d:\d\d:\d\dZ received \d+ trades[^Z]* in [\d.]+ s; reconnects: 0\s*$",
+    assert re.search(r"\n\d{4}-\d\d-\d\d \d\d:\d\d:\d\dZ received [\d,]+ trades[^Z]* in [\d.]+ s; reconnects: 0\s*$",
                      after_ctrl_c), after_ctrl_c[-300:]
     assert "Traceback" not in after_ctrl_c
 
@@ -234,7 +234,7 @@ def test_sigterm_while_messages_pour_in_exits_0_with_the_summary_last(make_serve
     script.wait_for_lines(2000)
     code, took = script.stop(signal.SIGTERM)
     assert code == 0 and took < 3, took
-    assert re.search(r"Z received \d+ trades, \d+ quotes,[^Z]*reconnects: 0$", "\n".join(script.err_lines[-3:]))
+    assert re.search(r"Z received [\d,]+ trades, [\d,]+ quotes,[^Z]*reconnects: 0$", "\n".join(script.err_lines[-3:]))
     assert_no_traceback(script)
 
 
@@ -289,7 +289,7 @@ def test_a_second_ctrl_c_while_the_exit_waits_for_a_blocking_call_forces_it_130_
     script.wait_for_stderr("a blocking call (asyncio.to_thread) is waited for to its end")
     code, _ = script.stop(signal.SIGINT)
     assert code == 130
-    assert re.search(r"Z received \d+ trades? in [\d.]+ s; reconnects: 0$", script.err_lines[-1])
+    assert re.search(r"Z received [\d,]+ trades?[^Z]* in [\d.]+ s; reconnects: 0$", script.err_lines[-1])
     assert_no_traceback(script)
 
 

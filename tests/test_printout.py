@@ -260,9 +260,9 @@ def test_printout_json_has_every_sent_trade_once_in_order(server, start_script):
 @POSIX_ONLY
 def test_printout_quiet_on_the_command_line_prints_no_message_yet_the_handlers_get_them(server, start_script):
     script = start_script("--url", server.url, "--quiet", "--heartbeat", "0.5")
-    script.wait_for(lambda: re.search(r"alive: \d+ trades", script.stderr), what="a heartbeat counting trades")
+    script.wait_for(lambda: re.search(r"alive: [\d,]+ trades", script.stderr), what="a heartbeat counting trades")
     assert script.stop(signal.SIGINT)[0] == 0
-    assert script.out_lines == [] and int(re.search(r"received (\d+) trades", script.stderr)[1]) > 0
+    assert script.out_lines == [] and int(re.search(r"received ([\d,]+) trades", script.stderr)[1].replace(",", "")) > 0
 
 
 @POSIX_ONLY
