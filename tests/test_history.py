@@ -168,3 +168,12 @@ def test_the_news_is_asked_of_the_stocks_and_pairs_not_of_the_options():
     asked = queries({"stocks": ["SPY"], "crypto": ["BTC/USD"], "options": ["AAPL261218C00250000"]}, ["news"],
                     START, END)
     assert [dict(query.params)["symbols"] for query in asked] == ["BTC/USD,SPY"]
+
+
+@pytest.mark.parametrize("digits", range(10))
+def test_alpacas_times_read_with_any_number_of_digits_and_a_z_on_every_python(digits):
+    # Alpaca's JSON times end in Z with up to nine digits, fewer when they end in zeros; Python
+    # 3.10's fromisoformat() reads neither (the CI leg of 3.10 failed on "09:00:06.6Z").
+    fraction = "." + "123456789"[:digits] if digits else ""
+    when = rfc3339(f"2025-12-02T09:00:06{fraction}Z")
+    assert when == datetime(2025, 12, 2, 9, 0, 6, int(f"{'123456789'[:min(digits, 6)]:0<6}"), tzinfo=timezone.utc)
