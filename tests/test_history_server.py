@@ -280,8 +280,10 @@ def test_alpaca_py_gets_through_a_429_by_its_own_retry_and_loses_no_page(make_se
     from alpaca.data.historical import StockHistoricalDataClient
     from alpaca.data.requests import StockTradesRequest
 
-    # A call every 2.5 s: alpaca-py's second page, asked at once, is refused; its retry, 3 s later, is not.
-    limit = RateLimit(calls=1, window=2.5)
+    # One call a minute, and one 429 at most: alpaca-py's second page, asked at once, is refused;
+    # its retry, 3 s later, is not, nor the pages after it (alpaca-py 0.33.1 asks pages of 1,000,
+    # the newest of 10,000: refused each, they took 3 s a page, past the test's deadline).
+    limit = RateLimit(calls=1, window=60, most_refused=1)
     server = make_server(rate=None, history_trades=6_000, history_rate_limit=limit)
     client = StockHistoricalDataClient(FAKE_KEY, FAKE_SECRET, url_override=server.server.history_url)
     request = StockTradesRequest(symbol_or_symbols=["SPY", "TSLA"], **SPAN)

@@ -448,6 +448,7 @@ class RateLimit:
     ends: float = 0.0  # when the window ends (Unix seconds)
     used: int = 0
     refused: int = 0  # calls answered 429, for the tests to check
+    most_refused: int | None = None  # after this many 429s, none: a test of one retry, whatever the paging
 
     def take(self) -> tuple[bool, list[tuple[str, str]]]:
         """Whether one more call is allowed now, and the headers that say so."""
@@ -455,8 +456,9 @@ class RateLimit:
         if now >= self.ends:
             self.ends, self.used = now + self.window, 0
         self.used += 1
-        self.refused += self.used > self.calls
-        return self.used <= self.calls, [("X-RateLimit-Limit", str(self.calls)),
+        allowed = self.used <= self.calls or self.most_refused is not None and self.refused >= self.most_refused
+        self.refused += not allowed
+        return allowed, [("X-RateLimit-Limit", str(self.calls)),
                                          ("X-RateLimit-Remaining", str(max(0, self.calls - self.used))),
                                          ("X-RateLimit-Reset", str(math.ceil(self.ends)))]
 
