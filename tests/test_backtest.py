@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import signal
 import subprocess
 import sys
 from collections.abc import Callable
@@ -243,6 +244,19 @@ def test_with_no_order_open_a_call_knows_the_message_being_handled_and_equity_is
     assert float(got["account"].equity) == pytest.approx(100_000 - bought + mid(1500))
     peak, trough = 100_000 - bought + mid(700), 100_000 - bought + mid(1200)
     assert f"largest drawdown {peak - trough:,.2f}" in unwrapped(caplog.text)
+
+
+def test_a_backtest_stopped_with_ctrl_c_before_the_recordings_end_still_ends_with_its_result(tmp_path, caplog):
+    # The summary of a stopped run gives the fills so far and the positions at the last prices:
+    # stopped in the first of three batches, the run ends before the recording's end.
+    from alpaca_stream.sources.recording import REPLAY_BATCH
+
+    lines = [quote(number / 100, 600.0, 100, 600.1, 100) for number in range(3 * REPLAY_BATCH)]
+    backtest(tmp_path, lines, {2: lambda client: client.submit_order(market(1)),
+                               5: lambda client: signal.raise_signal(signal.SIGINT)})
+    said = unwrapped(caplog.text)
+    assert "stopping; a second Ctrl+C forces it" in said
+    assert "backtest: orders 1, fills 1, open at the end 0" in said
 
 
 QUOTES = [quote(second, 600 + second / 100, 100, 600.1 + second / 100, 25 + second) for second in range(12)]

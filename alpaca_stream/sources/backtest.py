@@ -215,6 +215,12 @@ class Feed:
             await background_finished()
         session.backtest = broker.result()
 
+    def result_so_far(self, session: Session | None) -> None:
+        """The backtest's result, for the summary of a run stopped before the recording's end
+        (finish() gives it at the end): the fills so far, open positions at the last prices."""
+        if self.broker is not None and session is not None and session.backtest is None:
+            session.backtest = self.broker.result()
+
     def open_account(self) -> tuple[str, Keys]:
         """trading_client()'s first call: the backtest's broker started, its URL and keys."""
         with self.lock:

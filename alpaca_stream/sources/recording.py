@@ -43,6 +43,7 @@ class Played:
         self.types = either_market_types()  # messages of every market alike
         self.subscriptions = Subscriptions(offline=True)  # subscribe() changes nothing here
         self.feed = Feed(costs)
+        self.session: Session | None = None  # the run's, once it runs
 
     def open_feed(self, read_from: str = "") -> None:
         """--fills' file (not read_from, the file played), and the backtest's account, at
@@ -52,10 +53,12 @@ class Played:
         self.feed.open()
 
     async def __aexit__(self, *exc_info: object) -> None:
+        self.feed.result_so_far(self.session)  # a run stopped (Ctrl+C) before its end has one too
         await self.feed.close()
 
     async def run(self, routes: dict[str, Route], session: Session) -> None:
         """Each batch through the feed to the handlers, as a frame; then the feed's end."""
+        self.session = session
         async for messages in self.batches(session):
             await self.feed.replay(messages, routes, session)
             sys.stdout.flush()
