@@ -4,6 +4,7 @@ server alike."""
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Collection, Mapping
 from datetime import date, datetime
@@ -107,6 +108,13 @@ def option_symbol(contract: str) -> OptionSymbol:
         raise ValueError(f"not an option's symbol: {contract}")
     underlying, expiry, right, strike = shape.groups()
     return OptionSymbol(underlying, expiry, right, int(strike) / 1000)
+
+
+@functools.cache
+def contract_size(symbol: str) -> int:
+    """What a unit of the symbol's price is paid for: an option's premium is per share, and a
+    contract is for 100 shares; a share (a coin) is one."""
+    return 100 if market_of_symbol(symbol) == "options" else 1
 
 
 # The trading API's stream of the account's order updates, at its base URL (its REST under /v2/);

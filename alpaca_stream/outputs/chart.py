@@ -26,7 +26,7 @@ from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from alpaca_stream.channels import market_of_symbol
+from alpaca_stream.channels import contract_size
 from alpaca_stream.handlers import Handler, Handlers, unhandled
 from alpaca_stream.outputs.serve import cannot_listen, is_loopback
 from alpaca_stream.records import Record, TradeUpdate
@@ -45,7 +45,6 @@ FOLDER = Path(__file__).with_name("chart_page")  # the page and TradingView's li
 FILES = {"/": ("index.html", "text/html"),
          "/lightweight-charts.js": ("lightweight-charts.standalone.production.js", "text/javascript"),
          "/LICENSE": ("LICENSE", "text/plain"), "/NOTICE": ("NOTICE", "text/plain")}
-MULTIPLIER = {"options": 100}  # shares a contract: an option's price is a share's
 
 
 @dataclass
@@ -213,7 +212,7 @@ class Chart:
                 "minute": int(seconds) // 60 * 60}
         shown.fills.append(fill)
         shown.holding.fill(update.qty if side == "buy" else -update.qty, update.price,
-                           MULTIPLIER.get(market_of_symbol(symbol), 1))
+                           contract_size(symbol))
         if self.pages:
             shown.changed_fills.append(fill)
             self.due()

@@ -17,12 +17,12 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from alpaca_stream.calendar import market_open, next_close, next_open
-from alpaca_stream.channels import market_of_symbol
+from alpaca_stream.channels import contract_size, market_of_symbol
 from alpaca_stream.orders import Costs
 from alpaca_stream.result import Fill, Ledger, Result, result
 from alpaca_stream.server.broker import Broker, listed, unprocessable
 from alpaca_stream.server.fills import book, fills, left, price_of, slipped, triggered
-from alpaca_stream.server.trading import CLOSED, Account, contract_size, stamp
+from alpaca_stream.server.trading import CLOSED, Account, stamp
 
 log = logging.getLogger("alpaca_stream")
 

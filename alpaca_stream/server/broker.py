@@ -24,11 +24,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from alpaca_stream.channels import TRADING_PATH, market_of_symbol
+from alpaca_stream.channels import TRADING_PATH, contract_size, market_of_symbol
 from alpaca_stream.orders import number
 from alpaca_stream.server import crypto, market
 from alpaca_stream.server.fills import fills_up, left
-from alpaca_stream.server.trading import ASSET_CLASSES, CLOSED, Account, contract_size, now
+from alpaca_stream.server.trading import ASSET_CLASSES, CLOSED, Account, now
 from alpaca_stream.times import rfc3339
 
 log = logging.getLogger("local_alpaca_server")

@@ -8,7 +8,6 @@ the account is changed from both, under its lock, and its updates are sent from 
 from __future__ import annotations
 
 import asyncio
-import functools
 import json
 import logging
 import random
@@ -20,7 +19,7 @@ from datetime import datetime, timedelta, timezone
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed, InvalidState
 
-from alpaca_stream.channels import STATUS_OF_EVENT, SYMBOL, market_of_symbol
+from alpaca_stream.channels import STATUS_OF_EVENT, SYMBOL, contract_size, market_of_symbol
 from alpaca_stream.orders import PAPER_CASH, number
 from alpaca_stream.server.market import start_price
 from alpaca_stream.server.protocol import Endpoint
@@ -46,13 +45,6 @@ def now(later: timedelta = timedelta()) -> str:
 def stamp(when: datetime) -> str:
     """A time as the trading API writes it: RFC 3339 with nanoseconds, UTC."""
     return when.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f") + "000Z"
-
-
-@functools.cache
-def contract_size(symbol: str) -> int:
-    """What a unit of the symbol's price is paid for: an option's premium is per share, and a
-    contract is for 100 shares; a share (a coin) is one."""
-    return 100 if market_of_symbol(symbol) == "options" else 1
 
 
 ASSET_CLASSES = {"stocks": "us_equity", "crypto": "crypto", "options": "us_option"}
