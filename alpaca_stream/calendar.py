@@ -110,9 +110,10 @@ def trading_days_from(moment: datetime, extended: bool = False) -> Iterator[tupl
         day += timedelta(days=1)
 
 
-def next_open(after: datetime) -> datetime:
-    """The first open of regular hours later than this moment, as the trading API's clock says it."""
-    return next(opens for opens, _ in trading_days_from(after) if opens > after)
+def next_open(after: datetime, extended: bool = False) -> datetime:
+    """The first open later than this moment (of extended hours if asked), of regular hours as
+    the trading API's clock says it."""
+    return next(opens for opens, _ in trading_days_from(after, extended) if opens > after)
 
 
 def next_close(after: datetime, extended: bool = False) -> datetime:

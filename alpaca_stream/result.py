@@ -12,7 +12,9 @@ no import of the server, which a replay with no order does not start.
 - drawdown: the largest fall of equity from a peak to a later trough, in dollars, and as a
   percent of that peak;
 - buy and hold: the starting cash split equally across the symbols ordered, each bought at its
-  first price in the recording and marked at its last.
+  first price in the recording and marked at its last;
+- waiting: the orders open at the end that the market's hours kept from filling (a recording
+  made in the evening, say), when the market opens for them, and why.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import NamedTuple, TextIO
 
+from alpaca_stream.calendar import NEW_YORK
 from alpaca_stream.orders import number
 
 WIDTH = 58  # the summary's lines, as session.py wraps them: 80 columns with the log's time
@@ -98,6 +101,25 @@ class Ledger:
             self.drawdown = (self.peak - equity, self.peak)
 
 
+class Waiting(NamedTuple):
+    """Orders open at the recording's end that wait for the market to open for them."""
+
+    orders: int
+    order_type: str | None  # "market", "limit", ...; None if of more than one type
+    opens: datetime  # the next open, of regular hours (or of extended hours, for orders placed for them)
+    why: str  # "the recording ends at 19:25 New York, outside regular hours"
+
+    def line(self) -> str:
+        kind = f"{self.order_type.replace('_', '-')} " if self.order_type else ""
+        there = self.opens.astimezone(NEW_YORK)
+        return (f"{self.orders} {kind}order{'s' if self.orders > 1 else ''} waiting for the open "
+                f"({there:%H:%M} New York, {there:%Y-%m-%d}): {self.why}; docs/backtest.md")
+
+    def fields(self) -> dict:
+        return {"orders": self.orders, "type": self.order_type, "opens": self.opens.astimezone(NEW_YORK).isoformat(),
+                "why": self.why}
+
+
 @dataclass
 class SymbolResult:
     """One symbol's part of the result."""
@@ -125,12 +147,14 @@ class Result:
     slippage_bps: float = 0.0
     symbols: dict[str, SymbolResult] = field(default_factory=dict)
     fills: list[Fill] = field(default_factory=list)
+    waiting: list[Waiting] = field(default_factory=list)  # of the open orders, those the market's hours kept
 
     def lines(self) -> list[str]:
         """The summary's lines."""
         costs = (f", fee {self.fee_bps:g} bps" if self.fee_bps else "") + (
             f", slippage {self.slippage_bps:g} bps" if self.slippage_bps else "")
         said = [f"backtest: orders {self.orders}, fills {len(self.fills)}, open at the end {self.open_orders}{costs}"]
+        said += [waiting.line() for waiting in self.waiting]
         for symbol, part in self.symbols.items():
             held = f", holding {part.position:g}" if part.position else ""
             said.append(f"{symbol}: realized {part.realized:+,.2f}, unrealized {part.unrealized:+,.2f}{held}")
@@ -149,16 +173,17 @@ class Result:
                                      "position": part.position} for symbol, part in self.symbols.items()},
                 "equity": self.equity, "drawdown": self.drawdown, "drawdown_pct": self.drawdown_pct,
                 "buy_and_hold_equity": self.buy_and_hold_equity, "fees": self.fees, "fee_bps": self.fee_bps,
-                "slippage_bps": self.slippage_bps}
+                "slippage_bps": self.slippage_bps, "waiting_for_open": [waiting.fields() for waiting in self.waiting]}
 
 
 def result(orders: Iterable[dict], still_open: int, cash: float, positions: Mapping[str, float],
            entry_prices: Mapping[str, float], first: Mapping[str, float], last: Mapping[str, float],
-           ledger: Ledger, fees: float = 0.0, fee_bps: float = 0.0, slippage_bps: float = 0.0) -> Result:
+           ledger: Ledger, fees: float = 0.0, fee_bps: float = 0.0, slippage_bps: float = 0.0,
+           waiting: list[Waiting] | None = None) -> Result:
     """The result of an account: its orders (as the account keeps them, in the order placed),
     those still open, its cash, positions and their entry prices at the end; each ordered
     symbol's first and last price in the recording; its ledger; the fees it paid (in its
-    cash already)."""
+    cash already); the open orders that wait for the market to open."""
     symbols: dict[str, SymbolResult] = {}
     for order in orders:
         symbols.setdefault(order["symbol"], SymbolResult()).orders += 1
@@ -180,7 +205,7 @@ def result(orders: Iterable[dict], still_open: int, cash: float, positions: Mapp
                   equity=cents(equity), drawdown=cents(fall), drawdown_pct=round(100 * fall / peak, 4) if peak else 0.0,
                   buy_and_hold_equity=cents(buy_and_hold), fees=cents(fees),
                   fee_bps=fee_bps, slippage_bps=slippage_bps, symbols=symbols,
-                  fills=list(ledger.fills))
+                  fills=list(ledger.fills), waiting=waiting or [])
 
 
 def cents(value: float) -> float:

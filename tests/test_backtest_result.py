@@ -8,10 +8,11 @@ from __future__ import annotations
 import csv
 import json
 import logging
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
-from test_backtest import SESSION, WHEN, Bot, Plan, at, bar, limit, market, quote, trade
+from test_backtest import SESSION, WHEN, Bot, Plan, at, bar, limit, market, new_york, quote, quote_at, trade
 
 import websocket_stream as ws
 from alpaca_stream.logs import JsonLogFormatter
@@ -123,7 +124,41 @@ def test_the_json_summary_carries_the_result(tmp_path, caplog):
         "symbols": {"SPY": {"realized": 4.0, "unrealized": -3.0, "position": 6},
                     "TSLA": {"realized": 0.0, "unrealized": 0.0, "position": 0}},
         "equity": 100_001.0, "drawdown": 25.0, "drawdown_pct": 0.025, "buy_and_hold_equity": 102_750.0, "fees": 0.0,
-        "fee_bps": 0.0, "slippage_bps": 0.0}
+        "fee_bps": 0.0, "slippage_bps": 0.0, "waiting_for_open": []}  # TSLA's limit: in regular hours
+
+
+# A recording of --demo made in the evening (19:25 New York, a Monday) or on a weekend: the demo's
+# broker filled its market orders at any hour, the backtest's wait for the open, as Alpaca's do.
+EVENING = [quote_at(new_york(19, 25, day=7), 599.9, 600.1), quote_at(new_york(19, 26, day=7), 599.9, 600.1),
+           quote_at(new_york(19, 27, day=7), 599.9, 600.1)]
+TWO_MARKET_BUYS: Plan = {1: lambda client: client.submit_order(market(1)),
+                         2: lambda client: client.submit_order(market(2))}
+
+
+def test_the_summary_says_which_orders_wait_for_the_open_and_why_when_a_recording_ends_after_the_close(
+        tmp_path, caplog):
+    assert run(tmp_path, lines=EVENING, plan=TWO_MARKET_BUYS) == 0
+    summary = next(record for record in caplog.records if record.getMessage().startswith("received"))
+    said = summary.getMessage().splitlines()
+    assert said[-7:-3] == [
+        "backtest: orders 2, fills 0, open at the end 2",
+        "2 market orders waiting for the open (09:30 New York,",
+        "  2026-12-08): the recording ends at 19:27 New York,",
+        "  outside regular hours; docs/backtest.md"]
+    assert max(map(len, said)) <= 58  # 80 with the log's time
+
+
+def test_the_json_summary_says_the_orders_waiting_for_the_open_by_the_hours_they_wait_for(tmp_path, caplog):
+    saturday = [{**quote, "timestamp": (datetime.fromisoformat(quote["timestamp"]) + timedelta(days=5)).isoformat()}
+                for quote in EVENING]  # 2026-12-12
+    plan: Plan = {**TWO_MARKET_BUYS, 3: lambda client: client.submit_order(limit(1, 599.0, extended_hours=True))}
+    assert run(tmp_path, "--log-format", "json", lines=saturday, plan=plan) == 0
+    summary = next(record for record in caplog.records if record.getMessage().startswith("received"))
+    assert json.loads(JsonLogFormatter().format(summary))["backtest"]["waiting_for_open"] == [
+        {"orders": 2, "type": "market", "opens": "2026-12-14T09:30:00-05:00",
+         "why": "the recording ends on a Saturday, outside regular hours"},
+        {"orders": 1, "type": "limit", "opens": "2026-12-14T04:00:00-05:00",
+         "why": "the recording ends on a Saturday, outside extended hours"}]
 
 
 def test_fills_writes_each_fill_as_csv_with_the_recordings_times(tmp_path):

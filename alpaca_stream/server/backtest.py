@@ -16,10 +16,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from alpaca_stream.calendar import market_open, next_close, next_open
+from alpaca_stream.calendar import NEW_YORK, closed_because, market_open, next_close, next_open
 from alpaca_stream.channels import contract_size, market_of_symbol
 from alpaca_stream.orders import Costs
-from alpaca_stream.result import Fill, Ledger, Result, result
+from alpaca_stream.result import Fill, Ledger, Result, Waiting, result
 from alpaca_stream.server.broker import Broker, listed, unprocessable
 from alpaca_stream.server.fills import book, fills, left, price_of, slipped, triggered
 from alpaca_stream.server.trading import CLOSED, Account, stamp
@@ -232,14 +232,39 @@ class Backtest(Broker):
         account = self.account
         with account.lock:
             ordered = {order["symbol"] for order in account.orders.values()}
-            still_open = sum(order["status"] not in CLOSED for order in account.orders.values())
+            still_open = [order for order in account.orders.values() if order["status"] not in CLOSED]
             # Prices per unit held: an option's premium times its 100 shares.
             entry = {symbol: price * contract_size(symbol) for symbol, price in account.entry_prices.items()}
             first = {symbol: self.price_in(self.first, symbol) * contract_size(symbol) for symbol in ordered}
             last = {symbol: self.price(symbol) * contract_size(symbol) for symbol in ordered}
-            return result(account.orders.values(), still_open, account.cash, account.positions, entry, first,
+            return result(account.orders.values(), len(still_open), account.cash, account.positions, entry, first,
                           last, self.ledger, fees=self.fees, fee_bps=self.costs.fee_bps,
-                          slippage_bps=self.costs.slippage_bps)
+                          slippage_bps=self.costs.slippage_bps, waiting=self.waiting_for_open(still_open))
+
+    def waiting_for_open(self, still_open: list[dict]) -> list[Waiting]:
+        """Of the orders open at the recording's end, those its time is outside the hours of
+        (regular, or extended for those placed for them): a recording of the evening or a
+        weekend fills no stock's market order, which a student who made it on --demo, whose
+        broker fills at any hour, does not expect."""
+        now = self.latest()
+        waiting = []
+        for extended in (False, True):
+            kept = [order for order in still_open
+                    if order["extended_hours"] == extended and not in_its_hours(order, now)]
+            if kept:
+                types = {order["type"] for order in kept}
+                waiting.append(Waiting(len(kept), types.pop() if len(types) == 1 else None,
+                                       next_open(now, extended), outside_hours(now, extended)))
+        return waiting
+
+
+def outside_hours(now: datetime, extended: bool) -> str:
+    """Why the market is closed at the recording's end, in words: "the recording ends on a
+    Saturday, outside regular hours", "... at 19:25 New York, ...". """
+    there = now.astimezone(NEW_YORK)
+    closed_all_day = closed_because(there.date())
+    when = f"on {closed_all_day}" if closed_all_day else f"at {there:%H:%M} New York"
+    return f"the recording ends {when}, outside {'extended' if extended else 'regular'} hours"
 
 
 def in_its_hours(order: dict, now: datetime) -> bool:
