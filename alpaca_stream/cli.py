@@ -294,6 +294,7 @@ class CommandLine:
             **({"served": session.served, "slow_clients": session.slow_clients}
                if session.served is not None else {}),
             **({"skipped": session.skipped} if session.skipped else {}),
+            **({"printed_lines": session.printed} if session.printed else {}),
             **({"passed_over": session.passed_over} if session.passed_over else {}),
             **({"backtest": session.backtest.fields()} if session.backtest else {}),
             **({"handler_errors": session.failures} if session.failures else {})}})

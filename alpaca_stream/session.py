@@ -35,7 +35,8 @@ class Session:
     publishing: bool = False  # with --publish
     published: int = 0  # messages sent to the broker
     unpublished: int = 0  # and those that could not be, its buffer full or it gone at exit
-    skipped: int = 0  # with --replay: lines of the file that are not messages
+    skipped: int = 0  # with --replay: lines of the file that are not messages, broken
+    printed: int = 0  # and those that are printed text: a handler's print(), say
     passed_over: int = 0  # and its own order updates: a backtest's account makes its own
     backtest: Result | None = None  # a backtest's: its orders, fills, P&L, drawdown (result.py)
     served: int | None = None  # with --serve: clients that logged in
@@ -65,6 +66,9 @@ class Session:
         if self.skipped:
             plural = "s" if self.skipped > 1 else ""
             lines.append(f"skipped {self.skipped} broken line{plural} of the recording")
+        if self.printed:
+            plural = "s" if self.printed > 1 else ""
+            lines.append(f"skipped {self.printed} printed line{plural} of the recording")
         if self.passed_over:
             lines.append(f"passed over the recording's {self.passed_over} order updates")
         if self.backtest:

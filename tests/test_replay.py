@@ -176,7 +176,6 @@ def test_a_recording_written_by_windows_powershell_in_utf_16_replays_the_same(tm
 def test_broken_lines_are_skipped_and_counted_with_one_warning_and_the_rest_replayed(tmp_path):
     good = SESSION.read_text(encoding="utf-8").splitlines() * 3
     broken = [
-        "not json",
         '{"type": "nosuch", "symbol": "SPY"}',
         "[1, 2]",
         "",
@@ -195,16 +194,43 @@ def test_broken_lines_are_skipped_and_counted_with_one_warning_and_the_rest_repl
     assert "Traceback" not in done.stderr
 
 
+def test_printed_lines_among_the_messages_are_skipped_saying_a_handler_printed_them_and_how_to_record(tmp_path):
+    # Recorded with the order example of docs/handlers.md over on_trade: its printout is in the
+    # recording, the trades it no longer show()s are not; the demo's corrections and cancels are.
+    good = SESSION.read_text(encoding="utf-8").splitlines()[:3]
+    recording = tmp_path / "session.jsonl"
+    recording.write_text("\n".join(["buying 1 SPY after a block of 30000", *good,
+                                    "buying 1 TSLA after a block of 47500"]) + "\n", encoding="utf-8")
+    done = replay(recording, "--json")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == good
+    said = unwrapped(done.stderr)
+    assert done.stderr.count("warning") == 1
+    assert ('line 1 is printed text, not a --json message: skipped (any more are counted in the summary): '
+            '"buying 1 SPY after a block of 30000": what a handler prints goes into a recording, and the messages '
+            "of one that does not call show() do not") in said
+    assert "To record them all, with handlers that call show()" in said and "--demo --json > session.jsonl" in said
+    assert "skipped 2 printed lines of the recording" in said and "broken" not in said
+
+
 @pytest.mark.parametrize(
     ("content", "says"),
     [(b"", "notes.txt is empty"), (b"hello\nworld\n", "notes.txt is not a recording: 2 of its first 2 lines"),
      (b"\x00\x01\x02" * 100, "is not a recording"), (b'{"kind": "trade"}\n', "is not a recording"),
      # A README with two messages in its examples: its other lines are not a recording's broken ones.
      (f"# A README\n\n{trade_line(1)}\nSome text.\n{trade_line(2)}\n```\n".encode(),
-      "notes.txt is not a recording: 4 of its first 6 lines are not messages as --json prints them"),
+      "notes.txt is not a recording: 4 of its first 6 lines are printed lines, not --json messages"),
      # Recorded with the README's VWAP example in on_trade: its lines, not the messages.
-     (b"block: 28700 TSLA at 350.12, +0.013% from the VWAP of 350.07\n", "with handlers that call show()")],
-    ids=["empty", "text", "binary", "JSON, not of --json", "more text than messages", "a bot's own printout"],
+     (b"block: 28700 TSLA at 350.12, +0.013% from the VWAP of 350.07\n",
+      'notes.txt is not a recording: 1 of its first 1 lines are printed lines, not --json messages (the first: '
+      '"block: 28700 TSLA at 350.12, +0.013% from the V..."): what a handler prints goes into a recording, '
+      "and the messages of one that does not call show() do not. To record one, with handlers that call show()"),
+     # Recorded without --json: the terminal's lines.
+     (b"00:17:51.071Z correction  SPY   92 @ 600.06 -> 192 @ 600.06\n"
+      b"00:17:54.846Z cancel      SPY   19 @ 600.05 cancelled\n",
+      "...\"): the terminal's text, of a run without --json. To record one")],
+    ids=["empty", "text", "binary", "JSON, not of --json", "more text than messages", "a bot's own printout",
+         "recorded without --json"],
 )
 def test_a_file_that_is_not_a_recording_exits_2_saying_so_and_handles_nothing(tmp_path, content, says):
     recording = tmp_path / "notes.txt"

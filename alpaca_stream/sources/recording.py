@@ -10,6 +10,7 @@ import codecs
 import itertools
 import logging
 import os
+import re
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -31,6 +32,9 @@ log = logging.getLogger("alpaca_stream")
 
 REPLAY_BATCH = 1000  # lines of a --replay file handed over at a time, as a frame: a flush each
 PERIOD_STARTS = ("b", "u", "d")  # bars: their timestamp is the start of their minute or day
+TERMINAL_LINE = re.compile(r"\d\d:\d\d:\d\d\.\d{3}Z \w")  # show()'s text: "19:25:01.123Z trade  SPY ..."
+HOW_TO_RECORD = ("with handlers that call show() (as the script's own do):\n"
+                 "python websocket_stream.py --demo --json > session.jsonl")
 
 
 class Played:
@@ -113,19 +117,42 @@ def open_recording(path: str) -> TextIO:
     messages, broken = from_json_lines(first)
     if not first or len(broken) > len(messages):
         recording.close()
-        why = "is empty. To record one:" if not first else (
-            f"is not a recording: {len(broken)} of its first {len(first)} lines are not messages as "
-            "--json prints them. To record one, with handlers that call show() (as the script's own "
-            "do: what yours print is recorded in their place):")
-        raise ConfigError(f"--replay: {path} {why}\npython websocket_stream.py --demo --json > session.jsonl")
+        if not first:
+            raise ConfigError(f"--replay: {path} is empty. To record one:\n"
+                              "python websocket_stream.py --demo --json > session.jsonl")
+        printed_lines = [first[index].strip() for index in broken if printed(first[index])]
+        what = "not messages as --json prints them"
+        if len(printed_lines) * 2 > len(broken):
+            what = (f"printed lines, not --json messages (the first: \"{excerpt(printed_lines[0])}\"): "
+                    f"{how_printed(printed_lines[0])}")
+        raise ConfigError(f"--replay: {path} is not a recording: {len(broken)} of its first {len(first)} lines "
+                          f"are {what}. To record one, {HOW_TO_RECORD}")
     recording.seek(0)
     return recording
+
+
+def printed(line: str) -> bool:
+    """Whether a line that is no message is text that was printed (a handler's print(), the
+    terminal's lines of a run without --json), not a message cut short or garbled: no JSON."""
+    text = line.strip()
+    return bool(text) and text[0] not in "{[" and "\ufffd" not in text  # U+FFFD: bytes not UTF-8
+
+
+def how_printed(line: str) -> str:
+    """How a recording came to hold this printed line."""
+    if TERMINAL_LINE.match(line):
+        return "the terminal's text, of a run without --json"
+    return "what a handler prints goes into a recording, and the messages of one that does not call show() do not"
+
+
+def excerpt(line: str, most: int = 50) -> str:
+    return line if len(line) <= most else line[:most - 3] + "..."
 
 
 async def replayed(recording: TextIO, speed: float, session: Session) -> AsyncIterator[list[dict[str, Any]]]:
     """--replay: the messages of a --json recording, in its order, a batch at a time; as fast as
     they are taken, or with a speed, at the pace of their timestamps times that. A broken line
-    is skipped and counted."""
+    is skipped and counted, a printed one apart, each kind with a warning at its first."""
     log.info("replaying %s%s; Ctrl+C to stop", recording.name, f" at {speed:g}x" if speed else "")
     start: tuple[float, datetime] | None = None  # the first paced message: when, and its timestamp
     read = 0  # lines
@@ -133,10 +160,18 @@ async def replayed(recording: TextIO, speed: float, session: Session) -> AsyncIt
         # At a pace, a line at a time: each message waits for its time.
         while lines := list(itertools.islice(recording, 1 if speed else REPLAY_BATCH)):
             messages, broken = from_json_lines(lines)
-            if broken and not session.skipped:
+            printed_lines = [index for index in broken if printed(lines[index])]
+            garbled = [index for index in broken if index not in printed_lines]
+            if garbled and not session.skipped:
                 log.warning("line %d is not a --json message: skipped\n"
-                            "(any more are counted in the summary)", read + broken[0] + 1)
-            session.skipped += len(broken)
+                            "(any more are counted in the summary)", read + garbled[0] + 1)
+            if printed_lines and not session.printed:
+                line = lines[printed_lines[0]].strip()
+                log.warning('line %d is printed text, not a --json message: skipped (any more are counted in the '
+                            'summary): "%s": %s. To record them all, %s', read + printed_lines[0] + 1,
+                            excerpt(line), how_printed(line), HOW_TO_RECORD)
+            session.skipped += len(garbled)
+            session.printed += len(printed_lines)
             read += len(lines)
             if speed and messages:
                 start = await keep_pace(messages[0], speed, start)
