@@ -23,18 +23,19 @@ exit statuses:
   3  refused by Alpaca: wrong keys (402), symbol limit (405), feed not in your
      plan (409, 410), a token without the market data scope (411), an
      options stream without msgpack (412) or with '*' quotes (413)
-  130  forced by a second Ctrl+C
+  130  forced by a second Ctrl+C, or Ctrl+C while it starts
 """
 
 from __future__ import annotations
 
-import asyncio  # for your handlers (the README's examples)
 import sys
-from collections.abc import Iterable
-from pathlib import Path
-from typing import Any
 
 try:
+    import asyncio  # for your handlers (the README's examples)
+    from collections.abc import Iterable
+    from pathlib import Path
+    from typing import Any
+
     import alpaca_stream
     from alpaca_stream import (
         Bar,
@@ -70,6 +71,8 @@ except ModuleNotFoundError as missing:  # the package, or what it needs
     print(f"{missing.name} is missing: activate your venv, or in the project's"
           "\nfolder: pip install -r requirements.txt", file=sys.stderr)
     sys.exit(2)
+except KeyboardInterrupt:  # Ctrl+C while it starts: no traceback
+    sys.exit(130)
 
 
 # Your part: the handlers, where your trading logic goes ---------------------

@@ -77,10 +77,12 @@ class CommandLine:
     """The lesson's steps, run as a command: `with CommandLine(argv, __doc__) as run:`, then
     run.keys(), run.streams() and run.until_stopped() in the block. Whatever ends the block
     becomes run.exit_status, with a message on stderr: a bad option or configuration 2,
-    Alpaca's refusal 3, a bug 1 (with its traceback), Ctrl+C 0."""
+    Alpaca's refusal 3, a bug 1 (with its traceback), Ctrl+C 0 (130 before the stream takes it:
+    while it starts)."""
 
     def __init__(self, argv: list[str] | None = None, doc: str | None = None) -> None:
-        self.options = parse_args(argv, doc)  # a bad option exits 2 here, --help 0
+        with ctrl_c_exits():
+            self.options = parse_args(argv, doc)  # a bad option exits 2 here, --help 0
         self.session = Session()
         self.exit_status = EXIT_OK
         self.keys_given: Keys | None = None  # for --serve's clients to log in with
@@ -94,7 +96,8 @@ class CommandLine:
         # Only our logger goes to debug: websockets' debug lines would show the auth frame.
         log.setLevel(logging.DEBUG if options.verbose else logging.INFO)
         terminal.OUTPUT = "none" if options.quiet else "json" if options.json else "text"
-        self.settings: Settings = settings_from(options)
+        with ctrl_c_exits():
+            self.settings: Settings = settings_from(options)  # it imports the local server, for --demo
         return self
 
     def keys(self, folder: Path) -> Keys:
@@ -272,8 +275,12 @@ class CommandLine:
             log.error("unexpected error: please report it, with this traceback", exc_info=error)
             self.exit_status = EXIT_UNEXPECTED
             return True
+        elif isinstance(error, KeyboardInterrupt):  # Ctrl+C before the run takes it: alpaca-py importing (0.5 to 1.2 s)
+            log.info(STOPPED_WHILE_STARTING)
+            self.exit_status = EXIT_FORCED
+            return True
         elif error is not None:
-            return False  # not ours to handle: KeyboardInterrupt, SystemExit
+            return False  # not ours to handle: SystemExit
         self.summarize()
         if message:
             log.error("%s", message)  # last, so that it is what the user reads
@@ -342,6 +349,20 @@ async def until_stopped(work: Coroutine[Any, Any, None], session: Session, every
     finally:
         if beating:
             beating.cancel()
+
+
+STOPPED_WHILE_STARTING = "stopped (Ctrl+C) while starting"
+
+
+@contextmanager
+def ctrl_c_exits() -> Iterator[None]:
+    """Ctrl+C while the command line starts, outside the `with` block (whose end takes it):
+    exit 130 with a line, not a traceback."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        log.info(STOPPED_WHILE_STARTING)
+        raise SystemExit(EXIT_FORCED) from None
 
 
 @contextmanager
