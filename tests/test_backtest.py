@@ -22,11 +22,12 @@ from conftest import ROOT, script_env, unwrapped
 from test_readme import EXAMPLES, paste, pasted_with_what_it_needs
 
 import websocket_stream as ws
-from alpaca_stream import in_background, orders
+from alpaca_stream import calendar, in_background, orders
 from alpaca_stream.calendar import NEW_YORK
 from alpaca_stream.outputs.terminal import format_text
 from alpaca_stream.records import KIND, Quote, Record, TradeUpdate
 from alpaca_stream.server.fills import Book, book, fills
+from alpaca_stream.testing import run_handlers
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -476,6 +477,29 @@ def test_outside_regular_hours_a_market_order_waits_for_the_open_an_extended_hou
     # The limit without extended hours waits too: at 8:30 the ask is under its 599.6, at 9:30 over.
     assert [(price, qty, when) for _, price, qty, when in filled(bot)] == [
         (599.5, 3, new_york(8, 30)), (90_010, 0.1, new_york(8, 30)), (600.1, 1, new_york(9, 30))]
+
+
+def test_the_calendar_is_asked_once_a_message_for_each_kind_of_hours_not_once_an_open_order(monkeypatch):
+    from alpaca_stream.server import backtest as broker
+
+    asked: list[bool] = []  # extended, at each call
+
+    def market_open(now: datetime, extended: bool = False) -> bool:
+        asked.append(extended)
+        return calendar.market_open(now, extended)
+
+    monkeypatch.setattr(broker, "market_open", market_open)
+
+    def place(client: Any) -> None:  # 50 limits under the ask, open to the end: 25 for extended hours
+        for n in range(50):
+            client.submit_order(limit(1, 500.0 + n, extended_hours=n % 2 == 0))
+
+    quotes = [quote_at(new_york(10, minute), 599.9, 600.1) for minute in range(4)]
+    session = run_handlers(quotes, Bot({1: place}).handlers, trading="simulated")
+    assert session.backtest is not None and session.backtest.open_orders == 50
+    # Once each for each of the 3 quotes after the orders, and at the end, for the result: the
+    # orders waiting for the open.
+    assert sorted(asked) == [False] * 4 + [True] * 4
 
 
 # The market's calendar (calendar.py): 2026-11-27 and 12-24 are half days, closed at 13:00;
