@@ -162,6 +162,23 @@ def test_a_backtest_stopped_with_ctrl_c_writes_its_report_with_the_fills_so_far(
     assert f"wrote the report ({path.stat().st_size / 1000:,.0f} KB) to {path}" in unwrapped(caplog.text)
 
 
+def test_a_history_runs_report_is_that_of_its_recording_replayed(tmp_path, capsys):
+    span = ["--demo", "SPY", "--history", "2025-12-02T15:00..15:10"]  # 10:00 in New York: regular hours
+    assert ws.main([*span, "--json"]) == 0
+    recording = tmp_path / "history.jsonl"
+    recording.write_text(capsys.readouterr().out, encoding="utf-8")
+    plan: Plan = {3: lambda client: client.submit_order(market(1)), 40: lambda client: client.submit_order(
+        market(1, "sell"))}
+    history, replayed = tmp_path / "history.html", tmp_path / "replayed.html"
+    assert ws.main([*span, "--quiet", "--report", str(history)], handlers=Bot(plan).handlers) == 0
+    assert ws.main(["--replay", str(recording), "--quiet", "--report", str(replayed)], handlers=Bot(plan).handlers) == 0
+    (played, page), (again, page_again) = ((report_data(text), Page(text)) for text in (
+        history.read_text(encoding="utf-8"), replayed.read_text(encoding="utf-8")))
+    assert played["title"] == "history, 2025-12-02 15:00 to 2025-12-02 15:10 UTC"
+    assert len(played["symbols"]["SPY"]["fills"]) == 2 and len(played["equity"]) > 2
+    assert {**played, "title": ""} == {**again, "title": ""} and page.table == page_again.table
+
+
 def test_a_replay_whose_handlers_place_no_order_has_its_prices_and_says_there_was_no_order(tmp_path, caplog):
     path = tmp_path / "report.html"
     backtest(tmp_path, TRADES, {}, options=("--report", str(path)))
