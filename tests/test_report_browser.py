@@ -34,7 +34,7 @@ def opened_offline(path: Path) -> Iterator[Any]:
         page.on("pageerror", lambda error: errors.append(error))
         page.on("request", lambda request: asked.append(request.url))
         page.goto(path.as_uri())
-        page.wait_for_function("() => window.equity !== undefined", timeout=10_000)
+        page.wait_for_function("() => window.drawn", timeout=10_000)
         assert errors == [] and asked == [path.as_uri()]  # the file alone: nothing beside it
         yield page
         browser.close()

@@ -29,9 +29,9 @@ STEPS = (60, 300, 900, 1800, 3600, 7200, 14400, 28800, 86400, 604800)
 # the trades, else the quotes' midpoints; a better kind's first message drops the worse one's.
 KINDS = ("quote", "trade", "bar")
 QUOTE, TRADE, BAR = range(len(KINDS))
-MARKERS = re.compile(r"/\*LIBRARY\*/|/\*DATA\*/|<!--SUMMARY-->")  # in the page, where its parts go
+MARKERS = re.compile(r"/\*LIBRARY\*/|/\*CHARTS\*/|/\*DATA\*/|<!--SUMMARY-->")  # in the page, where its parts go
 PAGE = FOLDER / "report.html"
-LIBRARY = FOLDER / FILES["/lightweight-charts.js"][0]
+LIBRARY, CHARTS = (FOLDER / FILES[path][0] for path in ("/lightweight-charts.js", "/charts.js"))  # as the live page's
 T = TypeVar("T")
 
 
@@ -133,6 +133,7 @@ class Report:
         # data escaped, as a "</script" in it would end its <script> element.
         notice = "\n".join((FOLDER / name).read_text(encoding="utf-8") for name in ("NOTICE", "LICENSE"))
         parts = {"/*LIBRARY*/": f"/*\n{notice}*/\n{LIBRARY.read_text(encoding='utf-8')}",
+                 "/*CHARTS*/": CHARTS.read_text(encoding="utf-8"),
                  "/*DATA*/": json.dumps(data, separators=(",", ":")).replace("<", "\\u003c"),
                  "<!--SUMMARY-->": summary(result)}
         page = MARKERS.sub(lambda marker: parts[marker.group()], PAGE.read_text(encoding="utf-8"))
