@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import html
 import json
-import logging
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,8 +18,6 @@ from alpaca_stream.handlers import Handlers, unhandled
 from alpaca_stream.outputs.chart import CANDLES_KEPT, FILES, FOLDER, Chart
 from alpaca_stream.records import Record
 from alpaca_stream.result import Result
-
-log = logging.getLogger("alpaca_stream")
 
 # The buckets' sizes in seconds, from a minute to a week: each a multiple of the one before, so
 # that a bucket grown holds whole buckets of the size before. 5,000 weeks: 96 years.
@@ -154,11 +151,12 @@ class Report:
         the recording's end."""
         if result is None or not result.fills:
             return []
+        points = dict(self.equity.values)
         first = min((start for prices in self.symbols.values() for start in prices.candles.values), default=None)
         if first is not None:
-            self.equity.values.setdefault(self.equity.at(first), result.start)
-        self.equity.add(self.clock().timestamp(), result.equity)
-        return [[start, round(value, 2)] for start, value in sorted(self.equity.values.items())]
+            points.setdefault(self.equity.at(first), result.start)
+        points[self.equity.at(self.clock().timestamp())] = result.equity
+        return [[start, round(value, 2)] for start, value in sorted(points.items())]
 
 
 def summary(result: Result | None) -> str:
