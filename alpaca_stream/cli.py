@@ -203,7 +203,8 @@ class CommandLine:
                 size = report.write(self.session.backtest)
             except OSError as error:
                 raise ConfigError(f"--report: cannot write {report.path}:\n{error.strerror}") from None
-            log.info("wrote the report (%s KB) to %s", f"{size / 1000:,.0f}", report.path)
+            # The path first: the line stays one within 80 columns for a path of up to 44 characters.
+            log.info("wrote %s (%s KB)", report.path, f"{size / 1000:,.0f}")
 
     def report(self, sources: list[Source]) -> Report | None:
         """--report's, its equity marked by the backtest's ledger at the recording's time."""

@@ -159,7 +159,7 @@ def test_a_backtest_stopped_with_ctrl_c_writes_its_report_with_the_fills_so_far(
     assert "stopping; a second Ctrl+C forces it" in caplog.text
     table = Page(path.read_text(encoding="utf-8")).table
     assert (table["fills"], table["SPY holding"]) == ("1", "10")
-    assert f"wrote the report ({path.stat().st_size / 1000:,.0f} KB) to {path}" in unwrapped(caplog.text)
+    assert f"wrote {path} ({path.stat().st_size / 1000:,.0f} KB)" in unwrapped(caplog.text)
 
 
 def test_a_history_runs_report_is_that_of_its_recording_replayed(tmp_path, capsys):
