@@ -14,7 +14,7 @@ handlers. Data flows one way, and the folders say so:
     orders.py    trading_client(): orders from a handler, to the run's account
     outputs/     where they go from there: the terminal (terminal.py), a NATS server
                  (nats.py), your other bots through --serve (serve.py), a page in the
-                 browser (chart.py, --chart)
+                 browser (chart.py, --chart), a backtest's report (report.py, --report)
 
 Beside them, what a source stands on: connection.py (one websocket to Alpaca, through
 alpaca-py) and reconnect.py (the wrapper that opens it again after every fault);

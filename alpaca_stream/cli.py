@@ -49,6 +49,7 @@ from alpaca_stream.options import Settings, parse_args, settings_from
 from alpaca_stream.orders import is_live, trade_at
 from alpaca_stream.outputs import terminal
 from alpaca_stream.outputs.chart import Chart
+from alpaca_stream.outputs.report import Report
 from alpaca_stream.outputs.serve import serving
 from alpaca_stream.session import Session, heartbeat
 from alpaca_stream.sources import Source
@@ -64,7 +65,7 @@ from alpaca_stream.sources.demo import (
 )
 from alpaca_stream.sources.news import NewsStream
 from alpaca_stream.sources.options import OptionStream
-from alpaca_stream.sources.recording import Recording
+from alpaca_stream.sources.recording import Played, Recording
 from alpaca_stream.sources.stocks import StockStream
 from alpaca_stream.sources.trading import TradingUpdates
 from alpaca_stream.subscriptions import Subscriptions
@@ -187,6 +188,9 @@ class CommandLine:
         """Step 3, each message to its handler, until Ctrl+C or SIGTERM (or a recording's end),
         each stream reconnecting after every fault; with --publish and --serve, to more bots;
         with --chart, to a page in the browser."""
+        report = self.report(sources)
+        if report:
+            handlers = report.wrap(handlers)
         # What start-up made (alpaca-py, pandas and pydantic, when imported, most of it) lives to
         # the exit: frozen, the garbage collector no longer walks it at each full pass. A replay
         # of 1,000,000 messages with alpaca-py imported took 0.83 times as long (measured).
@@ -197,6 +201,30 @@ class CommandLine:
         finally:
             if not frozen_already:
                 gc.unfreeze()
+        if report:  # after the sources have closed: a run stopped before its end has its result then
+            try:
+                size = report.write(self.session.backtest)
+            except OSError as error:
+                raise ConfigError(f"--report: cannot write {report.path}:\n{error.strerror}") from None
+            # The path first: the line stays one within 80 columns for a path of up to 44 characters.
+            log.info("wrote %s (%s KB)", report.path, f"{size / 1000:,.0f}")
+
+    def report(self, sources: list[Source]) -> Report | None:
+        """--report's, its equity marked by the backtest's ledger at the recording's time."""
+        settings = self.settings
+        if settings.report is None:
+            return None
+        played = sources[0]
+        assert isinstance(played, Played)  # --report goes with --replay or --history alone
+        feed = played.feed
+        if settings.replay is not None:
+            title = Path(settings.replay).name  # not its path: the report may be read anywhere
+        else:
+            assert settings.history is not None
+            title = "history, {:%Y-%m-%d %H:%M} to {:%Y-%m-%d %H:%M} UTC".format(*settings.history)
+        report = Report(settings.report, title, lambda: feed.latest)
+        feed.ledger.marked = report.marked
+        return report
 
     async def run(self, sources: list[Source], handlers: Handlers) -> None:
         settings = self.settings

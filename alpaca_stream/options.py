@@ -8,6 +8,7 @@ import difflib
 import ipaddress
 import logging
 import math
+import os
 import re
 import shlex
 import sys
@@ -94,6 +95,7 @@ class Settings:
     replay: str | None = None  # a file of --json lines to read, instead of Alpaca
     replay_speed: float = 0.0  # with replay: times the recorded pace; 0: as fast as it goes
     fills: str | None = None  # with replay: a CSV file to write its backtest's fills to
+    report: str | None = None  # with replay or history: an HTML file to write its backtest's report to
     serve: tuple[str, int] | None = None  # a host and port to serve Alpaca's protocol on
     chart: tuple[str, int] | None = None  # a host and port to serve the chart's page on (outputs/chart.py)
     trade_updates: bool = False  # the account's order updates, from the trading API at trading_url
@@ -163,6 +165,8 @@ def parse_args(argv: list[str] | None, doc: str | None = None) -> argparse.Names
                           f"basis points, from the cash (default {Costs.fee_bps:g})")
     backtest.add_argument("--fills", metavar="FILE.csv", help="write each fill of the backtest to "
                           "FILE.csv as it happens")
+    backtest.add_argument("--report", metavar="FILE.html", help="at the end, write the backtest's report to "
+                          "FILE.html: the prices with your fills, equity, the summary (docs/chart.md)")
     parser.add_argument("--publish", metavar="NATS_URL", help="also publish every message to a NATS server, "
                         "for more bots on one Alpaca connection: nats://127.0.0.1:4222")
     parser.add_argument("--serve", metavar="[HOST:]PORT",
@@ -254,6 +258,8 @@ def parse_args(argv: list[str] | None, doc: str | None = None) -> argparse.Names
         parser.error("--replay-speed takes a number above 0:\n"
                      "1 is the recorded pace, 2 twice as fast")
     backtest_checks(parser, args)
+    if args.report is not None:
+        report_checks(parser, args.report, args.replay, args.fills)
     # Trades unless channels are named; --trade-updates alone streams the order updates alone.
     args.channels = [name for option, name in CHANNELS.items() if getattr(args, option)] or (
         [] if args.trade_updates else ["trades"])
@@ -329,7 +335,8 @@ COSTS = {"cash": CostOption("cash", 0.0, math.inf, False, "a number of dollars a
          "slippage": CostOption("slippage_bps", 0.0, 1000.0, True, "a number of basis points from 0 to 1000"),
          "fee_bps": CostOption("fee_bps", 0.0, 1000.0, True, "a number of basis points from 0 to 1000")}
 # The options of a backtest, which go with --replay FILE or --history SPAN alone, and why.
-WITH_REPLAY = {"fills": ": the fills of its backtest", **dict.fromkeys(COSTS, ": it is a backtest's")}
+WITH_REPLAY = {"fills": ": the fills of its backtest", "report": ": the report of its backtest",
+               **dict.fromkeys(COSTS, ": it is a backtest's")}
 
 
 def backtest_checks(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
@@ -341,6 +348,21 @@ def backtest_checks(parser: argparse.ArgumentParser, args: argparse.Namespace) -
         if not (cost.low <= value if cost.low_taken else cost.low < value) or not value <= cost.high \
                 or value == math.inf:
             parser.error(f"--{option.replace('_', '-')} takes {cost.said}")
+
+
+def report_checks(parser: argparse.ArgumentParser, path: str, replay: str | None, fills: str | None) -> None:
+    """--report's file, written at the run's end: in a folder that is there and may be written
+    to, not a folder itself, nor the recording or --fills' file, which it would overwrite."""
+    report, folder = Path(path), Path(path).parent
+    if report.is_dir():
+        parser.error(f"--report {path} is a folder: name the file to write, as {report / 'report.html'}")
+    if not folder.is_dir():
+        parser.error(f"--report {path}: there is no folder {folder}")
+    for other, option in ((replay, "--replay"), (fills, "--fills")):
+        if other is not None and os.path.realpath(other) == os.path.realpath(path):
+            parser.error(f"--report {path} is {option}'s file: it would be overwritten")
+    if not os.access(folder, os.W_OK) or report.exists() and not os.access(report, os.W_OK):
+        parser.error(f"--report: cannot write {path}: permission denied")
 
 
 def costs_from(args: argparse.Namespace) -> Costs:
@@ -503,7 +525,8 @@ def settings_from(args: argparse.Namespace) -> Settings:
                     # --demo's paper account: its fills for the chart (a backtest hands over its own)
                     trade_updates=args.trade_updates or args.demo and args.chart is not None,
                     trading_url=args.trading_url or (LIVE_API if args.live else PAPER_API),
-                    replay_speed=args.replay_speed or 0.0, fills=args.fills, serve=args.serve, costs=costs_from(args),
+                    replay_speed=args.replay_speed or 0.0, fills=args.fills, report=args.report, serve=args.serve,
+                    costs=costs_from(args),
                     chart=args.chart, history=args.history_span,
                     history_url=args.url.replace("ws", "http", 1) if args.url else "",
                     cache=not args.no_cache, feed=feed)

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import csv
 import textwrap
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import NamedTuple, TextIO
@@ -71,6 +71,7 @@ class Ledger:
     def __init__(self) -> None:
         self.fills: list[Fill] = []
         self.csv: FillsCsv | None = None  # --fills
+        self.marked: Callable[[float], object] | None = None  # given each equity marked (--report's curve)
         self.cash_moved: dict[str, float] = {}  # by symbol: + sales, - purchases, - fees
         self.values: dict[str, float] = {}  # by symbol held: the position at its last price
         self.peak: float | None = None  # equity's highest so far; None until the first fill
@@ -95,6 +96,8 @@ class Ledger:
         self.values[symbol] = value
         equity = cash + sum(self.values.values())
         assert self.peak is not None  # marked only after a fill
+        if self.marked is not None:
+            self.marked(equity)
         if equity > self.peak:
             self.peak = equity
         elif self.peak - equity > self.drawdown[0]:

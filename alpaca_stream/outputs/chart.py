@@ -44,6 +44,7 @@ DATA_PATH = "/data"  # the websocket's
 FOLDER = Path(__file__).with_name("chart_page")  # the page and TradingView's library (package data)
 FILES = {"/": ("index.html", "text/html"),
          "/lightweight-charts.js": ("lightweight-charts.standalone.production.js", "text/javascript"),
+         "/charts.js": ("charts.js", "text/javascript"),  # what the report draws alike (report.py)
          "/LICENSE": ("LICENSE", "text/plain"), "/NOTICE": ("NOTICE", "text/plain")}
 
 

@@ -1,0 +1,61 @@
+"""--report's page in a real browser (#34), offline: headless Chromium (Debian's chromium package)
+driven by Playwright for Python, as test_chart_browser.py's; the candles, the fills' markers and
+the equity read back from the page's series, as drawn. Skipped, saying why, where Chromium or
+Playwright is missing."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+from test_backtest import backtest, filled
+from test_chart import candles_of
+from test_chart_browser import CHROMIUM, playwright  # skips here too without them
+from test_report import PLAN, TRADES, summarized
+
+pytestmark = pytest.mark.timeout(60)
+
+DRAWN = """() => Object.fromEntries(Object.entries(window.charts).map(([symbol, shown]) => [symbol, {
+    candles: shown.candles.data(), volume: shown.volume.data(), markers: shown.markers.markers()}]))"""
+
+
+@contextmanager
+def opened_offline(path: Path) -> Iterator[Any]:
+    """The file in a browser with the network off, once its charts are drawn (Playwright's
+    runs an event loop of its own: not while the script runs in this process)."""
+    with playwright.sync_playwright() as driver:
+        browser = driver.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        page = browser.new_context(offline=True).new_page()
+        errors: list[Any] = []
+        asked: list[str] = []
+        page.on("pageerror", lambda error: errors.append(error))
+        page.on("request", lambda request: asked.append(request.url))
+        page.goto(path.as_uri())
+        page.wait_for_function("() => window.drawn", timeout=10_000)
+        assert errors == [] and asked == [path.as_uri()]  # the file alone: nothing beside it
+        yield page
+        browser.close()
+
+
+def test_the_report_opens_offline_with_the_trades_candles_the_fills_at_their_prices_and_times_and_the_equity(
+        tmp_path, caplog):
+    path = tmp_path / "report.html"
+    bot = backtest(tmp_path, TRADES, PLAN, options=("--report", str(path)))
+    with opened_offline(path) as offline:
+        drawn = offline.evaluate(DRAWN)
+        equity = offline.evaluate("() => window.equity.data().map((point) => point.value)")
+        attributions = offline.locator("#tv-attr-logo").count()
+    assert {symbol: {candle["time"]: [candle["open"], candle["high"], candle["low"], candle["close"], bar["value"]]
+                     for candle, bar in zip(mine["candles"], mine["volume"])} for symbol, mine in drawn.items()} == {
+        symbol: {minute: pytest.approx(values) for minute, values in candles.items()}
+        for symbol, candles in candles_of(TRADES).items()}
+    fills = [(int(when.timestamp()) // 60 * 60, price, "atPriceBottom" if number == 0 else "atPriceTop")
+             for number, (_, price, _, when) in enumerate(filled(bot))]
+    assert len(fills) == 2
+    assert [(marker["time"], marker["price"], marker["position"]) for marker in drawn["SPY"]["markers"]] == fills
+    assert drawn["TSLA"]["markers"] == []
+    assert equity[-1] == float(summarized(caplog.text)["equity"].replace(",", ""))
+    assert attributions == 3  # TradingView's attribution, on each chart
