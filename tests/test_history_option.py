@@ -94,7 +94,7 @@ def test_url_gives_the_host_whose_history_is_read_with_the_keys_and_no_cache_kee
 
     first = run("--no-cache")
     assert len(first) == 2 * 1_500 and asked.used == 2 and not kept.exists()
-    assert run() == first and asked.used == 4 and len(list(kept.rglob("*.json.z"))) == 2
+    assert run() == first and asked.used == 4 and len(list(kept.rglob("*.msgpack.z"))) == 2
     assert run() == first and asked.used == 4  # from the cache: no request at all
 
 

@@ -1,6 +1,7 @@
 """--history's pages, kept on disk in the user's cache folder: a second run of the same span
 asks Alpaca nothing. A page is kept under its query (the host, the path, every parameter: the
-feed, the adjustment and the page token among them), compressed. The last page of a query is
+feed, the adjustment and the page token among them), compressed: its rows as the stream's
+messages, in msgpack (history.py's Page), which read back into records with the least work. The last page of a query is
 kept only once its span has settled (SETTLED after its end): a day not yet over, or data still
 coming in, is never kept as if whole; the pages before it are whole as they are."""
 
@@ -46,7 +47,7 @@ class PageCache:
     def path(self, url: str, params: dict[str, str]) -> Path:
         asked = url + "?" + "&".join(f"{name}={params[name]}" for name in sorted(params))
         key = hashlib.sha256(asked.encode()).hexdigest()
-        return self.folder / key[:2] / f"{key}.json.z"
+        return self.folder / key[:2] / f"{key}.msgpack.z"
 
     def get(self, url: str, params: dict[str, str]) -> bytes | None:
         """The page kept for this query, or None."""
