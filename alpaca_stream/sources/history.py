@@ -32,9 +32,10 @@ import msgpack
 import orjson
 import requests
 
-from alpaca_stream.errors import AlpacaRefused
+from alpaca_stream.errors import AlpacaRefused, ConfigError
 from alpaca_stream.keys import Keys
 from alpaca_stream.orders import Costs
+from alpaca_stream.reconnect import backoff_delay
 from alpaca_stream.records import record_in_market
 from alpaca_stream.session import Session
 from alpaca_stream.sources.cache import PageCache
@@ -59,7 +60,10 @@ AHEAD = 4  # batches merged ahead of the handlers
 # 30 symbols' trades and quotes would ask 60 at once.
 ASKING = 8
 TIMEOUT = 30.0  # seconds for an answer
-RETRY_FIRST, RETRY_MOST = 1.0, 30.0  # seconds between two tries after a network fault: doubling
+# Seconds of faults in a row (the network's, or a server's 5xx) after which a page is given up,
+# retried meanwhile as the stream reconnects (backoff_delay): a blip passes; an address that is
+# wrong or down ends the run, where the stream, which has no end, goes on trying.
+GIVE_UP = 60.0
 RATE_WAIT_LEAST = 0.25  # seconds, whatever the headers say: a clock a little ahead of Alpaca's
 RATE_WAIT_DEFAULT = 3.0  # seconds, for a 429 with no header to say (alpaca-py's wait)
 WAITING = 0.5  # seconds a thread waits at a time before it looks whether the run has stopped
@@ -76,6 +80,11 @@ Timed = list[tuple[datetime, dict[str, Any]]]  # records, each after the time it
 
 class Stopped(Exception):
     """The run stopped while a thread waited: it ends quietly."""
+
+
+class Unreachable(ConfigError):
+    """The historical data API could not be reached for GIVE_UP seconds: exit status 2, as a
+    --url or a NATS server that cannot be reached."""
 
 
 @dataclass(frozen=True)
@@ -232,13 +241,14 @@ class History(Played):
         wait each time. AlpacaRefused for what retrying cannot cure."""
         params = {**dict(query.params), "limit": str(limit), **({"page_token": token} if token else {})}
         url = self.url + query.path
-        if self.cache and (kept := self.cache.get(url, params)) is not None:
+        if self.cache and (kept := self.cache.get(url, params, Page.kept)) is not None:
             with self.lock:
                 self.pages += 1
                 self.kept += 1
-            return Page(kept)
+            return kept
         headers = {"APCA-API-KEY-ID": self.keys.key, "APCA-API-SECRET-KEY": self.keys.secret}
-        retry = RETRY_FIRST
+        faults = 0
+        first_fault = 0.0
         while True:
             try:
                 with self.asking:
@@ -246,10 +256,19 @@ class History(Played):
                         raise Stopped
                     answer = http.get(url, params=params, headers=headers, timeout=TIMEOUT)
             except requests.RequestException as error:
-                log.warning("the historical data API: %s; trying again in %.0f s", type(error).__name__, retry)
-                retry = self.pause(retry)
-                continue
-            if answer.status_code == 200:
+                fault = in_words(error)
+            else:
+                fault = f"answered {answer.status_code}" if answer.status_code >= 500 else ""
+            if fault:
+                faults += 1
+                first_fault = first_fault or time.monotonic()
+                if time.monotonic() - first_fault >= GIVE_UP:
+                    raise Unreachable(f"the historical data API at {self.url}\nfailed for {GIVE_UP:.0f} s "
+                                      f"({fault}).\nIs the address right, and the network up?")
+                delay = backoff_delay(faults)
+                log.warning("the historical data API: %s; trying again in %.1f s", fault, delay)
+                self.pause(delay)
+            elif answer.status_code == 200:
                 with self.lock:
                     self.pages += 1
                 page = made(query.channel, orjson.loads(answer.content))
@@ -257,21 +276,17 @@ class History(Played):
                     end = rfc3339(dict(query.params)["end"])
                     self.cache.keep(url, params, page.packed, not page.token, end)
                 return page
-            if answer.status_code == 429:
+            elif answer.status_code == 429:
                 seconds = rate_wait(answer.headers)
                 log.info("Alpaca's rate limit: going on in %.1f s", seconds)
                 self.pause(seconds)
-            elif answer.status_code >= 500:
-                log.warning("the historical data API answered %d; trying again in %.0f s", answer.status_code, retry)
-                retry = self.pause(retry)
             else:
                 raise refusal(answer, query.path)
 
-    def pause(self, seconds: float) -> float:
-        """Wait, unless the run stops (Stopped); the next wait after a fault: twice as long."""
+    def pause(self, seconds: float) -> None:
+        """Wait, unless the run stops (Stopped)."""
         if self.stopped.wait(seconds):
             raise Stopped
-        return min(2 * seconds, RETRY_MOST)
 
 
 class DemoHistory(History):
@@ -313,6 +328,22 @@ class Page:
         self.unpacker = msgpack.Unpacker(timestamp=3)  # 3: timestamps as UTC datetimes, as the stream's
         self.unpacker.feed(packed)
         self.token: str | None = self.unpacker.unpack()
+
+    @classmethod
+    def kept(cls, packed: bytes) -> Page:
+        """A page read from the cache, checked whole by skipping through its arrays (nothing is
+        built: cheap); ValueError if it is not one (a damaged file): asked again."""
+        check = msgpack.Unpacker()
+        check.feed(packed)
+        try:
+            if not isinstance(check.unpack(), (str, type(None))):
+                raise ValueError("not a page's token")
+            while check.tell() < len(packed):
+                for _ in range(check.read_array_header()):
+                    check.skip()
+        except msgpack.OutOfData:  # cut short
+            raise ValueError("not a whole page") from None
+        return cls(packed)
 
     @classmethod
     def of(cls, records: Batch, token: str | None) -> Page:
@@ -386,6 +417,20 @@ def merged(queries: list[Iterator[Timed]]) -> Iterator[Batch]:
         if runs > 1:
             run.sort(key=DUE)  # stable: ties stay in the queries' order
         yield [record for _, record in run]
+
+
+def in_words(error: requests.RequestException) -> str:
+    """A fault of the network, in the system's words (Connection refused) where it has them."""
+    if isinstance(error, requests.Timeout):
+        return f"no answer in {TIMEOUT:.0f} s"
+    cause: BaseException | None = error
+    while cause is not None:
+        if isinstance(cause, OSError) and cause.strerror:
+            return cause.strerror
+        # requests' error holds urllib3's, whose reason is the socket's
+        cause = (getattr(cause, "reason", None) or cause.__cause__ or cause.__context__
+                 or next((arg for arg in cause.args if isinstance(arg, BaseException)), None))
+    return type(error).__name__
 
 
 def plural(count: int, one: str, many: str = "") -> str:
