@@ -194,6 +194,11 @@ IN_AN_HOUR = datetime.now(UTC) + timedelta(hours=1)
     (["--url", "ws://127.0.0.1:1/v2/iex", "--history", DAY], "give the host alone, ws://127.0.0.1:1"),
     (["AAPL261218C00250000", "--options-feed", "opra", "--history", DAY], "Alpaca's option history has none"),
     (["--no-cache"], "--no-cache goes with --history SPAN"),
+    # before Alpaca's history begins (the local server's days, and the calendar's table, too)
+    (["SPY", "--history", "2015-12-31"], "Alpaca's history begins on 2016-01-01: 2015-12-31 is before it"),
+    (["BTC/USD", "--history", "2015-12-31T23:00..2016-01-01T01:00"], "2015-12-31T23:00 is before it"),
+    (["AAPL261218C00250000", "--history", "2024-01-31"],
+     "Alpaca's option history begins on 2024-02-01: 2024-01-31 is before it"),
     (["--cash", "1000"], "--cash goes with --replay FILE or --history SPAN: it is a backtest's"),
 ])
 def test_what_history_refuses_exits_2_before_anything_connects_saying_why_in_80_columns(argv, says, capsys):

@@ -39,7 +39,7 @@ import orjson
 from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
-from alpaca_stream.calendar import NEW_YORK, hours_of
+from alpaca_stream.calendar import HISTORY_FROM, NEW_YORK, OPTIONS_FROM, hours_of
 from alpaca_stream.channels import PAIR, SYMBOL, option_symbol
 from alpaca_stream.server.crypto import CryptoMarket
 from alpaca_stream.server.market import BarBuilder, Market
@@ -57,8 +57,6 @@ CHUNK = 1_000  # messages made at a time (a page of 10,000 from anywhere makes a
 PAGE_TRADES = 100_000
 STOCK_SHARES = (0.1, 0.8, 0.1)  # a stock day's messages before, in and after regular hours
 ARTICLES_A_DAY = 8  # news about each symbol, every day
-HISTORY_FROM = date(2016, 1, 1)  # Alpaca's stock history starts then: nothing earlier here
-OPTIONS_FROM = date(2024, 2, 1)  # and its options' history then
 RECENT_SIP = 15 * 60  # seconds: SIP data this recent is not for a free plan (403)
 FEEDS = ("iex", "sip", "delayed_sip", "otc", "boats", "overnight")  # stocks' (all the same day here)
 ADJUSTMENTS = ("raw", "split", "dividend", "all")  # no splits nor dividends here: all the same
