@@ -19,7 +19,7 @@ exit statuses:
   0  stopped by you (Ctrl+C, SIGTERM) or by the reader (| head)
   1  something unexpected (a bug: please report it)
   2  configuration or usage error: keys, arguments, --url, alpaca-py version,
-     no NATS server, a --replay file missing or not a recording
+     no NATS or history server, a --replay file missing or not a recording
   3  refused by Alpaca: wrong keys (402), symbol limit (405), feed not in your
      plan (409, 410), a token without the market data scope (411), an
      options stream without msgpack (412) or with '*' quotes (413)

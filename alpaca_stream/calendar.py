@@ -15,6 +15,11 @@ NEW_YORK = ZoneInfo("America/New_York")  # the market's clock
 
 # (open, close, close on a half day), New York time
 REGULAR_HOURS = (time(9, 30), time(16), time(13))
+# Where Alpaca's historical data begins (../shared/alpaca-historical-data.md: "7+ years"; option
+# trades and bars from February 2024): --history refuses a span that starts earlier, and the
+# local server makes no day before them. This table begins there too.
+HISTORY_FROM = date(2016, 1, 1)
+OPTIONS_FROM = date(2024, 2, 1)
 EXTENDED_HOURS = (time(4), time(20), time(17))
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import NoReturn
 from urllib.parse import urlsplit
 
-from alpaca_stream.calendar import NEW_YORK
+from alpaca_stream.calendar import HISTORY_FROM, NEW_YORK, OPTIONS_FROM
 from alpaca_stream.channels import (
     ALPACA_CHANNELS,
     CHANNELS,
@@ -416,7 +416,9 @@ def history_checks(parser: argparse.ArgumentParser, args: argparse.Namespace, ho
                      "leave it out")
     stocks = bool(args.symbols) or not (args.pairs or args.options)  # else SPY and TSLA, by default
     try:
-        return read_span(args.history, new_york=stocks or bool(args.options), every_day=bool(args.pairs) or args.news)
+        begins = (OPTIONS_FROM, "Alpaca's option history") if args.options else (HISTORY_FROM, "Alpaca's history")
+        return read_span(args.history, new_york=stocks or bool(args.options), every_day=bool(args.pairs) or args.news,
+                         begins=begins)
     except ValueError as error:
         parser.error(str(error))
 

@@ -1,7 +1,7 @@
 """--history's span of past days: its text read into the first and the last moment its queries
 ask (both included), and what is refused, saying what is wrong: a day the market was closed (for
 a run of stocks and options alone: crypto trades, and news comes, every day), a day to come, a
-range the wrong way round.
+range the wrong way round, a span that starts before Alpaca's history begins.
 
     DAY          2026-12-01: that day; New York's 4:00 to 20:00 (Alpaca's extended hours) for
                  stocks and options, or UTC's whole day for a run of crypto pairs alone
@@ -47,10 +47,12 @@ def read_side(text: str, span: str) -> Side:
         raise ValueError(f"--history {span}: {text} is not a date or a time of day") from None
 
 
-def read_span(text: str, new_york: bool, every_day: bool, now: datetime | None = None) -> tuple[datetime, datetime]:
+def read_span(text: str, new_york: bool, every_day: bool, begins: tuple[date, str],
+              now: datetime | None = None) -> tuple[datetime, datetime]:
     """The first and the last moment of the span, in UTC; ValueError saying what is wrong.
     new_york: a day is New York's extended hours (a run of stocks or options), else UTC's;
-    every_day: the run has what comes on a day the market is closed (crypto pairs, news)."""
+    every_day: the run has what comes on a day the market is closed (crypto pairs, news);
+    begins: the first day of the history asked, and what it is."""
     now = now or datetime.now(UTC)
     zone = NEW_YORK if new_york else UTC
     first, dots, last = text.partition("..")
@@ -78,6 +80,8 @@ def read_span(text: str, new_york: bool, every_day: bool, now: datetime | None =
             raise ValueError(f"--history: {day} is in the future (today is {today})")
     if opens > now:  # today's, before 4:00 in New York; or a time to come
         raise ValueError(f"--history: {first} {'is in the future' if start.at else 'has not begun yet'}")
+    if opens.astimezone(zone).date() < begins[0]:
+        raise ValueError(f"--history: {begins[1]} begins on {begins[0]}: {first} is before it")
     if new_york and not every_day:
         first_day, last_day = (moment.astimezone(NEW_YORK).date() for moment in (opens, closes))
         days = [first_day + timedelta(days=n) for n in range((last_day - first_day).days + 1)]

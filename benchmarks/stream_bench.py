@@ -17,11 +17,17 @@ and what each of 1, 4 and 16 clients of --serve gets, and the latency through it
 and a backtest: a recording it writes of 1,000,000 trades and quotes of two symbols, read
 --quiet by the script with its handlers (no order), by handlers that place an order every
 10,000 messages (backtest_bot.py), and by the bare loop a learner would write (bare_replay.py),
-timed whole process, each with its peak memory on the recording and on one half as long.
+timed whole process, each with its peak memory on the recording and on one half as long;
+and history: a day of 1,000,000 trades of SPY from the local server's historical data API into
+the script's handlers (--quiet), from the network (an empty cache) and from the cache, against
+alpaca-py's own get_stock_trades into a list (alpaca_py_history.py) and --replay of the same
+messages (the history run's --json), each timed whole process with its peak memory on the day
+and on a day of half as many trades.
 Prints medians, spreads and ratios, checks the targets, and writes the same to
 benchmarks/results.json. Linux and macOS; memory is read from /proc.
 
     python benchmarks/stream_bench.py [--runs 3] [--only FIGURE ...] [--backtest-messages N]
+                                      [--history-trades N]
 """
 
 from __future__ import annotations
@@ -54,6 +60,8 @@ PYTHON = sys.executable
 THROUGHPUT_MESSAGES = 100_000
 MEMORY_TRADES = (10_000, 1_000_000)
 BACKTEST_MESSAGES = 1_000_000  # the backtest figure's recording (--backtest-messages)
+HISTORY_TRADES = 1_000_000  # the history figure's day: SPY's trades (--history-trades)
+HISTORY_DAY = "2025-12-02"  # a Tuesday: New York's 4:00 to 20:00
 EXIT_WAIT = 120.0  # seconds to wait for an exit after SIGINT
 FAKE_KEYS = {"APCA_API_KEY_ID": "FAKE-BENCH-KEY-ID-01", "APCA_API_SECRET_KEY": "FAKE-BENCH-SECRET-0001"}
 
@@ -79,6 +87,12 @@ def client_commands(script: Path, broker: str) -> dict[str, Command]:
         "bare json loop": lambda recording: [PYTHON, str(HERE / "bare_replay.py"), recording],
         "ours --replay --quiet": lambda recording: [PYTHON, str(script), "--replay", recording, "--quiet"],
         "ours backtest": lambda recording: [PYTHON, str(HERE / "backtest_bot.py"), str(script), recording],
+        **dict.fromkeys(("ours --history", "ours --history cached"), lambda server: [
+            PYTHON, str(script), "SPY", "--history", HISTORY_DAY, "--url", host(server), "--quiet"]),
+        "ours --history --json": lambda server: [PYTHON, str(script), "SPY", "--history", HISTORY_DAY, "--url",
+                                                 host(server), "--json"],
+        "alpaca-py get_stock_trades": lambda server: [PYTHON, str(HERE / "alpaca_py_history.py"),
+                                                      host(server).replace("ws://", "http://"), HISTORY_DAY],
         "bare script": lambda url: [PYTHON, str(HERE / "bare_lesson.py"), url],
         "bare f-string": lambda url: [PYTHON, str(HERE / "bare_lesson.py"), url, "--fstring"],
         "ours --quotes": lambda url: [PYTHON, str(script), "--url", url, "--quotes"],
@@ -109,6 +123,9 @@ TIMED_BY_THEMSELVES = ("ours no-op", "alpaca-py no-op", "raw websockets")  # the
 DURABLE_NAMES = itertools.count(1)
 RECORDING = Path()  # main() sets it: what "ours --json" printed of the trades throughput() sends
 BACKTEST_RECORDINGS = (Path(), Path())  # and the backtest figure's, whole and half as long
+# The history figure's: its servers' URLs (a day of HISTORY_TRADES, and one of half as many),
+# the caches filled from each, and the --json of each, a recording of the same messages.
+HISTORY_SERVERS, HISTORY_CACHES, HISTORY_RECORDINGS = ("", ""), (Path(), Path()), (Path(), Path())
 
 
 def line_time(client: str, line: bytes) -> float:
@@ -338,6 +355,29 @@ def backtest(client: str, command: Command, env: dict[str, str]) -> tuple[float,
     process's peak memory, MB, on it and on the recording half as long."""
     (took, peak), (_, half_peak) = (timed_run(command(str(recording)), env) for recording in BACKTEST_RECORDINGS)
     return BACKTEST_MESSAGES / took, peak, half_peak
+
+
+def history(client: str, command: Command, env: dict[str, str]) -> tuple[float, float, float]:
+    """Messages per second of the history figure's day into the handlers (alpaca-py's: into its
+    list), whole process, and the process's peak memory, MB, on the day and on the day of half
+    as many trades: from the network (into an empty cache), from the cache, or --replay of the
+    same messages."""
+    runs = []
+    for server, cache, recording in zip(HISTORY_SERVERS, HISTORY_CACHES, HISTORY_RECORDINGS):
+        if client == "ours --history":
+            cache = cache.with_name("empty")
+            shutil.rmtree(cache, ignore_errors=True)
+        runs.append(timed_run(command(str(recording) if "--replay" in client else server),
+                              {**env, "XDG_CACHE_HOME": str(cache)}))
+    (took, peak), (_, half_peak) = runs
+    return HISTORY_TRADES / took, peak, half_peak
+
+
+def fill_history(command: Command, env: dict[str, str]) -> None:
+    """Each history server's day: its cache filled, and its --json recorded, by one run."""
+    for server, cache, recording in zip(HISTORY_SERVERS, HISTORY_CACHES, HISTORY_RECORDINGS):
+        with recording.open("wb") as printed:
+            subprocess.run(command(server), env={**env, "XDG_CACHE_HOME": str(cache)}, stdout=printed, check=True)
 
 
 def timed_run(command: list[str], env: dict[str, str]) -> tuple[float, float]:
@@ -580,6 +620,11 @@ FIGURES = {
     # its handlers, which place no order; handlers that place one every 10,000; the bare loop.
     "backtest": ("msg/s; peak MB, whole / half recording", backtest,
                  ("bare json loop", "ours --replay --quiet", "ours backtest"), "{:,.0f} / {:.1f} / {:.1f}"),
+    # A day of HISTORY_TRADES from the local server's history: alpaca-py's list; the script's
+    # handlers from the network, and from the cache; --replay of the same messages.
+    "history": ("msg/s; peak MB, whole / half day", history,
+                ("alpaca-py get_stock_trades", "ours --history", "ours --history cached", "ours --replay --quiet"),
+                "{:,.0f} / {:.1f} / {:.1f}"),
 }
 NEEDS_BROKER = ("fanout", "relay", "bots", "exit")
 
@@ -683,6 +728,13 @@ def targets(median: dict[str, dict]) -> list[tuple[str, str, bool]]:
         for client, (_, peak, half_peak) in (("ours --replay --quiet", replay), ("ours backtest", backtested)):
             checks.append((f"{client}: peak memory flat within 10 MB from half the recording to all of it",
                            f"{peak - half_peak:+.1f} MB", peak - half_peak <= 10))
+    if "history" in median:
+        alpaca_py, network, cached, replay = (median["history"][client] for client in FIGURES["history"][2])
+        checks.append(("ours --history cached: messages/s at least those of --replay of the same messages",
+                       f"{cached[0] / replay[0]:.2f}x", cached[0] >= replay[0]))
+        for client, (_, peak, half_peak) in (("ours --history", network), ("ours --history cached", cached)):
+            checks.append((f"{client}: peak memory flat within 10 MB from half the day to all of it",
+                           f"{peak - half_peak:+.1f} MB", peak - half_peak <= 10))
     if "memory" in median:
         low, high = median["memory"]["ours"]
         checks.append(("ours: memory flat within 10 MB from 10k to 1M trades", f"{high - low:+.1f} MB",
@@ -690,8 +742,22 @@ def targets(median: dict[str, dict]) -> list[tuple[str, str, bool]]:
     return checks
 
 
+def rounds(names: list[str], runs: int, commands: dict[str, Command],
+           env: dict[str, str]) -> dict[str, dict[str, list]]:
+    """Each figure's clients measured, in turn, round after round."""
+    results: dict[str, dict[str, list]] = {name: {client: [] for client in FIGURES[name][2]} for name in names}
+    for run in range(1, runs + 1):
+        for name in names:
+            title, measure, clients, _ = FIGURES[name]
+            for client in clients:  # alternating, so drift on a shared machine hits every client
+                results[name][client].append(measure(client, commands[client], env))
+                print(f"run {run}/{runs}  {title:44} {client:22} {results[name][client][-1]}", file=sys.stderr)
+    return results
+
+
 def main(argv: list[str] | None = None) -> None:
-    global FEED, RECORDING, SERVE, BROKER, BACKTEST_MESSAGES, BACKTEST_RECORDINGS
+    global FEED, RECORDING, SERVE, BROKER, BACKTEST_MESSAGES, BACKTEST_RECORDINGS, HISTORY_TRADES, HISTORY_SERVERS
+    global HISTORY_CACHES, HISTORY_RECORDINGS
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].replace("\n", " "),
                                      epilog="figures: " + ", ".join(FIGURES))
     parser.add_argument("--runs", type=int, default=3, help="rounds of every client (default 3)")
@@ -699,6 +765,8 @@ def main(argv: list[str] | None = None) -> None:
                         help=f"only these figures: {', '.join(FIGURES)}")
     parser.add_argument("--backtest-messages", type=int, default=BACKTEST_MESSAGES, metavar="N",
                         help=f"the backtest figure's recording, in messages (default {BACKTEST_MESSAGES:,})")
+    parser.add_argument("--history-trades", type=int, default=HISTORY_TRADES, metavar="N",
+                        help=f"the history figure's day, in trades (default {HISTORY_TRADES:,})")
     parser.add_argument("--results", type=Path, default=HERE / "results.json", metavar="FILE",
                         help="where the figures are written (default benchmarks/results.json)")
     args = parser.parse_args(argv)
@@ -727,13 +795,16 @@ def main(argv: list[str] | None = None) -> None:
         BACKTEST_RECORDINGS = (workdir / "backtest.jsonl", workdir / "backtest-half.jsonl")
         for recording, messages in zip(BACKTEST_RECORDINGS, (BACKTEST_MESSAGES, BACKTEST_MESSAGES // 2)):
             write_backtest_recording(recording, messages)
-    results: dict[str, dict[str, list]] = {name: {client: [] for client in FIGURES[name][2]} for name in names}
-    for run in range(1, args.runs + 1):
-        for name in names:
-            title, measure, clients, _ = FIGURES[name]
-            for client in clients:  # alternating, so drift on a shared machine hits every client
-                results[name][client].append(measure(client, commands[client], env))
-                print(f"run {run}/{args.runs}  {title:44} {client:22} {results[name][client][-1]}", file=sys.stderr)
+    with contextlib.ExitStack() as servers:
+        if "history" in names:
+            HISTORY_TRADES = args.history_trades
+            whole, half = (servers.enter_context(Server("--history-trades", str(trades))).url
+                           for trades in (HISTORY_TRADES, HISTORY_TRADES // 2))
+            HISTORY_SERVERS = (whole, half)
+            HISTORY_CACHES = (workdir / "cache", workdir / "cache-half")
+            HISTORY_RECORDINGS = (workdir / "history.jsonl", workdir / "history-half.jsonl")
+            fill_history(commands["ours --history --json"], env)
+        results = rounds(names, args.runs, commands, env)
     shutil.rmtree(workdir)
     if broker:
         broker.stop()

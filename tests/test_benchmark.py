@@ -6,6 +6,7 @@ import json
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 from conftest import ROOT
 
@@ -17,7 +18,7 @@ def test_help_describes_the_benchmark_in_full_and_names_every_figure():
     help_text = " ".join(printed.stdout.split())  # as argparse wrapped it, unwrapped
     assert ("Benchmark: websocket_stream.py side by side with what a user would otherwise write, in one run on "
             "one machine, against the local server, each client in turn, round after round.") in help_text
-    for figure in ("trades", "quotes", "handlers", "latency", "exit", "recovery", "memory", "backtest"):
+    for figure in ("trades", "quotes", "handlers", "latency", "exit", "recovery", "memory", "backtest", "history"):
         assert figure in help_text.split("--only")[-1]
 
 
@@ -32,22 +33,40 @@ def test_an_unknown_figure_exits_2_naming_the_choices_and_leaves_the_results_alo
     assert (results.read_bytes() if results.exists() else None) == before
 
 
-def test_the_backtest_figure_prints_each_readers_rate_and_peaks_and_the_targets_and_writes_them(tmp_path):
+def prints_rates_peaks_and_targets(figure: str, readers: tuple[str, ...], targets: tuple[str, ...],
+                                   *size: str, written: Path) -> None:
+    """A figure of rates and peak memories (whole / half), run once at a tiny size: a row for
+    each reader, its targets, and the same written to `written`; the benchmark's own results
+    left alone."""
     results = ROOT / "benchmarks" / "results.json"
     before = results.read_bytes() if results.exists() else None
-    written = tmp_path / "results.json"
-    done = subprocess.run([sys.executable, str(BENCH), "--only", "backtest", "--runs", "1", "--backtest-messages",
-                           "2000", "--results", str(written)], capture_output=True, text=True, timeout=120)
+    done = subprocess.run([sys.executable, str(BENCH), "--only", figure, "--runs", "1", *size, "--results",
+                           str(written)], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
-    for reader in ("bare json loop", "ours --replay --quiet", "ours backtest"):
+    for reader in readers:
         row = re.search(rf"{re.escape(reader)} +([\d,]+) / ([\d.]+) / ([\d.]+) ", done.stdout)
         assert row, done.stdout
         rate, peak, half_peak = float(row[1].replace(",", "")), float(row[2]), float(row[3])
         assert rate > 0 and half_peak > 1 and 1 < peak < 1000, row[0]
-    for target in ("ours --replay --quiet: messages/s at least 1.3x the bare json loop",
-                   "ours backtest: messages/s at least 0.8x the replay with no order",
-                   "ours backtest: peak memory flat within 10 MB from half the recording to all of it"):
+    for target in targets:
         assert target in done.stdout
-    figures = json.loads(written.read_text())["figures"]["backtest"]
-    assert set(figures) == {"bare json loop", "ours --replay --quiet", "ours backtest"}
+    assert set(json.loads(written.read_text())["figures"][figure]) == set(readers)
     assert (results.read_bytes() if results.exists() else None) == before
+
+
+def test_the_backtest_figure_prints_each_readers_rate_and_peaks_and_the_targets_and_writes_them(tmp_path):
+    prints_rates_peaks_and_targets(
+        "backtest", ("bare json loop", "ours --replay --quiet", "ours backtest"),
+        ("ours --replay --quiet: messages/s at least 1.3x the bare json loop",
+         "ours backtest: messages/s at least 0.8x the replay with no order",
+         "ours backtest: peak memory flat within 10 MB from half the recording to all of it"),
+        "--backtest-messages", "2000", written=tmp_path / "results.json")
+
+
+def test_the_history_figure_prints_each_readers_rate_and_peaks_and_the_targets_and_writes_them(tmp_path):
+    prints_rates_peaks_and_targets(
+        "history", ("alpaca-py get_stock_trades", "ours --history", "ours --history cached", "ours --replay --quiet"),
+        ("ours --history cached: messages/s at least those of --replay of the same messages",
+         "ours --history: peak memory flat within 10 MB from half the day to all of it",
+         "ours --history cached: peak memory flat within 10 MB from half the day to all of it"),
+        "--history-trades", "2000", written=tmp_path / "results.json")

@@ -7,8 +7,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
+import zlib
 from datetime import datetime, timedelta, timezone
 
+import msgpack
 import pytest
 import requests
 from conftest import KEYS, Recorder, ServerThread, until, within
@@ -21,6 +24,7 @@ from alpaca_stream.session import Session
 from alpaca_stream.sources import history
 from alpaca_stream.sources.cache import PageCache
 from alpaca_stream.sources.history import History, queries
+from alpaca_stream.sources.recording import REPLAY_BATCH
 from alpaca_stream.times import rfc3339
 
 pytestmark = pytest.mark.timeout(40)
@@ -126,11 +130,43 @@ def test_a_second_run_of_the_same_span_reads_the_cache_and_asks_the_server_nothi
     first = played(server, ["trades", "quotes", "bars"], limit=1_000, cache=PageCache())
     asked = made.used
     assert asked == 2 * 2 * 2 + 2  # 2 pages of each symbol's trades and quotes, 1 of its bars
-    assert len(list((tmp_path / "alpaca-stream" / "history").rglob("*.json.z"))) == asked
+    assert len(list((tmp_path / "alpaca-stream" / "history").rglob("*.msgpack.z"))) == asked
     assert played(server, ["trades", "quotes", "bars"], limit=1_000, cache=PageCache()) == first
     assert made.used == asked  # no request at all
     played(server, ["trades"], limit=1_000, cache=PageCache(), feed="sip")  # another feed: not the same pages
     assert made.used == asked + 4
+
+
+def test_a_page_is_cached_as_the_streams_messages_in_msgpack_arrays_that_read_straight_into_records(counted,
+                                                                                                   tmp_path):
+    server, _ = counted
+    handed = played(server, ["trades"], {"stocks": ["SPY"]}, limit=1_500, cache=PageCache(tmp_path))
+    [kept] = list(tmp_path.rglob("*.msgpack.z"))  # one page of 1,500
+    unpacker = msgpack.Unpacker(timestamp=3)
+    unpacker.feed(zlib.decompress(kept.read_bytes()))
+    assert unpacker.unpack() is None  # the next page's token: none
+    arrays = list(unpacker)
+    assert [len(array) for array in arrays] == [REPLAY_BATCH, TRADES - REPLAY_BATCH]  # read an array at a time
+    assert [message for array in arrays for message in array] == handed  # times as datetimes, "T" and "S"
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_the_merge_of_arrays_gives_every_record_once_by_time_ties_in_the_queries_order(seed):
+    rng = random.Random(seed)
+    # Each query's records in time order, often at the same time as another's or its own, some
+    # arrays all at one time, some queries empty; in arrays of 1 to 5.
+    made = [sorted((rng.randrange(12), query, number) for number in range(rng.randrange(25)))
+            for query in range(rng.randrange(1, 5))]
+
+    def arrays(records: list[tuple[int, int, int]]):
+        while records:
+            cut = rng.randrange(1, 6)
+            yield [(at, record) for at, *record in records[:cut]]
+            records = records[cut:]
+
+    runs = list(history.merged([arrays(records) for records in made]))
+    assert [record for run in runs for record in run] == [[query, number] for _, query, number in sorted(
+        record for records in made for record in records)]
 
 
 def test_the_last_page_of_a_day_not_over_is_not_kept_and_is_asked_again(counted, tmp_path):

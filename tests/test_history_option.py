@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
+import zlib
 from datetime import datetime, timedelta, timezone
 
 import pytest
-from conftest import script_env, unwrapped, wider_than_80
+from conftest import FAKE_KEY, FAKE_SECRET, script_env, unwrapped, wider_than_80
 from test_backtest import Bot, filled, market
 
 import websocket_stream as ws
@@ -94,7 +96,7 @@ def test_url_gives_the_host_whose_history_is_read_with_the_keys_and_no_cache_kee
 
     first = run("--no-cache")
     assert len(first) == 2 * 1_500 and asked.used == 2 and not kept.exists()
-    assert run() == first and asked.used == 4 and len(list(kept.rglob("*.json.z"))) == 2
+    assert run() == first and asked.used == 4 and len(list(kept.rglob("*.msgpack.z"))) == 2
     assert run() == first and asked.used == 4  # from the cache: no request at all
 
 
@@ -192,6 +194,11 @@ IN_AN_HOUR = datetime.now(UTC) + timedelta(hours=1)
     (["--url", "ws://127.0.0.1:1/v2/iex", "--history", DAY], "give the host alone, ws://127.0.0.1:1"),
     (["AAPL261218C00250000", "--options-feed", "opra", "--history", DAY], "Alpaca's option history has none"),
     (["--no-cache"], "--no-cache goes with --history SPAN"),
+    # before Alpaca's history begins (the local server's days, and the calendar's table, too)
+    (["SPY", "--history", "2015-12-31"], "Alpaca's history begins on 2016-01-01: 2015-12-31 is before it"),
+    (["BTC/USD", "--history", "2015-12-31T23:00..2016-01-01T01:00"], "2015-12-31T23:00 is before it"),
+    (["AAPL261218C00250000", "--history", "2024-01-31"],
+     "Alpaca's option history begins on 2024-02-01: 2024-01-31 is before it"),
     (["--cash", "1000"], "--cash goes with --replay FILE or --history SPAN: it is a backtest's"),
 ])
 def test_what_history_refuses_exits_2_before_anything_connects_saying_why_in_80_columns(argv, says, capsys):
@@ -205,3 +212,46 @@ def test_what_history_refuses_exits_2_before_anything_connects_saying_why_in_80_
 
 def test_option_bars_are_taken_with_history_as_alpaca_keeps_them():
     assert settings_from(parse_args(["AAPL261218C00250000", "--bars", "--history", DAY])).channels == ["bars"]
+
+
+@pytest.fixture
+def keys(monkeypatch):
+    """Fake keys in the environment, for main() in this process."""
+    monkeypatch.setenv("APCA_API_KEY_ID", FAKE_KEY)
+    monkeypatch.setenv("APCA_API_SECRET_KEY", FAKE_SECRET)
+
+
+@pytest.mark.timeout(20)
+def test_a_history_whose_server_cannot_be_reached_ends_exit_2_naming_the_address(keys, monkeypatch, caplog):
+    monkeypatch.setattr(history, "GIVE_UP", 2.0)  # 60 s in a run: retried as the stream does until then
+    with socket.socket() as closed:  # a port nobody listens on
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    with caplog.at_level(logging.INFO, "alpaca_stream"):
+        assert ws.main(["--url", f"ws://127.0.0.1:{port}", "SPY", "--history", DAY, "--no-cache"]) == 2
+    log = [LogFormatter().format(record) for record in caplog.records]
+    assert any("trying again in" in line for line in log)
+    said = unwrapped("\n".join(log))
+    assert f"the historical data API at http://127.0.0.1:{port} failed for 2 s (Connection refused)." in said
+    assert "Is the address right, and the network up?" in said
+    assert wider_than_80("\n".join(log).splitlines()) == [] and "Traceback" not in said
+
+
+def test_a_damaged_page_in_the_cache_is_asked_again_and_said_once(counted, keys, monkeypatch, tmp_path, caplog,
+                                                                  capsys):
+    server, asked = counted
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    argv = ["--url", server.url.removesuffix("/v2/iex"), "SPY", "TSLA", "--history", DAY, "--json"]
+    assert ws.main(argv) == 0
+    first = capsys.readouterr().out
+    pages = sorted(tmp_path.rglob("*.msgpack.z"))
+    assert asked.used == len(pages) == 2
+    pages[0].write_bytes(b"not a page")
+    cut = zlib.decompress(pages[1].read_bytes())
+    pages[1].write_bytes(zlib.compress(cut[:len(cut) // 2]))  # a whole file of half a page
+    with caplog.at_level(logging.INFO, "alpaca_stream"):
+        assert ws.main(argv) == 0
+    assert asked.used == 4 and capsys.readouterr().out == first
+    assert len([record for record in caplog.records if "is damaged" in record.getMessage()]) == 1
+    assert ws.main(argv) == 0 and asked.used == 4  # kept anew
+    assert capsys.readouterr().out == first

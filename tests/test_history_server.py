@@ -16,6 +16,7 @@ import requests
 from conftest import FAKE_KEY, FAKE_SECRET, ROOT, ServerThread, script_env
 
 from alpaca_stream.calendar import NEW_YORK
+from alpaca_stream.server import history as server_history
 from alpaca_stream.server.history import RateLimit
 from alpaca_stream.times import rfc3339
 
@@ -92,6 +93,24 @@ def test_small_pages_hold_the_messages_of_one_big_page_by_symbol_then_time_once_
         times = [message["t"] for named, message in got if named == symbol]
         assert times, symbol
         assert times == sorted(times, key=at, reverse=sort == "desc") and len(set(times)) == len(times)
+
+
+@pytest.mark.parametrize("sort", ["asc", "desc"])
+def test_a_page_of_bars_is_made_of_a_bounded_number_of_trades_whatever_the_limit(history, monkeypatch, sort):
+    # The answer is made within the websocket handshake's 10 s: the bars of a day of 1,000,000
+    # trades took 12.6 s as one page. Here a page may make bars of 400 trades (1,500 a day).
+    monkeypatch.setattr(server_history, "PAGE_TRADES", 400)
+    bars = {"timeframe": "1Min", "sort": sort, **DAY}
+    pages = list(paged(history, "/v2/stocks/bars", symbols="SPY,TSLA", limit=10_000, **bars))
+    assert len(pages) > 4
+    assert all(sum(bar["n"] for _, bar in rows(iter([page]), "bars")) <= 400 for page in pages)
+    assert sum(bar["n"] for _, bar in rows(iter(pages), "bars")) == 2 * TRADES
+    monkeypatch.setattr(server_history, "PAGE_TRADES", 10**6)
+    whole = list(paged(history, "/v2/stocks/bars", symbols="SPY,TSLA", limit=10_000, **bars))
+    assert len(whole) == 1 and rows(iter(pages), "bars") == rows(iter(whole), "bars")
+    day = list(paged(history, "/v2/stocks/bars", symbols="SPY", limit=10_000, **{**bars, "timeframe": "1Day"}))
+    monkeypatch.setattr(server_history, "PAGE_TRADES", 400)  # a bar of more trades is made whole, alone
+    assert list(paged(history, "/v2/stocks/bars", symbols="SPY", limit=10_000, **{**bars, "timeframe": "1Day"})) == day
 
 
 def test_news_pages_of_fifty_hold_every_article_once_in_time_order(history):

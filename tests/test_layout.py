@@ -5,6 +5,9 @@ become records, records go to the handlers, and outputs take them from there."""
 from __future__ import annotations
 
 import ast
+import importlib.metadata
+import re
+import sys
 from pathlib import Path
 from types import FunctionType
 
@@ -82,3 +85,23 @@ def test_data_flows_one_way_through_the_package(path):
                      if module == f"alpaca_stream.{other}" or module.startswith(f"alpaca_stream.{other}.")}
             assert not wrong, f"{name} imports {', '.join(sorted(wrong))}"
     assert "alpaca_stream" not in imported(path) or name == "alpaca_stream", "the package's own surface, from inside"
+
+
+def test_every_library_the_package_imports_is_declared_in_pyproject_not_left_to_another_ones():
+    # A library that comes only through another's requirements (requests, through alpaca-py's)
+    # goes the day that one no longer needs it.
+    listed = re.search(r"^dependencies = \[(.*?)^\]", (ROOT / "pyproject.toml").read_text(encoding="utf-8"),
+                       re.MULTILINE | re.DOTALL)
+    assert listed  # (tomllib reads it from Python 3.11 on only)
+    declared = {re.split(r"[<>=!~ \[;]", requirement)[0].lower().replace("_", "-")
+                for requirement in re.findall(r'^ *"([^"]+)"', listed[1], re.MULTILINE)}
+    distributions = importlib.metadata.packages_distributions()
+    used = set()
+    for path in [*MODULES, ROOT / "websocket_stream.py"]:
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = [alias.name for alias in node.names] if isinstance(node, ast.Import) else (
+                [node.module] if isinstance(node, ast.ImportFrom) and node.module and not node.level else [])
+            used.update(name.split(".")[0] for name in names)
+    third_party = {distribution.lower().replace("_", "-") for name in used - set(sys.stdlib_module_names)
+                   for distribution in distributions.get(name, ())}
+    assert third_party and third_party - {"alpaca-stream"} - declared == set()

@@ -39,7 +39,7 @@ import orjson
 from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
-from alpaca_stream.calendar import NEW_YORK, hours_of
+from alpaca_stream.calendar import HISTORY_FROM, NEW_YORK, OPTIONS_FROM, hours_of
 from alpaca_stream.channels import PAIR, SYMBOL, option_symbol
 from alpaca_stream.server.crypto import CryptoMarket
 from alpaca_stream.server.market import BarBuilder, Market
@@ -51,10 +51,12 @@ DEFAULT_TRADES = 2_000  # a symbol's trades a day, and as many quotes, unless th
 WALK_STEP = 10  # seconds between two steps of a day's random walk
 DAY_OPEN_SPREAD = 0.02  # a day opens near the demo's start price: this is the spread of its log
 CHUNK = 1_000  # messages made at a time (a page of 10,000 from anywhere makes at most 11,000)
+# Trades a page of bars is made of, at most (but for its first bar, whole): it ends there, with
+# a token, as a page of a limit does. A page is answered within the websocket handshake's 10 s,
+# and the bars of a day of 1,000,000 trades took 13.0 s to make as one page; this many, 1.4 s.
+PAGE_TRADES = 100_000
 STOCK_SHARES = (0.1, 0.8, 0.1)  # a stock day's messages before, in and after regular hours
 ARTICLES_A_DAY = 8  # news about each symbol, every day
-HISTORY_FROM = date(2016, 1, 1)  # Alpaca's stock history starts then: nothing earlier here
-OPTIONS_FROM = date(2024, 2, 1)  # and its options' history then
 RECENT_SIP = 15 * 60  # seconds: SIP data this recent is not for a free plan (403)
 FEEDS = ("iex", "sip", "delayed_sip", "otc", "boats", "overnight")  # stocks' (all the same day here)
 ADJUSTMENTS = ("raw", "split", "dividend", "all")  # no splits nor dividends here: all the same
@@ -230,11 +232,19 @@ def time_text(at: int) -> str:
     return rfc3339(msgpack.Timestamp.from_unix_nano(at))
 
 
+@dataclass
+class Work:
+    """The trades a page has made bars of."""
+
+    trades: int = 0
+
+
 def bars(series: Series, width: int | None, low: int, high: int, until: int,
-         descending: bool) -> Iterator[tuple[int, dict]]:
+         descending: bool, work: Work) -> Iterator[tuple[int, dict | None]]:
     """The day's bars of `width` ns (None: the whole day's, from its midnight) that start from
     low to high (ns, both included), built from the series' trades before `until` (now); a
-    time without a trade has no bar."""
+    time without a trade has no bar. A bar past the page's work is not made: None in its
+    place ends the page there."""
     if width is None:
         midnight = moment(series.day, clock(), series.asset.zone)
         starts = range(midnight, midnight + 1)
@@ -246,6 +256,10 @@ def bars(series: Series, width: int | None, low: int, high: int, until: int,
             continue
         first, stop = series.index_at(start), series.index_at(min(start + width, until))
         if first < stop:
+            if work.trades and work.trades + stop - first > PAGE_TRADES:  # a page's first bar is made whole
+                yield start, None
+                return
+            work.trades += stop - first
             bar = BarBuilder(start / NS)
             for _, trade in series.messages(first, stop):
                 bar.add(trade["p"], trade["s"])
@@ -312,7 +326,7 @@ class Query:
     def market_data(self) -> tuple[dict[str, list[dict]], str | None]:
         """Up to limit messages, by symbol then time, and the token of the next one (if any)."""
         found: dict[str, list[dict]] = {}
-        taken = 0
+        taken, work = 0, Work()
         for symbol in self.symbols:
             low, high = self.low, self.high
             if self.token:
@@ -321,8 +335,8 @@ class Query:
                     continue
                 if symbol == after:
                     low, high = (low, at) if self.descending else (at, high)
-            for at, message in self.items(symbol, low, high):
-                if taken == self.limit:
+            for at, message in self.items(symbol, low, high, work):
+                if taken == self.limit or message is None:  # None: a bar past the page's work
                     return found, token_text(symbol, at)
                 found.setdefault(symbol, []).append(message)
                 taken += 1
@@ -334,7 +348,7 @@ class Query:
         if self.token:
             low, high = (low, self.token[1]) if self.descending else (self.token[1], high)
         merged: Iterator[tuple[int, int, dict]] = heapq.merge(
-            *(self.items(symbol, low, high) for symbol in self.symbols),  # type: ignore[arg-type]
+            *(self.items(symbol, low, high, Work()) for symbol in self.symbols),  # type: ignore[arg-type]
             key=lambda article: article[:2], reverse=self.descending)
         if self.token:
             start = (self.token[1], int(self.token[0]))
@@ -344,9 +358,9 @@ class Query:
         token = token_text(str(taken[-1][1]), taken[-1][0]) if len(taken) > self.limit else None
         return [article for *_, article in taken[:self.limit]], token
 
-    def items(self, symbol: str, low: int, high: int) -> Iterator[tuple]:
+    def items(self, symbol: str, low: int, high: int, work: Work) -> Iterator[tuple]:
         """The symbol's messages from low to high (ns, both included), each after its time (and
-        for news its id), in the order asked."""
+        for news its id), in the order asked; bars within the page's work."""
         first, last = (datetime.fromtimestamp(at / NS, self.asset.zone).date() for at in (low, high))
         days = [first + timedelta(days=n) for n in range((last - first).days + 1)]
         for day in reversed(days) if self.descending else days:
@@ -358,7 +372,7 @@ class Query:
             if not series.hours:
                 continue
             if self.channel == "bars":
-                yield from bars(series, self.width, low, high, self.now + 1, self.descending)
+                yield from bars(series, self.width, low, high, self.now + 1, self.descending, work)
             else:
                 yield from series.messages(series.index_at(low), series.index_at(high + 1), self.descending)
 

@@ -1,6 +1,7 @@
 """--history's pages, kept on disk in the user's cache folder: a second run of the same span
 asks Alpaca nothing. A page is kept under its query (the host, the path, every parameter: the
-feed, the adjustment and the page token among them), compressed. The last page of a query is
+feed, the adjustment and the page token among them), compressed: its rows as the stream's
+messages, in msgpack (history.py's Page), which read back into records with the least work. The last page of a query is
 kept only once its span has settled (SETTLED after its end): a day not yet over, or data still
 coming in, is never kept as if whole; the pages before it are whole as they are."""
 
@@ -12,11 +13,14 @@ import os
 import sys
 import tempfile
 import zlib
+from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import TypeVar
 
 log = logging.getLogger("alpaca_stream")
 
+Kept = TypeVar("Kept")
 SETTLED = timedelta(minutes=15)  # Alpaca's free plan sees SIP data 15 minutes late: until then it may grow
 LEVEL = 1  # zlib's quickest: a page of 10,000 trades to a fifth of its size (docs/history.md)
 
@@ -41,18 +45,25 @@ class PageCache:
 
     def __init__(self, folder: Path | None = None) -> None:
         self.folder = folder or cache_folder()
-        self.told = False
+        self.told = self.told_damaged = False
 
     def path(self, url: str, params: dict[str, str]) -> Path:
         asked = url + "?" + "&".join(f"{name}={params[name]}" for name in sorted(params))
         key = hashlib.sha256(asked.encode()).hexdigest()
-        return self.folder / key[:2] / f"{key}.json.z"
+        return self.folder / key[:2] / f"{key}.msgpack.z"
 
-    def get(self, url: str, params: dict[str, str]) -> bytes | None:
-        """The page kept for this query, or None."""
+    def get(self, url: str, params: dict[str, str], read: Callable[[bytes], Kept]) -> Kept | None:
+        """The page kept for this query, read(); None if there is none, or if it is damaged
+        (read() raises ValueError), which is told once: it is asked again, and kept anew."""
+        path = self.path(url, params)
         try:
-            return zlib.decompress(self.path(url, params).read_bytes())
-        except (OSError, zlib.error):
+            return read(zlib.decompress(path.read_bytes()))
+        except OSError:
+            return None
+        except (zlib.error, ValueError) as error:
+            if not self.told_damaged:
+                self.told_damaged = True
+                log.warning("a page kept in %s is damaged (%s):\nasked again, and kept anew", self.folder, error)
             return None
 
     def keep(self, url: str, params: dict[str, str], page: bytes, last: bool, end: datetime) -> None:
