@@ -216,12 +216,22 @@ class CommandLine:
                 keyless = settings.demo or settings.source  # no keys of Alpaca's to check: any will do
                 await stack.enter_async_context(serving(host, port, self.served(sources), self.session,
                                                         keys=None if keyless else self.keys_given))
+            chart = None
             if settings.chart:  # the run's symbols from the start; a recording's as they come
                 named = [] if settings.replay is not None else [*settings.symbols, *settings.pairs, *settings.options]
                 chart = await stack.enter_async_context(Chart(*settings.chart, named))
                 handlers = chart.wrap(handlers)
-            await until_stopped(supervise(sources, handlers, self.session), self.session, settings.heartbeat,
-                                also=self.streaming)
+            await until_stopped(self.charted(supervise(sources, handlers, self.session), chart), self.session,
+                                settings.heartbeat, also=self.streaming)
+
+    async def charted(self, work: Coroutine[Any, Any, None], chart: Chart | None) -> None:
+        """The run; then, with --chart, its page stays served until Ctrl+C: a run that ends on
+        its own (a replay, a history) would end before the page could be read."""
+        await work
+        if chart is not None and not self.session.stopping:
+            self.session.ended = time.monotonic()  # the summary's time: the run's, not the wait's
+            log.info("the run is over; the chart stays at %s\nuntil Ctrl+C", chart.address)
+            await asyncio.get_running_loop().create_future()  # cancelled by stop()
 
     def served(self, sources: list[Source]) -> dict[str, Subscriptions]:
         """--serve's paths, each with the subscriptions of the stream there: each stream's at

@@ -12,6 +12,7 @@ import logging
 import re
 import signal
 import socket
+import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ from websockets.exceptions import ConnectionClosed
 import websocket_stream as ws
 from alpaca_stream.outputs.chart import REFUSED, TOO_SLOW, Chart
 from alpaca_stream.records import Bar, Record, Trade, TradeUpdate
+from alpaca_stream.session import Session
 
 pytestmark = pytest.mark.timeout(40)
 
@@ -206,9 +208,20 @@ def page_of(script: Any) -> str:
     return found.group(1)
 
 
+OVER = "the run is over; the chart stays at http://"
+
+
+def stopped_when_over(script: Any) -> None:
+    """Ctrl+C once the log says the run is over: its page stays served until then."""
+    script.wait_for_stderr(OVER)
+    script.process.send_signal(signal.SIGINT)
+
+
 async def whole_run(address: str, script: Any, stop: bool) -> dict[str, dict]:
     """What a page shows at the end of the run: each symbol's candles by minute and fills by id,
-    from the first frame to the script's close (it is stopped once it has sent an update)."""
+    from the first frame to the script's close (it is stopped once it has sent an update, or,
+    not stop, once its run is over)."""
+    ending = None if stop else asyncio.create_task(asyncio.to_thread(stopped_when_over, script))
     shown: dict[str, dict] = {}
     async with connect(f"ws://{address}/data") as page:
         async for frame in page:
@@ -221,6 +234,8 @@ async def whole_run(address: str, script: Any, stop: bool) -> dict[str, dict]:
             if stop and message["type"] == "update" and len(script.out_lines) > 5:
                 script.process.send_signal(signal.SIGINT)
                 stop = False
+    if ending:
+        await ending
     return shown
 
 
@@ -270,6 +285,30 @@ def test_a_backtests_page_has_the_fill_at_its_price_and_time_and_the_position(st
     assert (tsla["position"], tsla["realized"]) == (1, 0)
     assert {symbol: mine["candles"] for symbol, mine in shown.items()} == candles_of(
         [line for line in recorded if line["type"] == "trade"])
+
+
+def test_a_replay_that_ends_keeps_its_page_served_until_ctrl_c_then_says_the_summary(start_script):
+    script = start_script("--replay", str(SESSION), "--chart", "--quiet")  # at full speed: over at once
+    address = page_of(script)
+    script.wait_for_stderr(OVER + address)
+
+    async def opened_after_the_end() -> dict:
+        async with connect(f"ws://{address}/data") as page:
+            return await received(page)
+
+    snapshot = run(opened_after_the_end())
+    recorded = [json.loads(line) for line in SESSION.read_text().splitlines()]
+    assert {symbol: {values[0]: values[1:] for values in mine["candles"]}
+            for symbol, mine in snapshot["symbols"].items()} == candles_of(
+        [line for line in recorded if line["type"] == "trade"])
+    assert script.process.poll() is None  # still there
+    assert script.stop(signal.SIGINT)[0] == 0
+    assert "received 55 trades" in script.said.partition(OVER)[2], script.stderr
+
+
+def test_the_summary_of_a_run_that_waits_after_its_end_gives_the_runs_time_not_the_waits():
+    now = time.monotonic()
+    assert "in 2.0 s" in Session(started=now - 10, ended=now - 8).summary()
 
 
 @pytest.mark.parametrize(("arguments", "message"), [

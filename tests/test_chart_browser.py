@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Any
 
 import pytest
-from test_chart import SESSION, candles_of, order_example, page_of
+from test_chart import SESSION, candles_of, order_example, page_of, stopped_when_over
 
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 if not shutil.which(CHROMIUM):
@@ -86,6 +86,7 @@ def test_a_backtests_fill_is_marked_below_the_price_at_its_minute_and_its_positi
     script = start_script("--replay", str(SESSION), "--replay-speed", "2", "--chart", edit=order_example)
     page = browser.new_page()
     page.goto(f"http://{page_of(script)}/")
+    stopped_when_over(script)
     assert script.finish() == 0, script.stderr
     page.wait_for_selector("#status.lost", timeout=10_000)
     tsla = shown(page)["TSLA"]
