@@ -46,7 +46,7 @@ from alpaca_stream.handlers import Handlers, background_settled
 from alpaca_stream.keys import Keys, check_keys, load_keys
 from alpaca_stream.logs import JsonLogFormatter, LogFormatter, StderrHandler
 from alpaca_stream.options import Settings, parse_args, settings_from
-from alpaca_stream.orders import is_live, trade_at
+from alpaca_stream.orders import account, is_live, trade_at
 from alpaca_stream.outputs import terminal
 from alpaca_stream.outputs.chart import Chart
 from alpaca_stream.outputs.serve import serving
@@ -66,7 +66,7 @@ from alpaca_stream.sources.news import NewsStream
 from alpaca_stream.sources.options import OptionStream
 from alpaca_stream.sources.recording import Recording
 from alpaca_stream.sources.stocks import StockStream
-from alpaca_stream.sources.trading import TradingUpdates
+from alpaca_stream.sources.trading import TradingUpdates, positions
 from alpaca_stream.subscriptions import Subscriptions
 from alpaca_stream.supervisor import supervise
 
@@ -221,6 +221,8 @@ class CommandLine:
                 named = [] if settings.replay is not None else [*settings.symbols, *settings.pairs, *settings.options]
                 chart = await stack.enter_async_context(Chart(*settings.chart, named))
                 handlers = chart.wrap(handlers)
+                if settings.trade_updates:  # an account's fills: the page starts from what it holds
+                    await held_before(chart)
             await until_stopped(self.charted(supervise(sources, handlers, self.session), chart), self.session,
                                 settings.heartbeat, also=self.streaming)
 
@@ -307,6 +309,19 @@ class CommandLine:
             **({"passed_over": session.passed_over} if session.passed_over else {}),
             **({"backtest": session.backtest.fields()} if session.backtest else {}),
             **({"handler_errors": session.failures} if session.failures else {})}})
+
+
+async def held_before(chart: Chart) -> None:
+    """The positions of the run's account (Alpaca's, or the demo's) as it starts, for the
+    chart's page to start from; a backtest's account starts with none."""
+    if account.url is None or account.keys is None:
+        return
+    try:
+        held = await asyncio.to_thread(positions, account.url, account.keys)
+    except (OSError, ValueError) as error:  # not the stream's fault: it goes on
+        log.warning("--chart could not read the account's positions: %s;\nthe page counts from 0", error)
+        return
+    chart.held(held)
 
 
 @contextmanager

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import ROOT, run
+from conftest import FAKE_KEY, FAKE_SECRET, ROOT, run
 from test_readme import EXAMPLES, paste, pasted_with_what_it_needs
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.asyncio.connection import Connection
@@ -87,6 +87,23 @@ def test_a_page_opened_late_gets_each_minute_with_trades_as_a_candle_the_fills_m
     assert [(f["side"], f["price"], f["qty"], f["minute"]) for f in spy["fills"]] == [
         ("buy", 11.5, 10, MINUTE + 60), ("sell", 13.0, 4, MINUTE + 180)]
     assert (spy["position"], spy["realized"]) == (6, 6.0)  # 4 sold 1.50 above the 11.50 paid
+
+
+def test_the_position_and_pnl_start_from_what_the_account_held_at_the_start_a_pairs_without_its_slash():
+    held = [{"symbol": "SPY", "qty": "10", "side": "long", "avg_entry_price": "600"},
+            {"symbol": "BTCUSD", "qty": "0.5", "side": "long", "avg_entry_price": "90000"},
+            {"symbol": "TSLA", "qty": "-3", "side": "short", "avg_entry_price": "350"}]  # not the run's
+
+    async def scenario() -> dict:
+        async with Chart("127.0.0.1", 0, ["SPY", "BTC/USD"]) as chart:
+            chart.held(held)
+            await fed(chart, [fill(1, "sell", 4, 610.0), fill(2, "buy", 1, 300.0, "TSLA")])
+            async with await opened(chart) as page:
+                return (await received(page))["symbols"]
+
+    shown = run(scenario())
+    assert [(symbol, mine["position"], mine["realized"]) for symbol, mine in shown.items()] == [
+        ("SPY", 6, 40.0), ("BTC/USD", 0.5, 0), ("TSLA", -2, 50.0)]
 
 
 def test_changes_after_the_snapshot_come_coalesced_and_alpacas_bars_replace_the_candles_built_from_trades():
@@ -309,6 +326,28 @@ def test_a_replay_that_ends_keeps_its_page_served_until_ctrl_c_then_says_the_sum
 def test_the_summary_of_a_run_that_waits_after_its_end_gives_the_runs_time_not_the_waits():
     now = time.monotonic()
     assert "in 2.0 s" in Session(started=now - 10, ended=now - 8).summary()
+
+
+def test_a_chart_of_an_accounts_fills_starts_from_the_positions_it_held_before_the_run(make_server, start_script):
+    server = make_server(rate=50, keys=(FAKE_KEY, FAKE_SECRET))
+
+    async def hold() -> None:  # in the server's own loop
+        order = server.server.account.place("SPY", 10)
+        server.server.account.update("fill", order["id"], price=600.0, qty=10)
+
+    server.call(hold())
+    script = start_script("--url", server.url.rsplit("/v2/", 1)[0], "--trading-url", server.server.trading_url,
+                          "SPY", "--trades", "--trade-updates", "--chart", "--quiet")
+    address = page_of(script)
+    script.wait_for_stderr("listening to the account's order updates")
+
+    async def snapshot() -> dict:
+        async with connect(f"ws://{address}/data") as page:
+            return (await received(page))["symbols"]["SPY"]
+
+    spy = run(snapshot())
+    assert (spy["position"], spy["realized"]) == (10, 0)
+    assert script.stop(signal.SIGINT)[0] == 0
 
 
 @pytest.mark.parametrize(("arguments", "message"), [

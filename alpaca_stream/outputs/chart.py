@@ -112,6 +112,7 @@ class Chart:
         self.host, self.port, self.buffer = host, port, buffer
         self.token = "" if is_loopback(host) else secrets.token_urlsafe(12)
         self.symbols = {symbol: Symbol() for symbol in symbols}  # the run's, in its order; others as they come
+        self.held_before: dict[str, Holding] = {}  # the account's positions at the start, of symbols not shown yet
         self.pages: set[Page] = set()
         self.server: Server | None = None
         self.timer: asyncio.TimerHandle | None = None
@@ -173,7 +174,7 @@ class Chart:
     def of(self, symbol: str) -> Symbol:
         shown = self.symbols.get(symbol)
         if shown is None:
-            shown = self.symbols[symbol] = Symbol()
+            shown = self.symbols[symbol] = Symbol(holding=self.held_before.pop(unslashed(symbol), Holding()))
         return shown
 
     def trade(self, trade: Record) -> None:
@@ -216,6 +217,16 @@ class Chart:
         if self.pages:
             shown.changed_fills.append(fill)
             self.due()
+
+    def held(self, positions: Iterable[dict]) -> None:
+        """The account's positions as the run starts (Alpaca's GET /v2/positions), which the
+        fills then change: a symbol's shown once the run has its prices or fills."""
+        for position in positions:
+            qty, price = float(position["qty"]), float(position["avg_entry_price"])
+            signed = -abs(qty) if position.get("side") == "short" else qty
+            self.held_before[unslashed(str(position["symbol"]))] = Holding(signed, price)
+        for symbol, shown in self.symbols.items():
+            shown.holding = self.held_before.pop(unslashed(symbol), shown.holding)
 
     def changed(self, shown: Symbol, minute: int) -> None:
         if self.pages:  # else nothing to send: a page opened later gets the whole
@@ -297,6 +308,11 @@ class Chart:
                     page.ready.clear()
         finally:
             self.pages.discard(page)
+
+
+def unslashed(symbol: str) -> str:
+    """A symbol as Alpaca's positions name it: a pair's without its slash (BTCUSD)."""
+    return symbol.replace("/", "")
 
 
 def queue(page: Page, frame: str) -> None:
