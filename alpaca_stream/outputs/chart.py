@@ -26,6 +26,7 @@ from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
+from alpaca_stream.booking import booked
 from alpaca_stream.channels import contract_size
 from alpaca_stream.handlers import Handler, Handlers, unhandled
 from alpaca_stream.outputs.serve import cannot_listen, is_loopback
@@ -57,19 +58,9 @@ class Holding:
     realized: float = 0.0
 
     def fill(self, qty: float, price: float, multiplier: int) -> None:
-        """qty: bought (negative: sold) at price."""
-        if self.qty * qty >= 0:  # opens or adds
-            total = self.qty + qty
-            self.price = (self.qty * self.price + qty * price) / total if total else 0.0
-            self.qty = total
-            return
-        closed = min(abs(qty), abs(self.qty))
-        self.realized += closed * (price - self.price) * (1 if self.qty > 0 else -1) * multiplier
-        self.qty += qty
-        if abs(self.qty) < 1e-9:
-            self.qty, self.price = 0.0, 0.0
-        elif self.qty * qty > 0:  # turned over: the rest opens at this price
-            self.price = price
+        """qty: bought (negative: sold) at price; multiplier: the contract's size."""
+        self.qty, self.price, realized = booked(self.qty, self.price, qty, price)
+        self.realized += realized * multiplier
 
 
 @dataclass
