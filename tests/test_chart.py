@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import FAKE_KEY, FAKE_SECRET, ROOT, run
+from conftest import FAKE_KEY, FAKE_SECRET, ROOT, run, until
 from test_readme import EXAMPLES, paste, pasted_with_what_it_needs
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.asyncio.connection import Connection
@@ -190,6 +190,20 @@ def test_a_page_that_reads_too_slowly_is_cut_and_the_others_go_on(caplog):
     assert code == TOO_SLOW
     assert "--chart cut a page that read too slowly" in caplog.text
     assert last[0] == MINUTE + 60 * 4999 and last[4] >= 2  # the reader got the last round's
+
+
+def test_at_the_end_a_socket_that_asked_for_nothing_yet_is_closed_not_waited_for():
+    async def scenario() -> bytes:
+        chart = Chart("127.0.0.1", 0, ["SPY"])
+        async with chart:  # a socket a browser opens ahead of need (Chromium's preconnect)
+            reader, writer = await asyncio.open_connection("127.0.0.1", chart.port)
+            await until(lambda: chart.opened, "the server's connection")
+        try:  # closed by the end, not left open after it (websockets' server waits 10 s for a request)
+            return await asyncio.wait_for(reader.read(), 0.5)
+        finally:
+            writer.close()
+
+    assert run(scenario()) == b""
 
 
 async def read_all(page: Connection, got: list[dict]) -> None:
