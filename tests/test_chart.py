@@ -25,6 +25,7 @@ from websockets.asyncio.connection import Connection
 from websockets.exceptions import ConnectionClosed
 
 import websocket_stream as ws
+from alpaca_stream.errors import ConfigError
 from alpaca_stream.outputs.chart import REFUSED, TOO_SLOW, Chart
 from alpaca_stream.records import Bar, Record, Trade, TradeUpdate
 from alpaca_stream.session import Session
@@ -368,15 +369,26 @@ def test_a_chart_of_an_accounts_fills_starts_from_the_positions_it_held_before_t
     (["--chart", "99999"], "--chart 99999: its port is not a number from 0 to 65535"),
     (["--chart", "here:8765"], "--chart takes an IP address, or localhost: here"),
     (["--chart", "127.0.0.1:"], "--chart takes [HOST:]PORT: no port in 127.0.0.1:"),
-    # A symbol after --chart is taken for its address: the message says where symbols go.
-    (["--chart", "SPY"], "--chart takes [HOST:]PORT or nothing, not SPY: put the symbols before it "
-                         "(python websocket_stream.py SPY --chart)"),
+    # A symbol after --chart is taken for its address: the message says where symbols go, with
+    # the command given, --chart moved last.
+    (["--chart", "SPY"], "--chart takes [HOST:]PORT or nothing, not SPY: put the symbols before it, or "
+                         "--chart last (python websocket_stream.py --demo SPY --chart)"),
+    (["--chart=SPY", "TSLA", "--quotes", "--json"], "(python websocket_stream.py --demo SPY TSLA --quotes --json "
+                                                    "--chart)"),
 ])
 def test_a_chart_address_that_is_not_host_port_exits_2_naming_it(arguments, message, capsys):
     with pytest.raises(SystemExit) as exited:
         ws.main(["--demo", *arguments])
     assert exited.value.code == 2
     assert message in capsys.readouterr().err.replace("\n  ", " ")
+
+
+def test_a_chart_address_not_of_this_machine_is_named_not_the_port():
+    with pytest.raises(ConfigError) as refused:
+        run(Chart("192.0.2.1", 8050).__aenter__())  # TEST-NET-1: no machine's own
+    assert "192.0.2.1 is not an address of this machine; 127.0.0.1 for it alone, 0.0.0.0 for all its " \
+           "networks" in str(refused.value)
+    assert "another port" not in str(refused.value)
 
 
 def test_a_chart_port_in_use_exits_2_naming_it(start_script):
