@@ -227,6 +227,10 @@ def test_served_beyond_this_machine_the_page_must_give_the_token_the_log_prints(
     assert code == REFUSED
     assert candles(snapshot) == [[MINUTE, 10.0, 10.0, 10.0, 10.0, 100]]
     assert chart.token and f"the page asks for this token:\n{chart.token}" in caplog.text
+    # 0.0.0.0 is not an address a browser opens: this machine's own is printed, and where it is served
+    assert chart.address == f"http://127.0.0.1:{chart.port}"
+    assert f"charting at http://127.0.0.1:{chart.port}, and from other machines at this one's address " \
+           "(served on 0.0.0.0)" in caplog.text
     assert not Chart("127.0.0.1", 0).token  # this machine's own: none
 
 

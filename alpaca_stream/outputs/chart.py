@@ -119,8 +119,12 @@ class Chart:
 
     @property
     def address(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
+        """The page's address, to open: this machine's own when served on all its networks
+        (0.0.0.0 or ::, which a browser cannot open)."""
+        host = self.host
+        if everywhere(host):
+            host = "::1" if ":" in host else "127.0.0.1"
+        return f"http://[{host}]:{self.port}" if ":" in host else f"http://{host}:{self.port}"
 
     async def __aenter__(self) -> Chart:
         try:
@@ -132,8 +136,10 @@ class Chart:
             raise cannot_listen("--chart", self.host, self.port, error) from None
         self.port = self.server.sockets[0].getsockname()[1]
         if self.token:
-            log.info("charting at %s: the page asks for this token:\n%s", self.address, self.token)
-            log.warning("the page and its data go unencrypted (http://): serve\nit on a network you trust, "
+            elsewhere = f", and from other machines at this one's address (served on {self.host})" * everywhere(
+                self.host)
+            log.info("charting at %s%s: the page asks for this token:\n%s", self.address, elsewhere, self.token)
+            log.warning("the page and its data go unencrypted (http://): serve it on a network you trust, "
                         "or through an SSH tunnel")
         else:
             log.info("charting at %s (open it in your browser)", self.address)
@@ -317,6 +323,11 @@ class Chart:
                     page.ready.clear()
         finally:
             self.pages.discard(page)
+
+
+def everywhere(host: str) -> bool:
+    """Whether host is all of this machine's networks: 0.0.0.0, or ::."""
+    return host in ("0.0.0.0", "::")  # noqa: S104  # what the user asked for, said in the log
 
 
 def unslashed(symbol: str) -> str:
