@@ -169,12 +169,14 @@ class Account:
                              bot_trades: Callable[[], bool]) -> None:
         """--demo: an order of a made-up bot every so often, filled a second later at the price
         of the moment, so that --trade-updates has something to show on the demo; until a bot
-        places its own (bot_trades() is true), whose fills are then all it sees."""
+        places its own (bot_trades() is true), whose fills are then all it sees. Of the stocks
+        the server makes prices of (the run's: --chart has their candles), else of DEMO_SYMBOLS."""
         while True:
             await asyncio.sleep(every)
             if bot_trades():
                 return
-            symbol, qty = rng.choice(DEMO_SYMBOLS), rng.choice((5, 10))  # not 1: the README's bot buys 1
+            streamed = [symbol for symbol in list(prices) if market_of_symbol(symbol) == "stocks"]
+            symbol, qty = rng.choice(streamed or DEMO_SYMBOLS), rng.choice((5, 10))  # not 1: the README's bot buys 1
             # A cash account: it sells only what it holds.
             side = rng.choice(("buy", "sell")) if self.positions.get(symbol, 0) >= qty else "buy"
             order = self.place(symbol, qty, side=side)
