@@ -23,8 +23,9 @@ it, its errors among them); channels.py (Alpaca's channels, for both ends); nats
 (what both NATS ends share). What a run is told and tells: keys.py (your keys), errors.py (what
 ends a run and what is retried: one policy for every source), session.py (what a run counts:
 the summary, --heartbeat), calendar.py (the market's trading days and hours), span.py
-(--history's days or times), result.py (a backtest's result: P&L, drawdown), logs.py (the log,
-within 80 columns). Over all of them:
+(--history's days or times), result.py (a backtest's result: P&L, drawdown), booking.py (a
+position's fills at average cost, for the account and the chart), logs.py (the log, within 80
+columns). Over all of them:
 supervisor.py (sources side by side in one event loop), options.py (the command line's options)
 and cli.py (the command: Ctrl+C and SIGTERM, exit statuses). And server/: the server side of
 Alpaca's protocol, written once, with made-up data and a paper broker as the local server

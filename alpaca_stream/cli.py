@@ -46,7 +46,7 @@ from alpaca_stream.handlers import Handlers, background_settled
 from alpaca_stream.keys import Keys, check_keys, load_keys
 from alpaca_stream.logs import JsonLogFormatter, LogFormatter, StderrHandler
 from alpaca_stream.options import Settings, parse_args, settings_from
-from alpaca_stream.orders import is_live, trade_at
+from alpaca_stream.orders import account, is_live, trade_at
 from alpaca_stream.outputs import terminal
 from alpaca_stream.outputs.chart import Chart
 from alpaca_stream.outputs.report import Report
@@ -67,7 +67,7 @@ from alpaca_stream.sources.news import NewsStream
 from alpaca_stream.sources.options import OptionStream
 from alpaca_stream.sources.recording import Played, Recording
 from alpaca_stream.sources.stocks import StockStream
-from alpaca_stream.sources.trading import TradingUpdates
+from alpaca_stream.sources.trading import TradingUpdates, positions
 from alpaca_stream.subscriptions import Subscriptions
 from alpaca_stream.supervisor import supervise
 
@@ -247,12 +247,24 @@ class CommandLine:
                 keyless = settings.demo or settings.source  # no keys of Alpaca's to check: any will do
                 await stack.enter_async_context(serving(host, port, self.served(sources), self.session,
                                                         keys=None if keyless else self.keys_given))
+            chart = None
             if settings.chart:  # the run's symbols from the start; a recording's as they come
                 named = [] if settings.replay is not None else [*settings.symbols, *settings.pairs, *settings.options]
                 chart = await stack.enter_async_context(Chart(*settings.chart, named))
                 handlers = chart.wrap(handlers)
-            await until_stopped(supervise(sources, handlers, self.session), self.session, settings.heartbeat,
-                                also=self.streaming)
+                if settings.trade_updates:  # an account's fills: the page starts from what it holds
+                    await held_before(chart)
+            await until_stopped(self.charted(supervise(sources, handlers, self.session), chart), self.session,
+                                settings.heartbeat, also=self.streaming)
+
+    async def charted(self, work: Coroutine[Any, Any, None], chart: Chart | None) -> None:
+        """The run; then, with --chart, its page stays served until Ctrl+C: a run that ends on
+        its own (a replay, a history) would end before the page could be read."""
+        await work
+        if chart is not None and not self.session.stopping:
+            self.session.ended = time.monotonic()  # the summary's time: the run's, not the wait's
+            log.info("the run is over; the chart stays at %s\nuntil Ctrl+C", chart.address)
+            await asyncio.get_running_loop().create_future()  # cancelled by stop()
 
     def served(self, sources: list[Source]) -> dict[str, Subscriptions]:
         """--serve's paths, each with the subscriptions of the stream there: each stream's at
@@ -333,6 +345,19 @@ class CommandLine:
             **({"passed_over": session.passed_over} if session.passed_over else {}),
             **({"backtest": session.backtest.fields()} if session.backtest else {}),
             **({"handler_errors": session.failures} if session.failures else {})}})
+
+
+async def held_before(chart: Chart) -> None:
+    """The positions of the run's account (Alpaca's, or the demo's) as it starts, for the
+    chart's page to start from; a backtest's account starts with none."""
+    if account.url is None or account.keys is None:
+        return
+    try:
+        held = await asyncio.to_thread(positions, account.url, account.keys)
+    except (OSError, ValueError) as error:  # not the stream's fault: it goes on
+        log.warning("--chart could not read the account's positions: %s;\nthe page counts from 0", error)
+        return
+    chart.held(held)
 
 
 @contextmanager

@@ -191,7 +191,8 @@ def parse_args(argv: list[str] | None, doc: str | None = None) -> argparse.Names
                         f"(default {DATA_TIMEOUT:.0f}; 0: never)")
     parser.add_argument("--log-format", choices=("text", "json"), default="text",
                         help="json: one object per log line on stderr, for log collectors")
-    args = parser.parse_intermixed_args(argv)  # symbols after options too: SPY --quotes TSLA
+    given = sys.argv[1:] if argv is None else argv
+    args = parser.parse_intermixed_args(given)  # symbols after options too: SPY --quotes TSLA
     # '' names the folder, which exists: said here, not taken below for what the shell made of *
     for blank in (symbol for symbol in args.symbols if not symbol.strip()):
         parser.error(f"a symbol is empty ({shlex.quote(blank)}): leave it out, or name one, as SPY")
@@ -234,8 +235,8 @@ def parse_args(argv: list[str] | None, doc: str | None = None) -> argparse.Names
                          "not with --replay or --history")
     if args.chart is not None:  # beyond this machine, the page asks for a token: any run may
         if ":" not in args.chart and not args.chart.isdigit():  # a symbol, taken for the port
-            parser.error(f"--chart takes [HOST:]PORT or nothing, not {shlex.quote(args.chart)}: put the "
-                         f"symbols before it\n(python websocket_stream.py {shlex.quote(args.chart)} --chart)")
+            parser.error(f"--chart takes [HOST:]PORT or nothing, not {shlex.quote(args.chart)}: put the symbols "
+                         f"before it, or --chart last\n(python websocket_stream.py {chart_last(given, args.chart)})")
         args.chart = serve_address(parser, args.chart, keyless=False, option="--chart")
     if args.durable is not None and not args.source:
         parser.error("--durable NAME goes with --source")
@@ -465,6 +466,16 @@ def url_fault(url: str, schemes: tuple[str, ...], path: bool = False, listening:
     if not path and (parts.path not in ("", "/") or parts.query):
         return f"the server alone, as {schemes[0]}://HOST:PORT: no path after it"
     return ""
+
+
+def chart_last(given: list[str], symbol: str) -> str:
+    """The command line given, with the symbol that --chart took for its address left where it
+    is, and --chart moved last, where nothing follows it to be taken."""
+    at = next((index for index, arg in enumerate(given) if arg == f"--chart={symbol}"
+               or arg == symbol and index and given[index - 1] == "--chart"), None)
+    if at is None:  # --chart written shorter, as argparse allows: the gist
+        return shlex.join([symbol, "--chart"])
+    return shlex.join([*given[:at - (given[at] == symbol)], symbol, *given[at + 1:], "--chart"])
 
 
 def serve_address(parser: argparse.ArgumentParser, address: str, keyless: bool,

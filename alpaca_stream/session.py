@@ -25,6 +25,7 @@ class Session:
     """What the summary at exit reports."""
 
     started: float | None = None  # time.monotonic() when streaming began
+    ended: float | None = None  # and when a run that ends on its own ended, if it then waits (--chart)
     received: dict[str, int] = field(default_factory=lambda: dict.fromkeys(KIND.values(), 0))  # by kind
     markets: Counter[str] = field(default_factory=Counter)  # messages by market: "stocks", "crypto", "news"
     order_events: Counter[str] = field(default_factory=Counter)  # the account's order updates, by event
@@ -47,7 +48,7 @@ class Session:
     stopping: bool = False  # Ctrl+C or SIGTERM came: no message is handed over after it
 
     def summary(self) -> str:
-        took = time.monotonic() - (self.started or time.monotonic())
+        took = (self.ended or time.monotonic()) - (self.started or time.monotonic())
         lines = textwrap.wrap(f"received {counted(self.received)}", 58)  # 80 columns with the log's time
         tail = f"in {took:.1f} s" + (f"; reconnects: {self.reconnects}" if self.connected else "")
         if len(lines[-1]) + len(tail) < 58:

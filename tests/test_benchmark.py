@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from conftest import ROOT
 
 BENCH = ROOT / "benchmarks" / "stream_bench.py"
@@ -70,3 +73,17 @@ def test_the_history_figure_prints_each_readers_rate_and_peaks_and_the_targets_a
          "ours --history: peak memory flat within 10 MB from half the day to all of it",
          "ours --history cached: peak memory flat within 10 MB from half the day to all of it"),
         "--history-trades", "2000", written=tmp_path / "results.json")
+
+
+@pytest.mark.skipif(not shutil.which(os.environ.get("CHROMIUM", "/usr/bin/chromium")), reason="no Chromium "
+                    "(apt-get install chromium; CHROMIUM=path for another)")
+def test_the_chart_figure_times_printing_with_a_page_drawing_against_alone_and_checks_the_target(tmp_path):
+    pytest.importorskip("playwright.sync_api", reason="no Playwright: pip install -r requirements-dev.txt")
+    written = tmp_path / "results.json"
+    done = subprocess.run([sys.executable, str(BENCH), "--only", "chart", "--runs", "1", "--chart-trades", "2000",
+                           "--results", str(written)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr  # the page's last candle closed at the last trade printed
+    for client in ("ours", "ours --chart"):
+        assert re.search(rf"with a chart's page +{re.escape(client)} +[\d,]+ ", done.stdout), done.stdout
+    assert "ours --chart: trades/s to a pipe with a page drawing at least 0.8x printing alone" in done.stdout
+    assert set(json.loads(written.read_text())["figures"]["chart"]) == {"ours", "ours --chart"}

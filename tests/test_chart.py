@@ -12,20 +12,23 @@ import logging
 import re
 import signal
 import socket
+import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import ROOT, run
+from conftest import FAKE_KEY, FAKE_SECRET, ROOT, run, until
 from test_readme import EXAMPLES, paste, pasted_with_what_it_needs
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.asyncio.connection import Connection
 from websockets.exceptions import ConnectionClosed
 
 import websocket_stream as ws
+from alpaca_stream.errors import ConfigError
 from alpaca_stream.outputs.chart import REFUSED, TOO_SLOW, Chart
 from alpaca_stream.records import Bar, Record, Trade, TradeUpdate
+from alpaca_stream.session import Session
 
 pytestmark = pytest.mark.timeout(40)
 
@@ -85,6 +88,23 @@ def test_a_page_opened_late_gets_each_minute_with_trades_as_a_candle_the_fills_m
     assert [(f["side"], f["price"], f["qty"], f["minute"]) for f in spy["fills"]] == [
         ("buy", 11.5, 10, MINUTE + 60), ("sell", 13.0, 4, MINUTE + 180)]
     assert (spy["position"], spy["realized"]) == (6, 6.0)  # 4 sold 1.50 above the 11.50 paid
+
+
+def test_the_position_and_pnl_start_from_what_the_account_held_at_the_start_a_pairs_without_its_slash():
+    held = [{"symbol": "SPY", "qty": "10", "side": "long", "avg_entry_price": "600"},
+            {"symbol": "BTCUSD", "qty": "0.5", "side": "long", "avg_entry_price": "90000"},
+            {"symbol": "TSLA", "qty": "-3", "side": "short", "avg_entry_price": "350"}]  # not the run's
+
+    async def scenario() -> dict:
+        async with Chart("127.0.0.1", 0, ["SPY", "BTC/USD"]) as chart:
+            chart.held(held)
+            await fed(chart, [fill(1, "sell", 4, 610.0), fill(2, "buy", 1, 300.0, "TSLA")])
+            async with await opened(chart) as page:
+                return (await received(page))["symbols"]
+
+    shown = run(scenario())
+    assert [(symbol, mine["position"], mine["realized"]) for symbol, mine in shown.items()] == [
+        ("SPY", 6, 40.0), ("BTC/USD", 0.5, 0), ("TSLA", -2, 50.0)]
 
 
 def test_changes_after_the_snapshot_come_coalesced_and_alpacas_bars_replace_the_candles_built_from_trades():
@@ -173,6 +193,20 @@ def test_a_page_that_reads_too_slowly_is_cut_and_the_others_go_on(caplog):
     assert last[0] == MINUTE + 60 * 4999 and last[4] >= 2  # the reader got the last round's
 
 
+def test_at_the_end_a_socket_that_asked_for_nothing_yet_is_closed_not_waited_for():
+    async def scenario() -> bytes:
+        chart = Chart("127.0.0.1", 0, ["SPY"])
+        async with chart:  # a socket a browser opens ahead of need (Chromium's preconnect)
+            reader, writer = await asyncio.open_connection("127.0.0.1", chart.port)
+            await until(lambda: chart.opened, "the server's connection")
+        try:  # closed by the end, not left open after it (websockets' server waits 10 s for a request)
+            return await asyncio.wait_for(reader.read(), 0.5)
+        finally:
+            writer.close()
+
+    assert run(scenario()) == b""
+
+
 async def read_all(page: Connection, got: list[dict]) -> None:
     async for message in page:
         got.append(json.loads(message))
@@ -193,6 +227,10 @@ def test_served_beyond_this_machine_the_page_must_give_the_token_the_log_prints(
     assert code == REFUSED
     assert candles(snapshot) == [[MINUTE, 10.0, 10.0, 10.0, 10.0, 100]]
     assert chart.token and f"the page asks for this token:\n{chart.token}" in caplog.text
+    # 0.0.0.0 is not an address a browser opens: this machine's own is printed, and where it is served
+    assert chart.address == f"http://127.0.0.1:{chart.port}"
+    assert f"charting at http://127.0.0.1:{chart.port}, and from other machines at this one's address " \
+           "(served on 0.0.0.0)" in caplog.text
     assert not Chart("127.0.0.1", 0).token  # this machine's own: none
 
 
@@ -206,9 +244,20 @@ def page_of(script: Any) -> str:
     return found.group(1)
 
 
+OVER = "the run is over; the chart stays at http://"
+
+
+def stopped_when_over(script: Any) -> None:
+    """Ctrl+C once the log says the run is over: its page stays served until then."""
+    script.wait_for_stderr(OVER)
+    script.process.send_signal(signal.SIGINT)
+
+
 async def whole_run(address: str, script: Any, stop: bool) -> dict[str, dict]:
     """What a page shows at the end of the run: each symbol's candles by minute and fills by id,
-    from the first frame to the script's close (it is stopped once it has sent an update)."""
+    from the first frame to the script's close (it is stopped once it has sent an update, or,
+    not stop, once its run is over)."""
+    ending = None if stop else asyncio.create_task(asyncio.to_thread(stopped_when_over, script))
     shown: dict[str, dict] = {}
     async with connect(f"ws://{address}/data") as page:
         async for frame in page:
@@ -221,6 +270,8 @@ async def whole_run(address: str, script: Any, stop: bool) -> dict[str, dict]:
             if stop and message["type"] == "update" and len(script.out_lines) > 5:
                 script.process.send_signal(signal.SIGINT)
                 stop = False
+    if ending:
+        await ending
     return shown
 
 
@@ -272,19 +323,76 @@ def test_a_backtests_page_has_the_fill_at_its_price_and_time_and_the_position(st
         [line for line in recorded if line["type"] == "trade"])
 
 
+def test_a_replay_that_ends_keeps_its_page_served_until_ctrl_c_then_says_the_summary(start_script):
+    script = start_script("--replay", str(SESSION), "--chart", "--quiet")  # at full speed: over at once
+    address = page_of(script)
+    script.wait_for_stderr(OVER + address)
+
+    async def opened_after_the_end() -> dict:
+        async with connect(f"ws://{address}/data") as page:
+            return await received(page)
+
+    snapshot = run(opened_after_the_end())
+    recorded = [json.loads(line) for line in SESSION.read_text().splitlines()]
+    assert {symbol: {values[0]: values[1:] for values in mine["candles"]}
+            for symbol, mine in snapshot["symbols"].items()} == candles_of(
+        [line for line in recorded if line["type"] == "trade"])
+    assert script.process.poll() is None  # still there
+    assert script.stop(signal.SIGINT)[0] == 0
+    assert "received 55 trades" in script.said.partition(OVER)[2], script.stderr
+
+
+def test_the_summary_of_a_run_that_waits_after_its_end_gives_the_runs_time_not_the_waits():
+    now = time.monotonic()
+    assert "in 2.0 s" in Session(started=now - 10, ended=now - 8).summary()
+
+
+def test_a_chart_of_an_accounts_fills_starts_from_the_positions_it_held_before_the_run(make_server, start_script):
+    server = make_server(rate=50, keys=(FAKE_KEY, FAKE_SECRET))
+
+    async def hold() -> None:  # in the server's own loop
+        order = server.server.account.place("SPY", 10)
+        server.server.account.update("fill", order["id"], price=600.0, qty=10)
+
+    server.call(hold())
+    script = start_script("--url", server.url.rsplit("/v2/", 1)[0], "--trading-url", server.server.trading_url,
+                          "SPY", "--trades", "--trade-updates", "--chart", "--quiet")
+    address = page_of(script)
+    script.wait_for_stderr("listening to the account's order updates")
+
+    async def snapshot() -> dict:
+        async with connect(f"ws://{address}/data") as page:
+            return (await received(page))["symbols"]["SPY"]
+
+    spy = run(snapshot())
+    assert (spy["position"], spy["realized"]) == (10, 0)
+    assert script.stop(signal.SIGINT)[0] == 0
+
+
 @pytest.mark.parametrize(("arguments", "message"), [
     (["--chart", "99999"], "--chart 99999: its port is not a number from 0 to 65535"),
     (["--chart", "here:8765"], "--chart takes an IP address, or localhost: here"),
     (["--chart", "127.0.0.1:"], "--chart takes [HOST:]PORT: no port in 127.0.0.1:"),
-    # A symbol after --chart is taken for its address: the message says where symbols go.
-    (["--chart", "SPY"], "--chart takes [HOST:]PORT or nothing, not SPY: put the symbols before it "
-                         "(python websocket_stream.py SPY --chart)"),
+    # A symbol after --chart is taken for its address: the message says where symbols go, with
+    # the command given, --chart moved last.
+    (["--chart", "SPY"], "--chart takes [HOST:]PORT or nothing, not SPY: put the symbols before it, or "
+                         "--chart last (python websocket_stream.py --demo SPY --chart)"),
+    (["--chart=SPY", "TSLA", "--quotes", "--json"], "(python websocket_stream.py --demo SPY TSLA --quotes --json "
+                                                    "--chart)"),
 ])
 def test_a_chart_address_that_is_not_host_port_exits_2_naming_it(arguments, message, capsys):
     with pytest.raises(SystemExit) as exited:
         ws.main(["--demo", *arguments])
     assert exited.value.code == 2
     assert message in capsys.readouterr().err.replace("\n  ", " ")
+
+
+def test_a_chart_address_not_of_this_machine_is_named_not_the_port():
+    with pytest.raises(ConfigError) as refused:
+        run(Chart("192.0.2.1", 8050).__aenter__())  # TEST-NET-1: no machine's own
+    assert "192.0.2.1 is not an address of this machine; 127.0.0.1 for it alone, 0.0.0.0 for all its " \
+           "networks" in str(refused.value)
+    assert "another port" not in str(refused.value)
 
 
 def test_a_chart_port_in_use_exits_2_naming_it(start_script):

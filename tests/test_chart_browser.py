@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Any
 
 import pytest
-from test_chart import SESSION, candles_of, order_example, page_of
+from test_chart import SESSION, candles_of, order_example, page_of, stopped_when_over
 
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 if not shutil.which(CHROMIUM):
@@ -51,6 +51,11 @@ def volume(page: Any) -> float:
     return float(page.evaluate(f"() => {VOLUME}"))
 
 
+# Pixels from each chart's last candle to the right end of its time scale, for the label under it
+ROOM = """() => Object.fromEntries(Object.entries(window.charts).filter(([, shown]) => shown.candles.data().length)
+    .map(([symbol, shown]) => [symbol, shown.chart.timeScale().width()
+                               - shown.chart.timeScale().timeToCoordinate(shown.candles.data().at(-1).time)]))"""
+
 VOLUME = ("Object.values(window.charts).reduce((sum, shown) => "
           "sum + shown.volume.data().reduce((all, bar) => all + bar.value, 0), 0)")  # every symbol's, drawn
 
@@ -77,6 +82,7 @@ def test_a_demo_runs_page_draws_the_minutes_with_trades_grows_and_a_page_opened_
         assert {symbol: mine["candles"] for symbol, mine in shown(page).items() if mine["candles"]} == {
             symbol: {minute: pytest.approx(values) for minute, values in candles.items()}
             for symbol, candles in made.items()}
+    assert min(first.evaluate(ROOM).values()) >= 20  # the last minute's label whole, not cut by the price scale
     charts = first.evaluate("Object.keys(window.charts).length")
     assert first.locator("#tv-attr-logo").count() == charts  # TradingView's attribution, on each chart
 
@@ -86,6 +92,7 @@ def test_a_backtests_fill_is_marked_below_the_price_at_its_minute_and_its_positi
     script = start_script("--replay", str(SESSION), "--replay-speed", "2", "--chart", edit=order_example)
     page = browser.new_page()
     page.goto(f"http://{page_of(script)}/")
+    stopped_when_over(script)
     assert script.finish() == 0, script.stderr
     page.wait_for_selector("#status.lost", timeout=10_000)
     tsla = shown(page)["TSLA"]

@@ -14,7 +14,7 @@ from typing import Any, cast
 from uuid import UUID
 
 import pytest
-from conftest import FAKE_KEY, FAKE_SECRET, KEYS, script_env, supervised, until, within
+from conftest import FAKE_KEY, FAKE_SECRET, KEYS, run, script_env, supervised, until, within
 from websockets.asyncio.client import connect
 
 from alpaca_stream.outputs.terminal import format_json, format_text
@@ -332,6 +332,17 @@ def test_the_demo_account_places_an_order_now_and_then_and_fills_it_with_the_pos
         symbol = fill["order"]["symbol"]
         held[symbol] = held.get(symbol, 0.0) + float(fill["qty"]) * (1 if fill["order"]["side"] == "buy" else -1)
         assert float(fill["position_qty"]) == held[symbol] and fill["order"]["status"] == "filled"
+
+
+def test_the_demo_accounts_orders_are_of_the_stocks_it_streams_so_a_chart_has_their_prices():
+    async def scenario() -> list[dict]:
+        async with AlpacaStreamServer(rate=None, seed=5, orders_every=0.1) as server:
+            server.prices.update({"TSLA": 350.0, "BTC/USD": 90_000.0})  # as a run of TSLA and BTC/USD makes them
+            await until(lambda: len(server.account.updates) >= 6, "three orders and their fills", 10)
+            return server.account.updates[:6]
+
+    fills = run(scenario())[1::2]
+    assert [(fill["order"]["symbol"], fill["price"]) for fill in fills] == [("TSLA", "350")] * 3
 
 
 def test_the_streams_late_news_of_an_order_recovered_never_leaves_it_as_it_was_before():

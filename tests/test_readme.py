@@ -258,6 +258,14 @@ def test_every_command_of_the_readme_and_docs_is_taken_by_the_scripts_options(co
         assert exit.code == 0 and "--help" in COMMANDS[command], capsys.readouterr().err
 
 
+def test_docs_options_names_every_option_of_the_help(capsys):
+    with pytest.raises(SystemExit):
+        parse_args(["--help"])
+    named = set(re.findall(r"(?<![\w-])(--[a-z][a-z-]+)", capsys.readouterr().out)) - {"--help", "--verbose"}
+    listed = (ROOT / "docs" / "options.md").read_text(encoding="utf-8")  # -v for --verbose
+    assert sorted(option for option in named if f"`{option}" not in listed and f"{option} " not in listed) == []
+
+
 # Those that need no keys and no network, run for real; the others would connect to Alpaca.
 OFFLINE = [command for command, words in COMMANDS.items()
            if ("--demo" in words or "--replay" in words or words == ["--help"]) and "--serve" not in words]

@@ -14,18 +14,22 @@ import hmac
 import json
 import logging
 import secrets
+import weakref
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from pathlib import Path
+from typing import Any, cast
 from urllib.parse import parse_qs, urlsplit
 
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
+from websockets.protocol import State
 
+from alpaca_stream.booking import booked
 from alpaca_stream.channels import contract_size
 from alpaca_stream.handlers import Handler, Handlers, unhandled
 from alpaca_stream.outputs.serve import cannot_listen, is_loopback
@@ -58,19 +62,9 @@ class Holding:
     realized: float = 0.0
 
     def fill(self, qty: float, price: float, multiplier: int) -> None:
-        """qty: bought (negative: sold) at price."""
-        if self.qty * qty >= 0:  # opens or adds
-            total = self.qty + qty
-            self.price = (self.qty * self.price + qty * price) / total if total else 0.0
-            self.qty = total
-            return
-        closed = min(abs(qty), abs(self.qty))
-        self.realized += closed * (price - self.price) * (1 if self.qty > 0 else -1) * multiplier
-        self.qty += qty
-        if abs(self.qty) < 1e-9:
-            self.qty, self.price = 0.0, 0.0
-        elif self.qty * qty > 0:  # turned over: the rest opens at this price
-            self.price = price
+        """qty: bought (negative: sold) at price; multiplier: the contract's size."""
+        self.qty, self.price, realized = booked(self.qty, self.price, qty, price)
+        self.realized += realized * multiplier
 
 
 @dataclass
@@ -113,6 +107,7 @@ class Chart:
         self.host, self.port, self.buffer = host, port, buffer
         self.token = "" if is_loopback(host) else secrets.token_urlsafe(12)
         self.symbols = {symbol: Symbol() for symbol in symbols}  # the run's, in its order; others as they come
+        self.held_before: dict[str, Holding] = {}  # the account's positions at the start, of symbols not shown yet
         self.pages: set[Page] = set()
         self.server: Server | None = None
         self.timer: asyncio.TimerHandle | None = None
@@ -121,22 +116,31 @@ class Chart:
         self.stopping = False
         self.pages_cut = 0
         self.cutting: set[asyncio.Task] = set()  # the closes of pages cut, while they run
+        self.opened: weakref.WeakSet[ServerConnection] = weakref.WeakSet()  # the server's, while it keeps them
 
     @property
     def address(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
+        """The page's address, to open: this machine's own when served on all its networks
+        (0.0.0.0 or ::, which a browser cannot open)."""
+        host = self.host
+        if everywhere(host):
+            host = "::1" if ":" in host else "127.0.0.1"
+        return f"http://[{host}]:{self.port}" if ":" in host else f"http://{host}:{self.port}"
 
     async def __aenter__(self) -> Chart:
         try:
+            # create_connection: "a wrapper or a subclass", websockets' docs say; its type, a class
             self.server = await serve(self.page, self.host, self.port, process_request=self.http,
-                                      compression=None, ping_interval=20.0)
+                                      compression=None, ping_interval=20.0,
+                                      create_connection=cast(type[ServerConnection], self.connection))
         except OSError as error:
             raise cannot_listen("--chart", self.host, self.port, error) from None
         self.port = self.server.sockets[0].getsockname()[1]
         if self.token:
-            log.info("charting at %s: the page asks for this token:\n%s", self.address, self.token)
-            log.warning("the page and its data go unencrypted (http://): serve\nit on a network you trust, "
+            elsewhere = f", and from other machines at this one's address (served on {self.host})" * everywhere(
+                self.host)
+            log.info("charting at %s%s: the page asks for this token:\n%s", self.address, elsewhere, self.token)
+            log.warning("the page and its data go unencrypted (http://): serve it on a network you trust, "
                         "or through an SSH tunnel")
         else:
             log.info("charting at %s (open it in your browser)", self.address)
@@ -150,12 +154,24 @@ class Chart:
             page.ready.set()
         if self.server:
             self.server.close(close_connections=False)
+            for connection in self.opened:
+                if connection.state is State.CONNECTING:  # has asked for nothing: no page to tell
+                    connection.transport.abort()
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self.server.wait_closed(), 2 * CLOSE_TIMEOUT)
             for connection in self.server.connections:
                 connection.transport.abort()
         if self.pages_cut:
             log.info("--chart cut %d page%s as too slow", self.pages_cut, "s" * (self.pages_cut > 1))
+
+    def connection(self, *args: Any, **kwargs: Any) -> ServerConnection:
+        """Each connection, known from its start: one that has asked for nothing yet (a socket
+        a browser opens ahead of need, a page's request on its way) is waited for by websockets'
+        server at its close as a page is (2 * CLOSE_TIMEOUT: a silent socket made Ctrl+C take
+        2.1 to 2.2 s, measured), so it is cut at the end."""
+        made = ServerConnection(*args, **kwargs)
+        self.opened.add(made)
+        return made
 
     def wrap(self, handlers: Handlers) -> Handlers:
         """The handlers, the trades, bars and order updates first folded into the chart."""
@@ -174,7 +190,7 @@ class Chart:
     def of(self, symbol: str) -> Symbol:
         shown = self.symbols.get(symbol)
         if shown is None:
-            shown = self.symbols[symbol] = Symbol()
+            shown = self.symbols[symbol] = Symbol(holding=self.held_before.pop(unslashed(symbol), Holding()))
         return shown
 
     def trade(self, trade: Record) -> None:
@@ -217,6 +233,16 @@ class Chart:
         if self.pages:
             shown.changed_fills.append(fill)
             self.due()
+
+    def held(self, positions: Iterable[dict]) -> None:
+        """The account's positions as the run starts (Alpaca's GET /v2/positions), which the
+        fills then change: a symbol's shown once the run has its prices or fills."""
+        for position in positions:
+            qty, price = float(position["qty"]), float(position["avg_entry_price"])
+            signed = -abs(qty) if position.get("side") == "short" else qty
+            self.held_before[unslashed(str(position["symbol"]))] = Holding(signed, price)
+        for symbol, shown in self.symbols.items():
+            shown.holding = self.held_before.pop(unslashed(symbol), shown.holding)
 
     def changed(self, shown: Symbol, minute: int) -> None:
         if self.pages:  # else nothing to send: a page opened later gets the whole
@@ -298,6 +324,16 @@ class Chart:
                     page.ready.clear()
         finally:
             self.pages.discard(page)
+
+
+def everywhere(host: str) -> bool:
+    """Whether host is all of this machine's networks: 0.0.0.0, or ::."""
+    return host in ("0.0.0.0", "::")  # noqa: S104  # what the user asked for, said in the log
+
+
+def unslashed(symbol: str) -> str:
+    """A symbol as Alpaca's positions name it: a pair's without its slash (BTCUSD)."""
+    return symbol.replace("/", "")
 
 
 def queue(page: Page, frame: str) -> None:

@@ -4,6 +4,7 @@ on its one connection to each market."""
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import logging
 import os
@@ -64,6 +65,9 @@ def cannot_listen(option: str, host: str, port: int, error: OSError) -> ConfigEr
     """The usage error of a server of ours that cannot listen (a port in use, say)."""
     # asyncio's strerror is a sentence with the address in it: the system's is enough.
     reason = os.strerror(error.errno) if error.errno else str(error)
+    if error.errno == errno.EADDRNOTAVAIL:  # the address, not the port
+        return ConfigError(f"{option}: cannot listen on {host}:{port}:\n{reason}: {host} is not an address "
+                           "of this machine; 127.0.0.1 for it alone, 0.0.0.0 for all its networks")
     return ConfigError(f"{option}: cannot listen on {host}:{port}:\n{reason}; another port? (0 picks a free one)")
 
 

@@ -19,6 +19,7 @@ from datetime import datetime, timedelta, timezone
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed, InvalidState
 
+from alpaca_stream.booking import booked
 from alpaca_stream.channels import STATUS_OF_EVENT, SYMBOL, contract_size, market_of_symbol
 from alpaca_stream.orders import PAPER_CASH, number
 from alpaca_stream.server.market import start_price
@@ -136,15 +137,13 @@ class Account:
         """What a fill changes: the order's filled quantity and average price, the cash, the
         position and what its shares cost on average."""
         symbol, signed = order["symbol"], qty if order["side"] == "buy" else -qty
-        held = self.positions.get(symbol, 0.0)
-        now_held = held + signed if position_qty is None else position_qty
-        if held * signed >= 0 and now_held:  # bought more of a long (sold more of a short): a new average
-            self.entry_prices[symbol] = (self.entry_prices.get(symbol, price) * held + price * signed) / now_held
-        elif held * now_held < 0:  # crossed zero: the rest is a new position at this price
-            self.entry_prices[symbol] = price
-        self.positions[symbol] = now_held
-        if not now_held:
-            del self.positions[symbol]
+        now_held, entry, _ = booked(self.positions.get(symbol, 0.0), self.entry_prices.get(symbol, 0.0), signed, price)
+        if position_qty is not None:  # as its maker says (a test's)
+            now_held = position_qty
+        if now_held:
+            self.positions[symbol], self.entry_prices[symbol] = now_held, entry
+        else:
+            self.positions.pop(symbol, None)
             self.entry_prices.pop(symbol, None)
         self.cash -= price * signed * contract_size(symbol)
         filled = float(order["filled_qty"]) + qty
@@ -170,12 +169,14 @@ class Account:
                              bot_trades: Callable[[], bool]) -> None:
         """--demo: an order of a made-up bot every so often, filled a second later at the price
         of the moment, so that --trade-updates has something to show on the demo; until a bot
-        places its own (bot_trades() is true), whose fills are then all it sees."""
+        places its own (bot_trades() is true), whose fills are then all it sees. Of the stocks
+        the server makes prices of (the run's: --chart has their candles), else of DEMO_SYMBOLS."""
         while True:
             await asyncio.sleep(every)
             if bot_trades():
                 return
-            symbol, qty = rng.choice(DEMO_SYMBOLS), rng.choice((5, 10))  # not 1: the README's bot buys 1
+            streamed = [symbol for symbol in list(prices) if market_of_symbol(symbol) == "stocks"]
+            symbol, qty = rng.choice(streamed or DEMO_SYMBOLS), rng.choice((5, 10))  # not 1: the README's bot buys 1
             # A cash account: it sells only what it holds.
             side = rng.choice(("buy", "sell")) if self.positions.get(symbol, 0) >= qty else "buy"
             order = self.place(symbol, qty, side=side)

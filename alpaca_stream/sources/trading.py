@@ -198,10 +198,7 @@ class TradingConnection:
     def changed_orders(self, since: datetime) -> list[dict]:
         """The newest orders (RECOVER_LIMIT), oldest first, of those updated since then."""
         query = urlencode({"status": "all", "limit": RECOVER_LIMIT, "direction": "desc"})
-        request = urllib.request.Request(f"{self.base}/v2/orders?{query}", headers={
-            "APCA-API-KEY-ID": self.keys.key, "APCA-API-SECRET-KEY": self.keys.secret})
-        with urllib.request.urlopen(request, timeout=CONNECT_TIMEOUT) as answer:  # noqa: S310  # our URL
-            orders = json.loads(answer.read())
+        orders = read(self.base, self.keys, f"/v2/orders?{query}")
         return [order for order in reversed(orders)
                 if isinstance(order, dict) and rfc3339(str(order.get("updated_at"))) >= since]
 
@@ -210,6 +207,19 @@ class TradingConnection:
             self.lost_at = datetime.now(timezone.utc)
             await self.websocket.close()
             self.websocket = None
+
+
+def read(base: str, keys: Keys, path: str) -> list[dict]:
+    """What the trading API at base gives for GET path (a list): blocks, so in a thread."""
+    request = urllib.request.Request(f"{base.rstrip('/')}{path}", headers={
+        "APCA-API-KEY-ID": keys.key, "APCA-API-SECRET-KEY": keys.secret})
+    with urllib.request.urlopen(request, timeout=CONNECT_TIMEOUT) as answer:  # noqa: S310  # our URL
+        return [item for item in json.loads(answer.read()) if isinstance(item, dict)]
+
+
+def positions(base: str, keys: Keys) -> list[dict]:
+    """The positions the account at base holds (GET /v2/positions), as Alpaca gives them."""
+    return read(base, keys, "/v2/positions")
 
 
 class TradingUpdates:

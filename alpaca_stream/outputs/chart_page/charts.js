@@ -18,7 +18,8 @@ function newChart(box) {
     autoSize: true,
     layout: {attributionLogo: true},
     localization: {timeFormatter: newYork.moment},
-    timeScale: {timeVisible: true, secondsVisible: false, tickMarkFormatter: newYork.tick},
+    // rightOffset: room for the last minute's label, which the price scale cut at the start
+    timeScale: {timeVisible: true, secondsVisible: false, rightOffset: 5, tickMarkFormatter: newYork.tick},
   });
 }
 
