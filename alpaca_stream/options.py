@@ -91,6 +91,8 @@ class Settings:
     publish: str = ""  # a NATS server to publish every message to (outputs/nats.py)
     source: str = ""  # a NATS server to read from, instead of Alpaca
     durable: str = ""  # with source: a name to resume from where it stopped (JetStream)
+    nats_creds: str = ""  # with publish or source: a NATS credentials file
+    nats_ca: str = ""  # and the authority of the NATS servers' TLS certificates
     replay: str | None = None  # a file of --json lines to read, instead of Alpaca
     replay_speed: float = 0.0  # with replay: times the recorded pace; 0: as fast as it goes
     fills: str | None = None  # with replay: a CSV file to write its backtest's fills to
@@ -164,7 +166,11 @@ def parse_args(argv: list[str] | None, doc: str | None = None) -> argparse.Names
     backtest.add_argument("--fills", metavar="FILE.csv", help="write each fill of the backtest to "
                           "FILE.csv as it happens")
     parser.add_argument("--publish", metavar="NATS_URL", help="also publish every message to a NATS server, "
-                        "for more bots on one Alpaca connection: nats://127.0.0.1:4222")
+                        "for more bots on one Alpaca connection: nats://127.0.0.1:4222 (a cluster's: "
+                        "nats://HOST1:4222,nats://HOST2:4222,...)")
+    parser.add_argument("--nats-creds", metavar="FILE", help="with --publish or --source: a NATS credentials file")
+    parser.add_argument("--nats-ca", metavar="FILE", help="with --publish or --source: the certificate "
+                        "authority of the NATS servers' TLS certificates (tls://), if not the system's")
     parser.add_argument("--serve", metavar="[HOST:]PORT",
                         help="also serve Alpaca's stream to your other bots, unchanged, on "
                         "this one connection (HOST: 127.0.0.1 unless named)")
@@ -210,8 +216,11 @@ def parse_args(argv: list[str] | None, doc: str | None = None) -> argparse.Names
     args.symbols = [symbol for symbol in args.symbols if "/" not in symbol and symbol not in args.options]
     for option, (schemes, path) in URL_OPTIONS.items():
         url = getattr(args, option)
-        if url is not None and (fault := url_fault(url, schemes, path)):
-            parser.error(f"--{option.replace('_', '-')} {shlex.quote(url)}: {fault}")
+        for one in [] if url is None else url.split(",") if "nats" in schemes else [url]:  # NATS: a cluster's
+            if fault := url_fault(one, schemes, path):
+                named = "" if one == url else f" (in {shlex.quote(url)})"
+                parser.error(f"--{option.replace('_', '-')} {shlex.quote(one)}{named}: {fault}")
+    nats_checks(parser, args)
     host_alone = bool(args.url) and urlsplit(args.url).path in ("", "/")
     if args.pairs or args.news or args.options:
         other_markets_checks(parser, args, host_alone)
@@ -410,6 +419,16 @@ def option_fault(contract: str) -> str:
     return "its strike (the last 8 digits) is 0" if option.strike == 0 else ""
 
 
+def nats_checks(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """--nats-creds and --nats-ca: with --publish or --source, files that exist."""
+    for option in ("nats_creds", "nats_ca"):
+        named = f"--{option.replace('_', '-')}"
+        if getattr(args, option) is not None and not (args.publish or args.source):
+            parser.error(f"{named} goes with --publish or --source")
+        if getattr(args, option) is not None and not Path(getattr(args, option)).is_file():
+            parser.error(f"{named} {shlex.quote(getattr(args, option))}: no such file")
+
+
 def url_fault(url: str, schemes: tuple[str, ...], path: bool = False, listening: bool = False) -> str:
     """What is wrong with url, for an option that takes these schemes (and a path after the
     host, if path); "" if nothing. Checked before any connection, which would take these faults
@@ -499,7 +518,8 @@ def settings_from(args: argparse.Namespace) -> Settings:
                     news_url, demo=args.demo,
                     heartbeat=args.heartbeat, data_timeout=data_timeout(args), market_hours=not (
                         args.demo or args.test_stream), publish=args.publish or "", source=args.source or "",
-                    durable=args.durable or "", replay=args.replay,
+                    durable=args.durable or "", nats_creds=args.nats_creds or "",
+                    nats_ca=args.nats_ca or "", replay=args.replay,
                     # --demo's paper account: its fills for the chart (a backtest hands over its own)
                     trade_updates=args.trade_updates or args.demo and args.chart is not None,
                     trading_url=args.trading_url or (LIVE_API if args.live else PAPER_API),

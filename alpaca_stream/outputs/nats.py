@@ -18,12 +18,13 @@ from alpaca_stream.books import Book
 from alpaca_stream.handlers import Handler, Handlers, unhandled
 from alpaca_stream.nats_common import (
     CHANNEL_OF_KIND,
+    PLAIN_NATS,
     UNSENT_LIMIT,
     WHOLE_BOOK,
+    NatsAccess,
     close,
     connect,
     keep_stream,
-    shown,
     subject,
 )
 from alpaca_stream.records import KIND, Orderbook, Record, as_json
@@ -45,8 +46,8 @@ class Publisher:
     """--publish: publishes each message before its handler gets it. A lost broker costs no
     message while UNSENT_LIMIT holds them; the rest are counted, and reported at exit."""
 
-    def __init__(self, url: str, session: Session) -> None:
-        self.url, self.session = url, session
+    def __init__(self, url: str, session: Session, access: NatsAccess = PLAIN_NATS) -> None:
+        self.url, self.session, self.access = url, session, access
         self.session.publishing, self.session.published, self.session.unpublished = True, 0, 0
         self.keeping = False  # in JetStream: then each message carries its id
         self.held = 0  # published while the broker is away: sent when it is back
@@ -60,7 +61,8 @@ class Publisher:
         self.books: dict[str, tuple[Book, object]] = {}  # each pair's order book, and its time
 
     async def __aenter__(self) -> Publisher:
-        self.client = await connect(self.url, "feeder", self.lost, self.back)
+        self.client = await connect(self.url, "feeder", self.lost, self.back, self.access,
+                                    waiting="the stream goes on,\nand publishing resumes when the server is back")
         await self.client.subscribe(WHOLE_BOOK.format(pair="*"), cb=self.whole_book)
         self.keeping = await keep_stream(self.client)
         if not self.keeping:
@@ -94,8 +96,6 @@ class Publisher:
                                            option=orjson.OPT_PASSTHROUGH_DATETIME) if whole else b"")
 
     def lost(self) -> None:
-        log.warning("lost the connection to the NATS server\nat %s; the stream goes on,\n"
-                    "and publishing resumes when the server is back", shown(self.url))
         # nats-py calls this with the socket closed, before it reconnects and sends what it
         # holds (its _pending, which has what it had not written yet): what it had written goes
         # first, in the order it was published.
@@ -107,7 +107,7 @@ class Publisher:
         log.debug("to send again, in case the NATS server did not store them: %d messages", len(again))
 
     def back(self) -> None:
-        log.info("NATS server back: publishing again (%d messages held meanwhile)", self.held)
+        log.debug("NATS: %d messages held while the server was away", self.held)
         self.held = self.again = 0
 
     def wrap(self, handlers: Handlers) -> Handlers:

