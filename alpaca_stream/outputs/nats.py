@@ -64,7 +64,7 @@ class Publisher:
         self.client = await connect(self.url, "feeder", self.lost, self.back, self.access,
                                     waiting="the stream goes on,\nand publishing resumes when the server is back")
         await self.client.subscribe(WHOLE_BOOK.format(pair="*"), cb=self.whole_book)
-        self.keeping = await keep_stream(self.client)
+        self.keeping = await keep_stream(self.client, self.access.replicas)
         if not self.keeping:
             log.info("the NATS server has no JetStream (nats-server -js): messages are not kept\n"
                      "for bots that restart (--durable)")

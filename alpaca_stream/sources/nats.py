@@ -125,7 +125,7 @@ async def messages(url: str, wanted: list[str], session: Session, durable: str =
     client = await connect(url, "bot", lambda: None, back, access, waiting="waiting for it to come back")
     gaps = Gaps()
     try:
-        keeping = await keep_stream(client)
+        keeping = await keep_stream(client, access.replicas)
         if durable and not keeping:
             raise BrokerError("--durable needs JetStream: start the NATS server with -js")
         batches = await (from_durable(client, wanted, durable) if durable else
