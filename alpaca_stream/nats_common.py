@@ -30,7 +30,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit
 
@@ -109,7 +109,7 @@ def subject(channel: str, symbol: str, market: str = "stocks") -> str:
     return f"alpaca.{MARKET_PREFIX[market]}{channel}.{symbol.replace('.', '_')}"
 
 
-async def connect(url: str, role: str, on_lost: Callable[[], None], on_back: Callable[[], None],
+async def connect(url: str, role: str, on_lost: Callable[[], None], on_back: Callable[[], Awaitable[None]],
                   access: NatsAccess = PLAIN_NATS, waiting: str = "") -> Client:
     """A connection to any of url's servers (a comma-separated list: NATS's own tools take it),
     which goes to another when its server goes (nats-py learns the cluster's other servers from
@@ -165,7 +165,7 @@ async def connect(url: str, role: str, on_lost: Callable[[], None], on_back: Cal
         if warning:
             warning.cancel()
             warning = None
-        on_back()
+        await on_back()
 
     secured = {"tls": ssl.create_default_context(cafile=access.ca)} if access.ca else {}
     client = await nats.connect(servers, name=f"websocket_stream {role}", error_cb=on_error,

@@ -16,7 +16,7 @@ from pathlib import Path
 import nats
 import nats.errors
 import pytest
-from conftest import POSIX_ONLY
+from conftest import POSIX_ONLY, Script
 from test_broker import (  # noqa: F401  (broker: a fixture)
     DATA,
     SECRET,
@@ -25,6 +25,7 @@ from test_broker import (  # noqa: F401  (broker: a fixture)
     free_port,
     listening,
     nats_server_command,
+    recorded,
     start_bot,
     start_feeder,
     wait_until,
@@ -226,3 +227,138 @@ def test_more_replicas_than_the_cluster_has_servers_exits_2_saying_so(cluster, s
     assert script.finish(timeout=20) == EXIT_USAGE
     assert "--replicas 5: the cluster has fewer than 5 servers (at most 5)" in script.said
     assert "Traceback" not in script.stderr
+
+
+# -- nodes lost while the stream pours in ---------------------------------------------------------
+
+def stream_servers(url: str) -> tuple[str, list[str]]:
+    """The stream's leader, and the servers that have all it stored (current); none if it
+    does not answer now."""
+    async def ask() -> tuple[str, list[str]]:
+        client = await nats.connect(url.split(","))
+        try:
+            info = await client.jetstream().stream_info(STREAM)
+        except nats.errors.Error:  # a timeout: no leader now, as after a node's loss
+            return "", []
+        finally:
+            await client.close()
+        assert info.cluster
+        replicas = [peer.name or "" for peer in info.cluster.replicas or [] if peer.current and not peer.offline]
+        return info.cluster.leader or "", [info.cluster.leader or "", *replicas]
+
+    return asyncio.run(asyncio.wait_for(ask(), 10))
+
+
+def lead_from(cluster: NatsCluster, node: int) -> None:
+    """The stream's leader moved to node, as it may be anywhere: its leader steps down until
+    the node chosen is this one (each time, one of the other two)."""
+    async def step_down() -> None:
+        client = await nats.connect(cluster.url.split(","))
+        try:
+            await client.request(f"$JS.API.STREAM.LEADER.STEPDOWN.{STREAM}", b"", timeout=5)
+        finally:
+            await client.close()
+
+    for _ in range(20):
+        if stream_servers(cluster.url)[0] == f"node-{node}":
+            return
+        asyncio.run(asyncio.wait_for(step_down(), 10))
+        wait_until(lambda: stream_servers(cluster.url)[0], 10, "a new leader")
+    pytest.fail(f"the stream's leader never went to node-{node}")
+
+
+def all_current(cluster: NatsCluster) -> None:
+    """Wait until each of the three has all the stream stored: one of them may be lost again."""
+    wait_until(lambda: len(set(stream_servers(cluster.url)[1]) - {""}) == 3, 20, "the three nodes current")
+
+
+def server_now(said: str) -> str:
+    """The server a script's log says it is connected to now: the first, or the last moved to."""
+    return re.findall(r"(?:connected to the NATS server at|moved from the NATS server at \S+ to) (\S+)", said)[-1]
+
+
+def published(feeder_said: str) -> tuple[int, int]:
+    found = re.search(r"published to NATS: ([\d,]+)(?:; not published: ([\d,]+))?", feeder_said)
+    assert found, feeder_said
+    return int(found[1].replace(",", "")), int((found[2] or "0").replace(",", ""))
+
+
+def feeder_and_durable_bot(cluster: NatsCluster, make_server, start_script, seed: int) -> tuple[Script, Script]:
+    """A feeder on the local Alpaca server (200 messages a second) and a --durable bot, both
+    given the cluster's three servers; the bot has had 50 messages."""
+    feeder = start_feeder(start_script, make_server(rate=200, seed=seed), cluster.url)
+    bot = start_bot(start_script, cluster.url, "--durable", f"bot-{seed}")
+    bot.wait_for_lines(50)
+    return feeder, bot
+
+
+def the_bot_got_all_the_feeder_published(feeder: Script, bot: Script) -> None:
+    """Both stopped: the --durable bot got every message the feeder published from the bot's
+    start on, in order, none twice; the summaries say so, and the feeder lost none."""
+    assert feeder.stop(signal.SIGINT)[0] == 0
+    sent = recorded(feeder)
+    first = sent.index(recorded(bot)[0])  # a new durable bot starts with what is published from then on
+    bot.wait_for(lambda: len(bot.out_lines) >= len(sent) - first, 30, "every message the feeder published")
+    assert bot.stop(signal.SIGINT)[0] == 0
+    assert recorded(bot) == sent[first:]
+    assert published(feeder.said) == (len(sent), 0)  # none it could not publish
+    assert received(bot.said) == len(sent) - first
+    for script in (feeder, bot):
+        assert "Traceback" not in script.stderr
+
+
+def received(said: str) -> int:
+    """The messages a script's summary says it received, of all kinds."""
+    counts = re.search(r"received (.*?) in \d", said)
+    assert counts, said
+    return sum(int(count.replace(",", "")) for count in re.findall(r"\d[\d,]*", counts[1]))
+
+
+@pytest.mark.timeout(150)
+def test_the_feeders_node_then_the_bots_killed_and_started_again_cost_a_durable_bot_nothing(
+        cluster, make_server, start_script):
+    # The stream's leader is the feeder's node, killed first: JetStream stores nothing until the
+    # other two choose another, and what the feeder sent meanwhile is unacknowledged.
+    feeder, bot = feeder_and_durable_bot(cluster, make_server, start_script, seed=8)
+    for whose in (feeder, bot):
+        node = cluster.node_of(server_now(whose.said))
+        all_current(cluster)
+        lead_from(cluster, node)
+        cluster.kill(node)
+        bot.wait_for_lines(len(bot.out_lines) + 200, 30)  # the stream pours in, the node away
+        cluster.start(node)
+    all_current(cluster)
+    bot.wait_for_lines(len(bot.out_lines) + 50, 30)
+    the_bot_got_all_the_feeder_published(feeder, bot)
+
+
+@pytest.mark.timeout(120)
+def test_with_two_nodes_of_three_lost_the_feeder_says_jetstream_has_no_quorum_and_streams_on(
+        cluster, make_server, start_script):
+    feeder, bot = feeder_and_durable_bot(cluster, make_server, start_script, seed=9)
+    own = cluster.node_of(server_now(feeder.said))
+    others = [node for node in range(3) if node != own]
+    for node in others:
+        cluster.kill(node)
+    feeder.wait_for_stderr("JetStream has stored nothing", 20)
+    feeder.wait_for_lines(len(feeder.out_lines) + 200, 20)  # the terminal's stream goes on, held
+    for node in others:
+        cluster.start(node)
+    feeder.wait_for_stderr("JetStream stores again", 30)
+    the_bot_got_all_the_feeder_published(feeder, bot)  # what was held is stored, in order, once
+    assert feeder.said.count("JetStream has stored nothing") == 1
+
+
+def test_what_jetstream_never_stored_without_a_quorum_is_counted_as_not_published(
+        cluster, make_server, start_script):
+    feeder = start_feeder(start_script, make_server(rate=200, seed=10), cluster.url)
+    feeder.wait_for_lines(20)
+    own = cluster.node_of(server_now(feeder.said))
+    for node in range(3):
+        if node != own:
+            cluster.kill(node)
+    feeder.wait_for_stderr("JetStream has stored nothing", 20)
+    feeder.wait_for_lines(len(feeder.out_lines) + 100, 20)
+    assert feeder.stop(signal.SIGINT)[0] == 0  # no quorum still: what it holds is lost
+    stored, lost = published(feeder.said)
+    assert lost >= 100 and stored + lost == len(feeder.out_lines)  # each message is one or the other

@@ -119,7 +119,7 @@ async def messages(url: str, wanted: list[str], session: Session, durable: str =
     the bot of that name stopped. A batch is an iterable, to be read once: a --durable bot
     counts as had what is taken from it."""
 
-    def back() -> None:
+    async def back() -> None:
         session.reconnects += 1
 
     client = await connect(url, "bot", lambda: None, back, access, waiting="waiting for it to come back")
