@@ -167,6 +167,11 @@ async def connect(url: str, role: str, on_lost: Callable[[], None], on_back: Cal
             warning = None
         await on_back()
 
+    if access.creds:
+        try:
+            import nkeys  # noqa: F401  (nats-py signs with it, and raises ImportError from connect() without)
+        except ImportError:
+            raise BrokerError("--nats-creds needs the package nkeys: pip install nkeys") from None
     secured = {"tls": ssl.create_default_context(cafile=access.ca)} if access.ca else {}
     client = await nats.connect(servers, name=f"websocket_stream {role}", error_cb=on_error,
                                 disconnected_cb=disconnected, reconnected_cb=reconnected,

@@ -10,6 +10,7 @@ import asyncio
 import re
 import signal
 import subprocess
+import sys
 from collections.abc import Iterator
 from configparser import ConfigParser
 from pathlib import Path
@@ -34,8 +35,9 @@ from test_broker import (  # noqa: F401  (broker: a fixture)
 from test_config import connections, exits_2_before_connecting  # noqa: F401  (connections: a fixture)
 from test_deploy import NATS_UNIT
 
+from alpaca_stream import nats_common
 from alpaca_stream.errors import EXIT_USAGE
-from alpaca_stream.nats_common import STREAM, NatsAccess
+from alpaca_stream.nats_common import STREAM, BrokerError, NatsAccess
 from alpaca_stream.outputs.nats import Publisher
 from alpaca_stream.session import Session
 
@@ -119,6 +121,10 @@ def cluster(tmp_path: Path) -> Iterator[NatsCluster]:
     nodes.stop()
 
 
+async def noop() -> None:
+    pass
+
+
 def connected_to(said: str) -> str:
     """The server a script's log says it connected to."""
     return re.findall(r"connected to the NATS server at (\S+)", said)[-1]
@@ -145,6 +151,19 @@ def test_a_list_of_servers_with_a_bad_url_exits_2_naming_it_before_connecting(op
 ])
 def test_nats_files_and_replicas_go_with_a_nats_server_files_exist_replicas_1_to_5(argv, says, capsys, connections):  # noqa: F811
     exits_2_before_connecting(argv, says, capsys, connections)
+
+
+def test_nats_creds_without_the_package_nkeys_exits_2_saying_how_to_get_it(tmp_path, monkeypatch):
+    # nats-py needs nkeys to sign with a credentials file, and raised ImportError from connect().
+    monkeypatch.setitem(sys.modules, "nkeys", None)
+    creds = tmp_path / "bot.creds"
+    creds.write_text("not read: nkeys is missing")
+
+    async def connect() -> None:
+        await nats_common.connect("nats://127.0.0.1:4222", "bot", lambda: None, noop, NatsAccess(creds=str(creds)))
+
+    with pytest.raises(BrokerError, match="--nats-creds needs the package nkeys: pip install nkeys"):
+        asyncio.run(asyncio.wait_for(connect(), 10))
 
 
 def test_the_first_urls_credentials_go_to_every_server_of_the_list_and_none_is_printed(
