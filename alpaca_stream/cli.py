@@ -117,9 +117,11 @@ class CommandLine:
         settings = self.settings
         if settings.source:
             with needs_nats("--source"):
+                from alpaca_stream.nats_common import NatsAccess
                 from alpaca_stream.sources.nats import NatsSource
+            access = NatsAccess(settings.nats_creds, settings.nats_ca, settings.replicas)
             return [NatsSource(settings.source, settings.symbols, settings.channels, settings.durable,
-                               pairs=settings.pairs, options=settings.options)]
+                               pairs=settings.pairs, options=settings.options, access=access)]
         if settings.replay is not None:
             self.session.connected = False  # the summary counts no reconnects
             return [Recording(settings.replay, settings.replay_speed, settings.costs, fills=settings.fills)]
@@ -239,8 +241,10 @@ class CommandLine:
             stack.push_async_callback(background_settled)  # before the sources close: an order on its way
             if settings.publish:
                 with needs_nats("--publish"):
+                    from alpaca_stream.nats_common import NatsAccess
                     from alpaca_stream.outputs.nats import Publisher
-                publisher = await stack.enter_async_context(Publisher(settings.publish, self.session))
+                access = NatsAccess(settings.nats_creds, settings.nats_ca, settings.replicas)
+                publisher = await stack.enter_async_context(Publisher(settings.publish, self.session, access))
                 handlers = publisher.wrap(handlers)
             if settings.serve:
                 host, port = settings.serve

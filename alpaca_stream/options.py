@@ -60,6 +60,7 @@ UNSLASHED_PAIR = re.compile(r"([A-Z]{3,6})(USD|USDT|USDC|BTC)")
 # the stock stream's; the others name a server alone).
 URL_OPTIONS = {"url": (("ws", "wss"), True), "trading_url": (("http", "https"), False),
                "publish": (("nats", "tls"), False), "source": (("nats", "tls"), False)}
+MOST_REPLICAS = 5  # JetStream's most replicas of a stream
 HOST = re.compile(r"[\w.-]+")  # a name (in any letters) or an IPv4 address; an IPv6 one goes in [ ]
 # The channels Alpaca's historical data API keeps none of, and why (--history refuses them).
 NO_HISTORY = {"statuses": "trading halts", "lulds": "LULD bands", "imbalances": "order imbalances",
@@ -92,6 +93,9 @@ class Settings:
     publish: str = ""  # a NATS server to publish every message to (outputs/nats.py)
     source: str = ""  # a NATS server to read from, instead of Alpaca
     durable: str = ""  # with source: a name to resume from where it stopped (JetStream)
+    nats_creds: str = ""  # with publish or source: a NATS credentials file
+    nats_ca: str = ""  # and the authority of the NATS servers' TLS certificates
+    replicas: int = 0  # the JetStream stream's; 0: the default (nats_common.keep_stream())
     replay: str | None = None  # a file of --json lines to read, instead of Alpaca
     replay_speed: float = 0.0  # with replay: times the recorded pace; 0: as fast as it goes
     fills: str | None = None  # with replay: a CSV file to write its backtest's fills to
@@ -168,7 +172,13 @@ def parse_args(argv: list[str] | None, doc: str | None = None) -> argparse.Names
     backtest.add_argument("--report", metavar="FILE.html", help="at the end, write the backtest's report to "
                           "FILE.html: the prices with your fills, equity, the summary (docs/chart.md)")
     parser.add_argument("--publish", metavar="NATS_URL", help="also publish every message to a NATS server, "
-                        "for more bots on one Alpaca connection: nats://127.0.0.1:4222")
+                        "for more bots on one Alpaca connection: nats://127.0.0.1:4222 (a cluster's: "
+                        "nats://HOST1:4222,nats://HOST2:4222,...)")
+    parser.add_argument("--nats-creds", metavar="FILE", help="with --publish or --source: a NATS credentials file")
+    parser.add_argument("--nats-ca", metavar="FILE", help="with --publish or --source: the certificate "
+                        "authority of the NATS servers' TLS certificates (tls://), if not the system's")
+    parser.add_argument("--replicas", type=int, metavar="N", help="with --publish or --source: the JetStream "
+                        "stream kept on N servers of the cluster (default 3 on a cluster, 1 on a single server)")
     parser.add_argument("--serve", metavar="[HOST:]PORT",
                         help="also serve Alpaca's stream to your other bots, unchanged, on "
                         "this one connection (HOST: 127.0.0.1 unless named)")
@@ -215,8 +225,11 @@ def parse_args(argv: list[str] | None, doc: str | None = None) -> argparse.Names
     args.symbols = [symbol for symbol in args.symbols if "/" not in symbol and symbol not in args.options]
     for option, (schemes, path) in URL_OPTIONS.items():
         url = getattr(args, option)
-        if url is not None and (fault := url_fault(url, schemes, path)):
-            parser.error(f"--{option.replace('_', '-')} {shlex.quote(url)}: {fault}")
+        for one in [] if url is None else url.split(",") if "nats" in schemes else [url]:  # NATS: a cluster's
+            if fault := url_fault(one, schemes, path):
+                named = "" if one == url else f" (in {shlex.quote(url)})"
+                parser.error(f"--{option.replace('_', '-')} {shlex.quote(one)}{named}: {fault}")
+    nats_checks(parser, args)
     host_alone = bool(args.url) and urlsplit(args.url).path in ("", "/")
     if args.pairs or args.news or args.options:
         other_markets_checks(parser, args, host_alone)
@@ -435,6 +448,19 @@ def option_fault(contract: str) -> str:
     return "its strike (the last 8 digits) is 0" if option.strike == 0 else ""
 
 
+def nats_checks(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """--nats-creds, --nats-ca and --replicas: with --publish or --source, files that exist, a
+    number of replicas that JetStream takes."""
+    for option in ("nats_creds", "nats_ca", "replicas"):
+        named = f"--{option.replace('_', '-')}"
+        if getattr(args, option) is not None and not (args.publish or args.source):
+            parser.error(f"{named} goes with --publish or --source")
+        if option != "replicas" and getattr(args, option) is not None and not Path(getattr(args, option)).is_file():
+            parser.error(f"{named} {shlex.quote(getattr(args, option))}: no such file")
+    if args.replicas is not None and not 1 <= args.replicas <= MOST_REPLICAS:
+        parser.error(f"--replicas takes a number from 1 to {MOST_REPLICAS}: JetStream keeps at most {MOST_REPLICAS}")
+
+
 def url_fault(url: str, schemes: tuple[str, ...], path: bool = False, listening: bool = False) -> str:
     """What is wrong with url, for an option that takes these schemes (and a path after the
     host, if path); "" if nothing. Checked before any connection, which would take these faults
@@ -534,7 +560,8 @@ def settings_from(args: argparse.Namespace) -> Settings:
                     news_url, demo=args.demo,
                     heartbeat=args.heartbeat, data_timeout=data_timeout(args), market_hours=not (
                         args.demo or args.test_stream), publish=args.publish or "", source=args.source or "",
-                    durable=args.durable or "", replay=args.replay,
+                    durable=args.durable or "", nats_creds=args.nats_creds or "",
+                    nats_ca=args.nats_ca or "", replicas=args.replicas or 0, replay=args.replay,
                     # --demo's paper account: its fills for the chart (a backtest hands over its own)
                     trade_updates=args.trade_updates or args.demo and args.chart is not None,
                     trading_url=args.trading_url or (LIVE_API if args.live else PAPER_API),

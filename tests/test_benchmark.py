@@ -21,7 +21,8 @@ def test_help_describes_the_benchmark_in_full_and_names_every_figure():
     help_text = " ".join(printed.stdout.split())  # as argparse wrapped it, unwrapped
     assert ("Benchmark: websocket_stream.py side by side with what a user would otherwise write, in one run on "
             "one machine, against the local server, each client in turn, round after round.") in help_text
-    for figure in ("trades", "quotes", "handlers", "latency", "exit", "recovery", "memory", "backtest", "history"):
+    for figure in ("trades", "quotes", "handlers", "latency", "exit", "recovery", "memory", "backtest", "history",
+                   "chart", "cluster"):
         assert figure in help_text.split("--only")[-1]
 
 

@@ -25,12 +25,13 @@ from alpaca_stream.server import Faults
 from alpaca_stream.session import Session, heartbeat
 
 UNIT = ROOT / "deploy" / "websocket-stream.service"
+NATS_UNIT = ROOT / "deploy" / "nats-node.service"  # a node of the bots' NATS cluster (docs/many-bots.md)
 
 
-def unit() -> ConfigParser:
+def unit(path: Path = UNIT) -> ConfigParser:
     parser = ConfigParser(strict=False, interpolation=None)
     parser.optionxform = str  # type: ignore[assignment,method-assign]  # systemd's keys are case-sensitive
-    parser.read(UNIT)
+    parser.read(path)
     return parser
 
 
@@ -45,16 +46,18 @@ def test_the_unit_restarts_on_failure_after_alpacas_hold_but_not_for_wrong_keys_
 
 
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="no systemd-analyze here")
-def test_systemd_verifies_the_unit_without_a_warning(tmp_path):
+@pytest.mark.parametrize("path", [UNIT, NATS_UNIT], ids=lambda path: path.name)
+def test_systemd_verifies_the_unit_without_a_warning(path, tmp_path):
     # The unit's paths made real here: verify checks that the program exists.
-    text = UNIT.read_text()
-    service = unit()["Service"]
+    text = path.read_text()
+    service = unit(path)["Service"]
     text = text.replace(service["ExecStart"].split()[0], sys.executable)
-    text = text.replace(service["EnvironmentFile"], str(tmp_path / "env")).replace(service["WorkingDirectory"],
-                                                                                  str(tmp_path))
+    if "EnvironmentFile" in service:
+        text = text.replace(service["EnvironmentFile"], str(tmp_path / "env"))
+    text = text.replace(service["WorkingDirectory"], str(tmp_path))
     (tmp_path / "env").write_text("")
-    (tmp_path / "websocket-stream.service").write_text(text.replace(f"User={service['User']}", "User=root"))
-    verified = subprocess.run(["systemd-analyze", "verify", str(tmp_path / "websocket-stream.service")],
+    (tmp_path / path.name).write_text(text.replace(f"User={service['User']}", "User=root"))
+    verified = subprocess.run(["systemd-analyze", "verify", str(tmp_path / path.name)],
                               capture_output=True, text=True, timeout=60)
     assert verified.returncode == 0 and verified.stdout + verified.stderr == "", verified.stderr
 

@@ -23,15 +23,16 @@ from alpaca_stream.nats_common import (
     CHANNEL_OF_KIND,
     KINDS_OF_CHANNEL,
     NEWS_SUBJECT,
+    PLAIN_NATS,
     RECONNECT_WAIT,
     STOP_FLUSH,
     STREAM,
     WHOLE_BOOK,
     BrokerError,
+    NatsAccess,
     close,
     connect,
     keep_stream,
-    shown,
     subject,
 )
 from alpaca_stream.records import either_market_types, from_json
@@ -55,8 +56,8 @@ class NatsSource:
     nats-py reconnects by itself when the broker comes back."""
 
     def __init__(self, url: str, symbols: list[str], channels: list[str], durable: str = "", *,
-                 pairs: Sequence[str] = (), options: Sequence[str] = ()) -> None:
-        self.url, self.durable = url, durable
+                 pairs: Sequence[str] = (), options: Sequence[str] = (), access: NatsAccess = PLAIN_NATS) -> None:
+        self.url, self.durable, self.access = url, durable, access
         self.subscriptions = Subscriptions(channels, symbols, offline=True)  # the feeder's decide
         self.types = either_market_types()  # a record of a pair's message for a pair, ...
         self.wanted = [
@@ -76,7 +77,7 @@ class NatsSource:
         pass
 
     async def run(self, routes: dict[str, Route], session: Session) -> None:
-        batches = messages(self.url, self.wanted, session, self.durable, self.news_about, self.books)
+        batches = messages(self.url, self.wanted, session, self.durable, self.news_about, self.books, self.access)
         async with aclosing(batches):  # on Ctrl+C too: a --durable bot says what it has had
             async for batch in batches:
                 relay = self.subscriptions.relay
@@ -110,7 +111,7 @@ def decode(payload: bytes) -> dict | None:
 
 
 async def messages(url: str, wanted: list[str], session: Session, durable: str = "",
-                   news_about: set[str] | None = None, books: Sequence[str] = ()
+                   news_about: set[str] | None = None, books: Sequence[str] = (), access: NatsAccess = PLAIN_NATS
                    ) -> AsyncGenerator[Iterable[dict], None]:
     """The messages a feeder publishes on these subjects, in batches, as Alpaca sent them, for
     ever; of the news, only the articles about news_about's symbols (None: every one); first,
@@ -118,17 +119,13 @@ async def messages(url: str, wanted: list[str], session: Session, durable: str =
     the bot of that name stopped. A batch is an iterable, to be read once: a --durable bot
     counts as had what is taken from it."""
 
-    def lost() -> None:
-        log.warning("lost the connection to the NATS server\nat %s; waiting for it to come back", shown(url))
-
-    def back() -> None:
+    async def back() -> None:
         session.reconnects += 1
-        log.info("NATS server back: reading again")
 
-    client = await connect(url, "bot", lost, back)
+    client = await connect(url, "bot", lambda: None, back, access, waiting="waiting for it to come back")
     gaps = Gaps()
     try:
-        keeping = await keep_stream(client)
+        keeping = await keep_stream(client, access.replicas)
         if durable and not keeping:
             raise BrokerError("--durable needs JetStream: start the NATS server with -js")
         batches = await (from_durable(client, wanted, durable) if durable else
