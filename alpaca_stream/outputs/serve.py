@@ -63,11 +63,15 @@ async def serving(host: str, port: int, served: Mapping[str, Subscriptions], ses
 
 def cannot_listen(option: str, host: str, port: int, error: OSError) -> ConfigError:
     """The usage error of a server of ours that cannot listen (a port in use, say)."""
+    # Python 3.13 skips an address it cannot assign (taken for an IP version not enabled) and,
+    # with none left, says only this, with no errno.
+    if error.errno == errno.EADDRNOTAVAIL or (
+            error.errno is None and str(error).startswith("could not bind on any address")):
+        return ConfigError(f"{option}: cannot listen on {host}:{port}:\n{os.strerror(errno.EADDRNOTAVAIL)}: "
+                           f"{host} is not an address of this machine; 127.0.0.1 for it alone, 0.0.0.0 for "
+                           "all its networks")
     # asyncio's strerror is a sentence with the address in it: the system's is enough.
     reason = os.strerror(error.errno) if error.errno else str(error)
-    if error.errno == errno.EADDRNOTAVAIL:  # the address, not the port
-        return ConfigError(f"{option}: cannot listen on {host}:{port}:\n{reason}: {host} is not an address "
-                           "of this machine; 127.0.0.1 for it alone, 0.0.0.0 for all its networks")
     return ConfigError(f"{option}: cannot listen on {host}:{port}:\n{reason}; another port? (0 picks a free one)")
 
 
