@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
@@ -88,3 +89,17 @@ def test_the_chart_figure_times_printing_with_a_page_drawing_against_alone_and_c
         assert re.search(rf"with a chart's page +{re.escape(client)} +[\d,]+ ", done.stdout), done.stdout
     assert "ours --chart: trades/s to a pipe with a page drawing at least 0.8x printing alone" in done.stdout
     assert set(json.loads(written.read_text())["figures"]["chart"]) == {"ours", "ours --chart"}
+
+
+def test_the_targets_give_issue_36s_three_ratios_printing_a_printing_feeder_and_a_bot_each_met_or_missed():
+    spec = importlib.util.spec_from_file_location("stream_bench", BENCH)
+    assert spec and spec.loader
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    medians = {"trades": {"bare script": 100.0, "bare f-string": 125.0, "ours": 250.0, "ours --json": 150.0},
+               "fanout": {"ours": 1000.0, "ours --publish --quiet": 900.0, "ours --publish": 500.0,
+                          "a --source bot": 590.0, "a --durable bot": 300.0, "nats-py floor": 1200.0}}
+    checks = {target: (figure, met) for target, figure, met in bench.targets(medians)}
+    assert checks["ours: trades to a pipe at least 2x the faster bare script"] == ("2.00x", True)
+    assert checks["ours --publish: at least 50% of printing alone's messages/s"] == ("50%", True)
+    assert checks["a --source bot: at least 60% of printing alone's messages/s"] == ("59%", False)
