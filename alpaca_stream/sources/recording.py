@@ -43,11 +43,13 @@ class Played:
     of every market, whose messages go through the feed of its backtest (costs: its; fills:
     --fills's file) batch by batch, each a frame (batches()). It ends when its messages do."""
 
+    played = "recording"  # what its messages are, for the log
+
     def __init__(self, costs: Costs | None = None, fills: str | None = None) -> None:
         self.fills = fills
         self.types = either_market_types()  # messages of every market alike
         self.subscriptions = Subscriptions(offline=True)  # subscribe() changes nothing here
-        self.feed = Feed(costs)
+        self.feed = Feed(costs, self.played)
         self.session: Session | None = None  # the run's, once it runs
 
     def open_feed(self, read_from: str = "") -> None:
