@@ -67,6 +67,7 @@ try:
         trading_client,  # for your handlers: orders (the README shows how)
         unsubscribe,
     )
+    # Your imports go here too: Ctrl+C while they load then exits quietly.
 except ModuleNotFoundError as missing:  # the package, or what it needs
     print(f"{missing.name} is missing: activate your venv, or in the project's"
           "\nfolder: pip install -r requirements.txt", file=sys.stderr)

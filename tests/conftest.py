@@ -303,6 +303,28 @@ def script_env(**extra: str | None) -> dict[str, str]:
     return {k: v for k, v in env.items() if v is not None}  # None: not in the environment
 
 
+
+# Ctrl+C as a user presses it, at the start of one module's import: a sitecustomize the script's
+# Python runs before it, with a finder asked before the others.
+INTERRUPT_AT_IMPORT = """import importlib.abc, os, signal, sys
+class InterruptAt(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name == os.environ["INTERRUPT_AT_IMPORT"]:
+            sys.meta_path.remove(self)
+            signal.raise_signal(signal.SIGINT)  # KeyboardInterrupt, raised here and now
+        return None
+sys.meta_path.insert(0, InterruptAt())
+"""
+
+
+def ctrl_c_at_import(module: str, folder: Path) -> dict[str, str]:
+    """The environment of a script that gets Ctrl+C at the start of `module`'s import (its
+    sitecustomize written in folder/hook)."""
+    hook = folder / "hook"
+    hook.mkdir(exist_ok=True)
+    (hook / "sitecustomize.py").write_text(INTERRUPT_AT_IMPORT, encoding="utf-8")
+    return script_env(PYTHONPATH=str(hook), INTERRUPT_AT_IMPORT=module)
+
 @pytest.fixture
 def copy_script(tmp_path: Path) -> Callable[..., Path]:
     """Copy the script and these files of the project into an empty folder; the folder."""

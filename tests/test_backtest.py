@@ -637,13 +637,18 @@ def test_cash_latency_slippage_and_fee_options_change_the_fills_and_the_summary_
 # -- the script ---------------------------------------------------------------------------------
 
 
-def test_the_order_example_of_docs_handlers_pasted_runs_on_the_shipped_recording_and_its_fill_prints(copy_script):
+def replayed_with_the_order_example(folder: Path, *options: str) -> subprocess.CompletedProcess:
+    """The shipped recording replayed by a copy of the script in folder, with the order example
+    of docs/handlers.md pasted, and its fills printed."""
     number = next(number for number, (*_, code) in enumerate(EXAMPLES) if "submit_order" in code)
-    folder = copy_script()
-    for handlers, code in pasted_with_what_it_needs(number + 1):  # the order, and its fills printed
+    for handlers, code in pasted_with_what_it_needs(number + 1):
         paste(folder / "websocket_stream.py", handlers, code)
-    done = subprocess.run([sys.executable, "websocket_stream.py", "--replay", str(SESSION)], cwd=folder,
+    return subprocess.run([sys.executable, "websocket_stream.py", "--replay", str(SESSION), *options], cwd=folder,
                           capture_output=True, text=True, env=NO_KEYS, timeout=30)
+
+
+def test_the_order_example_of_docs_handlers_pasted_runs_on_the_shipped_recording_and_its_fill_prints(copy_script):
+    done = replayed_with_the_order_example(copy_script())
     assert done.returncode == 0, done.stderr
     assert "buying 1 TSLA after a block of 48800" in done.stdout
     assert "filled: bought 1 TSLA at 350.28" in done.stdout and "position in TSLA: 1" in done.stdout
@@ -651,6 +656,20 @@ def test_the_order_example_of_docs_handlers_pasted_runs_on_the_shipped_recording
                      r"holding 1\n  equity 99,999.82 \(-0.18\); largest drawdown 0.18 \(0.00%\)\n"
                      r"  buy and hold TSLA: equity 100,031.43 \(\+31.43\)$", done.stderr.rstrip()), done.stderr
     assert "warning" not in done.stderr and max(map(len, done.stderr.splitlines())) <= 80
+
+
+# docs/backtest.md's runs of the shipped recording: each command, and the summary's end it shows.
+SHOWN = re.findall(r"```\npython websocket_stream\.py --replay session\.jsonl(.*?)\n```\n.*?```\n(backtest: .*?)```",
+                   (ROOT / "docs" / "backtest.md").read_text(encoding="utf-8"), re.S)
+
+
+@pytest.mark.parametrize(("options", "summary"), SHOWN, ids=[options or "no options" for options, _ in SHOWN])
+def test_docs_backtest_shows_the_summary_the_script_prints(options, summary, copy_script):
+    # Before, its costs line was made up: "fees $6.00 (5 bps)", where the script says "fee 5 bps".
+    assert len(SHOWN) == 2
+    done = replayed_with_the_order_example(copy_script(), *options.split())
+    assert done.returncode == 0, done.stderr
+    assert " ".join(done.stderr.split()).endswith(" ".join(summary.split())), done.stderr
 
 
 def test_a_replay_whose_handlers_place_no_order_starts_no_broker_and_imports_none():

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 
 import pytest
-from conftest import FAKE_KEY, FAKE_SECRET, POSIX_ONLY, script_env, wider_than_80
+from conftest import FAKE_KEY, FAKE_SECRET, POSIX_ONLY, ctrl_c_at_import, script_env, wider_than_80
 
 from alpaca_stream.server import Faults
 
@@ -293,19 +293,6 @@ def test_a_second_ctrl_c_while_the_exit_waits_for_a_blocking_call_forces_it_130_
     assert_no_traceback(script)
 
 
-# Ctrl+C as a user presses it, at the start of one module's import (INTERRUPT_AT_IMPORT): a
-# sitecustomize the script's Python runs before it, with a finder asked before the others.
-INTERRUPT_AT_IMPORT = """import importlib.abc, os, signal, sys
-class InterruptAt(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path, target=None):
-        if name == os.environ["INTERRUPT_AT_IMPORT"]:
-            sys.meta_path.remove(self)
-            signal.raise_signal(signal.SIGINT)  # KeyboardInterrupt, raised here and now
-        return None
-sys.meta_path.insert(0, InterruptAt())
-"""
-
-
 @POSIX_ONLY
 @pytest.mark.parametrize(("module", "said"), [
     ("asyncio", []),  # the script's first import: before the log
@@ -314,10 +301,7 @@ sys.meta_path.insert(0, InterruptAt())
     ("alpaca.data.live", ["stopped (Ctrl+C) while starting"]),  # alpaca-py's, in main()'s step 2
 ], ids=["asyncio", "the package", "the options", "alpaca-py"])
 def test_ctrl_c_while_the_script_starts_exits_130_without_a_traceback(start_script, tmp_path, module, said):
-    hook = tmp_path / "hook"
-    hook.mkdir()
-    (hook / "sitecustomize.py").write_text(INTERRUPT_AT_IMPORT, encoding="utf-8")
-    script = start_script("--demo", env=script_env(PYTHONPATH=str(hook), INTERRUPT_AT_IMPORT=module))
+    script = start_script("--demo", env=ctrl_c_at_import(module, tmp_path))
     assert script.finish() == 130
     assert [line.partition("Z ")[2] for line in script.err_lines] == said
     assert script.out_lines == []

@@ -60,7 +60,7 @@ def test_the_json_output_of_a_history_run_replays_with_replay_to_the_same_messag
 
 
 def test_a_backtest_on_a_history_run_fills_an_order_at_the_next_messages_price_as_on_its_recording(
-        tmp_path, capsys):
+        tmp_path, capsys, caplog):
     span = ["--demo", "SPY", "--history", f"{DAY}T15:00..15:10"]  # 10:00 in New York: regular hours
     assert ws.main([*span, "--json"]) == 0
     recording = tmp_path / "history.jsonl"
@@ -69,6 +69,8 @@ def test_a_backtest_on_a_history_run_fills_an_order_at_the_next_messages_price_a
     plan = {3: lambda client: client.submit_order(market(1))}  # on the third trade
     played, replayed = Bot(plan), Bot(plan)
     assert ws.main([*span, "--quiet"], handlers=played.handlers) == 0
+    assert "a backtest: orders fill at the history's prices" in unwrapped(caplog.text)  # it has no recording
+    caplog.clear()
     assert ws.main(["--replay", str(recording), "--quiet"], handlers=replayed.handlers) == 0
     fourth = trades[3]
     assert filled(played) == [("fill", fourth["price"], 1, datetime.fromisoformat(fourth["timestamp"]))]

@@ -4,6 +4,7 @@ day on every query and every run; and it refuses what Alpaca refuses, as Alpaca 
 
 from __future__ import annotations
 
+import math
 import subprocess
 import sys
 import time
@@ -216,6 +217,26 @@ def test_the_same_query_gives_the_same_answer_on_every_query_and_every_run(histo
     finally:
         alone.terminate()
         alone.wait(timeout=10)
+
+
+@pytest.mark.parametrize(("path", "symbol", "midnight"), [
+    ("/v2/stocks/trades", "SPY", "05:00:00Z"),  # New York's days, Monday to the next Tuesday: a weekend
+    ("/v1beta3/crypto/us/trades", "BTC/USD", "00:00:00Z"),  # UTC's, every day
+])
+def test_a_made_up_day_opens_near_where_the_trading_day_before_it_closed(history, path, symbol, midnight):
+    # Before, each day was a walk of its own from near the demo's start price: SPY went 618, 588,
+    # 628 from one close to the next open, and a run of days was its jumps.
+    def edge(day: int, sort: str) -> float:
+        start = f"2025-12-{day:02}T{midnight}"
+        end = (datetime.fromisoformat(start) + timedelta(days=1, microseconds=-1)).isoformat()
+        answer = get(history, path, symbols=symbol, limit=1, sort=sort, start=start, end=end).json()
+        return answer["trades"][symbol][0]["p"] if answer["trades"] else math.nan
+
+    days = [(day, edge(day, "asc"), edge(day, "desc")) for day in range(1, 10)]
+    trading = [(day, first, last) for day, first, last in days if not math.isnan(first)]
+    assert len(trading) == (7 if "stocks" in path else 9)
+    gaps = [abs(opens / closed - 1) for (_, _, closed), (_, opens, _) in zip(trading, trading[1:])]
+    assert max(gaps) < 0.002, gaps
 
 
 def test_a_weekend_or_a_holiday_has_no_stock_history_and_a_whole_day_of_crypto(history):

@@ -12,10 +12,11 @@ import shutil
 import signal
 import subprocess
 import sys
+from itertools import takewhile
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, ServerThread, script_env
+from conftest import POSIX_ONLY, ROOT, ServerThread, ctrl_c_at_import, script_env
 
 from alpaca_stream.options import parse_args, settings_from
 
@@ -28,17 +29,25 @@ EXAMPLE_TEXT = "\n".join(page.read_text(encoding="utf-8") for page in PAGES)
 # code block: <!-- example: replaces on_trade, prints "block: " -->. One that builds on the
 # example before it says so: <!-- example: replaces on_cancel, with the one above, prints ... -->;
 # one that runs with other options than --demo alone says which: runs with --demo --trades, ...
-MARKED = re.findall(r'<!-- example: replaces ([\w ]+?), (with the one above, )?(?:runs with ([^,]+), )?'
+# What an example imports is a block of its own before it, marked <!-- example imports, ... -->,
+# its lines indented as they go: with the script's own imports, in their try (see paste()).
+MARKED = re.findall(r'(?:<!-- example imports, for the example below -->\s*```python\n(.*?)```.*?)?'
+                    r'<!-- example: replaces ([\w ]+?), (with the one above, )?(?:runs with ([^,]+), )?'
                     r'prints "([^"]+)" -->\s*```python\n(.*?)```', EXAMPLE_TEXT, re.S)
-EXAMPLES = [(handlers.split(), bool(above), prints, code) for handlers, above, _, prints, code in MARKED]
-RUNS_WITH = [options or "--demo" for _, _, options, _, _ in MARKED]  # each example's command line
+EXAMPLES = [(handlers.split(), bool(above), prints, imports + code)
+            for imports, handlers, above, _, prints, code in MARKED]
+RUNS_WITH = [options or "--demo" for *_, options, _, _ in MARKED]  # each example's command line
 MY_BOT = ROOT / "tests" / "test_my_bot.py"
 
 
 def paste(script: Path, handlers: list[str], example: str) -> None:
     """Paste an example over the handlers it names in a copy of the script, as a student does:
-    in place of the first, the others deleted."""
+    in place of the first, the others deleted; its imports (its first lines, indented) at the end
+    of the script's, in the try that makes Ctrl+C while they load exit quietly."""
+    imports = "".join(takewhile(lambda line: line.startswith("    "), example.splitlines(keepends=True)))
+    example = example[len(imports):]
     text = script.read_text(encoding="utf-8")
+    text = text.replace("\nexcept ModuleNotFoundError", "\n" + imports + "except ModuleNotFoundError", 1)
     # Each handler's definition, up to the next line that starts at the margin, found before
     # any is replaced: the example may define the others (on_cancel beside on_correction).
     definitions = []
@@ -66,6 +75,7 @@ def test_the_readme_has_examples_for_async_and_blocking_slow_work_and_for_correc
     assert len(vwap) == 2 and all(code in README for code in vwap)
     code = "\n".join(example for *_, example in EXAMPLES)
     assert "asyncio.to_thread(" in code and "in_background(" in code
+    assert IMPORTING, "the order example imports alpaca-py's MarketOrderRequest"
     assert {"on_trade", "on_correction", "on_cancel"} <= {handler for handlers, *_ in EXAMPLES for handler in handlers}
 
 
@@ -97,6 +107,34 @@ def test_an_example_pasted_over_its_handlers_prints_within_30_s(number, make_ser
                     what=f"a line starting {prints!r}")
     assert script.stop(signal.SIGINT)[0] == 0
     assert "Traceback" not in script.stderr and "warning" not in script.stderr, script.stderr
+
+
+def test_no_example_imports_among_the_handlers_outside_the_scripts_try():
+    # An import pasted at the margin loads outside the try: Ctrl+C then prints a traceback.
+    at_the_margin = [line for *_, code in EXAMPLES for line in code.splitlines()
+                     if line.startswith(("import ", "from "))]
+    assert at_the_margin == []
+
+
+# The examples that import something, and the first module each imports.
+IMPORTING = [(number, code.split()[1])  # "    from alpaca.trading.requests import ..."
+             for number, (*_, code) in enumerate(EXAMPLES) if code.startswith(" ")]
+
+
+@POSIX_ONLY
+@pytest.mark.parametrize(("number", "module"), IMPORTING, ids=[f"example {n + 1}" for n, _ in IMPORTING])
+def test_ctrl_c_while_an_examples_import_loads_exits_130_without_a_traceback(number, module, start_script,
+                                                                          tmp_path):
+    # Before, the order example's import stood among the handlers, outside the script's try: Ctrl+C
+    # while alpaca-py's trading models (and pandas) loaded printed a traceback, and the exit was -2.
+
+    def edit(script: Path) -> None:
+        for names, code in pasted_with_what_it_needs(number):
+            paste(script, names, code)
+
+    script = start_script("--demo", edit=edit, env=ctrl_c_at_import(module, tmp_path))
+    assert script.finish() == 130
+    assert script.err_lines == [] and script.out_lines == [], script.stderr
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="stops the script with SIGINT")

@@ -213,6 +213,22 @@ def test_printed_lines_among_the_messages_are_skipped_saying_a_handler_printed_t
     assert "skipped 2 printed lines of the recording" in said and "broken" not in said
 
 
+def test_the_logs_lines_in_a_recording_made_with_2_and_1_are_said_to_be_the_logs(tmp_path):
+    # --demo --json > f 2>&1: the log's lines (logs.py's format), not a handler's printout.
+    good = SESSION.read_text(encoding="utf-8").splitlines()[:3]
+    recording = tmp_path / "session.jsonl"
+    recording.write_text("\n".join(["2026-12-07 23:38:24Z demo data from a local server, not the market", *good,
+                                    "2026-12-07 23:38:30Z received 3 trades in 6.0 s; reconnects: 0"]) + "\n",
+                         encoding="utf-8")
+    done = replay(recording, "--json")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == good
+    said = unwrapped(done.stderr)
+    assert ('"2026-12-07 23:38:24Z demo data from a local ser...": the log\'s lines are in it: record with > file '
+            "alone, the log goes to stderr.") in said
+    assert "handler prints" not in said and "skipped 2 printed lines of the recording" in said
+
+
 @pytest.mark.parametrize(
     ("content", "says"),
     [(b"", "notes.txt is empty"), (b"hello\nworld\n", "notes.txt is not a recording: 2 of its first 2 lines"),
@@ -228,9 +244,14 @@ def test_printed_lines_among_the_messages_are_skipped_saying_a_handler_printed_t
      # Recorded without --json: the terminal's lines.
      (b"00:17:51.071Z correction  SPY   92 @ 600.06 -> 192 @ 600.06\n"
       b"00:17:54.846Z cancel      SPY   19 @ 600.05 cancelled\n",
-      "...\"): the terminal's text, of a run without --json. To record one")],
+      "...\"): the terminal's text, of a run without --json. To record one"),
+     # Recorded without --json, with 2>&1: the log's lines too.
+     (b"2026-12-07 23:38:24Z subscribed to trades of SPY, TSLA; Ctrl+C to stop\n"
+      b"23:38:24.071Z trade       TSLA                    95 @    349.91  P\n",
+      "\"): the terminal's text, of a run without --json; the log's lines are in it: record with > file alone, "
+      "the log goes to stderr. To record one")],
     ids=["empty", "text", "binary", "JSON, not of --json", "more text than messages", "a bot's own printout",
-         "recorded without --json"],
+         "recorded without --json", "recorded without --json, with 2>&1"],
 )
 def test_a_file_that_is_not_a_recording_exits_2_saying_so_and_handles_nothing(tmp_path, content, says):
     recording = tmp_path / "notes.txt"

@@ -5,11 +5,12 @@ plain HTTP GET, not a websocket upgrade): stock trades, quotes and bars (/v2/sto
 ../shared/alpaca-historical-data.md).
 
 The days are made up, the same on every query and every run: a symbol's day is the demo
-market's random walk (its step() every WALK_STEP seconds, from near its start price), seeded by
-the symbol and the day, and its trades and quotes are the demo market's own (market.py,
-crypto.py, options.py), made around that walk CHUNK at a time from their place in the day. So a
-page is made from where it starts, never the whole day: a day of a million trades takes no more
-memory than one of a thousand. Stocks trade 4:00 to 20:00 New York on the days the calendar says
+market's random walk (its step() every WALK_STEP seconds), seeded by the symbol and the day,
+from the day's level near its start price to the next trading day's (so a day opens where the
+day before closed), and its trades and quotes are the demo market's own (market.py, crypto.py,
+options.py), made around that walk CHUNK at a time from their place in the day. So a page is
+made from where it starts, never the whole day: a day of a million trades takes no more memory
+than one of a thousand. Stocks trade 4:00 to 20:00 New York on the days the calendar says
 (calendar.py), options in regular hours, crypto and news every day of UTC; nothing later than now.
 """
 
@@ -50,6 +51,8 @@ from alpaca_stream.server.protocol import rfc3339
 DEFAULT_TRADES = 2_000  # a symbol's trades a day, and as many quotes, unless the server is told
 WALK_STEP = 10  # seconds between two steps of a day's random walk
 DAY_OPEN_SPREAD = 0.02  # a day opens near the demo's start price: this is the spread of its log
+LEVEL_DAYS = 20  # draws a day's level is made of: a day shares all but one with the day before
+DAYS_CLOSED = 10  # a stock's or an option's trading day comes within this many days of the last
 CHUNK = 1_000  # messages made at a time (a page of 10,000 from anywhere makes at most 11,000)
 # Trades a page of bars is made of, at most (but for its first bar, whole): it ends there, with
 # a token, as a page of a limit does. A page is answered within the websocket handshake's 10 s,
@@ -137,16 +140,40 @@ ROUTES = {"/v2/stocks/trades": (STOCKS, "trades"), "/v2/stocks/quotes": (STOCKS,
 LIMITS = {"news": (10, 50)}  # (default, most) a page: Alpaca's news; the rest (1000, 10000)
 
 
+@functools.lru_cache(maxsize=256)
+def level(asset: Asset, symbol: str, day: date) -> float:
+    """Where the symbol's day opens: near the demo's start price, by the draws of this day and
+    the LEVEL_DAYS - 1 before it, each seeded by the symbol and its day; so the next day's level
+    is near this one (a day's move of its log has a standard deviation of DAY_OPEN_SPREAD *
+    sqrt(2 / LEVEL_DAYS), 0.6%)."""
+    draws = (random.Random(f"{symbol} {day - timedelta(days=n)} open").gauss(0, 1) for n in range(LEVEL_DAYS))
+    start = asset.market(random.Random(symbol), {}, itertools.count(), {}).last_price(symbol)
+    return start * math.exp(DAY_OPEN_SPREAD * sum(draws) / math.sqrt(LEVEL_DAYS))
+
+
+def next_trading_day(asset: Asset, symbol: str, day: date) -> date | None:
+    """The first day after this one with messages; None if there is none soon (an option expired)."""
+    later = (day + timedelta(days=n) for n in range(1, DAYS_CLOSED + 1))
+    return next((after for after in later if asset.hours(symbol, after)), None)
+
+
 @functools.lru_cache(maxsize=64)
 def walk(asset: Asset, symbol: str, day: date) -> tuple[float, ...]:
     """The symbol's price every WALK_STEP seconds of the day's hours: the demo market's random
-    walk, from a price near its start price."""
+    walk from the day's level, bent (a drift of its log, the same each step) to end at the next
+    trading day's, so that a day opens where the one before it closed, each day still made
+    without the days before it."""
     hours = asset.hours(symbol, day)
     steps = (hours[-1][1] - hours[0][0]) // (WALK_STEP * NS) + 2
     rng = random.Random(f"{symbol} {day} walk")
     market = asset.market(rng, {}, itertools.count(), {})
-    market.prices[symbol] = market.last_price(symbol) * math.exp(rng.gauss(0, DAY_OPEN_SPREAD))
-    return (market.prices[symbol], *(market.step(symbol) for _ in range(steps - 1)))
+    market.prices[symbol] = level(asset, symbol, day)
+    prices = (market.prices[symbol], *(market.step(symbol) for _ in range(steps - 1)))
+    after = next_trading_day(asset, symbol, day)
+    if after is None:
+        return prices
+    drift = math.log(level(asset, symbol, after) / prices[-1]) / (steps - 1)
+    return tuple(price * math.exp(drift * step) for step, price in enumerate(prices))
 
 
 @dataclass(frozen=True)

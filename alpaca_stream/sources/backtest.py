@@ -51,10 +51,10 @@ class Feed:
     equity at each price of a symbol held), seen in bulk up to the message being handled when
     it is needed; and, while an order is open, each message matched before it is handed over,
     with the updates this made. costs: the broker's cash, and what its orders cost beyond
-    their price."""
+    their price; played: what the messages are, for the log ("recording", "history")."""
 
-    def __init__(self, costs: Costs | None = None) -> None:
-        self.costs = costs
+    def __init__(self, costs: Costs | None = None, played: str = "recording") -> None:
+        self.costs, self.played = costs, played
         self.last: dict[tuple[str, str], dict[str, Any]] = {}  # (kind, symbol) -> its last message
         self.first: dict[tuple[str, str], dict[str, Any]] = {}  # and its first
         self.ledger = Ledger()  # the backtest's fills, for its result
@@ -233,7 +233,7 @@ class Feed:
                                   catch_up=self.caught_up)
                 broker.start()
                 self.broker = broker
-                log.info("a backtest: orders fill at the recording's prices,\non its clock (docs/backtest.md)")
+                log.info("a backtest: orders fill at the %s's prices,\non its clock (docs/backtest.md)", self.played)
             return self.broker.url, BACKTEST_KEYS
 
     def caught_up(self) -> None:

@@ -126,6 +126,8 @@ class History(Played):
     with these keys, merged by time; limit: rows a page; costs and fills: its backtest's. It
     ends when the last query's last page has been handed over."""
 
+    played = "history"
+
     def __init__(self, url: str, keys: Keys, asked: list[Query], costs: Costs | None = None,
                  fills: str | None = None, limit: int = LIMIT, cache: PageCache | None = None) -> None:
         super().__init__(costs, fills)

@@ -33,6 +33,7 @@ log = logging.getLogger("alpaca_stream")
 REPLAY_BATCH = 1000  # lines of a --replay file handed over at a time, as a frame: a flush each
 PERIOD_STARTS = ("b", "u", "d")  # bars: their timestamp is the start of their minute or day
 TERMINAL_LINE = re.compile(r"\d\d:\d\d:\d\d\.\d{3}Z \w")  # show()'s text: "19:25:01.123Z trade  SPY ..."
+LOG_LINE = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\dZ ")  # logs.py's: "2026-11-24 21:35:43Z ..."
 HOW_TO_RECORD = ("with handlers that call show() (as the script's own do):\n"
                  "python websocket_stream.py --demo --json > session.jsonl")
 
@@ -42,11 +43,13 @@ class Played:
     of every market, whose messages go through the feed of its backtest (costs: its; fills:
     --fills's file) batch by batch, each a frame (batches()). It ends when its messages do."""
 
+    played = "recording"  # what its messages are, for the log
+
     def __init__(self, costs: Costs | None = None, fills: str | None = None) -> None:
         self.fills = fills
         self.types = either_market_types()  # messages of every market alike
         self.subscriptions = Subscriptions(offline=True)  # subscribe() changes nothing here
-        self.feed = Feed(costs)
+        self.feed = Feed(costs, self.played)
         self.session: Session | None = None  # the run's, once it runs
 
     def open_feed(self, read_from: str = "") -> None:
@@ -124,7 +127,7 @@ def open_recording(path: str) -> TextIO:
         what = "not messages as --json prints them"
         if len(printed_lines) * 2 > len(broken):
             what = (f"printed lines, not --json messages (the first: \"{excerpt(printed_lines[0])}\"): "
-                    f"{how_printed(printed_lines[0])}")
+                    f"{how_printed(printed_lines)}")
         raise ConfigError(f"--replay: {path} is not a recording: {len(broken)} of its first {len(first)} lines "
                           f"are {what}. To record one, {HOW_TO_RECORD}")
     recording.seek(0)
@@ -138,11 +141,16 @@ def printed(line: str) -> bool:
     return bool(text) and text[0] not in "{[" and "\ufffd" not in text  # U+FFFD: bytes not UTF-8
 
 
-def how_printed(line: str) -> str:
-    """How a recording came to hold this printed line."""
-    if TERMINAL_LINE.match(line):
-        return "the terminal's text, of a run without --json"
-    return "what a handler prints goes into a recording, and the messages of one that does not call show() do not"
+def how_printed(lines: list[str]) -> str:
+    """How a recording came to hold these printed lines: the terminal's, the log's, or else a
+    handler's."""
+    how = []
+    if any(TERMINAL_LINE.match(line) for line in lines):
+        how.append("the terminal's text, of a run without --json")
+    if any(LOG_LINE.match(line) for line in lines):  # recorded with 2>&1
+        how.append("the log's lines are in it: record with > file alone, the log goes to stderr")
+    return "; ".join(how) or ("what a handler prints goes into a recording, and the messages of one that does "
+                              "not call show() do not")
 
 
 def excerpt(line: str, most: int = 50) -> str:
@@ -166,10 +174,11 @@ async def replayed(recording: TextIO, speed: float, session: Session) -> AsyncIt
                 log.warning("line %d is not a --json message: skipped\n"
                             "(any more are counted in the summary)", read + garbled[0] + 1)
             if printed_lines and not session.printed:
-                line = lines[printed_lines[0]].strip()
+                texts = [lines[index].strip() for index in printed_lines]
+                line = texts[0]
                 log.warning('line %d is printed text, not a --json message: skipped (any more are counted in the '
                             'summary): "%s": %s. To record them all, %s', read + printed_lines[0] + 1,
-                            excerpt(line), how_printed(line), HOW_TO_RECORD)
+                            excerpt(line), how_printed(texts), HOW_TO_RECORD)
             session.skipped += len(garbled)
             session.printed += len(printed_lines)
             read += len(lines)
