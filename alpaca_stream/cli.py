@@ -205,7 +205,9 @@ class CommandLine:
                 gc.unfreeze()
         if report:  # after the sources have closed: a run stopped before its end has its result then
             try:
-                size = report.write(self.session.backtest)
+                # Stopped before its end: by a signal before the run was over (--chart's wait is after it).
+                stopped = self.session.stopping and self.session.ended is None
+                size = report.write(self.session.backtest, stopped)
             except OSError as error:
                 raise ConfigError(f"--report: cannot write {report.path}:\n{error.strerror}") from None
             # The path first: the line stays one within 80 columns for a path of up to 44 characters.
@@ -219,12 +221,11 @@ class CommandLine:
         played = sources[0]
         assert isinstance(played, Played)  # --report goes with --replay or --history alone
         feed = played.feed
-        if settings.replay is not None:
-            title = Path(settings.replay).name  # not its path: the report may be read anywhere
+        if settings.replay is not None:  # not its path: the report may be read anywhere
+            report = Report(settings.report, Path(settings.replay).name, lambda: feed.latest)
         else:
             assert settings.history is not None
-            title = "history, {:%Y-%m-%d %H:%M} to {:%Y-%m-%d %H:%M} UTC".format(*settings.history)
-        report = Report(settings.report, title, lambda: feed.latest)
+            report = Report(settings.report, "history", lambda: feed.latest, settings.history)
         feed.ledger.marked = report.marked
         return report
 

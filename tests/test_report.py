@@ -159,6 +159,12 @@ def test_a_backtest_stopped_with_ctrl_c_writes_its_report_with_the_fills_so_far(
     assert "stopping; a second Ctrl+C forces it" in caplog.text
     table = Page(path.read_text(encoding="utf-8")).table
     assert (table["fills"], table["SPY holding"]) == ("1", "10")
+    # The span it covered, to the stop (the trades after the 6th minute were not played), said so.
+    text = path.read_text(encoding="utf-8")
+    assert re.fullmatch(r"recording\.jsonl, Dec 2, 2026 10:00 to 10:0[0-6], New York time", report_data(text)["title"])
+    stopped = re.search(r'<p id="stopped">(.*)</p>', text)
+    assert stopped and re.fullmatch(r"Stopped \(Ctrl\+C or SIGTERM\) at Dec 2, 2026 10:0[0-6], New York time, the "
+                                    r"recording's: the figures are those of the run so far\.", stopped[1])
     assert f"wrote {path} ({path.stat().st_size / 1000:,.0f} KB)" in unwrapped(caplog.text)
 
 
@@ -174,9 +180,24 @@ def test_a_history_runs_report_is_that_of_its_recording_replayed(tmp_path, capsy
     assert ws.main(["--replay", str(recording), "--quiet", "--report", str(replayed)], handlers=Bot(plan).handlers) == 0
     (played, page), (again, page_again) = ((report_data(text), Page(text)) for text in (
         history.read_text(encoding="utf-8"), replayed.read_text(encoding="utf-8")))
-    assert played["title"] == "history, 2025-12-02 15:00 to 2025-12-02 15:10 UTC"
+    assert played["title"] == "history, Dec 2, 2025 10:00 to 10:10, New York time"  # as asked, in the charts' time
+    assert again["title"] == "history.jsonl, Dec 2, 2025 10:00 to 10:09, New York time"  # the messages' span
+    assert 'id="stopped"' not in history.read_text(encoding="utf-8")
     assert len(played["symbols"]["SPY"]["fills"]) == 2 and len(played["equity"]) > 2
     assert {**played, "title": ""} == {**again, "title": ""} and page.table == page_again.table
+
+
+def test_a_history_stopped_before_its_end_gives_the_span_it_covered_and_says_where_it_stopped(tmp_path):
+    path = tmp_path / "report.html"
+    asked = (datetime(2026, 6, 1, 8, tzinfo=WHEN.tzinfo), datetime(2026, 12, 5, 1, tzinfo=WHEN.tzinfo))
+    report = Report(str(path), "history", lambda: WHEN + timedelta(minutes=12), asked)
+    run(report.wrap({})["trade"](trade_record(0, 600.0, 1)))
+    report.write(None, stopped=True)
+    text = path.read_text(encoding="utf-8")
+    assert report_data(text)["title"] == "history, Dec 2, 2026 10:00 to 10:12, New York time"
+    assert ('<p id="stopped">Stopped (Ctrl+C or SIGTERM) at Dec 2, 2026 10:12, New York time, the recording\'s, '
+            "of a run asked for Jun 1, 2026 04:00 to Dec 4, 2026 20:00: the figures are those of the run so far.</p>"
+            ) in text
 
 
 def test_a_replay_whose_handlers_place_no_order_has_its_prices_and_says_there_was_no_order(tmp_path, caplog):
