@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 from conftest import ROOT, run, unwrapped
 from test_backtest import Bot, Plan, backtest, market, trade
+from test_backtest_result import EVENING, TWO_MARKET_BUYS
 from test_chart import WHEN, candles_of
 from test_chart import trade as trade_record
 
@@ -198,6 +199,18 @@ def test_a_history_stopped_before_its_end_gives_the_span_it_covered_and_says_whe
     assert ('<p id="stopped">Stopped (Ctrl+C or SIGTERM) at Dec 2, 2026 10:12, New York time, the recording\'s, '
             "of a run asked for Jun 1, 2026 04:00 to Dec 4, 2026 20:00: the figures are those of the run so far.</p>"
             ) in text
+
+
+def test_an_evening_backtests_report_says_its_orders_wait_for_the_open_and_why_it_has_no_equity(tmp_path, caplog):
+    path = tmp_path / "report.html"
+    backtest(tmp_path, EVENING, TWO_MARKET_BUYS, options=("--report", str(path)))
+    text = path.read_text(encoding="utf-8")
+    said = re.findall(r'<p class="said">(.*)</p>', text)
+    assert said == ["2 market orders waiting for the open (09:30 New York, 2026-12-08): the recording ends at 19:27 "
+                    "New York, outside regular hours; docs/backtest.md",
+                    "No order filled: no equity curve (the equity stayed the cash)."]
+    assert " ".join(said[0].split()) in unwrapped(caplog.text)  # as the summary printed it
+    assert (Page(text).table["fills"], report_data(text)["equity"]) == ("0", [])
 
 
 def test_a_replay_whose_handlers_place_no_order_has_its_prices_and_says_there_was_no_order(tmp_path, caplog):

@@ -193,9 +193,12 @@ def span(start: datetime, end: datetime) -> str:
 
 
 def summary(result: Result | None) -> str:
-    """The summary's figures, as the log prints them (Result.lines()), as a table."""
+    """The summary's figures, as the log prints them (Result.lines()), as a table; the orders
+    waiting for the open, and why there is no equity curve where there is none."""
     if result is None:
         return "<p>The handlers placed no order: no fills, no equity.</p>"
+    said = [waiting.line() for waiting in result.waiting]
+    said += [] if result.fills else ["No order filled: no equity curve (the equity stayed the cash)."]
     rows = [("orders", f"{result.orders}"), ("fills", f"{len(result.fills)}"),
             ("open at the end", f"{result.open_orders}")]
     rows += [("fee, bps", f"{result.fee_bps:g}")] if result.fee_bps else []
@@ -209,4 +212,5 @@ def summary(result: Result | None) -> str:
     if result.symbols:
         rows.append(("buy and hold equity", f"{result.buy_and_hold_equity:,.2f}"))
     cells = "\n".join(f"<tr><th>{html.escape(name)}</th><td>{value}</td></tr>" for name, value in rows)
-    return f'<table id="summary">\n{cells}\n</table>'
+    lines = "".join(f'\n<p class="said">{html.escape(line)}</p>' for line in said)
+    return f'<table id="summary">\n{cells}\n</table>{lines}'
