@@ -10,11 +10,13 @@ import os
 import shutil
 import signal
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any
 
 import pytest
 from test_chart import SESSION, candles_of, order_example, page_of, stopped_when_over
+
+from alpaca_stream.calendar import NEW_YORK
 
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 if not shutil.which(CHROMIUM):
@@ -37,14 +39,21 @@ def browser() -> Iterator[Any]:
         launched.close()
 
 
+def utc(wall: int) -> int:
+    """The UTC time of a series' time: the pages give the library New York's wall clock written
+    as UTC, so that its days start at New York's midnight."""
+    return int(datetime.fromtimestamp(wall, timezone.utc).replace(tzinfo=NEW_YORK).timestamp())
+
+
 def shown(page: Any) -> dict[str, dict]:
-    """Each symbol's candles as the page's series have them: minute -> open, high, low, close,
-    volume; its markers, and the text beside its chart."""
+    """Each symbol's candles as the page's series have them: minute (UTC) -> open, high, low,
+    close, volume; its markers (their times UTC), and the text beside its chart."""
     drawn = page.evaluate(SHOWN)
-    return {symbol: {"candles": {candle["time"]: [candle["open"], candle["high"], candle["low"], candle["close"],
+    return {symbol: {"candles": {utc(candle["time"]): [candle["open"], candle["high"], candle["low"], candle["close"],
                                                   volume["value"]]
                                  for candle, volume in zip(mine["candles"], mine["volume"])},
-                     "markers": mine["markers"], "side": mine["side"]} for symbol, mine in drawn.items()}
+                     "markers": [{**marker, "time": utc(marker["time"])} for marker in mine["markers"]],
+                     "side": mine["side"]} for symbol, mine in drawn.items()}
 
 
 def volume(page: Any) -> float:
