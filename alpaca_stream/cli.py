@@ -272,6 +272,7 @@ class CommandLine:
         if chart is not None and not self.session.stopping:
             self.session.ended = time.monotonic()  # the summary's time: the run's, not the wait's
             log.info("the run is over; the chart stays at %s\nuntil Ctrl+C", chart.address)
+            chart.run_over()
             await asyncio.get_running_loop().create_future()  # cancelled by stop()
 
     def served(self, sources: list[Source]) -> dict[str, Subscriptions]:
