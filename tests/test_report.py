@@ -289,6 +289,22 @@ def test_a_report_in_a_folder_that_may_not_be_written_to_exits_2_naming_it(monke
     assert f"--report: cannot write {tmp_path / 'r.html'}: permission denied" in unwrapped(capsys.readouterr().err)
 
 
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="no /proc: Linux's")
+def test_a_report_the_system_refuses_though_its_folder_is_writable_exits_2_before_the_run(capsys):
+    with pytest.raises(SystemExit) as exited:
+        parse_args(["--replay", "s.jsonl", "--report", "/proc/x.html"])  # /proc: root may write, none may make
+    assert exited.value.code == EXIT_USAGE
+    assert "--report: cannot write /proc/x.html: No such file or directory" in unwrapped(capsys.readouterr().err)
+
+
+def test_a_reports_trial_before_the_run_leaves_no_file_and_an_old_one_as_it_was(tmp_path):
+    new, old = tmp_path / "new.html", tmp_path / "old.html"
+    old.write_text("the last run's", encoding="utf-8")
+    for path in (new, old):
+        parse_args(["--replay", "s.jsonl", "--report", str(path)])
+    assert not new.exists() and old.read_text(encoding="utf-8") == "the last run's"
+
+
 def test_a_report_that_cannot_be_written_at_the_end_exits_2_saying_why_after_the_summary(tmp_path, caplog):
     path = tmp_path / "report.html"
     recording = tmp_path / "recording.jsonl"
