@@ -48,6 +48,8 @@ def test_the_report_opens_offline_with_the_trades_candles_the_fills_at_their_pri
     with opened_offline(path) as offline:
         drawn = offline.evaluate(DRAWN)
         equity = offline.evaluate("() => window.equity.data().map((point) => point.value)")
+        # The equity axis's labels, as the table's figures: with thousands separators.
+        label = offline.evaluate("() => window.equity.priceFormatter().format(100033.84)")
         attributions = offline.locator("#tv-attr-logo").count()
     assert {symbol: {utc(candle["time"]): [candle["open"], candle["high"], candle["low"], candle["close"], bar["value"]]
                      for candle, bar in zip(mine["candles"], mine["volume"])} for symbol, mine in drawn.items()} == {
@@ -59,6 +61,7 @@ def test_the_report_opens_offline_with_the_trades_candles_the_fills_at_their_pri
     assert [(utc(marker["time"]), marker["price"], marker["position"]) for marker in drawn["SPY"]["markers"]] == fills
     assert drawn["TSLA"]["markers"] == []
     assert equity[-1] == float(summarized(caplog.text)["equity"].replace(",", ""))
+    assert label == "100,033.84"
     assert attributions == 3  # TradingView's attribution, on each chart
 
 
