@@ -205,7 +205,9 @@ class CommandLine:
                 gc.unfreeze()
         if report:  # after the sources have closed: a run stopped before its end has its result then
             try:
-                size = report.write(self.session.backtest)
+                # Stopped before its end: by a signal before the run was over (--chart's wait is after it).
+                stopped = self.session.stopping and self.session.ended is None
+                size = report.write(self.session.backtest, stopped)
             except OSError as error:
                 raise ConfigError(f"--report: cannot write {report.path}:\n{error.strerror}") from None
             # The path first: the line stays one within 80 columns for a path of up to 44 characters.
@@ -219,12 +221,11 @@ class CommandLine:
         played = sources[0]
         assert isinstance(played, Played)  # --report goes with --replay or --history alone
         feed = played.feed
-        if settings.replay is not None:
-            title = Path(settings.replay).name  # not its path: the report may be read anywhere
+        if settings.replay is not None:  # not its path: the report may be read anywhere
+            report = Report(settings.report, Path(settings.replay).name, lambda: feed.latest)
         else:
             assert settings.history is not None
-            title = "history, {:%Y-%m-%d %H:%M} to {:%Y-%m-%d %H:%M} UTC".format(*settings.history)
-        report = Report(settings.report, title, lambda: feed.latest)
+            report = Report(settings.report, "history", lambda: feed.latest, settings.history)
         feed.ledger.marked = report.marked
         return report
 
@@ -252,22 +253,26 @@ class CommandLine:
                 await stack.enter_async_context(serving(host, port, self.served(sources), self.session,
                                                         keys=None if keyless else self.keys_given))
             chart = None
-            if settings.chart:  # the run's symbols from the start; a recording's as they come
+            # The run's symbols from the start; a recording's as they come. Not once stopped while
+            # starting: its address would be said after "stopping", for a page served for nothing.
+            if settings.chart and not self.session.stopping:
                 named = [] if settings.replay is not None else [*settings.symbols, *settings.pairs, *settings.options]
                 chart = await stack.enter_async_context(Chart(*settings.chart, named))
                 handlers = chart.wrap(handlers)
                 if settings.trade_updates:  # an account's fills: the page starts from what it holds
                     await held_before(chart)
-            await until_stopped(self.charted(supervise(sources, handlers, self.session), chart), self.session,
-                                settings.heartbeat, also=self.streaming)
+            # The run's coroutine made where it is awaited: one stopped before it starts is never made.
+            await until_stopped(self.charted(sources, handlers, chart), self.session, settings.heartbeat,
+                                also=self.streaming)
 
-    async def charted(self, work: Coroutine[Any, Any, None], chart: Chart | None) -> None:
+    async def charted(self, sources: list[Source], handlers: Handlers, chart: Chart | None) -> None:
         """The run; then, with --chart, its page stays served until Ctrl+C: a run that ends on
         its own (a replay, a history) would end before the page could be read."""
-        await work
+        await supervise(sources, handlers, self.session)
         if chart is not None and not self.session.stopping:
             self.session.ended = time.monotonic()  # the summary's time: the run's, not the wait's
             log.info("the run is over; the chart stays at %s\nuntil Ctrl+C", chart.address)
+            chart.run_over()
             await asyncio.get_running_loop().create_future()  # cancelled by stop()
 
     def served(self, sources: list[Source]) -> dict[str, Subscriptions]:

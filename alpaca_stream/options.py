@@ -37,6 +37,7 @@ from alpaca_stream.channels import (
 from alpaca_stream.errors import EXIT_USAGE
 from alpaca_stream.logs import fitted
 from alpaca_stream.orders import LIVE_API, PAPER_API, Costs
+from alpaca_stream.outputs.report import unwritable
 from alpaca_stream.outputs.serve import is_loopback
 from alpaca_stream.sources.crypto import ALPACA_CRYPTO_STREAM
 from alpaca_stream.sources.demo import warn_of_unknown
@@ -377,6 +378,8 @@ def report_checks(parser: argparse.ArgumentParser, path: str, replay: str | None
             parser.error(f"--report {path} is {option}'s file: it would be overwritten")
     if not os.access(folder, os.W_OK) or report.exists() and not os.access(report, os.W_OK):
         parser.error(f"--report: cannot write {path}: permission denied")
+    if why := unwritable(report):
+        parser.error(f"--report: cannot write {path}: {why}")
 
 
 def costs_from(args: argparse.Namespace) -> Costs:

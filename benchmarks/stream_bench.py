@@ -386,14 +386,21 @@ def charted(client: str, command: Command, env: dict[str, str]) -> float:
                 raise RuntimeError(f"not a trade's line: {last!r}")
             symbol, price = found[1], float(found[2].replace(",", ""))
             shown = f"window.charts[{json.dumps(symbol)}]"
-            closes_there = f"() => {shown} && Math.abs({shown}.candles.data().at(-1).close - {price}) < 0.005"
-            try:  # to the cent printed
-                page.wait_for_function(closes_there, timeout=10_000)
+            try:  # a loaded machine's page may take many seconds to draw the last trade
+                page.wait_for_function(last_close_is(symbol, price), timeout=60_000)
             except Exception as error:  # Playwright's TimeoutError: what the page shows instead, said
                 candle = page.evaluate(f"() => {shown}?.candles.data().at(-1)")
                 raise RuntimeError(f"the page's last candle of {symbol} is {candle}, not closed at the last "
                                    f"trade printed, {price}") from error
     return rate
+
+
+def last_close_is(symbol: str, price: float) -> str:
+    """A function for the page that is true once the last candle of `symbol` closes at `price`,
+    to the cent printed: false, never an error, while its chart or its candles are not there yet,
+    as Playwright gives up waiting at the first error."""
+    last = f"window.charts?.[{json.dumps(symbol)}]?.candles.data().at(-1)"
+    return f"() => Math.abs(({last})?.close - {price}) < 0.005"
 
 
 @contextlib.contextmanager

@@ -77,13 +77,39 @@ def test_the_history_figure_prints_each_readers_rate_and_peaks_and_the_targets_a
         "--history-trades", "2000", written=tmp_path / "results.json")
 
 
-@pytest.mark.skipif(not shutil.which(os.environ.get("CHROMIUM", "/usr/bin/chromium")), reason="no Chromium "
-                    "(apt-get install chromium; CHROMIUM=path for another)")
+needs_chromium = pytest.mark.skipif(not shutil.which(os.environ.get("CHROMIUM", "/usr/bin/chromium")),
+                                    reason="no Chromium (apt-get install chromium; CHROMIUM=path for another)")
+
+
+@needs_chromium
+def test_the_chart_figures_wait_for_the_last_close_is_false_not_an_error_while_the_page_has_no_candle():
+    playwright = pytest.importorskip("playwright.sync_api", reason="no Playwright: pip install -r requirements-dev.txt")
+    spec = importlib.util.spec_from_file_location("stream_bench", BENCH)
+    assert spec and spec.loader
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    closes_there = bench.last_close_is("SPY", 601.81)
+    with playwright.sync_playwright() as driver:
+        browser = driver.chromium.launch(executable_path=os.environ.get("CHROMIUM", "/usr/bin/chromium"),
+                                         args=["--no-sandbox"])
+        try:
+            page = browser.new_page()
+            series = "window.charts = {SPY: {candles: {data: () => window.candles}}}"
+            assert page.evaluate(closes_there) is False  # no chart yet
+            for candles, closed in (([], False), ([{"close": 601.5}], False), ([{"close": 601.81}], True)):
+                page.evaluate(f"() => {{ {series}; window.candles = {json.dumps(candles)}; }}")
+                assert page.evaluate(closes_there) is closed, candles
+        finally:
+            browser.close()
+
+
+@needs_chromium
+@pytest.mark.timeout(180)  # a loaded machine's page may take a minute to draw the last trade
 def test_the_chart_figure_times_printing_with_a_page_drawing_against_alone_and_checks_the_target(tmp_path):
     pytest.importorskip("playwright.sync_api", reason="no Playwright: pip install -r requirements-dev.txt")
     written = tmp_path / "results.json"
     done = subprocess.run([sys.executable, str(BENCH), "--only", "chart", "--runs", "1", "--chart-trades", "2000",
-                           "--results", str(written)], capture_output=True, text=True, timeout=120)
+                           "--results", str(written)], capture_output=True, text=True, timeout=170)
     assert done.returncode == 0, done.stderr  # the page's last candle closed at the last trade printed
     for client in ("ours", "ours --chart"):
         assert re.search(rf"with a chart's page +{re.escape(client)} +[\d,]+ ", done.stdout), done.stdout

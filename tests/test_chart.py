@@ -7,12 +7,14 @@ handlers it wraps, and the script with --demo and with a backtest (--replay)."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import logging
 import re
 import signal
 import socket
 import time
+import warnings
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -411,3 +413,23 @@ def test_a_demos_chart_asks_for_the_order_updates_of_its_account_and_alpacas_onl
 
     assert settings_from(parse_args(["--demo", "--chart"])).trade_updates
     assert not settings_from(parse_args(["--chart"])).trade_updates  # keys may be live ones: --trade-updates
+
+
+def test_a_replay_stopped_while_starting_serves_no_chart_and_leaves_no_run_unawaited(monkeypatch, caplog):
+    from alpaca_stream.sources.recording import Recording
+
+    entered = Recording.__aenter__
+
+    async def stopped_while_entered(self: Recording) -> Recording:  # Ctrl+C while the recording is checked
+        signal.raise_signal(signal.SIGINT)
+        return await entered(self)
+
+    monkeypatch.setattr(Recording, "__aenter__", stopped_while_entered)
+    caplog.set_level(logging.INFO)
+    with warnings.catch_warnings(record=True) as warned:
+        warnings.simplefilter("always")
+        assert ws.main(["--replay", str(SESSION), "--quiet", "--chart=0"], handlers={}) == 0
+        gc.collect()  # where a coroutine never awaited is said
+    assert "stopping; a second Ctrl+C forces it" in caplog.text
+    assert "charting at" not in caplog.text
+    assert [str(warning.message) for warning in warned if "never awaited" in str(warning.message)] == []

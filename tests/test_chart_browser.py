@@ -10,11 +10,13 @@ import os
 import shutil
 import signal
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any
 
 import pytest
-from test_chart import SESSION, candles_of, order_example, page_of, stopped_when_over
+from test_chart import OVER, SESSION, candles_of, order_example, page_of, stopped_when_over
+
+from alpaca_stream.calendar import NEW_YORK
 
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 if not shutil.which(CHROMIUM):
@@ -37,14 +39,21 @@ def browser() -> Iterator[Any]:
         launched.close()
 
 
+def utc(wall: int) -> int:
+    """The UTC time of a series' time: the pages give the library New York's wall clock written
+    as UTC, so that its days start at New York's midnight."""
+    return int(datetime.fromtimestamp(wall, timezone.utc).replace(tzinfo=NEW_YORK).timestamp())
+
+
 def shown(page: Any) -> dict[str, dict]:
-    """Each symbol's candles as the page's series have them: minute -> open, high, low, close,
-    volume; its markers, and the text beside its chart."""
+    """Each symbol's candles as the page's series have them: minute (UTC) -> open, high, low,
+    close, volume; its markers (their times UTC), and the text beside its chart."""
     drawn = page.evaluate(SHOWN)
-    return {symbol: {"candles": {candle["time"]: [candle["open"], candle["high"], candle["low"], candle["close"],
+    return {symbol: {"candles": {utc(candle["time"]): [candle["open"], candle["high"], candle["low"], candle["close"],
                                                   volume["value"]]
                                  for candle, volume in zip(mine["candles"], mine["volume"])},
-                     "markers": mine["markers"], "side": mine["side"]} for symbol, mine in drawn.items()}
+                     "markers": [{**marker, "time": utc(marker["time"])} for marker in mine["markers"]],
+                     "side": mine["side"]} for symbol, mine in drawn.items()}
 
 
 def volume(page: Any) -> float:
@@ -102,3 +111,19 @@ def test_a_backtests_fill_is_marked_below_the_price_at_its_minute_and_its_positi
     assert [(marker["time"], marker["price"], marker["position"]) for marker in tsla["markers"]] == [
         (minute, 350.28, "atPriceBottom")]
     assert "position 1" in tsla["side"] and "realized P&L +0.00" in tsla["side"]
+
+
+def test_a_replays_page_says_the_run_is_over_once_it_is_and_a_page_opened_later_too(start_script, browser):
+    script = start_script("--replay", str(SESSION), "--replay-speed", "2", "--chart", "--quiet")
+    address = f"http://{page_of(script)}/"
+    first = browser.new_page()
+    first.goto(address)
+    first.wait_for_selector("#status:text('live')", timeout=15_000)  # as it plays
+    script.wait_for_stderr(OVER)
+    late = browser.new_page()
+    late.goto(address)
+    for page in (first, late):  # told at the end; told as it opens
+        page.wait_for_selector("#status:text('the run is over: the chart stays until the script stops')",
+                               timeout=15_000)
+    script.process.send_signal(signal.SIGINT)
+    assert script.finish() == 0, script.stderr

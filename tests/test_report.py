@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 from conftest import ROOT, run, unwrapped
 from test_backtest import Bot, Plan, backtest, market, trade
+from test_backtest_result import EVENING, TWO_MARKET_BUYS
 from test_chart import WHEN, candles_of
 from test_chart import trade as trade_record
 
@@ -159,6 +160,12 @@ def test_a_backtest_stopped_with_ctrl_c_writes_its_report_with_the_fills_so_far(
     assert "stopping; a second Ctrl+C forces it" in caplog.text
     table = Page(path.read_text(encoding="utf-8")).table
     assert (table["fills"], table["SPY holding"]) == ("1", "10")
+    # The span it covered, to the stop (the trades after the 6th minute were not played), said so.
+    text = path.read_text(encoding="utf-8")
+    assert re.fullmatch(r"recording\.jsonl, Dec 2, 2026 10:00 to 10:0[0-6], New York time", report_data(text)["title"])
+    stopped = re.search(r'<p id="stopped">(.*)</p>', text)
+    assert stopped and re.fullmatch(r"Stopped \(Ctrl\+C or SIGTERM\) at Dec 2, 2026 10:0[0-6], New York time, the "
+                                    r"recording's: the figures are those of the run so far\.", stopped[1])
     assert f"wrote {path} ({path.stat().st_size / 1000:,.0f} KB)" in unwrapped(caplog.text)
 
 
@@ -174,9 +181,36 @@ def test_a_history_runs_report_is_that_of_its_recording_replayed(tmp_path, capsy
     assert ws.main(["--replay", str(recording), "--quiet", "--report", str(replayed)], handlers=Bot(plan).handlers) == 0
     (played, page), (again, page_again) = ((report_data(text), Page(text)) for text in (
         history.read_text(encoding="utf-8"), replayed.read_text(encoding="utf-8")))
-    assert played["title"] == "history, 2025-12-02 15:00 to 2025-12-02 15:10 UTC"
+    assert played["title"] == "history, Dec 2, 2025 10:00 to 10:10, New York time"  # as asked, in the charts' time
+    assert again["title"] == "history.jsonl, Dec 2, 2025 10:00 to 10:09, New York time"  # the messages' span
+    assert 'id="stopped"' not in history.read_text(encoding="utf-8")
     assert len(played["symbols"]["SPY"]["fills"]) == 2 and len(played["equity"]) > 2
     assert {**played, "title": ""} == {**again, "title": ""} and page.table == page_again.table
+
+
+def test_a_history_stopped_before_its_end_gives_the_span_it_covered_and_says_where_it_stopped(tmp_path):
+    path = tmp_path / "report.html"
+    asked = (datetime(2026, 6, 1, 8, tzinfo=WHEN.tzinfo), datetime(2026, 12, 5, 1, tzinfo=WHEN.tzinfo))
+    report = Report(str(path), "history", lambda: WHEN + timedelta(minutes=12), asked)
+    run(report.wrap({})["trade"](trade_record(0, 600.0, 1)))
+    report.write(None, stopped=True)
+    text = path.read_text(encoding="utf-8")
+    assert report_data(text)["title"] == "history, Dec 2, 2026 10:00 to 10:12, New York time"
+    assert ('<p id="stopped">Stopped (Ctrl+C or SIGTERM) at Dec 2, 2026 10:12, New York time, the recording\'s, '
+            "of a run asked for Jun 1, 2026 04:00 to Dec 4, 2026 20:00: the figures are those of the run so far.</p>"
+            ) in text
+
+
+def test_an_evening_backtests_report_says_its_orders_wait_for_the_open_and_why_it_has_no_equity(tmp_path, caplog):
+    path = tmp_path / "report.html"
+    backtest(tmp_path, EVENING, TWO_MARKET_BUYS, options=("--report", str(path)))
+    text = path.read_text(encoding="utf-8")
+    said = re.findall(r'<p class="said">(.*)</p>', text)
+    assert said == ["2 market orders waiting for the open (09:30 New York, 2026-12-08): the recording ends at 19:27 "
+                    "New York, outside regular hours; docs/backtest.md",
+                    "No order filled: no equity curve (the equity stayed the cash)."]
+    assert " ".join(said[0].split()) in unwrapped(caplog.text)  # as the summary printed it
+    assert (Page(text).table["fills"], report_data(text)["equity"]) == ("0", [])
 
 
 def test_a_replay_whose_handlers_place_no_order_has_its_prices_and_says_there_was_no_order(tmp_path, caplog):
@@ -253,6 +287,22 @@ def test_a_report_in_a_folder_that_may_not_be_written_to_exits_2_naming_it(monke
         parse_args(["--replay", "s.jsonl", "--report", str(tmp_path / "r.html")])
     assert exited.value.code == EXIT_USAGE
     assert f"--report: cannot write {tmp_path / 'r.html'}: permission denied" in unwrapped(capsys.readouterr().err)
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="no /proc: Linux's")
+def test_a_report_the_system_refuses_though_its_folder_is_writable_exits_2_before_the_run(capsys):
+    with pytest.raises(SystemExit) as exited:
+        parse_args(["--replay", "s.jsonl", "--report", "/proc/x.html"])  # /proc: root may write, none may make
+    assert exited.value.code == EXIT_USAGE
+    assert "--report: cannot write /proc/x.html: No such file or directory" in unwrapped(capsys.readouterr().err)
+
+
+def test_a_reports_trial_before_the_run_leaves_no_file_and_an_old_one_as_it_was(tmp_path):
+    new, old = tmp_path / "new.html", tmp_path / "old.html"
+    old.write_text("the last run's", encoding="utf-8")
+    for path in (new, old):
+        parse_args(["--replay", "s.jsonl", "--report", str(path)])
+    assert not new.exists() and old.read_text(encoding="utf-8") == "the last run's"
 
 
 def test_a_report_that_cannot_be_written_at_the_end_exits_2_saying_why_after_the_summary(tmp_path, caplog):

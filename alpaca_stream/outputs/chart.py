@@ -114,6 +114,7 @@ class Chart:
         self.sent_at = 0.0  # the loop's time of the last update
         self.fills_seen = 0
         self.stopping = False
+        self.over = False  # the run has ended on its own (a replay, a history): its pages say so
         self.pages_cut = 0
         self.cutting: set[asyncio.Task] = set()  # the closes of pages cut, while they run
         self.opened: weakref.WeakSet[ServerConnection] = weakref.WeakSet()  # the server's, while it keeps them
@@ -273,9 +274,17 @@ class Chart:
                 queue(page, frame)
 
     def snapshot(self) -> str:
-        """What came before, for a page that opens: every symbol's candles and fills kept."""
+        """What came before, for a page that opens: every symbol's candles and fills kept, and
+        whether the run is over."""
         symbols = {symbol: shown.shown(shown.candles, shown.fills) for symbol, shown in self.symbols.items()}
-        return json.dumps({"type": "snapshot", "symbols": symbols}, separators=(",", ":"))
+        return json.dumps({"type": "snapshot", "symbols": symbols, "over": self.over}, separators=(",", ":"))
+
+    def run_over(self) -> None:
+        """The run has ended on its own: its last changes, then each page told so."""
+        self.send_changes()
+        self.over = True
+        for page in list(self.pages):
+            queue(page, json.dumps({"type": "update", "symbols": {}, "over": True}))
 
     def cut(self, page: Page) -> None:
         self.pages.discard(page)

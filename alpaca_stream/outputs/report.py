@@ -12,8 +12,10 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import Generic, TypeVar
 
+from alpaca_stream.calendar import NEW_YORK
 from alpaca_stream.handlers import Handlers, unhandled
 from alpaca_stream.outputs.chart import CANDLES_KEPT, FILES, FOLDER, Chart
 from alpaca_stream.records import Record
@@ -81,11 +83,13 @@ class Prices:
 class Report:
     """--report: wrap() the handlers, so that their trades, quotes and bars make the candles;
     marked() is the ledger's hook (result.Ledger.marked), each equity it marks at clock()'s
-    time, the recording's; write() at the end. title: what was played (no path: the file
-    goes anywhere)."""
+    time, the recording's; write() at the end. name: what was played (no path: the file goes
+    anywhere); asked: a history's span, as asked."""
 
-    def __init__(self, path: str, title: str, clock: Callable[[], datetime]) -> None:
-        self.path, self.title, self.clock = path, title, clock
+    def __init__(self, path: str, name: str, clock: Callable[[], datetime],
+                 asked: tuple[datetime, datetime] | None = None) -> None:
+        self.path, self.name, self.clock, self.asked = path, name, clock, asked
+        self.first: datetime | None = None  # the first price's time: where the run's span starts
         self.symbols: dict[str, Prices] = {}
         self.equity: Buckets[float] = Buckets()  # each bucket's last
 
@@ -107,6 +111,8 @@ class Report:
         self.price(bar["S"], BAR, bar["t"], [bar["o"], bar["h"], bar["l"], bar["c"], bar["v"]])
 
     def price(self, symbol: str, kind: int, when: datetime, candle: list[float]) -> None:
+        if self.first is None or when < self.first:
+            self.first = when
         prices = self.symbols.get(symbol)
         if prices is None:
             prices = self.symbols[symbol] = Prices()
@@ -120,10 +126,25 @@ class Report:
     def marked(self, equity: float) -> None:
         self.equity.add(self.clock().timestamp(), equity)
 
-    def write(self, result: Result | None) -> int:
+    def title(self, stopped: bool) -> str:
+        """What was played and the span it covered, in New York's time: a history's as asked,
+        unless it was stopped before its end."""
+        if self.asked and not stopped:
+            return f"{self.name}, {span(*self.asked)}, New York time"
+        if self.first is None:
+            return self.name
+        return f"{self.name}, {span(self.first, self.clock())}, New York time"
+
+    def write(self, result: Result | None, stopped: bool = False) -> int:
         """The file, from the candles, the equity marked and the backtest's result (None: no
-        order was placed); its size in bytes. OSError if it cannot be written."""
-        data = {"title": self.title, "symbols": {symbol: self.shown(symbol, prices, result)
+        order was placed), and whether the run was stopped before its end (Ctrl+C, SIGTERM);
+        its size in bytes. OSError if it cannot be written."""
+        said = ""
+        if stopped:
+            asked = f", of a run asked for {span(*self.asked)}" if self.asked else ""
+            said = (f'<p id="stopped">Stopped (Ctrl+C or SIGTERM) at {moment(self.clock())}, New York time, the '
+                    f"recording's{asked}: the figures are those of the run so far.</p>\n")
+        data = {"title": self.title(stopped), "symbols": {symbol: self.shown(symbol, prices, result)
                                                  for symbol, prices in self.symbols.items()},
                 "equity": self.curve(result)}
         # The library with its notice and license, as the license asks of a copy; every < of the
@@ -132,7 +153,7 @@ class Report:
         parts = {"/*LIBRARY*/": f"/*\n{notice}*/\n{LIBRARY.read_text(encoding='utf-8')}",
                  "/*CHARTS*/": CHARTS.read_text(encoding="utf-8"),
                  "/*DATA*/": json.dumps(data, separators=(",", ":")).replace("<", "\\u003c"),
-                 "<!--SUMMARY-->": summary(result)}
+                 "<!--SUMMARY-->": said + summary(result)}
         page = MARKERS.sub(lambda marker: parts[marker.group()], PAGE.read_text(encoding="utf-8"))
         with open(self.path, "w", encoding="utf-8") as file:
             return file.write(page)
@@ -159,10 +180,41 @@ class Report:
         return [[start, round(value, 2)] for start, value in sorted(points.items())]
 
 
+def unwritable(path: Path) -> str | None:
+    """Why the report's file cannot be written (the system's words), or None: tried before the
+    run, as the system refuses more than permissions say (/proc, a read-only disk), and found at
+    the end, a long run's result would be lost. A file made for the trial is removed."""
+    made = not path.exists()
+    try:
+        with open(path, "a", encoding="utf-8"):
+            pass
+    except OSError as error:
+        return error.strerror
+    if made:
+        path.unlink()
+    return None
+
+
+def moment(when: datetime) -> str:
+    """A time in New York's: Jun 15, 2026 10:12."""
+    there = when.astimezone(NEW_YORK)
+    return f"{there:%b} {there.day}, {there:%Y %H:%M}"
+
+
+def span(start: datetime, end: datetime) -> str:
+    """From start to end in New York's time, the day once if it is one: Dec 2, 2026 09:30 to 16:00."""
+    if start.astimezone(NEW_YORK).date() == end.astimezone(NEW_YORK).date():
+        return f"{moment(start)} to {end.astimezone(NEW_YORK):%H:%M}"
+    return f"{moment(start)} to {moment(end)}"
+
+
 def summary(result: Result | None) -> str:
-    """The summary's figures, as the log prints them (Result.lines()), as a table."""
+    """The summary's figures, as the log prints them (Result.lines()), as a table; the orders
+    waiting for the open, and why there is no equity curve where there is none."""
     if result is None:
         return "<p>The handlers placed no order: no fills, no equity.</p>"
+    said = [waiting.line() for waiting in result.waiting]
+    said += [] if result.fills else ["No order filled: no equity curve (the equity stayed the cash)."]
     rows = [("orders", f"{result.orders}"), ("fills", f"{len(result.fills)}"),
             ("open at the end", f"{result.open_orders}")]
     rows += [("fee, bps", f"{result.fee_bps:g}")] if result.fee_bps else []
@@ -176,4 +228,5 @@ def summary(result: Result | None) -> str:
     if result.symbols:
         rows.append(("buy and hold equity", f"{result.buy_and_hold_equity:,.2f}"))
     cells = "\n".join(f"<tr><th>{html.escape(name)}</th><td>{value}</td></tr>" for name, value in rows)
-    return f'<table id="summary">\n{cells}\n</table>'
+    lines = "".join(f'\n<p class="said">{html.escape(line)}</p>' for line in said)
+    return f'<table id="summary">\n{cells}\n</table>{lines}'
