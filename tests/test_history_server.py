@@ -228,7 +228,7 @@ def test_a_made_up_day_opens_near_where_the_trading_day_before_it_closed(history
     # 628 from one close to the next open, and a run of days was its jumps.
     def edge(day: int, sort: str) -> float:
         start = f"2025-12-{day:02}T{midnight}"
-        end = (datetime.fromisoformat(start) + timedelta(days=1, microseconds=-1)).isoformat()
+        end = (rfc3339(start) + timedelta(days=1, microseconds=-1)).isoformat()
         answer = get(history, path, symbols=symbol, limit=1, sort=sort, start=start, end=end).json()
         return answer["trades"][symbol][0]["p"] if answer["trades"] else math.nan
 
