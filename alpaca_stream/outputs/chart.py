@@ -16,7 +16,7 @@ import logging
 import secrets
 import weakref
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from pathlib import Path
@@ -182,9 +182,9 @@ class Chart:
     @staticmethod
     def folding(fold: Callable[[Record], None], handler: Handler) -> Handler:
         @functools.wraps(handler)  # its name, for the log when it raises
-        async def fold_then_handle(record: Record) -> None:
+        def fold_then_handle(record: Record) -> Awaitable[None]:
             fold(record)
-            await handler(record)
+            return handler(record)  # its coroutine, which deliver() awaits: no frame of ours around it
 
         return fold_then_handle
 
@@ -195,17 +195,23 @@ class Chart:
         return shown
 
     def trade(self, trade: Record) -> None:
-        shown = self.of(trade["S"])
+        # Paid for every trade: written for speed (with a page open, 0.78 us a trade against
+        # 1.11 written plainly, measured; the benchmark's chart figure asks 0.8x of printing).
+        shown = self.symbols.get(trade["S"]) or self.of(trade["S"])
         if shown.from_bars:
             return
         minute = int(trade["t"].timestamp()) // 60 * 60
-        price, size = trade["p"], trade["s"]
+        price = trade["p"]
         candle = shown.candles.get(minute)
         if candle is None:
-            shown.candle(minute, [price, price, price, price, size])
+            shown.candle(minute, [price, price, price, price, trade["s"]])
         else:
-            candle[1], candle[2], candle[3] = max(candle[1], price), min(candle[2], price), price
-            candle[4] += size
+            if price > candle[1]:
+                candle[1] = price
+            elif price < candle[2]:
+                candle[2] = price
+            candle[3] = price
+            candle[4] += trade["s"]
         self.changed(shown, minute)
 
     def bar(self, bar: Record) -> None:
