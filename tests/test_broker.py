@@ -498,6 +498,8 @@ def test_what_the_feeder_sent_as_the_broker_went_is_sent_again_and_stored_once_i
             for number in range(150, 200):  # held while the broker is away
                 await publisher.publish("trade", Trade({**trade, "i": number}))
             await until(lambda: publisher.client.is_connected, "the feeder reconnected")
+            # Sent again once back, each kept until JetStream acknowledges it: all stored then.
+            await until(lambda: not publisher.unacked, "every message acknowledged")
             jetstream = publisher.client.jetstream()
             last = (await jetstream.publish("alpaca.trades.SPY", b"{}")).seq  # a marker: stored after the rest
             return [json.loads((await jetstream.get_msg(STREAM, seq)).data or b"{}").get("id")
