@@ -221,11 +221,9 @@ class CommandLine:
         played = sources[0]
         assert isinstance(played, Played)  # --report goes with --replay or --history alone
         feed = played.feed
-        if settings.replay is not None:  # not its path: the report may be read anywhere
-            report = Report(settings.report, Path(settings.replay).name, lambda: feed.latest)
-        else:
-            assert settings.history is not None
-            report = Report(settings.report, "history", lambda: feed.latest, settings.history)
+        # What was played: a recording's name, not its path (the report may be read anywhere).
+        name = Path(settings.replay).name if settings.replay is not None else "history"
+        report = Report(settings.report, name, lambda: feed.latest, settings.history)
         feed.ledger.marked = report.marked
         return report
 
