@@ -37,6 +37,7 @@ from alpaca_stream.channels import (
 from alpaca_stream.errors import EXIT_USAGE
 from alpaca_stream.logs import fitted
 from alpaca_stream.orders import LIVE_API, PAPER_API, Costs
+from alpaca_stream.outputs.report import unwritable
 from alpaca_stream.outputs.serve import is_loopback
 from alpaca_stream.sources.crypto import ALPACA_CRYPTO_STREAM
 from alpaca_stream.sources.demo import warn_of_unknown
@@ -379,21 +380,6 @@ def report_checks(parser: argparse.ArgumentParser, path: str, replay: str | None
         parser.error(f"--report: cannot write {path}: permission denied")
     if why := unwritable(report):
         parser.error(f"--report: cannot write {path}: {why}")
-
-
-def unwritable(path: Path) -> str | None:
-    """Why the report's file cannot be written (the system's words), or None: tried before the
-    run, as the system refuses more than permissions say (/proc, a read-only disk), and found at
-    the end, a long run's result would be lost. A file made for the trial is removed."""
-    made = not path.exists()
-    try:
-        with open(path, "a", encoding="utf-8"):
-            pass
-    except OSError as error:
-        return error.strerror
-    if made:
-        path.unlink()
-    return None
 
 
 def costs_from(args: argparse.Namespace) -> Costs:

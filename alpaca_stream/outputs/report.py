@@ -12,6 +12,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import Generic, TypeVar
 
 from alpaca_stream.calendar import NEW_YORK
@@ -177,6 +178,21 @@ class Report:
             points.setdefault(self.equity.at(first), result.start)
         points[self.equity.at(self.clock().timestamp())] = result.equity
         return [[start, round(value, 2)] for start, value in sorted(points.items())]
+
+
+def unwritable(path: Path) -> str | None:
+    """Why the report's file cannot be written (the system's words), or None: tried before the
+    run, as the system refuses more than permissions say (/proc, a read-only disk), and found at
+    the end, a long run's result would be lost. A file made for the trial is removed."""
+    made = not path.exists()
+    try:
+        with open(path, "a", encoding="utf-8"):
+            pass
+    except OSError as error:
+        return error.strerror
+    if made:
+        path.unlink()
+    return None
 
 
 def moment(when: datetime) -> str:
